@@ -179,6 +179,21 @@ def _tail(stderr: bytes) -> str:
     return "\n".join(lines[-_STDERR_TAIL_LINES:])
 
 
+def _fix_wav_sizes(data: bytes) -> bytes:
+    """Write the real RIFF and data sizes into a WAV that ffmpeg wrote to a pipe.
+
+    ffmpeg cannot seek back on a pipe, so it leaves both sizes at 0xFFFFFFFF; strict readers
+    (Python's ``wave``, many speakers) then take the file for 4 GiB long.
+    """
+    at = data.find(b"data", 12)
+    if data[:4] != b"RIFF" or at < 0:
+        return data
+    fixed = bytearray(data)
+    fixed[4:8] = (len(data) - 8).to_bytes(4, "little")
+    fixed[at + 4 : at + 8] = (len(data) - at - 8).to_bytes(4, "little")
+    return bytes(fixed)
+
+
 _SUMMARY_I = re.compile(rb"^\s*I:\s+(-?[\d.]+|-?inf) LUFS", re.MULTILINE)
 _SUMMARY_PEAK = re.compile(rb"^\s*Peak:\s+(-?[\d.]+|-?inf) dBFS", re.MULTILINE)
 
@@ -207,9 +222,11 @@ class Transcoder:
         return self._ffmpeg
 
     async def run(
-        self, stream: Any, data: bytes, *, loglevel: str = "error"
+        self, stream: Any, data: bytes, what: str, *, loglevel: str = "error"
     ) -> tuple[bytes, bytes]:
         """Run an ffmpeg-python graph with ``data`` on stdin; return (stdout, stderr).
+
+        ``what`` says what the run does ("decoding the mp3 audio"), for error messages.
 
         Raises :class:`TranscodeError` on a non-zero exit or after ``audio.ffmpeg_timeout_s``.
         """
@@ -228,7 +245,7 @@ class Transcoder:
             proc.kill()
             _, stderr = await proc.communicate()
             raise TranscodeError(
-                f"ffmpeg did not finish within {timeout:g} s (audio.ffmpeg_timeout_s)",
+                f"ffmpeg did not finish {what} within {timeout:g} s (audio.ffmpeg_timeout_s)",
                 returncode=None,
                 stderr_tail=_tail(stderr),
             ) from None
@@ -238,7 +255,7 @@ class Transcoder:
             raise
         if proc.returncode != 0:
             raise TranscodeError(
-                f"ffmpeg failed with exit status {proc.returncode}",
+                f"ffmpeg failed {what} (exit status {proc.returncode})",
                 returncode=proc.returncode,
                 stderr_tail=_tail(stderr),
             )
@@ -260,10 +277,10 @@ class Transcoder:
         graph = stream.filter("ebur128", peak="true", framelog="quiet").output(
             "pipe:1", f="s16le", acodec="pcm_s16le", ar=CANONICAL_RATE, ac=1
         )
-        stdout, stderr = await self.run(graph, data, loglevel="info")
+        stdout, stderr = await self.run(graph, data, what, loglevel="info")
         if not stdout:
             raise TranscodeError(
-                f"ffmpeg decoded no audio from {what}", returncode=0, stderr_tail=_tail(stderr)
+                f"ffmpeg found no audio {what}", returncode=0, stderr_tail=_tail(stderr)
             )
         return PcmAudio(stdout, CANONICAL_RATE, 1, parse_ebur128(stderr))
 
@@ -288,7 +305,9 @@ class Transcoder:
         ):
             data = b"".join(c.data for c in chunks)
             source = self._input(first.encoding, first.sample_rate, first.channels)
-            return await self._to_canonical(source, data, f"the {first.encoding.value} audio")
+            return await self._to_canonical(
+                source, data, f"decoding the {first.encoding.value} audio"
+            )
         parts = [await self.analyse([c]) for c in chunks]
         return await self.analyse(
             [
@@ -327,17 +346,21 @@ class Transcoder:
             stream = stream.filter(
                 "alimiter", limit=f"{ceiling:.4f}", attack=5, release=50, level="false"
             )
-        return await self._to_canonical(stream, pcm.data, "the normalised audio")
+        return await self._to_canonical(stream, pcm.data, "normalising loudness")
 
     async def encode(self, pcm: PcmAudio, profile: OutputProfile) -> EncodedAudio:
         """Encode canonical PCM for ``profile``."""
         spec = profile_spec(profile, self.settings)
         stream = self._input(AudioEncoding.PCM_S16LE, pcm.sample_rate, pcm.channels)
-        stdout, stderr = await self.run(stream.output("pipe:1", **spec.output_kwargs()), pcm.data)
+        what = f"encoding for the {profile.value} profile"
+        graph = stream.output("pipe:1", **spec.output_kwargs())
+        stdout, stderr = await self.run(graph, pcm.data, what)
         if not stdout:
             raise TranscodeError(
-                "ffmpeg produced no output", returncode=0, stderr_tail=_tail(stderr)
+                f"ffmpeg produced no output {what}", returncode=0, stderr_tail=_tail(stderr)
             )
+        if spec.muxer == "wav":
+            stdout = _fix_wav_sizes(stdout)
         return EncodedAudio(stdout, spec, pcm.duration_s, pcm.loudness)
 
     async def transcode(self, chunks: Sequence[AudioChunk], profile: OutputProfile) -> EncodedAudio:

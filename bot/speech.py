@@ -23,7 +23,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
-    model_validator,
+    field_validator,
 )
 
 from bot.errors import InvalidRequest
@@ -112,13 +112,12 @@ class SpeechRequest(BaseModel):
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     expires_at: datetime | None = None
 
-    @model_validator(mode="after")
-    def _aware_times(self) -> SpeechRequest:
-        for name in ("created_at", "expires_at"):
-            value = getattr(self, name)
-            if value is not None and value.tzinfo is None:
-                raise ValueError(f"{name} must carry a time zone (UTC is safest)")
-        return self
+    @field_validator("created_at", "expires_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("must carry a time zone (UTC is safest)")
+        return value
 
     @classmethod
     def build(cls, **fields: Any) -> SpeechRequest:

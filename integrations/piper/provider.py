@@ -88,6 +88,25 @@ def _read_voice(model_path: Path) -> _VoiceFiles:
     )
 
 
+_loaded: dict[tuple[Path, float], PiperVoice] = {}
+_loading = threading.Lock()
+
+
+def _load_model(files: _VoiceFiles) -> PiperVoice:
+    """Load a voice model once per process (keyed by path and modification time); blocking."""
+    key = (files.model_path.resolve(), files.model_path.stat().st_mtime)
+    with _loading:
+        model = _loaded.get(key)
+        if model is None:
+            started = time.perf_counter()
+            model = PiperVoice.load(files.model_path, files.config_path)
+            log.info(
+                "loaded Piper voice %s in %.2f s", files.voice.id, time.perf_counter() - started
+            )
+            _loaded[key] = model
+        return model
+
+
 class PiperProvider(Provider):
     name = "piper"
     settings_model = PiperSettings
@@ -137,12 +156,10 @@ class PiperProvider(Provider):
         files = (await self._files()).get(voice.id)
         if files is None:
             raise ProviderError(self.name, f"voice {voice.id} is no longer in {self.voices_dir}")
-        started = time.perf_counter()
         try:
-            model = await asyncio.to_thread(PiperVoice.load, files.model_path, files.config_path)
+            model = await asyncio.to_thread(_load_model, files)
         except Exception as exc:
             raise ProviderError(self.name, f"cannot load voice {voice.id}: {exc}") from exc
-        log.info("loaded Piper voice %s in %.2f s", voice.id, time.perf_counter() - started)
         self._models[voice.id] = model
         return model
 

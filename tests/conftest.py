@@ -1,0 +1,40 @@
+"""Shared fixtures. Everything runs offline: Piper, ffmpeg and the recogniser are local."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot import config
+from bot.config import Settings
+from bot.pipeline import SpeechPipeline
+from tests.support.asr import Transcriber
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the developer's OYEZ_* variables or ./oyez.yaml."""
+    for name in list(os.environ):
+        if name.startswith("OYEZ_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return config.load(data_dir=tmp_path / "data")
+
+
+@pytest.fixture
+async def pipeline(settings: Settings) -> AsyncIterator[SpeechPipeline]:
+    speech = SpeechPipeline(settings)
+    yield speech
+    await speech.aclose()
+
+
+@pytest.fixture(scope="session")
+def transcriber() -> Transcriber:
+    return Transcriber()
