@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import stat
 import subprocess
@@ -115,13 +116,15 @@ async def test_wav_profile(speech: AudioChunk) -> None:
 
 async def test_encoded_provider_audio_is_decoded(speech: AudioChunk) -> None:
     """Cloud providers send MP3 or WAV; several WAV chunks are decoded one by one."""
-    mp3 = subprocess.run(
+    encoded = await asyncio.to_thread(
+        subprocess.run,
         [find_ffmpeg(), "-v", "error", "-f", "s16le", "-ar", str(speech.sample_rate)]
         + ["-ac", "1", "-i", "pipe:0", "-f", "mp3", "pipe:1"],
         input=speech.data,
         capture_output=True,
         check=True,
-    ).stdout
+    )
+    mp3 = encoded.stdout
     transcoder = Transcoder(AudioSettings())
     from_mp3 = await transcoder.transcode(
         [AudioChunk(mp3, AudioEncoding.MP3, 0, 0)], OutputProfile.DISCORD

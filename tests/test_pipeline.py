@@ -1,0 +1,170 @@
+"""Text in, speech out: the whole pipeline with the real local voice, checked by listening."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bot import config
+from bot.config import Settings
+from bot.errors import (
+    EmptyText,
+    InvalidOptions,
+    ProviderError,
+    RequestExpired,
+    TextTooLong,
+    TranscodeError,
+    UnknownProvider,
+    UnknownVoice,
+)
+from bot.pipeline import SpeechPipeline
+from bot.providers import ProviderRegistry
+from bot.speech import OutputProfile, SpeechRequest
+from integrations import PROVIDERS
+from tests.support.asr import Transcriber, word_error_rate
+from tests.support.probe import describe
+from tests.tone_provider import ToneProvider
+
+SENTENCES = [
+    "The washing machine has finished and the laundry is ready to hang.",
+    "Someone is waiting at the front door with a parcel for you.",
+    "Remember to take the bins out tonight because tomorrow is collection day.",
+]
+
+
+@pytest.mark.parametrize("sentence", SENTENCES)
+async def test_speech_survives_the_pipeline(
+    pipeline: SpeechPipeline, transcriber: Transcriber, sentence: str
+) -> None:
+    utterance = await pipeline.speak(SpeechRequest(text=sentence))
+    heard = transcriber.transcribe(utterance.audio)
+    assert word_error_rate(sentence, heard) <= 0.2, heard
+
+
+async def test_utterance_describes_itself(pipeline: SpeechPipeline) -> None:
+    utterance = await pipeline.speak(SpeechRequest(text="  Dinner\tis ready.  "))
+    assert utterance.text == "Dinner is ready."
+    assert utterance.voice.provider == "piper"
+    assert utterance.voice.id == "en_US-joe-medium"
+    assert utterance.profile is OutputProfile.DISCORD
+    assert (utterance.sample_rate, utterance.channels) == (48_000, 2)
+    assert 0.5 < utterance.duration_s < 3
+    assert utterance.mime_type == "audio/ogg"
+    t = utterance.timings
+    assert t.first_audio_s is not None
+    assert 0 < t.first_audio_s <= t.synthesis_s
+    assert t.synthesis_s + t.transcode_s <= t.total_s
+    assert utterance.loudness_lufs == pytest.approx(-16, abs=1.5)
+
+
+async def test_mp3_for_speakers(pipeline: SpeechPipeline, transcriber: Transcriber) -> None:
+    utterance = await pipeline.speak(SpeechRequest(text=SENTENCES[1], output=OutputProfile.MP3))
+    info = describe(utterance.audio)
+    assert info.startswith("mp3")
+    assert "44100 Hz" in info
+    assert word_error_rate(SENTENCES[1], transcriber.transcribe(utterance.audio)) <= 0.2
+
+
+@pytest.mark.parametrize(
+    ("fields", "error", "words"),
+    [
+        ({"text": " \n "}, EmptyText, "empty"),
+        ({"text": "x" * 1001}, TextTooLong, "limit is 1000"),
+        ({"text": "hi", "provider": "segmint"}, UnknownProvider, "allowed: piper"),
+        ({"text": "hi", "voice": "en_US-amy"}, UnknownVoice, "en_US-joe-medium"),
+        ({"text": "hi", "options": {"length_scale": 0}}, InvalidOptions, "length_scale"),
+    ],
+)
+async def test_bad_requests_fail_before_synthesis(
+    pipeline: SpeechPipeline, fields: dict[str, object], error: type[Exception], words: str
+) -> None:
+    with pytest.raises(error, match=words):
+        await pipeline.prepare(SpeechRequest.build(**fields))
+
+
+@pytest.fixture
+def tone() -> Iterator[type[ToneProvider]]:
+    ToneProvider.calls.clear()
+    ToneProvider.mode = "ok"
+    yield ToneProvider
+    ToneProvider.mode = "ok"
+
+
+@pytest.fixture
+async def tone_pipeline(settings: Settings) -> AsyncIterator[SpeechPipeline]:
+    targets = {**PROVIDERS, "tone": "tests.tone_provider:ToneProvider"}
+    speech = SpeechPipeline(settings, ProviderRegistry(settings, targets))
+    yield speech
+    await speech.aclose()
+
+
+async def test_a_provider_is_a_module_plus_a_registry_entry(
+    tone_pipeline: SpeechPipeline, tone: type[ToneProvider]
+) -> None:
+    assert tone_pipeline.registry.names() == ["piper", "tone"]
+    utterance = await tone_pipeline.speak(
+        SpeechRequest(text="beep", provider="tone", options={"seconds_per_character": 0.5})
+    )
+    assert tone.calls == ["beep"]
+    assert utterance.voice.label == "tone/sine/a4"
+    assert utterance.duration_s == pytest.approx(2.0, abs=0.05)
+
+
+async def test_expired_request_is_never_synthesized(
+    tone_pipeline: SpeechPipeline, tone: type[ToneProvider]
+) -> None:
+    past = datetime.now(UTC) - timedelta(seconds=5)
+    request = SpeechRequest(text="too late", provider="tone", expires_at=past)
+    with pytest.raises(RequestExpired, match="before synthesis") as caught:
+        await tone_pipeline.speak(request)
+    assert caught.value.overdue_s >= 5
+    assert tone.calls == []
+
+
+async def test_request_expiring_during_synthesis_is_dropped(
+    tone_pipeline: SpeechPipeline, tone: type[ToneProvider], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = ToneProvider.synthesize
+
+    async def slow(self: ToneProvider, job: object) -> object:
+        await asyncio.sleep(0.4)
+        return await original(self, job)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ToneProvider, "synthesize", slow)
+    request = SpeechRequest.with_ttl("just in time?", 0.2, provider="tone")
+    with pytest.raises(RequestExpired, match="after synthesis"):
+        await tone_pipeline.speak(request)
+    assert tone.calls == ["just in time?"]
+
+
+async def test_provider_failure_reaches_the_caller(
+    tone_pipeline: SpeechPipeline, tone: type[ToneProvider]
+) -> None:
+    tone.mode = "fail"
+    with pytest.raises(ProviderError, match="tone: the tone generator is broken"):
+        await tone_pipeline.speak(SpeechRequest(text="x", provider="tone"))
+
+
+async def test_garbage_from_a_provider_is_a_transcode_error(
+    tone_pipeline: SpeechPipeline, tone: type[ToneProvider]
+) -> None:
+    tone.mode = "garbage"
+    with pytest.raises(TranscodeError, match="decoding the mp3 audio"):
+        await tone_pipeline.speak(SpeechRequest(text="x", provider="tone"))
+
+
+async def test_default_provider_and_voice_come_from_config(
+    tone: type[ToneProvider], tmp_path: object
+) -> None:
+    settings = config.load(default_provider="tone")
+    targets = {**PROVIDERS, "tone": "tests.tone_provider:ToneProvider"}
+    speech = SpeechPipeline(settings, ProviderRegistry(settings, targets))
+    try:
+        prepared = await speech.prepare(SpeechRequest(text="hello"))
+    finally:
+        await speech.aclose()
+    assert prepared.provider.name == "tone"
+    assert prepared.voice.id == "a4"
