@@ -1,0 +1,40 @@
+# Oyez: `make demo` speaks a sample announcement, `make test` runs the whole suite.
+# Both create .venv with the Python 3.11+ found as $(PYTHON) and install what they need.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SAMPLE := Good evening. The washing machine has finished, and dinner will be ready in ten minutes.
+CHECKED := bot integrations
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Oyez needs Python 3.11 or newer; run: make PYTHON=python3.11 ...")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/oyez say "$(SAMPLE)" -o announcement.ogg
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check $(CHECKED) tests bench
+	$(BIN)/ruff format --check $(CHECKED) tests bench
+	$(BIN)/mypy --strict $(CHECKED)
+
+test: lint
+	$(BIN)/python -m pytest
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python bench/say.py --write-readme
+
+clean:
+	rm -rf $(VENV) announcement.ogg .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,147 @@
+"""The ``oyez`` command end to end, as a user runs it: a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.asr import Transcriber, word_error_rate
+from tests.support.probe import describe
+
+TEXT = "The front door has been left open for ten minutes."
+
+
+def oyez(
+    *args: str, cwd: Path, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("OYEZ_")}
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
+    )
+
+
+def test_say_writes_announcement_ogg_and_reports(tmp_path: Path, transcriber: Transcriber) -> None:
+    result = oyez("say", TEXT, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    output = tmp_path / "announcement.ogg"
+    audio = output.read_bytes()
+    assert "opus, 48000 Hz, stereo" in describe(audio)
+    assert word_error_rate(TEXT, transcriber.transcribe(audio)) <= 0.2
+    out = result.stdout
+    assert f"Said: {TEXT}" in out
+    assert "piper/en_US-joe-medium" in out
+    assert "announcement.ogg" in out
+    assert "duration" in out
+    assert "model load" in out
+    assert "synthesis" in out
+    assert "transcode" in out
+    assert not (tmp_path / "announcement.ogg.partial").exists()
+
+
+def test_say_reads_stdin_and_picks_format_from_extension(tmp_path: Path) -> None:
+    result = oyez("say", "-", "-o", "out/speaker.mp3", cwd=tmp_path, stdin="Hello from stdin.\n")
+    assert result.returncode == 0, result.stderr
+    assert describe((tmp_path / "out" / "speaker.mp3").read_bytes()).startswith("mp3")
+    assert "Said: Hello from stdin." in result.stdout
+
+
+def test_say_format_without_output_names_the_file(tmp_path: Path) -> None:
+    result = oyez(
+        "say", "Hi there.", "--format", "wav", "--option", "length_scale=1.2", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "announcement.wav").read_bytes()[:4] == b"RIFF"
+
+
+def test_say_to_standard_output(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "say", "Piped.", "-o", "-", "--format", "mp3"],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if not k.startswith("OYEZ_")},
+    )
+    assert result.returncode == 0, result.stderr
+    assert describe(result.stdout).startswith("mp3")
+    assert b"Said: Piped." in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "words"),
+    [
+        (["say", ""], {}, "text is empty"),
+        (["say", "x" * 30], {"OYEZ_MAX_TEXT_LENGTH": "20"}, "30 characters, the limit is 20"),
+        (["say", "hi", "--voice", "nobody"], {}, "unknown voice 'nobody'"),
+        (["say", "hi", "--provider", "segmint"], {}, "unknown provider 'segmint'"),
+        (["say", "hi", "--model", "big"], {}, "unknown model 'big'"),
+        (["say", "hi", "--option", "length_scale=9"], {}, "length_scale: Input should be"),
+        (["say", "hi", "--option", "pitch=2"], {}, "pitch: unknown option"),
+        (["say", "hi", "--option", "pitch"], {}, "must look like KEY=VALUE"),
+        (["say", "hi", "-o", "x.flac"], {}, "cannot tell the format"),
+        (["say", "hi", "-o", "x.ogg", "--format", "mp3"], {}, "does not match"),
+        (["say", "hi", "--format", "aiff"], {}, "invalid choice"),
+        (["say", "hi"], {"OYEZ_AUDIO__LOUDNESS_TARGET_LUFS": "loud"}, "loudness_target_lufs"),
+        (["--config", "missing.yaml", "say", "hi"], {}, "missing.yaml does not exist"),
+        (["voices", "--provider", "piperr"], {}, "did you mean 'piper'"),
+    ],
+)
+def test_bad_input_exits_2_naming_the_problem(
+    tmp_path: Path, args: list[str], env: dict[str, str], words: str
+) -> None:
+    result = oyez(*args, cwd=tmp_path, env=env)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert words in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "announcement.ogg").exists()
+
+
+def test_unknown_config_key_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "oyez.yaml").write_text("max_text_lenght: 5\n")
+    result = oyez("say", "hi", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "max_text_lenght: unknown key" in result.stderr
+
+
+def test_failure_exits_1(tmp_path: Path) -> None:
+    broken = tmp_path / "voices"
+    broken.mkdir()
+    (broken / "broken.onnx").write_bytes(b"not a model")
+    (broken / "broken.onnx.json").write_text(
+        json.dumps({"audio": {"sample_rate": 22050}, "language": {"code": "en_US"}})
+    )
+    result = oyez(
+        "say", "hi", "--voice", "broken", cwd=tmp_path, env={"OYEZ_DATA_DIR": str(tmp_path)}
+    )
+    assert result.returncode == 1
+    assert "cannot load voice broken" in result.stderr
+
+
+def test_voices_lists_the_local_voice(tmp_path: Path) -> None:
+    result = oyez("voices", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "* piper" in result.stdout
+    assert "en_US-joe-medium" in result.stdout
+    listed = oyez("voices", "--json", "--provider", "piper", cwd=tmp_path)
+    voices = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert voices == [
+        {
+            "provider": "piper",
+            "model": "en_US-joe-medium",
+            "id": "en_US-joe-medium",
+            "name": "joe (medium)",
+            "language": "en_US",
+            "default": True,
+        }
+    ]
