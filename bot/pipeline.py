@@ -67,7 +67,10 @@ class SpeechPipeline:
         self.check_expiry(request, "before synthesis")
         text = normalize_text(request.text, self.settings.max_text_length)
         provider = self.registry.get(request.provider or self.settings.default_provider)
-        voice = await provider.resolve_voice(request.voice, request.model)
+        voice_name = request.voice
+        if voice_name is None and provider.name == self.settings.default_provider:
+            voice_name = self.settings.default_voice  # default_voice belongs to default_provider
+        voice = await provider.resolve_voice(voice_name, request.model)
         options = provider.validate_options(voice, request.options)
         return PreparedRequest(request, text, provider, voice, options)
 

@@ -12,7 +12,7 @@ bodies); the rest are plain frozen dataclasses used inside.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
@@ -245,7 +245,6 @@ class Utterance:
     voice: Voice
     timings: Timings
     loudness_lufs: float | None = None
-    notes: tuple[str, ...] = field(default=())
 
     @property
     def mime_type(self) -> str:

@@ -156,15 +156,25 @@ async def test_garbage_from_a_provider_is_a_transcode_error(
         await tone_pipeline.speak(SpeechRequest(text="x", provider="tone"))
 
 
-async def test_default_provider_and_voice_come_from_config(
-    tone: type[ToneProvider], tmp_path: object
-) -> None:
-    settings = config.load(default_provider="tone")
+async def test_default_provider_and_voice_come_from_config(tone: type[ToneProvider]) -> None:
+    settings = config.load(default_provider="tone", default_voice="A4 SINE")
     targets = {**PROVIDERS, "tone": "tests.tone_provider:ToneProvider"}
     speech = SpeechPipeline(settings, ProviderRegistry(settings, targets))
     try:
         prepared = await speech.prepare(SpeechRequest(text="hello"))
+        assert (prepared.provider.name, prepared.voice.id) == ("tone", "a4")
+        # default_voice belongs to the default provider: another provider keeps its own default
+        other = await speech.prepare(SpeechRequest(text="hello", provider="piper"))
+        assert other.voice.id == "en_US-joe-medium"
     finally:
         await speech.aclose()
-    assert prepared.provider.name == "tone"
-    assert prepared.voice.id == "a4"
+
+
+async def test_unknown_default_voice_is_named(tone: type[ToneProvider]) -> None:
+    settings = config.load(default_voice="en_US-nobody")
+    speech = SpeechPipeline(settings)
+    try:
+        with pytest.raises(UnknownVoice, match="'en_US-nobody'"):
+            await speech.prepare(SpeechRequest(text="hello"))
+    finally:
+        await speech.aclose()

@@ -144,7 +144,7 @@ class PiperProvider(Provider):
         return [files.voice for files in (await self._files()).values()]
 
     def default_voice_id(self) -> str:
-        return self.app_settings.default_voice or self.settings.default_voice
+        return self.settings.default_voice
 
     def options_model(self, voice: Voice) -> type[BaseModel]:
         return PiperOptions
