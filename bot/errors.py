@@ -19,11 +19,19 @@ __all__ = [
     "ConfigError",
     "EmptyText",
     "FFmpegNotFound",
+    "InsufficientCredits",
     "InvalidOptions",
     "InvalidRequest",
+    "JobExpired",
     "OyezError",
+    "ProviderAuthError",
     "ProviderError",
+    "ProviderNotFound",
+    "ProviderRequestError",
+    "ProviderUnavailable",
+    "RateLimited",
     "RequestExpired",
+    "SynthesisFailed",
     "TextTooLong",
     "TranscodeError",
     "UnknownModel",
@@ -116,12 +124,81 @@ class ConfigError(OyezError):
 
 
 class ProviderError(OyezError):
-    """A provider failed to synthesize. ``retryable`` says whether trying again may help."""
+    """A provider failed to synthesize.
 
-    def __init__(self, provider: str, message: str, *, retryable: bool = False) -> None:
+    ``retryable`` says whether the same call may succeed later (rate limits, 5xx, timeouts);
+    ``status`` is the HTTP status when there was one. Messages name the provider and model and
+    quote the provider's own error text, never a key.
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        message: str,
+        *,
+        model: str | None = None,
+        status: int | None = None,
+        retryable: bool = False,
+    ) -> None:
         self.provider = provider
+        self.model = model
+        self.status = status
         self.retryable = retryable
-        super().__init__(f"{provider}: {message}")
+        self.detail = message
+        where = f"{provider}/{model}" if model else provider
+        http = f" (HTTP {status})" if status is not None else ""
+        super().__init__(f"{where}: {message}{http}")
+
+
+class ProviderRequestError(ProviderError):
+    """The provider refused the request's parameters (HTTP 400)."""
+
+
+class ProviderAuthError(ProviderError):
+    """The API key is missing, wrong, or lacks permission (HTTP 401, 403)."""
+
+
+class ProviderNotFound(ProviderError):
+    """The model or endpoint does not exist at the provider (HTTP 404)."""
+
+
+class JobExpired(ProviderNotFound):
+    """A queued job's id is unknown or its result has expired (Segmind v2: HTTP 404)."""
+
+
+class InsufficientCredits(ProviderError):
+    """The account cannot pay for the call (Segmind: HTTP 406). Nothing was billed."""
+
+
+class RateLimited(ProviderError):
+    """Too many requests (HTTP 429). ``retry_after_s`` is the provider's hint, if it gave one."""
+
+    def __init__(
+        self,
+        provider: str,
+        message: str,
+        *,
+        retry_after_s: float | None,
+        model: str | None = None,
+        status: int | None = 429,
+    ) -> None:
+        self.retry_after_s = retry_after_s
+        hint = f"; retry after {retry_after_s:.1f} s" if retry_after_s is not None else ""
+        super().__init__(provider, f"{message}{hint}", model=model, status=status, retryable=True)
+
+
+class ProviderUnavailable(ProviderError):
+    """The provider is down or slow: HTTP 5xx, a timeout, a refused connection. Retryable."""
+
+    def __init__(
+        self, provider: str, message: str, *, model: str | None = None, status: int | None = None
+    ) -> None:
+        super().__init__(provider, message, model=model, status=status, retryable=True)
+
+
+class SynthesisFailed(ProviderError):
+    """The provider accepted the job but produced no usable audio (a FAILED job, a content
+    block, an unreadable response)."""
 
 
 class AudioError(OyezError):

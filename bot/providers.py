@@ -69,29 +69,40 @@ def format_option_errors(error: ValidationError) -> list[str]:
 class Provider(ABC):
     """A text-to-speech engine or API.
 
-    Subclasses set ``name``, ``settings_model`` (validates ``providers.<name>`` in the
-    configuration) and implement :meth:`list_voices` and :meth:`synthesize`. Providers that
-    stream override :meth:`stream` and set ``streams = True``.
+    Subclasses set ``kind`` (the implementation's name), ``settings_model`` (validates
+    ``providers.<name>`` in the configuration) and implement :meth:`list_voices`,
+    :meth:`default_voice_id` and :meth:`synthesize`. Providers that stream override
+    :meth:`stream` and set ``streams = True``.
+
+    ``name`` is the configured instance's name: usually ``kind``, but several instances of one
+    kind may be configured (``providers: {kokoro: {type: openai, base_url: ...}}``).
     """
 
-    name: ClassVar[str]
+    kind: ClassVar[str]
     settings_model: ClassVar[type[BaseModel]] = NoOptions
     #: True when :meth:`stream` yields audio before synthesis of the whole text is done.
     streams: ClassVar[bool] = False
 
-    def __init__(self, settings: Any, app_settings: Settings) -> None:
+    def __init__(self, settings: Any, app_settings: Settings, name: str | None = None) -> None:
+        self.name = name or self.kind
         self.settings = settings
         self.app_settings = app_settings
 
     @classmethod
-    def from_settings(cls, app_settings: Settings) -> Self:
+    def from_settings(cls, app_settings: Settings, name: str | None = None) -> Self:
         """Build the provider from its ``providers.<name>`` section. Raises ConfigError."""
-        section = app_settings.provider_section(cls.name)
+        name = name or cls.kind
+        section = app_settings.provider_section(name)
+        section.pop("type", None)
         try:
             settings = cls.settings_model.model_validate(section)
         except ValidationError as exc:
-            raise ConfigError(format_validation_error(exc, f"providers.{cls.name}")) from None
-        return cls(settings, app_settings)
+            raise ConfigError(format_validation_error(exc, f"providers.{name}")) from None
+        return cls(settings, app_settings, name)
+
+    def configuration_problem(self) -> str | None:
+        """Why this provider cannot be used as configured (e.g. no API key), or None."""
+        return None
 
     @abstractmethod
     async def list_voices(self) -> list[Voice]:
@@ -175,8 +186,16 @@ class ProviderRegistry:
             targets.setdefault(ep.name, ep.value)
         return cls(settings, targets)
 
+    def _target(self, name: str) -> str | None:
+        """The implementation of ``name``: a built-in, or a configured instance's ``type``."""
+        if name in self._targets:
+            return self._targets[name]
+        kind = self.settings.providers.get(name, {}).get("type")
+        return self._targets.get(str(kind).lower()) if kind else None
+
     def names(self) -> list[str]:
-        return sorted(self._targets)
+        """Every provider that can be asked for: built-ins and configured instances."""
+        return sorted(set(self._targets) | {n for n in self.settings.providers if self._target(n)})
 
     def get(self, name: str) -> Provider:
         """The provider called ``name``. Raises :class:`UnknownProvider`, :class:`ConfigError`."""
@@ -184,10 +203,16 @@ class ProviderRegistry:
         instance = self._instances.get(key)
         if instance is not None:
             return instance
-        target = self._targets.get(key)
+        target = self._target(key)
         if target is None:
+            kind = self.settings.providers.get(key, {}).get("type")
+            if kind:
+                raise ConfigError(
+                    f"providers.{key}.type: unknown provider type {kind!r}; "
+                    f"known types: {', '.join(sorted(self._targets))}"
+                )
             raise UnknownProvider(name, self.names())
-        instance = _load_target(target).from_settings(self.settings)
+        instance = _load_target(target).from_settings(self.settings, key)
         self._instances[key] = instance
         return instance
 

@@ -9,4 +9,5 @@ __all__ = ["PROVIDERS"]
 
 PROVIDERS: dict[str, str] = {
     "piper": "integrations.piper:PiperProvider",
+    "segmind": "integrations.segmind:SegmindProvider",
 }

@@ -108,12 +108,14 @@ def _load_model(files: _VoiceFiles) -> PiperVoice:
 
 
 class PiperProvider(Provider):
-    name = "piper"
+    kind = "piper"
     settings_model = PiperSettings
     streams = True
 
-    def __init__(self, settings: PiperSettings, app_settings: Settings) -> None:
-        super().__init__(settings, app_settings)
+    def __init__(
+        self, settings: PiperSettings, app_settings: Settings, name: str | None = None
+    ) -> None:
+        super().__init__(settings, app_settings, name)
         self.settings: PiperSettings = settings
         self._models: dict[str, PiperVoice] = {}
         self._locks: dict[str, asyncio.Lock] = {}

@@ -1,0 +1,221 @@
+"""What every HTTP provider client shares: one reused aiohttp session, error text extraction,
+transport failures mapped to :class:`~bot.errors.ProviderUnavailable`, and audio sniffing.
+
+Each provider keeps its own status → exception function (its API decides what 406 or 422
+means); this module only does what is the same everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+import aiohttp
+
+from bot import __version__
+from bot.errors import ProviderError, ProviderUnavailable
+from bot.speech import AudioEncoding
+
+__all__ = ["ErrorMapper", "HttpClient", "encoding_from_response", "error_text", "sniff_encoding"]
+
+USER_AGENT = f"oyez/{__version__}"
+_MAX_ERROR_TEXT = 300
+_TAGS = re.compile(r"<[^>]+>")
+
+
+class ErrorMapper(Protocol):
+    """A provider's ONE status → exception function."""
+
+    def __call__(
+        self, status: int, headers: Mapping[str, str], body: bytes, model: str | None
+    ) -> ProviderError: ...
+
+
+def error_text(body: bytes, limit: int = _MAX_ERROR_TEXT) -> str:
+    """The provider's own error message from a response body.
+
+    Understands ``{"error": "..."}`` (Segmind), ``{"error": {"message": ...}}`` (Together,
+    OpenAI), ``{"detail": {"message": ...}}`` and ``{"detail": "..."}`` (FastAPI servers such as
+    Kokoro-FastAPI) and ``{"message": ...}``; HTML pages are reduced to their text.
+    """
+    text = body.decode("utf-8", "replace").strip()
+    try:
+        data: Any = json.loads(text)
+    except ValueError:
+        data = None
+    message: Any = None
+    if isinstance(data, dict):
+        for key in ("error", "detail", "message"):
+            value = data.get(key)
+            if isinstance(value, dict):
+                value = value.get("message") or value.get("error") or value.get("detail")
+            if isinstance(value, list) and value:  # FastAPI validation errors
+                value = "; ".join(
+                    str(item.get("msg", item)) if isinstance(item, dict) else str(item)
+                    for item in value
+                )
+            if value:
+                message = value
+                break
+    if message is None:
+        message = _TAGS.sub(" ", text) if text.startswith("<") else text
+    cleaned = " ".join(str(message).split())
+    if not cleaned:
+        return "no error message"
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
+
+
+_MIME: dict[str, AudioEncoding] = {
+    "audio/wav": AudioEncoding.WAV,
+    "audio/x-wav": AudioEncoding.WAV,
+    "audio/wave": AudioEncoding.WAV,
+    "audio/vnd.wave": AudioEncoding.WAV,
+    "audio/mpeg": AudioEncoding.MP3,
+    "audio/mp3": AudioEncoding.MP3,
+    "audio/ogg": AudioEncoding.OGG_OPUS,
+    "audio/opus": AudioEncoding.OGG_OPUS,
+    "audio/flac": AudioEncoding.FLAC,
+    "audio/x-flac": AudioEncoding.FLAC,
+    "audio/aac": AudioEncoding.AAC,
+}
+
+
+def sniff_encoding(data: bytes) -> AudioEncoding | None:
+    """Recognise a container from its first bytes (for ``application/octet-stream`` bodies)."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        return AudioEncoding.WAV
+    if data[:4] == b"OggS":
+        return AudioEncoding.OGG_OPUS
+    if data[:4] == b"fLaC":
+        return AudioEncoding.FLAC
+    if data[:3] == b"ID3" or (len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0):
+        if len(data) > 1 and data[0] == 0xFF and data[1] & 0x06 == 0:
+            return AudioEncoding.AAC  # ADTS: layer bits are 00
+        return AudioEncoding.MP3
+    return None
+
+
+def encoding_from_response(content_type: str, data: bytes) -> AudioEncoding | None:
+    """The encoding of an audio body: the Content-Type when it is specific, else sniffed."""
+    mime = content_type.split(";")[0].strip().lower()
+    return _MIME.get(mime) or sniff_encoding(data)
+
+
+class HttpClient:
+    """One aiohttp session per provider, opened on first use and reused.
+
+    ``headers`` (the API key among them) go only to ``base_url``; media downloads from other
+    hosts use :meth:`download`, which sends none of them. Pass ``session`` to share a session
+    you own: the client then never closes it.
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        base_url: str,
+        headers: Mapping[str, str],
+        *,
+        timeout_s: float,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.provider = provider
+        self.base_url = base_url.rstrip("/")
+        self._headers = {"User-Agent": USER_AGENT, **headers}
+        self.timeout_s = timeout_s
+        self._session = session
+        self._owns_session = session is None
+
+    async def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=15)
+            )
+            self._owns_session = True
+        return self._session
+
+    @asynccontextmanager
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        errors: ErrorMapper,
+        model: str | None = None,
+        json_body: Any = None,
+        params: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
+        streaming: bool = False,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """Send a request to ``base_url + path``; yield the response when its status is < 400.
+
+        A status >= 400 raises what ``errors`` maps it to; connection failures and timeouts
+        raise :class:`ProviderUnavailable`. With ``streaming``, the timeout bounds the wait for
+        each read rather than the whole body.
+        """
+        limit = timeout_s or self.timeout_s
+        timeout = (
+            aiohttp.ClientTimeout(total=None, sock_connect=15, sock_read=limit)
+            if streaming
+            else aiohttp.ClientTimeout(total=limit, sock_connect=15)
+        )
+        headers = dict(self._headers)
+        if json_body is not None:
+            headers["Content-Type"] = "application/json"
+        session = await self.session()
+        try:
+            async with session.request(
+                method,
+                self.base_url + path,
+                headers=headers,
+                json=json_body,
+                params=params,
+                timeout=timeout,
+            ) as response:
+                if response.status >= 400:
+                    body = await response.read()
+                    raise errors(response.status, response.headers, body, model)
+                yield response
+        except TimeoutError:
+            raise ProviderUnavailable(
+                self.provider, f"no answer within {limit:g} s", model=model
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise ProviderUnavailable(
+                self.provider, f"cannot reach the API: {type(exc).__name__}", model=model
+            ) from None
+
+    async def download(self, url: str, *, model: str | None, timeout_s: float = 120) -> bytes:
+        """GET a media URL the API returned, with no API key. Returns the body bytes."""
+        session = await self.session()
+        try:
+            async with session.get(
+                url,
+                headers={"User-Agent": USER_AGENT},
+                timeout=aiohttp.ClientTimeout(total=timeout_s, sock_connect=15),
+            ) as response:
+                body = await response.read()
+                if response.status >= 400:
+                    raise ProviderUnavailable(
+                        self.provider,
+                        f"downloading the audio failed: {error_text(body)}",
+                        model=model,
+                        status=response.status,
+                    )
+                return body
+        except TimeoutError:
+            raise ProviderUnavailable(
+                self.provider, f"downloading the audio took over {timeout_s:g} s", model=model
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise ProviderUnavailable(
+                self.provider, f"cannot download the audio: {type(exc).__name__}", model=model
+            ) from None
+
+    async def aclose(self) -> None:
+        if self._session is not None and self._owns_session and not self._session.closed:
+            await self._session.close()
+            await asyncio.sleep(0)  # let aiohttp close its transports before the loop ends

@@ -1,0 +1,386 @@
+"""Segmind: Orpheus 3B, Chatterbox, Chatterbox Turbo and OpenVoice, sync (v1) and queued (v2).
+
+API facts (Segmind's API pages and SDK): auth is the ``x-api-key`` header (Bearer is refused);
+``POST {base}/v1/{model}`` answers with the audio itself and the headers ``x-cost`` and
+``x-remaining-credits``; ``POST {base}/v2/{model}`` queues a job whose status is polled at
+``/v2/requests/{id}/status`` (QUEUED → PROCESSING → COMPLETED | FAILED, FAILED served as 422) and
+whose result (``output``: a media URL, ``metrics``) is at ``/v2/requests/{id}``; unknown or
+expired ids are 404; results are kept one hour. 406 means insufficient credits.
+
+A v2 submit bills a job, so once a request id exists this client never submits again: every
+failure after that point is raised as not retryable, and polling outlives 429s and 5xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr
+
+from bot.config import Settings
+from bot.errors import (
+    InsufficientCredits,
+    JobExpired,
+    ProviderAuthError,
+    ProviderError,
+    ProviderNotFound,
+    ProviderRequestError,
+    ProviderUnavailable,
+    RateLimited,
+    SynthesisFailed,
+    UnknownModel,
+    UnknownVoice,
+)
+from bot.http import HttpClient, encoding_from_response, error_text
+from bot.providers import Provider, SynthesisInput
+from bot.ratelimit import retry_after_s
+from bot.speech import AudioChunk, Voice
+from integrations.segmind.models import MODELS, SegmindModel
+
+__all__ = ["PollSchedule", "SegmindProvider", "SegmindSettings", "segmind_error"]
+
+log = logging.getLogger(__name__)
+
+API_KEY_ENV = "SEGMIND_API_KEY"
+
+
+class PollSettings(BaseModel):
+    """How a queued (v2) job is polled: fast at first, then backing off."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    first_s: float = Field(0.25, gt=0, le=10, description="Wait before the first status poll")
+    factor: float = Field(1.5, ge=1.0, le=4.0, description="Growth of the wait between polls")
+    max_s: float = Field(2.0, gt=0, le=60, description="Longest wait between two polls")
+
+
+class SegmindSettings(BaseModel):
+    """``providers.segmind`` in the configuration."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_key: SecretStr | None = Field(None, description=f"Else ${API_KEY_ENV}")
+    base_url: AnyHttpUrl = AnyHttpUrl("https://api.segmind.com")
+    default_model: str = "chatterbox-tts"
+    default_voice: str = "default"
+    v2_models: list[str] = Field(
+        default_factory=lambda: ["chatterbox-turbo-tts", "openvoice"],
+        description="Models called through the queued v2 API",
+    )
+    timeout_s: dict[str, float] = Field(
+        default_factory=dict, description="Per-model limit for one sync call or one v2 job"
+    )
+    poll: PollSettings = Field(default_factory=PollSettings)
+
+
+@dataclass
+class PollSchedule:
+    """Waits between status polls: ``first_s``, then each ``factor`` times longer, up to ``max_s``.
+
+    A 429 while polling stretches the next wait to the provider's hint; it never resubmits.
+    """
+
+    first_s: float
+    factor: float
+    max_s: float
+    _next: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._next = self.first_s
+
+    def next_wait(self, retry_after: float | None = None) -> float:
+        wait = self._next
+        self._next = min(self._next * self.factor, self.max_s)
+        if retry_after is not None:
+            wait = max(wait, retry_after)
+        return wait
+
+
+def segmind_error(
+    status: int, headers: Mapping[str, str], body: bytes, model: str | None
+) -> ProviderError:
+    """Segmind's documented statuses → Oyez's exception tree (the one place this happens)."""
+    message = error_text(body)
+    if status == 400:
+        return ProviderRequestError("segmind", message, model=model, status=status)
+    if status in (401, 403):
+        return ProviderAuthError("segmind", message, model=model, status=status)
+    if status == 404:
+        return ProviderNotFound("segmind", message, model=model, status=status)
+    if status == 406:
+        if "content type" in message.lower():  # 406 also answers a missing Content-Type
+            return ProviderRequestError("segmind", message, model=model, status=status)
+        return InsufficientCredits("segmind", message, model=model, status=status)
+    if status == 422:
+        return SynthesisFailed("segmind", message, model=model, status=status)
+    if status == 429:
+        return RateLimited("segmind", message, retry_after_s=retry_after_s(headers), model=model)
+    if status >= 500:
+        return ProviderUnavailable("segmind", message, model=model, status=status)
+    return ProviderError("segmind", message, model=model, status=status)
+
+
+def _float_header(headers: Mapping[str, str], name: str) -> float | None:
+    try:
+        return float(headers[name])
+    except (KeyError, ValueError):
+        return None
+
+
+class SegmindProvider(Provider):
+    kind = "segmind"
+    settings_model = SegmindSettings
+
+    def __init__(
+        self, settings: SegmindSettings, app_settings: Settings, name: str | None = None
+    ) -> None:
+        super().__init__(settings, app_settings, name)
+        self.settings: SegmindSettings = settings
+        key = settings.api_key.get_secret_value() if settings.api_key else None
+        self._api_key = key or os.environ.get(API_KEY_ENV) or None
+        self.http = HttpClient(
+            self.name,
+            str(settings.base_url),
+            {"x-api-key": self._api_key or ""},
+            timeout_s=120,
+        )
+        #: Last figures Segmind reported: remaining credits and the cost of the last call (USD).
+        self.remaining_credits: float | None = None
+        self.last_cost: float | None = None
+
+    def configuration_problem(self) -> str | None:
+        if not self._api_key:
+            return f"no API key: set {API_KEY_ENV} or providers.{self.name}.api_key"
+        return None
+
+    def _model(self, slug: str) -> SegmindModel:
+        model = MODELS.get(slug)
+        if model is None:
+            raise UnknownModel(slug, self.name, MODELS)
+        return model
+
+    async def list_voices(self) -> list[Voice]:
+        default = self._model(self.settings.default_model)
+        ordered = [default, *(m for m in MODELS.values() if m is not default)]
+        return [
+            Voice(self.name, m.slug, voice_id, f"{m.title}: {voice_id}", "en")
+            for m in ordered
+            for voice_id in m.voices
+        ]
+
+    def default_voice_id(self) -> str:
+        return self.settings.default_voice
+
+    async def resolve_voice(self, voice: str | None, model: str | None) -> Voice:
+        """Also accepts an http(s) URL as the voice of a cloning model: the reference recording."""
+        if voice and voice.startswith(("http://", "https://")):
+            chosen = self._model(model or self.settings.default_model)
+            if not chosen.clones:
+                raise UnknownVoice(voice, chosen.voices, self.name)
+            return Voice(self.name, chosen.slug, voice, "cloned from a reference recording", "en")
+        return await super().resolve_voice(voice, model)
+
+    def options_model(self, voice: Voice) -> type[BaseModel]:
+        return self._model(voice.model).options
+
+    def _payload(self, job: SynthesisInput) -> dict[str, Any]:
+        model = self._model(job.voice.model)
+        options = self.options_model(job.voice).model_validate(dict(job.options))
+        payload: dict[str, Any] = {"text": job.text}
+        payload[model.voice_field] = model.voices.get(job.voice.id, job.voice.id)
+        payload.update(options.model_dump(mode="json", exclude_none=True))
+        return payload
+
+    def _timeout(self, model: SegmindModel) -> float:
+        configured = self.settings.timeout_s.get(model.slug)
+        if configured:
+            return configured
+        return max(120.0, 3 * (model.typical_s or 0))
+
+    def _record(self, cost: float | None, remaining: float | None) -> None:
+        if cost is not None:
+            self.last_cost = cost
+        if remaining is not None:
+            self.remaining_credits = remaining
+
+    async def synthesize(self, job: SynthesisInput) -> AudioChunk:
+        problem = self.configuration_problem()
+        if problem:
+            raise ProviderAuthError(self.name, problem, model=job.voice.model)
+        model = self._model(job.voice.model)
+        payload = self._payload(job)
+        if model.slug in self.settings.v2_models:
+            return await self._run_v2(model, payload)
+        return await self._run_v1(model, payload)
+
+    async def _run_v1(self, model: SegmindModel, payload: dict[str, Any]) -> AudioChunk:
+        async with self.http.request(
+            "POST",
+            f"/v1/{model.slug}",
+            errors=segmind_error,
+            model=model.slug,
+            json_body=payload,
+            timeout_s=self._timeout(model),
+        ) as response:
+            body = await response.read()
+            self._record(
+                _float_header(response.headers, "x-cost"),
+                _float_header(response.headers, "x-remaining-credits"),
+            )
+            content_type = response.headers.get("Content-Type", "")
+        if content_type.split(";")[0].strip().lower() == "application/json":
+            return await self._audio_from_json(model, body)
+        return self._audio(model, body, content_type)
+
+    def _audio(self, model: SegmindModel, data: bytes, content_type: str) -> AudioChunk:
+        encoding = encoding_from_response(content_type, data)
+        if encoding is None or not data:
+            raise SynthesisFailed(
+                self.name,
+                f"the response is not audio ({content_type or 'no Content-Type'}, "
+                f"{len(data)} bytes)",
+                model=model.slug,
+            )
+        return AudioChunk(data, encoding, 0, 0)
+
+    async def _audio_from_json(self, model: SegmindModel, body: bytes) -> AudioChunk:
+        """A JSON answer carries a media URL or base64 audio (Segmind does not document which)."""
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise SynthesisFailed(
+                self.name, "the JSON response cannot be parsed", model=model.slug
+            ) from None
+        if isinstance(data, dict):
+            for key in ("output", "audio", "audio_url", "url", "audio_base64", "data"):
+                if isinstance(data.get(key), str) and data[key]:
+                    return await self._audio_from_value(model, data[key])
+        raise SynthesisFailed(
+            self.name, "the JSON response holds no audio URL or data", model=model.slug
+        )
+
+    async def _audio_from_value(self, model: SegmindModel, value: str) -> AudioChunk:
+        """``value`` is a media URL (downloaded without the API key) or base64 audio."""
+        if value.startswith(("http://", "https://")):
+            return self._audio(model, await self.http.download(value, model=model.slug), "")
+        try:
+            audio = base64.b64decode(value.split(",", 1)[-1], validate=True)
+        except (binascii.Error, ValueError):
+            raise SynthesisFailed(
+                self.name, "the audio is neither a URL nor base64", model=model.slug
+            ) from None
+        return self._audio(model, audio, "")
+
+    async def _run_v2(self, model: SegmindModel, payload: dict[str, Any]) -> AudioChunk:
+        async with self.http.request(
+            "POST", f"/v2/{model.slug}", errors=segmind_error, model=model.slug, json_body=payload
+        ) as response:
+            body = await response.read()
+        try:
+            submitted = json.loads(body)
+        except ValueError:
+            submitted = None
+        request_id = submitted.get("request_id") if isinstance(submitted, dict) else None
+        if not isinstance(request_id, str) or not request_id:
+            raise SynthesisFailed(self.name, "the queue returned no request_id", model=model.slug)
+        log.info("segmind %s: queued job %s", model.slug, request_id)
+        try:
+            result = await self._wait(model, request_id)
+        except ProviderError as exc:
+            exc.retryable = False  # the job exists and is billed: never submit it again
+            raise
+        output = result.get("output")
+        metrics = result.get("metrics")
+        if isinstance(metrics, dict):
+            self._record(_number(metrics.get("cost")), _number(metrics.get("remaining_credits")))
+        if not isinstance(output, str) or not output:
+            raise SynthesisFailed(
+                self.name, f"job {request_id} completed without output", model=model.slug
+            )
+        return await self._audio_from_value(model, output)
+
+    async def _wait(self, model: SegmindModel, request_id: str) -> dict[str, Any]:
+        """Poll until COMPLETED; return the result body. Never resubmits."""
+        deadline = time.monotonic() + self._timeout(model)
+        poll = self.settings.poll
+        schedule = PollSchedule(poll.first_s, poll.factor, poll.max_s)
+        hint: float | None = None
+        while True:
+            wait = schedule.next_wait(hint)
+            hint = None
+            if time.monotonic() + wait > deadline:
+                raise ProviderUnavailable(
+                    self.name,
+                    f"job {request_id} did not finish within {self._timeout(model):g} s",
+                    model=model.slug,
+                )
+            await asyncio.sleep(wait)
+            try:
+                status = await self._get(f"/v2/requests/{request_id}/status", model, request_id)
+            except RateLimited as exc:
+                hint = exc.retry_after_s
+                continue
+            except ProviderUnavailable as exc:
+                log.warning("segmind job %s: status poll failed (%s); polling on", request_id, exc)
+                continue
+            state = str(status.get("status", "")).upper()
+            if state == "COMPLETED":
+                break
+            if state == "FAILED":
+                raise SynthesisFailed(
+                    self.name,
+                    f"job {request_id} failed: {status.get('error') or 'no reason given'}",
+                    model=model.slug,
+                )
+        while True:  # the result, with the same patience for 429 and 5xx
+            try:
+                return await self._get(f"/v2/requests/{request_id}", model, request_id)
+            except RateLimited as exc:
+                await asyncio.sleep(schedule.next_wait(exc.retry_after_s))
+            except ProviderUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(schedule.next_wait())
+
+    async def _get(self, path: str, model: SegmindModel, request_id: str) -> dict[str, Any]:
+        try:
+            async with self.http.request(
+                "GET", path, errors=segmind_error, model=model.slug
+            ) as response:
+                raw = await response.read()
+        except SynthesisFailed as exc:  # 422: FAILED, with Segmind's reason
+            raise SynthesisFailed(
+                self.name, f"job {request_id} failed: {exc.detail}", model=model.slug, status=422
+            ) from None
+        except ProviderNotFound as exc:
+            raise JobExpired(
+                self.name,
+                f"job {request_id} is unknown or expired (results are kept 1 hour): {exc.detail}",
+                model=model.slug,
+                status=404,
+            ) from None
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise SynthesisFailed(
+                self.name, f"job {request_id}: the answer is not a JSON object", model=model.slug
+            )
+        return body
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
