@@ -21,7 +21,7 @@ from bot import config as config_module
 from bot.config import Settings
 from bot.errors import ConfigError, InvalidRequest, OyezError
 from bot.pipeline import SpeechPipeline
-from bot.speech import OutputProfile, RequestSource, SpeechRequest, Utterance
+from bot.speech import OutputProfile, RequestSource, SpeechRequest, Utterance, Voice
 
 __all__ = ["main"]
 
@@ -188,7 +188,17 @@ async def _say(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _voice_line(v: Voice, default: bool, as_json: bool) -> str:
+    if as_json:
+        fields = {"provider": v.provider, "model": v.model, "id": v.id, "name": v.name}
+        return json.dumps({**fields, "language": v.language, "default": default})
+    mark = "*" if default else " "
+    return f"{mark} {v.provider:<10} {v.model:<24} {v.id:<24} {v.language or '-':<6} {v.name}"
+
+
 async def _voices(args: argparse.Namespace, settings: Settings) -> int:
+    """List voices. A provider that cannot list (no key, unreachable) is reported on stderr; it
+    fails the command only when it was asked for by name."""
     pipeline = SpeechPipeline(settings)
     status = EXIT_OK
     try:
@@ -200,27 +210,20 @@ async def _voices(args: argparse.Namespace, settings: Settings) -> int:
             except OyezError as exc:
                 if args.provider:
                     raise
-                print(f"oyez: {name}: cannot list voices: {exc}", file=sys.stderr)
-                status = EXIT_FAILURE
+                problem = provider.configuration_problem()
+                print(f"oyez: {name}: cannot list voices: {problem or exc}", file=sys.stderr)
                 continue
             default = provider.default_voice_id()
-            for v in sorted(voices, key=lambda v: (v.language or "", v.id)):
-                if args.json:
-                    print(
-                        json.dumps(
-                            {
-                                "provider": v.provider,
-                                "model": v.model,
-                                "id": v.id,
-                                "name": v.name,
-                                "language": v.language,
-                                "default": v.id == default,
-                            }
-                        )
-                    )
-                else:
-                    mark = "*" if v.id == default else " "
-                    print(f"{mark} {v.provider:<10} {v.id:<32} {v.language or '-':<8} {v.name}")
+            for v in voices:
+                print(_voice_line(v, v.id == default and v.model == voices[0].model, args.json))
+        for alias, named in sorted(settings.voices.items()):
+            if args.provider and named.provider != args.provider:
+                continue
+            target = "/".join(p for p in (named.provider, named.model, named.voice) if p)
+            if args.json:
+                print(json.dumps({"named": alias, "target": target, "options": named.options}))
+            else:
+                print(f"  {alias:<35} → {target} {named.description or ''}".rstrip())
     finally:
         await pipeline.aclose()
     return status

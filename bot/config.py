@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -27,7 +27,14 @@ from pydantic_settings import (
 
 from bot.errors import ConfigError
 
-__all__ = ["DEFAULT_CONFIG_FILE", "AudioSettings", "Settings", "format_validation_error", "load"]
+__all__ = [
+    "DEFAULT_CONFIG_FILE",
+    "AudioSettings",
+    "NamedVoice",
+    "Settings",
+    "format_validation_error",
+    "load",
+]
 
 DEFAULT_CONFIG_FILE = Path("oyez.yaml")
 
@@ -48,6 +55,22 @@ class AudioSettings(BaseModel):
     ffmpeg_timeout_s: float = Field(30.0, gt=0, le=600)
 
 
+class NamedVoice(BaseModel):
+    """A voice under a name of the user's choosing: ``voices: {grandma: {...}}``.
+
+    ``--voice grandma`` then means this provider, model, voice and options (request options
+    win over these).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str
+    model: str | None = None
+    voice: str | None = None
+    options: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+    description: str | None = None
+
+
 class Settings(BaseSettings):
     """The effective configuration. Build it with :func:`load`."""
 
@@ -65,6 +88,12 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     audio: AudioSettings = Field(default_factory=AudioSettings)
     providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    voices: dict[str, NamedVoice] = Field(default_factory=dict)
+
+    @field_validator("voices")
+    @classmethod
+    def _casefold_names(cls, voices: dict[str, NamedVoice]) -> dict[str, NamedVoice]:
+        return {name.casefold(): voice for name, voice in voices.items()}
 
     @classmethod
     def settings_customise_sources(

@@ -14,7 +14,7 @@ from typing import Any
 
 from bot.audio import Transcoder
 from bot.config import Settings
-from bot.errors import RequestExpired
+from bot.errors import InvalidRequest, RequestExpired
 from bot.providers import Provider, ProviderRegistry, SynthesisInput
 from bot.speech import AudioChunk, SpeechRequest, Timings, Utterance, Voice
 from bot.text import normalize_text
@@ -66,13 +66,25 @@ class SpeechPipeline:
         """
         self.check_expiry(request, "before synthesis")
         text = normalize_text(request.text, self.settings.max_text_length)
-        provider = self.registry.get(request.provider or self.settings.default_provider)
-        voice_name = request.voice
-        if voice_name is None and provider.name == self.settings.default_provider:
+        default_provider = self.settings.default_provider
+        voice_name, model, options = request.voice, request.model, dict(request.options)
+        if voice_name is None and request.provider in (None, default_provider):
             voice_name = self.settings.default_voice  # default_voice belongs to default_provider
-        voice = await provider.resolve_voice(voice_name, request.model)
-        options = provider.validate_options(voice, request.options)
-        return PreparedRequest(request, text, provider, voice, options)
+        provider_name = request.provider
+        named = self.settings.voices.get(voice_name.casefold()) if voice_name else None
+        if named is not None:
+            if provider_name is not None and provider_name != named.provider:
+                raise InvalidRequest(
+                    f"voice {voice_name!r} is a {named.provider} voice (voices.{voice_name} in "
+                    f"the configuration); it cannot be used with provider {provider_name!r}"
+                )
+            provider_name, voice_name = named.provider, named.voice
+            model = model or named.model
+            options = {**named.options, **options}
+        provider = self.registry.get(provider_name or default_provider)
+        voice = await provider.resolve_voice(voice_name, model)
+        validated = provider.validate_options(voice, options)
+        return PreparedRequest(request, text, provider, voice, validated)
 
     async def speak(self, request: SpeechRequest) -> Utterance:
         """Synthesize ``request`` and encode it for its output profile."""

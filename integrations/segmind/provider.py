@@ -21,7 +21,6 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr
@@ -45,8 +44,9 @@ from bot.providers import Provider, SynthesisInput
 from bot.ratelimit import retry_after_s
 from bot.speech import AudioChunk, Voice
 from integrations.segmind.models import MODELS, SegmindModel
+from integrations.segmind.poll import CompletionEstimate, PollPlan
 
-__all__ = ["PollSchedule", "SegmindProvider", "SegmindSettings", "segmind_error"]
+__all__ = ["SegmindProvider", "SegmindSettings", "segmind_error"]
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,8 @@ API_KEY_ENV = "SEGMIND_API_KEY"
 
 
 class PollSettings(BaseModel):
-    """How a queued (v2) job is polled: fast at first, then backing off."""
+    """How a queued (v2) job is polled before Oyez has learned the model's run time
+    (fast at first, then backing off), and the longest wait between two polls."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -80,29 +81,6 @@ class SegmindSettings(BaseModel):
         default_factory=dict, description="Per-model limit for one sync call or one v2 job"
     )
     poll: PollSettings = Field(default_factory=PollSettings)
-
-
-@dataclass
-class PollSchedule:
-    """Waits between status polls: ``first_s``, then each ``factor`` times longer, up to ``max_s``.
-
-    A 429 while polling stretches the next wait to the provider's hint; it never resubmits.
-    """
-
-    first_s: float
-    factor: float
-    max_s: float
-    _next: float = 0.0
-
-    def __post_init__(self) -> None:
-        self._next = self.first_s
-
-    def next_wait(self, retry_after: float | None = None) -> float:
-        wait = self._next
-        self._next = min(self._next * self.factor, self.max_s)
-        if retry_after is not None:
-            wait = max(wait, retry_after)
-        return wait
 
 
 def segmind_error(
@@ -156,6 +134,8 @@ class SegmindProvider(Provider):
         #: Last figures Segmind reported: remaining credits and the cost of the last call (USD).
         self.remaining_credits: float | None = None
         self.last_cost: float | None = None
+        #: Learned run time of v2 jobs, per model (see integrations.segmind.poll).
+        self.estimates: dict[str, CompletionEstimate] = {}
 
     def configuration_problem(self) -> str | None:
         if not self._api_key:
@@ -294,7 +274,7 @@ class SegmindProvider(Provider):
             raise SynthesisFailed(self.name, "the queue returned no request_id", model=model.slug)
         log.info("segmind %s: queued job %s", model.slug, request_id)
         try:
-            result = await self._wait(model, request_id)
+            result = await self._wait(model, request_id, len(str(payload.get("text", ""))))
         except ProviderError as exc:
             exc.retryable = False  # the job exists and is billed: never submit it again
             raise
@@ -308,22 +288,29 @@ class SegmindProvider(Provider):
             )
         return await self._audio_from_value(model, output)
 
-    async def _wait(self, model: SegmindModel, request_id: str) -> dict[str, Any]:
+    async def _wait(self, model: SegmindModel, request_id: str, characters: int) -> dict[str, Any]:
         """Poll until COMPLETED; return the result body. Never resubmits."""
-        deadline = time.monotonic() + self._timeout(model)
+        submitted = time.monotonic()
+        limit = self._timeout(model)
+        estimate = self.estimates.setdefault(model.slug, CompletionEstimate())
         poll = self.settings.poll
-        schedule = PollSchedule(poll.first_s, poll.factor, poll.max_s)
+        plan = PollPlan(
+            poll.first_s, poll.factor, poll.max_s, estimate.predict(characters), estimate.spread
+        )
         hint: float | None = None
+        last_pending = 0.0
         while True:
-            wait = schedule.next_wait(hint)
+            elapsed = time.monotonic() - submitted
+            wait = plan.next_wait(elapsed, hint)
             hint = None
-            if time.monotonic() + wait > deadline:
+            if elapsed + wait > limit:
                 raise ProviderUnavailable(
                     self.name,
-                    f"job {request_id} did not finish within {self._timeout(model):g} s",
+                    f"job {request_id} did not finish within {limit:g} s",
                     model=model.slug,
                 )
             await asyncio.sleep(wait)
+            polled_at = time.monotonic() - submitted
             try:
                 status = await self._get(f"/v2/requests/{request_id}/status", model, request_id)
             except RateLimited as exc:
@@ -334,6 +321,8 @@ class SegmindProvider(Provider):
                 continue
             state = str(status.get("status", "")).upper()
             if state == "COMPLETED":
+                # It finished between the last pending poll and this one: learn the midpoint.
+                estimate.observe(characters, (last_pending + polled_at) / 2)
                 break
             if state == "FAILED":
                 raise SynthesisFailed(
@@ -341,15 +330,16 @@ class SegmindProvider(Provider):
                     f"job {request_id} failed: {status.get('error') or 'no reason given'}",
                     model=model.slug,
                 )
+            last_pending = polled_at
         while True:  # the result, with the same patience for 429 and 5xx
             try:
                 return await self._get(f"/v2/requests/{request_id}", model, request_id)
             except RateLimited as exc:
-                await asyncio.sleep(schedule.next_wait(exc.retry_after_s))
+                await asyncio.sleep(max(exc.retry_after_s or 1.0, 0.1))
             except ProviderUnavailable:
-                if time.monotonic() > deadline:
+                if time.monotonic() - submitted > limit:
                     raise
-                await asyncio.sleep(schedule.next_wait())
+                await asyncio.sleep(poll.first_s)
 
     async def _get(self, path: str, model: SegmindModel, request_id: str) -> dict[str, Any]:
         try:
