@@ -11,8 +11,10 @@ import pytest
 from bot import config
 from bot.config import Settings
 from bot.errors import (
+    ConfigError,
     EmptyText,
     InvalidOptions,
+    InvalidRequest,
     ProviderError,
     RequestExpired,
     TextTooLong,
@@ -104,7 +106,7 @@ async def tone_pipeline(settings: Settings) -> AsyncIterator[SpeechPipeline]:
 async def test_a_provider_is_a_module_plus_a_registry_entry(
     tone_pipeline: SpeechPipeline, tone: type[ToneProvider]
 ) -> None:
-    assert tone_pipeline.registry.names() == ["piper", "tone"]
+    assert {"piper", "tone"} <= set(tone_pipeline.registry.names())
     utterance = await tone_pipeline.speak(
         SpeechRequest(text="beep", provider="tone", options={"seconds_per_character": 0.5})
     )
@@ -178,3 +180,34 @@ async def test_unknown_default_voice_is_named(tone: type[ToneProvider]) -> None:
             await speech.prepare(SpeechRequest(text="hello"))
     finally:
         await speech.aclose()
+
+
+async def test_named_voice_brings_provider_model_and_options(tone: type[ToneProvider]) -> None:
+    settings = config.load(
+        voices={
+            "Beeper": {
+                "provider": "tone",
+                "voice": "a4",
+                "options": {"seconds_per_character": 0.2},
+            }
+        }
+    )
+    targets = {**PROVIDERS, "tone": "tests.tone_provider:ToneProvider"}
+    speech = SpeechPipeline(settings, ProviderRegistry(settings, targets))
+    try:
+        prepared = await speech.prepare(SpeechRequest(text="hi", voice="beeper"))
+        assert prepared.provider.name == "tone"
+        assert prepared.options == {"seconds_per_character": 0.2}
+        mine = await speech.prepare(
+            SpeechRequest(text="hi", voice="BEEPER", options={"seconds_per_character": 0.5})
+        )
+        assert mine.options == {"seconds_per_character": 0.5}  # the request's option wins
+        with pytest.raises(InvalidRequest, match="'beeper' is a tone voice"):
+            await speech.prepare(SpeechRequest(text="hi", voice="beeper", provider="piper"))
+    finally:
+        await speech.aclose()
+
+
+def test_named_voice_needs_a_provider() -> None:
+    with pytest.raises(ConfigError, match=r"voices\.grandma\.provider: Field required"):
+        config.load(voices={"grandma": {"model": "chatterbox-tts"}})

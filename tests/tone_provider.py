@@ -27,13 +27,15 @@ class ToneOptions(BaseModel):
 class ToneProvider(Provider):
     """Beeps instead of speaking; counts its calls; can be told to fail or to return garbage."""
 
-    name = "tone"
+    kind = "tone"
     settings_model = ToneSettings
     calls: ClassVar[list[str]] = []
     mode: ClassVar[str] = "ok"
 
-    def __init__(self, settings: ToneSettings, app_settings: Settings) -> None:
-        super().__init__(settings, app_settings)
+    def __init__(
+        self, settings: ToneSettings, app_settings: Settings, name: str | None = None
+    ) -> None:
+        super().__init__(settings, app_settings, name)
         self.settings: ToneSettings = settings
 
     async def list_voices(self) -> list[Voice]:
