@@ -14,7 +14,7 @@ from typing import Any
 
 from bot.audio import Transcoder
 from bot.config import Settings
-from bot.errors import InvalidRequest, RequestExpired
+from bot.errors import ConfigError, InvalidRequest, RequestExpired
 from bot.providers import Provider, ProviderRegistry, SynthesisInput
 from bot.speech import AudioChunk, SpeechRequest, Timings, Utterance, Voice
 from bot.text import normalize_text
@@ -62,7 +62,8 @@ class SpeechPipeline:
         """Validate everything about ``request`` without synthesizing.
 
         Raises :class:`bot.errors.InvalidRequest` subclasses (empty or over-long text, unknown
-        provider, voice or model, invalid options) and :class:`RequestExpired`.
+        provider, voice or model, invalid options), :class:`ConfigError` (the provider is not
+        configured, e.g. has no API key) and :class:`RequestExpired`.
         """
         self.check_expiry(request, "before synthesis")
         text = normalize_text(request.text, self.settings.max_text_length)
@@ -82,6 +83,9 @@ class SpeechPipeline:
             model = model or named.model
             options = {**named.options, **options}
         provider = self.registry.get(provider_name or default_provider)
+        problem = provider.configuration_problem()
+        if problem:
+            raise ConfigError(f"provider {provider.name!r} cannot be used: {problem}")
         voice = await provider.resolve_voice(voice_name, model)
         validated = provider.validate_options(voice, options)
         return PreparedRequest(request, text, provider, voice, validated)

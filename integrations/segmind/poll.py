@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 __all__ = ["CompletionEstimate", "PollPlan"]
 
 # How many polls to spend across the window in which the job is expected to finish.
-_POLLS_IN_WINDOW = 5
+_POLLS_IN_WINDOW = 4
 # Never poll closer together than this, whatever the prediction.
 _MIN_GAP_S = 0.08
 # Weight of the newest observation in the running estimates.
@@ -39,13 +39,20 @@ class CompletionEstimate:
             return None
         return self.seconds_per_char * max(characters, 1)
 
-    def observe(self, characters: int, seconds: float) -> None:
-        """Learn from a finished job that took ``seconds`` (submit → completion seen)."""
+    def observe(self, characters: int, earliest_s: float, latest_s: float) -> None:
+        """Learn from a finished job: it completed between ``earliest_s`` (the last poll that
+        found it pending) and ``latest_s`` (the poll that found it done) after submission."""
+        seconds = (earliest_s + latest_s) / 2
+        if seconds <= 0:
+            return
         rate = seconds / max(characters, 1)
+        # The poll interval itself bounds how well this one job was measured.
+        uncertainty = (latest_s - earliest_s) / 2 / seconds
         if self.seconds_per_char is None:
             self.seconds_per_char = rate
+            self.spread = min(1.0, max(0.1, uncertainty))
         else:
-            error = abs(rate / self.seconds_per_char - 1)
+            error = max(abs(rate / self.seconds_per_char - 1), uncertainty / 2)
             self.spread = min(1.0, max(0.05, (1 - _ALPHA) * self.spread + _ALPHA * error))
             self.seconds_per_char = (1 - _ALPHA) * self.seconds_per_char + _ALPHA * rate
         self.jobs += 1
@@ -75,7 +82,7 @@ class PollPlan:
             return
         width = 1.5 * self.spread * self.expected_s
         self._window = (max(self.expected_s - width, 0.0), self.expected_s + width)
-        self._gap = max(_MIN_GAP_S, 2 * width / _POLLS_IN_WINDOW)
+        self._gap = min(max(_MIN_GAP_S, 2 * width / _POLLS_IN_WINDOW), self.max_s)
 
     def next_wait(self, elapsed_s: float, retry_after_s: float | None = None) -> float:
         """The wait before the next poll, ``elapsed_s`` after the job was submitted."""

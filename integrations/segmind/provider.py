@@ -321,8 +321,7 @@ class SegmindProvider(Provider):
                 continue
             state = str(status.get("status", "")).upper()
             if state == "COMPLETED":
-                # It finished between the last pending poll and this one: learn the midpoint.
-                estimate.observe(characters, (last_pending + polled_at) / 2)
+                estimate.observe(characters, last_pending, polled_at)
                 break
             if state == "FAILED":
                 raise SynthesisFailed(
