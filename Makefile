@@ -33,8 +33,13 @@ lint: $(VENV)/.installed-test
 test: lint
 	$(BIN)/python -m pytest
 
-bench: $(VENV)/.installed-test
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $@ $(VENV)/.installed-test $(VENV)/.installed
+
+bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/say.py --write-readme
+	$(BIN)/python bench/poll.py --write-readme
 
 clean:
 	rm -rf $(VENV) announcement.ogg .mypy_cache .ruff_cache .pytest_cache

@@ -10,4 +10,6 @@ __all__ = ["PROVIDERS"]
 PROVIDERS: dict[str, str] = {
     "piper": "integrations.piper:PiperProvider",
     "segmind": "integrations.segmind:SegmindProvider",
+    "together": "integrations.together:TogetherProvider",
+    "openai": "integrations.openai:OpenAIProvider",
 }

@@ -75,7 +75,7 @@ async def test_mp3_for_speakers(pipeline: SpeechPipeline, transcriber: Transcrib
     [
         ({"text": " \n "}, EmptyText, "empty"),
         ({"text": "x" * 1001}, TextTooLong, "limit is 1000"),
-        ({"text": "hi", "provider": "segmint"}, UnknownProvider, "allowed: piper"),
+        ({"text": "hi", "provider": "segmint"}, UnknownProvider, "did you mean .segmind."),
         ({"text": "hi", "voice": "en_US-amy"}, UnknownVoice, "en_US-joe-medium"),
         ({"text": "hi", "options": {"length_scale": 0}}, InvalidOptions, "length_scale"),
     ],

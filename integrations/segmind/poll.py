@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 __all__ = ["CompletionEstimate", "PollPlan"]
 
 # How many polls to spend across the window in which the job is expected to finish.
-_POLLS_IN_WINDOW = 4
+_POLLS_IN_WINDOW = 12
 # Never poll closer together than this, whatever the prediction.
 _MIN_GAP_S = 0.08
 # Weight of the newest observation in the running estimates.

@@ -61,7 +61,7 @@ class PollSettings(BaseModel):
 
     first_s: float = Field(0.25, gt=0, le=10, description="Wait before the first status poll")
     factor: float = Field(1.5, ge=1.0, le=4.0, description="Growth of the wait between polls")
-    max_s: float = Field(2.0, gt=0, le=60, description="Longest wait between two polls")
+    max_s: float = Field(1.0, gt=0, le=60, description="Longest wait between two polls")
 
 
 class SegmindSettings(BaseModel):

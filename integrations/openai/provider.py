@@ -1,0 +1,318 @@
+"""OpenAI-compatible speech: OpenAI itself, or a self-hosted server such as Kokoro-FastAPI.
+
+API facts (OpenAI's API reference, "Create speech"; Kokoro-FastAPI's README): ``POST
+{base}/audio/speech`` with ``model``, ``input`` (at most 4096 characters), ``voice``,
+``response_format`` (``mp3`` default, ``opus``, ``aac``, ``flac``, ``wav``, ``pcm``: headerless
+s16le, 24 kHz, mono) and ``speed`` (0.25 to 4.0) answers with the audio itself. Kokoro-FastAPI
+also takes ``stream: true`` and then sends the body in chunks as it synthesizes (not
+server-sent events), and lists its voices at ``GET {base}/audio/voices`` → ``{"voices": [...]}``.
+Errors come as ``{"error": {"message"}}`` (OpenAI), ``{"detail": {"message"}}`` (FastAPI) or
+``{"message"}``; OpenAI answers 429 ``insufficient_quota`` when the account is out of credit.
+
+Several instances may be configured (``providers: {kokoro: {type: openai, base_url: ...}}``);
+each speaks and reports errors under its own name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Mapping
+from functools import partial
+from typing import Any, Literal
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr
+
+from bot.config import Settings
+from bot.errors import (
+    InsufficientCredits,
+    InvalidRequest,
+    ProviderAuthError,
+    ProviderError,
+    ProviderNotFound,
+    ProviderRequestError,
+    ProviderUnavailable,
+    RateLimited,
+    SynthesisFailed,
+)
+from bot.http import HttpClient, encoding_from_response, error_text
+from bot.providers import Provider, SynthesisInput
+from bot.ratelimit import retry_after_s
+from bot.speech import AudioChunk, AudioEncoding, Voice
+
+__all__ = [
+    "MAX_INPUT",
+    "OPENAI_VOICES",
+    "OpenAIOptions",
+    "OpenAIProvider",
+    "OpenAISettings",
+    "openai_error",
+]
+
+log = logging.getLogger(__name__)
+
+API_KEY_ENV = "OPENAI_API_KEY"
+OPENAI_HOST = "api.openai.com"
+#: OpenAI's limit on ``input`` (characters).
+MAX_INPUT = 4096
+#: ``pcm`` is s16le mono at this rate (Hz).
+PCM_RATE = 24_000
+#: OpenAI's voices (API reference, "Create speech"; marin and cedar were added in 2025), used
+#: when a server has no voice list.
+OPENAI_VOICES = (
+    *("alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer"),
+    *("verse", "marin", "cedar"),
+)
+
+ResponseFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
+_ENCODINGS: dict[str, AudioEncoding] = {
+    "mp3": AudioEncoding.MP3,
+    "opus": AudioEncoding.OGG_OPUS,
+    "aac": AudioEncoding.AAC,
+    "flac": AudioEncoding.FLAC,
+    "wav": AudioEncoding.WAV,
+    "pcm": AudioEncoding.PCM_S16LE,
+}
+# Formats whose chunks can be played or glued back as they come; the others are one file each.
+_STREAMABLE = {"pcm", "mp3", "aac"}
+
+
+class OpenAISettings(BaseModel):
+    """``providers.<name>`` of an OpenAI-compatible provider."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: AnyHttpUrl = AnyHttpUrl("https://api.openai.com/v1")
+    api_key: SecretStr | None = Field(
+        None, description=f"Sent as a bearer token; else ${API_KEY_ENV} for the 'openai' instance"
+    )
+    model: str = "tts-1"
+    default_voice: str = "alloy"
+    response_format: ResponseFormat = "mp3"
+    stream: bool = Field(True, description="Ask for a chunked body and play it as it arrives")
+    voices: list[str] | None = Field(
+        None, description="The voices to offer; None: ask the server, else OpenAI's list"
+    )
+    voices_ttl_s: float = Field(
+        3600, ge=0, description="How long the server's voice list is kept (seconds; 0: never)"
+    )
+    timeout_s: float = Field(
+        60, gt=0, le=600, description="Limit for one call; when streaming, for each read"
+    )
+
+
+class OpenAIOptions(BaseModel):
+    """Per-request options. ``speed``: 0.25 to 4.0, 1.0 normal (OpenAI's range)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    speed: float | None = Field(None, ge=0.25, le=4.0)
+    response_format: ResponseFormat | None = None
+
+
+def openai_error(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    model: str | None,
+    *,
+    provider: str = "openai",
+) -> ProviderError:
+    """An OpenAI-compatible server's statuses → Oyez's exception tree (the one place).
+
+    ``provider`` is the configured instance's name. 422 is FastAPI's validation error.
+    """
+    message = error_text(body)
+    if status in (400, 422):
+        return ProviderRequestError(provider, message, model=model, status=status)
+    if status in (401, 403):
+        return ProviderAuthError(provider, message, model=model, status=status)
+    if status == 404:
+        return ProviderNotFound(provider, message, model=model, status=status)
+    if status == 429:
+        if _error_code(body) == "insufficient_quota":  # OpenAI: out of credit, not too fast
+            return InsufficientCredits(provider, message, model=model, status=status)
+        return RateLimited(provider, message, retry_after_s=retry_after_s(headers), model=model)
+    if status == 408 or status >= 500:
+        return ProviderUnavailable(provider, message, model=model, status=status)
+    return ProviderError(provider, message, model=model, status=status)
+
+
+def _error_code(body: bytes) -> str | None:
+    try:
+        error = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        return None
+    code = error.get("code") or error.get("type") if isinstance(error, dict) else None
+    return code if isinstance(code, str) else None
+
+
+class OpenAIProvider(Provider):
+    """Speech from an OpenAI-compatible ``/audio/speech`` endpoint; one model per instance."""
+
+    kind = "openai"
+    settings_model = OpenAISettings
+    streams = True
+
+    def __init__(
+        self, settings: OpenAISettings, app_settings: Settings, name: str | None = None
+    ) -> None:
+        super().__init__(settings, app_settings, name)
+        self.settings: OpenAISettings = settings
+        key = settings.api_key.get_secret_value() if settings.api_key else None
+        # The environment's key is OpenAI's: never send it to another instance's server.
+        if not key and self.name == "openai":
+            key = os.environ.get(API_KEY_ENV)
+        self._api_key = key or None
+        self.http = HttpClient(
+            self.name,
+            str(settings.base_url),
+            {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {},
+            timeout_s=settings.timeout_s,
+        )
+        self._errors = partial(openai_error, provider=self.name)
+        self._voices: tuple[float, list[Voice]] | None = None  # (monotonic expiry, voices)
+
+    def configuration_problem(self) -> str | None:
+        if not self._api_key and self.settings.base_url.host == OPENAI_HOST:
+            hint = f"{API_KEY_ENV} or " if self.name == "openai" else ""
+            return f"no API key: set {hint}providers.{self.name}.api_key"
+        return None
+
+    # -- voices ------------------------------------------------------------------------------
+    async def list_voices(self) -> list[Voice]:
+        """The configured ``voices``, else the server's list (kept ``voices_ttl_s``), else
+        OpenAI's when the server has no ``/audio/voices`` (404)."""
+        if self.settings.voices is not None:
+            return self._as_voices(self.settings.voices)
+        if self._voices is not None and self._voices[0] > time.monotonic():
+            return self._voices[1]
+        voices = self._as_voices(await self._fetch_voice_ids())
+        if self.settings.voices_ttl_s > 0:
+            self._voices = (time.monotonic() + self.settings.voices_ttl_s, voices)
+        return voices
+
+    async def _fetch_voice_ids(self) -> list[str]:
+        try:
+            async with self.http.request(
+                "GET", "/audio/voices", errors=self._errors, model=self.settings.model
+            ) as response:
+                raw = await response.read()
+        except ProviderError as exc:
+            if exc.status not in (404, 405):
+                raise
+            return list(OPENAI_VOICES)  # OpenAI itself has no voice list endpoint
+        try:
+            listed = json.loads(raw)["voices"]
+            ids = [v if isinstance(v, str) else str(v.get("id") or v["name"]) for v in listed]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ProviderError(
+                self.name, "the voice list cannot be read", model=self.settings.model
+            ) from None
+        return ids
+
+    def _as_voices(self, ids: list[str]) -> list[Voice]:
+        return [Voice(self.name, self.settings.model, voice_id, voice_id) for voice_id in ids]
+
+    def default_voice_id(self) -> str:
+        return self.settings.default_voice
+
+    async def resolve_voice(self, voice: str | None, model: str | None) -> Voice:
+        """As :meth:`Provider.resolve_voice`, but the configured default voice is always taken:
+        compatible servers accept OpenAI's names as aliases without listing them (Kokoro-FastAPI
+        maps ``alloy`` to its own voices), and the server is the judge of it."""
+        if (voice is None or voice == self.settings.default_voice) and model in (
+            None,
+            self.settings.model,
+        ):
+            return self._as_voices([self.settings.default_voice])[0]
+        return await super().resolve_voice(voice, model)
+
+    def options_model(self, voice: Voice) -> type[BaseModel]:
+        return OpenAIOptions
+
+    # -- synthesis ---------------------------------------------------------------------------
+    def _payload(
+        self, job: SynthesisInput, response_format: str, *, stream: bool
+    ) -> dict[str, Any]:
+        """The documented fields only. Raises :class:`InvalidRequest` for over-long input."""
+        if len(job.text) > MAX_INPUT:
+            raise InvalidRequest(
+                f"text is too long for {self.name}/{job.voice.model}: {len(job.text)} "
+                f"characters, the speech API takes at most {MAX_INPUT}"
+            )
+        options = OpenAIOptions.model_validate(dict(job.options))
+        payload: dict[str, Any] = {
+            "model": job.voice.model,
+            "input": job.text,
+            "voice": job.voice.id,
+            "response_format": response_format,
+        }
+        if options.speed is not None:
+            payload["speed"] = options.speed
+        if stream:
+            payload["stream"] = True
+        return payload
+
+    def _format(self, job: SynthesisInput) -> str:
+        return str(job.options.get("response_format") or self.settings.response_format)
+
+    def _require_key(self, model: str) -> None:
+        problem = self.configuration_problem()
+        if problem:
+            raise ProviderAuthError(self.name, problem, model=model)
+
+    async def synthesize(self, job: SynthesisInput) -> AudioChunk:
+        """The whole utterance in ``response_format`` (the Content-Type decides when specific)."""
+        response_format = self._format(job)
+        payload = self._payload(job, response_format, stream=False)
+        self._require_key(job.voice.model)
+        async with self.http.request(
+            "POST", "/audio/speech", errors=self._errors, model=job.voice.model, json_body=payload
+        ) as response:
+            body = await response.read()
+            content_type = response.headers.get("Content-Type", "")
+        if not body:
+            raise SynthesisFailed(self.name, "the response holds no audio", model=job.voice.model)
+        if response_format == "pcm":
+            return AudioChunk(body, AudioEncoding.PCM_S16LE, PCM_RATE, 1)
+        encoding = encoding_from_response(content_type, body) or _ENCODINGS[response_format]
+        return AudioChunk(body, encoding, 0, 0)
+
+    async def stream(self, job: SynthesisInput) -> AsyncIterator[AudioChunk]:
+        """The body's chunks as they arrive: PCM s16le 24 kHz (whole samples) for ``pcm``, MP3
+        or AAC pieces for those (the transcoder joins them). WAV, Opus and FLAC are one file
+        each, so they, and everything when ``stream`` is off, come as one :meth:`synthesize`."""
+        response_format = self._format(job)
+        if not self.settings.stream or response_format not in _STREAMABLE:
+            yield await self.synthesize(job)
+            return
+        payload = self._payload(job, response_format, stream=True)
+        self._require_key(job.voice.model)
+        encoding = _ENCODINGS[response_format]
+        rate, channels = (PCM_RATE, 1) if encoding.is_raw_pcm else (0, 0)
+        async with self.http.request(
+            "POST",
+            "/audio/speech",
+            errors=self._errors,
+            model=job.voice.model,
+            json_body=payload,
+            streaming=True,
+        ) as response:
+            carry = b""  # half a sample, held until the next piece
+            sent = False
+            async for piece in response.content.iter_any():
+                data = carry + piece
+                if encoding.is_raw_pcm:
+                    whole = len(data) // 2 * 2
+                    data, carry = data[:whole], data[whole:]
+                if data:
+                    sent = True
+                    yield AudioChunk(data, encoding, rate, channels)
+        if not sent:
+            raise SynthesisFailed(self.name, "the stream held no audio", model=job.voice.model)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
