@@ -190,6 +190,8 @@ async def test_unknown_voice_lists_the_model_voices(segmind: SegmindProvider) ->
 async def test_voice_without_model_finds_its_model(segmind: SegmindProvider) -> None:
     assert (await segmind.resolve_voice("emma", None)).model == "orpheus-3b-0.1"
     assert (await segmind.resolve_voice(None, None)).model == "chatterbox-tts"
+    # the provider's default voice belongs to another model: the model's own default speaks
+    assert (await segmind.resolve_voice(None, "orpheus-3b-0.1")).id == "dan"
 
 
 async def test_missing_key_is_a_configuration_error(

@@ -93,6 +93,11 @@ class SegmindModel:
     sound_tags: str
 
     @property
+    def default_voice(self) -> str:
+        """The model's own default voice: the first listed."""
+        return next(iter(self.voices))
+
+    @property
     def clones(self) -> bool:
         """True when the voice is a reference recording (any http(s) URL may be given)."""
         return self.voice_field != "voice"
@@ -116,7 +121,7 @@ MODELS: dict[str, SegmindModel] = {
             "Orpheus 3B",
             OrpheusOptions,
             "voice",
-            {name: name for name in ("tara", "dan", "josh", "emma")},
+            {name: name for name in ("dan", "tara", "josh", "emma")},  # dan: the API's default
             117.52,
             0.124,
             "<sigh> <groan> <cough>…",

@@ -167,6 +167,10 @@ class SegmindProvider(Provider):
             if not chosen.clones:
                 raise UnknownVoice(voice, chosen.voices, self.name)
             return Voice(self.name, chosen.slug, voice, "cloned from a reference recording", "en")
+        if voice is None and model is not None:
+            chosen = self._model(model)
+            if self.settings.default_voice not in chosen.voices:
+                voice = chosen.default_voice  # the provider default belongs to another model
         return await super().resolve_voice(voice, model)
 
     def options_model(self, voice: Voice) -> type[BaseModel]:
