@@ -4,6 +4,7 @@ import pytest
 
 from bot import config
 from bot.errors import ConfigError
+from bot.providers import ProviderRegistry
 
 
 def test_defaults_without_file_or_environment() -> None:
@@ -107,3 +108,9 @@ def test_example_configuration_is_valid() -> None:
     example = Path(__file__).resolve().parents[1] / "config" / "oyez.example.yaml"
     settings = config.load(example)
     assert settings.default_provider == "piper"
+    registry = ProviderRegistry.default(settings)
+    # every provider section in the example is valid for its provider, and every built-in
+    # provider is documented there
+    assert set(settings.providers) == set(registry.names())
+    for name in settings.providers:
+        assert registry.get(name).name == name
