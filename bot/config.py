@@ -30,7 +30,11 @@ from bot.errors import ConfigError
 __all__ = [
     "DEFAULT_CONFIG_FILE",
     "AudioSettings",
+    "BudgetSettings",
+    "CreditSettings",
+    "LimitSettings",
     "NamedVoice",
+    "RateLimitSettings",
     "Settings",
     "format_validation_error",
     "load",
@@ -53,6 +57,60 @@ class AudioSettings(BaseModel):
     mp3_bitrate_kbps: int = Field(128, ge=128, le=320)
     ffmpeg_path: Path | None = None
     ffmpeg_timeout_s: float = Field(30.0, gt=0, le=600)
+
+
+class LimitSettings(BaseModel):
+    """A client-side rate limit: calls started per minute and calls running at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    requests_per_minute: float | None = Field(None, gt=0)
+    max_concurrent: int | None = Field(None, ge=1)
+
+
+class RateLimitSettings(BaseModel):
+    """``rate_limits``: overrides of the providers' default limits, and retry behaviour."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    providers: dict[str, LimitSettings] = Field(
+        default_factory=dict, description="Per provider name; replaces its default limit"
+    )
+    models: dict[str, LimitSettings] = Field(
+        default_factory=dict, description='Per "provider/model": a bucket of its own'
+    )
+    backoff_base_s: float = Field(1.0, gt=0, le=60)
+    backoff_cap_s: float = Field(60.0, gt=0, le=3600)
+    retries: int = Field(2, ge=0, le=10, description="Retries of a 5xx, timeout or lost connection")
+
+
+class CreditSettings(BaseModel):
+    """``credits``: the credit circuit and per-call cost estimates."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reopen_after_s: float = Field(
+        900.0, gt=0, description="Providers with no credit check: retry after this long"
+    )
+    check_interval_s: float = Field(
+        60.0, gt=0, description="Least time between two credit checks of an empty provider"
+    )
+    costs: dict[str, float] = Field(
+        default_factory=dict,
+        description='USD per call, by "provider/model" or "provider"; overrides the defaults',
+    )
+
+
+class BudgetSettings(BaseModel):
+    """``budgets``: daily spend caps in USD (UTC days). None: no cap."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    providers: dict[str, float] = Field(default_factory=dict)
+    per_guild_usd: float | None = Field(None, ge=0)
+    per_user_usd: float | None = Field(None, ge=0)
+    guilds: dict[str, float] = Field(default_factory=dict, description="Per guild id overrides")
+    users: dict[str, float] = Field(default_factory=dict, description="Per user overrides")
 
 
 class NamedVoice(BaseModel):
@@ -89,6 +147,16 @@ class Settings(BaseSettings):
     audio: AudioSettings = Field(default_factory=AudioSettings)
     providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
     voices: dict[str, NamedVoice] = Field(default_factory=dict)
+    fallback: list[str] = Field(
+        default_factory=lambda: ["piper"],
+        description="Providers (or provider/model, or named voices) that speak instead",
+    )
+    patience_s: float = Field(
+        20.0, ge=0, description="How long a request waits for a rate limit before falling back"
+    )
+    rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    credits: CreditSettings = Field(default_factory=CreditSettings)
+    budgets: BudgetSettings = Field(default_factory=BudgetSettings)
 
     @field_validator("voices")
     @classmethod

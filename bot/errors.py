@@ -16,6 +16,7 @@ from difflib import get_close_matches
 
 __all__ = [
     "AudioError",
+    "BudgetExceeded",
     "ConfigError",
     "EmptyText",
     "FFmpegNotFound",
@@ -23,6 +24,7 @@ __all__ = [
     "InvalidOptions",
     "InvalidRequest",
     "JobExpired",
+    "NoProviderSpoke",
     "OyezError",
     "ProviderAuthError",
     "ProviderError",
@@ -117,6 +119,26 @@ class RequestExpired(OyezError):
         super().__init__(
             f"request {request_id} expired {overdue_s:.1f} s ago, {stage}; it was not spoken"
         )
+
+
+class BudgetExceeded(OyezError):
+    """A daily spend budget would be exceeded by this call; nothing was spent."""
+
+    def __init__(self, provider: str, message: str) -> None:
+        self.provider = provider
+        super().__init__(f"{provider}: {message}")
+
+
+class NoProviderSpoke(OyezError):
+    """Neither the asked provider nor any in the fallback chain could speak.
+
+    ``attempts`` holds (provider, why it did not speak) in the order tried.
+    """
+
+    def __init__(self, attempts: list[tuple[str, str]]) -> None:
+        self.attempts = attempts
+        tried = "; ".join(f"{name}: {why}" for name, why in attempts)
+        super().__init__(f"no provider could speak ({tried})")
 
 
 class ConfigError(OyezError):

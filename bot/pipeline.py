@@ -1,12 +1,15 @@
 """The speech pipeline: a :class:`SpeechRequest` in, an :class:`Utterance` out.
 
 Steps, in order: expiry check → text normalisation → provider and voice resolution → option
-validation (all before anything is spent) → synthesis → transcoding to the output profile →
-expiry check again (a request that expired while synthesizing is dropped, not played late).
+validation (all before anything is spent) → the dispatcher (budgets, credits, rate limit, the
+call; the fallback chain when the asked provider cannot speak) → transcoding to the output
+profile → expiry check again (a request that expired while synthesizing is dropped, not played
+late).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -14,9 +17,18 @@ from typing import Any
 
 from bot.audio import Transcoder
 from bot.config import Settings
-from bot.errors import ConfigError, InvalidRequest, RequestExpired
+from bot.dispatch import Dispatcher
+from bot.errors import (
+    BudgetExceeded,
+    ConfigError,
+    InvalidRequest,
+    NoProviderSpoke,
+    ProviderError,
+    RequestExpired,
+)
+from bot.metrics import FALLBACKS
 from bot.providers import Provider, ProviderRegistry, SynthesisInput
-from bot.speech import AudioChunk, SpeechRequest, Timings, Utterance, Voice
+from bot.speech import FallbackNote, SpeechRequest, Timings, Utterance, Voice
 from bot.text import normalize_text
 
 __all__ = ["PreparedRequest", "SpeechPipeline"]
@@ -46,10 +58,12 @@ class SpeechPipeline:
         settings: Settings,
         registry: ProviderRegistry | None = None,
         transcoder: Transcoder | None = None,
+        dispatcher: Dispatcher | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry or ProviderRegistry.default(settings)
         self.transcoder = transcoder or Transcoder(settings.audio)
+        self.dispatcher = dispatcher or Dispatcher(settings)
 
     @staticmethod
     def check_expiry(request: SpeechRequest, stage: str) -> None:
@@ -90,33 +104,96 @@ class SpeechPipeline:
         validated = provider.validate_options(voice, options)
         return PreparedRequest(request, text, provider, voice, validated)
 
+    async def _fallback(
+        self, specs: list[str], tried: set[str], request: SpeechRequest, notes: list[FallbackNote]
+    ) -> PreparedRequest | None:
+        """Prepare the next usable entry of the fallback chain (consumed from ``specs``).
+
+        A spec is a provider (``piper``), a provider and model (``segmind/chatterbox-tts``) or a
+        named voice. The asked request's voice and options belong to the asked provider, so a
+        fallback speaks with its own defaults.
+        """
+        while specs:
+            spec = specs.pop(0)
+            if spec.casefold() in self.settings.voices:
+                fields: dict[str, Any] = {"voice": spec, "provider": None, "model": None}
+            else:
+                provider, _, model = spec.partition("/")
+                fields = {"provider": provider, "model": model or None, "voice": None}
+            candidate = request.model_copy(update={**fields, "options": {}})
+            try:
+                prepared = await self.prepare(candidate)
+            except (InvalidRequest, ConfigError) as exc:
+                notes.append(FallbackNote(spec, f"cannot be used: {exc}"))
+                continue
+            if prepared.provider.name in tried:
+                continue
+            return prepared
+        return None
+
     async def speak(self, request: SpeechRequest) -> Utterance:
-        """Synthesize ``request`` and encode it for its output profile."""
+        """Synthesize ``request`` and encode it for its output profile.
+
+        When the asked provider cannot speak (rate-limited past ``patience_s``, out of credits,
+        over budget, down), the next provider of the ``fallback`` chain speaks and the utterance
+        says why in ``fallbacks``. Raises what :meth:`prepare` raises, :class:`RequestExpired`,
+        and, when no provider could speak, the provider's error (strict requests) or
+        :class:`NoProviderSpoke`.
+        """
         started = time.perf_counter()
-        prepared = await self.prepare(request)
-        log.info(
-            "request %s: speaking %d characters with %s for %s",
-            request.id,
-            len(prepared.text),
-            prepared.voice.label,
-            request.source.value,
-        )
-        chunks: list[AudioChunk] = []
-        first_audio: float | None = None
-        synthesis_started = time.perf_counter()
-        async for chunk in prepared.provider.stream(prepared.synthesis_input()):
-            if first_audio is None:
-                first_audio = time.perf_counter() - synthesis_started
-            chunks.append(chunk)
+        loop = asyncio.get_running_loop()
+        candidate = await self.prepare(request)
+        notes: list[FallbackNote] = []
+        specs = list(self.settings.fallback) if request.fallback else []
+        tried = {candidate.provider.name}
+        expires_in = request.overdue_s()
+        expiry = None if expires_in == float("-inf") else loop.time() - expires_in
+        while True:
+            following = await self._fallback(specs, tried, request, notes)
+            wait_until = expiry
+            if following is not None:
+                patience = loop.time() + self.settings.patience_s
+                wait_until = patience if expiry is None else min(expiry, patience)
+            log.info(
+                "request %s: speaking %d characters with %s for %s",
+                request.id,
+                len(candidate.text),
+                candidate.voice.label,
+                request.source.value,
+            )
+            synthesis_started = time.perf_counter()
+            try:
+                dispatched = await self.dispatcher.run(
+                    candidate.provider, request, candidate.synthesis_input(), wait_until=wait_until
+                )
+                break
+            except (ProviderError, BudgetExceeded) as exc:
+                notes.append(FallbackNote(candidate.provider.name, str(exc)))
+                if following is None:
+                    if len(notes) > 1 and request.fallback:
+                        raise NoProviderSpoke([(n.provider, n.reason) for n in notes]) from exc
+                    raise
+                FALLBACKS.labels(
+                    candidate.provider.name, following.provider.name, type(exc).__name__
+                ).inc()
+                log.warning(
+                    "request %s: %s did not speak (%s); %s speaks instead",
+                    request.id,
+                    candidate.provider.name,
+                    exc,
+                    following.provider.name,
+                )
+                candidate = following
+                tried.add(candidate.provider.name)
         synthesized = time.perf_counter()
-        encoded = await self.transcoder.transcode(chunks, request.output)
+        encoded = await self.transcoder.transcode(dispatched.chunks, request.output)
         finished = time.perf_counter()
         self.check_expiry(request, "after synthesis")
         timings = Timings(
             synthesis_s=synthesized - synthesis_started,
             transcode_s=finished - synthesized,
             total_s=finished - started,
-            first_audio_s=first_audio,
+            first_audio_s=dispatched.first_audio_s,
         )
         log.info(
             "request %s: %.2f s of audio in %.2f s (synthesis %.2f s, transcode %.2f s)",
@@ -128,15 +205,17 @@ class SpeechPipeline:
         )
         return Utterance(
             request_id=request.id,
-            text=prepared.text,
+            text=candidate.text,
             audio=encoded.data,
             profile=request.output,
             sample_rate=encoded.spec.sample_rate,
             channels=encoded.spec.channels,
             duration_s=encoded.duration_s,
-            voice=prepared.voice,
+            voice=candidate.voice,
             timings=timings,
             loudness_lufs=encoded.loudness.integrated_lufs,
+            fallbacks=tuple(n for n in notes if n.provider != candidate.provider.name),
+            cost_usd=dispatched.cost_usd,
         )
 
     async def aclose(self) -> None:

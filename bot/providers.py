@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from bot.config import Settings, format_validation_error
+from bot.config import LimitSettings, Settings, format_validation_error
 from bot.errors import ConfigError, InvalidOptions, UnknownModel, UnknownProvider, UnknownVoice
 from bot.speech import AudioChunk, Voice
 
@@ -30,6 +30,7 @@ __all__ = [
     "Provider",
     "ProviderRegistry",
     "SynthesisInput",
+    "Usage",
     "format_option_errors",
 ]
 
@@ -44,14 +45,26 @@ class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+@dataclass(slots=True)
+class Usage:
+    """What one call cost, as the provider reported it (USD); None where it did not say."""
+
+    cost_usd: float | None = None
+    remaining_credits: float | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class SynthesisInput:
-    """What a provider synthesizes: ``text`` already normalised, ``options`` already validated."""
+    """What a provider synthesizes: ``text`` already normalised, ``options`` already validated.
+
+    The provider fills ``usage`` with the cost and remaining credits it learns from the call.
+    """
 
     request_id: str
     text: str
     voice: Voice
     options: Mapping[str, Any] = field(default_factory=dict)
+    usage: Usage = field(default_factory=Usage)
 
 
 def format_option_errors(error: ValidationError) -> list[str]:
@@ -82,6 +95,10 @@ class Provider(ABC):
     settings_model: ClassVar[type[BaseModel]] = NoOptions
     #: True when :meth:`stream` yields audio before synthesis of the whole text is done.
     streams: ClassVar[bool] = False
+    #: True when calls cost money: credits, budgets and the credit circuit then apply.
+    paid: ClassVar[bool] = False
+    #: The provider's documented rate limit (``rate_limits.providers.<name>`` overrides it).
+    default_limits: ClassVar[LimitSettings] = LimitSettings()
 
     def __init__(self, settings: Any, app_settings: Settings, name: str | None = None) -> None:
         self.name = name or self.kind
@@ -140,6 +157,17 @@ class Provider(ABC):
             if wanted in (candidate.id.casefold(), candidate.name.casefold()):
                 return candidate
         raise UnknownVoice(voice or self.default_voice_id(), [v.id for v in voices], self.name)
+
+    def estimated_cost(self, voice: Voice) -> float | None:
+        """The usual cost of one call with ``voice`` in USD, or None when unknown."""
+        return None
+
+    async def check_credits(self) -> float | None:
+        """Remaining credits (USD) from a free endpoint; None when the provider has none.
+
+        Raises :class:`bot.errors.ProviderError` when the check itself fails.
+        """
+        return None
 
     async def warm_up(self, voice: Voice) -> None:  # noqa: B027 - optional hook
         """Load what synthesis of ``voice`` needs (a model, a session) ahead of the first call."""

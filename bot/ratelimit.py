@@ -1,4 +1,4 @@
-"""Rate-limit signals from providers.
+"""Rate limits: the providers' signals, and the client-side limiter every paid call goes through.
 
 :func:`retry_after_s` reads how long a provider asks us to wait, from the headers of a 429 (or
 503) response, in this order of precedence:
@@ -16,12 +16,24 @@ a day.
 
 from __future__ import annotations
 
+import asyncio
+import heapq
+import itertools
+import random
 import re
+from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-__all__ = ["parse_duration_s", "retry_after_s"]
+__all__ = [
+    "LimiterState",
+    "RateLimiter",
+    "WaitExpired",
+    "parse_duration_s",
+    "retry_after_s",
+]
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 # Numbers this large are Unix timestamps, not durations (2001-09-09 onwards).
@@ -94,3 +106,182 @@ def retry_after_s(
     if wait is None:
         return None
     return min(max(wait, 0.0), cap_s)
+
+
+class WaitExpired(Exception):
+    """A request gave up waiting for a rate limiter; ``waited_s`` says how long it waited."""
+
+    def __init__(self, limiter: str, waited_s: float) -> None:
+        self.limiter = limiter
+        self.waited_s = waited_s
+        super().__init__(f"gave up after waiting {waited_s:.0f} s for {limiter}'s rate limit")
+
+
+@dataclass(order=True)
+class _Waiter:
+    rank: int
+    seq: int
+    future: asyncio.Future[None] = field(compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class LimiterState:
+    """What :meth:`RateLimiter.state` reports (seconds are from now)."""
+
+    name: str
+    requests_per_minute: float | None
+    max_concurrent: int | None
+    in_flight: int
+    waiting: int
+    started_last_minute: int
+    paused_for_s: float
+    consecutive_429s: int
+
+
+class RateLimiter:
+    """One provider's (or one model's) client-side rate limit: a bucket every call goes through.
+
+    - At most ``requests_per_minute`` calls start in any 60 s (a sliding window: never more
+      than N in any minute, so never more than N in the provider's own window).
+    - At most ``max_concurrent`` calls run at once.
+    - :meth:`pause` stops the whole bucket (after a 429), not just one request, so queued
+      requests do not hammer the provider; without a hint, the pause is exponential backoff
+      with full jitter (``backoff_base_s`` × 2^n, capped at ``backoff_cap_s``).
+    - Waiters are served in order: higher priority first, then arrival. A request that is
+      retried after a 429 keeps its place (its ``seq``) at the front of the queue.
+
+    Time is the event loop's clock, so tests can fast-forward it.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        requests_per_minute: float | None = None,
+        max_concurrent: int | None = None,
+        backoff_base_s: float = 1.0,
+        backoff_cap_s: float = 60.0,
+        window_s: float = 60.0,
+    ) -> None:
+        self.name = name
+        self.requests_per_minute = requests_per_minute
+        self.max_concurrent = max_concurrent
+        self.backoff_base_s = backoff_base_s
+        self.backoff_cap_s = backoff_cap_s
+        self.window_s = window_s
+        self._starts: deque[float] = deque()
+        self._waiters: list[_Waiter] = []
+        self._in_flight = 0
+        self._paused_until = 0.0
+        self._consecutive_429s = 0
+        self._seq = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+
+    @staticmethod
+    def _now() -> float:
+        return asyncio.get_running_loop().time()
+
+    def ticket(self) -> int:
+        """A place in the queue; keep it to retry without losing the place."""
+        return next(self._seq)
+
+    async def acquire(
+        self, *, ticket: int | None = None, priority: int = 0, timeout_s: float | None = None
+    ) -> None:
+        """Wait for a turn. Raises :class:`WaitExpired` after ``timeout_s`` seconds of waiting.
+
+        Every successful ``acquire`` must be followed by one :meth:`release`.
+        """
+        started = self._now()
+        waiter = _Waiter(
+            -priority,
+            self.ticket() if ticket is None else ticket,
+            asyncio.get_running_loop().create_future(),
+        )
+        heapq.heappush(self._waiters, waiter)
+        self._dispatch()
+        try:
+            if timeout_s is None:
+                await waiter.future
+            else:
+                await asyncio.wait_for(asyncio.shield(waiter.future), max(timeout_s, 0.0))
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            if waiter.future.done() and not waiter.future.cancelled():
+                self.release()  # granted just as we gave up: hand the turn back
+            else:
+                waiter.future.cancel()
+                self._waiters.remove(waiter)
+                heapq.heapify(self._waiters)
+            self._dispatch()
+            if isinstance(exc, TimeoutError):
+                raise WaitExpired(self.name, self._now() - started) from None
+            raise
+
+    def release(self) -> None:
+        self._in_flight = max(self._in_flight - 1, 0)
+        self._dispatch()
+
+    def pause(self, retry_after_s: float | None) -> float:
+        """Stop the bucket after a 429: for ``retry_after_s``, else for a backoff. Returns it."""
+        self._consecutive_429s += 1
+        if retry_after_s is None:
+            ceiling = min(
+                self.backoff_cap_s, self.backoff_base_s * 2 ** (self._consecutive_429s - 1)
+            )
+            retry_after_s = random.uniform(0, ceiling)  # full jitter
+        self._paused_until = max(self._paused_until, self._now() + retry_after_s)
+        self._dispatch()
+        return retry_after_s
+
+    def succeeded(self) -> None:
+        """A call went through: the backoff starts again from its base."""
+        self._consecutive_429s = 0
+
+    def backoff_s(self, attempt: int) -> float:
+        """Full-jitter backoff for the ``attempt``-th retry of a failed (5xx) call."""
+        return random.uniform(0, min(self.backoff_cap_s, self.backoff_base_s * 2**attempt))
+
+    def _next_start(self, now: float) -> float:
+        """The earliest instant the head of the queue may start (``now`` if it may now)."""
+        when = max(now, self._paused_until)
+        if self.requests_per_minute is not None:
+            while self._starts and self._starts[0] <= now - self.window_s:
+                self._starts.popleft()
+            if len(self._starts) >= self.requests_per_minute:
+                index = len(self._starts) - int(self.requests_per_minute)
+                when = max(when, self._starts[index] + self.window_s)
+        return when
+
+    def _dispatch(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._waiters:
+            head = self._waiters[0]
+            if head.future.done():
+                heapq.heappop(self._waiters)
+                continue
+            if self.max_concurrent is not None and self._in_flight >= self.max_concurrent:
+                return  # release() dispatches again
+            now = self._now()
+            when = self._next_start(now)
+            if when > now:
+                self._timer = asyncio.get_running_loop().call_at(when, self._dispatch)
+                return
+            heapq.heappop(self._waiters)
+            self._starts.append(now)
+            self._in_flight += 1
+            head.future.set_result(None)
+
+    def state(self) -> LimiterState:
+        now = self._now()
+        return LimiterState(
+            self.name,
+            self.requests_per_minute,
+            self.max_concurrent,
+            self._in_flight,
+            sum(1 for w in self._waiters if not w.future.done()),
+            sum(1 for t in self._starts if t > now - self.window_s),
+            max(self._paused_until - now, 0.0),
+            self._consecutive_429s,
+        )

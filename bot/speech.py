@@ -31,6 +31,7 @@ from bot.errors import InvalidRequest
 __all__ = [
     "AudioChunk",
     "AudioEncoding",
+    "FallbackNote",
     "OutputProfile",
     "Priority",
     "RequestSource",
@@ -94,7 +95,9 @@ class SpeechRequest(BaseModel):
     ``provider``, ``model`` and ``voice`` are optional: the configuration supplies defaults.
     ``options`` are provider options (e.g. Piper's ``length_scale``), validated by the provider
     before any synthesis. ``expires_at`` (UTC) is a hard limit: a request past it is dropped with
-    :class:`bot.errors.RequestExpired`, never spoken late.
+    :class:`bot.errors.RequestExpired`, never spoken late. ``requester`` and ``guild`` (a
+    Discord server id) are who asked, for logs, budgets and replies. With ``fallback`` off, a
+    provider that cannot speak is an error instead of a turn for the fallback chain.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -108,9 +111,11 @@ class SpeechRequest(BaseModel):
     output: OutputProfile = OutputProfile.DISCORD
     source: RequestSource = RequestSource.CLI
     requester: str | None = None
+    guild: str | None = None
     priority: Priority = Priority.NORMAL
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     expires_at: datetime | None = None
+    fallback: bool = True
 
     @field_validator("created_at", "expires_at")
     @classmethod
@@ -227,12 +232,21 @@ class Timings:
 
 
 @dataclass(frozen=True, slots=True)
+class FallbackNote:
+    """A provider that did not speak, and why (e.g. "out of credits")."""
+
+    provider: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Utterance:
     """Speech ready for a sink.
 
     ``audio`` is encoded per ``profile``; ``sample_rate`` (Hz) and ``channels`` are those of the
     encoded output; ``duration_s`` its length in seconds; ``voice`` says which provider, model and
-    voice actually spoke.
+    voice actually spoke; ``fallbacks`` which providers were tried before it and why they did not
+    speak; ``cost_usd`` what the call cost (None: free or unknown).
     """
 
     request_id: str
@@ -245,6 +259,8 @@ class Utterance:
     voice: Voice
     timings: Timings
     loudness_lufs: float | None = None
+    fallbacks: tuple[FallbackNote, ...] = ()
+    cost_usd: float | None = None
 
     @property
     def mime_type(self) -> str:

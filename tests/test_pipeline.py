@@ -142,12 +142,23 @@ async def test_request_expiring_during_synthesis_is_dropped(
     assert tone.calls == ["just in time?"]
 
 
-async def test_provider_failure_reaches_the_caller(
+async def test_provider_failure_reaches_a_strict_caller(
     tone_pipeline: SpeechPipeline, tone: type[ToneProvider]
 ) -> None:
     tone.mode = "fail"
     with pytest.raises(ProviderError, match="tone: the tone generator is broken"):
-        await tone_pipeline.speak(SpeechRequest(text="x", provider="tone"))
+        await tone_pipeline.speak(SpeechRequest(text="x", provider="tone", fallback=False))
+
+
+async def test_failed_provider_falls_back_to_piper_and_says_why(
+    tone_pipeline: SpeechPipeline, tone: type[ToneProvider]
+) -> None:
+    tone.mode = "fail"
+    utterance = await tone_pipeline.speak(SpeechRequest(text="Hello.", provider="tone"))
+    assert utterance.voice.provider == "piper"
+    (note,) = utterance.fallbacks
+    assert note.provider == "tone"
+    assert "the tone generator is broken" in note.reason
 
 
 async def test_garbage_from_a_provider_is_a_transcode_error(

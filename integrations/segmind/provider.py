@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr
 
-from bot.config import Settings
+from bot.config import LimitSettings, Settings
 from bot.errors import (
     InsufficientCredits,
     JobExpired,
@@ -40,7 +40,7 @@ from bot.errors import (
     UnknownVoice,
 )
 from bot.http import HttpClient, encoding_from_response, error_text
-from bot.providers import Provider, SynthesisInput
+from bot.providers import Provider, SynthesisInput, Usage
 from bot.ratelimit import retry_after_s
 from bot.speech import AudioChunk, Voice
 from integrations.segmind.models import MODELS, SegmindModel
@@ -117,6 +117,9 @@ def _float_header(headers: Mapping[str, str], name: str) -> float | None:
 class SegmindProvider(Provider):
     kind = "segmind"
     settings_model = SegmindSettings
+    paid = True
+    # Segmind's plans: Free 5 requests/min, Pro 50 (Segmind API notes). Free is the safe default.
+    default_limits = LimitSettings(requests_per_minute=5, max_concurrent=2)
 
     def __init__(
         self, settings: SegmindSettings, app_settings: Settings, name: str | None = None
@@ -176,6 +179,26 @@ class SegmindProvider(Provider):
     def options_model(self, voice: Voice) -> type[BaseModel]:
         return self._model(voice.model).options
 
+    def estimated_cost(self, voice: Voice) -> float | None:
+        return self._model(voice.model).cost_usd
+
+    async def check_credits(self) -> float | None:
+        """``GET /v1/get-user-credits`` (free): paid plus free credits, in USD."""
+        problem = self.configuration_problem()
+        if problem:
+            raise ProviderAuthError(self.name, problem)
+        async with self.http.request(
+            "GET", "/v1/get-user-credits", errors=segmind_error
+        ) as response:
+            body = await response.read()
+        try:
+            data = json.loads(body)
+            credits = float(data.get("credits") or 0) + float(data.get("free-credits") or 0)
+        except (ValueError, TypeError, AttributeError):
+            raise SynthesisFailed(self.name, "unreadable credit balance") from None
+        self.remaining_credits = credits
+        return credits
+
     def _payload(self, job: SynthesisInput) -> dict[str, Any]:
         model = self._model(job.voice.model)
         options = self.options_model(job.voice).model_validate(dict(job.options))
@@ -190,11 +213,11 @@ class SegmindProvider(Provider):
             return configured
         return max(120.0, 3 * (model.typical_s or 0))
 
-    def _record(self, cost: float | None, remaining: float | None) -> None:
+    def _record(self, usage: Usage, cost: float | None, remaining: float | None) -> None:
         if cost is not None:
-            self.last_cost = cost
+            self.last_cost = usage.cost_usd = cost
         if remaining is not None:
-            self.remaining_credits = remaining
+            self.remaining_credits = usage.remaining_credits = remaining
 
     async def synthesize(self, job: SynthesisInput) -> AudioChunk:
         problem = self.configuration_problem()
@@ -203,10 +226,12 @@ class SegmindProvider(Provider):
         model = self._model(job.voice.model)
         payload = self._payload(job)
         if model.slug in self.settings.v2_models:
-            return await self._run_v2(model, payload)
-        return await self._run_v1(model, payload)
+            return await self._run_v2(model, payload, job.usage)
+        return await self._run_v1(model, payload, job.usage)
 
-    async def _run_v1(self, model: SegmindModel, payload: dict[str, Any]) -> AudioChunk:
+    async def _run_v1(
+        self, model: SegmindModel, payload: dict[str, Any], usage: Usage
+    ) -> AudioChunk:
         async with self.http.request(
             "POST",
             f"/v1/{model.slug}",
@@ -217,6 +242,7 @@ class SegmindProvider(Provider):
         ) as response:
             body = await response.read()
             self._record(
+                usage,
                 _float_header(response.headers, "x-cost"),
                 _float_header(response.headers, "x-remaining-credits"),
             )
@@ -264,7 +290,9 @@ class SegmindProvider(Provider):
             ) from None
         return self._audio(model, audio, "")
 
-    async def _run_v2(self, model: SegmindModel, payload: dict[str, Any]) -> AudioChunk:
+    async def _run_v2(
+        self, model: SegmindModel, payload: dict[str, Any], usage: Usage
+    ) -> AudioChunk:
         async with self.http.request(
             "POST", f"/v2/{model.slug}", errors=segmind_error, model=model.slug, json_body=payload
         ) as response:
@@ -285,7 +313,9 @@ class SegmindProvider(Provider):
         output = result.get("output")
         metrics = result.get("metrics")
         if isinstance(metrics, dict):
-            self._record(_number(metrics.get("cost")), _number(metrics.get("remaining_credits")))
+            self._record(
+                usage, _number(metrics.get("cost")), _number(metrics.get("remaining_credits"))
+            )
         if not isinstance(output, str) or not output:
             raise SynthesisFailed(
                 self.name, f"job {request_id} completed without output", model=model.slug

@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from bot.config import Settings
+from bot.config import LimitSettings, Settings
 from bot.errors import (
     InsufficientCredits,
     ProviderAuthError,
@@ -198,6 +198,10 @@ class TogetherProvider(Provider):
     kind = "together"
     settings_model = TogetherSettings
     streams = True
+    paid = True
+    # Together's limits are per model and change with the account tier: no per-minute default,
+    # its 429s carry the wait (Retry-After / retry-after-ms); keep concurrency modest.
+    default_limits = LimitSettings(max_concurrent=4)
 
     def __init__(
         self, settings: TogetherSettings, app_settings: Settings, name: str | None = None
