@@ -64,8 +64,11 @@ class LimitSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    requests_per_minute: float | None = Field(None, gt=0)
+    requests_per_minute: float | None = Field(
+        None, gt=0, description="Calls started per window_s (despite the name, per window)"
+    )
     max_concurrent: int | None = Field(None, ge=1)
+    window_s: float = Field(60.0, gt=0, le=86400, description="The provider's window, seconds")
 
 
 class RateLimitSettings(BaseModel):

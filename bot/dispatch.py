@@ -94,6 +94,7 @@ class Dispatcher:
             max_concurrent=limits.max_concurrent,
             backoff_base_s=self.settings.rate_limits.backoff_base_s,
             backoff_cap_s=self.settings.rate_limits.backoff_cap_s,
+            window_s=limits.window_s,
         )
 
     def limiters(self) -> list[RateLimiter]:
@@ -226,12 +227,15 @@ class Dispatcher:
         synthesis: SynthesisInput,
         *,
         wait_until: float | None,
+        expiry: float | None = None,
     ) -> Dispatched:
-        """Synthesize ``synthesis`` through ``provider``; ``wait_until`` is an event-loop time.
+        """Synthesize ``synthesis`` through ``provider``.
 
-        Raises :class:`RateLimited` (waited past ``wait_until``), :class:`RequestExpired`
-        (the request's expiry passed while waiting), :class:`InsufficientCredits`,
-        :class:`BudgetExceeded` or the provider's own :class:`ProviderError`.
+        ``wait_until`` bounds the wait for the rate limiter and ``expiry`` is the request's
+        expiry, both event-loop times. Raises :class:`RateLimited` (waited past
+        ``wait_until``), :class:`RequestExpired` (``expiry`` passed while waiting),
+        :class:`InsufficientCredits`, :class:`BudgetExceeded` or the provider's own
+        :class:`ProviderError`.
         """
         voice = synthesis.voice
         await self.check_money(provider, voice, request)
@@ -246,8 +250,8 @@ class Dispatcher:
                     ticket=ticket, priority=request.priority.rank, timeout_s=timeout
                 )
             except WaitExpired as exc:
-                overdue = request.overdue_s()
-                if overdue > 0:
+                overdue = -float("inf") if expiry is None else loop.time() - expiry
+                if overdue >= 0:
                     raise RequestExpired(
                         request.id,
                         overdue,

@@ -164,7 +164,11 @@ class SpeechPipeline:
             synthesis_started = time.perf_counter()
             try:
                 dispatched = await self.dispatcher.run(
-                    candidate.provider, request, candidate.synthesis_input(), wait_until=wait_until
+                    candidate.provider,
+                    request,
+                    candidate.synthesis_input(),
+                    wait_until=wait_until,
+                    expiry=expiry,
                 )
                 break
             except (ProviderError, BudgetExceeded) as exc:

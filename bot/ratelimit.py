@@ -130,6 +130,7 @@ class LimiterState:
 
     name: str
     requests_per_minute: float | None
+    learned_limit: int | None
     max_concurrent: int | None
     in_flight: int
     waiting: int
@@ -141,8 +142,9 @@ class LimiterState:
 class RateLimiter:
     """One provider's (or one model's) client-side rate limit: a bucket every call goes through.
 
-    - At most ``requests_per_minute`` calls start in any 60 s (a sliding window: never more
-      than N in any minute, so never more than N in the provider's own window).
+    - At most ``requests_per_minute`` calls start in any ``window_s`` (60 s; a sliding window:
+      never more than N in any minute, so never more than N in the provider's own window). A
+      429 with a reset hint teaches the bucket a lower limit when the provider's is lower.
     - At most ``max_concurrent`` calls run at once.
     - :meth:`pause` stops the whole bucket (after a 429), not just one request, so queued
       requests do not hammer the provider; without a hint, the pause is exponential backoff
@@ -176,6 +178,17 @@ class RateLimiter:
         self._consecutive_429s = 0
         self._seq = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
+        #: A lower limit per window learned from the provider's 429s (see :meth:`pause`).
+        self.learned_limit: int | None = None
+
+    @property
+    def limit(self) -> float | None:
+        """Calls allowed to start per ``window_s``: the configured or the learned limit."""
+        if self.learned_limit is None:
+            return self.requests_per_minute
+        if self.requests_per_minute is None:
+            return self.learned_limit
+        return min(self.requests_per_minute, self.learned_limit)
 
     @staticmethod
     def _now() -> float:
@@ -222,14 +235,28 @@ class RateLimiter:
         self._dispatch()
 
     def pause(self, retry_after_s: float | None) -> float:
-        """Stop the bucket after a 429: for ``retry_after_s``, else for a backoff. Returns it."""
+        """Stop the bucket after a 429: for ``retry_after_s``, else for a backoff. Returns it.
+
+        With a hint, the provider's window is taken to end then: the calls that went through
+        in the ``window_s`` before it are the provider's real limit, which this bucket adopts
+        when it is lower than the configured one (a plan smaller than configured).
+        """
         self._consecutive_429s += 1
+        now = self._now()
         if retry_after_s is None:
             ceiling = min(
                 self.backoff_cap_s, self.backoff_base_s * 2 ** (self._consecutive_429s - 1)
             )
             retry_after_s = random.uniform(0, ceiling)  # full jitter
-        self._paused_until = max(self._paused_until, self._now() + retry_after_s)
+        else:
+            window_start = now + retry_after_s - self.window_s
+            # the refused call was counted as a start too; the rest went through
+            accepted = sum(1 for t in self._starts if t >= window_start) - 1
+            if accepted >= 1 and (self.learned_limit is None or accepted < self.learned_limit):
+                current = self.requests_per_minute
+                if current is None or accepted < current:
+                    self.learned_limit = accepted
+        self._paused_until = max(self._paused_until, now + retry_after_s)
         self._dispatch()
         return retry_after_s
 
@@ -244,12 +271,14 @@ class RateLimiter:
     def _next_start(self, now: float) -> float:
         """The earliest instant the head of the queue may start (``now`` if it may now)."""
         when = max(now, self._paused_until)
-        if self.requests_per_minute is not None:
-            while self._starts and self._starts[0] <= now - self.window_s:
-                self._starts.popleft()
-            if len(self._starts) >= self.requests_per_minute:
-                index = len(self._starts) - int(self.requests_per_minute)
-                when = max(when, self._starts[index] + self.window_s)
+        # Starts are kept for two windows: pause() looks back one window from a future reset.
+        while self._starts and self._starts[0] <= now - 2 * self.window_s:
+            self._starts.popleft()
+        limit = self.limit
+        if limit is not None:
+            recent = [t for t in self._starts if t > now - self.window_s]
+            if len(recent) >= limit:
+                when = max(when, recent[len(recent) - int(limit)] + self.window_s)
         return when
 
     def _dispatch(self) -> None:
@@ -278,6 +307,7 @@ class RateLimiter:
         return LimiterState(
             self.name,
             self.requests_per_minute,
+            self.learned_limit,
             self.max_concurrent,
             self._in_flight,
             sum(1 for w in self._waiters if not w.future.done()),
