@@ -80,10 +80,23 @@ def _parser() -> argparse.ArgumentParser:
         help="output profile (default: from the extension of -o; .ogg is discord)",
     )
     say.add_argument(
+        "--no-fallback",
+        action="store_true",
+        help="fail instead of letting the fallback chain speak when the provider cannot",
+    )
+    say.add_argument(
         "-o",
         "--output",
         type=Path,
         help=f"output file, - for standard output (default: {DEFAULT_OUTPUT})",
+    )
+
+    credits = commands.add_parser(
+        "credits", help="credits, spend, budgets, rate limits and credit circuits per provider"
+    )
+    credits.add_argument("--provider", help="only this provider")
+    credits.add_argument(
+        "--offline", action="store_true", help="do not ask providers for their balance"
     )
 
     voices = commands.add_parser("voices", help="list the voices you can use")
@@ -141,10 +154,17 @@ def _describe(utterance: Utterance, target: str, warm_up_s: float | None) -> str
     loudness = (
         f"{utterance.loudness_lufs:.1f} LUFS" if utterance.loudness_lufs is not None else "n/a"
     )
+    lines = [
+        f"Said: {utterance.text}",
+        f"  voice     {voice.label} ({voice.name}{language})",
+    ]
+    for note in utterance.fallbacks:
+        lines.append(f"  instead   of {note.provider}, which did not speak: {note.reason}")
+    if utterance.cost_usd is not None:
+        lines.append(f"  cost      ${utterance.cost_usd:.4f}")
     return "\n".join(
         [
-            f"Said: {utterance.text}",
-            f"  voice     {voice.label} ({voice.name}{language})",
+            *lines,
             f"  output    {target} ({utterance.profile.value}: {kind}, "
             f"{utterance.sample_rate} Hz, {utterance.channels} ch, {len(utterance.audio):,} bytes)",
             f"  duration  {utterance.duration_s:.2f} s",
@@ -165,6 +185,7 @@ async def _say(args: argparse.Namespace, settings: Settings) -> int:
         output=profile,
         source=RequestSource.CLI,
         requester="cli",
+        fallback=not args.no_fallback,
     )
     pipeline = SpeechPipeline(settings)
     try:
@@ -229,6 +250,59 @@ async def _voices(args: argparse.Namespace, settings: Settings) -> int:
     return status
 
 
+async def _credits(args: argparse.Namespace, settings: Settings) -> int:
+    """Per provider: balance, today's spend against budgets, rate limits, credit circuit."""
+    pipeline = SpeechPipeline(settings)
+    dispatcher, budgets = pipeline.dispatcher, settings.budgets
+    try:
+        names = [args.provider] if args.provider else pipeline.registry.names()
+        for name in names:
+            provider = pipeline.registry.get(name)
+            problem = provider.configuration_problem()
+            print(f"{name}{'' if provider.paid else ' (free)'}")
+            if problem:
+                print(f"  not configured: {problem}")
+                continue
+            balance = "unknown"
+            if not args.offline:
+                try:
+                    live = await provider.check_credits()
+                except OyezError as exc:
+                    balance = f"check failed: {exc}"
+                else:
+                    if live is not None:
+                        dispatcher.ledger.set_balance(name, live)
+            known = dispatcher.ledger.balance(name) if provider.paid else None
+            if known is not None:
+                balance = f"${known[0]:.4f} (as of {known[1]:%Y-%m-%d %H:%M} UTC)"
+            if provider.paid:
+                print(f"  credits   {balance}")
+                spent = dispatcher.ledger.spent_today(provider=name)
+                cap = budgets.providers.get(name)
+                limit = f" of ${cap:.2f} budget" if cap is not None else " (no budget)"
+                print(f"  spent     ${spent:.4f} today{limit}")
+            voice = await provider.resolve_voice(None, None)
+            state = dispatcher.limiter(provider, voice).state()
+            rpm = state.requests_per_minute
+            print(
+                f"  limits    {f'{rpm:g} per minute' if rpm else 'no per-minute limit'}, "
+                f"{state.max_concurrent or 'any number of'} at once"
+            )
+            if not provider.paid:
+                continue
+            circuit = dispatcher.ledger.circuit(name)
+            if circuit is None:
+                print("  circuit   closed: paid calls allowed")
+            else:
+                print(
+                    f"  circuit   OPEN since {circuit.opened_at:%Y-%m-%d %H:%M} UTC: "
+                    f"{circuit.reason}; next check {circuit.next_check_at:%H:%M:%S} UTC"
+                )
+    finally:
+        await pipeline.aclose()
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (the console script exits with it)."""
     args = _parser().parse_args(argv)
@@ -241,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = config_module.load(args.config)
         if args.verbose:
             logging.getLogger().setLevel(settings.log_level)
-        command = {"say": _say, "voices": _voices}[args.command]
+        command = {"say": _say, "voices": _voices, "credits": _credits}[args.command]
         return asyncio.run(command(args, settings))
     except (InvalidRequest, ConfigError) as exc:
         print(f"oyez: error: {exc}", file=sys.stderr)

@@ -97,6 +97,11 @@ class Dispatcher:
             window_s=limits.window_s,
         )
 
+    def aclose(self) -> None:
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
+
     def limiters(self) -> list[RateLimiter]:
         return list(self._limiters.values())
 

@@ -224,3 +224,4 @@ class SpeechPipeline:
 
     async def aclose(self) -> None:
         await self.registry.aclose()
+        self.dispatcher.aclose()

@@ -160,3 +160,30 @@ async def test_bad_option_costs_nothing(tmp_path: Path) -> None:
         assert code == 2
         assert "temperature" in err
         assert fake.requests == []
+
+
+async def test_cli_says_who_spoke_instead_and_strict_mode_fails(tmp_path: Path) -> None:
+    env = {"SEGMIND_API_KEY": SEGMIND_KEY}
+    async with FakeSegmind() as fake:
+        env["OYEZ_PROVIDERS__SEGMIND__BASE_URL"] = fake.base_url
+        fake.inject_error("/v1/chatterbox-tts", 406, "Insufficient credits")
+        code, out, err = await oyez(
+            "say", "Hello there.", "--provider", "segmind", cwd=tmp_path, env=env
+        )
+        assert code == 0, err
+        assert "piper/en_US-joe-medium" in out
+        assert "instead   of segmind, which did not speak" in out
+        assert "Insufficient credits" in out
+
+        code, out, err = await oyez("credits", "--provider", "segmind", cwd=tmp_path, env=env)
+        assert code == 0, err
+        assert "credits   $10.0000" in out
+        assert "limits    5 per minute, 2 at once" in out
+        assert "circuit   OPEN" in out  # remembered in ./data from the run above
+
+        code, _, err = await oyez(
+            "say", "Hello.", "--provider", "segmind", "--no-fallback", cwd=tmp_path, env=env
+        )
+        assert code == 1
+        assert "out of credits" in err
+        assert len(fake.requests_to("/v1/chatterbox-tts")) == 1
