@@ -251,7 +251,7 @@ class Dispatcher:
         while True:
             timeout = None if wait_until is None else wait_until - loop.time()
             try:
-                await limiter.acquire(
+                granted = await limiter.acquire(
                     ticket=ticket, priority=request.priority.rank, timeout_s=timeout
                 )
             except WaitExpired as exc:
@@ -282,7 +282,7 @@ class Dispatcher:
                 PROVIDER_CALLS.labels(provider.name, "rate_limited").inc()
                 RATE_LIMITED.labels(provider.name).inc()
                 RETRIES.labels(provider.name).inc()
-                paused = limiter.pause(exc.retry_after_s)
+                paused = limiter.pause(exc.retry_after_s, refused=granted)
                 log.warning(
                     "request %s: %s answered 429; its bucket pauses %.1f s and the request "
                     "keeps its place",
@@ -316,7 +316,7 @@ class Dispatcher:
             finally:
                 limiter.release()
             await asyncio.sleep(delay)
-        limiter.succeeded()
+        limiter.succeeded(granted)
         PROVIDER_CALLS.labels(provider.name, "ok").inc()
         usd, estimated = self._account(
             provider, voice, request, job.usage.cost_usd, job.usage.remaining_credits

@@ -17,8 +17,10 @@ a day.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
+import math
 import random
 import re
 from collections import deque
@@ -121,7 +123,7 @@ class WaitExpired(Exception):
 class _Waiter:
     rank: int
     seq: int
-    future: asyncio.Future[None] = field(compare=False)
+    future: asyncio.Future[float] = field(compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,9 +144,11 @@ class LimiterState:
 class RateLimiter:
     """One provider's (or one model's) client-side rate limit: a bucket every call goes through.
 
-    - At most ``requests_per_minute`` calls start in any ``window_s`` (60 s; a sliding window:
-      never more than N in any minute, so never more than N in the provider's own window). A
-      429 with a reset hint teaches the bucket a lower limit when the provider's is lower.
+    - At most ``requests_per_minute`` calls start per ``window_s`` (60 s). Until a call has
+      gone through the window slides; then the bucket counts in fixed windows aligned to the
+      provider's (from that first call, corrected by any 429's reset time), keeping clear of a
+      ``guard`` around each boundary so that no call lands in the wrong window. A 429 with a
+      reset hint also teaches the bucket a lower limit when the provider's is lower.
     - At most ``max_concurrent`` calls run at once.
     - :meth:`pause` stops the whole bucket (after a 429), not just one request, so queued
       requests do not hammer the provider; without a hint, the pause is exponential backoff
@@ -180,6 +184,16 @@ class RateLimiter:
         self._timer: asyncio.TimerHandle | None = None
         #: A lower limit per window learned from the provider's 429s (see :meth:`pause`).
         self.learned_limit: int | None = None
+        # Grant instants of calls the provider accepted (for learning its limit).
+        self._accepted: deque[float] = deque()
+        # An instant at which the provider's window resets: first estimated from the first
+        # call that went through, then told by a 429. Windows are then the provider's fixed
+        # ones, so waits do not drift the way a sliding window's do.
+        self._phase: float | None = None
+        self._phase_from_hint = False
+        # No call is granted this close to the provider's window boundary: one granted just
+        # before it might be counted after it (one-way latency).
+        self._guard = min(0.05 * window_s, 1.0)
 
     @property
     def limit(self) -> float | None:
@@ -200,10 +214,12 @@ class RateLimiter:
 
     async def acquire(
         self, *, ticket: int | None = None, priority: int = 0, timeout_s: float | None = None
-    ) -> None:
-        """Wait for a turn. Raises :class:`WaitExpired` after ``timeout_s`` seconds of waiting.
+    ) -> float:
+        """Wait for a turn; return the instant it was granted (loop time), which identifies the
+        call to :meth:`pause` and :meth:`succeeded`.
 
-        Every successful ``acquire`` must be followed by one :meth:`release`.
+        Raises :class:`WaitExpired` after ``timeout_s`` seconds of waiting. Every successful
+        ``acquire`` must be followed by one :meth:`release`.
         """
         started = self._now()
         waiter = _Waiter(
@@ -215,9 +231,8 @@ class RateLimiter:
         self._dispatch()
         try:
             if timeout_s is None:
-                await waiter.future
-            else:
-                await asyncio.wait_for(asyncio.shield(waiter.future), max(timeout_s, 0.0))
+                return await waiter.future
+            return await asyncio.wait_for(asyncio.shield(waiter.future), max(timeout_s, 0.0))
         except (TimeoutError, asyncio.CancelledError) as exc:
             if waiter.future.done() and not waiter.future.cancelled():
                 self.release()  # granted just as we gave up: hand the turn back
@@ -234,24 +249,32 @@ class RateLimiter:
         self._in_flight = max(self._in_flight - 1, 0)
         self._dispatch()
 
-    def pause(self, retry_after_s: float | None) -> float:
+    def pause(self, retry_after_s: float | None, refused: float | None = None) -> float:
         """Stop the bucket after a 429: for ``retry_after_s``, else for a backoff. Returns it.
 
-        With a hint, the provider's window is taken to end then: the calls that went through
-        in the ``window_s`` before it are the provider's real limit, which this bucket adopts
-        when it is lower than the configured one (a plan smaller than configured).
+        ``refused`` is the grant instant of the refused call: the provider did not count it, so
+        neither does the window. A hint also tells the provider's window: it resets then. From
+        that moment the bucket counts calls in the provider's own fixed windows, and the calls
+        that went through in the window that just filled up are the provider's real limit,
+        adopted when lower than the configured one (a plan smaller than configured).
         """
         self._consecutive_429s += 1
         now = self._now()
+        if refused is not None:
+            with contextlib.suppress(ValueError):
+                self._starts.remove(refused)
         if retry_after_s is None:
             ceiling = min(
                 self.backoff_cap_s, self.backoff_base_s * 2 ** (self._consecutive_429s - 1)
             )
             retry_after_s = random.uniform(0, ceiling)  # full jitter
         else:
-            window_start = now + retry_after_s - self.window_s
-            # the refused call was counted as a start too; the rest went through
-            accepted = sum(1 for t in self._starts if t >= window_start) - 1
+            reset = now + retry_after_s
+            self._phase, self._phase_from_hint = reset, True
+            # calls reach the provider a little after they are granted (a new connection takes
+            # a while): look back a quarter window more
+            since = reset - 1.25 * self.window_s
+            accepted = sum(1 for t in self._accepted if t >= since)
             if accepted >= 1 and (self.learned_limit is None or accepted < self.learned_limit):
                 current = self.requests_per_minute
                 if current is None or accepted < current:
@@ -260,9 +283,18 @@ class RateLimiter:
         self._dispatch()
         return retry_after_s
 
-    def succeeded(self) -> None:
-        """A call went through: the backoff starts again from its base."""
+    def succeeded(self, granted: float | None = None) -> None:
+        """The call granted at ``granted`` went through: the backoff starts again from its
+        base, and the call counts towards what the provider accepts per window."""
         self._consecutive_429s = 0
+        if granted is not None:
+            self._accepted.append(granted)
+        if self._phase is None and self._starts:
+            # The provider's window began when the first of these calls reached it, a network
+            # latency after it was granted (the guard covers that): align windows to it. A
+            # later 429's reset time corrects the phase.
+            self._phase = self._starts[0]
+            self._phase_from_hint = False
 
     def backoff_s(self, attempt: int) -> float:
         """Full-jitter backoff for the ``attempt``-th retry of a failed (5xx) call."""
@@ -271,15 +303,38 @@ class RateLimiter:
     def _next_start(self, now: float) -> float:
         """The earliest instant the head of the queue may start (``now`` if it may now)."""
         when = max(now, self._paused_until)
-        # Starts are kept for two windows: pause() looks back one window from a future reset.
-        while self._starts and self._starts[0] <= now - 2 * self.window_s:
-            self._starts.popleft()
+        # Kept for two windows: pause() looks back one window from a reset in the future.
+        for times in (self._starts, self._accepted):
+            while times and times[0] <= now - 2 * self.window_s:
+                times.popleft()
         limit = self.limit
-        if limit is not None:
-            recent = [t for t in self._starts if t > now - self.window_s]
+        if limit is None:
+            return when
+        last = max(self._starts[-1] if self._starts else -math.inf, self._paused_until)
+        if self._phase is not None and last <= now - 2 * self.window_s:
+            self._phase = None  # idle for a while: the provider's next window starts afresh
+        if self._phase is None:  # sliding window: never more than `limit` in any window_s
+            recent = [t for t in self._starts if t > when - self.window_s - self._guard]
             if len(recent) >= limit:
-                when = max(when, recent[len(recent) - int(limit)] + self.window_s)
-        return when
+                oldest = recent[len(recent) - int(limit)]
+                when = max(when, oldest + self.window_s + self._guard)
+            return when
+        # the provider's fixed windows: [phase + k * window_s, phase + (k + 1) * window_s)
+        while True:
+            k = math.floor((when - self._phase) / self.window_s)
+            start = self._phase + k * self.window_s
+            end = start + self.window_s
+            # The provider's first window began when our first call reached it: no earlier.
+            opening = k == 0 and not self._phase_from_hint
+            if when < start + self._guard and not opening:
+                when = start + self._guard
+            elif when > end - self._guard or self._count(start, end) >= limit:
+                when = end + self._guard
+            else:
+                return when
+
+    def _count(self, start: float, end: float) -> int:
+        return sum(1 for t in self._starts if start <= t < end)
 
     def _dispatch(self) -> None:
         if self._timer is not None:
@@ -300,7 +355,7 @@ class RateLimiter:
             heapq.heappop(self._waiters)
             self._starts.append(now)
             self._in_flight += 1
-            head.future.set_result(None)
+            head.future.set_result(now)
 
     def state(self) -> LimiterState:
         now = self._now()

@@ -55,17 +55,28 @@ def loop_time() -> float:
 
 
 @pytest.mark.looptime
-async def test_requests_per_minute_is_a_sliding_window() -> None:
+@pytest.mark.parametrize(
+    ("succeed", "expected"),
+    [
+        # nothing went through yet: a sliding window, with a 1 s guard after each minute
+        (False, [0] * 5 + [61] * 5 + [122] * 2),
+        # calls go through: windows align to the first call, so waits do not drift
+        (True, [0] * 5 + [61] * 5 + [121] * 2),
+    ],
+)
+async def test_requests_per_minute(succeed: bool, expected: list[int]) -> None:
     limiter = RateLimiter("p", requests_per_minute=5)
     starts: list[float] = []
 
     async def one() -> None:
-        await limiter.acquire()
+        granted = await limiter.acquire()
         starts.append(round(loop_time()))
+        if succeed:
+            limiter.succeeded(granted)
         limiter.release()
 
     await asyncio.gather(*(one() for _ in range(12)))
-    assert starts == [0] * 5 + [60] * 5 + [120] * 2
+    assert starts == expected
 
 
 @pytest.mark.looptime
@@ -142,12 +153,20 @@ async def test_backoff_without_hint_grows_and_is_capped(monkeypatch: pytest.Monk
 @pytest.mark.looptime
 async def test_a_429_with_a_reset_teaches_the_real_limit() -> None:
     limiter = RateLimiter("p", requests_per_minute=50)
-    for _ in range(6):
-        await limiter.acquire()
+    for _ in range(5):
+        limiter.succeeded(await limiter.acquire())
         limiter.release()
-    limiter.pause(60)  # the sixth was refused: the provider allows five a minute
+    refused = await limiter.acquire()
+    limiter.release()
+    limiter.pause(60, refused=refused)  # the sixth was refused: the provider allows five
     assert limiter.learned_limit == 5
     assert limiter.limit == 5
+    # from now on the provider's own windows count: five from the reset, then the next window
+    starts = []
+    for _ in range(7):
+        starts.append(round(await limiter.acquire()))
+        limiter.release()
+    assert starts == [61] * 5 + [121] * 2  # reset at 60, plus a 1 s guard at each boundary
 
 
 # -- the dispatcher: 429s, retries, expiry -------------------------------------------------
