@@ -60,7 +60,7 @@ from bot import config  # noqa: E402
 from bot.dispatch import Dispatcher  # noqa: E402
 from bot.errors import ProviderError, RateLimited  # noqa: E402
 from bot.providers import Provider, SynthesisInput  # noqa: E402
-from bot.ratelimit import RateLimiter, retry_after_s  # noqa: E402
+from bot.ratelimit import RateLimiter, remaining_calls, retry_after_s  # noqa: E402
 from bot.speech import AudioChunk, AudioEncoding, SpeechRequest, Voice  # noqa: E402
 
 MARKERS = ("<!-- bench:ratelimit:start -->", "<!-- bench:ratelimit:end -->")
@@ -85,10 +85,14 @@ class Window:
 class StrictProvider:
     """An HTTP server allowing ``limit`` calls per fixed window of ``window_s`` seconds."""
 
-    def __init__(self, limit: int, window_s: float, service_s: float) -> None:
+    def __init__(
+        self, limit: int, window_s: float, service_s: float, report_headroom: bool = False
+    ) -> None:
         self.limit = limit
         self.window_s = window_s
         self.service_s = service_s
+        #: Also send x-ratelimit-remaining / -reset on accepted calls (Together does).
+        self.report_headroom = report_headroom
         self.first: float | None = None
         self.windows: dict[int, Window] = {}
         self._lock = threading.Lock()
@@ -114,12 +118,16 @@ class StrictProvider:
                     headers={"x-ratelimit-reset": f"{reset:.3f}", "x-received-at": repr(now)},
                 )
             window.accepted.append(now)
+            headroom = {
+                # what the provider reports on every answer, as Together does
+                "x-ratelimit-remaining": str(self.limit - len(window.accepted)),
+                "x-ratelimit-reset": f"{self.first + (index + 1) * self.window_s - now:.3f}",
+            }
         await asyncio.sleep(self.service_s)
-        return web.Response(
-            body=PCM,
-            content_type="application/octet-stream",
-            headers={"x-received-at": repr(now)},
-        )
+        headers = {"x-received-at": repr(now)}
+        if self.report_headroom:
+            headers.update(headroom)
+        return web.Response(body=PCM, content_type="application/octet-stream", headers=headers)
 
     async def health(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -212,6 +220,8 @@ class BenchProvider(Provider):
                 )
             if response.status != 200:
                 raise ProviderError(self.name, "unexpected answer", status=response.status)
+            remaining, reset = remaining_calls(response.headers)
+            job.usage.rate_limit_remaining, job.usage.rate_limit_reset_s = remaining, reset
         return AudioChunk(body, AudioEncoding.PCM_S16LE, 16000, 1)
 
     async def stream(self, job: SynthesisInput) -> AsyncIterator[AudioChunk]:
@@ -281,8 +291,9 @@ async def run_scenario(
     limit: int,
     window_s: float,
     warm: bool = False,
+    headroom: bool = False,
 ) -> Result:
-    server = StrictProvider(limit, window_s, service_s=0.02)
+    server = StrictProvider(limit, window_s, service_s=0.02, report_headroom=headroom)
     with server.running() as base_url, tempfile.TemporaryDirectory() as tmp:
         settings = config.load(
             data_dir=Path(tmp) / "data", rate_limits={"providers": {"bench": limits}}
@@ -456,14 +467,20 @@ def main() -> None:
     for noisy in ("asyncio", "aiohttp"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     n, w, c = args.limit, args.window, args.concurrent
-    scenarios: list[tuple[str, dict[str, Any]]] = [
-        ("matched", {"requests_per_minute": n, "window_s": w, "max_concurrent": c}),
-        ("too high", {"requests_per_minute": 5 * n, "window_s": w, "max_concurrent": c}),
-        ("none", {"window_s": w, "max_concurrent": c}),
+    matched = {"requests_per_minute": n, "window_s": w, "max_concurrent": c}
+    too_high = {"requests_per_minute": 5 * n, "window_s": w, "max_concurrent": c}
+    unknown = {"window_s": w, "max_concurrent": c}
+    # (name, client limits, whether the provider reports its headroom on every answer)
+    scenarios: list[tuple[str, dict[str, Any], bool]] = [
+        ("matched", matched, False),
+        ("too high", too_high, False),
+        ("none", unknown, False),
+        ("too high, headroom reported", too_high, True),
+        ("none, headroom reported", unknown, True),
     ]
     results = []
-    for name, limits in scenarios:
-        result = asyncio.run(run_scenario(name, limits, args.requests, n, w, args.warm))
+    for name, limits, headroom in scenarios:
+        result = asyncio.run(run_scenario(name, limits, args.requests, n, w, args.warm, headroom))
         results.append(result)
         if args.verbose:
             print(timeline(result), end="\n\n")

@@ -316,7 +316,7 @@ class Dispatcher:
             finally:
                 limiter.release()
             await asyncio.sleep(delay)
-        limiter.succeeded(granted)
+        limiter.succeeded(granted, job.usage.rate_limit_remaining, job.usage.rate_limit_reset_s)
         PROVIDER_CALLS.labels(provider.name, "ok").inc()
         usd, estimated = self._account(
             provider, voice, request, job.usage.cost_usd, job.usage.remaining_credits

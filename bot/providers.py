@@ -47,10 +47,13 @@ class NoOptions(BaseModel):
 
 @dataclass(slots=True)
 class Usage:
-    """What one call cost, as the provider reported it (USD); None where it did not say."""
+    """What one call cost, as the provider reported it (USD), and its rate-limit headroom
+    (calls left in its window, seconds until the window resets); None where it did not say."""
 
     cost_usd: float | None = None
     remaining_credits: float | None = None
+    rate_limit_remaining: int | None = None
+    rate_limit_reset_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ __all__ = [
     "RateLimiter",
     "WaitExpired",
     "parse_duration_s",
+    "remaining_calls",
     "retry_after_s",
 ]
 
@@ -110,6 +111,25 @@ def retry_after_s(
     return min(max(wait, 0.0), cap_s)
 
 
+def remaining_calls(
+    headers: Mapping[str, str], now: datetime | None = None
+) -> tuple[int | None, float | None]:
+    """Headroom a successful response reports: calls left in the provider's window
+    (``x-ratelimit-remaining`` / ``x-rate-limit-remaining``) and seconds until it resets (the
+    reset headers read by :func:`retry_after_s`). Either may be None."""
+    raw = _get(headers, "x-ratelimit-remaining") or _get(headers, "x-rate-limit-remaining")
+    try:
+        remaining = int(float(raw)) if raw is not None else None
+    except ValueError:
+        remaining = None
+    reset_headers = {
+        k: v
+        for k, v in headers.items()
+        if k.lower() in ("x-rate-limit-reset-at-utc", "x-ratelimit-reset")
+    }
+    return remaining, retry_after_s(reset_headers, now)
+
+
 class WaitExpired(Exception):
     """A request gave up waiting for a rate limiter; ``waited_s`` says how long it waited."""
 
@@ -184,13 +204,13 @@ class RateLimiter:
         self._timer: asyncio.TimerHandle | None = None
         #: A lower limit per window learned from the provider's 429s (see :meth:`pause`).
         self.learned_limit: int | None = None
-        # Grant instants of calls the provider accepted (for learning its limit).
-        self._accepted: deque[float] = deque()
         # An instant at which the provider's window resets: first estimated from the first
         # call that went through, then told by a 429. Windows are then the provider's fixed
         # ones, so waits do not drift the way a sliding window's do.
         self._phase: float | None = None
         self._phase_from_hint = False
+        # Calls the provider said it still accepts before an instant: (until, calls).
+        self._quota: tuple[float, int] | None = None
         # No call is granted this close to the provider's window boundary: one granted just
         # before it might be counted after it (one-way latency).
         self._guard = min(0.05 * window_s, 1.0)
@@ -274,7 +294,9 @@ class RateLimiter:
             # calls reach the provider a little after they are granted (a new connection takes
             # a while): look back a quarter window more
             since = reset - 1.25 * self.window_s
-            accepted = sum(1 for t in self._accepted if t >= since)
+            # calls still in flight count as accepted until their own 429 removes them, so
+            # the figure only falls, towards what the provider really accepted
+            accepted = sum(1 for t in self._starts if t >= since)
             if accepted >= 1 and (self.learned_limit is None or accepted < self.learned_limit):
                 current = self.requests_per_minute
                 if current is None or accepted < current:
@@ -283,12 +305,24 @@ class RateLimiter:
         self._dispatch()
         return retry_after_s
 
-    def succeeded(self, granted: float | None = None) -> None:
+    def succeeded(
+        self,
+        granted: float | None = None,
+        remaining: int | None = None,
+        reset_s: float | None = None,
+    ) -> None:
         """The call granted at ``granted`` went through: the backoff starts again from its
-        base, and the call counts towards what the provider accepts per window."""
+        base, and the first such call gives the provider's window its phase.
+
+        ``remaining`` calls left in the provider's window, resetting in ``reset_s``, when its
+        response said so: the bucket then starts no more than that (less the calls already on
+        their way) before the reset, so a provider that reports its headroom sees no 429.
+        """
         self._consecutive_429s = 0
-        if granted is not None:
-            self._accepted.append(granted)
+        if remaining is not None and reset_s is not None:
+            now = self._now()
+            self._quota = (now + reset_s, remaining - self._in_flight)
+            self._phase, self._phase_from_hint = now + reset_s, True
         if self._phase is None and self._starts:
             # The provider's window began when the first of these calls reached it, a network
             # latency after it was granted (the guard covers that): align windows to it. A
@@ -304,9 +338,14 @@ class RateLimiter:
         """The earliest instant the head of the queue may start (``now`` if it may now)."""
         when = max(now, self._paused_until)
         # Kept for two windows: pause() looks back one window from a reset in the future.
-        for times in (self._starts, self._accepted):
-            while times and times[0] <= now - 2 * self.window_s:
-                times.popleft()
+        while self._starts and self._starts[0] <= now - 2 * self.window_s:
+            self._starts.popleft()
+        if self._quota is not None:
+            until, calls = self._quota
+            if now >= until:
+                self._quota = None
+            elif calls <= 0:
+                when = max(when, until)
         limit = self.limit
         if limit is None:
             return when
@@ -354,6 +393,8 @@ class RateLimiter:
                 return
             heapq.heappop(self._waiters)
             self._starts.append(now)
+            if self._quota is not None:
+                self._quota = (self._quota[0], self._quota[1] - 1)
             self._in_flight += 1
             head.future.set_result(now)
 

@@ -169,6 +169,29 @@ async def test_a_429_with_a_reset_teaches_the_real_limit() -> None:
     assert starts == [61] * 5 + [121] * 2  # reset at 60, plus a 1 s guard at each boundary
 
 
+@pytest.mark.looptime
+async def test_reported_headroom_is_respected() -> None:
+    """A provider that says "2 calls left, resetting in 30 s" gets 2 calls, then none until
+    the reset: it never has to answer 429."""
+    limiter = RateLimiter("p")
+    granted = await limiter.acquire()
+    limiter.release()  # the dispatcher releases, then reports the success
+    limiter.succeeded(granted, remaining=2, reset_s=30)
+    starts = []
+    for _ in range(4):
+        starts.append(round(await limiter.acquire()))
+        limiter.release()
+    assert starts == [0, 0, 30, 30]
+
+
+def test_headroom_headers() -> None:
+    from bot.ratelimit import remaining_calls
+
+    assert remaining_calls({"x-ratelimit-remaining": "7", "x-ratelimit-reset": "12"}) == (7, 12)
+    assert remaining_calls({"X-Rate-Limit-Remaining": "0"}) == (0, None)
+    assert remaining_calls({"content-type": "audio/wav"}) == (None, None)
+
+
 # -- the dispatcher: 429s, retries, expiry -------------------------------------------------
 
 

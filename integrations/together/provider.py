@@ -42,7 +42,7 @@ from bot.errors import (
 )
 from bot.http import HttpClient, encoding_from_response, error_text
 from bot.providers import Provider, SynthesisInput
-from bot.ratelimit import retry_after_s
+from bot.ratelimit import remaining_calls, retry_after_s
 from bot.speech import AudioChunk, AudioEncoding, Voice
 from integrations.together.models import (
     FIXED_RATE,
@@ -367,6 +367,8 @@ class TogetherProvider(Provider):
         ) as response:
             body = await response.read()
             content_type = response.headers.get("Content-Type", "")
+            remaining, reset = remaining_calls(response.headers)
+            job.usage.rate_limit_remaining, job.usage.rate_limit_reset_s = remaining, reset
         if not body or content_type.split(";")[0].strip().lower() == "application/json":
             detail = error_text(body) if body else "no audio"
             raise SynthesisFailed(
@@ -404,6 +406,8 @@ class TogetherProvider(Provider):
             timeout_s=self.settings.stream_read_timeout_s,
             streaming=True,
         ) as response:
+            remaining, reset = remaining_calls(response.headers)
+            job.usage.rate_limit_remaining, job.usage.rate_limit_reset_s = remaining, reset
             carry = b""  # a sample split between two events
             async for pcm in self._stream_pcm(response, job.voice.model):
                 whole = len(carry + pcm) // width * width
