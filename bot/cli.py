@@ -221,7 +221,6 @@ async def _voices(args: argparse.Namespace, settings: Settings) -> int:
     """List voices. A provider that cannot list (no key, unreachable) is reported on stderr; it
     fails the command only when it was asked for by name."""
     pipeline = SpeechPipeline(settings)
-    status = EXIT_OK
     try:
         names = [args.provider] if args.provider else pipeline.registry.names()
         for name in names:
@@ -247,7 +246,7 @@ async def _voices(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"  {alias:<35} → {target} {named.description or ''}".rstrip())
     finally:
         await pipeline.aclose()
-    return status
+    return EXIT_OK
 
 
 async def _credits(args: argparse.Namespace, settings: Settings) -> int:
