@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +143,8 @@ class PiperProvider(Provider):
         return await asyncio.to_thread(self._scan)
 
     async def list_voices(self) -> list[Voice]:
-        return [files.voice for files in (await self._files()).values()]
+        # A second instance (`type: piper`) names its own voices.
+        return [replace(f.voice, provider=self.name) for f in (await self._files()).values()]
 
     def default_voice_id(self) -> str:
         return self.settings.default_voice
