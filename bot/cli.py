@@ -79,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=[p.value for p in OutputProfile],
         help="output profile (default: from the extension of -o; .ogg is discord)",
     )
+    say.add_argument("--no-cache", action="store_true", help="neither use nor fill the audio cache")
     say.add_argument(
         "--no-fallback",
         action="store_true",
@@ -98,6 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     credits.add_argument(
         "--offline", action="store_true", help="do not ask providers for their balance"
     )
+
+    cache = commands.add_parser("cache", help="the audio cache: stats or clear")
+    cache.add_argument("action", choices=["stats", "clear"])
 
     voices = commands.add_parser("voices", help="list the voices you can use")
     voices.add_argument("--provider", help="only this provider's voices")
@@ -158,6 +162,8 @@ def _describe(utterance: Utterance, target: str, warm_up_s: float | None) -> str
         f"Said: {utterance.text}",
         f"  voice     {voice.label} ({voice.name}{language})",
     ]
+    if utterance.cached:
+        lines.append("  cache     from the cache: no provider was called")
     for note in utterance.fallbacks:
         lines.append(f"  instead   of {note.provider}, which did not speak: {note.reason}")
     if utterance.cost_usd is not None:
@@ -186,6 +192,7 @@ async def _say(args: argparse.Namespace, settings: Settings) -> int:
         source=RequestSource.CLI,
         requester="cli",
         fallback=not args.no_fallback,
+        cache=not args.no_cache,
     )
     pipeline = SpeechPipeline(settings)
     try:
@@ -244,6 +251,25 @@ async def _voices(args: argparse.Namespace, settings: Settings) -> int:
                 print(json.dumps({"named": alias, "target": target, "options": named.options}))
             else:
                 print(f"  {alias:<35} → {target} {named.description or ''}".rstrip())
+    finally:
+        await pipeline.aclose()
+    return EXIT_OK
+
+
+async def _cache(args: argparse.Namespace, settings: Settings) -> int:
+    pipeline = SpeechPipeline(settings)
+    try:
+        cache = pipeline.cache
+        if args.action == "clear":
+            print(f"removed {cache.clear()} cached utterances from {cache.directory}")
+            return EXIT_OK
+        stats = cache.stats()
+        looked = stats.hits + stats.misses
+        rate = f" ({100 * stats.hits / looked:.0f} % hits)" if looked else ""
+        print(f"cache     {cache.directory}{'' if settings.cache.enabled else ' (disabled)'}")
+        print(f"entries   {stats.entries}")
+        print(f"size      {stats.bytes / 1048576:.1f} MiB of {stats.max_bytes / 1048576:.0f} MiB")
+        print(f"lookups   {stats.hits} hits, {stats.misses} misses{rate}")
     finally:
         await pipeline.aclose()
     return EXIT_OK
@@ -314,7 +340,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = config_module.load(args.config)
         if args.verbose:
             logging.getLogger().setLevel(settings.log_level)
-        command = {"say": _say, "voices": _voices, "credits": _credits}[args.command]
+        command = {"say": _say, "voices": _voices, "credits": _credits, "cache": _cache}[
+            args.command
+        ]
         return asyncio.run(command(args, settings))
     except (InvalidRequest, ConfigError) as exc:
         print(f"oyez: error: {exc}", file=sys.stderr)

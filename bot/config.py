@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_CONFIG_FILE",
     "AudioSettings",
     "BudgetSettings",
+    "CacheSettings",
     "CreditSettings",
     "LimitSettings",
     "NamedVoice",
@@ -116,6 +117,16 @@ class BudgetSettings(BaseModel):
     users: dict[str, float] = Field(default_factory=dict, description="Per user overrides")
 
 
+class CacheSettings(BaseModel):
+    """``cache``: the audio cache (see :mod:`bot.cache`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    max_mb: float = Field(500.0, gt=0, description="Size cap in MiB; least recently used go first")
+    dir: Path | None = Field(None, description="Default: <data_dir>/cache")
+
+
 class NamedVoice(BaseModel):
     """A voice under a name of the user's choosing: ``voices: {grandma: {...}}``.
 
@@ -160,6 +171,7 @@ class Settings(BaseSettings):
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
     credits: CreditSettings = Field(default_factory=CreditSettings)
     budgets: BudgetSettings = Field(default_factory=BudgetSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
 
     @field_validator("voices")
     @classmethod

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter
 
-__all__ = ["FALLBACKS", "PROVIDER_CALLS", "RATE_LIMITED", "REGISTRY", "RETRIES", "SPEND_USD"]
+__all__ = [
+    "CACHE_LOOKUPS",
+    "FALLBACKS",
+    "PROVIDER_CALLS",
+    "RATE_LIMITED",
+    "REGISTRY",
+    "RETRIES",
+    "SPEND_USD",
+]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -32,4 +40,10 @@ FALLBACKS = Counter(
 )
 SPEND_USD = Counter(
     "oyez_spend_usd", "Money spent on paid providers (USD)", ["provider"], registry=REGISTRY
+)
+CACHE_LOOKUPS = Counter(
+    "oyez_cache_lookups",
+    "Audio cache lookups, by result (hit, miss)",
+    ["result"],
+    registry=REGISTRY,
 )

@@ -1,10 +1,10 @@
 """The speech pipeline: a :class:`SpeechRequest` in, an :class:`Utterance` out.
 
 Steps, in order: expiry check → text normalisation → provider and voice resolution → option
-validation (all before anything is spent) → the dispatcher (budgets, credits, rate limit, the
-call; the fallback chain when the asked provider cannot speak) → transcoding to the output
-profile → expiry check again (a request that expired while synthesizing is dropped, not played
-late).
+validation (all before anything is spent) → the audio cache (a hit ends here) → the dispatcher
+(budgets, credits, rate limit, the call; the fallback chain when the asked provider cannot
+speak) → transcoding to the output profile → the cache is filled → expiry check again (a
+request that expired while synthesizing is dropped, not played late).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.audio import Transcoder
+from bot.cache import AudioCache, CacheEntry, cache_key
 from bot.config import Settings
 from bot.dispatch import Dispatcher
 from bot.errors import (
@@ -64,6 +65,48 @@ class SpeechPipeline:
         self.registry = registry or ProviderRegistry.default(settings)
         self.transcoder = transcoder or Transcoder(settings.audio)
         self.dispatcher = dispatcher or Dispatcher(settings)
+        self._cache: AudioCache | None = None
+
+    @property
+    def cache(self) -> AudioCache:
+        """Opened on first use."""
+        if self._cache is None:
+            folder = self.settings.cache.dir or self.settings.data_dir / "cache"
+            self._cache = AudioCache(folder, int(self.settings.cache.max_mb * 1024 * 1024))
+        return self._cache
+
+    def cache_key(self, prepared: PreparedRequest) -> str:
+        audio = self.settings.audio.model_dump(
+            mode="json", exclude={"ffmpeg_path", "ffmpeg_timeout_s"}
+        )
+        return cache_key(
+            voice=prepared.voice,
+            options=prepared.options,
+            text=prepared.text,
+            profile=prepared.request.output,
+            audio=audio,
+            engine=prepared.provider.engine_version(prepared.voice),
+        )
+
+    def _from_cache(self, prepared: PreparedRequest, started: float) -> Utterance | None:
+        entry = self.cache.get(self.cache_key(prepared))
+        if entry is None:
+            return None
+        elapsed = time.perf_counter() - started
+        log.info("request %s: from the cache (%s)", prepared.request.id, entry.voice.label)
+        return Utterance(
+            request_id=prepared.request.id,
+            text=prepared.text,
+            audio=entry.audio,
+            profile=entry.profile,
+            sample_rate=entry.sample_rate,
+            channels=entry.channels,
+            duration_s=entry.duration_s,
+            voice=entry.voice,
+            timings=Timings(0.0, 0.0, elapsed, 0.0),
+            loudness_lufs=entry.loudness_lufs,
+            cached=True,
+        )
 
     @staticmethod
     def check_expiry(request: SpeechRequest, stage: str) -> None:
@@ -143,6 +186,9 @@ class SpeechPipeline:
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         candidate = await self.prepare(request)
+        caching = self.settings.cache.enabled and request.cache
+        if caching and (hit := self._from_cache(candidate, started)) is not None:
+            return hit
         notes: list[FallbackNote] = []
         specs = list(self.settings.fallback) if request.fallback else []
         tried = {candidate.provider.name}
@@ -207,6 +253,20 @@ class SpeechPipeline:
             timings.synthesis_s,
             timings.transcode_s,
         )
+        if caching:
+            # under the voice that spoke: a fallback's audio never answers for the asked voice
+            self.cache.put(
+                CacheEntry(
+                    self.cache_key(candidate),
+                    encoded.data,
+                    request.output,
+                    encoded.spec.sample_rate,
+                    encoded.spec.channels,
+                    encoded.duration_s,
+                    encoded.loudness.integrated_lufs,
+                    candidate.voice,
+                )
+            )
         return Utterance(
             request_id=request.id,
             text=candidate.text,
@@ -225,3 +285,6 @@ class SpeechPipeline:
     async def aclose(self) -> None:
         await self.registry.aclose()
         self.dispatcher.aclose()
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None

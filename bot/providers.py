@@ -161,6 +161,11 @@ class Provider(ABC):
                 return candidate
         raise UnknownVoice(voice or self.default_voice_id(), [v.id for v in voices], self.name)
 
+    def engine_version(self, voice: Voice) -> str:
+        """What identifies the engine behind ``voice`` for the audio cache: when it changes,
+        cached audio is no longer used. Cloud providers cannot see their engines change."""
+        return f"{self.kind}/{voice.model}"
+
     def estimated_cost(self, voice: Voice) -> float | None:
         """The usual cost of one call with ``voice`` in USD, or None when unknown."""
         return None

@@ -97,7 +97,8 @@ class SpeechRequest(BaseModel):
     before any synthesis. ``expires_at`` (UTC) is a hard limit: a request past it is dropped with
     :class:`bot.errors.RequestExpired`, never spoken late. ``requester`` and ``guild`` (a
     Discord server id) are who asked, for logs, budgets and replies. With ``fallback`` off, a
-    provider that cannot speak is an error instead of a turn for the fallback chain.
+    provider that cannot speak is an error instead of a turn for the fallback chain. With
+    ``cache`` off, the audio cache is neither read nor written.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -116,6 +117,7 @@ class SpeechRequest(BaseModel):
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     expires_at: datetime | None = None
     fallback: bool = True
+    cache: bool = True
 
     @field_validator("created_at", "expires_at")
     @classmethod
@@ -246,7 +248,8 @@ class Utterance:
     ``audio`` is encoded per ``profile``; ``sample_rate`` (Hz) and ``channels`` are those of the
     encoded output; ``duration_s`` its length in seconds; ``voice`` says which provider, model and
     voice actually spoke; ``fallbacks`` which providers were tried before it and why they did not
-    speak; ``cost_usd`` what the call cost (None: free or unknown).
+    speak; ``cost_usd`` what the call cost (None: free or unknown); ``cached`` that it came
+    from the audio cache (no provider was called).
     """
 
     request_id: str
@@ -261,6 +264,7 @@ class Utterance:
     loudness_lufs: float | None = None
     fallbacks: tuple[FallbackNote, ...] = ()
     cost_usd: float | None = None
+    cached: bool = False
 
     @property
     def mime_type(self) -> str:

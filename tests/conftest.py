@@ -16,10 +16,12 @@ from tests.support.asr import Transcriber
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test sees the developer's OYEZ_* variables or ./oyez.yaml."""
+    """No test sees the developer's OYEZ_* variables or ./oyez.yaml. The audio cache is off
+    unless a test turns it on: tests of providers must reach the providers."""
     for name in list(os.environ):
         if name.startswith("OYEZ_"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("OYEZ_CACHE__ENABLED", "false")
     monkeypatch.chdir(tmp_path)
 
 

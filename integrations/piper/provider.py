@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ __all__ = ["BUILTIN_VOICE", "PiperOptions", "PiperProvider", "PiperSettings"]
 log = logging.getLogger(__name__)
 
 BUILTIN_VOICE = "en_US-joe-medium"
+_PIPER_VERSION = metadata.version("piper-tts")
 
 
 class PiperSettings(BaseModel):
@@ -151,6 +153,11 @@ class PiperProvider(Provider):
 
     def options_model(self, voice: Voice) -> type[BaseModel]:
         return PiperOptions
+
+    def engine_version(self, voice: Voice) -> str:
+        files = self._scan().get(voice.id)
+        size = files.model_path.stat().st_size if files else 0
+        return f"piper-tts {_PIPER_VERSION}/{voice.id}/{size}"
 
     async def _model(self, voice: Voice) -> PiperVoice:
         model = self._models.get(voice.id)
