@@ -1,0 +1,308 @@
+"""A simulated Discord voice server: the voice websocket (v8) and the UDP RTP endpoint.
+
+Handshake, as discord.py 2.7 drives it:
+
+1. The client opens the voice websocket and sends IDENTIFY (op 0, ``server_id``, ``user_id``,
+   ``session_id``, ``token``, ``max_dave_protocol_version``); the server has already sent HELLO
+   (op 8) and answers READY (op 2: ``ssrc``, ``ip``, ``port``, ``modes``).
+2. UDP IP discovery: 74 bytes ``>H 1, >H 70, >I ssrc``; the answer (``>H 2``) carries the
+   client's address as seen by the server: ASCII IP NUL-terminated from offset 8, port ``>H`` in
+   the last two bytes. It is sent from exactly the READY address (the client ``connect``s).
+3. SELECT_PROTOCOL (op 1, ``aead_xchacha20_poly1305_rtpsize``) → SESSION_DESCRIPTION (op 4:
+   ``mode``, ``secret_key`` (32 ints), ``dave_protocol_version: 0`` — the key is required; 0
+   declines DAVE end-to-end encryption).
+4. Heartbeats op 3 → HEARTBEAT_ACK op 6 (without ACKs discord.py gives up after 60 s); SPEAKING
+   op 5 (1 at start, 0 at the end).
+5. RTP: 12-byte header ``0x80 0x78, >H seq, >I timestamp (+960 per 20 ms), >I ssrc``, then the
+   XChaCha20-Poly1305 ciphertext of the Opus frame (header as associated data), then a 4-byte
+   nonce suffix: the 24-byte nonce is those 4 bytes followed by 20 zero bytes. After playback
+   the client sends five silence frames :data:`OPUS_SILENCE`.
+
+discord.py hard-codes the voice websocket URL as ``wss://{endpoint}/?v=8``; this server speaks
+plain ``ws://``, and :func:`tests.fakes.discord.client.attach` rewrites the scheme for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import struct
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self, cast
+
+import nacl.exceptions
+import nacl.secret
+import numpy as np
+from aiohttp import WSMsgType, web
+
+__all__ = [
+    "AEAD_MODE",
+    "OPUS_SILENCE",
+    "FakeVoiceServer",
+    "RtpPacket",
+    "VoiceOp",
+    "count_silence",
+    "decode_opus",
+]
+
+log = logging.getLogger(__name__)
+
+AEAD_MODE = "aead_xchacha20_poly1305_rtpsize"
+OPUS_SILENCE = b"\xf8\xff\xfe"
+FIRST_SSRC = 4242
+HEARTBEAT_INTERVAL_MS = 41_250
+
+# voice gateway opcodes (v8)
+IDENTIFY, SELECT_PROTOCOL, READY, HEARTBEAT, SESSION_DESCRIPTION, SPEAKING = 0, 1, 2, 3, 4, 5
+HEARTBEAT_ACK, RESUME, HELLO, RESUMED = 6, 7, 8, 9
+
+
+@dataclass(frozen=True)
+class VoiceOp:
+    """One voice websocket message the client sent."""
+
+    time: float
+    op: int
+    d: Any
+
+
+@dataclass(frozen=True)
+class RtpPacket:
+    """One decrypted RTP packet; ``time`` is ``time.monotonic()`` at arrival."""
+
+    time: float
+    seq: int
+    timestamp: int
+    ssrc: int
+    opus: bytes
+
+    @property
+    def is_silence(self) -> bool:
+        return self.opus == OPUS_SILENCE
+
+
+@dataclass
+class VoiceSession:
+    """One voice websocket connection (one ``VoiceClient`` connect)."""
+
+    ssrc: int
+    secret_key: bytes
+    identify: dict[str, Any] | None = None
+    mode: str | None = None
+    client_address: tuple[str, int] | None = None
+    closed: bool = False
+    speaking: list[int] = field(default_factory=list)
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, server: FakeVoiceServer) -> None:
+        self.server = server
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self.server._on_datagram(data, (str(addr[0]), int(addr[1])))
+
+
+class FakeVoiceServer:
+    """Voice websocket at ``/`` (any path) plus a UDP socket, both on 127.0.0.1.
+
+    Logs: :attr:`ops` (every websocket message the client sent), :attr:`sessions`,
+    :attr:`packets` (decrypted RTP, in arrival order), :attr:`discoveries` (IP discovery
+    requests' source addresses) and :attr:`errors` (undecryptable or unexpected datagrams).
+    """
+
+    def __init__(self, *, modes: Iterable[str] = (AEAD_MODE,), dave_protocol_version: int = 0):
+        self.modes = list(modes)
+        self.dave_protocol_version = dave_protocol_version
+        self.ops: list[VoiceOp] = []
+        self.sessions: list[VoiceSession] = []
+        self.packets: list[RtpPacket] = []
+        self.discoveries: list[tuple[str, int]] = []
+        self.errors: list[str] = []
+        self.endpoint = ""  # "127.0.0.1:PORT", what VOICE_SERVER_UPDATE announces
+        self.udp_port = 0
+        self._next_ssrc = FIRST_SSRC
+        self._runner: web.AppRunner | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self._sockets: set[web.WebSocketResponse] = set()
+
+    # -- serving -------------------------------------------------------------------------------
+    async def start(self) -> Self:
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", self._websocket)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.endpoint = f"{host}:{port}"
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Udp(self), local_addr=("127.0.0.1", 0)
+        )
+        self._udp = transport
+        self.udp_port = transport.get_extra_info("sockname")[1]
+        return self
+
+    async def stop(self) -> None:
+        for ws in list(self._sockets):
+            await ws.close()
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # -- websocket -----------------------------------------------------------------------------
+    async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        self._sockets.add(ws)
+        session = VoiceSession(ssrc=self._next_ssrc, secret_key=os.urandom(32))
+        self._next_ssrc += 1
+        self.sessions.append(session)
+        try:
+            await self._send(ws, HELLO, {"heartbeat_interval": HEARTBEAT_INTERVAL_MS, "v": 8})
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    await self._on_message(ws, session, json.loads(msg.data))
+                elif msg.type == WSMsgType.BINARY:
+                    self.ops.append(VoiceOp(time.monotonic(), msg.data[0], bytes(msg.data[1:])))
+                    log.warning("fake voice: unexpected binary (DAVE) op %d", msg.data[0])
+        finally:
+            session.closed = True
+            self._sockets.discard(ws)
+        return ws
+
+    async def _send(self, ws: web.WebSocketResponse, op: int, d: Any) -> None:
+        await ws.send_str(json.dumps({"op": op, "d": d}))
+
+    async def _on_message(
+        self, ws: web.WebSocketResponse, session: VoiceSession, msg: dict[str, Any]
+    ) -> None:
+        op, d = msg.get("op"), msg.get("d") or {}
+        self.ops.append(VoiceOp(time.monotonic(), int(op or 0), d))
+        if op == IDENTIFY:
+            session.identify = d
+            ready = {"ssrc": session.ssrc, "ip": "127.0.0.1", "port": self.udp_port}
+            await self._send(ws, READY, ready | {"modes": self.modes})
+        elif op == HEARTBEAT:
+            nonce = d.get("t") if isinstance(d, dict) else d
+            await self._send(ws, HEARTBEAT_ACK, {"t": nonce} if isinstance(d, dict) else d)
+        elif op == SELECT_PROTOCOL:
+            session.mode = d["data"]["mode"]
+            await self._send(
+                ws,
+                SESSION_DESCRIPTION,
+                {
+                    "mode": session.mode,
+                    "secret_key": list(session.secret_key),
+                    "dave_protocol_version": self.dave_protocol_version,
+                    "audio_codec": "opus",
+                    "media_session_id": f"media-{session.ssrc}",
+                },
+            )
+        elif op == SPEAKING:
+            session.speaking.append(int(d.get("speaking", 0)))
+        elif op == RESUME:
+            await self._send(ws, RESUMED, None)
+        else:
+            log.warning("fake voice: unhandled op %s: %r", op, d)
+
+    # -- UDP -----------------------------------------------------------------------------------
+    def _on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        if len(data) == 74 and data[:2] == b"\x00\x01":
+            self.discoveries.append(addr)
+            (ssrc,) = struct.unpack_from(">I", data, 4)
+            answer = bytearray(74)
+            struct.pack_into(">HHI", answer, 0, 2, 70, ssrc)
+            ip = addr[0].encode("ascii")
+            answer[8 : 8 + len(ip)] = ip
+            struct.pack_into(">H", answer, 72, addr[1])
+            for session in self.sessions:
+                if session.ssrc == ssrc:
+                    session.client_address = addr
+            assert self._udp is not None
+            self._udp.sendto(bytes(answer), addr)
+            return
+        if len(data) < 12 + 16 + 4 or data[0] != 0x80 or (data[1] & 0x7F) != 0x78:
+            self.errors.append(f"unexpected datagram of {len(data)} bytes from {addr}")
+            return
+        seq, timestamp, ssrc = struct.unpack_from(">HII", data, 2)
+        found = next((s for s in reversed(self.sessions) if s.ssrc == ssrc), None)
+        if found is None:
+            self.errors.append(f"RTP for unknown ssrc {ssrc}")
+            return
+        session = found
+        header, ciphertext, suffix = data[:12], data[12:-4], data[-4:]
+        try:
+            opus = nacl.secret.Aead(session.secret_key).decrypt(
+                ciphertext, header, suffix + b"\0" * 20
+            )
+        except nacl.exceptions.CryptoError as exc:
+            self.errors.append(f"RTP seq {seq} failed to decrypt: {exc}")
+            return
+        self.packets.append(RtpPacket(time.monotonic(), seq, timestamp, ssrc, opus))
+
+    # -- queries -------------------------------------------------------------------------------
+    def received_opus(self, *, include_silence: bool = False) -> list[bytes]:
+        """The decrypted Opus frames, in arrival order (silence frames left out by default)."""
+        return [p.opus for p in self.packets if include_silence or not p.is_silence]
+
+    def voice_frames(self) -> list[RtpPacket]:
+        return [p for p in self.packets if not p.is_silence]
+
+    def ops_named(self, op: int) -> list[Any]:
+        return [o.d for o in self.ops if o.op == op]
+
+
+def count_silence(frames: Iterable[bytes]) -> int:
+    return sum(1 for frame in frames if frame == OPUS_SILENCE)
+
+
+def decode_opus(
+    frames: Iterable[bytes], *, rate: int = 48_000, layout: str = "stereo"
+) -> np.ndarray:
+    """Decode Opus frames (48 kHz stereo, as Discord carries them) with PyAV's bundled libopus.
+
+    Returns float32 samples shaped ``(samples, channels)``, resampled to ``rate``/``layout``.
+    """
+    import av  # optional: only the listening tests need it
+
+    codec = av.CodecContext.create("libopus", "r")
+    codec.sample_rate = 48_000
+    codec.layout = "stereo"
+    resampler = av.AudioResampler(format="flt", layout=layout, rate=rate)
+    chunks: list[np.ndarray] = []
+
+    def collect(frame: Any) -> None:
+        for out in resampler.resample(frame):
+            chunks.append(out.to_ndarray().reshape(-1))
+
+    for data in frames:
+        for frame in codec.decode(av.Packet(data)):
+            collect(frame)
+    collect(None)
+    channels = 1 if layout == "mono" else 2
+    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    return samples.astype(np.float32).reshape(-1, channels)
