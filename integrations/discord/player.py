@@ -1,0 +1,212 @@
+"""One speech queue per guild: in order, one utterance at a time, the next ones made while the
+current one plays.
+
+The player knows nothing of Discord's API: it drives a :class:`VoiceOutput` (discord.py's
+``VoiceClient`` satisfies it through :mod:`integrations.discord.audio`) and asks a ``speak``
+function (the speech pipeline) for audio. Order is priority first (``high`` before ``normal``
+before ``low``), then arrival. Up to ``prefetch`` items are synthesized ahead; an item whose
+request expired while it waited is dropped, never played late. ``skip`` cuts the current item,
+``stop`` also empties the queue. After ``idle_timeout_s`` with nothing to play, ``on_idle`` is
+called (the bot leaves the channel).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bot.errors import OyezError, RequestExpired
+from bot.speech import SpeechRequest, Utterance
+
+__all__ = ["GuildPlayer", "QueuedItem", "VoiceOutput"]
+
+log = logging.getLogger(__name__)
+
+#: Extra seconds a play may take beyond the utterance's duration before it is cut (a stuck
+#: voice connection must not block the queue).
+PLAY_MARGIN_S = 5.0
+
+
+class VoiceOutput(Protocol):
+    """What the player needs of a voice connection."""
+
+    def play_opus(self, ogg_opus: bytes, done: Callable[[Exception | None], None]) -> None:
+        """Start playing Ogg Opus audio; call ``done`` (from any thread) when it ends."""
+
+    def stop(self) -> None:
+        """Stop what is playing now (``done`` is then called)."""
+
+    def is_connected(self) -> bool: ...
+
+
+@dataclass(order=True)
+class QueuedItem:
+    """A request waiting in a guild's queue. ``label`` says who asked, for ``/queue``."""
+
+    rank: int
+    seq: int
+    request: SpeechRequest = field(compare=False)
+    label: str = field(compare=False, default="")
+    audio: asyncio.Task[Utterance] | None = field(compare=False, default=None, repr=False)
+
+
+Speak = Callable[[SpeechRequest], Coroutine[Any, Any, Utterance]]
+Report = Callable[[QueuedItem, Utterance | None, BaseException | None], Awaitable[None]]
+
+
+class GuildPlayer:
+    """The queue and player of one guild. Create it inside the running event loop."""
+
+    def __init__(
+        self,
+        speak: Speak,
+        output: VoiceOutput,
+        *,
+        prefetch: int = 2,
+        idle_timeout_s: float = 300.0,
+        on_idle: Callable[[], Awaitable[None]] | None = None,
+        on_done: Report | None = None,
+    ) -> None:
+        self.speak = speak
+        self.output = output
+        self.prefetch = max(prefetch, 0)
+        self.idle_timeout_s = idle_timeout_s
+        self.on_idle = on_idle
+        self.on_done = on_done
+        self._queue: list[QueuedItem] = []
+        self._seq = itertools.count()
+        self._wakeup = asyncio.Event()
+        self._current: QueuedItem | None = None
+        self._finished: asyncio.Event | None = None
+        self._task = asyncio.create_task(self._run(), name="oyez-guild-player")
+
+    # -- what commands call --------------------------------------------------------------------
+
+    def enqueue(self, request: SpeechRequest, label: str = "") -> int:
+        """Queue ``request``; returns how many items play before it (0: it plays next)."""
+        item = QueuedItem(-request.priority.rank, next(self._seq), request, label)
+        self._queue.append(item)
+        self._queue.sort()
+        self._prefetch()
+        self._wakeup.set()
+        return self._queue.index(item) + (1 if self._current is not None else 0)
+
+    def pending(self) -> list[QueuedItem]:
+        """What is playing (first) and what waits, in play order."""
+        return ([self._current] if self._current else []) + list(self._queue)
+
+    def skip(self) -> bool:
+        """Cut the current item. Returns False when nothing was playing."""
+        if self._current is None:
+            return False
+        self.output.stop()
+        if self._finished is not None:
+            self._finished.set()
+        return True
+
+    def stop(self) -> int:
+        """Empty the queue and cut the current item; returns how many items were dropped."""
+        dropped = len(self._queue)
+        for item in self._queue:
+            if item.audio is not None:
+                item.audio.cancel()
+        self._queue.clear()
+        self.skip()
+        return dropped
+
+    async def close(self) -> None:
+        self.stop()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    # -- inside --------------------------------------------------------------------------------
+
+    def _prefetch(self) -> None:
+        # `prefetch` items are made ahead of the one playing (the head too, when none plays)
+        ahead = self.prefetch + (0 if self._current is not None else 1)
+        for item in self._queue[:ahead]:
+            if item.audio is None:
+                item.audio = asyncio.create_task(self.speak(item.request), name="oyez-prefetch")
+
+    async def _next(self) -> QueuedItem | None:
+        """The next item, or None after ``idle_timeout_s`` with nothing to play."""
+        while not self._queue:
+            self._wakeup.clear()
+            try:
+                async with asyncio.timeout(self.idle_timeout_s):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                return None
+        return self._queue.pop(0)
+
+    async def _run(self) -> None:
+        while True:
+            item = await self._next()
+            if item is None:
+                if self.on_idle is not None:
+                    await self.on_idle()
+                await self._wait_for_work()
+                continue
+            self._current = item
+            self._prefetch()
+            try:
+                await self._play(item)
+            finally:
+                self._current = None
+                self._prefetch()
+
+    async def _wait_for_work(self) -> None:
+        self._wakeup.clear()
+        await self._wakeup.wait()
+
+    async def _play(self, item: QueuedItem) -> None:
+        if item.audio is None:
+            item.audio = asyncio.create_task(self.speak(item.request))
+        try:
+            utterance = await item.audio
+            overdue = item.request.overdue_s()
+            if overdue > 0:
+                raise RequestExpired(item.request.id, overdue, "while it waited in the queue")
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the player itself is closing
+            return  # /stop cancelled this item's synthesis
+        except (OyezError, Exception) as exc:  # reported, and the queue goes on
+            log.warning("request %s: not played: %s", item.request.id, exc)
+            await self._report(item, None, exc)
+            return
+        loop = asyncio.get_running_loop()
+        finished = self._finished = asyncio.Event()
+        failure: list[Exception] = []
+
+        def done(error: Exception | None) -> None:  # called from discord.py's player thread
+            if error is not None:
+                failure.append(error)
+            loop.call_soon_threadsafe(finished.set)
+
+        self.output.play_opus(utterance.audio, done)
+        try:
+            async with asyncio.timeout(utterance.duration_s + PLAY_MARGIN_S):
+                await finished.wait()
+        except TimeoutError:
+            log.warning("request %s: playback stuck; cut", item.request.id)
+            self.output.stop()
+        finally:
+            self._finished = None
+        await self._report(item, utterance, failure[0] if failure else None)
+
+    async def _report(
+        self, item: QueuedItem, utterance: Utterance | None, error: BaseException | None
+    ) -> None:
+        if self.on_done is not None:
+            try:
+                await self.on_done(item, utterance, error)
+            except Exception:
+                log.exception("reporting request %s failed", item.request.id)
