@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import itertools
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from discord.ext import commands
 from bot import config
 from bot.pipeline import SpeechPipeline
 from bot.speech import SpeechRequest, Utterance
+from integrations.discord.audio import OggOpusSource
 from tests.fakes.discord import (
     ALICE,
     GUILD_ID,
@@ -43,22 +43,6 @@ from tests.support.asr import Transcriber, word_error_rate
 
 FRAME_S = 0.020
 SAMPLES_PER_FRAME = 960  # 20 ms at 48 kHz
-
-
-class OggOpusSource(discord.AudioSource):
-    """Opus pass-through: the packets of an Ogg Opus file, one 20 ms frame per read()."""
-
-    def __init__(self, audio: bytes) -> None:
-        packets = discord.oggparse.OggStream(io.BytesIO(audio)).iter_packets()
-        self._packets: Iterator[bytes] = (
-            p for p in packets if not p.startswith((b"OpusHead", b"OpusTags"))
-        )
-
-    def read(self) -> bytes:
-        return next(self._packets, b"")
-
-    def is_opus(self) -> bool:
-        return True
 
 
 @dataclass
