@@ -172,6 +172,9 @@ class Settings(BaseSettings):
     credits: CreditSettings = Field(default_factory=CreditSettings)
     budgets: BudgetSettings = Field(default_factory=BudgetSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    discord: dict[str, Any] = Field(
+        default_factory=dict, description="The Discord bot (integrations.discord.bot)"
+    )
 
     @field_validator("voices")
     @classmethod

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -49,7 +50,7 @@ class QueuedItem:
     """A request waiting in a guild's queue. ``label`` says who asked, for ``/queue``."""
 
     rank: int
-    seq: int
+    seq: tuple[float, int]  # (arrival, Unix ms; a tie-breaker)
     request: SpeechRequest = field(compare=False)
     label: str = field(compare=False, default="")
     audio: asyncio.Task[Utterance] | None = field(compare=False, default=None, repr=False)
@@ -87,9 +88,17 @@ class GuildPlayer:
 
     # -- what commands call --------------------------------------------------------------------
 
-    def enqueue(self, request: SpeechRequest, label: str = "") -> int:
-        """Queue ``request``; returns how many items play before it (0: it plays next)."""
-        item = QueuedItem(-request.priority.rank, next(self._seq), request, label)
+    def enqueue(
+        self, request: SpeechRequest, label: str = "", arrived: tuple[float, int] | None = None
+    ) -> int:
+        """Queue ``request``; returns how many items play before it (0: it plays next).
+
+        ``arrived`` orders equals: when the request arrived (Unix ms) and a tie-breaker; by
+        default, now. A front end that knows when a request was made (a Discord interaction's
+        snowflake) keeps that order even when requests take different times to get here.
+        """
+        order = arrived if arrived is not None else (time.time() * 1000, next(self._seq))
+        item = QueuedItem(-request.priority.rank, order, request, label)
         self._queue.append(item)
         self._queue.sort()
         self._prefetch()

@@ -1,0 +1,290 @@
+"""The Discord bot: slash commands that speak in voice channels.
+
+Commands: ``/say text [voice] [provider]``, ``/join``, ``/leave``, ``/skip``, ``/stop``,
+``/queue``. Each guild has one :class:`~integrations.discord.player.GuildPlayer`; the bot joins
+the caller's voice channel, speaks through the shared speech pipeline (cache, rate limits,
+credits, fallback) and edits its deferred reply to say what was said, by which voice, and why
+another voice spoke when the asked one could not.
+
+Intents are the minimum: guilds and voice states (no message content).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import discord
+from discord import app_commands
+from pydantic import AnyUrl, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from bot.config import Settings, format_validation_error
+from bot.errors import ConfigError, InvalidRequest
+from bot.pipeline import SpeechPipeline
+from bot.speech import RequestSource, SpeechRequest, Utterance
+from integrations.discord.audio import VoiceClientOutput
+from integrations.discord.player import GuildPlayer, QueuedItem
+
+__all__ = ["DiscordSettings", "OyezBot"]
+
+log = logging.getLogger(__name__)
+
+
+class DiscordSettings(BaseModel):
+    """``discord`` in the configuration (``OYEZ_DISCORD__TOKEN``…)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token: SecretStr | None = Field(None, description="The bot token; the bot runs when set")
+    api_base_url: AnyUrl = AnyUrl("https://discord.com/api/v10")
+    gateway_url: AnyUrl | None = Field(None, description="Default: the one Discord announces")
+    sync_guilds: list[int] = Field(
+        default_factory=list, description="Sync commands to these guilds only (fast iteration)"
+    )
+    idle_timeout_s: float = Field(300.0, gt=0, description="Leave voice after this long idle")
+    prefetch: int = Field(2, ge=0, le=5, description="Utterances synthesized ahead")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DiscordSettings:
+        try:
+            return cls.model_validate(settings.discord)
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, "discord")) from None
+
+
+def _reply(utterance: Utterance) -> str:
+    lines = [f"🔊 Said: {utterance.text}", f"-# {utterance.voice.label}"]
+    if utterance.cached:
+        lines[-1] += " · from the cache"
+    for note in utterance.fallbacks:
+        lines.append(f"-# instead of {note.provider}: {note.reason}")
+    return "\n".join(lines)
+
+
+class OyezBot(discord.Client):
+    """Oyez on Discord. ``pipeline`` is shared with the other front ends."""
+
+    def __init__(self, pipeline: SpeechPipeline, settings: DiscordSettings, **options: Any) -> None:
+        intents = discord.Intents.none()
+        intents.guilds = True
+        intents.voice_states = True
+        super().__init__(intents=intents, **options)
+        self.pipeline = pipeline
+        self.settings = settings
+        self.tree = app_commands.CommandTree(self)
+        self.players: dict[int, GuildPlayer] = {}
+        self._joining: dict[int, asyncio.Lock] = {}
+        self._add_commands()
+
+    async def setup_hook(self) -> None:
+        if self.settings.sync_guilds:
+            for guild_id in self.settings.sync_guilds:
+                guild = discord.Object(id=guild_id)
+                self.tree.copy_global_to(guild=guild)
+                await self.tree.sync(guild=guild)
+        else:
+            await self.tree.sync()
+
+    # -- voice -------------------------------------------------------------------------------
+
+    async def _player(self, guild: discord.Guild, channel: discord.VoiceChannel) -> GuildPlayer:
+        """The guild's player, connected to ``channel`` (joining or moving as needed)."""
+        # one join at a time per guild: two quick /say must not both try to connect
+        async with self._joining.setdefault(guild.id, asyncio.Lock()):
+            return await self._connect(guild, channel)
+
+    async def _connect(self, guild: discord.Guild, channel: discord.VoiceChannel) -> GuildPlayer:
+        voice = guild.voice_client
+        if isinstance(voice, discord.VoiceClient) and voice.is_connected():
+            if voice.channel != channel:
+                await voice.move_to(channel)
+        else:
+            voice = await channel.connect(timeout=15, self_deaf=True)
+        player = self.players.get(guild.id)
+        if player is None:
+            assert isinstance(voice, discord.VoiceClient)
+
+            async def leave() -> None:
+                await self._leave(guild)
+
+            player = GuildPlayer(
+                self.pipeline.speak,
+                VoiceClientOutput(voice),
+                prefetch=self.settings.prefetch,
+                idle_timeout_s=self.settings.idle_timeout_s,
+                on_idle=leave,
+                on_done=self._spoken,
+            )
+            self.players[guild.id] = player
+        return player
+
+    async def _leave(self, guild: discord.Guild) -> bool:
+        player = self.players.pop(guild.id, None)
+        if player is not None:
+            await player.close()
+        voice = guild.voice_client
+        if voice is None:
+            return player is not None
+        await voice.disconnect(force=True)
+        return True
+
+    async def on_voice_state_update(
+        self, member: discord.Member, before: discord.VoiceState, after: discord.VoiceState
+    ) -> None:
+        """Disconnected by someone else: forget the player; the next request joins again."""
+        if self.user is not None and member.id == self.user.id and after.channel is None:
+            player = self.players.pop(member.guild.id, None)
+            if player is not None:
+                await player.close()
+
+    async def _spoken(
+        self, item: QueuedItem, utterance: Utterance | None, error: BaseException | None
+    ) -> None:
+        interaction = self._interactions.pop(item.request.id, None)
+        if interaction is None:
+            return
+        if utterance is not None and error is None:
+            await interaction.edit_original_response(content=_reply(utterance))
+        else:
+            await interaction.edit_original_response(content=f"⚠️ Not said: {error}")
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def _add_commands(self) -> None:
+        self._interactions: dict[str, discord.Interaction] = {}
+        tree = self.tree
+
+        @tree.command(name="say", description="Speak in your voice channel")
+        @app_commands.describe(
+            text="What to say", voice="A voice (see /voices)", provider="A TTS provider"
+        )
+        @app_commands.guild_only()
+        async def say(
+            interaction: discord.Interaction,
+            text: str,
+            voice: str | None = None,
+            provider: str | None = None,
+        ) -> None:
+            await self.say(interaction, text, voice, provider)
+
+        @tree.command(name="join", description="Join your voice channel")
+        @app_commands.guild_only()
+        async def join(interaction: discord.Interaction) -> None:
+            channel = await self._caller_channel(interaction)
+            if channel is None or interaction.guild is None:
+                return
+            await interaction.response.defer(ephemeral=True)
+            await self._player(interaction.guild, channel)
+            await interaction.edit_original_response(content=f"Joined {channel.mention}.")
+
+        @tree.command(name="leave", description="Leave the voice channel and drop the queue")
+        @app_commands.guild_only()
+        async def leave(interaction: discord.Interaction) -> None:
+            assert interaction.guild is not None
+            left = await self._leave(interaction.guild)
+            message = "Left the voice channel." if left else "I am not in a voice channel."
+            await interaction.response.send_message(message, ephemeral=True)
+
+        @tree.command(name="skip", description="Skip what is being said now")
+        @app_commands.guild_only()
+        async def skip(interaction: discord.Interaction) -> None:
+            player = self.players.get(interaction.guild_id or 0)
+            skipped = player is not None and player.skip()
+            message = "Skipped." if skipped else "Nothing is being said."
+            await interaction.response.send_message(message, ephemeral=True)
+
+        @tree.command(name="stop", description="Stop speaking and empty the queue")
+        @app_commands.guild_only()
+        async def stop(interaction: discord.Interaction) -> None:
+            player = self.players.get(interaction.guild_id or 0)
+            dropped = player.stop() if player is not None else 0
+            await interaction.response.send_message(
+                f"Stopped; {dropped} waiting message(s) dropped.", ephemeral=True
+            )
+
+        @tree.command(name="queue", description="What is being said and what waits")
+        @app_commands.guild_only()
+        async def queue(interaction: discord.Interaction) -> None:
+            player = self.players.get(interaction.guild_id or 0)
+            items = player.pending() if player is not None else []
+            if not items:
+                await interaction.response.send_message("The queue is empty.", ephemeral=True)
+                return
+            lines = [
+                f"{'▶' if i == 0 else f'{i}.'} {item.request.text[:80]} — {item.label}"
+                for i, item in enumerate(items)
+            ]
+            await interaction.response.send_message("\n".join(lines), ephemeral=True)
+
+    async def _caller_channel(
+        self, interaction: discord.Interaction
+    ) -> discord.VoiceChannel | None:
+        """The caller's voice channel, or None after telling them (ephemerally) why not."""
+        member = interaction.user
+        channel = (
+            member.voice.channel if isinstance(member, discord.Member) and member.voice else None
+        )
+        if not isinstance(channel, discord.VoiceChannel):
+            await interaction.response.send_message(
+                "Join a voice channel first, then ask again.", ephemeral=True
+            )
+            return None
+        guild = interaction.guild
+        current = guild.voice_client.channel if guild and guild.voice_client else None
+        player = self.players.get(guild.id) if guild else None
+        busy = player is not None and bool(player.pending())
+        if current is not None and current != channel and busy:
+            assert isinstance(current, discord.VoiceChannel)
+            await interaction.response.send_message(
+                f"I am speaking in {current.mention} right now; join it, or ask again when "
+                "I am done.",
+                ephemeral=True,
+            )
+            return None
+        return channel
+
+    async def say(
+        self,
+        interaction: discord.Interaction,
+        text: str,
+        voice: str | None,
+        provider: str | None,
+    ) -> None:
+        # an interaction's snowflake holds when it was made: the queue keeps that order
+        arrived = (discord.utils.snowflake_time(interaction.id).timestamp() * 1000, interaction.id)
+        channel = await self._caller_channel(interaction)
+        if channel is None or interaction.guild is None:
+            return
+        user = interaction.user
+        try:
+            request = SpeechRequest.build(
+                text=text,
+                voice=voice,
+                provider=provider,
+                source=RequestSource.DISCORD,
+                requester=f"discord:{user.id}",
+                guild=str(interaction.guild.id),
+            )
+            await self.pipeline.prepare(request)  # bad input is answered before anything else
+        except (InvalidRequest, ConfigError) as exc:
+            await interaction.response.send_message(f"⚠️ {exc}", ephemeral=True)
+            return
+        await interaction.response.defer(thinking=True)
+        try:
+            player = await self._player(interaction.guild, channel)
+        except (discord.DiscordException, TimeoutError) as exc:
+            await interaction.edit_original_response(content=f"⚠️ Cannot join voice: {exc}")
+            return
+        self._interactions[request.id] = interaction
+        position = player.enqueue(request, label=user.display_name, arrived=arrived)
+        if position:
+            await interaction.edit_original_response(
+                content=f"⏳ Queued ({position} before it): {request.text}"
+            )
+
+    async def close(self) -> None:
+        for guild_id in list(self.players):
+            player = self.players.pop(guild_id)
+            await player.close()
+        await super().close()

@@ -1,0 +1,183 @@
+"""Oyez's own Discord bot, run by the real discord.py client against the simulated Discord."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot import config
+from bot.pipeline import SpeechPipeline
+from integrations.discord.bot import DiscordSettings, OyezBot
+from tests.fakes.discord import (
+    ALICE,
+    VOICE_CHANNEL_ID,
+    FakeDiscord,
+    client_options,
+    decode_opus,
+    running,
+)
+from tests.fakes.discord.fixtures import fake_discord  # noqa: F401
+from tests.fakes.discord.voice import RtpPacket
+from tests.support.asr import Transcriber, word_error_rate
+
+FIRST = "The washing machine has finished."
+SECOND = "Someone is at the front door."
+
+
+@pytest.fixture
+async def oyez_bot(
+    fake_discord: FakeDiscord,  # noqa: F811
+    tmp_path: Path,
+) -> AsyncIterator[OyezBot]:
+    pipeline = SpeechPipeline(config.load(data_dir=tmp_path / "data"))
+    client = OyezBot(pipeline, DiscordSettings(idle_timeout_s=60), **client_options())
+    try:
+        async with running(client, fake_discord):
+            yield client
+    finally:
+        await pipeline.aclose()
+
+
+def runs(packets: list[RtpPacket]) -> list[list[RtpPacket]]:
+    """Voice frames split at the silence frames sent after each utterance."""
+    out: list[list[RtpPacket]] = [[]]
+    for packet in packets:
+        if packet.is_silence:
+            if out[-1]:
+                out.append([])
+        else:
+            out[-1].append(packet)
+    return [run for run in out if run]
+
+
+def heard(run: list[RtpPacket], transcriber: Transcriber) -> str:
+    pcm = decode_opus([p.opus for p in run])
+    return transcriber.transcribe_samples(pcm.mean(axis=1)[::3])
+
+
+async def said(fake: FakeDiscord, interaction: object, words: str) -> str:
+    """Wait until the deferred reply is edited to say ``words``; return its content."""
+    found = await fake.wait_for(
+        lambda: [
+            f.content
+            for f in fake.followups_to(interaction)  # type: ignore[arg-type]
+            if f.content and words in f.content
+        ],
+        timeout_s=30,
+        what=f"a reply containing {words!r}",
+    )
+    return str(found[-1])
+
+
+async def test_commands_are_synced(
+    fake_discord: FakeDiscord,  # noqa: F811
+    oyez_bot: OyezBot,
+) -> None:
+    commands = {c["name"]: c for c in fake_discord.commands[None]}  # global commands
+    assert set(commands) == {"say", "join", "leave", "skip", "stop", "queue"}
+    options = {o["name"]: o for o in commands["say"]["options"]}
+    assert options["text"]["required"] is True
+    assert set(options) == {"text", "voice", "provider"}
+    assert not options["voice"].get("required", False)
+
+
+async def test_say_speaks_in_the_callers_channel(
+    fake_discord: FakeDiscord,  # noqa: F811
+    oyez_bot: OyezBot,
+    transcriber: Transcriber,
+) -> None:
+    sent = await fake_discord.send_interaction("say", {"text": FIRST}, user=ALICE)
+    first = await fake_discord.wait_for_response(sent)
+    assert first.type == 5  # deferred: synthesis takes longer than Discord's 3 s allows
+    assert first.time - sent.time < 3
+    reply = await said(fake_discord, sent, "Said:")
+    assert FIRST in reply
+    assert "piper/en_US-joe-medium" in reply
+    (join,) = [d for d in fake_discord.voice_state_updates() if d["channel_id"]]
+    assert str(join["channel_id"]) == VOICE_CHANNEL_ID
+    (run,) = runs(fake_discord.voice.packets)
+    utterance_s = len(run) * 0.020
+    assert utterance_s == pytest.approx(2.2, rel=0.5)
+    assert word_error_rate(FIRST, heard(run, transcriber)) <= 0.2
+
+
+async def test_two_says_play_in_order(
+    fake_discord: FakeDiscord,  # noqa: F811
+    oyez_bot: OyezBot,
+    transcriber: Transcriber,
+) -> None:
+    one = await fake_discord.send_interaction("say", {"text": FIRST}, user=ALICE)
+    two = await fake_discord.send_interaction("say", {"text": SECOND}, user=ALICE)
+    await said(fake_discord, one, "Said:")
+    await said(fake_discord, two, "Said:")
+    first, second = runs(fake_discord.voice.packets)
+    assert second[0].time >= first[-1].time
+    assert word_error_rate(FIRST, heard(first, transcriber)) <= 0.2
+    assert word_error_rate(SECOND, heard(second, transcriber)) <= 0.2
+
+
+async def test_skip_stop_queue_and_leave(
+    fake_discord: FakeDiscord,  # noqa: F811
+    oyez_bot: OyezBot,
+) -> None:
+    long_text = "This is a long announcement about the garden, the bins and the weather today."
+    sent = [
+        await fake_discord.send_interaction("say", {"text": text}, user=ALICE)
+        for text in (long_text, FIRST, SECOND)
+    ]
+    await fake_discord.wait_for(lambda: fake_discord.voice.voice_frames(), what="speech")
+    await said(fake_discord, sent[2], "Queued")
+    queue = await fake_discord.send_interaction("queue", {}, user=ALICE)
+    listing = (await fake_discord.wait_for_response(queue)).data["content"]
+    assert listing.startswith("▶ This is a long announcement")
+    assert "1. The washing machine" in listing
+    assert "— Alice" in listing  # who asked
+
+    skip = await fake_discord.send_interaction("skip", {}, user=ALICE)
+    assert (await fake_discord.wait_for_response(skip)).data["content"] == "Skipped."
+    stop = await fake_discord.send_interaction("stop", {}, user=ALICE)
+    stopped = await fake_discord.wait_for_response(stop)
+    assert stopped.ephemeral
+    await asyncio.sleep(3)
+    spoken = runs(fake_discord.voice.packets)
+    assert len(spoken) <= 2  # the long one (cut) and at most the one playing at /stop
+    assert len(spoken[0]) * 0.020 < 4  # cut well before its end
+
+    leave = await fake_discord.send_interaction("leave", {}, user=ALICE)
+    assert (await fake_discord.wait_for_response(leave)).data["content"] == (
+        "Left the voice channel."
+    )
+    await fake_discord.wait_for(
+        lambda: [d for d in fake_discord.voice_state_updates() if d["channel_id"] is None],
+        what="op 4 leaving voice",
+    )
+
+
+async def test_caller_outside_voice_gets_an_ephemeral_answer(
+    fake_discord: FakeDiscord,  # noqa: F811
+    oyez_bot: OyezBot,
+) -> None:
+    await fake_discord.move_member(ALICE, None)
+    await asyncio.sleep(0.2)
+    sent = await fake_discord.send_interaction("say", {"text": "hello"}, user=ALICE)
+    response = await fake_discord.wait_for_response(sent)
+    assert response.type == 4
+    assert response.ephemeral
+    assert "Join a voice channel first" in response.data["content"]
+    assert fake_discord.voice_state_updates() == []
+
+
+async def test_bad_input_is_answered_before_joining(
+    fake_discord: FakeDiscord,  # noqa: F811
+    oyez_bot: OyezBot,
+) -> None:
+    sent = await fake_discord.send_interaction(
+        "say", {"text": "hello", "voice": "en_US-nobody"}, user=ALICE
+    )
+    response = await fake_discord.wait_for_response(sent)
+    assert response.ephemeral
+    assert "unknown voice 'en_US-nobody'" in response.data["content"]
+    assert fake_discord.voice_state_updates() == []
