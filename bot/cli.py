@@ -92,6 +92,10 @@ def _parser() -> argparse.ArgumentParser:
         help=f"output file, - for standard output (default: {DEFAULT_OUTPUT})",
     )
 
+    commands.add_parser(
+        "run", help="run every configured front end (Discord when discord.token is set)"
+    )
+
     credits = commands.add_parser(
         "credits", help="credits, spend, budgets, rate limits and credit circuits per provider"
     )
@@ -256,6 +260,32 @@ async def _voices(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+async def _run(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve until interrupted (Ctrl-C or SIGTERM)."""
+    import signal
+
+    from integrations.discord.bot import DiscordSettings
+    from integrations.discord.runner import run_discord
+
+    discord_settings = DiscordSettings.from_settings(settings)
+    if discord_settings.token is None:
+        raise ConfigError(
+            "nothing to run: set OYEZ_DISCORD__TOKEN (or discord.token in the configuration)"
+        )
+    pipeline = SpeechPipeline(settings)
+    loop = asyncio.get_running_loop()
+    serving = asyncio.ensure_future(run_discord(pipeline, discord_settings))
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, serving.cancel)
+    try:
+        await serving
+    except asyncio.CancelledError:
+        log.info("stopping")
+    finally:
+        await pipeline.aclose()
+    return EXIT_OK
+
+
 async def _cache(args: argparse.Namespace, settings: Settings) -> int:
     pipeline = SpeechPipeline(settings)
     try:
@@ -340,9 +370,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = config_module.load(args.config)
         if args.verbose:
             logging.getLogger().setLevel(settings.log_level)
-        command = {"say": _say, "voices": _voices, "credits": _credits, "cache": _cache}[
-            args.command
-        ]
+        command = {
+            "say": _say,
+            "voices": _voices,
+            "credits": _credits,
+            "cache": _cache,
+            "run": _run,
+        }[args.command]
         return asyncio.run(command(args, settings))
     except (InvalidRequest, ConfigError) as exc:
         print(f"oyez: error: {exc}", file=sys.stderr)

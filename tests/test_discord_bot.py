@@ -181,3 +181,60 @@ async def test_bad_input_is_answered_before_joining(
     assert response.ephemeral
     assert "unknown voice 'en_US-nobody'" in response.data["content"]
     assert fake_discord.voice_state_updates() == []
+
+
+async def test_oyez_run_connects_and_stops_cleanly(
+    fake_discord: FakeDiscord,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    import os
+    import signal
+    import sys
+
+    token = "MTAwMA.secret-bot-token"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OYEZ_")}
+    env.update(
+        OYEZ_DISCORD__TOKEN=token,
+        OYEZ_DISCORD__API_BASE_URL=fake_discord.api_base,
+        OYEZ_DISCORD__GATEWAY_URL=fake_discord.gateway_url,
+        OYEZ_LOG_LEVEL="DEBUG",
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "-v",
+        "run",
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await fake_discord.wait_for(lambda: fake_discord.sync_calls, timeout_s=60, what="sync")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, err.decode()
+    assert {"say", "join", "leave", "skip", "stop", "queue"} <= set(
+        fake_discord.sync_calls[-1].names
+    )
+    assert token not in (out + err).decode()
+
+
+def test_oyez_run_without_anything_to_run_exits_2(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OYEZ_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "run"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "OYEZ_DISCORD__TOKEN" in result.stderr
