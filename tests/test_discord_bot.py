@@ -238,3 +238,23 @@ def test_oyez_run_without_anything_to_run_exits_2(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "OYEZ_DISCORD__TOKEN" in result.stderr
+
+
+async def test_leaves_when_idle(
+    fake_discord: FakeDiscord,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    pipeline = SpeechPipeline(config.load(data_dir=tmp_path / "data"))
+    client = OyezBot(pipeline, DiscordSettings(idle_timeout_s=1.0), **client_options())
+    try:
+        async with running(client, fake_discord):
+            sent = await fake_discord.send_interaction("say", {"text": "Hello."}, user=ALICE)
+            await said(fake_discord, sent, "Said:")
+            await fake_discord.wait_for(
+                lambda: [d for d in fake_discord.voice_state_updates() if d["channel_id"] is None],
+                timeout_s=10,
+                what="leaving voice when idle",
+            )
+            assert client.players == {}
+    finally:
+        await pipeline.aclose()

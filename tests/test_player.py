@@ -204,3 +204,22 @@ async def test_a_stuck_playback_is_cut() -> None:
     await player.close()
     assert [p[0] for p in output.played] == ["one two", "three"]
     assert output.played[1][1] - output.played[0][1] == pytest.approx(2 + PLAY_MARGIN_S, abs=0.1)
+
+
+@pytest.mark.looptime
+async def test_on_idle_may_close_the_player() -> None:
+    """The bot leaves the channel when idle by closing the player from its own callback."""
+    output, speaker = RecordingOutput(), Speaker()
+    closed: list[float] = []
+    player: GuildPlayer | None = None
+
+    async def on_idle() -> None:
+        assert player is not None
+        await player.close()
+        closed.append(now())
+
+    player = GuildPlayer(speaker, output, idle_timeout_s=10, on_idle=on_idle)
+    player.enqueue(SpeechRequest(text="hello"))
+    await asyncio.sleep(30)
+    assert closed  # no "task cannot await itself"
+    assert player._task.done()

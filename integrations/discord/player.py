@@ -129,8 +129,11 @@ class GuildPlayer:
         return dropped
 
     async def close(self) -> None:
+        """Stop and end the player. Safe from its own callbacks (``on_idle`` may close it)."""
         self.stop()
         self._task.cancel()
+        if asyncio.current_task() is self._task:
+            return  # called from on_idle/on_done: the cancellation ends the task after this
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
 
