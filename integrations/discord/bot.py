@@ -75,6 +75,9 @@ class OyezBot(discord.Client):
         self.tree = app_commands.CommandTree(self)
         self.players: dict[int, GuildPlayer] = {}
         self._joining: dict[int, asyncio.Lock] = {}
+        # /say requests of each guild still on their way to the queue, by arrival
+        self._turns: dict[int, list[tuple[float, int]]] = {}
+        self._turn_taken = asyncio.Event()
         self._add_commands()
 
     async def setup_hook(self) -> None:
@@ -251,8 +254,31 @@ class OyezBot(discord.Client):
         voice: str | None,
         provider: str | None,
     ) -> None:
-        # an interaction's snowflake holds when it was made: the queue keeps that order
+        # an interaction's snowflake holds when it was made: the queue keeps that order, and a
+        # request waits for the ones asked before it to be queued (or refused) first
         arrived = (discord.utils.snowflake_time(interaction.id).timestamp() * 1000, interaction.id)
+        guild_id = interaction.guild_id or 0
+        turns = self._turns.setdefault(guild_id, [])
+        turns.append(arrived)
+        try:
+            await self._say(interaction, text, voice, provider, arrived)
+        finally:
+            turns.remove(arrived)
+            self._turn_taken.set()
+
+    async def _wait_turn(self, guild_id: int, arrived: tuple[float, int]) -> None:
+        while min(self._turns.get(guild_id) or [arrived]) < arrived:
+            self._turn_taken.clear()
+            await self._turn_taken.wait()
+
+    async def _say(
+        self,
+        interaction: discord.Interaction,
+        text: str,
+        voice: str | None,
+        provider: str | None,
+        arrived: tuple[float, int],
+    ) -> None:
         channel = await self._caller_channel(interaction)
         if channel is None or interaction.guild is None:
             return
@@ -271,6 +297,7 @@ class OyezBot(discord.Client):
             await interaction.response.send_message(f"⚠️ {exc}", ephemeral=True)
             return
         await interaction.response.defer(thinking=True)
+        await self._wait_turn(interaction.guild.id, arrived)
         try:
             player = await self._player(interaction.guild, channel)
         except (discord.DiscordException, TimeoutError) as exc:
