@@ -126,6 +126,12 @@ class AudioCache:
         )
         CACHE_LOOKUPS.labels(name).inc()
 
+    def contains(self, key: str) -> bool:
+        """Whether ``key`` is cached (not counted as a lookup)."""
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM entries WHERE key = ?", (key,)).fetchone()
+        return row is not None
+
     def get(self, key: str) -> CacheEntry | None:
         """The entry for ``key``, or None (a miss). A file gone from disk is a miss too."""
         with self._lock:

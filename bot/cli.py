@@ -201,9 +201,11 @@ async def _say(args: argparse.Namespace, settings: Settings) -> int:
     pipeline = SpeechPipeline(settings)
     try:
         prepared = await pipeline.prepare(request)
-        started = time.perf_counter()
-        await prepared.provider.warm_up(prepared.voice)
-        warm_up_s = time.perf_counter() - started
+        warm_up_s: float | None = None
+        if not pipeline.will_hit(prepared):  # a cached utterance needs no model
+            started = time.perf_counter()
+            await prepared.provider.warm_up(prepared.voice)
+            warm_up_s = time.perf_counter() - started
         utterance = await pipeline.speak(request)
     finally:
         await pipeline.aclose()

@@ -88,6 +88,11 @@ class SpeechPipeline:
             engine=prepared.provider.engine_version(prepared.voice),
         )
 
+    def will_hit(self, prepared: PreparedRequest) -> bool:
+        """Whether :meth:`speak` would answer ``prepared`` from the cache."""
+        caching = self.settings.cache.enabled and prepared.request.cache
+        return caching and self.cache.contains(self.cache_key(prepared))
+
     def _from_cache(self, prepared: PreparedRequest, started: float) -> Utterance | None:
         entry = self.cache.get(self.cache_key(prepared))
         if entry is None:

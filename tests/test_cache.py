@@ -187,6 +187,7 @@ def test_cli_cache_stats_and_clear(tmp_path: Path) -> None:
     oyez("say", "Hello from the cache.")
     again = oyez("say", "Hello from the cache.")
     assert "from the cache: no provider was called" in again
+    assert "model load" not in again  # a cached utterance needs no model
     stats = oyez("cache", "stats")
     assert "entries   1" in stats
     assert "1 hits, 1 misses (50 % hits)" in stats
