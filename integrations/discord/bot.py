@@ -1,6 +1,7 @@
 """The Discord bot: slash commands that speak in voice channels.
 
-Commands: ``/say text [voice] [provider]``, ``/join``, ``/leave``, ``/skip``, ``/stop``,
+Commands: ``/say text [voice] [provider]``, ``/voice set`` (autocomplete across providers),
+``/voice show``, ``/voices [provider]``, ``/join``, ``/leave``, ``/skip``, ``/stop``,
 ``/queue``. Each guild has one :class:`~integrations.discord.player.GuildPlayer`; the bot joins
 the caller's voice channel, speaks through the shared speech pipeline (cache, rate limits,
 credits, fallback) and edits its deferred reply to say what was said, by which voice, and why
@@ -19,12 +20,14 @@ import discord
 from discord import app_commands
 from pydantic import AnyUrl, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from bot.config import Settings, format_validation_error
-from bot.errors import ConfigError, InvalidRequest
+from bot.config import NamedVoice, Settings, format_validation_error
+from bot.errors import ConfigError, InvalidRequest, OyezError
 from bot.pipeline import SpeechPipeline
-from bot.speech import RequestSource, SpeechRequest, Utterance
+from bot.providers import Provider
+from bot.speech import RequestSource, SpeechRequest, Utterance, Voice
 from integrations.discord.audio import VoiceClientOutput
 from integrations.discord.player import GuildPlayer, QueuedItem
+from integrations.discord.preferences import Preferences, VoiceChoice
 
 __all__ = ["DiscordSettings", "OyezBot"]
 
@@ -74,6 +77,7 @@ class OyezBot(discord.Client):
         self.settings = settings
         self.tree = app_commands.CommandTree(self)
         self.players: dict[int, GuildPlayer] = {}
+        self.preferences = Preferences(pipeline.settings.data_dir)
         self._joining: dict[int, asyncio.Lock] = {}
         # /say requests of each guild still on their way to the queue, by arrival
         self._turns: dict[int, list[tuple[float, int]]] = {}
@@ -171,6 +175,40 @@ class OyezBot(discord.Client):
         ) -> None:
             await self.say(interaction, text, voice, provider)
 
+        voice_group = app_commands.Group(name="voice", description="Your voice", guild_only=True)
+
+        @voice_group.command(name="set", description="Choose the voice you speak with")
+        @app_commands.describe(voice="Start typing: voices of every provider")
+        async def voice_set(interaction: discord.Interaction, voice: str) -> None:
+            await self.set_voice(interaction, voice)
+
+        @voice_set.autocomplete("voice")
+        async def voice_set_choices(
+            interaction: discord.Interaction, current: str
+        ) -> list[app_commands.Choice[str]]:
+            return await self.voice_choices(current)
+
+        @voice_group.command(name="show", description="The voice you speak with")
+        async def voice_show(interaction: discord.Interaction) -> None:
+            choice = self.preferences.voice_of(interaction.user.id)
+            if choice is None:
+                message = "You speak with the server's default voice; choose one with /voice set."
+            else:
+                message = f"You speak with {choice.label}."
+            await interaction.response.send_message(message, ephemeral=True)
+
+        tree.add_command(voice_group)
+
+        @tree.command(name="voices", description="The voices you can use")
+        @app_commands.describe(provider="Only this provider's voices")
+        async def voices(interaction: discord.Interaction, provider: str | None = None) -> None:
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            found = await self._all_voices(provider)
+            lines = [f"`{v.id}` — {v.name} ({v.provider}/{v.model})" for v in found]
+            named = [f"`{n}` — named voice ({nv.provider})" for n, nv in self.named_voices()]
+            text = "\n".join(named + lines) or "No voices found."
+            await interaction.edit_original_response(content=text[:1990])
+
         @tree.command(name="join", description="Join your voice channel")
         @app_commands.guild_only()
         async def join(interaction: discord.Interaction) -> None:
@@ -247,6 +285,78 @@ class OyezBot(discord.Client):
             return None
         return channel
 
+    # -- voices ------------------------------------------------------------------------------
+
+    def named_voices(self) -> list[tuple[str, NamedVoice]]:
+        return sorted(self.pipeline.settings.voices.items())
+
+    async def _all_voices(self, only: str | None = None) -> list[Voice]:
+        """Voices of every usable provider (a provider that cannot answer within 2 s, or is
+        not configured, is left out)."""
+        registry = self.pipeline.registry
+        names = [only] if only else registry.names()
+        providers = []
+        for name in names:
+            try:
+                provider = registry.get(name)
+            except (InvalidRequest, ConfigError):
+                continue
+            if provider.configuration_problem() is None:
+                providers.append(provider)
+
+        async def listed(provider: Provider) -> list[Voice]:
+            try:
+                async with asyncio.timeout(2):
+                    return await provider.list_voices()
+            except (OyezError, TimeoutError) as exc:
+                log.info("voices of %s left out: %s", provider.name, exc)
+                return []
+
+        results = await asyncio.gather(*(listed(p) for p in providers))
+        return [voice for voices in results for voice in voices]
+
+    async def voice_choices(self, current: str) -> list[app_commands.Choice[str]]:
+        """Up to 25 voices matching what is typed, named voices first (Discord's limit)."""
+        wanted = current.casefold().strip()
+        choices = [
+            app_commands.Choice(name=f"{name} — named voice ({nv.provider})"[:100], value=name)
+            for name, nv in self.named_voices()
+            if wanted in name
+        ]
+        for v in await self._all_voices():
+            text = f"{v.id} {v.name} {v.provider} {v.model} {v.language or ''}".casefold()
+            if wanted in text:
+                label = f"{v.name} — {v.provider}/{v.model}" + (
+                    f" ({v.language})" if v.language else ""
+                )
+                choices.append(
+                    app_commands.Choice(name=label[:100], value=f"{v.provider}|{v.model}|{v.id}")
+                )
+            if len(choices) >= 25:
+                break
+        return choices[:25]
+
+    async def set_voice(self, interaction: discord.Interaction, value: str) -> None:
+        provider, model, voice = None, None, value
+        if value.count("|") == 2:
+            provider, model, voice = value.split("|")
+        try:
+            prepared = await self.pipeline.prepare(
+                SpeechRequest.build(text="voice check", provider=provider, model=model, voice=voice)
+            )
+        except (InvalidRequest, ConfigError) as exc:
+            await interaction.response.send_message(f"⚠️ {exc}", ephemeral=True)
+            return
+        if value.casefold() in self.pipeline.settings.voices:
+            choice = VoiceChoice(prepared.provider.name, None, value)
+        else:
+            v = prepared.voice
+            choice = VoiceChoice(v.provider, v.model, v.id)
+        self.preferences.set_voice(interaction.user.id, choice)
+        await interaction.response.send_message(
+            f"You now speak with {prepared.voice.name} ({prepared.voice.label}).", ephemeral=True
+        )
+
     async def say(
         self,
         interaction: discord.Interaction,
@@ -283,11 +393,18 @@ class OyezBot(discord.Client):
         if channel is None or interaction.guild is None:
             return
         user = interaction.user
+        model = None
+        chosen = self.preferences.voice_of(user.id) if voice is None else None
+        if chosen is not None and provider in (None, chosen.provider):
+            provider, model, voice = chosen.provider, chosen.model, chosen.voice
+            if voice.casefold() in self.pipeline.settings.voices:
+                provider = None  # a named voice brings its own provider
         try:
             request = SpeechRequest.build(
                 text=text,
                 voice=voice,
                 provider=provider,
+                model=model,
                 source=RequestSource.DISCORD,
                 requester=f"discord:{user.id}",
                 guild=str(interaction.guild.id),
@@ -315,3 +432,4 @@ class OyezBot(discord.Client):
             player = self.players.pop(guild_id)
             await player.close()
         await super().close()
+        self.preferences.close()

@@ -1,0 +1,63 @@
+"""Per-user voice choices, kept in SQLite in the data directory (``oyez.sqlite3``)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Preferences", "VoiceChoice"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS discord_user_voices (
+    user_id INTEGER PRIMARY KEY,
+    provider TEXT NOT NULL,
+    model TEXT,
+    voice TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceChoice:
+    provider: str
+    model: str | None
+    voice: str
+
+    @property
+    def label(self) -> str:
+        return "/".join(p for p in (self.provider, self.model, self.voice) if p)
+
+
+class Preferences:
+    """What each user chose with ``/voice set``; survives restarts."""
+
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            data_dir / "oyez.sqlite3", check_same_thread=False, isolation_level=None
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+
+    def voice_of(self, user_id: int) -> VoiceChoice | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT provider, model, voice FROM discord_user_voices WHERE user_id = ?",
+                (user_id,),
+            ).fetchone()
+        return None if row is None else VoiceChoice(row[0], row[1], row[2])
+
+    def set_voice(self, user_id: int, choice: VoiceChoice) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO discord_user_voices VALUES (?, ?, ?, ?)",
+                (user_id, choice.provider, choice.model, choice.voice),
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
