@@ -21,6 +21,7 @@ from bot import config as config_module
 from bot.config import Settings
 from bot.errors import ConfigError, InvalidRequest, OyezError
 from bot.pipeline import SpeechPipeline
+from bot.report import credits_report
 from bot.speech import OutputProfile, RequestSource, SpeechRequest, Utterance, Voice
 
 __all__ = ["main"]
@@ -310,51 +311,9 @@ async def _cache(args: argparse.Namespace, settings: Settings) -> int:
 async def _credits(args: argparse.Namespace, settings: Settings) -> int:
     """Per provider: balance, today's spend against budgets, rate limits, credit circuit."""
     pipeline = SpeechPipeline(settings)
-    dispatcher, budgets = pipeline.dispatcher, settings.budgets
     try:
-        names = [args.provider] if args.provider else pipeline.registry.names()
-        for name in names:
-            provider = pipeline.registry.get(name)
-            problem = provider.configuration_problem()
-            print(f"{name}{'' if provider.paid else ' (free)'}")
-            if problem:
-                print(f"  not configured: {problem}")
-                continue
-            balance = "unknown"
-            if not args.offline:
-                try:
-                    live = await provider.check_credits()
-                except OyezError as exc:
-                    balance = f"check failed: {exc}"
-                else:
-                    if live is not None:
-                        dispatcher.ledger.set_balance(name, live)
-            known = dispatcher.ledger.balance(name) if provider.paid else None
-            if known is not None:
-                balance = f"${known[0]:.4f} (as of {known[1]:%Y-%m-%d %H:%M} UTC)"
-            if provider.paid:
-                print(f"  credits   {balance}")
-                spent = dispatcher.ledger.spent_today(provider=name)
-                cap = budgets.providers.get(name)
-                limit = f" of ${cap:.2f} budget" if cap is not None else " (no budget)"
-                print(f"  spent     ${spent:.4f} today{limit}")
-            voice = await provider.resolve_voice(None, None)
-            state = dispatcher.limiter(provider, voice).state()
-            rpm = state.requests_per_minute
-            print(
-                f"  limits    {f'{rpm:g} per minute' if rpm else 'no per-minute limit'}, "
-                f"{state.max_concurrent or 'any number of'} at once"
-            )
-            if not provider.paid:
-                continue
-            circuit = dispatcher.ledger.circuit(name)
-            if circuit is None:
-                print("  circuit   closed: paid calls allowed")
-            else:
-                print(
-                    f"  circuit   OPEN since {circuit.opened_at:%Y-%m-%d %H:%M} UTC: "
-                    f"{circuit.reason}; next check {circuit.next_check_at:%H:%M:%S} UTC"
-                )
+        names = [args.provider] if args.provider else None
+        print("\n".join(await credits_report(pipeline, names, live=not args.offline)))
     finally:
         await pipeline.aclose()
     return EXIT_OK

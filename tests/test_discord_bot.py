@@ -77,7 +77,20 @@ async def test_commands_are_synced(
     oyez_bot: OyezBot,
 ) -> None:
     commands = {c["name"]: c for c in fake_discord.commands[None]}  # global commands
-    assert set(commands) == {"say", "voice", "voices", "join", "leave", "skip", "stop", "queue"}
+    assert set(commands) == {
+        "say",
+        "voice",
+        "voices",
+        "credits",
+        "join",
+        "leave",
+        "skip",
+        "stop",
+        "queue",
+    }
+    # Discord shows /credits only to members who may manage the server (1 << 5)
+    assert int(commands["credits"]["default_member_permissions"]) == 1 << 5
+    assert commands["say"].get("default_member_permissions") is None
     subcommands = {o["name"] for o in commands["voice"]["options"]}
     assert subcommands == {"set", "show"}
     (set_voice,) = [o for o in commands["voice"]["options"] if o["name"] == "set"]
@@ -363,3 +376,13 @@ async def test_voices_lists_every_usable_provider(
     content = await said(fake_discord, sent, "en_US-joe-medium")
     assert "(piper/en_US-joe-medium)" in content
     assert "(segmind/" not in content  # not configured: no key
+
+
+async def test_credits_report(
+    fake_discord: FakeDiscord,  # noqa: F811
+    oyez_bot: OyezBot,
+) -> None:
+    sent = await fake_discord.send_interaction("credits", {}, user=ALICE)
+    content = await said(fake_discord, sent, "piper (free)")
+    assert "segmind" in content
+    assert "not configured: no API key: set SEGMIND_API_KEY" in content

@@ -2,10 +2,11 @@
 
 Commands: ``/say text [voice] [provider]``, ``/voice set`` (autocomplete across providers),
 ``/voice show``, ``/voices [provider]``, ``/join``, ``/leave``, ``/skip``, ``/stop``,
-``/queue``. Each guild has one :class:`~integrations.discord.player.GuildPlayer`; the bot joins
-the caller's voice channel, speaks through the shared speech pipeline (cache, rate limits,
-credits, fallback) and edits its deferred reply to say what was said, by which voice, and why
-another voice spoke when the asked one could not.
+``/queue``, ``/credits`` (Manage Server). Each guild has one
+:class:`~integrations.discord.player.GuildPlayer`; the bot joins the caller's voice channel,
+speaks through the shared speech pipeline (cache, rate limits, credits, fallback) and edits its
+deferred reply to say what was said, by which voice, and why another voice spoke when the asked
+one could not.
 
 Intents are the minimum: guilds and voice states (no message content).
 """
@@ -24,6 +25,7 @@ from bot.config import NamedVoice, Settings, format_validation_error
 from bot.errors import ConfigError, InvalidRequest, OyezError
 from bot.pipeline import SpeechPipeline
 from bot.providers import Provider
+from bot.report import credits_report
 from bot.speech import RequestSource, SpeechRequest, Utterance, Voice
 from integrations.discord.audio import VoiceClientOutput
 from integrations.discord.player import GuildPlayer, QueuedItem
@@ -208,6 +210,15 @@ class OyezBot(discord.Client):
             named = [f"`{n}` — named voice ({nv.provider})" for n, nv in self.named_voices()]
             text = "\n".join(named + lines) or "No voices found."
             await interaction.edit_original_response(content=text[:1990])
+
+        @tree.command(name="credits", description="Provider credits, spend, limits, circuits")
+        @app_commands.guild_only()
+        @app_commands.default_permissions(manage_guild=True)
+        async def credits(interaction: discord.Interaction) -> None:
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            lines = await credits_report(self.pipeline)
+            text = "```\n" + "\n".join(lines)[:1900] + "\n```"
+            await interaction.edit_original_response(content=text)
 
         @tree.command(name="join", description="Join your voice channel")
         @app_commands.guild_only()
