@@ -82,6 +82,7 @@ async def test_commands_are_synced(
         "voice",
         "voices",
         "credits",
+        "settings",
         "join",
         "leave",
         "skip",
@@ -90,6 +91,7 @@ async def test_commands_are_synced(
     }
     # Discord shows /credits only to members who may manage the server (1 << 5)
     assert int(commands["credits"]["default_member_permissions"]) == 1 << 5
+    assert int(commands["settings"]["default_member_permissions"]) == 1 << 5
     assert commands["say"].get("default_member_permissions") is None
     subcommands = {o["name"] for o in commands["voice"]["options"]}
     assert subcommands == {"set", "show"}
@@ -386,3 +388,68 @@ async def test_credits_report(
     content = await said(fake_discord, sent, "piper (free)")
     assert "segmind" in content
     assert "not configured: no API key: set SEGMIND_API_KEY" in content
+
+
+async def test_settings_shape_what_say_does(
+    fake_discord: FakeDiscord,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    _second_voice(tmp_path / "data")
+    pipeline = SpeechPipeline(config.load(data_dir=tmp_path / "data"))
+    client = OyezBot(pipeline, DiscordSettings(), **client_options())
+    try:
+        async with running(client, fake_discord):
+            show = await fake_discord.send_interaction("settings", {}, user=ALICE)
+            shown = (await fake_discord.wait_for_response(show)).data["content"]
+            assert "voice: Oyez default" in shown
+            assert '"<name> said": off' in shown
+
+            change = await fake_discord.send_interaction(
+                "settings",
+                {"voice": "en_GB-test-medium", "max_length": 40, "name_prefix": True},
+                user=ALICE,
+            )
+            saved = await fake_discord.wait_for_response(change)
+            assert saved.ephemeral
+            assert saved.data["content"].startswith("Saved.")
+            assert "max length: 40" in saved.data["content"]
+
+            too_long = await fake_discord.send_interaction("say", {"text": "x" * 41}, user=ALICE)
+            refused = await fake_discord.wait_for_response(too_long)
+            assert refused.ephemeral
+            assert "this server allows 40" in refused.data["content"]
+
+            sent = await fake_discord.send_interaction("say", {"text": "Hello."}, user=ALICE)
+            reply = await said(fake_discord, sent, "Said:")
+            assert "Alice said: Hello." in reply  # the name prefix
+            assert "piper/en_GB-test-medium" in reply  # the server's default voice
+    finally:
+        await pipeline.aclose()
+
+
+async def test_paid_providers_can_be_kept_to_roles(
+    fake_discord: FakeDiscord,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    from integrations.discord.guilds import GuildSettings
+    from tests.fakes.discord import GUILD_ID
+
+    settings = config.load(
+        data_dir=tmp_path / "data",
+        providers={"segmind": {"api_key": "k", "base_url": "http://127.0.0.1:9"}},
+    )
+    pipeline = SpeechPipeline(settings)
+    client = OyezBot(pipeline, DiscordSettings(), **client_options())
+    try:
+        async with running(client, fake_discord):
+            client.guild_settings.put(int(GUILD_ID), GuildSettings(paid_roles=[424242]))
+            sent = await fake_discord.send_interaction(
+                "say", {"text": "Hello.", "provider": "segmind"}, user=ALICE
+            )
+            refused = await fake_discord.wait_for_response(sent)
+            assert refused.ephemeral
+            assert "segmind is a paid provider" in refused.data["content"]
+            free = await fake_discord.send_interaction("say", {"text": "Hello."}, user=ALICE)
+            await said(fake_discord, free, "Said:")  # the free local voice is for everyone
+    finally:
+        await pipeline.aclose()

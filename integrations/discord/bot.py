@@ -2,7 +2,7 @@
 
 Commands: ``/say text [voice] [provider]``, ``/voice set`` (autocomplete across providers),
 ``/voice show``, ``/voices [provider]``, ``/join``, ``/leave``, ``/skip``, ``/stop``,
-``/queue``, ``/credits`` (Manage Server). Each guild has one
+``/queue``, ``/credits`` and ``/settings`` (Manage Server). Each guild has one
 :class:`~integrations.discord.player.GuildPlayer`; the bot joins the caller's voice channel,
 speaks through the shared speech pipeline (cache, rate limits, credits, fallback) and edits its
 deferred reply to say what was said, by which voice, and why another voice spoke when the asked
@@ -28,6 +28,7 @@ from bot.providers import Provider
 from bot.report import credits_report
 from bot.speech import RequestSource, SpeechRequest, Utterance, Voice
 from integrations.discord.audio import VoiceClientOutput
+from integrations.discord.guilds import GuildSettings, GuildSettingsStore
 from integrations.discord.player import GuildPlayer, QueuedItem
 from integrations.discord.preferences import Preferences, VoiceChoice
 
@@ -58,6 +59,17 @@ class DiscordSettings(BaseModel):
             raise ConfigError(format_validation_error(exc, "discord")) from None
 
 
+def _parse_voice(
+    value: str | None, provider: str | None
+) -> tuple[str | None, str | None, str | None]:
+    """(provider, model, voice) from an autocomplete value ``provider|model|id`` or a plain
+    voice id or name (with ``provider`` as given)."""
+    if value is not None and value.count("|") == 2:
+        chosen_provider, model, voice = value.split("|")
+        return chosen_provider, model, voice
+    return provider, None, value
+
+
 def _reply(utterance: Utterance) -> str:
     lines = [f"🔊 Said: {utterance.text}", f"-# {utterance.voice.label}"]
     if utterance.cached:
@@ -80,6 +92,7 @@ class OyezBot(discord.Client):
         self.tree = app_commands.CommandTree(self)
         self.players: dict[int, GuildPlayer] = {}
         self.preferences = Preferences(pipeline.settings.data_dir)
+        self.guild_settings = GuildSettingsStore(pipeline.settings.data_dir)
         self._joining: dict[int, asyncio.Lock] = {}
         # /say requests of each guild still on their way to the queue, by arrival
         self._turns: dict[int, list[tuple[float, int]]] = {}
@@ -121,7 +134,8 @@ class OyezBot(discord.Client):
                 self.pipeline.speak,
                 VoiceClientOutput(voice),
                 prefetch=self.settings.prefetch,
-                idle_timeout_s=self.settings.idle_timeout_s,
+                idle_timeout_s=self.guild_settings.get(guild.id).idle_timeout_s
+                or self.settings.idle_timeout_s,
                 on_idle=leave,
                 on_done=self._spoken,
             )
@@ -220,6 +234,70 @@ class OyezBot(discord.Client):
             text = "```\n" + "\n".join(lines)[:1900] + "\n```"
             await interaction.edit_original_response(content=text)
 
+        @tree.command(name="settings", description="This server's settings (no option: show)")
+        @app_commands.guild_only()
+        @app_commands.default_permissions(manage_guild=True)
+        @app_commands.describe(
+            voice="Default voice of the server",
+            provider="Default provider of the server",
+            max_length="Longest /say text, in characters",
+            paid_role="Also allow this role to use paid providers",
+            clear_paid_roles="Allow everyone to use paid providers again",
+            idle_timeout_s="Leave the voice channel after this many idle seconds",
+            name_prefix='Say "<name> said" before each message',
+        )
+        async def settings_command(
+            interaction: discord.Interaction,
+            voice: str | None = None,
+            provider: str | None = None,
+            max_length: app_commands.Range[int, 1, 100_000] | None = None,
+            paid_role: discord.Role | None = None,
+            clear_paid_roles: bool = False,
+            idle_timeout_s: app_commands.Range[int, 10, 86_400] | None = None,
+            name_prefix: bool | None = None,
+        ) -> None:
+            assert interaction.guild is not None
+            current = self.guild_settings.get(interaction.guild.id)
+            changes: dict[str, Any] = {}
+            if voice is not None or provider is not None:
+                chosen_provider, model, chosen_voice = _parse_voice(voice, provider)
+                try:
+                    await self.pipeline.prepare(
+                        SpeechRequest.build(
+                            text="voice check",
+                            voice=chosen_voice,
+                            provider=chosen_provider,
+                            model=model,
+                        )
+                    )
+                except (InvalidRequest, ConfigError) as exc:
+                    await interaction.response.send_message(f"⚠️ {exc}", ephemeral=True)
+                    return
+                changes.update(voice=voice, provider=provider)
+            if max_length is not None:
+                changes["max_length"] = max_length
+            if clear_paid_roles:
+                changes["paid_roles"] = []
+            if paid_role is not None:
+                roles = [] if clear_paid_roles else current.paid_roles
+                changes["paid_roles"] = sorted({*roles, paid_role.id})
+            if idle_timeout_s is not None:
+                changes["idle_timeout_s"] = float(idle_timeout_s)
+            if name_prefix is not None:
+                changes["name_prefix"] = name_prefix
+            updated = current.model_copy(update=changes)
+            if changes:
+                self.guild_settings.put(interaction.guild.id, updated)
+            await interaction.response.send_message(
+                ("Saved.\n" if changes else "") + self._describe_settings(updated), ephemeral=True
+            )
+
+        @settings_command.autocomplete("voice")
+        async def settings_voice_choices(
+            interaction: discord.Interaction, current: str
+        ) -> list[app_commands.Choice[str]]:
+            return await self.voice_choices(current)
+
         @tree.command(name="join", description="Join your voice channel")
         @app_commands.guild_only()
         async def join(interaction: discord.Interaction) -> None:
@@ -296,6 +374,20 @@ class OyezBot(discord.Client):
             return None
         return channel
 
+    @staticmethod
+    def _describe_settings(settings: GuildSettings) -> str:
+        roles = ", ".join(f"<@&{r}>" for r in settings.paid_roles) or "everyone"
+        return "\n".join(
+            [
+                f"voice: {settings.voice or 'Oyez default'}",
+                f"provider: {settings.provider or 'Oyez default'}",
+                f"max length: {settings.max_length or 'Oyez default'}",
+                f"paid providers: {roles}",
+                f"idle timeout: {settings.idle_timeout_s or 'Oyez default'}",
+                f'"<name> said": {"on" if settings.name_prefix else "off"}',
+            ]
+        )
+
     # -- voices ------------------------------------------------------------------------------
 
     def named_voices(self) -> list[tuple[str, NamedVoice]]:
@@ -348,9 +440,7 @@ class OyezBot(discord.Client):
         return choices[:25]
 
     async def set_voice(self, interaction: discord.Interaction, value: str) -> None:
-        provider, model, voice = None, None, value
-        if value.count("|") == 2:
-            provider, model, voice = value.split("|")
+        provider, model, voice = _parse_voice(value, None)
         try:
             prepared = await self.pipeline.prepare(
                 SpeechRequest.build(text="voice check", provider=provider, model=model, voice=voice)
@@ -404,12 +494,23 @@ class OyezBot(discord.Client):
         if channel is None or interaction.guild is None:
             return
         user = interaction.user
+        server = self.guild_settings.get(interaction.guild.id)
+        if server.max_length is not None and len(text) > server.max_length:
+            await interaction.response.send_message(
+                f"⚠️ That is {len(text)} characters; this server allows {server.max_length}.",
+                ephemeral=True,
+            )
+            return
+        if server.name_prefix:
+            text = f"{user.display_name} said: {text}"
         model = None
         chosen = self.preferences.voice_of(user.id) if voice is None else None
         if chosen is not None and provider in (None, chosen.provider):
             provider, model, voice = chosen.provider, chosen.model, chosen.voice
             if voice.casefold() in self.pipeline.settings.voices:
                 provider = None  # a named voice brings its own provider
+        elif voice is None and provider in (None, server.provider):
+            provider, model, voice = _parse_voice(server.voice, provider or server.provider)
         try:
             request = SpeechRequest.build(
                 text=text,
@@ -420,10 +521,19 @@ class OyezBot(discord.Client):
                 requester=f"discord:{user.id}",
                 guild=str(interaction.guild.id),
             )
-            await self.pipeline.prepare(request)  # bad input is answered before anything else
+            prepared = await self.pipeline.prepare(request)  # bad input is answered first
         except (InvalidRequest, ConfigError) as exc:
             await interaction.response.send_message(f"⚠️ {exc}", ephemeral=True)
             return
+        if prepared.provider.paid and server.paid_roles:
+            roles = {role.id for role in getattr(user, "roles", [])}
+            if not roles & set(server.paid_roles):
+                await interaction.response.send_message(
+                    f"⚠️ {prepared.provider.name} is a paid provider; on this server it needs "
+                    "one of the roles set with /settings.",
+                    ephemeral=True,
+                )
+                return
         await interaction.response.defer(thinking=True)
         await self._wait_turn(interaction.guild.id, arrived)
         try:
@@ -444,3 +554,4 @@ class OyezBot(discord.Client):
             await player.close()
         await super().close()
         self.preferences.close()
+        self.guild_settings.close()

@@ -1,0 +1,63 @@
+"""Per-guild settings (``/settings``), kept in SQLite in the data directory (``oyez.sqlite3``)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["GuildSettings", "GuildSettingsStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS discord_guild_settings (
+    guild_id INTEGER PRIMARY KEY,
+    settings TEXT NOT NULL
+);
+"""
+
+
+class GuildSettings(BaseModel):
+    """What a server's managers set with ``/settings``. None: Oyez's configuration decides."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    voice: str | None = Field(None, description="Default voice of the server")
+    provider: str | None = Field(None, description="Default provider of the server")
+    max_length: int | None = Field(None, ge=1, description="Longest /say text, characters")
+    paid_roles: list[int] = Field(
+        default_factory=list, description="Roles allowed to use paid providers (empty: everyone)"
+    )
+    idle_timeout_s: float | None = Field(None, gt=0, le=86_400)
+    name_prefix: bool = Field(False, description='Speak "<name> said" before each message')
+
+
+class GuildSettingsStore:
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            data_dir / "oyez.sqlite3", check_same_thread=False, isolation_level=None
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+
+    def get(self, guild_id: int) -> GuildSettings:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT settings FROM discord_guild_settings WHERE guild_id = ?", (guild_id,)
+            ).fetchone()
+        return GuildSettings() if row is None else GuildSettings.model_validate_json(row[0])
+
+    def put(self, guild_id: int, settings: GuildSettings) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO discord_guild_settings VALUES (?, ?)",
+                (guild_id, settings.model_dump_json()),
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
