@@ -83,6 +83,7 @@ async def test_commands_are_synced(
         "voices",
         "credits",
         "settings",
+        "setup",
         "join",
         "leave",
         "skip",
@@ -453,3 +454,35 @@ async def test_paid_providers_can_be_kept_to_roles(
             await said(fake_discord, free, "Said:")  # the free local voice is for everyone
     finally:
         await pipeline.aclose()
+
+
+async def test_a_text_channel_is_read_aloud(
+    fake_discord: FakeDiscord,  # noqa: F811
+    tmp_path: Path,
+    transcriber: Transcriber,
+) -> None:
+    from integrations.discord.guilds import GuildSettings
+    from tests.fakes.discord import GUILD_ID, TEXT_CHANNEL_ID
+    from tests.fakes.discord.payloads import BOT
+
+    pipeline = SpeechPipeline(config.load(data_dir=tmp_path / "data"))
+    client = OyezBot(pipeline, DiscordSettings(read_messages=True), **client_options())
+    try:
+        async with running(client, fake_discord):
+            client.guild_settings.put(
+                int(GUILD_ID), GuildSettings(read_channel=int(TEXT_CHANNEL_ID))
+            )
+            await fake_discord.send_message("!this is a command, not for reading", user=ALICE)
+            await fake_discord.send_message("I am a bot and am not read", user=BOT)
+            await fake_discord.send_message("The dinner is ready in the kitchen", user=ALICE)
+            await fake_discord.wait_for(
+                lambda: [p for p in fake_discord.voice.packets if p.is_silence],
+                timeout_s=30,
+                what="a message read aloud",
+            )
+            await asyncio.sleep(0.5)
+    finally:
+        await pipeline.aclose()
+    (run,) = runs(fake_discord.voice.packets)  # only the one message was read
+    heard_text = heard(run, transcriber)
+    assert word_error_rate("Alice said: The dinner is ready in the kitchen", heard_text) <= 0.2

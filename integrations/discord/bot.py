@@ -2,13 +2,15 @@
 
 Commands: ``/say text [voice] [provider]``, ``/voice set`` (autocomplete across providers),
 ``/voice show``, ``/voices [provider]``, ``/join``, ``/leave``, ``/skip``, ``/stop``,
-``/queue``, ``/credits`` and ``/settings`` (Manage Server). Each guild has one
+``/queue``, ``/credits``, ``/settings`` and ``/setup`` (Manage Server); with
+``discord.read_messages`` on, a text channel is read aloud. Each guild has one
 :class:`~integrations.discord.player.GuildPlayer`; the bot joins the caller's voice channel,
 speaks through the shared speech pipeline (cache, rate limits, credits, fallback) and edits its
 deferred reply to say what was said, by which voice, and why another voice spoke when the asked
 one could not.
 
-Intents are the minimum: guilds and voice states (no message content).
+Intents are the minimum: guilds and voice states; messages and their content only when
+channel reading is on.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from integrations.discord.audio import VoiceClientOutput
 from integrations.discord.guilds import GuildSettings, GuildSettingsStore
 from integrations.discord.player import GuildPlayer, QueuedItem
 from integrations.discord.preferences import Preferences, VoiceChoice
+from integrations.discord.reading import speakable
 
 __all__ = ["DiscordSettings", "OyezBot"]
 
@@ -50,6 +53,10 @@ class DiscordSettings(BaseModel):
     )
     idle_timeout_s: float = Field(300.0, gt=0, description="Leave voice after this long idle")
     prefetch: int = Field(2, ge=0, le=5, description="Utterances synthesized ahead")
+    read_messages: bool = Field(
+        False,
+        description="Read a channel aloud (/setup); needs the privileged message content intent",
+    )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DiscordSettings:
@@ -86,6 +93,9 @@ class OyezBot(discord.Client):
         intents = discord.Intents.none()
         intents.guilds = True
         intents.voice_states = True
+        if settings.read_messages:  # privileged: only when channel reading is on
+            intents.guild_messages = True
+            intents.message_content = True
         super().__init__(intents=intents, **options)
         self.pipeline = pipeline
         self.settings = settings
@@ -160,6 +170,47 @@ class OyezBot(discord.Client):
             player = self.players.pop(member.guild.id, None)
             if player is not None:
                 await player.close()
+
+    async def on_message(self, message: discord.Message) -> None:
+        """Read the guild's reading channel aloud (bots and the skip prefix excepted)."""
+        guild = message.guild
+        if not self.settings.read_messages or guild is None or message.author.bot:
+            return
+        server = self.guild_settings.get(guild.id)
+        if message.channel.id != server.read_channel:
+            return
+        if server.skip_prefix and message.content.startswith(server.skip_prefix):
+            return
+        words = speakable(
+            message.clean_content,
+            [a.filename for a in message.attachments],
+            server.read_max_length,
+        )
+        if not words:
+            return
+        author = message.author
+        current = guild.voice_client.channel if guild.voice_client else None
+        channel = current or (
+            author.voice.channel if isinstance(author, discord.Member) and author.voice else None
+        )
+        if not isinstance(channel, discord.VoiceChannel):
+            return  # nobody to speak to
+        chosen = self.preferences.voice_of(author.id)
+        try:
+            request = SpeechRequest.build(
+                text=f"{author.display_name} said: {words}",
+                voice=chosen.voice if chosen else server.voice,
+                provider=chosen.provider if chosen else server.provider,
+                source=RequestSource.DISCORD,
+                requester=f"discord:{author.id}",
+                guild=str(guild.id),
+            )
+            await self.pipeline.prepare(request)
+        except (InvalidRequest, ConfigError) as exc:
+            log.info("message %s not read: %s", message.id, exc)
+            return
+        player = await self._player(guild, channel)
+        player.enqueue(request, label=author.display_name)
 
     async def _spoken(
         self, item: QueuedItem, utterance: Utterance | None, error: BaseException | None
@@ -297,6 +348,28 @@ class OyezBot(discord.Client):
             interaction: discord.Interaction, current: str
         ) -> list[app_commands.Choice[str]]:
             return await self.voice_choices(current)
+
+        @tree.command(name="setup", description="Read a text channel aloud in voice")
+        @app_commands.guild_only()
+        @app_commands.default_permissions(manage_guild=True)
+        @app_commands.describe(channel="The text channel to read (none: stop reading)")
+        async def setup(
+            interaction: discord.Interaction, channel: discord.TextChannel | None = None
+        ) -> None:
+            assert interaction.guild is not None
+            current = self.guild_settings.get(interaction.guild.id)
+            updated = current.model_copy(update={"read_channel": channel.id if channel else None})
+            self.guild_settings.put(interaction.guild.id, updated)
+            if channel is None:
+                message = "I no longer read a channel aloud."
+            elif not self.settings.read_messages:
+                message = (
+                    f"Saved {channel.mention}, but reading is off: set discord.read_messages "
+                    "and enable the message content intent."
+                )
+            else:
+                message = f"I read {channel.mention} aloud in the voice channel I am in."
+            await interaction.response.send_message(message, ephemeral=True)
 
         @tree.command(name="join", description="Join your voice channel")
         @app_commands.guild_only()

@@ -31,6 +31,9 @@ class GuildSettings(BaseModel):
     )
     idle_timeout_s: float | None = Field(None, gt=0, le=86_400)
     name_prefix: bool = Field(False, description='Speak "<name> said" before each message')
+    read_channel: int | None = Field(None, description="Text channel read aloud (/setup)")
+    skip_prefix: str = Field("!", max_length=10, description="Messages starting so are not read")
+    read_max_length: int = Field(300, ge=10, le=2000, description="Longest message read, chars")
 
 
 class GuildSettingsStore:
