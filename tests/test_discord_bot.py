@@ -486,3 +486,33 @@ async def test_a_text_channel_is_read_aloud(
     (run,) = runs(fake_discord.voice.packets)  # only the one message was read
     heard_text = heard(run, transcriber)
     assert word_error_rate("Alice said: The dinner is ready in the kitchen", heard_text) <= 0.2
+
+
+async def test_a_slow_voice_list_does_not_miss_discords_3_seconds(
+    fake_discord: FakeDiscord,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    from bot.providers import ProviderRegistry
+    from integrations import PROVIDERS
+
+    settings = config.load(data_dir=tmp_path / "data")
+    targets = {**PROVIDERS, "slowtone": "tests.tone_provider:SlowListingTone"}
+    pipeline = SpeechPipeline(settings, ProviderRegistry(settings, targets))
+    client = OyezBot(pipeline, DiscordSettings(), **client_options())
+    try:
+        async with running(client, fake_discord):
+            sent = await fake_discord.send_interaction(
+                "say", {"text": "Beep.", "provider": "slowtone"}, user=ALICE
+            )
+            first = await fake_discord.wait_for_response(sent)
+            assert first.type == 5
+            assert first.time - sent.time < 2.5  # deferred before the list came back
+            assert "Said: Beep." in await said(fake_discord, sent, "Said:")
+
+            bad = await fake_discord.send_interaction(
+                "say", {"text": "Beep.", "provider": "slowtone", "voice": "b5"}, user=ALICE
+            )
+            assert (await fake_discord.wait_for_response(bad)).type == 5
+            assert "unknown voice 'b5'" in await said(fake_discord, bad, "unknown voice")
+    finally:
+        await pipeline.aclose()

@@ -60,3 +60,15 @@ class ToneProvider(Provider):
             int(8000 * math.sin(2 * math.pi * self.settings.hertz * i / rate)) for i in range(count)
         )
         return AudioChunk(struct.pack(f"<{count}h", *samples), AudioEncoding.PCM_S16LE, rate, 1)
+
+
+class SlowListingTone(ToneProvider):
+    """A tone provider whose voice list takes 2.5 s, like a cloud voice list fetched cold."""
+
+    kind = "slowtone"
+
+    async def list_voices(self) -> list[Voice]:
+        import asyncio
+
+        await asyncio.sleep(2.5)
+        return await super().list_voices()

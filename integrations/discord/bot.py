@@ -37,6 +37,9 @@ from integrations.discord.reading import speakable
 
 __all__ = ["DiscordSettings", "OyezBot"]
 
+#: Seconds /say may spend validating before it must defer (Discord allows 3 s in all).
+PREPARE_BUDGET_S = 1.5
+
 log = logging.getLogger(__name__)
 
 
@@ -584,6 +587,15 @@ class OyezBot(discord.Client):
                 provider = None  # a named voice brings its own provider
         elif voice is None and provider in (None, server.provider):
             provider, model, voice = _parse_voice(server.voice, provider or server.provider)
+        deferred = False
+
+        async def answer(message: str) -> None:
+            """Bad news for the caller: ephemeral if still possible, else in the reply."""
+            if deferred:
+                await interaction.edit_original_response(content=message)
+            else:
+                await interaction.response.send_message(message, ephemeral=True)
+
         try:
             request = SpeechRequest.build(
                 text=text,
@@ -594,20 +606,28 @@ class OyezBot(discord.Client):
                 requester=f"discord:{user.id}",
                 guild=str(interaction.guild.id),
             )
-            prepared = await self.pipeline.prepare(request)  # bad input is answered first
+            try:
+                # bad input is answered first, privately; but Discord wants an answer within
+                # 3 s, and a cloud provider's voice list may take a while to fetch
+                async with asyncio.timeout(PREPARE_BUDGET_S):
+                    prepared = await self.pipeline.prepare(request)
+            except TimeoutError:
+                await interaction.response.defer(thinking=True)
+                deferred = True
+                prepared = await self.pipeline.prepare(request)
         except (InvalidRequest, ConfigError) as exc:
-            await interaction.response.send_message(f"⚠️ {exc}", ephemeral=True)
+            await answer(f"⚠️ {exc}")
             return
         if prepared.provider.paid and server.paid_roles:
             roles = {role.id for role in getattr(user, "roles", [])}
             if not roles & set(server.paid_roles):
-                await interaction.response.send_message(
+                await answer(
                     f"⚠️ {prepared.provider.name} is a paid provider; on this server it needs "
-                    "one of the roles set with /settings.",
-                    ephemeral=True,
+                    "one of the roles set with /settings."
                 )
                 return
-        await interaction.response.defer(thinking=True)
+        if not deferred:
+            await interaction.response.defer(thinking=True)
         await self._wait_turn(interaction.guild.id, arrived)
         try:
             player = await self._player(interaction.guild, channel)
