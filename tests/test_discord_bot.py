@@ -516,3 +516,36 @@ async def test_a_slow_voice_list_does_not_miss_discords_3_seconds(
             assert "unknown voice 'b5'" in await said(fake_discord, bad, "unknown voice")
     finally:
         await pipeline.aclose()
+
+
+async def test_role_and_channel_options(
+    fake_discord: FakeDiscord,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    from tests.fakes.discord import GUILD_ID, TEXT_CHANNEL_ID
+    from tests.fakes.discord.payloads import ChannelRef, RoleRef
+
+    pipeline = SpeechPipeline(config.load(data_dir=tmp_path / "data"))
+    client = OyezBot(pipeline, DiscordSettings(read_messages=True), **client_options())
+    try:
+        async with running(client, fake_discord):
+            role = await fake_discord.send_interaction(
+                "settings", {"paid_role": RoleRef(GUILD_ID)}, user=ALICE
+            )
+            saved = (await fake_discord.wait_for_response(role)).data["content"]
+            assert f"paid providers: <@&{GUILD_ID}>" in saved
+            assert client.guild_settings.get(int(GUILD_ID)).paid_roles == [int(GUILD_ID)]
+
+            setup = await fake_discord.send_interaction(
+                "setup", {"channel": ChannelRef(TEXT_CHANNEL_ID)}, user=ALICE
+            )
+            answer = (await fake_discord.wait_for_response(setup)).data["content"]
+            assert f"<#{TEXT_CHANNEL_ID}>" in answer
+            assert client.guild_settings.get(int(GUILD_ID)).read_channel == int(TEXT_CHANNEL_ID)
+
+            off = await fake_discord.send_interaction("setup", {}, user=ALICE)
+            stopped = (await fake_discord.wait_for_response(off)).data["content"]
+            assert stopped == "I no longer read a channel aloud."
+            assert client.guild_settings.get(int(GUILD_ID)).read_channel is None
+    finally:
+        await pipeline.aclose()

@@ -183,8 +183,49 @@ def guild_create(members: list[FakeUser], voice_channels: dict[str, str | None])
     }
 
 
+@dataclass(frozen=True)
+class RoleRef:
+    """A role option's value (type 8); the interaction carries the role in ``resolved``."""
+
+    id: str
+
+
+@dataclass(frozen=True)
+class ChannelRef:
+    """A channel option's value (type 7); the interaction carries it in ``resolved``."""
+
+    id: str
+
+
+def everyone_role() -> Json:
+    return {"id": GUILD_ID, "name": "@everyone", "permissions": ALL_PERMISSIONS, "position": 0} | {
+        "color": 0,
+        "hoist": False,
+        "managed": False,
+        "mentionable": False,
+        "flags": 0,
+    }
+
+
+def resolved(values: list[Any]) -> Json:
+    """The ``resolved`` data Discord sends for role and channel options."""
+    data: Json = {}
+    for value in values:
+        if isinstance(value, RoleRef):
+            assert value.id == GUILD_ID, "the fake guild has only the @everyone role"
+            data.setdefault("roles", {})[value.id] = everyone_role()
+        elif isinstance(value, ChannelRef):
+            found = channel(value.id)
+            data.setdefault("channels", {})[value.id] = found | {"permissions": ALL_PERMISSIONS}
+    return data
+
+
 def option_type(value: Any) -> int:
     """The application command option type for a Python value (string, integer, boolean...)."""
+    if isinstance(value, RoleRef):
+        return 8
+    if isinstance(value, ChannelRef):
+        return 7
     if isinstance(value, bool):
         return 5
     if isinstance(value, int):
@@ -204,8 +245,11 @@ def interaction_create(
     user: FakeUser,
     channel_id: str,
     command_guild_id: str | None = None,
+    resolved_data: Json | None = None,
 ) -> Json:
     data: Json = {"id": command_id, "name": name, "type": 1, "options": options}
+    if resolved_data:
+        data["resolved"] = resolved_data
     if command_guild_id is not None:
         data["guild_id"] = command_guild_id
     return {

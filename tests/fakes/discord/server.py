@@ -479,7 +479,11 @@ class FakeDiscord(FakeServer):
         command, guild_id = self._find_command(name)
         interaction_id, token = self.snowflake(), "tok-" + secrets.token_hex(8)
         options_json = [
-            {"name": key, "type": payloads.option_type(value), "value": value}
+            {
+                "name": key,
+                "type": payloads.option_type(value),
+                "value": getattr(value, "id", value),  # role and channel options send ids
+            }
             for key, value in (options or {}).items()
         ]
         payload = payloads.interaction_create(
@@ -491,6 +495,7 @@ class FakeDiscord(FakeServer):
             user=user,
             channel_id=channel,
             command_guild_id=guild_id,
+            resolved_data=payloads.resolved(list((options or {}).values())),
         )
         sent = SentInteraction(interaction_id, token, name, payload, time.monotonic())
         self.interactions.append(sent)
