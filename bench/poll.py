@@ -35,12 +35,12 @@ import segmind
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.readme import write_readme  # noqa: E402
 from bot import config  # noqa: E402
 from bot.providers import SynthesisInput  # noqa: E402
 from integrations.segmind import SegmindProvider  # noqa: E402
 from tests.fakes.segmind import DEFAULT_API_KEY, FakeSegmind, Job  # noqa: E402
 
-MARKERS = ("<!-- bench:poll:start -->", "<!-- bench:poll:end -->")
 MODEL = "chatterbox-turbo-tts"
 WORDS = (
     "the kitchen timer has finished and dinner is almost ready so please come downstairs "
@@ -155,17 +155,6 @@ def table(results: dict[str, tuple[Outcome, Outcome]], count: int, parallel: int
     return "\n".join(lines)
 
 
-def write_readme(text: str) -> None:
-    readme = ROOT / "README.md"
-    content = readme.read_text(encoding="utf-8")
-    start, end = MARKERS
-    if start not in content or end not in content:
-        raise SystemExit(f"README.md has no {start} … {end} markers")
-    head, rest = content.split(start, 1)
-    _, tail = rest.split(end, 1)
-    readme.write_text(f"{head}{start}\n{text}\n{end}{tail}", encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=20)
@@ -179,7 +168,7 @@ def main() -> None:
     result = table(results, args.jobs, args.parallel)
     print(result)
     if args.write_readme:
-        write_readme(result)
+        write_readme("poll", result)
 
 
 if __name__ == "__main__":

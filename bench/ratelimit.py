@@ -56,6 +56,7 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.readme import write_readme  # noqa: E402
 from bot import config  # noqa: E402
 from bot.dispatch import Dispatcher  # noqa: E402
 from bot.errors import ProviderError, RateLimited  # noqa: E402
@@ -63,7 +64,6 @@ from bot.providers import Provider, SynthesisInput  # noqa: E402
 from bot.ratelimit import RateLimiter, remaining_calls, retry_after_s  # noqa: E402
 from bot.speech import AudioChunk, AudioEncoding, SpeechRequest, Voice  # noqa: E402
 
-MARKERS = ("<!-- bench:ratelimit:start -->", "<!-- bench:ratelimit:end -->")
 VOICE = Voice("bench", "sim", "bench", "Bench")
 PCM = bytes(320)  # 10 ms of 16 kHz mono silence
 
@@ -436,17 +436,6 @@ def table(results: list[Result], requests: int, limit: int, window_s: float) -> 
     return "\n".join(lines)
 
 
-def write_readme(text: str) -> None:
-    readme = ROOT / "README.md"
-    content = readme.read_text(encoding="utf-8")
-    start, end = MARKERS
-    if start not in content or end not in content:
-        raise SystemExit(f"README.md has no {start} … {end} markers")
-    head, rest = content.split(start, 1)
-    _, tail = rest.split(end, 1)
-    readme.write_text(f"{head}{start}\n{text}\n{end}{tail}", encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200)
@@ -487,7 +476,7 @@ def main() -> None:
     text = table(results, args.requests, n, w)
     print(text)
     if args.write_readme:
-        write_readme(text)
+        write_readme("ratelimit", text)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import statistics
 import subprocess
 import sys
@@ -39,7 +38,9 @@ PARAGRAPH = (
     "close it when you come in from the garden."
 )
 ROOT = Path(__file__).resolve().parents[1]
-MARKERS = ("<!-- bench:say:start -->", "<!-- bench:say:end -->")
+sys.path.insert(0, str(ROOT))
+
+from bench.readme import write_readme  # noqa: E402
 
 
 async def measure_oyez(runs: int) -> tuple[list[float], float]:
@@ -101,16 +102,6 @@ def table(oyez: list[float], baseline: list[float], audio_s: float, runs: int) -
     )
 
 
-def write_readme(text: str) -> None:
-    readme = ROOT / "README.md"
-    content = readme.read_text(encoding="utf-8")
-    start, end = MARKERS
-    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.DOTALL)
-    if not pattern.search(content):
-        raise SystemExit(f"README.md has no {start} … {end} markers")
-    readme.write_text(pattern.sub(f"{start}\n{text}\n{end}", content), encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -121,7 +112,7 @@ def main() -> None:
     result = table(oyez, baseline, audio_s, args.runs)
     print(result)
     if args.write_readme:
-        write_readme(result)
+        write_readme("say", result)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.readme import write_readme  # noqa: E402
 from bot import config  # noqa: E402
 from bot.pipeline import SpeechPipeline  # noqa: E402
 from bot.speech import SpeechRequest  # noqa: E402
@@ -32,7 +33,6 @@ from integrations.discord.bot import DiscordSettings, OyezBot  # noqa: E402
 from tests.fakes.discord import ALICE, FakeDiscord, client_options, running  # noqa: E402
 from tests.fakes.discord.client import patched_discord  # noqa: E402
 
-MARKERS = ("<!-- bench:ttfa:start -->", "<!-- bench:ttfa:end -->")
 SUBJECTS = (
     "The washing machine",
     "The front door",
@@ -120,17 +120,6 @@ def table(ttfa: list[float], baseline: list[float]) -> str:
     return "\n".join(lines)
 
 
-def write_readme(text: str) -> None:
-    readme = ROOT / "README.md"
-    content = readme.read_text(encoding="utf-8")
-    start, end = MARKERS
-    if start not in content or end not in content:
-        raise SystemExit(f"README.md has no {start} … {end} markers")
-    head, rest = content.split(start, 1)
-    _, tail = rest.split(end, 1)
-    readme.write_text(f"{head}{start}\n{text}\n{end}{tail}", encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
@@ -140,7 +129,7 @@ def main() -> None:
     result = table(ttfa, baseline)
     print(result)
     if args.write_readme:
-        write_readme(result)
+        write_readme("ttfa", result)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Any
 
 from bot.metrics import CACHE_LOOKUPS
 from bot.speech import OutputProfile, Voice
+from bot.store import connect
 
 __all__ = ["AudioCache", "CacheEntry", "CacheStats", "cache_key"]
 
@@ -104,16 +104,10 @@ class AudioCache:
     """Files plus an SQLite index; safe to share between the CLI and a running bot."""
 
     def __init__(self, directory: Path, max_bytes: int) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            directory / "index.sqlite3", check_same_thread=False, isolation_level=None
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        self._db = connect(directory / "index.sqlite3", _SCHEMA)
 
     def close(self) -> None:
         with self._lock:

@@ -10,12 +10,13 @@ Days are UTC days. Amounts are USD.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from bot.store import connect
 
 __all__ = ["CircuitState", "Ledger"]
 
@@ -63,14 +64,10 @@ class Ledger:
     """The SQLite-backed books. ``now`` is injectable so tests control the clock."""
 
     def __init__(self, data_dir: Path, now: Callable[[], datetime] | None = None) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / DATABASE
         self.now = now or (lambda: datetime.now(UTC))
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        self._db = connect(self.path, _SCHEMA)
 
     def close(self) -> None:
         with self._lock:

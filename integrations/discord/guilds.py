@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from bot.store import connect
 
 __all__ = ["GuildSettings", "GuildSettingsStore"]
 
@@ -38,14 +39,8 @@ class GuildSettings(BaseModel):
 
 class GuildSettingsStore:
     def __init__(self, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            data_dir / "oyez.sqlite3", check_same_thread=False, isolation_level=None
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        self._db = connect(data_dir / "oyez.sqlite3", _SCHEMA)
 
     def get(self, guild_id: int) -> GuildSettings:
         with self._lock:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+
+from bot.store import connect
 
 __all__ = ["Preferences", "VoiceChoice"]
 
@@ -34,14 +35,8 @@ class Preferences:
     """What each user chose with ``/voice set``; survives restarts."""
 
     def __init__(self, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            data_dir / "oyez.sqlite3", check_same_thread=False, isolation_level=None
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        self._db = connect(data_dir / "oyez.sqlite3", _SCHEMA)
 
     def voice_of(self, user_id: int) -> VoiceChoice | None:
         with self._lock:
