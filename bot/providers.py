@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from bot.config import LimitSettings, Settings, format_validation_error
 from bot.errors import ConfigError, InvalidOptions, UnknownModel, UnknownProvider, UnknownVoice
@@ -31,6 +32,7 @@ __all__ = [
     "ProviderRegistry",
     "SynthesisInput",
     "Usage",
+    "api_key",
     "format_option_errors",
 ]
 
@@ -68,6 +70,14 @@ class SynthesisInput:
     voice: Voice
     options: Mapping[str, Any] = field(default_factory=dict)
     usage: Usage = field(default_factory=Usage)
+
+
+def api_key(configured: SecretStr | None, env_var: str | None) -> str | None:
+    """The configured key, else ``$env_var`` (None: look in no environment variable)."""
+    key = configured.get_secret_value() if configured else None
+    if not key and env_var:
+        key = os.environ.get(env_var)
+    return key or None
 
 
 def format_option_errors(error: ValidationError) -> list[str]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Mapping
 from functools import partial
@@ -38,7 +37,7 @@ from bot.errors import (
     SynthesisFailed,
 )
 from bot.http import HttpClient, encoding_from_response, error_text
-from bot.providers import Provider, SynthesisInput
+from bot.providers import Provider, SynthesisInput, api_key
 from bot.ratelimit import retry_after_s
 from bot.speech import AudioChunk, AudioEncoding, Voice
 
@@ -161,11 +160,8 @@ class OpenAIProvider(Provider):
     ) -> None:
         super().__init__(settings, app_settings, name)
         self.settings: OpenAISettings = settings
-        key = settings.api_key.get_secret_value() if settings.api_key else None
         # The environment's key is OpenAI's: never send it to another instance's server.
-        if not key and self.name == "openai":
-            key = os.environ.get(API_KEY_ENV)
-        self._api_key = key or None
+        self._api_key = api_key(settings.api_key, API_KEY_ENV if self.name == "openai" else None)
         self.http = HttpClient(
             self.name,
             str(settings.base_url),

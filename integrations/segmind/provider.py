@@ -18,7 +18,6 @@ import base64
 import binascii
 import json
 import logging
-import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -40,7 +39,7 @@ from bot.errors import (
     UnknownVoice,
 )
 from bot.http import HttpClient, encoding_from_response, error_text
-from bot.providers import Provider, SynthesisInput, Usage
+from bot.providers import Provider, SynthesisInput, Usage, api_key
 from bot.ratelimit import retry_after_s
 from bot.speech import AudioChunk, Voice
 from integrations.segmind.models import MODELS, SegmindModel
@@ -126,8 +125,7 @@ class SegmindProvider(Provider):
     ) -> None:
         super().__init__(settings, app_settings, name)
         self.settings: SegmindSettings = settings
-        key = settings.api_key.get_secret_value() if settings.api_key else None
-        self._api_key = key or os.environ.get(API_KEY_ENV) or None
+        self._api_key = api_key(settings.api_key, API_KEY_ENV)
         self.http = HttpClient(
             self.name,
             str(settings.base_url),

@@ -17,7 +17,6 @@ import base64
 import binascii
 import json
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ from bot.errors import (
     UnknownVoice,
 )
 from bot.http import HttpClient, encoding_from_response, error_text
-from bot.providers import Provider, SynthesisInput
+from bot.providers import Provider, SynthesisInput, api_key
 from bot.ratelimit import remaining_calls, retry_after_s
 from bot.speech import AudioChunk, AudioEncoding, Voice
 from integrations.together.models import (
@@ -208,8 +207,7 @@ class TogetherProvider(Provider):
     ) -> None:
         super().__init__(settings, app_settings, name)
         self.settings: TogetherSettings = settings
-        key = settings.api_key.get_secret_value() if settings.api_key else None
-        self._api_key = key or os.environ.get(API_KEY_ENV) or None
+        self._api_key = api_key(settings.api_key, API_KEY_ENV)
         self.http = HttpClient(
             self.name,
             str(settings.base_url),
