@@ -13,11 +13,21 @@ from __future__ import annotations
 
 import os
 from contextvars import ContextVar
+from datetime import datetime, time, tzinfo
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -29,12 +39,16 @@ from bot.errors import ConfigError
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",
+    "AnnounceSettings",
     "AudioSettings",
     "BudgetSettings",
     "CacheSettings",
     "CreditSettings",
+    "DiscordChannel",
+    "HttpSettings",
     "LimitSettings",
     "NamedVoice",
+    "QuietHours",
     "RateLimitSettings",
     "Settings",
     "format_validation_error",
@@ -143,6 +157,84 @@ class NamedVoice(BaseModel):
     description: str | None = None
 
 
+class HttpSettings(BaseModel):
+    """``http``: Oyez's own HTTP server (media for speakers, the API, health and metrics)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field("0.0.0.0", description="Address to listen on")  # noqa: S104 (speakers)
+    port: int = Field(8080, ge=0, le=65535, description="0: any free port")
+    public_url: AnyHttpUrl | None = Field(
+        None,
+        description="Base URL speakers can reach (a LAN address, never localhost); "
+        "default http://127.0.0.1:<port>",
+    )
+    api_token: SecretStr | None = Field(
+        None, description="Bearer token of the /api/v1 endpoints; unset: the API is off"
+    )
+    media_ttl_s: float = Field(
+        600.0, gt=0, le=86400, description="How long a media URL for speakers stays valid"
+    )
+
+    def base_url(self) -> str:
+        """The public base URL without a trailing slash."""
+        if self.public_url is not None:
+            return str(self.public_url).rstrip("/")
+        return f"http://127.0.0.1:{self.port}"
+
+
+class DiscordChannel(BaseModel):
+    """A Discord voice channel as an announcement target."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    guild_id: int = Field(gt=0)
+    channel_id: int = Field(gt=0)
+
+    def __str__(self) -> str:
+        return f"discord:{self.guild_id}/{self.channel_id}"
+
+
+class QuietHours(BaseModel):
+    """A daily span (in ``time_zone``) when only high-priority announcements are spoken.
+
+    ``start`` after ``end`` spans midnight (22:00 to 07:00).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: time
+    end: time
+
+    def contains(self, moment: time) -> bool:
+        if self.start <= self.end:
+            return self.start <= moment < self.end
+        return moment >= self.start or moment < self.end
+
+
+class AnnounceSettings(BaseModel):
+    """``announce``: announcements from Home Assistant, the HTTP API and schedules."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ttl_s: float = Field(
+        300.0, gt=0, le=86400, description="Default ttl: older announcements are dropped"
+    )
+    duplicate_window_s: float = Field(
+        30.0, ge=0, le=86400, description="The same message to the same target is spoken once"
+    )
+    quiet_hours: QuietHours | None = None
+    chime_url: AnyHttpUrl | None = Field(
+        None, description="Media played first when an announcement says chime: true"
+    )
+    discord_channels: dict[str, DiscordChannel] = Field(
+        default_factory=dict, description="Names usable as discord targets"
+    )
+    media_players: list[str] = Field(
+        default_factory=list, description="Speakers used when an announcement names no target"
+    )
+
+
 class Settings(BaseSettings):
     """The effective configuration. Build it with :func:`load`."""
 
@@ -158,6 +250,9 @@ class Settings(BaseSettings):
     default_voice: str | None = None
     max_text_length: int = Field(1000, ge=1, le=100_000)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    time_zone: str | None = Field(
+        None, description="IANA zone for quiet hours and schedules; unset: the system's"
+    )
     audio: AudioSettings = Field(default_factory=AudioSettings)
     providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
     voices: dict[str, NamedVoice] = Field(default_factory=dict)
@@ -175,6 +270,31 @@ class Settings(BaseSettings):
     discord: dict[str, Any] = Field(
         default_factory=dict, description="The Discord bot (integrations.discord.bot)"
     )
+    homeassistant: dict[str, Any] = Field(
+        default_factory=dict, description="Home Assistant (integrations.homeassistant)"
+    )
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    announce: AnnounceSettings = Field(default_factory=AnnounceSettings)
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, zone: str | None) -> str | None:
+        if zone is not None:
+            try:
+                ZoneInfo(zone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(
+                    f"unknown time zone {zone!r} (an IANA name such as Europe/Paris)"
+                ) from None
+        return zone
+
+    def zone(self) -> tzinfo:
+        """``time_zone`` as a tzinfo; the system's local zone when unset."""
+        if self.time_zone is not None:
+            return ZoneInfo(self.time_zone)
+        local = datetime.now().astimezone().tzinfo
+        assert local is not None
+        return local
 
     @field_validator("voices")
     @classmethod

@@ -6,6 +6,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter
 
 __all__ = [
+    "ANNOUNCEMENTS",
     "CACHE_LOOKUPS",
     "FALLBACKS",
     "PROVIDER_CALLS",
@@ -45,5 +46,11 @@ CACHE_LOOKUPS = Counter(
     "oyez_cache_lookups",
     "Audio cache lookups, by result (hit, miss)",
     ["result"],
+    registry=REGISTRY,
+)
+ANNOUNCEMENTS = Counter(
+    "oyez_announcements",
+    "Announcements (Home Assistant, HTTP API, schedules), by source and final state",
+    ["source", "state"],
     registry=REGISTRY,
 )
