@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +13,30 @@ from bot import config
 from bot.config import Settings
 from bot.pipeline import SpeechPipeline
 from tests.support.asr import Transcriber
+from tests.support.secrets import SecretScanner
+
+_scanner = SecretScanner()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Watch every log record of the whole run for the suite's fake keys and tokens."""
+    root = logging.getLogger()
+    root.addHandler(_scanner)
+    root.setLevel(logging.DEBUG)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when any log record carried a secret (see tests/support/secrets.py)."""
+    if _scanner.leaks:
+        lines = "\n".join(f"  {leak}" for leak in _scanner.leaks[:20])
+        print(f"\nSECRETS IN LOG OUTPUT ({len(_scanner.leaks)} records):\n{lines}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    terminalreporter.write_line(
+        f"secret scan: {_scanner.seen} log records checked, {len(_scanner.leaks)} with a secret"
+    )
 
 
 @pytest.fixture(autouse=True)
