@@ -37,6 +37,7 @@ from pydantic import (
 
 from bot.config import DiscordChannel, Settings
 from bot.errors import InvalidRequest, OyezError
+from bot.logs import bind_request
 from bot.metrics import ANNOUNCEMENTS
 from bot.speech import OutputProfile, Priority, RequestSource, SpeechRequest, Utterance
 
@@ -397,11 +398,19 @@ class Announcer:
             self._recent[key] = (now, status_id)
         return None
 
+    def _forget(self, status_id: str, targets: set[str] | None = None) -> None:
+        """Let the message of ``status_id`` go again to ``targets`` (all: None), which did not
+        play it: only what was spoken counts as a duplicate."""
+        for key, (_, owner) in list(self._recent.items()):
+            if owner == status_id and (targets is None or key[1] in targets):
+                del self._recent[key]
+
     async def _run(
         self, status: AnnouncementStatus, announcement: Announcement, requester: str | None
     ) -> None:
         try:
-            await self._speak(status, announcement, requester)
+            with bind_request(status.id):
+                await self._speak(status, announcement, requester)
         except asyncio.CancelledError:
             if not status.state.final:
                 await self._finish(status, AnnouncementState.FAILED, "failed", "Oyez stopped")
@@ -452,6 +461,7 @@ class Announcer:
             try:
                 await self.prepare(next(iter(requests.values())))
             except OyezError as exc:
+                self._forget(status.id)
                 await self._finish(status, AnnouncementState.FAILED, "invalid", str(exc))
                 return
         status.state = AnnouncementState.SPEAKING
@@ -484,6 +494,7 @@ class Announcer:
                 status.duration_s = utterance.duration_s
                 status.cached = utterance.cached
         failed = [t for t in status.targets if not t.ok]
+        self._forget(status.id, {t.target for t in failed})
         if not failed:
             await self._finish(status, AnnouncementState.DONE, None, None)
             return

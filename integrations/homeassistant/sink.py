@@ -1,0 +1,314 @@
+"""Announcements on Home Assistant speakers: :class:`MediaPlayerSink`.
+
+An announcement is synthesized once for all of its speakers, published on Oyez's HTTP server
+(:class:`bot.server.MediaStore`: an unguessable, expiring URL) and handed to each speaker with
+``media_player.play_media`` (``media_content_type: music``, ``announce: true``, a title in
+``extra``), all speakers at once. ``announce`` is a top-level field of ``play_media`` in Home
+Assistant 2025.4 (``MEDIA_PLAYER_PLAY_MEDIA_SCHEMA``: players that support it duck or pause
+what is playing and resume it after); the schema refuses unknown top-level fields such as
+``title``, so the title goes in ``extra`` (read by Cast and DLNA players, ignored by others).
+
+A chime is prepended into the same MP3 rather than played by a first ``play_media``: speakers
+cut a playing item short when a second ``play_media`` comes. Chimes are fetched once per URL and
+kept in memory, decoded and brought to the speech's loudness.
+
+Each announcement reads every state once (``get_states``): Home Assistant answers
+``play_media`` on an entity it does not have with success, so a missing or ``unavailable``
+speaker is found here, and the volume to restore is read from the same answer.
+
+``volume`` is set with ``media_player.volume_set`` before and restored after the announcement's
+length (plus :attr:`MediaPlayerSink.restore_margin_s`), only on speakers whose state reports a
+``volume_level``. When a second announcement comes to a speaker before the first one's volume
+was restored, the level from before the first is the one restored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import aiohttp
+import ffmpeg
+
+from bot.announce import Announcement, Target, TargetResult
+from bot.audio import CANONICAL_RATE, PcmAudio
+from bot.config import AnnounceSettings
+from bot.errors import AudioError, OyezError, RequestExpired
+from bot.pipeline import SpeechPipeline
+from bot.server import MediaStore
+from bot.speech import AudioChunk, AudioEncoding, OutputProfile, SpeechRequest, Utterance
+from integrations.homeassistant.websocket import (
+    CommandFailed,
+    HomeAssistantClient,
+    HomeAssistantError,
+)
+
+__all__ = ["MediaPlayerSink", "speaker_title"]
+
+log = logging.getLogger(__name__)
+
+#: Largest chime accepted, bytes.
+MAX_CHIME_BYTES = 5 * 1024 * 1024
+#: Chimes kept decoded in memory (by URL).
+KEPT_CHIMES = 8
+#: Silence between the chime and the speech, seconds.
+CHIME_GAP_S = 0.3
+#: Longest title sent to a speaker, characters.
+TITLE_LENGTH = 80
+
+
+def speaker_title(message: str) -> str:
+    """The title a speaker shows: the message, cut to :data:`TITLE_LENGTH` characters."""
+    message = " ".join(message.split())
+    if len(message) <= TITLE_LENGTH:
+        return message
+    return message[: TITLE_LENGTH - 1].rstrip() + "…"
+
+
+@dataclass(slots=True)
+class _Restore:
+    """A speaker's volume to put back: ``level`` (0 to 1) by ``task``."""
+
+    level: float
+    task: asyncio.Task[None]
+
+
+class MediaPlayerSink:
+    """Plays announcements on Home Assistant ``media_player`` entities."""
+
+    kind: ClassVar[str] = "media_player"
+    profile = OutputProfile.MP3
+
+    def __init__(
+        self,
+        client: HomeAssistantClient,
+        pipeline: SpeechPipeline,
+        media: MediaStore,
+        settings: AnnounceSettings,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        restore_margin_s: float = 1.0,
+    ) -> None:
+        self.client = client
+        self.pipeline = pipeline
+        self.media = media
+        self.settings = settings
+        #: Seconds added to the announcement's length before the volume is restored (the
+        #: speaker's own delay in fetching and starting it).
+        self.restore_margin_s = restore_margin_s
+        self._session = session
+        self._owns_session = session is None
+        self._chimes: OrderedDict[str, PcmAudio] = OrderedDict()
+        self._chime_lock = asyncio.Lock()
+        self._restores: dict[str, _Restore] = {}
+
+    # -- delivery ------------------------------------------------------------------------------
+
+    async def deliver(
+        self, targets: list[Target], request: SpeechRequest, announcement: Announcement
+    ) -> tuple[list[TargetResult], Utterance | None]:
+        entities = [str(t) for t in targets]
+
+        def everyone(error: str, *, expired: bool = False) -> list[TargetResult]:
+            return [TargetResult(e, False, error, expired=expired) for e in entities]
+
+        chime_url = self._chime_url(announcement)
+        if chime_url is not None:  # mixed below: PCM in, one MP3 out
+            request = request.model_copy(update={"output": OutputProfile.WAV})
+        try:
+            utterance = await self.pipeline.speak(request)
+            audio, length_s = await self._audio(utterance, chime_url)
+        except RequestExpired as exc:
+            return everyone(str(exc), expired=True), None
+        except OyezError as exc:
+            log.warning("announcement %s: not synthesized: %s", request.id, exc)
+            return everyone(str(exc)), None
+        try:
+            states = {s.get("entity_id"): s for s in await self.client.get_states()}
+        except HomeAssistantError as exc:
+            return everyone(f"Home Assistant: {exc}"), utterance
+        url = self.media.publish(audio, "mp3")
+        title = speaker_title(announcement.message)
+        results = await asyncio.gather(
+            *(
+                self._play(e, states.get(e), url, title, announcement.volume, length_s, request)
+                for e in entities
+            )
+        )
+        return list(results), utterance
+
+    def _chime_url(self, announcement: Announcement) -> str | None:
+        if announcement.chime is True:
+            if self.settings.chime_url is None:
+                log.warning("chime: true, but announce.chime_url is not set: no chime")
+                return None
+            return str(self.settings.chime_url)
+        if announcement.chime is False:
+            return None
+        return str(announcement.chime)
+
+    async def _audio(self, utterance: Utterance, chime_url: str | None) -> tuple[bytes, float]:
+        """The MP3 to publish and its length in seconds."""
+        if chime_url is None:
+            return utterance.audio, utterance.duration_s
+        transcoder = self.pipeline.transcoder
+        speech = await transcoder.analyse(
+            [
+                AudioChunk(
+                    utterance.audio, AudioEncoding.WAV, utterance.sample_rate, utterance.channels
+                )
+            ]
+        )
+        parts = [speech.data]
+        try:
+            chime = await self._chime(chime_url)
+        except (AudioError, aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("announcement %s: no chime (%s): %s", utterance.request_id, chime_url, exc)
+        else:
+            gap = b"\x00\x00" * int(CHIME_GAP_S * CANONICAL_RATE)
+            parts = [chime.data, gap, speech.data]
+        mixed = PcmAudio(b"".join(parts), CANONICAL_RATE, 1, speech.loudness)
+        encoded = await transcoder.encode(mixed, OutputProfile.MP3)
+        return encoded.data, encoded.duration_s
+
+    async def _chime(self, url: str) -> PcmAudio:
+        """The chime at ``url`` as canonical PCM at the speech's loudness (fetched once).
+
+        Raises ``aiohttp.ClientError``, ``TimeoutError`` or :class:`AudioError`.
+        """
+        async with self._chime_lock:
+            cached = self._chimes.get(url)
+            if cached is not None:
+                self._chimes.move_to_end(url)
+                return cached
+            if self._session is None:
+                self._session = aiohttp.ClientSession()
+            async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=15)) as reply:
+                if reply.status != 200:
+                    raise AudioError(f"fetching the chime answered HTTP {reply.status}")
+                data = await reply.content.read(MAX_CHIME_BYTES + 1)
+            if len(data) > MAX_CHIME_BYTES:
+                raise AudioError(f"the chime is larger than {MAX_CHIME_BYTES} bytes")
+            transcoder = self.pipeline.transcoder
+            graph = ffmpeg.input("pipe:0").output(
+                "pipe:1", f="s16le", acodec="pcm_s16le", ar=CANONICAL_RATE, ac=1
+            )
+            raw, _ = await transcoder.run(graph, data, "decoding the chime")
+            if not raw:
+                raise AudioError("the chime holds no audio")
+            pcm = await transcoder.analyse(
+                [AudioChunk(raw, AudioEncoding.PCM_S16LE, CANONICAL_RATE, 1)]
+            )
+            pcm = await transcoder.normalise(pcm)
+            self._chimes[url] = pcm
+            while len(self._chimes) > KEPT_CHIMES:
+                self._chimes.popitem(last=False)
+            return pcm
+
+    async def _play(
+        self,
+        entity: str,
+        state: dict[str, Any] | None,
+        url: str,
+        title: str,
+        volume: float | None,
+        length_s: float,
+        request: SpeechRequest,
+    ) -> TargetResult:
+        if state is None:
+            return TargetResult(entity, False, "Home Assistant has no such entity")
+        if state.get("state") == "unavailable":
+            return TargetResult(entity, False, "the speaker is unavailable in Home Assistant")
+        previous = await self._set_volume(entity, state, volume, request)
+        try:
+            await self.client.call_service(
+                "media_player",
+                "play_media",
+                {
+                    "media_content_id": url,
+                    "media_content_type": "music",
+                    "announce": True,
+                    "extra": {"title": title},
+                },
+                target={"entity_id": entity},
+            )
+        except HomeAssistantError as exc:
+            if previous is not None:
+                self._restore_later(entity, previous, 0.0)
+            what = "Home Assistant refused play_media" if isinstance(exc, CommandFailed) else ""
+            error = f"{what}: {exc}" if what else str(exc)
+            log.warning("announcement %s: %s: %s", request.id, entity, error)
+            return TargetResult(entity, False, error)
+        if previous is not None:
+            self._restore_later(entity, previous, length_s + self.restore_margin_s)
+        return TargetResult(entity, True, duration_s=round(length_s, 3))
+
+    # -- volume --------------------------------------------------------------------------------
+
+    async def _set_volume(
+        self,
+        entity: str,
+        state: dict[str, Any],
+        volume: float | None,
+        request: SpeechRequest,
+    ) -> float | None:
+        """Set ``volume``; returns the level to restore later (None: nothing to restore)."""
+        if volume is None:
+            return None
+        attributes = state.get("attributes") or {}
+        level = attributes.get("volume_level")
+        if not isinstance(level, int | float) or isinstance(level, bool):
+            log.info("announcement %s: %s reports no volume; left as it is", request.id, entity)
+            return None
+        pending = self._restores.pop(entity, None)
+        original = float(level)
+        if pending is not None:  # an earlier announcement's level is still on: keep the first
+            pending.task.cancel()
+            original = pending.level
+        try:
+            await self.client.call_service(
+                "media_player", "volume_set", {"volume_level": volume}, target={"entity_id": entity}
+            )
+        except HomeAssistantError as exc:
+            log.warning("announcement %s: %s: volume not set: %s", request.id, entity, exc)
+            if pending is not None:
+                self._restore_later(entity, original, 0.0)
+            return None
+        return original
+
+    def _restore_later(self, entity: str, level: float, delay_s: float) -> None:
+        task = asyncio.create_task(
+            self._restore(entity, level, delay_s), name=f"oyez-ha-volume-{entity}"
+        )
+        self._restores[entity] = _Restore(level, task)
+
+    async def _restore(self, entity: str, level: float, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        current = self._restores.get(entity)
+        if current is not None and current.task is asyncio.current_task():
+            del self._restores[entity]
+        try:
+            await self.client.call_service(
+                "media_player", "volume_set", {"volume_level": level}, target={"entity_id": entity}
+            )
+        except HomeAssistantError as exc:
+            log.warning("%s: volume not restored to %g: %s", entity, level, exc)
+
+    async def aclose(self) -> None:
+        """Restore every volume still waiting (at once), close what was opened."""
+        restores, self._restores = self._restores, {}
+        for entity, pending in restores.items():
+            pending.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pending.task
+            if self.client.connected:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(5):
+                        await self._restore(entity, pending.level, 0.0)
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -1,0 +1,243 @@
+"""The websocket client's failure paths, against a small scripted Home Assistant on 127.0.0.1:
+silent pongs, dropped connections, a server that is gone for a while, handlers that raise.
+(The happy paths run against the real Home Assistant in test_homeassistant.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import WSMsgType, web
+from pydantic import SecretStr
+
+from integrations.homeassistant.websocket import (
+    ConnectionLost,
+    HomeAssistantClient,
+    HomeAssistantEvent,
+    backoff_delay,
+)
+
+TOKEN = "scripted-token-abcdef"
+
+
+class ScriptedHomeAssistant:
+    """Speaks enough of the websocket API: auth, subscribe_events, ping, get_states; ``hang``
+    is never answered. Refuses (``id_reuse``) an id that does not increase."""
+
+    def __init__(self) -> None:
+        self.answer_pings = True
+        self.connections: list[web.WebSocketResponse] = []
+        self.subscriptions: dict[web.WebSocketResponse, dict[str, int]] = {}
+        self.id_errors = 0
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    async def start(self, port: int = 0) -> None:
+        app = web.Application()
+        app.router.add_get("/api/websocket", self._socket)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        await self.drop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/api/websocket"
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_json({"type": "auth_required", "ha_version": "scripted"})
+        auth = await ws.receive_json()
+        if auth.get("access_token") != TOKEN:
+            await ws.send_json({"type": "auth_invalid", "message": "Invalid access token"})
+            await ws.close()
+            return ws
+        await ws.send_json({"type": "auth_ok", "ha_version": "scripted"})
+        self.connections.append(ws)
+        self.subscriptions[ws] = {}
+        last_id = 0
+        async for message in ws:
+            if message.type is not WSMsgType.TEXT:
+                continue
+            data = json.loads(message.data)
+            if data["id"] <= last_id:
+                self.id_errors += 1
+                await ws.send_json(
+                    {
+                        "id": data["id"],
+                        "type": "result",
+                        "success": False,
+                        "error": {
+                            "code": "id_reuse",
+                            "message": "Identifier values have to increase.",
+                        },
+                    }
+                )
+                continue
+            last_id = data["id"]
+            kind = data["type"]
+            if kind == "subscribe_events":
+                self.subscriptions[ws][data["event_type"]] = data["id"]
+                await ws.send_json(
+                    {"id": data["id"], "type": "result", "success": True, "result": None}
+                )
+            elif kind == "ping":
+                if self.answer_pings:
+                    await ws.send_json({"id": data["id"], "type": "pong"})
+            elif kind == "get_states":
+                await ws.send_json(
+                    {"id": data["id"], "type": "result", "success": True, "result": []}
+                )
+            elif kind != "hang":
+                await ws.send_json(
+                    {
+                        "id": data["id"],
+                        "type": "result",
+                        "success": False,
+                        "error": {"code": "unknown_command", "message": "Unknown command."},
+                    }
+                )
+        return ws
+
+    async def push(self, event_type: str, data: dict[str, Any]) -> int:
+        """Send an event to every live subscription; returns how many got it."""
+        sent = 0
+        for ws, subscribed in self.subscriptions.items():
+            if event_type in subscribed and not ws.closed:
+                await ws.send_json(
+                    {
+                        "id": subscribed[event_type],
+                        "type": "event",
+                        "event": {
+                            "event_type": event_type,
+                            "data": data,
+                            "origin": "LOCAL",
+                            "time_fired": "2025-04-01T12:00:00.000000+00:00",
+                            "context": {"id": "c", "user_id": "u1"},
+                        },
+                    }
+                )
+                sent += 1
+        return sent
+
+    async def drop(self) -> None:
+        for ws in self.connections:
+            await ws.close()
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[ScriptedHomeAssistant]:
+    server = ScriptedHomeAssistant()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def client_for(server: ScriptedHomeAssistant, **options: Any) -> HomeAssistantClient:
+    options = {"reconnect_min_s": 0.05, "reconnect_max_s": 0.2, **options}
+    return HomeAssistantClient(server.url, SecretStr(TOKEN), **options)
+
+
+async def wait_until(predicate: Any, timeout_s: float = 10.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not predicate():  # noqa: ASYNC110 (plain attributes)
+            await asyncio.sleep(0.02)
+
+
+def test_backoff_doubles_is_capped_and_jittered() -> None:
+    for attempt, step in [(0, 1.0), (1, 2.0), (2, 4.0), (5, 30.0), (50, 30.0)]:
+        delays = [backoff_delay(attempt, 1.0, 30.0) for _ in range(200)]
+        assert all(step / 2 <= d <= step for d in delays)
+        assert len(set(delays)) > 100  # jittered, not one fixed value
+
+
+async def test_silent_pongs_reconnect_and_resubscribe(
+    scripted: ScriptedHomeAssistant, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    received: list[HomeAssistantEvent] = []
+
+    async def handler(event: HomeAssistantEvent) -> None:
+        received.append(event)
+
+    async with client_for(scripted, ping_interval_s=0.2, request_timeout_s=1) as client:
+        await client.subscribe_events("oyez_announce", handler)
+        await asyncio.sleep(0.7)  # a few pings answered: still the one connection
+        assert len(scripted.connections) == 1
+        scripted.answer_pings = False
+        await wait_until(lambda: len(scripted.connections) == 2)
+        scripted.answer_pings = True
+        await client.wait_connected(5)
+        assert "no pong within 0.2 s" in caplog.text
+        assert "reconnected after" in caplog.text
+        assert await scripted.push("oyez_announce", {"message": "hi"}) == 1
+        await wait_until(lambda: received)
+        assert received[0].data == {"message": "hi"}
+        assert received[0].user_id == "u1"
+        assert received[0].time_fired is not None
+        assert received[0].time_fired.tzinfo is not None
+    assert scripted.id_errors == 0
+    assert TOKEN not in caplog.text
+
+
+async def test_a_drop_fails_commands_in_flight_and_commands_wait_for_the_reconnection(
+    scripted: ScriptedHomeAssistant, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with client_for(scripted) as client:
+        hanging = asyncio.create_task(client.command({"type": "hang"}))
+        await asyncio.sleep(0.1)
+        port = scripted.port
+        await scripted.stop()  # the server goes away for a while
+        with pytest.raises(ConnectionLost):
+            await hanging
+        assert not client.connected
+        later = asyncio.create_task(client.get_states())  # waits for the connection
+        await asyncio.sleep(0.8)
+        assert not later.done()
+        assert "reconnection 1 failed: cannot connect" in caplog.text
+        await scripted.start(port)
+        assert await asyncio.wait_for(later, 10) == []
+        assert client.reconnects == 1
+        assert await asyncio.gather(*(client.get_states() for _ in range(20))) == [[]] * 20
+    assert scripted.id_errors == 0
+
+
+async def test_a_handler_that_raises_does_not_stop_the_next_events(
+    scripted: ScriptedHomeAssistant,
+) -> None:
+    seen: list[str] = []
+
+    async def handler(event: HomeAssistantEvent) -> None:
+        seen.append(event.data["n"])
+        if event.data["n"] == "1":
+            raise RuntimeError("boom")
+
+    async with client_for(scripted) as client:
+        await client.subscribe_events("oyez_announce", handler)
+        for n in ("1", "2", "3"):
+            await scripted.push("oyez_announce", {"n": n})
+        await wait_until(lambda: len(seen) == 3)
+    assert seen == ["1", "2", "3"]
+
+
+async def test_commands_time_out_while_disconnected(scripted: ScriptedHomeAssistant) -> None:
+    async with client_for(
+        scripted, request_timeout_s=0.3, reconnect_min_s=5, reconnect_max_s=5
+    ) as client:
+        await scripted.stop()
+        await wait_until(lambda: not client.connected)
+        with pytest.raises(ConnectionLost, match="not connected to Home Assistant"):
+            await client.ping()
