@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 SAMPLE := Good evening. The washing machine has finished, and dinner will be ready in ten minutes.
 CHECKED := bot integrations
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean config-docs
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Oyez needs Python 3.11 or newer; run: make PYTHON=python3.11 ...")'
@@ -42,6 +42,11 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/poll.py --write-readme
 	$(BIN)/python bench/ttfa.py --write-readme
 	$(BIN)/python bench/ratelimit.py --write-readme
+	$(BIN)/python bench/schedule.py --write-readme
+
+# After a setting changes: config/oyez.schema.json and README.md's configuration reference.
+config-docs: $(VENV)/.installed
+	$(BIN)/python -m bot.checkconfig --write-schema --write-reference
 
 clean:
 	rm -rf $(VENV) announcement.ogg .mypy_cache .ruff_cache .pytest_cache

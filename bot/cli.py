@@ -20,8 +20,10 @@ from bot import __version__
 from bot import config as config_module
 from bot.config import Settings
 from bot.errors import ConfigError, InvalidRequest, OyezError
+from bot.logs import mask_secrets, register_settings_secrets, setup_logging
 from bot.pipeline import SpeechPipeline
 from bot.report import credits_report
+from bot.schedule_cli import add_schedule_parser, schedule_command
 from bot.speech import OutputProfile, RequestSource, SpeechRequest, Utterance, Voice
 
 __all__ = ["main"]
@@ -94,7 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     commands.add_parser(
-        "run", help="run every configured front end (Discord when discord.token is set)"
+        "run",
+        help="run every configured front end: Discord (discord.token), Home Assistant "
+        "(homeassistant.url and token), the HTTP API (http.api_token)",
     )
 
     credits = commands.add_parser(
@@ -111,6 +115,20 @@ def _parser() -> argparse.ArgumentParser:
     voices = commands.add_parser("voices", help="list the voices you can use")
     voices.add_argument("--provider", help="only this provider's voices")
     voices.add_argument("--json", action="store_true", help="print JSON, one object per voice")
+    add_schedule_parser(commands)
+
+    check = commands.add_parser(
+        "check-config",
+        help="validate the configuration file and the environment, print the effective "
+        "configuration with secrets masked; exit 2 naming each problem",
+    )
+    # SUPPRESS: without --config here, the one given before the command stays.
+    check.add_argument(
+        "--config", type=Path, default=argparse.SUPPRESS, help="YAML configuration file"
+    )
+    check.add_argument(
+        "--schema", action="store_true", help="print the configuration's JSON Schema instead"
+    )
     return parser
 
 
@@ -267,25 +285,22 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     """Serve until interrupted (Ctrl-C or SIGTERM)."""
     import signal
 
-    from integrations.discord.bot import DiscordSettings
-    from integrations.discord.runner import run_discord
+    from bot.service import Service
 
-    discord_settings = DiscordSettings.from_settings(settings)
-    if discord_settings.token is None:
-        raise ConfigError(
-            "nothing to run: set OYEZ_DISCORD__TOKEN (or discord.token in the configuration)"
-        )
-    pipeline = SpeechPipeline(settings)
+    service = Service(settings)
+    try:
+        service.build()
+    except ConfigError:
+        await service.pipeline.aclose()
+        raise
     loop = asyncio.get_running_loop()
-    serving = asyncio.ensure_future(run_discord(pipeline, discord_settings))
+    serving = asyncio.ensure_future(service.run())
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, serving.cancel)
     try:
         await serving
     except asyncio.CancelledError:
         log.info("stopping")
-    finally:
-        await pipeline.aclose()
     return EXIT_OK
 
 
@@ -322,28 +337,30 @@ async def _credits(args: argparse.Namespace, settings: Settings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (the console script exits with it)."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(logging.INFO if args.verbose else logging.WARNING)
+    if args.command == "check-config":  # before load(): it reports what load() would refuse
+        from bot.checkconfig import run as check_config
+
+        return check_config(args.config, schema=args.schema)
     try:
         settings = config_module.load(args.config)
-        if args.verbose:
-            logging.getLogger().setLevel(settings.log_level)
+        register_settings_secrets(settings)
+        if args.verbose or args.command == "run":  # a service logs at its configured level
+            setup_logging(settings.log_level, json_lines=settings.log_format == "json")
         command = {
             "say": _say,
             "voices": _voices,
             "credits": _credits,
             "cache": _cache,
             "run": _run,
+            "schedule": schedule_command,
         }[args.command]
         return asyncio.run(command(args, settings))
     except (InvalidRequest, ConfigError) as exc:
-        print(f"oyez: error: {exc}", file=sys.stderr)
+        print(mask_secrets(f"oyez: error: {exc}"), file=sys.stderr)
         return EXIT_BAD_INPUT
     except OyezError as exc:
-        print(f"oyez: failed: {exc}", file=sys.stderr)
+        print(mask_secrets(f"oyez: failed: {exc}"), file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130

@@ -52,7 +52,9 @@ __all__ = [
     "RateLimitSettings",
     "Settings",
     "format_validation_error",
+    "from_sources",
     "load",
+    "source_file",
 ]
 
 DEFAULT_CONFIG_FILE = Path("oyez.yaml")
@@ -250,6 +252,9 @@ class Settings(BaseSettings):
     default_voice: str | None = None
     max_text_length: int = Field(1000, ge=1, le=100_000)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text: one readable line per event; json: one JSON object per line"
+    )
     time_zone: str | None = Field(
         None, description="IANA zone for quiet hours and schedules; unset: the system's"
     )
@@ -275,6 +280,10 @@ class Settings(BaseSettings):
     )
     http: HttpSettings = Field(default_factory=HttpSettings)
     announce: AnnounceSettings = Field(default_factory=AnnounceSettings)
+    schedules: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Scheduled alerts (bot.schedule.Schedule), loaded by name at start",
+    )
 
     @field_validator("time_zone")
     @classmethod
@@ -347,15 +356,11 @@ def _resolve_path(path: Path | None) -> Path | None:
     return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
 
 
-def load(path: Path | None = None, **overrides: Any) -> Settings:
-    """Load the effective settings.
-
-    ``path`` is the YAML file (None: ``$OYEZ_CONFIG`` or ``./oyez.yaml`` when present);
-    ``overrides`` win over everything (tests use them). Raises :class:`ConfigError` naming every
-    problem: a missing file, YAML syntax, unknown keys, wrong types, out-of-range values.
-    """
+def source_file(path: Path | None = None) -> Path | None:
+    """The YAML file :func:`load` reads: ``path``, else ``$OYEZ_CONFIG``, else ``./oyez.yaml``
+    when present; None when there is none. Raises :class:`ConfigError` when the file is missing,
+    is not valid YAML or does not hold a mapping."""
     yaml_path = _resolve_path(path)
-    where = str(yaml_path) if yaml_path else "the environment"
     if yaml_path is not None:
         try:
             content = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
@@ -365,11 +370,32 @@ def load(path: Path | None = None, **overrides: Any) -> Settings:
             raise ConfigError(
                 f"{yaml_path} must hold a mapping of keys, not {type(content).__name__}"
             )
-        where = f"{yaml_path} or the OYEZ_* environment"
+    return yaml_path
+
+
+def from_sources(
+    yaml_path: Path | None, settings_class: type[Settings] = Settings, **overrides: Any
+) -> Settings:
+    """``settings_class`` built from ``overrides``, the environment and ``yaml_path`` (from
+    :func:`source_file`). Raises pydantic's ``ValidationError`` as it is: ``oyez check-config``
+    walks its errors."""
     token = _yaml_file.set(yaml_path)
     try:
-        return Settings(**overrides)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, where)) from None
+        return settings_class(**overrides)
     finally:
         _yaml_file.reset(token)
+
+
+def load(path: Path | None = None, **overrides: Any) -> Settings:
+    """Load the effective settings.
+
+    ``path`` is the YAML file (None: ``$OYEZ_CONFIG`` or ``./oyez.yaml`` when present);
+    ``overrides`` win over everything (tests use them). Raises :class:`ConfigError` naming every
+    problem: a missing file, YAML syntax, unknown keys, wrong types, out-of-range values.
+    """
+    yaml_path = source_file(path)
+    where = f"{yaml_path} or the OYEZ_* environment" if yaml_path else "the environment"
+    try:
+        return from_sources(yaml_path, **overrides)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, where)) from None

@@ -3,17 +3,22 @@ export. Label values are provider names and short outcome words, never request t
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = [
     "ANNOUNCEMENTS",
     "CACHE_LOOKUPS",
     "FALLBACKS",
+    "HOMEASSISTANT_RECONNECTS",
     "PROVIDER_CALLS",
+    "QUEUE_DEPTH",
     "RATE_LIMITED",
     "REGISTRY",
+    "REQUESTS",
     "RETRIES",
     "SPEND_USD",
+    "SYNTHESIS_SECONDS",
+    "TIME_TO_FIRST_AUDIO",
 ]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -52,5 +57,36 @@ ANNOUNCEMENTS = Counter(
     "oyez_announcements",
     "Announcements (Home Assistant, HTTP API, schedules), by source and final state",
     ["source", "state"],
+    registry=REGISTRY,
+)
+REQUESTS = Counter(
+    "oyez_requests",
+    "Speech requests by source, the provider that spoke, and outcome (ok, cached, failed, "
+    "expired, invalid)",
+    ["source", "provider", "outcome"],
+    registry=REGISTRY,
+)
+SYNTHESIS_SECONDS = Histogram(
+    "oyez_synthesis_seconds",
+    "From a request entering the pipeline to its encoded audio, by provider (cache hits too)",
+    ["provider"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60),
+    registry=REGISTRY,
+)
+TIME_TO_FIRST_AUDIO = Histogram(
+    "oyez_time_to_first_audio_seconds",
+    "From a request's arrival to its first audio leaving for the sink, by sink",
+    ["sink"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30),
+    registry=REGISTRY,
+)
+QUEUE_DEPTH = Gauge(
+    "oyez_queue_depth",
+    "Utterances waiting in Discord voice queues (all guilds)",
+    registry=REGISTRY,
+)
+HOMEASSISTANT_RECONNECTS = Counter(
+    "oyez_homeassistant_reconnects",
+    "Reconnections to Home Assistant's websocket after a drop",
     registry=REGISTRY,
 )

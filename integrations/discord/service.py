@@ -1,0 +1,125 @@
+"""The Discord bot as a front end of ``oyez run``, and as the sink of announcements that name
+a Discord voice channel (``discord: {guild_id, channel_id}``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, ClassVar
+
+import discord
+import yarl
+
+from bot.announce import Announcement, Target, TargetResult
+from bot.config import DiscordChannel
+from bot.errors import RequestExpired
+from bot.speech import OutputProfile, SpeechRequest, Utterance
+from integrations.discord.bot import DiscordSettings, OyezBot
+
+if TYPE_CHECKING:
+    from bot.service import Service
+
+__all__ = ["DiscordFrontEnd", "DiscordSink", "discord_front_end"]
+
+log = logging.getLogger(__name__)
+
+
+class DiscordSink:
+    """Speaks announcements in Discord voice channels through each guild's queue.
+
+    The bot joins the channel when it is in none of that guild (or idle in another one); when
+    it is busy in another channel of the guild, the target fails with that reason rather than
+    cutting a conversation short. A target's result comes when its utterance has played.
+    """
+
+    kind: ClassVar[str] = "discord"
+    profile = OutputProfile.DISCORD
+
+    def __init__(self, bot: OyezBot) -> None:
+        self.bot = bot
+
+    async def deliver(
+        self, targets: list[Target], request: SpeechRequest, announcement: Announcement
+    ) -> tuple[list[TargetResult], Utterance | None]:
+        outcomes = await asyncio.gather(*(self._one(t, request) for t in targets))
+        results = [result for result, _ in outcomes]
+        spoken = next((u for _, u in outcomes if u is not None), None)
+        return results, spoken
+
+    async def warm(self, request: SpeechRequest) -> None:
+        """Make ``request``'s audio ahead (scheduled alerts), into the audio cache, the way the
+        guild players will ask for it: sentence by sentence unless ``discord.split_sentences``
+        is off. Raises the pipeline's errors."""
+        sentences = self.bot.pipeline.speak_sentences(
+            request, split=self.bot.settings.split_sentences
+        )
+        async for _ in sentences:
+            pass
+
+    async def _one(
+        self, target: Target, request: SpeechRequest
+    ) -> tuple[TargetResult, Utterance | None]:
+        assert isinstance(target, DiscordChannel)
+        name = str(target)
+        guild = self.bot.get_guild(target.guild_id)
+        if guild is None:
+            return TargetResult(name, False, "the bot is not in that server"), None
+        channel = guild.get_channel(target.channel_id)
+        if not isinstance(channel, discord.VoiceChannel | discord.StageChannel):
+            return TargetResult(name, False, "no such voice channel in that server"), None
+        try:
+            utterance = await self.bot.speak_in(
+                guild, channel, request.model_copy(update={"guild": str(guild.id)})
+            )
+        except RequestExpired as exc:
+            return TargetResult(name, False, str(exc), expired=True), None
+        except Exception as exc:
+            log.warning("announcement %s: %s: %s", request.id, name, exc)
+            return TargetResult(name, False, str(exc) or type(exc).__name__), None
+        return TargetResult(name, True, duration_s=round(utterance.duration_s, 3)), utterance
+
+
+class DiscordFrontEnd:
+    """Connects the bot and serves until cancelled. The token is never logged."""
+
+    name = "discord"
+
+    def __init__(self, bot: OyezBot, settings: DiscordSettings) -> None:
+        self.bot = bot
+        self.settings = settings
+
+    async def start(self) -> None:
+        """Point discord.py at the configured REST and gateway URLs, then log in.
+
+        ``api_base_url`` and ``gateway_url`` serve large deployments behind a proxy; TLS uses
+        the system's trust store (``SSL_CERT_FILE`` works) and is never unchecked.
+        """
+        assert self.settings.token is not None
+        discord.http.Route.BASE = str(self.settings.api_base_url).rstrip("/")
+        if self.settings.gateway_url is not None:
+            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(
+                str(self.settings.gateway_url)
+            )
+        log.info("discord: connecting (commands sync %s)", self.settings.sync_guilds or "globally")
+        await self.bot.login(self.settings.token.get_secret_value())
+
+    async def run(self) -> None:
+        await self.bot.connect(reconnect=True)
+
+    async def stop(self) -> None:
+        await self.bot.close()
+
+    def ready(self) -> tuple[bool, str]:
+        if self.bot.is_ready() and not self.bot.is_closed():
+            return True, f"connected as {self.bot.user}"
+        return False, "not connected to the gateway"
+
+
+def discord_front_end(service: Service) -> DiscordFrontEnd | None:
+    """The Discord front end when ``discord.token`` is set (and its sink registered)."""
+    settings = DiscordSettings.from_settings(service.settings)
+    if settings.token is None:
+        return None
+    bot = OyezBot(service.pipeline, settings)
+    service.announcer.add_sink(DiscordSink(bot))
+    return DiscordFrontEnd(bot, settings)
