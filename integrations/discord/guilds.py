@@ -20,7 +20,9 @@ CREATE TABLE IF NOT EXISTS discord_guild_settings (
 
 
 class GuildSettings(BaseModel):
-    """What a server's managers set with ``/settings``. None: Oyez's configuration decides."""
+    """What a server's managers set with ``/settings`` and ``/setup``. None: Oyez's
+    configuration decides. Stored as JSON: a field added later takes its default for rows
+    stored before it."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -35,6 +37,10 @@ class GuildSettings(BaseModel):
     read_channel: int | None = Field(None, description="Text channel read aloud (/setup)")
     skip_prefix: str = Field("!", max_length=10, description="Messages starting so are not read")
     read_max_length: int = Field(300, ge=10, le=2000, description="Longest message read, chars")
+    # settings stored before this field existed read as on
+    read_voice_chat: bool = Field(
+        True, description="Read the text chat of the voice channel the bot is in"
+    )
 
 
 class GuildSettingsStore:

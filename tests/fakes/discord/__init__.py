@@ -2,8 +2,9 @@
 
 - :class:`FakeDiscord` (:mod:`.server`): REST ``/api/v10``, the gateway websocket, the test API
   to push events (``send_interaction``, ``send_message``, ``move_member``) and the logs;
-- :class:`FakeVoiceServer` (:mod:`.voice`): voice websocket + UDP, RTP decryption;
-  :func:`decode_opus` / :func:`count_silence` for what it received;
+- :class:`FakeVoiceServer` (:mod:`.voice`): voice websocket + UDP, RTP decryption, resume,
+  dropped connections (``drop_connections``); :func:`decode_opus` / :func:`count_silence` for
+  what it received;
 - :mod:`.client`: :func:`patched_discord`, :func:`client_options`, :func:`attach`,
   :func:`running` point a ``discord.Client`` at the fake;
 - :mod:`.payloads`: the fixed world (guild, channels, alice, the bot) and payload builders;

@@ -23,8 +23,9 @@ and answered 404 JSON): ``GET /users/@me``, ``GET /oauth2/applications/@me``,
 
 Gateway: HELLO, IDENTIFY → READY then GUILD_CREATE, heartbeat op 1 → op 11, op 4 voice state
 updates → VOICE_STATE_UPDATE (+ VOICE_SERVER_UPDATE pointing at :attr:`FakeDiscord.voice` when
-joining). Frames are plain text (discord.py only decompresses binary frames). Every op the client
-sends is in :attr:`FakeDiscord.gateway_ops`.
+joining; moving to another channel also closes the old voice websocket with 4014). Frames are
+plain text (discord.py only decompresses binary frames). Every op the client sends is in
+:attr:`FakeDiscord.gateway_ops`.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ T = TypeVar("T")
 # gateway opcodes
 DISPATCH, HEARTBEAT, IDENTIFY, PRESENCE, VOICE_STATE, RESUME = 0, 1, 2, 3, 4, 6
 RECONNECT, REQUEST_MEMBERS, INVALID_SESSION, HELLO, HEARTBEAT_ACK = 7, 8, 9, 10, 11
+DISCONNECTED = 4014  # voice close code: the bot was disconnected from the channel
 
 
 @dataclass(frozen=True)
@@ -438,6 +440,7 @@ class FakeDiscord(FakeServer):
     async def _on_voice_state(self, d: dict[str, Any]) -> None:
         channel_id = None if d.get("channel_id") is None else str(d["channel_id"])
         guild_id = str(d["guild_id"])
+        previous = self.voice_states.get(BOT.id)
         self.voice_states[BOT.id] = channel_id
         state = payloads.voice_state(
             BOT, channel_id, session_id=self.session_id, guild_id=guild_id, with_member=True
@@ -451,6 +454,9 @@ class FakeDiscord(FakeServer):
                 "VOICE_SERVER_UPDATE",
                 {"token": token, "guild_id": guild_id, "endpoint": self.voice.endpoint},
             )
+            if previous not in (None, channel_id):
+                # moving to another channel ends the voice session in the old one
+                await self.voice.drop_connections(DISCONNECTED)
 
     async def dispatch(self, event: str, data: Any) -> None:
         """Send a DISPATCH (op 0) to the connected client."""
@@ -512,7 +518,10 @@ class FakeDiscord(FakeServer):
     async def send_message(
         self, content: str, *, user: FakeUser = ALICE, channel: str = TEXT_CHANNEL_ID
     ) -> dict[str, Any]:
-        """Dispatch MESSAGE_CREATE (a user writing in a channel); returns the message."""
+        """Dispatch MESSAGE_CREATE (a user writing in a channel); returns the message.
+
+        ``channel`` may be a voice channel's id: a message in its text chat.
+        """
         await self.wait_identified()
         data = payloads.message(
             message_id=self.snowflake(),
@@ -525,13 +534,29 @@ class FakeDiscord(FakeServer):
         return data
 
     async def move_member(self, user: FakeUser, channel: str | None) -> None:
-        """A member joins, moves to, or (``None``) leaves a voice channel."""
+        """A member joins, moves to, or (``None``) leaves a voice channel.
+
+        For the bot this is a moderator moving or disconnecting it: a move also sends
+        VOICE_SERVER_UPDATE (the client connects to voice anew); either way its voice websocket
+        is closed with 4014 (disconnected), as when the bot moves itself (op 4).
+        """
         await self.wait_identified()
         self.voice_states[user.id] = channel
+        session_id = self.session_id if user == BOT else f"vs-{user.id}"
         await self.dispatch(
             "VOICE_STATE_UPDATE",
-            payloads.voice_state(user, channel, session_id=f"vs-{user.id}", with_member=True),
+            payloads.voice_state(user, channel, session_id=session_id, with_member=True),
         )
+        if user != BOT:
+            return
+        if channel is not None:
+            token = secrets.token_hex(8)
+            self.voice_tokens.append(token)
+            await self.dispatch(
+                "VOICE_SERVER_UPDATE",
+                {"token": token, "guild_id": GUILD_ID, "endpoint": self.voice.endpoint},
+            )
+        await self.voice.drop_connections(DISCONNECTED)
 
     # -- test API: queries and waits -----------------------------------------------------------
     async def wait_identified(self, timeout_s: float = 10.0) -> None:

@@ -18,6 +18,16 @@ Handshake, as discord.py 2.7 drives it:
    nonce suffix: the 24-byte nonce is those 4 bytes followed by 20 zero bytes. After playback
    the client sends five silence frames :data:`OPUS_SILENCE`.
 
+Dropped connections (https://discord.com/developers/docs/topics/voice-connections, "Resuming
+Voice Connection"): :meth:`FakeVoiceServer.drop_connections` closes the websockets with a close
+code. After 4015 (voice server crashed) the session stays resumable: on a new websocket the client
+sends RESUME (op 7: ``server_id``, ``session_id``, ``token``, ``seq_ack``) and the server answers
+RESUMED (op 9); the SSRC, the secret key and the UDP flow stay, and no READY or
+SESSION_DESCRIPTION is sent again. A RESUME for an unknown or ended session is refused with close
+code 4006 (session no longer valid), after which the client must start over through the gateway
+(op 4). Server messages carry a ``seq`` (voice gateway v8) that the client acknowledges as
+``seq_ack``.
+
 discord.py hard-codes the voice websocket URL as ``wss://{endpoint}/?v=8``; this server speaks
 plain ``ws://``, and :func:`tests.fakes.discord.client.attach` rewrites the scheme for it.
 """
@@ -60,6 +70,8 @@ HEARTBEAT_INTERVAL_MS = 41_250
 # voice gateway opcodes (v8)
 IDENTIFY, SELECT_PROTOCOL, READY, HEARTBEAT, SESSION_DESCRIPTION, SPEAKING = 0, 1, 2, 3, 4, 5
 HEARTBEAT_ACK, RESUME, HELLO, RESUMED = 6, 7, 8, 9
+# voice close codes
+NOT_AUTHENTICATED, SESSION_NO_LONGER_VALID, SERVER_CRASHED = 4003, 4006, 4015
 
 
 @dataclass(frozen=True)
@@ -88,7 +100,12 @@ class RtpPacket:
 
 @dataclass
 class VoiceSession:
-    """One voice websocket connection (one ``VoiceClient`` connect)."""
+    """One voice session: begun by IDENTIFY, carried onto a new websocket by each RESUME.
+
+    ``closed``: its websocket is closed now (a resume opens it again); ``resumable``: a RESUME
+    may still pick it up; ``resumes``: the RESUME payloads that did; ``seq``: the last message
+    number the server sent on it.
+    """
 
     ssrc: int
     secret_key: bytes
@@ -96,7 +113,26 @@ class VoiceSession:
     mode: str | None = None
     client_address: tuple[str, int] | None = None
     closed: bool = False
+    resumable: bool = True
     speaking: list[int] = field(default_factory=list)
+    resumes: list[dict[str, Any]] = field(default_factory=list)
+    seq: int = 0
+
+    def matches(self, resume: dict[str, Any]) -> bool:
+        """Whether a RESUME payload names this session (server, session id and token)."""
+        identify = self.identify or {}
+        return all(
+            str(resume.get(key)) == str(identify.get(key))
+            for key in ("server_id", "session_id", "token")
+        )
+
+
+@dataclass(eq=False)
+class _Connection:
+    """One voice websocket and the session it carries (none before IDENTIFY or RESUME)."""
+
+    ws: web.WebSocketResponse
+    session: VoiceSession | None = None
 
 
 class _Udp(asyncio.DatagramProtocol):
@@ -117,6 +153,7 @@ class FakeVoiceServer:
     Logs: :attr:`ops` (every websocket message the client sent), :attr:`sessions`,
     :attr:`packets` (decrypted RTP, in arrival order), :attr:`discoveries` (IP discovery
     requests' source addresses) and :attr:`errors` (undecryptable or unexpected datagrams).
+    :meth:`drop_connections` simulates a crash or an ended session.
     """
 
     def __init__(self, *, modes: Iterable[str] = (AEAD_MODE,), dave_protocol_version: int = 0):
@@ -132,7 +169,7 @@ class FakeVoiceServer:
         self._next_ssrc = FIRST_SSRC
         self._runner: web.AppRunner | None = None
         self._udp: asyncio.DatagramTransport | None = None
-        self._sockets: set[web.WebSocketResponse] = set()
+        self._connections: set[_Connection] = set()
 
     # -- serving -------------------------------------------------------------------------------
     async def start(self) -> Self:
@@ -153,8 +190,8 @@ class FakeVoiceServer:
         return self
 
     async def stop(self) -> None:
-        for ws in list(self._sockets):
-            await ws.close()
+        for connection in list(self._connections):
+            await connection.ws.close()
         if self._udp is not None:
             self._udp.close()
             self._udp = None
@@ -177,42 +214,55 @@ class FakeVoiceServer:
     async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
-        self._sockets.add(ws)
-        session = VoiceSession(ssrc=self._next_ssrc, secret_key=os.urandom(32))
-        self._next_ssrc += 1
-        self.sessions.append(session)
+        connection = _Connection(ws)
+        self._connections.add(connection)
         try:
-            await self._send(ws, HELLO, {"heartbeat_interval": HEARTBEAT_INTERVAL_MS, "v": 8})
+            await self._send(
+                connection, HELLO, {"heartbeat_interval": HEARTBEAT_INTERVAL_MS, "v": 8}
+            )
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
-                    await self._on_message(ws, session, json.loads(msg.data))
+                    await self._on_message(connection, json.loads(msg.data))
                 elif msg.type == WSMsgType.BINARY:
                     self.ops.append(VoiceOp(time.monotonic(), msg.data[0], bytes(msg.data[1:])))
                     log.warning("fake voice: unexpected binary (DAVE) op %d", msg.data[0])
         finally:
-            session.closed = True
-            self._sockets.discard(ws)
+            if connection.session is not None:
+                connection.session.closed = True
+            self._connections.discard(connection)
         return ws
 
-    async def _send(self, ws: web.WebSocketResponse, op: int, d: Any) -> None:
-        await ws.send_str(json.dumps({"op": op, "d": d}))
+    async def _send(self, connection: _Connection, op: int, d: Any) -> None:
+        message: dict[str, Any] = {"op": op, "d": d}
+        session = connection.session
+        if session is not None and op not in (HELLO, HEARTBEAT_ACK):
+            session.seq += 1
+            message["seq"] = session.seq
+        await connection.ws.send_str(json.dumps(message))
 
-    async def _on_message(
-        self, ws: web.WebSocketResponse, session: VoiceSession, msg: dict[str, Any]
-    ) -> None:
+    async def _on_message(self, connection: _Connection, msg: dict[str, Any]) -> None:
         op, d = msg.get("op"), msg.get("d") or {}
         self.ops.append(VoiceOp(time.monotonic(), int(op or 0), d))
+        session = connection.session
         if op == IDENTIFY:
-            session.identify = d
+            session = VoiceSession(ssrc=self._next_ssrc, secret_key=os.urandom(32), identify=d)
+            self._next_ssrc += 1
+            self.sessions.append(session)
+            connection.session = session
             ready = {"ssrc": session.ssrc, "ip": "127.0.0.1", "port": self.udp_port}
-            await self._send(ws, READY, ready | {"modes": self.modes})
+            await self._send(connection, READY, ready | {"modes": self.modes})
+        elif op == RESUME:
+            await self._resume(connection, d)
         elif op == HEARTBEAT:
             nonce = d.get("t") if isinstance(d, dict) else d
-            await self._send(ws, HEARTBEAT_ACK, {"t": nonce} if isinstance(d, dict) else d)
+            await self._send(connection, HEARTBEAT_ACK, {"t": nonce} if isinstance(d, dict) else d)
+        elif session is None:
+            log.warning("fake voice: op %s before IDENTIFY or RESUME: closing 4003", op)
+            await connection.ws.close(code=NOT_AUTHENTICATED)
         elif op == SELECT_PROTOCOL:
             session.mode = d["data"]["mode"]
             await self._send(
-                ws,
+                connection,
                 SESSION_DESCRIPTION,
                 {
                     "mode": session.mode,
@@ -224,10 +274,43 @@ class FakeVoiceServer:
             )
         elif op == SPEAKING:
             session.speaking.append(int(d.get("speaking", 0)))
-        elif op == RESUME:
-            await self._send(ws, RESUMED, None)
         else:
             log.warning("fake voice: unhandled op %s: %r", op, d)
+
+    async def _resume(self, connection: _Connection, d: dict[str, Any]) -> None:
+        """RESUME: pick the session up on this websocket (RESUMED), or refuse it (4006)."""
+        found = next(
+            (s for s in reversed(self.sessions) if s.matches(d) and s.resumable and s.closed),
+            None,
+        )
+        if found is None:
+            log.info("fake voice: RESUME of an unknown or ended session: closing 4006")
+            await connection.ws.close(code=SESSION_NO_LONGER_VALID)
+            return
+        found.closed = False
+        found.resumes.append(d)
+        connection.session = found
+        await self._send(connection, RESUMED, None)
+
+    # -- test API ------------------------------------------------------------------------------
+    async def drop_connections(
+        self, code: int = SERVER_CRASHED, *, resumable: bool | None = None
+    ) -> int:
+        """Close every open voice websocket with ``code``; returns how many were closed.
+
+        4015 (the voice server crashed) leaves the sessions resumable (RESUME, op 7); other
+        codes, e.g. 4006 (session no longer valid), end them, so the client must connect anew
+        through the gateway. ``resumable`` overrides that.
+        """
+        keep = code == SERVER_CRASHED if resumable is None else resumable
+        dropped = 0
+        for connection in list(self._connections):
+            if connection.session is not None:
+                connection.session.resumable = keep
+            if not connection.ws.closed:
+                await connection.ws.close(code=code)
+                dropped += 1
+        return dropped
 
     # -- UDP -----------------------------------------------------------------------------------
     def _on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
