@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from bot.config import LimitSettings, Settings
@@ -233,11 +234,14 @@ class Dispatcher:
         *,
         wait_until: float | None,
         expiry: float | None = None,
+        on_chunk: Callable[[AudioChunk], Awaitable[None]] | None = None,
     ) -> Dispatched:
         """Synthesize ``synthesis`` through ``provider``.
 
         ``wait_until`` bounds the wait for the rate limiter and ``expiry`` is the request's
-        expiry, both event-loop times. Raises :class:`RateLimited` (waited past
+        expiry, both event-loop times. ``on_chunk`` gets each chunk as it arrives (a sink
+        playing a stream); once it has had one, a failed call is not retried, since a retry
+        would start the audio again. Raises :class:`RateLimited` (waited past
         ``wait_until``), :class:`RequestExpired` (``expiry`` passed while waiting),
         :class:`InsufficientCredits`, :class:`BudgetExceeded` or the provider's own
         :class:`ProviderError`.
@@ -278,6 +282,8 @@ class Dispatcher:
                     if not chunks:
                         first_audio_s = loop.time() - called
                     chunks.append(chunk)
+                    if on_chunk is not None:
+                        await on_chunk(chunk)
             except RateLimited as exc:
                 PROVIDER_CALLS.labels(provider.name, "rate_limited").inc()
                 RATE_LIMITED.labels(provider.name).inc()
@@ -299,7 +305,13 @@ class Dispatcher:
                 PROVIDER_CALLS.labels(provider.name, outcome).inc()
                 delay = limiter.backoff_s(retries + 1)
                 late = wait_until is not None and loop.time() + delay > wait_until
-                if not exc.retryable or retries >= self.settings.rate_limits.retries or late:
+                heard = on_chunk is not None and bool(chunks)  # its audio already went out
+                if (
+                    not exc.retryable
+                    or retries >= self.settings.rate_limits.retries
+                    or late
+                    or heard
+                ):
                     raise
                 retries += 1
                 RETRIES.labels(provider.name).inc()

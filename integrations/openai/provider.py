@@ -277,12 +277,16 @@ class OpenAIProvider(Provider):
         encoding = encoding_from_response(content_type, body) or _ENCODINGS[response_format]
         return AudioChunk(body, encoding, 0, 0)
 
+    def streams_live(self, job: SynthesisInput) -> bool:
+        """Streaming is on and ``job``'s format can be cut into pieces (PCM, MP3, AAC)."""
+        return self.settings.stream and self._format(job) in _STREAMABLE
+
     async def stream(self, job: SynthesisInput) -> AsyncIterator[AudioChunk]:
         """The body's chunks as they arrive: PCM s16le 24 kHz (whole samples) for ``pcm``, MP3
         or AAC pieces for those (the transcoder joins them). WAV, Opus and FLAC are one file
         each, so they, and everything when ``stream`` is off, come as one :meth:`synthesize`."""
         response_format = self._format(job)
-        if not self.settings.stream or response_format not in _STREAMABLE:
+        if not self.streams_live(job):
             yield await self.synthesize(job)
             return
         payload = self._payload(job, response_format, stream=True)

@@ -381,6 +381,10 @@ class TogetherProvider(Provider):
             )
         return AudioChunk(body, encoding, call.sample_rate, 1)
 
+    def streams_live(self, job: SynthesisInput) -> bool:
+        """Streaming is on and ``job`` asks for raw PCM (the only format the API streams)."""
+        return self.settings.stream and job.options.get("response_format") in (None, "raw")
+
     async def stream(self, job: SynthesisInput) -> AsyncIterator[AudioChunk]:
         """Raw PCM chunks (whole samples, mono) as the server sends them.
 
@@ -388,7 +392,7 @@ class TogetherProvider(Provider):
         for ``wav``/``mp3`` (the API streams only ``raw``). Raises :class:`SynthesisFailed` on
         an error event or a stream that ends without ``[DONE]``.
         """
-        if not self.settings.stream or job.options.get("response_format") not in (None, "raw"):
+        if not self.streams_live(job):
             yield await self.synthesize(job)
             return
         self._require_key(job.voice.model)
