@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -40,7 +40,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No test sees the developer's OYEZ_* variables or ./oyez.yaml. The audio cache is off
     unless a test turns it on: tests of providers must reach the providers."""
     for name in list(os.environ):
@@ -48,6 +48,13 @@ def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
             monkeypatch.delenv(name)
     monkeypatch.setenv("OYEZ_CACHE__ENABLED", "false")
     monkeypatch.chdir(tmp_path)
+    # the CLI's setup_logging() raises the root level; the secret scan must see every record
+    logging.getLogger().setLevel(logging.DEBUG)
+    yield
+    root = logging.getLogger()
+    for handler in list(root.handlers):  # a CLI test's stderr handler outlives its capture
+        if getattr(handler, "_oyez", False):
+            root.removeHandler(handler)
 
 
 @pytest.fixture

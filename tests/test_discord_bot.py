@@ -89,6 +89,7 @@ async def test_commands_are_synced(
         "skip",
         "stop",
         "queue",
+        "schedule",
     }
     # Discord shows /credits only to members who may manage the server (1 << 5)
     assert int(commands["credits"]["default_member_permissions"]) == 1 << 5
@@ -218,6 +219,8 @@ async def test_oyez_run_connects_and_stops_cleanly(
         OYEZ_DISCORD__API_BASE_URL=fake_discord.api_base,
         OYEZ_DISCORD__GATEWAY_URL=fake_discord.gateway_url,
         OYEZ_LOG_LEVEL="DEBUG",
+        OYEZ_HTTP__HOST="127.0.0.1",
+        OYEZ_HTTP__PORT="0",
     )
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -549,3 +552,44 @@ async def test_role_and_channel_options(
             assert client.guild_settings.get(int(GUILD_ID)).read_channel is None
     finally:
         await pipeline.aclose()
+
+
+async def test_the_voice_channel_chat_is_read_aloud(
+    fake_discord: FakeDiscord,  # noqa: F811
+    tmp_path: Path,
+    transcriber: Transcriber,
+) -> None:
+    from tests.fakes.discord import LOUNGE_CHANNEL_ID
+
+    pipeline = SpeechPipeline(config.load(data_dir=tmp_path / "data"))
+    client = OyezBot(pipeline, DiscordSettings(read_messages=True), **client_options())
+    try:
+        async with running(client, fake_discord):
+            join = await fake_discord.send_interaction("join", {}, user=ALICE)
+            await said(fake_discord, join, "Joined")  # the bot is in Voice; no /setup channel
+            # the chat of another voice channel is not the bot's
+            await fake_discord.send_message(
+                "Lounge chatter is not for this bot", user=ALICE, channel=LOUNGE_CHANNEL_ID
+            )
+            await fake_discord.send_message(
+                "The dinner is ready in the kitchen", user=ALICE, channel=VOICE_CHANNEL_ID
+            )
+            await fake_discord.wait_for(
+                lambda: [p for p in fake_discord.voice.packets if p.is_silence],
+                timeout_s=30,
+                what="a voice chat message read aloud",
+            )
+            await asyncio.sleep(2)
+
+            off = await fake_discord.send_interaction("settings", {"voice_chat": False})
+            answer = (await fake_discord.wait_for_response(off)).data["content"]
+            assert "voice channel chat read: off" in answer
+            await fake_discord.send_message(
+                "Nobody reads this one", user=ALICE, channel=VOICE_CHANNEL_ID
+            )
+            await asyncio.sleep(3)
+    finally:
+        await pipeline.aclose()
+    (run,) = runs(fake_discord.voice.packets)  # only the one message was read
+    heard_text = heard(run, transcriber)
+    assert word_error_rate("Alice said: The dinner is ready in the kitchen", heard_text) <= 0.2

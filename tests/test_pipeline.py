@@ -222,3 +222,30 @@ async def test_named_voice_brings_provider_model_and_options(tone: type[ToneProv
 def test_named_voice_needs_a_provider() -> None:
     with pytest.raises(ConfigError, match=r"voices\.grandma\.provider: Field required"):
         config.load(voices={"grandma": {"model": "chatterbox-tts"}})
+
+
+async def test_requests_are_counted_by_source_provider_and_outcome(
+    pipeline: SpeechPipeline,
+) -> None:
+    from bot.errors import UnknownVoice
+    from bot.metrics import REQUESTS, SYNTHESIS_SECONDS
+    from bot.speech import RequestSource
+
+    def count(outcome: str) -> float:
+        return REQUESTS.labels(source="http", provider="piper", outcome=outcome)._value.get()
+
+    def timed() -> float:
+        histogram = SYNTHESIS_SECONDS.labels(provider="piper")
+        return next(
+            s.value for m in histogram.collect() for s in m.samples if s.name.endswith("_count")
+        )
+
+    ok, invalid, seconds = count("ok"), count("invalid"), timed()
+    await pipeline.speak(SpeechRequest(text="Counted.", source=RequestSource.HTTP))
+    with pytest.raises(UnknownVoice):
+        await pipeline.speak(
+            SpeechRequest(text="Not said.", voice="nobody", source=RequestSource.HTTP)
+        )
+    assert count("ok") == ok + 1
+    assert count("invalid") == invalid + 1
+    assert timed() == seconds + 1

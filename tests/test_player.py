@@ -223,3 +223,32 @@ async def test_on_idle_may_close_the_player() -> None:
     await asyncio.sleep(30)
     assert closed  # no "task cannot await itself"
     assert player._task.done()
+
+
+@pytest.mark.looptime
+async def test_queue_depth_and_time_to_first_audio_are_measured() -> None:
+    from bot.metrics import QUEUE_DEPTH, TIME_TO_FIRST_AUDIO
+
+    def observed() -> float:
+        histogram = TIME_TO_FIRST_AUDIO.labels(sink="discord")
+        return next(
+            s.value for m in histogram.collect() for s in m.samples if s.name.endswith("_count")
+        )
+
+    def depth() -> float:
+        return next(s.value for m in QUEUE_DEPTH.collect() for s in m.samples)
+
+    before = observed()
+    output = RecordingOutput()
+    player = GuildPlayer(Speaker(), output, prefetch=0)
+    try:
+        player.enqueue(SpeechRequest(text="one two"))
+        player.enqueue(SpeechRequest(text="three"))
+        player.enqueue(SpeechRequest(text="four"))
+        await asyncio.sleep(1)  # the first plays, two wait
+        assert depth() >= 2
+        await asyncio.sleep(10)
+        assert [text for text, _, _ in output.played] == ["one two", "three", "four"]
+        assert observed() == before + 3
+    finally:
+        await player.close()

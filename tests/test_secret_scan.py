@@ -12,6 +12,7 @@ def test_scanner_catches_secrets_in_messages_arguments_and_exceptions() -> None:
     logger = logging.getLogger("oyez.scan-test")
     logger.addHandler(scanner)
     logger.propagate = False  # the session's own scanner must not see these planted secrets
+    logger.setLevel(logging.DEBUG)
     secret = next(iter(sorted(FAKE_SECRETS)))
     try:
         logger.debug("plain line")

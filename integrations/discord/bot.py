@@ -3,7 +3,8 @@
 Commands: ``/say text [voice] [provider]``, ``/voice set`` (autocomplete across providers),
 ``/voice show``, ``/voices [provider]``, ``/join``, ``/leave``, ``/skip``, ``/stop``,
 ``/queue``, ``/credits``, ``/settings`` and ``/setup`` (Manage Server); with
-``discord.read_messages`` on, a text channel is read aloud. Each guild has one
+``discord.read_messages`` on, a text channel (``/setup``) and the text chat of the voice channel
+the bot is in (``/settings voice_chat``, on by default) are read aloud. Each guild has one
 :class:`~integrations.discord.player.GuildPlayer`; the bot joins the caller's voice channel,
 speaks through the shared speech pipeline (cache, rate limits, credits, fallback) and edits its
 deferred reply to say what was said, by which voice, and why another voice spoke when the asked
@@ -16,6 +17,7 @@ channel reading is on.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
@@ -30,15 +32,20 @@ from bot.providers import Provider
 from bot.report import credits_report
 from bot.speech import RequestSource, SpeechRequest, Utterance, Voice
 from integrations.discord.audio import VoiceClientOutput
+from integrations.discord.connection import ResumingVoiceClient
 from integrations.discord.guilds import GuildSettings, GuildSettingsStore
 from integrations.discord.player import GuildPlayer, QueuedItem
 from integrations.discord.preferences import Preferences, VoiceChoice
 from integrations.discord.reading import speakable
+from integrations.discord.schedules import add_schedule_commands
 
 __all__ = ["DiscordSettings", "OyezBot"]
 
 #: Seconds /say may spend validating before it must defer (Discord allows 3 s in all).
 PREPARE_BUDGET_S = 1.5
+#: Seconds a request waits for a dropped voice connection that discord.py is reconnecting
+#: before the bot leaves and joins again.
+RECONNECT_WAIT_S = 20.0
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +66,15 @@ class DiscordSettings(BaseModel):
     read_messages: bool = Field(
         False,
         description="Read a channel aloud (/setup); needs the privileged message content intent",
+    )
+    split_sentences: bool = Field(
+        True, description="Speak long texts sentence by sentence: the first plays at once"
+    )
+    sentence_lookahead: int = Field(
+        2, ge=0, le=8, description="Sentences synthesized ahead of the one playing"
+    )
+    stream_start_s: float = Field(
+        0.2, ge=0, le=5, description="Seconds of a streaming voice encoded before it plays"
     )
 
     @classmethod
@@ -81,7 +97,10 @@ def _parse_voice(
 
 
 def _reply(utterance: Utterance) -> str:
-    lines = [f"🔊 Said: {utterance.text}", f"-# {utterance.voice.label}"]
+    lines = [
+        f"🔊 Said: {utterance.text}",
+        f"-# {utterance.voice.label} · {utterance.duration_s:.1f} s",
+    ]
     if utterance.cached:
         lines[-1] += " · from the cache"
     for note in utterance.fallbacks:
@@ -107,10 +126,14 @@ class OyezBot(discord.Client):
         self.preferences = Preferences(pipeline.settings.data_dir)
         self.guild_settings = GuildSettingsStore(pipeline.settings.data_dir)
         self._joining: dict[int, asyncio.Lock] = {}
+        self._closing: set[asyncio.Task[None]] = set()  # players of voice clients gone
         # /say requests of each guild still on their way to the queue, by arrival
         self._turns: dict[int, list[tuple[float, int]]] = {}
         self._turn_taken = asyncio.Event()
+        # announcements waiting for their turn to play, by (guild id, request id)
+        self._waiters: dict[tuple[int, str], asyncio.Future[Utterance]] = {}
         self._add_commands()
+        add_schedule_commands(self)
 
     async def setup_hook(self) -> None:
         if self.settings.sync_guilds:
@@ -130,15 +153,13 @@ class OyezBot(discord.Client):
             return await self._connect(guild, channel)
 
     async def _connect(self, guild: discord.Guild, channel: discord.VoiceChannel) -> GuildPlayer:
-        voice = guild.voice_client
-        if isinstance(voice, discord.VoiceClient) and voice.is_connected():
-            if voice.channel != channel:
-                await voice.move_to(channel)
-        else:
-            voice = await channel.connect(timeout=15, self_deaf=True)
+        voice = await self._voice_client(guild, channel)
         player = self.players.get(guild.id)
+        if player is not None and not self._plays_through(player, voice):
+            del self.players[guild.id]  # the player of a voice client that is gone
+            await player.close()
+            player = None
         if player is None:
-            assert isinstance(voice, discord.VoiceClient)
 
             async def leave() -> None:
                 await self._leave(guild)
@@ -151,9 +172,54 @@ class OyezBot(discord.Client):
                 or self.settings.idle_timeout_s,
                 on_idle=leave,
                 on_done=self._spoken,
+                segments=functools.partial(
+                    self.pipeline.speak_sentences,
+                    lookahead=self.settings.sentence_lookahead,
+                    live=True,
+                    split=self.settings.split_sentences,
+                ),
+                start_s=self.settings.stream_start_s,
             )
             self.players[guild.id] = player
         return player
+
+    async def _voice_client(
+        self, guild: discord.Guild, channel: discord.VoiceChannel
+    ) -> discord.VoiceClient:
+        """The guild's voice client, in ``channel``: the current one (moved if need be, and
+        waited for while discord.py reconnects a dropped connection), else a new one.
+
+        Raises ``discord.ClientException``/``TimeoutError`` when joining fails.
+        """
+        voice = guild.voice_client
+        if isinstance(voice, discord.VoiceClient) and not voice.is_connected():
+            if isinstance(voice, ResumingVoiceClient):
+                await voice.wait_connected(RECONNECT_WAIT_S)
+            if not voice.is_connected():
+                log.warning("voice in guild %s did not reconnect: joining again", guild.id)
+                await voice.disconnect(force=True)
+                voice = guild.voice_client
+        if isinstance(voice, discord.VoiceClient) and voice.is_connected():
+            if voice.channel != channel:
+                await voice.move_to(channel)
+            return voice
+        connect = functools.partial(ResumingVoiceClient, on_gone=self._voice_gone)
+        return await channel.connect(timeout=15, self_deaf=True, cls=connect)
+
+    @staticmethod
+    def _plays_through(player: GuildPlayer, voice: discord.VoiceClient) -> bool:
+        return isinstance(player.output, VoiceClientOutput) and player.output.voice is voice
+
+    def _voice_gone(self, voice: ResumingVoiceClient) -> None:
+        """A voice client left for good (``/leave``, idle, disconnected by someone, or not
+        reconnected): its player goes; the next request joins again. A reconnect, which
+        discord.py does on its own when the connection drops, keeps the player and its queue."""
+        player = self.players.get(voice.guild.id)
+        if player is not None and self._plays_through(player, voice):
+            del self.players[voice.guild.id]
+            task = asyncio.create_task(player.close(), name="oyez-close-player")
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def _leave(self, guild: discord.Guild) -> bool:
         player = self.players.pop(guild.id, None)
@@ -165,22 +231,20 @@ class OyezBot(discord.Client):
         await voice.disconnect(force=True)
         return True
 
-    async def on_voice_state_update(
-        self, member: discord.Member, before: discord.VoiceState, after: discord.VoiceState
-    ) -> None:
-        """Disconnected by someone else: forget the player; the next request joins again."""
-        if self.user is not None and member.id == self.user.id and after.channel is None:
-            player = self.players.pop(member.guild.id, None)
-            if player is not None:
-                await player.close()
-
     async def on_message(self, message: discord.Message) -> None:
-        """Read the guild's reading channel aloud (bots and the skip prefix excepted)."""
+        """Read aloud the guild's reading channel (``/setup``) and the text chat of the voice
+        channel the bot is in (``read_voice_chat``); bots and the skip prefix excepted."""
         guild = message.guild
         if not self.settings.read_messages or guild is None or message.author.bot:
             return
         server = self.guild_settings.get(guild.id)
-        if message.channel.id != server.read_channel:
+        current = guild.voice_client.channel if guild.voice_client else None
+        in_voice_chat = (
+            server.read_voice_chat
+            and isinstance(current, discord.VoiceChannel)
+            and message.channel.id == current.id
+        )
+        if message.channel.id != server.read_channel and not in_voice_chat:
             return
         if server.skip_prefix and message.content.startswith(server.skip_prefix):
             return
@@ -192,7 +256,6 @@ class OyezBot(discord.Client):
         if not words:
             return
         author = message.author
-        current = guild.voice_client.channel if guild.voice_client else None
         channel = current or (
             author.voice.channel if isinstance(author, discord.Member) and author.voice else None
         )
@@ -215,9 +278,48 @@ class OyezBot(discord.Client):
         player = await self._player(guild, channel)
         player.enqueue(request, label=author.display_name)
 
+    async def speak_in(
+        self,
+        guild: discord.Guild,
+        channel: discord.VoiceChannel | discord.StageChannel,
+        request: SpeechRequest,
+        label: str = "announcement",
+    ) -> Utterance:
+        """Queue ``request`` in ``channel`` (joining it) and return once it has played.
+
+        ``request.guild`` must be ``str(guild.id)``. Raises :class:`InvalidRequest` when the bot
+        is busy in another channel of the guild, the pipeline's error when it could not be
+        spoken (e.g. :class:`bot.errors.RequestExpired`), ``TimeoutError`` when it neither
+        played nor failed within its ttl plus ten minutes (cut by ``/stop``).
+        """
+        voice = guild.voice_client
+        player = self.players.get(guild.id)
+        current = getattr(voice, "channel", None)
+        if current is not None and current != channel and player is not None and player.pending():
+            raise InvalidRequest(f"the bot is busy in another voice channel ({current.name})")
+        if not isinstance(channel, discord.VoiceChannel):
+            raise InvalidRequest("stage channels are not supported")
+        player = await self._player(guild, channel)
+        key = (guild.id, request.id)
+        waiter: asyncio.Future[Utterance] = asyncio.get_running_loop().create_future()
+        self._waiters[key] = waiter
+        remaining_s = min(-request.overdue_s(), 86400.0)  # never expires: a day
+        try:
+            player.enqueue(request, label=label)
+            async with asyncio.timeout(remaining_s + 600):
+                return await waiter
+        finally:
+            self._waiters.pop(key, None)
+
     async def _spoken(
         self, item: QueuedItem, utterance: Utterance | None, error: BaseException | None
     ) -> None:
+        waiter = self._waiters.get((int(item.request.guild or 0), item.request.id))
+        if waiter is not None and not waiter.done():
+            if utterance is not None and error is None:
+                waiter.set_result(utterance)
+            else:
+                waiter.set_exception(error or RuntimeError("not played"))
         interaction = self._interactions.pop(item.request.id, None)
         if interaction is None:
             return
@@ -299,6 +401,7 @@ class OyezBot(discord.Client):
             clear_paid_roles="Allow everyone to use paid providers again",
             idle_timeout_s="Leave the voice channel after this many idle seconds",
             name_prefix='Say "<name> said" before each message',
+            voice_chat="Read the text chat of the voice channel I am in",
         )
         async def settings_command(
             interaction: discord.Interaction,
@@ -309,6 +412,7 @@ class OyezBot(discord.Client):
             clear_paid_roles: bool = False,
             idle_timeout_s: app_commands.Range[int, 10, 86_400] | None = None,
             name_prefix: bool | None = None,
+            voice_chat: bool | None = None,
         ) -> None:
             assert interaction.guild is not None
             current = self.guild_settings.get(interaction.guild.id)
@@ -339,6 +443,8 @@ class OyezBot(discord.Client):
                 changes["idle_timeout_s"] = float(idle_timeout_s)
             if name_prefix is not None:
                 changes["name_prefix"] = name_prefix
+            if voice_chat is not None:
+                changes["read_voice_chat"] = voice_chat
             updated = current.model_copy(update=changes)
             if changes:
                 self.guild_settings.put(interaction.guild.id, updated)
@@ -461,6 +567,7 @@ class OyezBot(discord.Client):
                 f"paid providers: {roles}",
                 f"idle timeout: {settings.idle_timeout_s or 'Oyez default'}",
                 f'"<name> said": {"on" if settings.name_prefix else "off"}',
+                f"voice channel chat read: {'on' if settings.read_voice_chat else 'off'}",
             ]
         )
 

@@ -3,8 +3,13 @@ current one plays.
 
 The player knows nothing of Discord's API: it drives a :class:`VoiceOutput` (discord.py's
 ``VoiceClient`` satisfies it through :mod:`integrations.discord.audio`) and asks a ``speak``
-function (the speech pipeline) for audio. Order is priority first (``high`` before ``normal``
-before ``low``), then arrival. Up to ``prefetch`` items are synthesized ahead; an item whose
+function (the speech pipeline) for audio. Given ``segments``
+(:meth:`SpeechPipeline.speak_sentences`), a long text plays sentence by sentence: the first
+sentence starts playing while the next ones are made, all as one continuous Opus stream
+(:mod:`integrations.discord.feed`), and a provider's stream plays once ``start_s`` seconds of it
+are encoded; a text of one sentence, made whole, is played as before. Order is priority first
+(``high`` before ``normal`` before ``low``), then arrival. Up to ``prefetch`` items are
+synthesized ahead (their first sentence, with ``segments``); an item whose
 request expired while it waited is dropped, never played late. ``skip`` cuts the current item,
 ``stop`` also empties the queue. After ``idle_timeout_s`` with nothing to play, ``on_idle`` is
 called (the bot leaves the channel).
@@ -17,12 +22,17 @@ import contextlib
 import itertools
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from bot.errors import OyezError, RequestExpired
+from bot.metrics import QUEUE_DEPTH, TIME_TO_FIRST_AUDIO
+from bot.pipeline import Segment, join_utterances
 from bot.speech import SpeechRequest, Utterance
+from integrations.discord.feed import OpusFeed, Production, Segments, fill
 
 __all__ = ["GuildPlayer", "QueuedItem", "VoiceOutput"]
 
@@ -31,6 +41,9 @@ log = logging.getLogger(__name__)
 #: Extra seconds a play may take beyond the utterance's duration before it is cut (a stuck
 #: voice connection must not block the queue).
 PLAY_MARGIN_S = 5.0
+#: Seconds an item waits for a dropped voice connection to come back (discord.py reconnects it
+#: on its own) before it is given up, reported as not played.
+RECONNECT_WAIT_S = 20.0
 
 
 class VoiceOutput(Protocol):
@@ -38,6 +51,10 @@ class VoiceOutput(Protocol):
 
     def play_opus(self, ogg_opus: bytes, done: Callable[[Exception | None], None]) -> None:
         """Start playing Ogg Opus audio; call ``done`` (from any thread) when it ends."""
+
+    def play_feed(self, feed: OpusFeed, done: Callable[[Exception | None], None]) -> None:
+        """Start playing the Opus packets of ``feed`` as they come, until it is closed and
+        empty; call ``done`` (from any thread) when it ends."""
 
     def stop(self) -> None:
         """Stop what is playing now (``done`` is then called)."""
@@ -54,6 +71,7 @@ class QueuedItem:
     request: SpeechRequest = field(compare=False)
     label: str = field(compare=False, default="")
     audio: asyncio.Task[Utterance] | None = field(compare=False, default=None, repr=False)
+    production: Production | None = field(compare=False, default=None, repr=False)
 
 
 Speak = Callable[[SpeechRequest], Coroutine[Any, Any, Utterance]]
@@ -72,8 +90,12 @@ class GuildPlayer:
         idle_timeout_s: float = 300.0,
         on_idle: Callable[[], Awaitable[None]] | None = None,
         on_done: Report | None = None,
+        segments: Segments | None = None,
+        start_s: float = 0.2,
     ) -> None:
         self.speak = speak
+        self.segments = segments
+        self.start_s = start_s
         self.output = output
         self.prefetch = max(prefetch, 0)
         self.idle_timeout_s = idle_timeout_s
@@ -85,6 +107,7 @@ class GuildPlayer:
         self._current: QueuedItem | None = None
         self._finished: asyncio.Event | None = None
         self._task = asyncio.create_task(self._run(), name="oyez-guild-player")
+        _players.add(self)
 
     # -- what commands call --------------------------------------------------------------------
 
@@ -124,6 +147,8 @@ class GuildPlayer:
         for item in self._queue:
             if item.audio is not None:
                 item.audio.cancel()
+            if item.production is not None:
+                item.production.cancel()
         self._queue.clear()
         self.skip()
         return dropped
@@ -143,8 +168,15 @@ class GuildPlayer:
         # `prefetch` items are made ahead of the one playing (the head too, when none plays)
         ahead = self.prefetch + (0 if self._current is not None else 1)
         for item in self._queue[:ahead]:
-            if item.audio is None:
-                item.audio = asyncio.create_task(self.speak(item.request), name="oyez-prefetch")
+            self._start(item)
+
+    def _start(self, item: QueuedItem) -> None:
+        """Start making ``item``'s audio (its first sentence, with ``segments``)."""
+        if self.segments is not None:
+            if item.production is None:
+                item.production = Production(self.segments(item.request))
+        elif item.audio is None:
+            item.audio = asyncio.create_task(self.speak(item.request), name="oyez-prefetch")
 
     async def _next(self) -> QueuedItem | None:
         """The next item, or None after ``idle_timeout_s`` with nothing to play."""
@@ -178,10 +210,17 @@ class GuildPlayer:
         await self._wakeup.wait()
 
     async def _play(self, item: QueuedItem) -> None:
-        if item.audio is None:
-            item.audio = asyncio.create_task(self.speak(item.request))
+        self._start(item)
         try:
-            utterance = await item.audio
+            if item.production is not None:
+                first = await item.production.next()
+                assert first is not None  # a text has at least one sentence
+                speech: Utterance | Segment = first
+                if first.count == 1 and isinstance(first.speech, Utterance):
+                    speech = first.speech  # one sentence, made whole: played as before
+            else:
+                assert item.audio is not None
+                speech = await item.audio
             overdue = item.request.overdue_s()
             if overdue > 0:
                 raise RequestExpired(item.request.id, overdue, "while it waited in the queue")
@@ -193,7 +232,19 @@ class GuildPlayer:
         except (OyezError, Exception) as exc:  # reported, and the queue goes on
             log.warning("request %s: not played: %s", item.request.id, exc)
             await self._report(item, None, exc)
+            if item.production is not None:
+                await item.production.aclose()
             return
+        if isinstance(speech, Segment):
+            assert item.production is not None
+            try:
+                await self._play_feed(item, speech, item.production)
+            finally:
+                await item.production.aclose()
+            return
+        await self._play_utterance(item, speech)
+
+    async def _play_utterance(self, item: QueuedItem, utterance: Utterance) -> None:
         loop = asyncio.get_running_loop()
         finished = self._finished = asyncio.Event()
         failure: list[Exception] = []
@@ -203,7 +254,14 @@ class GuildPlayer:
                 failure.append(error)
             loop.call_soon_threadsafe(finished.set)
 
-        self.output.play_opus(utterance.audio, done)
+        try:
+            await self._reconnected()
+            self.output.play_opus(utterance.audio, done)
+            _first_audio(item)
+        except Exception as exc:  # e.g. "Not connected to voice": reported, the queue goes on
+            log.warning("request %s: not played: %s", item.request.id, exc)
+            await self._report(item, None, exc)
+            return
         try:
             async with asyncio.timeout(utterance.duration_s + PLAY_MARGIN_S):
                 await finished.wait()
@@ -214,6 +272,79 @@ class GuildPlayer:
             self._finished = None
         await self._report(item, utterance, failure[0] if failure else None)
 
+    async def _play_feed(self, item: QueuedItem, first: Segment, production: Production) -> None:
+        """Play ``item`` segment by segment as one Opus stream, starting once ``start_s``
+        seconds of it are encoded; report it once, as one utterance, when it has played."""
+        loop = asyncio.get_running_loop()
+        feed, ready = OpusFeed(), asyncio.Event()
+        parts: list[Utterance] = []
+        filling = asyncio.create_task(
+            fill(feed, first, production, parts, start_s=self.start_s, ready=ready),
+            name="oyez-feed",
+        )
+        finished = self._finished = asyncio.Event()
+        failure: list[BaseException] = []
+
+        def done(error: Exception | None) -> None:  # called from discord.py's player thread
+            if error is not None:
+                failure.append(error)
+            loop.call_soon_threadsafe(finished.set)
+
+        try:
+            await ready.wait()
+            if first.lead_s and first.next_made is not None and not filling.done():
+                # so that the next sentence is made before this one has been said
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(first.lead_s):
+                        await first.next_made.wait()
+            if feed.fed == 0:  # failed before any audio
+                await asyncio.wait([filling])
+                error = filling.exception() if not filling.cancelled() else None
+                raise error or RuntimeError("no audio")
+            if finished.is_set():
+                raise RuntimeError("skipped before it was said")
+            await self._reconnected()
+            self.output.play_feed(feed, done)
+            _first_audio(item)
+            await self._watch(item, feed, finished)
+        except Exception as exc:  # not played: reported, and the queue goes on
+            log.warning("request %s: not played: %s", item.request.id, exc)
+            failure.append(exc)
+            parts.clear()
+        finally:
+            self._finished = None
+            filling.cancel()
+            await asyncio.wait([filling])
+            await production.aclose()  # before the report: nothing of it is left running
+        broken = None if filling.cancelled() else filling.exception()
+        if broken is not None and not failure:
+            failure.append(broken)  # a sentence failed: those before it were said
+        summary = join_utterances(item.request, parts) if parts else None
+        await self._report(item, summary, failure[0] if failure else None)
+
+    async def _watch(self, item: QueuedItem, feed: OpusFeed, finished: asyncio.Event) -> None:
+        """Wait for the end of a feed's playback; cut it when the sender stops taking packets
+        for ``PLAY_MARGIN_S`` (a stuck voice connection must not block the queue)."""
+        progress, since = feed.reads, asyncio.get_running_loop().time()
+        while not finished.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await finished.wait()
+            now = asyncio.get_running_loop().time()
+            if feed.reads != progress:
+                progress, since = feed.reads, now
+            elif now - since > PLAY_MARGIN_S:
+                log.warning("request %s: playback stuck; cut", item.request.id)
+                self.output.stop()
+                return
+
+    async def _reconnected(self) -> None:
+        # polled: discord.py offers no public awaitable for a reconnect
+        for _ in range(int(RECONNECT_WAIT_S / 0.1)):
+            if self.output.is_connected():
+                return
+            await asyncio.sleep(0.1)
+
     async def _report(
         self, item: QueuedItem, utterance: Utterance | None, error: BaseException | None
     ) -> None:
@@ -222,3 +353,14 @@ class GuildPlayer:
                 await self.on_done(item, utterance, error)
             except Exception:
                 log.exception("reporting request %s failed", item.request.id)
+
+
+#: Every live player, for the queue-depth gauge.
+_players: weakref.WeakSet[GuildPlayer] = weakref.WeakSet()
+QUEUE_DEPTH.set_function(lambda: float(sum(len(p._queue) for p in list(_players))))
+
+
+def _first_audio(item: QueuedItem) -> None:
+    """Time to first audio: from the request's creation to its audio starting to play."""
+    waited = (datetime.now(UTC) - item.request.created_at).total_seconds()
+    TIME_TO_FIRST_AUDIO.labels(sink="discord").observe(max(waited, 0.0))

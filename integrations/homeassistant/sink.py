@@ -29,6 +29,7 @@ import contextlib
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import aiohttp
@@ -38,6 +39,7 @@ from bot.announce import Announcement, Target, TargetResult
 from bot.audio import CANONICAL_RATE, PcmAudio
 from bot.config import AnnounceSettings
 from bot.errors import AudioError, OyezError, RequestExpired
+from bot.metrics import TIME_TO_FIRST_AUDIO
 from bot.pipeline import SpeechPipeline
 from bot.server import MediaStore
 from bot.speech import AudioChunk, AudioEncoding, OutputProfile, SpeechRequest, Utterance
@@ -243,6 +245,8 @@ class MediaPlayerSink:
             error = f"{what}: {exc}" if what else str(exc)
             log.warning("announcement %s: %s: %s", request.id, entity, error)
             return TargetResult(entity, False, error)
+        waited = (datetime.now(UTC) - request.created_at).total_seconds()
+        TIME_TO_FIRST_AUDIO.labels(sink="media_player").observe(max(waited, 0.0))
         if previous is not None:
             self._restore_later(entity, previous, length_s + self.restore_margin_s)
         return TargetResult(entity, True, duration_s=round(length_s, 3))
