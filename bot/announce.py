@@ -50,6 +50,7 @@ __all__ = [
     "Sink",
     "Target",
     "TargetResult",
+    "as_list",
     "invalid_announcement_reason",
 ]
 
@@ -61,7 +62,8 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 KEPT_STATUSES = 1000
 
 
-def _as_list(value: Any) -> Any:
+def as_list(value: Any) -> Any:
+    """A single target (a string or a mapping) as a list of one; None as an empty list."""
     if value is None:
         return []
     if isinstance(value, str | dict):
@@ -99,7 +101,7 @@ class Announcement(BaseModel):
     @field_validator("media_player", "discord", mode="before")
     @classmethod
     def _listify(cls, value: Any) -> Any:
-        return _as_list(value)
+        return as_list(value)
 
     @field_validator("media_player")
     @classmethod

@@ -38,7 +38,7 @@ from pydantic import (
     model_validator,
 )
 
-from bot.announce import Announcement
+from bot.announce import Announcement, as_list
 from bot.config import DiscordChannel, Settings
 from bot.errors import ConfigError, InvalidRequest
 from bot.speech import Priority, RequestSource, SpeechRequest
@@ -72,14 +72,6 @@ _CRON_FIELDS = "minute hour day-of-month month day-of-week"
 #: Wall times walked through at most to find one fire time (a per-minute cron crossing a
 #: fall-back hour skips 60); beyond this the expression is treated as never firing.
 _MAX_STEPS = 10_000
-
-
-def _as_list(value: Any) -> Any:
-    if value is None:
-        return []
-    if isinstance(value, str | dict):
-        return [value]
-    return value
 
 
 def check_message(message: str) -> set[str]:
@@ -226,7 +218,7 @@ class Schedule(BaseModel):
     @field_validator("media_player", mode="before")
     @classmethod
     def _listify(cls, value: Any) -> Any:
-        return _as_list(value)
+        return as_list(value)
 
     @field_validator("discord", mode="before")
     @classmethod
@@ -236,7 +228,7 @@ class Schedule(BaseModel):
             dict(zip(("guild_id", "channel_id"), item.split("/"), strict=True))
             if isinstance(item, str) and _CHANNEL.match(item)
             else item
-            for item in _as_list(value)
+            for item in as_list(value)
         ]
 
     @field_validator("cron")

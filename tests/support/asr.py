@@ -62,8 +62,14 @@ class Transcriber:
         self._tokens = _read_tokenizer(directory / "tokenizer.bin")
 
     def transcribe_samples(self, samples: np.ndarray) -> str:
-        """``samples``: float32 mono at 16 kHz in [-1, 1]."""
-        audio = np.ascontiguousarray(samples, dtype=np.float32)[None, :]
+        """``samples``: float32 mono at 16 kHz in [-1, 1].
+
+        Half a second of silence goes before and after: speech that starts at the very first
+        sample makes the model invent a leading token now and then ("10. The quick…"); with the
+        pad, 30 Piper takes of one sentence gave 2 misheard words instead of 6.
+        """
+        pad = np.zeros(SAMPLE_RATE // 2, np.float32)
+        audio = np.concatenate([pad, np.asarray(samples, dtype=np.float32).ravel(), pad])[None, :]
         hidden = self._encoder.run(None, {"input_values": audio})[0]
         empty = np.zeros((1, _HEADS, 0, _HEAD_DIM), np.float32)
         past = {
