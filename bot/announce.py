@@ -36,7 +36,7 @@ from pydantic import (
 )
 
 from bot.config import DiscordChannel, Settings
-from bot.errors import InvalidRequest, OyezError
+from bot.errors import InvalidRequest, OyezError, RequestExpired
 from bot.logs import bind_request
 from bot.metrics import ANNOUNCEMENTS
 from bot.speech import OutputProfile, Priority, RequestSource, SpeechRequest, Utterance
@@ -462,6 +462,10 @@ class Announcer:
         if self.prepare is not None:  # an unknown voice fails now, with its reason
             try:
                 await self.prepare(next(iter(requests.values())))
+            except RequestExpired as exc:  # its ttl ran out while it was checked
+                self._forget(status.id)
+                await self._finish(status, AnnouncementState.EXPIRED, "expired", str(exc))
+                return
             except OyezError as exc:
                 self._forget(status.id)
                 await self._finish(status, AnnouncementState.FAILED, "invalid", str(exc))

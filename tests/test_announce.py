@@ -287,6 +287,23 @@ async def test_prepare_refusing_the_voice_fails_it_before_any_sink(tmp_path: Pat
     assert sink.delivered == []
 
 
+async def test_expiring_while_being_checked_is_expired_not_invalid(tmp_path: Path) -> None:
+    settings = config.load(data_dir=tmp_path / "data")
+
+    async def prepare(request: SpeechRequest) -> None:  # the ttl ran out during the check
+        raise RequestExpired(request.id, 0.0, "before synthesis")
+
+    announcer = Announcer(settings, prepare, clock=Clock())
+    sink = RecordingSink()
+    announcer.add_sink(sink)
+    status = await announcer.announce(
+        {"message": "hi", "media_player": "media_player.a", "ttl": 0.001}, HTTP
+    )
+    assert status.state is AnnouncementState.EXPIRED
+    assert status.code == "expired"
+    assert sink.delivered == []
+
+
 # -- ttl -----------------------------------------------------------------------------------------
 
 
