@@ -47,6 +47,10 @@ def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
         if name.startswith("OYEZ_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("OYEZ_CACHE__ENABLED", "false")
+    # Piper without its sampling noise: the same text is the same take in every run, so the
+    # listening tests hear the same thing each time (a test may still set its own noise)
+    monkeypatch.setenv("OYEZ_PROVIDERS__PIPER__NOISE_SCALE", "0")
+    monkeypatch.setenv("OYEZ_PROVIDERS__PIPER__NOISE_W_SCALE", "0")
     monkeypatch.chdir(tmp_path)
     # the CLI's setup_logging() raises the root level; the secret scan must see every record
     logging.getLogger().setLevel(logging.DEBUG)

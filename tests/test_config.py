@@ -43,7 +43,7 @@ def test_environment_beats_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 def test_provider_sections_nest_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OYEZ_PROVIDERS__PIPER__LENGTH_SCALE", "1.3")
-    assert config.load().provider_section("piper") == {"length_scale": "1.3"}
+    assert config.load().provider_section("piper")["length_scale"] == "1.3"
     assert config.load().provider_section("nobody") == {}
 
 

@@ -51,6 +51,19 @@ class PiperSettings(BaseModel):
     length_scale: float = Field(
         1.0, ge=0.25, le=4.0, description="Default speaking rate: >1 slower, <1 faster"
     )
+    noise_scale: float | None = Field(
+        None,
+        ge=0.0,
+        le=2.0,
+        description="Variation of the voice between takes; empty: the voice's own; "
+        "0: the same take every time",
+    )
+    noise_w_scale: float | None = Field(
+        None,
+        ge=0.0,
+        le=2.0,
+        description="Variation of word timing between takes; empty: the voice's own",
+    )
 
 
 class PiperOptions(BaseModel):
@@ -224,8 +237,8 @@ class PiperProvider(Provider):
         return SynthesisConfig(
             speaker_id=options.get("speaker"),
             length_scale=options.get("length_scale", self.settings.length_scale),
-            noise_scale=options.get("noise_scale"),
-            noise_w_scale=options.get("noise_w_scale"),
+            noise_scale=options.get("noise_scale", self.settings.noise_scale),
+            noise_w_scale=options.get("noise_w_scale", self.settings.noise_w_scale),
         )
 
     async def synthesize(self, job: SynthesisInput) -> AudioChunk:

