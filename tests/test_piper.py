@@ -142,3 +142,20 @@ def test_example_configuration_piper_section_is_valid() -> None:
     example = Path(__file__).resolve().parents[1] / "config" / "oyez.example.yaml"
     provider = PiperProvider.from_settings(config.load(example))
     assert provider.settings.default_voice == BUILTIN_VOICE
+
+
+async def test_noise_settings_decide_whether_takes_vary(tmp_path: Path) -> None:
+    async def two_takes(section: dict[str, float | None]) -> tuple[bytes, bytes]:
+        settings = config.load(data_dir=tmp_path / "data", providers={"piper": section})
+        provider = PiperProvider.from_settings(settings)
+        voice = await provider.resolve_voice(None, None)
+        takes = [
+            (await provider.synthesize(SynthesisInput("r", "The same words twice.", voice))).data
+            for _ in range(2)
+        ]
+        return takes[0], takes[1]
+
+    steady = await two_takes({"noise_scale": 0.0, "noise_w_scale": 0.0})
+    assert steady[0] == steady[1]
+    lively = await two_takes({"noise_scale": 0.667, "noise_w_scale": 0.8})
+    assert lively[0] != lively[1]
