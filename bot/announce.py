@@ -52,6 +52,7 @@ __all__ = [
     "TargetResult",
     "as_list",
     "invalid_announcement_reason",
+    "invalid_data_reason",
 ]
 
 log = logging.getLogger(__name__)
@@ -137,19 +138,30 @@ class Announcement(BaseModel):
             raise InvalidRequest(invalid_announcement_reason(exc)) from None
 
 
-def invalid_announcement_reason(error: ValidationError) -> str:
-    """``invalid announcement: field: problem; ...`` for a validation error."""
+def invalid_data_reason(
+    error: ValidationError, what: str, messages: Mapping[tuple[str, str], str] | None = None
+) -> str:
+    """``invalid <what>: field: problem; ...`` for a validation error. Values are not echoed
+    (they may be long or private), except where a validator names them. ``messages`` replaces
+    pydantic's message for a (field, error type) pair."""
     problems = []
     for item in error.errors():
-        name = ".".join(str(p) for p in item["loc"] if not isinstance(p, int)) or "data"
+        name = ".".join(str(p) for p in item["loc"] if not isinstance(p, int)) or what
         if item["type"] == "extra_forbidden":
             message = "unknown field"
         elif item["type"] == "missing":
             message = "required"
         else:
-            message = item["msg"].removeprefix("Value error, ")
+            message = (messages or {}).get(
+                (name, item["type"]), item["msg"].removeprefix("Value error, ")
+            )
         problems.append(f"{name}: {message}")
-    return "invalid announcement: " + "; ".join(dict.fromkeys(problems))
+    return f"invalid {what}: " + "; ".join(dict.fromkeys(problems))
+
+
+def invalid_announcement_reason(error: ValidationError) -> str:
+    """``invalid announcement: field: problem; ...`` for a validation error."""
+    return invalid_data_reason(error, "announcement")
 
 
 class AnnouncementState(StrEnum):

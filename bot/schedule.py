@@ -38,7 +38,7 @@ from pydantic import (
     model_validator,
 )
 
-from bot.announce import Announcement, as_list
+from bot.announce import Announcement, as_list, invalid_data_reason
 from bot.config import DiscordChannel, Settings
 from bot.errors import ConfigError, InvalidRequest
 from bot.speech import Priority, RequestSource, SpeechRequest
@@ -67,6 +67,11 @@ _MONTHS = (
 )  # fmt: skip
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$"
+_NAME_MESSAGE = {
+    ("name", "string_pattern_mismatch"): (
+        "must be 1 to 40 letters, digits, . _ or -, starting with a letter or digit"
+    )
+}
 _CHANNEL = re.compile(r"^\d+/\d+$")
 _CRON_FIELDS = "minute hour day-of-month month day-of-week"
 #: Wall times walked through at most to find one fire time (a per-minute cron crossing a
@@ -415,16 +420,4 @@ async def check_speakable(
 def invalid_schedule_reason(error: ValidationError) -> str:
     """``invalid schedule: field: problem; ...`` for a validation error (values not echoed,
     except what the validators chose to name)."""
-    problems = []
-    for item in error.errors():
-        name = ".".join(str(p) for p in item["loc"] if not isinstance(p, int)) or "schedule"
-        if item["type"] == "extra_forbidden":
-            message = "unknown field"
-        elif item["type"] == "missing":
-            message = "required"
-        elif item["type"] == "string_pattern_mismatch" and name == "name":
-            message = "must be 1 to 40 letters, digits, . _ or -, starting with a letter or digit"
-        else:
-            message = item["msg"].removeprefix("Value error, ")
-        problems.append(f"{name}: {message}")
-    return "invalid schedule: " + "; ".join(dict.fromkeys(problems))
+    return invalid_data_reason(error, "schedule", _NAME_MESSAGE)

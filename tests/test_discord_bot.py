@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,46 +15,14 @@ from tests.fakes.discord import (
     VOICE_CHANNEL_ID,
     FakeDiscord,
     client_options,
-    decode_opus,
     running,
 )
-from tests.fakes.discord.fixtures import fake_discord  # noqa: F401
-from tests.fakes.discord.voice import RtpPacket
+from tests.fakes.discord.fixtures import fake_discord, oyez_bot  # noqa: F401
+from tests.fakes.discord.listening import heard, runs
 from tests.support.asr import Transcriber, word_error_rate
 
 FIRST = "The washing machine has finished."
 SECOND = "Someone is at the front door."
-
-
-@pytest.fixture
-async def oyez_bot(
-    fake_discord: FakeDiscord,  # noqa: F811
-    tmp_path: Path,
-) -> AsyncIterator[OyezBot]:
-    pipeline = SpeechPipeline(config.load(data_dir=tmp_path / "data"))
-    client = OyezBot(pipeline, DiscordSettings(idle_timeout_s=60), **client_options())
-    try:
-        async with running(client, fake_discord):
-            yield client
-    finally:
-        await pipeline.aclose()
-
-
-def runs(packets: list[RtpPacket]) -> list[list[RtpPacket]]:
-    """Voice frames split at the silence frames sent after each utterance."""
-    out: list[list[RtpPacket]] = [[]]
-    for packet in packets:
-        if packet.is_silence:
-            if out[-1]:
-                out.append([])
-        else:
-            out[-1].append(packet)
-    return [run for run in out if run]
-
-
-def heard(run: list[RtpPacket], transcriber: Transcriber) -> str:
-    pcm = decode_opus([p.opus for p in run])
-    return transcriber.transcribe_samples(pcm.mean(axis=1)[::3])
 
 
 async def said(fake: FakeDiscord, interaction: object, words: str) -> str:
@@ -74,7 +41,7 @@ async def said(fake: FakeDiscord, interaction: object, words: str) -> str:
 
 async def test_commands_are_synced(
     fake_discord: FakeDiscord,  # noqa: F811
-    oyez_bot: OyezBot,
+    oyez_bot: OyezBot,  # noqa: F811
 ) -> None:
     commands = {c["name"]: c for c in fake_discord.commands[None]}  # global commands
     assert set(commands) == {
@@ -107,7 +74,7 @@ async def test_commands_are_synced(
 
 async def test_say_speaks_in_the_callers_channel(
     fake_discord: FakeDiscord,  # noqa: F811
-    oyez_bot: OyezBot,
+    oyez_bot: OyezBot,  # noqa: F811
     transcriber: Transcriber,
 ) -> None:
     sent = await fake_discord.send_interaction("say", {"text": FIRST}, user=ALICE)
@@ -127,7 +94,7 @@ async def test_say_speaks_in_the_callers_channel(
 
 async def test_two_says_play_in_order(
     fake_discord: FakeDiscord,  # noqa: F811
-    oyez_bot: OyezBot,
+    oyez_bot: OyezBot,  # noqa: F811
     transcriber: Transcriber,
 ) -> None:
     one = await fake_discord.send_interaction("say", {"text": FIRST}, user=ALICE)
@@ -142,7 +109,7 @@ async def test_two_says_play_in_order(
 
 async def test_skip_stop_queue_and_leave(
     fake_discord: FakeDiscord,  # noqa: F811
-    oyez_bot: OyezBot,
+    oyez_bot: OyezBot,  # noqa: F811
 ) -> None:
     long_text = "This is a long announcement about the garden, the bins and the weather today."
     sent = [
@@ -179,7 +146,7 @@ async def test_skip_stop_queue_and_leave(
 
 async def test_caller_outside_voice_gets_an_ephemeral_answer(
     fake_discord: FakeDiscord,  # noqa: F811
-    oyez_bot: OyezBot,
+    oyez_bot: OyezBot,  # noqa: F811
 ) -> None:
     await fake_discord.move_member(ALICE, None)
     await asyncio.sleep(0.2)
@@ -193,7 +160,7 @@ async def test_caller_outside_voice_gets_an_ephemeral_answer(
 
 async def test_bad_input_is_answered_before_joining(
     fake_discord: FakeDiscord,  # noqa: F811
-    oyez_bot: OyezBot,
+    oyez_bot: OyezBot,  # noqa: F811
 ) -> None:
     sent = await fake_discord.send_interaction(
         "say", {"text": "hello", "voice": "en_US-nobody"}, user=ALICE
@@ -376,7 +343,7 @@ async def test_voice_set_with_autocomplete_then_say_uses_it(
 
 async def test_voices_lists_every_usable_provider(
     fake_discord: FakeDiscord,  # noqa: F811
-    oyez_bot: OyezBot,
+    oyez_bot: OyezBot,  # noqa: F811
 ) -> None:
     sent = await fake_discord.send_interaction("voices", {}, user=ALICE)
     content = await said(fake_discord, sent, "en_US-joe-medium")
@@ -386,7 +353,7 @@ async def test_voices_lists_every_usable_provider(
 
 async def test_credits_report(
     fake_discord: FakeDiscord,  # noqa: F811
-    oyez_bot: OyezBot,
+    oyez_bot: OyezBot,  # noqa: F811
 ) -> None:
     sent = await fake_discord.send_interaction("credits", {}, user=ALICE)
     content = await said(fake_discord, sent, "piper (free)")

@@ -23,15 +23,9 @@ Voice Connection"), which the simulated voice server follows:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import discord
-import pytest
 
-from bot import config
-from bot.pipeline import SpeechPipeline
-from integrations.discord.bot import DiscordSettings, OyezBot
+from integrations.discord.bot import OyezBot
 from integrations.discord.player import GuildPlayer
 from tests.fakes.discord import (
     ALICE,
@@ -40,13 +34,11 @@ from tests.fakes.discord import (
     LOUNGE_CHANNEL_ID,
     VOICE_CHANNEL_ID,
     FakeDiscord,
-    client_options,
-    decode_opus,
-    running,
 )
-from tests.fakes.discord.fixtures import fake_discord  # noqa: F401
+from tests.fakes.discord.fixtures import fake_discord, oyez_bot  # noqa: F401
+from tests.fakes.discord.listening import heard, runs
 from tests.fakes.discord.server import SentInteraction
-from tests.fakes.discord.voice import RtpPacket, VoiceSession
+from tests.fakes.discord.voice import VoiceSession
 from tests.support.asr import Transcriber, word_error_rate
 
 FIRST = "The washing machine has finished."
@@ -55,37 +47,6 @@ LONG = (
     "This announcement is long on purpose: it talks about the weather, the garden, the bins "
     "and the cat, so that the connection can drop while it is being said."
 )
-
-
-@pytest.fixture
-async def oyez_bot(
-    fake_discord: FakeDiscord,  # noqa: F811
-    tmp_path: Path,
-) -> AsyncIterator[OyezBot]:
-    pipeline = SpeechPipeline(config.load(data_dir=tmp_path / "data"))
-    client = OyezBot(pipeline, DiscordSettings(idle_timeout_s=60), **client_options())
-    try:
-        async with running(client, fake_discord):
-            yield client
-    finally:
-        await pipeline.aclose()
-
-
-def runs(packets: list[RtpPacket]) -> list[list[RtpPacket]]:
-    """Voice frames split at the silence frames sent after each utterance."""
-    out: list[list[RtpPacket]] = [[]]
-    for packet in packets:
-        if packet.is_silence:
-            if out[-1]:
-                out.append([])
-        else:
-            out[-1].append(packet)
-    return [run for run in out if run]
-
-
-def heard(run: list[RtpPacket], transcriber: Transcriber) -> str:
-    pcm = decode_opus([p.opus for p in run])
-    return transcriber.transcribe_samples(pcm.mean(axis=1)[::3])
 
 
 async def say(fake: FakeDiscord, text: str) -> SentInteraction:
@@ -122,7 +83,7 @@ async def connected_again(fake: FakeDiscord, bot: OyezBot, sessions: int) -> Voi
 
 async def test_a_crashed_voice_server_is_resumed(
     fake_discord: FakeDiscord,  # noqa: F811
-    oyez_bot: OyezBot,
+    oyez_bot: OyezBot,  # noqa: F811
     transcriber: Transcriber,
 ) -> None:
     await say(fake_discord, FIRST)
@@ -155,7 +116,7 @@ async def test_a_crashed_voice_server_is_resumed(
 
 async def test_a_refused_resume_starts_a_new_session(
     fake_discord: FakeDiscord,  # noqa: F811
-    oyez_bot: OyezBot,
+    oyez_bot: OyezBot,  # noqa: F811
     transcriber: Transcriber,
 ) -> None:
     await say(fake_discord, FIRST)
@@ -179,7 +140,7 @@ async def test_a_refused_resume_starts_a_new_session(
 
 async def test_an_ended_session_reconnects_and_the_next_say_is_heard(
     fake_discord: FakeDiscord,  # noqa: F811
-    oyez_bot: OyezBot,
+    oyez_bot: OyezBot,  # noqa: F811
     transcriber: Transcriber,
 ) -> None:
     await say(fake_discord, FIRST)
@@ -201,7 +162,7 @@ async def test_an_ended_session_reconnects_and_the_next_say_is_heard(
 
 async def test_speech_cut_by_a_drop_finishes_after_the_reconnect(
     fake_discord: FakeDiscord,  # noqa: F811
-    oyez_bot: OyezBot,
+    oyez_bot: OyezBot,  # noqa: F811
     transcriber: Transcriber,
 ) -> None:
     long = await fake_discord.send_interaction("say", {"text": LONG}, user=ALICE)
@@ -232,7 +193,7 @@ async def test_speech_cut_by_a_drop_finishes_after_the_reconnect(
 
 async def test_moved_by_a_moderator_the_bot_comes_back_to_speak(
     fake_discord: FakeDiscord,  # noqa: F811
-    oyez_bot: OyezBot,
+    oyez_bot: OyezBot,  # noqa: F811
     transcriber: Transcriber,
 ) -> None:
     await say(fake_discord, FIRST)
@@ -250,7 +211,7 @@ async def test_moved_by_a_moderator_the_bot_comes_back_to_speak(
 
 async def test_disconnected_by_a_moderator_the_next_say_joins_again(
     fake_discord: FakeDiscord,  # noqa: F811
-    oyez_bot: OyezBot,
+    oyez_bot: OyezBot,  # noqa: F811
     transcriber: Transcriber,
 ) -> None:
     await say(fake_discord, FIRST)

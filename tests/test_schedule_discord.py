@@ -17,11 +17,10 @@ import pytest
 from bot import config
 from bot.announce import Announcer
 from bot.config import DiscordChannel
-from bot.pipeline import SpeechPipeline
 from bot.schedule import Schedule
 from bot.schedule_store import ScheduleBook
 from bot.scheduler import Scheduler
-from integrations.discord.bot import DiscordSettings, OyezBot
+from integrations.discord.bot import OyezBot
 from integrations.discord.service import DiscordSink
 from tests.fakes.discord import (
     ALICE,
@@ -31,12 +30,10 @@ from tests.fakes.discord import (
     VOICE_CHANNEL_ID,
     FakeDiscord,
     SentInteraction,
-    client_options,
     decode_opus,
     payloads,
-    running,
 )
-from tests.fakes.discord.fixtures import fake_discord  # noqa: F401
+from tests.fakes.discord.fixtures import fake_discord, oyez_bot_running  # noqa: F401
 from tests.support.asr import Transcriber, word_error_rate
 
 CHANNEL = {"guild_id": int(GUILD_ID), "channel_id": int(VOICE_CHANNEL_ID)}
@@ -48,13 +45,8 @@ async def oyez_bot(
     tmp_path: Path,
 ) -> AsyncIterator[OyezBot]:
     settings = config.load(data_dir=tmp_path / "data", cache={"enabled": True})
-    pipeline = SpeechPipeline(settings)
-    client = OyezBot(pipeline, DiscordSettings(idle_timeout_s=60), **client_options())
-    try:
-        async with running(client, fake_discord):
-            yield client
-    finally:
-        await pipeline.aclose()
+    async with oyez_bot_running(fake_discord, settings) as client:
+        yield client
 
 
 async def test_an_alert_is_spoken_in_the_voice_channel_on_time(

@@ -1,19 +1,26 @@
-"""pytest fixture: a running :class:`FakeDiscord` with discord.py's globals pointed at it.
+"""pytest fixtures: a running :class:`FakeDiscord` with discord.py's globals pointed at it, and
+Oyez's bot connected to it.
 
-Import it into a test module (``from tests.fakes.discord.fixtures import fake_discord``); the
+Import them into a test module (``from tests.fakes.discord.fixtures import fake_discord``); the
 globals (``Route.BASE``, ``DEFAULT_GATEWAY``) are restored when the test ends.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 
-from tests.fakes.discord.client import patched_discord
+from bot import config
+from bot.config import Settings
+from bot.pipeline import SpeechPipeline
+from integrations.discord.bot import DiscordSettings, OyezBot
+from tests.fakes.discord.client import client_options, patched_discord, running
 from tests.fakes.discord.server import FakeDiscord
 
-__all__ = ["fake_discord"]
+__all__ = ["fake_discord", "oyez_bot", "oyez_bot_running"]
 
 
 @pytest.fixture
@@ -21,3 +28,24 @@ async def fake_discord() -> AsyncIterator[FakeDiscord]:
     async with FakeDiscord() as fake:
         with patched_discord(fake):
             yield fake
+
+
+@asynccontextmanager
+async def oyez_bot_running(fake: FakeDiscord, settings: Settings) -> AsyncIterator[OyezBot]:
+    """Oyez's bot (idle timeout 60 s) on its own pipeline, connected to ``fake``."""
+    pipeline = SpeechPipeline(settings)
+    client = OyezBot(pipeline, DiscordSettings(idle_timeout_s=60), **client_options())
+    try:
+        async with running(client, fake):
+            yield client
+    finally:
+        await pipeline.aclose()
+
+
+@pytest.fixture
+async def oyez_bot(
+    fake_discord: FakeDiscord,
+    tmp_path: Path,
+) -> AsyncIterator[OyezBot]:
+    async with oyez_bot_running(fake_discord, config.load(data_dir=tmp_path / "data")) as client:
+        yield client
