@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.readme import write_readme  # noqa: E402
-from bot import config  # noqa: E402
-from bot.providers import SynthesisInput  # noqa: E402
+from bot.ops import config  # noqa: E402
+from bot.providers.base import SynthesisInput  # noqa: E402
 from integrations.segmind import SegmindProvider  # noqa: E402
 from tests.fakes.segmind import DEFAULT_API_KEY, FakeSegmind, Job  # noqa: E402
 

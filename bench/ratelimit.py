@@ -57,11 +57,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.readme import write_readme  # noqa: E402
-from bot import config  # noqa: E402
-from bot.dispatch import Dispatcher  # noqa: E402
 from bot.errors import ProviderError, RateLimited  # noqa: E402
-from bot.providers import Provider, SynthesisInput  # noqa: E402
-from bot.ratelimit import RateLimiter, remaining_calls, retry_after_s  # noqa: E402
+from bot.ops import config  # noqa: E402
+from bot.providers.base import Provider, SynthesisInput  # noqa: E402
+from bot.providers.dispatch import Dispatcher  # noqa: E402
+from bot.providers.ratelimit import RateLimiter, remaining_calls, retry_after_s  # noqa: E402
 from bot.speech import AudioChunk, AudioEncoding, SpeechRequest, Voice  # noqa: E402
 
 VOICE = Voice("bench", "sim", "bench", "Bench")

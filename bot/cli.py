@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from bot import __version__
-from bot import config as config_module
-from bot.config import Settings
 from bot.errors import ConfigError, InvalidRequest, OyezError
-from bot.logs import mask_secrets, register_settings_secrets, setup_logging
-from bot.pipeline import SpeechPipeline
-from bot.report import credits_report
-from bot.schedule_cli import add_schedule_parser, schedule_command
+from bot.ops import config as config_module
+from bot.ops.config import Settings
+from bot.ops.logs import mask_secrets, register_settings_secrets, setup_logging
+from bot.providers.report import credits_report
+from bot.schedules.cli import add_schedule_parser, schedule_command
 from bot.speech import OutputProfile, RequestSource, SpeechRequest, Utterance, Voice
+from bot.synthesis.pipeline import SpeechPipeline
 
 __all__ = ["main"]
 

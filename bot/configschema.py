@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 from pydantic_core import core_schema
 
-from bot.config import Settings
+from bot.ops.config import Settings
 
 __all__ = [
     "EXAMPLE_FILE",
@@ -54,7 +54,7 @@ REFERENCE_MARKERS = ("<!-- config-reference:start -->", "<!-- config-reference:e
 SECTION_MODELS: dict[str, str] = {
     "discord": "integrations.discord.bot:DiscordSettings",
     "homeassistant": "integrations.homeassistant.settings:HomeAssistantSettings",
-    "schedules": "bot.schedule:Schedule",
+    "schedules": "bot.schedules.model:Schedule",
 }
 
 
@@ -76,7 +76,7 @@ def section_model(section: str) -> type[BaseModel] | None:
 def provider_settings_models() -> dict[str, type[BaseModel]]:
     """Each built-in provider's ``settings_model``, by provider name (``integrations.PROVIDERS``;
     plug-ins are left out so that the committed schema does not depend on what is installed)."""
-    from bot.providers import Provider
+    from bot.providers.base import Provider
     from integrations import PROVIDERS
 
     models: dict[str, type[BaseModel]] = {}

@@ -15,12 +15,12 @@ import contextlib
 import logging
 from typing import Protocol
 
-from bot.announce import Announcer
-from bot.config import Settings
+from bot.announce.announcer import Announcer
 from bot.errors import ConfigError
-from bot.health import add_health_routes
-from bot.pipeline import SpeechPipeline
-from bot.server import OyezServer
+from bot.ops.config import Settings
+from bot.synthesis.pipeline import SpeechPipeline
+from bot.web.health import add_health_routes
+from bot.web.server import OyezServer
 
 __all__ = ["FrontEnd", "Service"]
 
@@ -59,7 +59,7 @@ class Service:
 
     def build(self) -> None:
         """Create the configured front ends (import their integrations lazily)."""
-        from bot.scheduler import scheduler_front_end
+        from bot.schedules.scheduler import scheduler_front_end
         from integrations.discord.service import discord_front_end
         from integrations.homeassistant.service import homeassistant_front_end
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bot import config
-from bot.config import Settings
-from bot.pipeline import SpeechPipeline
+from bot.ops import config
+from bot.ops.config import Settings
+from bot.synthesis.pipeline import SpeechPipeline
 from tests.support.asr import Transcriber
 from tests.support.secrets import SecretScanner
 

@@ -10,9 +10,10 @@ import jsonschema
 import pytest
 import yaml
 
-from bot import checkconfig, cli, config, configschema
+from bot import checkconfig, cli, configschema
+from bot.ops import config
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "config" / "oyez.example.yaml"
 FAKE_KEY = "sk-fake-checkconfig-4f1d2c9a7e"
 FAKE_TOKEN = "fake-discord-token-0b7e51d3"

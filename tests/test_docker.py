@@ -31,8 +31,8 @@ import pytest
 import yaml
 
 from bot import checkconfig
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
 INSTALL_TIMEOUT_S = 900
 

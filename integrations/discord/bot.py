@@ -25,12 +25,12 @@ import discord
 from discord import app_commands
 from pydantic import AnyUrl, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from bot.config import NamedVoice, Settings, format_validation_error
 from bot.errors import ConfigError, InvalidRequest, OyezError
-from bot.pipeline import SpeechPipeline
-from bot.providers import Provider
-from bot.report import credits_report
+from bot.ops.config import NamedVoice, Settings, format_validation_error
+from bot.providers.base import Provider
+from bot.providers.report import credits_report
 from bot.speech import RequestSource, SpeechRequest, Utterance, Voice
+from bot.synthesis.pipeline import SpeechPipeline
 from integrations.discord.audio import VoiceClientOutput
 from integrations.discord.connection import ResumingVoiceClient
 from integrations.discord.guilds import GuildSettings, GuildSettingsStore

@@ -21,9 +21,9 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 
-from bot.live import FRAME_S, LiveUtterance, opus_packets
-from bot.pipeline import Segment
+from bot.audio.live import FRAME_S, LiveUtterance, opus_packets
 from bot.speech import SpeechRequest, Utterance
+from bot.synthesis.pipeline import Segment
 
 __all__ = ["FEED_AHEAD_S", "OpusFeed", "Production", "Segments", "fill"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.store import connect
+from bot.ops.store import open_state
 
 __all__ = ["GuildSettings", "GuildSettingsStore"]
 
@@ -46,7 +46,7 @@ class GuildSettings(BaseModel):
 class GuildSettingsStore:
     def __init__(self, data_dir: Path) -> None:
         self._lock = threading.Lock()
-        self._db = connect(data_dir / "oyez.sqlite3", _SCHEMA)
+        self._db = open_state(data_dir, _SCHEMA)
 
     def get(self, guild_id: int) -> GuildSettings:
         with self._lock:

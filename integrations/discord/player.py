@@ -29,9 +29,9 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from bot.errors import OyezError, RequestExpired
-from bot.metrics import QUEUE_DEPTH, TIME_TO_FIRST_AUDIO
-from bot.pipeline import Segment, join_utterances
+from bot.ops.metrics import QUEUE_DEPTH, TIME_TO_FIRST_AUDIO
 from bot.speech import SpeechRequest, Utterance
+from bot.synthesis.pipeline import Segment, join_utterances
 from integrations.discord.feed import OpusFeed, Production, Segments, fill
 
 __all__ = ["GuildPlayer", "QueuedItem", "VoiceOutput"]

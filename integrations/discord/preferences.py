@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.store import connect
+from bot.ops.store import open_state
 
 __all__ = ["Preferences", "VoiceChoice"]
 
@@ -36,7 +36,7 @@ class Preferences:
 
     def __init__(self, data_dir: Path) -> None:
         self._lock = threading.Lock()
-        self._db = connect(data_dir / "oyez.sqlite3", _SCHEMA)
+        self._db = open_state(data_dir, _SCHEMA)
 
     def voice_of(self, user_id: int) -> VoiceChoice | None:
         with self._lock:

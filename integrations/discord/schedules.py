@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Literal
 import discord
 from discord import app_commands
 
-from bot.config import DiscordChannel
 from bot.errors import InvalidRequest
-from bot.schedule import PLACEHOLDERS, Schedule, check_new, check_speakable
-from bot.schedule_store import ScheduleBook, StoredSchedule, UnknownSchedule
+from bot.ops.config import DiscordChannel
+from bot.schedules.model import PLACEHOLDERS, Schedule, check_new, check_speakable
+from bot.schedules.store import ScheduleBook, StoredSchedule, UnknownSchedule
 
 if TYPE_CHECKING:
     from integrations.discord.bot import OyezBot

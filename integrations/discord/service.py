@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, ClassVar
 import discord
 import yarl
 
-from bot.announce import Announcement, Target, TargetResult
-from bot.config import DiscordChannel
+from bot.announce.announcer import Announcement, Target, TargetResult
 from bot.errors import RequestExpired
+from bot.ops.config import DiscordChannel
 from bot.speech import OutputProfile, SpeechRequest, Utterance
 from integrations.discord.bot import DiscordSettings, OyezBot
 

@@ -17,10 +17,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from bot.announce import AnnouncementState, AnnouncementStatus, Announcer
-from bot.config import HttpSettings
-from bot.server import is_loopback_url
+from bot.announce.announcer import AnnouncementState, AnnouncementStatus, Announcer
+from bot.ops.config import HttpSettings
 from bot.speech import RequestSource
+from bot.web.server import is_loopback_url
 from integrations.homeassistant.settings import HomeAssistantSettings
 from integrations.homeassistant.sink import MediaPlayerSink
 from integrations.homeassistant.websocket import (

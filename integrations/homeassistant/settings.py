@@ -15,8 +15,8 @@ from pydantic import (
     model_validator,
 )
 
-from bot.config import Settings, format_validation_error
 from bot.errors import ConfigError
+from bot.ops.config import Settings, format_validation_error
 
 __all__ = ["HomeAssistantSettings"]
 

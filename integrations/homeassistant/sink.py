@@ -35,14 +35,14 @@ from typing import Any, ClassVar
 import aiohttp
 import ffmpeg
 
-from bot.announce import Announcement, Target, TargetResult
-from bot.audio import CANONICAL_RATE, PcmAudio
-from bot.config import AnnounceSettings
+from bot.announce.announcer import Announcement, Target, TargetResult
+from bot.audio.transcode import CANONICAL_RATE, PcmAudio
 from bot.errors import AudioError, OyezError, RequestExpired
-from bot.metrics import TIME_TO_FIRST_AUDIO
-from bot.pipeline import SpeechPipeline
-from bot.server import MediaStore
+from bot.ops.config import AnnounceSettings
+from bot.ops.metrics import TIME_TO_FIRST_AUDIO
 from bot.speech import AudioChunk, AudioEncoding, OutputProfile, SpeechRequest, Utterance
+from bot.synthesis.pipeline import SpeechPipeline
+from bot.web.server import MediaStore
 from integrations.homeassistant.websocket import (
     CommandFailed,
     HomeAssistantClient,

@@ -41,7 +41,7 @@ import aiohttp
 from pydantic import SecretStr
 
 from bot.errors import OyezError
-from bot.metrics import HOMEASSISTANT_RECONNECTS
+from bot.ops.metrics import HOMEASSISTANT_RECONNECTS
 
 __all__ = [
     "AuthenticationFailed",

@@ -24,7 +24,6 @@ from typing import Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr
 
-from bot.config import Settings
 from bot.errors import (
     InsufficientCredits,
     InvalidRequest,
@@ -36,9 +35,10 @@ from bot.errors import (
     RateLimited,
     SynthesisFailed,
 )
-from bot.http import HttpClient, encoding_from_response, error_text
-from bot.providers import Provider, SynthesisInput, api_key
-from bot.ratelimit import retry_after_s
+from bot.ops.config import Settings
+from bot.providers.base import Provider, SynthesisInput, api_key
+from bot.providers.http import HttpClient, encoding_from_response, error_text
+from bot.providers.ratelimit import retry_after_s
 from bot.speech import AudioChunk, AudioEncoding, Voice
 
 __all__ = [

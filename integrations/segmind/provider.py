@@ -24,7 +24,6 @@ from typing import Any
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr
 
-from bot.config import LimitSettings, Settings
 from bot.errors import (
     InsufficientCredits,
     JobExpired,
@@ -38,9 +37,10 @@ from bot.errors import (
     UnknownModel,
     UnknownVoice,
 )
-from bot.http import HttpClient, encoding_from_response, error_text
-from bot.providers import Provider, SynthesisInput, Usage, api_key
-from bot.ratelimit import retry_after_s
+from bot.ops.config import LimitSettings, Settings
+from bot.providers.base import Provider, SynthesisInput, Usage, api_key
+from bot.providers.http import HttpClient, encoding_from_response, error_text
+from bot.providers.ratelimit import retry_after_s
 from bot.speech import AudioChunk, Voice
 from integrations.segmind.models import MODELS, SegmindModel
 from integrations.segmind.poll import CompletionEstimate, PollPlan

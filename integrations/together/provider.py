@@ -26,7 +26,6 @@ from typing import Any
 import aiohttp
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from bot.config import LimitSettings, Settings
 from bot.errors import (
     InsufficientCredits,
     ProviderAuthError,
@@ -39,9 +38,10 @@ from bot.errors import (
     UnknownModel,
     UnknownVoice,
 )
-from bot.http import HttpClient, encoding_from_response, error_text
-from bot.providers import Provider, SynthesisInput, api_key
-from bot.ratelimit import remaining_calls, retry_after_s
+from bot.ops.config import LimitSettings, Settings
+from bot.providers.base import Provider, SynthesisInput, api_key
+from bot.providers.http import HttpClient, encoding_from_response, error_text
+from bot.providers.ratelimit import remaining_calls, retry_after_s
 from bot.speech import AudioChunk, AudioEncoding, Voice
 from integrations.together.models import (
     FIXED_RATE,

@@ -29,6 +29,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from tests.fakes.audio import Synthesizer, tone_synthesizer
+from tests.support.clock import FakeClock
 
 __all__ = [
     "BilledCall",
@@ -44,19 +45,6 @@ Clock = Callable[[], float]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 REDACTED = "<redacted>"
-
-
-class FakeClock:
-    """A wall clock (epoch seconds) that only moves when told: ``clock.advance(3601)``."""
-
-    def __init__(self, start: float | None = None) -> None:
-        self.now = time.time() if start is None else start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass(frozen=True)

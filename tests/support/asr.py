@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from bot.audio import find_ffmpeg
+from bot.audio.transcode import find_ffmpeg
 
 __all__ = ["Transcriber", "model_dir", "word_error_rate", "words"]
 

@@ -6,7 +6,7 @@ import re
 import struct
 import subprocess
 
-from bot.audio import find_ffmpeg
+from bot.audio.transcode import find_ffmpeg
 
 __all__ = ["describe", "integrated_loudness", "ogg_packets", "opus_frame_ms", "opus_head"]
 

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from aiohttp import web
 
-from bot.providers import SynthesisInput
+from bot.providers.base import SynthesisInput
 from bot.speech import AudioChunk
 from integrations import PROVIDERS
 from integrations.piper import PiperProvider

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from bot import config
-from bot.config import Settings
-from bot.pipeline import SpeechPipeline
+from bot.ops import config
+from bot.ops.config import Settings
+from bot.synthesis.pipeline import SpeechPipeline
 from integrations.discord.bot import DiscordSettings, OyezBot
 from tests.fakes.discord.client import client_options, patched_discord, running
 from tests.fakes.discord.server import FakeDiscord

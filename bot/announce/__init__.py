@@ -1,0 +1,1 @@
+"""Announcements: one core for Home Assistant events, the HTTP API and schedules."""

@@ -1,0 +1,1 @@
+"""Audio: ffmpeg transcoding with loudness normalisation, the live Opus encoder, chime mixing."""

@@ -1,0 +1,440 @@
+"""Live audio: provider audio encoded to Opus while it streams in, for sinks that play at once.
+
+A provider that streams within a sentence (``Provider.streams_live``) sends PCM (or MP3)
+pieces as its engine makes them. :class:`OpusStreamEncoder` feeds each piece to one ffmpeg
+process that writes Ogg Opus in the ``discord`` profile (48 kHz stereo, 20 ms frames), one Ogg
+page per Opus packet, flushed at once; :class:`OggOpusReader` cuts that output back into Opus
+packets as it comes, and the whole output is kept: when the stream ends it is the complete
+Ogg Opus file the audio cache stores. Measured on a 2-core machine, a piece of audio comes out
+as Opus packets ~5 ms after it is written, except the last ~65 ms, which ffmpeg holds until
+more audio or the end of the stream comes.
+
+Loudness cannot be normalised ahead of time on a stream: the integrated loudness is only known
+at its end. The stream therefore gets a fixed gain, the one the voice needed last time
+(:class:`~bot.audio.VoiceGains`, learned from its last utterance, streamed or not; 0 dB for
+the first), then a limiter at ``audio.true_peak_dbtp``; a meter on a side branch measures what
+was sent, which teaches the gain for the next time. A voice's first streamed utterance thus
+plays at its own loudness, the following ones within a few LU of the target; audio normalised
+exactly needs the whole utterance first, which is what the non-streaming path does.
+
+:class:`LiveUtterance` is what the pipeline hands a sink: the packets as they are encoded, then
+the complete :class:`~bot.speech.Utterance`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from bot.audio.transcode import (
+    EncodedAudio,
+    Transcoder,
+    VoiceGains,
+    ffmpeg_input_args,
+    metered_graph,
+    parse_ebur128,
+    profile_spec,
+    stderr_tail,
+)
+from bot.errors import AudioError, TranscodeError
+from bot.speech import AudioChunk, AudioEncoding, OutputProfile, Utterance, Voice
+
+__all__ = [
+    "FRAME_S",
+    "LiveUtterance",
+    "OggOpusReader",
+    "OpusStreamEncoder",
+    "StreamEncoders",
+    "StreamFormat",
+    "opus_packets",
+]
+
+log = logging.getLogger(__name__)
+
+#: Seconds of audio in one Opus packet of the ``discord`` profile.
+FRAME_S = 0.020
+#: Voices that keep a started encoder waiting for their next stream.
+SPARE_ENCODERS = 4
+#: A waiting encoder whose gain is this close (dB) to the learned one is used as it is.
+GAIN_TOLERANCE_DB = 0.5
+#: Opus granule positions count samples at 48 kHz, whatever the input rate (RFC 7845 §4).
+_GRANULE_RATE = 48_000
+_OGG_HEADER = struct.Struct("<4sBBqIIIB")  # capture, version, flags, granule, serial, page, crc, n
+
+
+class OggOpusReader:
+    """Cuts an Ogg Opus byte stream into its Opus audio packets, fed piece by piece.
+
+    The identification and comment headers (``OpusHead``, ``OpusTags``, RFC 7845 §5) are left
+    out, and so are empty packets; packets spanning pages are joined. ``duration_s`` is the
+    audio up to the last complete page (seconds), from its granule position and the pre-skip.
+    Chained streams (Ogg files one after another) are read as one: each one's headers are
+    skipped. Raises :class:`AudioError` on bytes that are not Ogg.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._packet = bytearray()
+        self._pre_skip = 0
+        self._granule = 0
+        self._finished_s = 0.0  # audio of earlier chained streams
+
+    @property
+    def duration_s(self) -> float:
+        return self._finished_s + max(self._granule - self._pre_skip, 0) / _GRANULE_RATE
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The audio packets completed by ``data``, in order."""
+        self._buffer += data
+        packets: list[bytes] = []
+        while len(self._buffer) >= _OGG_HEADER.size:
+            capture, _, _, granule, *_, segments = _OGG_HEADER.unpack_from(self._buffer)
+            if capture != b"OggS":
+                raise AudioError("the audio is not an Ogg stream")
+            header = _OGG_HEADER.size + segments
+            if len(self._buffer) < header:
+                break
+            lacing = self._buffer[_OGG_HEADER.size : header]
+            end = header + sum(lacing)
+            if len(self._buffer) < end:
+                break
+            at = header
+            for size in lacing:
+                self._packet += self._buffer[at : at + size]
+                at += size
+                if size < 255:  # a lacing value under 255 ends a packet
+                    self._take(bytes(self._packet), packets)
+                    self._packet.clear()
+            if granule >= 0:  # -1: no packet ends on this page
+                self._granule = granule
+            del self._buffer[:end]
+        return packets
+
+    def _take(self, packet: bytes, packets: list[bytes]) -> None:
+        if packet.startswith(b"OpusHead"):
+            self._finished_s = self.duration_s
+            self._granule = 0
+            self._pre_skip = int.from_bytes(packet[10:12], "little")
+        elif packet and not packet.startswith(b"OpusTags"):
+            packets.append(packet)
+
+
+def opus_packets(ogg_opus: bytes) -> list[bytes]:
+    """The Opus audio packets of a complete Ogg Opus file (20 ms each in the discord profile)."""
+    return OggOpusReader().feed(ogg_opus)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFormat:
+    """How a provider's stream is encoded: raw PCM needs ``sample_rate`` (Hz) and ``channels``."""
+
+    encoding: AudioEncoding
+    sample_rate: int
+    channels: int
+
+    @classmethod
+    def of(cls, chunk: AudioChunk) -> StreamFormat:
+        return cls(chunk.encoding, chunk.sample_rate, chunk.channels)
+
+
+class OpusStreamEncoder:
+    """One ffmpeg process turning a provider's stream into Ogg Opus while it arrives.
+
+    ``on_packet`` gets every Opus packet (20 ms of audio) as soon as ffmpeg writes it, on the
+    event loop. ``gain_db`` is applied before the limiter (None: neither, loudness
+    normalisation is off). :meth:`start` may spawn ffmpeg before the first piece arrives, in the
+    format the stream is expected in; a first piece in another format starts it again.
+    Raises :class:`TranscodeError` when ffmpeg fails, :class:`AudioError` when the stream
+    changes format midway.
+    """
+
+    def __init__(
+        self,
+        transcoder: Transcoder,
+        on_packet: Callable[[bytes], None],
+        *,
+        gain_db: float | None,
+    ) -> None:
+        self.transcoder = transcoder
+        self.on_packet = on_packet
+        self.gain_db = gain_db
+        self.format: StreamFormat | None = None
+        self.fed_bytes = 0
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._stderr: asyncio.Task[bytes] | None = None
+        self._ogg = bytearray()
+        self._ogg_reader = OggOpusReader()
+
+    @property
+    def fed(self) -> bool:
+        """Whether any audio went in (after that, the stream cannot change hands)."""
+        return self.fed_bytes > 0
+
+    @property
+    def running(self) -> bool:
+        """Whether ffmpeg is started and has not ended."""
+        return self._process is not None and self._process.returncode is None
+
+    def _args(self, stream: StreamFormat) -> list[str]:
+        settings = self.transcoder.settings
+        spec = profile_spec(OutputProfile.DISCORD, settings)
+        limit = self.gain_db is not None
+        return [
+            self.transcoder.ffmpeg,
+            *("-hide_banner", "-nostdin", "-nostats", "-loglevel", "info"),
+            *ffmpeg_input_args(stream.encoding, stream.sample_rate, stream.channels),
+            "-i",
+            "pipe:0",
+            "-filter_complex",
+            metered_graph(self.gain_db, settings.true_peak_dbtp, limit=limit, canonical=True),
+            *("-map", "[out]", *spec.output_args()),
+            # one page per packet, written at once: ogg's default page lasts a second
+            *("-page_duration", "20000", "-flush_packets", "1", "pipe:1"),
+        ]
+
+    async def start(self, expected: StreamFormat) -> None:
+        """Spawn ffmpeg for a stream in ``expected`` (ahead of its first piece)."""
+        if self._process is not None:
+            return
+        self.format = expected
+        self._process = await asyncio.create_subprocess_exec(
+            *self._args(expected),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert self._process.stdout is not None
+        assert self._process.stderr is not None
+        self._reader = asyncio.create_task(
+            self._read(self._process.stdout), name="oyez-opus-encoder-out"
+        )
+        self._stderr = asyncio.create_task(
+            self._process.stderr.read(), name="oyez-opus-encoder-err"
+        )
+
+    async def _read(self, stdout: asyncio.StreamReader) -> None:
+        while data := await stdout.read(65_536):
+            self._ogg += data
+            for packet in self._ogg_reader.feed(data):
+                self.on_packet(packet)
+
+    async def feed(self, chunk: AudioChunk) -> None:
+        """Encode ``chunk``; returns once ffmpeg has taken it."""
+        if not chunk.data:
+            return
+        wanted = StreamFormat.of(chunk)
+        if self.format != wanted:
+            if self.fed:
+                raise AudioError(f"the stream changed format midway ({self.format} then {wanted})")
+            await self.abort()  # spawned for the format it was expected in: start again
+        await self.start(wanted)
+        process = self._process
+        assert process is not None
+        assert process.stdin is not None
+        try:
+            process.stdin.write(chunk.data)
+            await process.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            await self._failed("ffmpeg stopped reading the stream")
+        self.fed_bytes += len(chunk.data)
+
+    async def finish(self) -> EncodedAudio:
+        """Close the stream and wait for the last packets; the whole Ogg Opus and its loudness.
+
+        Raises :class:`AudioError` when no audio came, :class:`TranscodeError` when ffmpeg
+        fails or takes longer than ``audio.ffmpeg_timeout_s``.
+        """
+        process = self._process
+        if process is None or not self.fed:
+            await self.abort()
+            raise AudioError("the provider returned no audio")
+        assert process.stdin is not None
+        assert self._reader is not None
+        assert self._stderr is not None
+        process.stdin.close()
+        timeout = self.transcoder.settings.ffmpeg_timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                await self._reader
+                stderr = await self._stderr
+                await process.wait()
+        except TimeoutError:
+            await self.abort()
+            raise TranscodeError(
+                f"ffmpeg did not finish encoding the stream within {timeout:g} s",
+                returncode=None,
+                stderr_tail="",
+            ) from None
+        if process.returncode != 0:
+            raise TranscodeError(
+                f"ffmpeg failed encoding the stream (exit status {process.returncode})",
+                returncode=process.returncode,
+                stderr_tail=stderr_tail(stderr),
+            )
+        spec = profile_spec(OutputProfile.DISCORD, self.transcoder.settings)
+        loudness = parse_ebur128(stderr)
+        duration = self._ogg_reader.duration_s
+        return EncodedAudio(bytes(self._ogg), spec, duration, loudness, self.gain_db)
+
+    async def _failed(self, what: str) -> None:
+        stderr = b""
+        if self._stderr is not None and self._process is not None:
+            self._process.kill()
+            with contextlib.suppress(Exception):
+                stderr = await asyncio.wait_for(self._stderr, 5)
+        await self.abort()
+        raise TranscodeError(what, returncode=None, stderr_tail=stderr_tail(stderr))
+
+    async def abort(self) -> None:
+        """Stop ffmpeg and forget the stream (safe to call more than once)."""
+        process, self._process = self._process, None
+        tasks = [t for t in (self._reader, self._stderr) if t is not None]
+        self._reader = self._stderr = None
+        self.format = None
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+        for task in tasks:
+            task.cancel()
+        if process is not None:
+            with contextlib.suppress(Exception):
+                await process.wait()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+
+
+class LiveUtterance:
+    """Speech still being synthesized: its Opus packets (20 ms each, the ``discord`` profile)
+    as they are encoded, then the complete :class:`Utterance` (Ogg Opus, also cached).
+
+    ``voice`` is the voice asked for (a fallback voice may speak instead when the asked one
+    fails before any audio; the result says which spoke). :meth:`packets` is for one consumer
+    and yields every packet from the first; when synthesis fails it raises the error after the
+    packets that did come. :meth:`cancel` stops synthesis.
+    """
+
+    def __init__(self, request_id: str, text: str, voice: Voice) -> None:
+        self.request_id = request_id
+        self.text = text
+        self.voice = voice
+        self._packets: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._task: asyncio.Task[Utterance] | None = None
+
+    def put(self, packet: bytes) -> None:
+        """Hand on one Opus packet (called by the pipeline)."""
+        self._packets.put_nowait(packet)
+
+    def run(self, synthesis: asyncio.Task[Utterance]) -> None:
+        """Attach the task that synthesizes and puts the packets (called by the pipeline)."""
+        self._task = synthesis
+        synthesis.add_done_callback(lambda _: self._packets.put_nowait(None))
+
+    async def packets(self) -> AsyncIterator[bytes]:
+        """Every Opus packet, in order, as it is encoded. Raises what synthesis raised."""
+        while (packet := await self._packets.get()) is not None:
+            yield packet
+        await self.result()  # raises the failure, if any
+
+    async def result(self) -> Utterance:
+        """The complete utterance, once synthesis and encoding are done."""
+        assert self._task is not None, "LiveUtterance.run was never called"
+        return await asyncio.shield(self._task)
+
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+def _ignore(packet: bytes) -> None:
+    """Where a spare encoder's packets would go: it gets none before it is taken."""
+
+
+class StreamEncoders:
+    """The encoders of live streams, and what they learn per voice (keyed by voice label).
+
+    A voice's streams get the gain learned from its previous utterance (``gains``; 0 dB for the
+    first; None when ``audio.normalize_loudness`` is off). Once a voice has streamed,
+    its format is known, and a started encoder waits for its next stream: ffmpeg takes ~25 ms
+    to start on a 2-core machine, more than a fast provider takes to send its first audio. At
+    most :data:`SPARE_ENCODERS` voices keep one (the most recent); a spare whose gain is within
+    :data:`GAIN_TOLERANCE_DB` of the learned one is used as it is.
+    """
+
+    def __init__(self, transcoder: Transcoder, gains: VoiceGains) -> None:
+        self.transcoder = transcoder
+        self.gains = gains
+        self._formats: dict[str, StreamFormat] = {}
+        self._spares: dict[str, OpusStreamEncoder] = {}
+        self._starting: set[asyncio.Task[None]] = set()
+
+    def gain_db(self, voice: Voice) -> float | None:
+        if not self.transcoder.settings.normalize_loudness:
+            return None
+        return self.gains.get(voice.label) or 0.0
+
+    def _fits(self, spare: OpusStreamEncoder, voice: Voice) -> bool:
+        gain = self.gain_db(voice)
+        if spare.gain_db is None or gain is None:
+            return spare.gain_db == gain
+        return abs(spare.gain_db - gain) <= GAIN_TOLERANCE_DB
+
+    async def take(self, voice: Voice, on_packet: Callable[[bytes], None]) -> OpusStreamEncoder:
+        """An encoder for a stream of ``voice`` whose packets go to ``on_packet``: the waiting
+        one if it fits, else a new one (started at once when the voice's format is known)."""
+        spare = self._spares.pop(voice.label, None)
+        if spare is not None and spare.running and self._fits(spare, voice):
+            spare.on_packet = on_packet
+            return spare
+        if spare is not None:
+            await spare.abort()
+        encoder = OpusStreamEncoder(self.transcoder, on_packet, gain_db=self.gain_db(voice))
+        expected = self._formats.get(voice.label)
+        if expected is not None:  # spawned while the provider is asked
+            await encoder.start(expected)
+        return encoder
+
+    async def feed(self, voice: Voice, encoder: OpusStreamEncoder, chunk: AudioChunk) -> None:
+        """Feed ``chunk`` of ``voice``'s stream to ``encoder``, noting the voice's format."""
+        await encoder.feed(chunk)
+        if encoder.format is not None:
+            self._formats[voice.label] = encoder.format
+
+    def replenish(self, voice: Voice) -> None:
+        """Start, in the background, an encoder for ``voice``'s next stream (once a stream of
+        it has ended: forking ffmpeg during one would hold up its first packets)."""
+        expected = self._formats.get(voice.label)
+        spare = self._spares.get(voice.label)
+        if expected is None or (spare is not None and spare.running and self._fits(spare, voice)):
+            return
+        task = asyncio.create_task(self._spare(voice, expected), name="oyez-spare-encoder")
+        self._starting.add(task)
+        task.add_done_callback(self._starting.discard)
+
+    async def _spare(self, voice: Voice, expected: StreamFormat) -> None:
+        spare = OpusStreamEncoder(self.transcoder, _ignore, gain_db=self.gain_db(voice))
+        try:
+            await spare.start(expected)
+        except Exception:
+            log.warning("no spare encoder for %s", voice.label, exc_info=True)
+            await spare.abort()
+            return
+        replaced = self._spares.pop(voice.label, None)
+        self._spares[voice.label] = spare
+        stale = list(self._spares)[:-SPARE_ENCODERS]
+        for old in [replaced, *(self._spares.pop(label) for label in stale)]:
+            if old is not None:
+                await old.abort()
+
+    async def aclose(self) -> None:
+        for task in list(self._starting):
+            task.cancel()
+        await asyncio.gather(*self._starting, return_exceptions=True)
+        spares, self._spares = list(self._spares.values()), {}
+        for spare in spares:
+            await spare.abort()

@@ -1,0 +1,544 @@
+"""Transcoding with ffmpeg: whatever a provider returns, in the profile a sink plays.
+
+Commands are built with ffmpeg-python; audio goes in through stdin and out through stdout, never
+through temporary files. A conversion is three steps, each one ffmpeg run:
+
+1. **analyse**: decode the provider's audio to canonical PCM (s16le, 48 kHz, mono) and measure its
+   integrated loudness and true peak (EBU R128, ffmpeg's ``ebur128`` filter).
+2. **normalise**: apply the gain that brings it to the loudness target. When that gain would push
+   the true peak over the ceiling, a limiter holds the peaks and the gain is corrected from a new
+   measurement (speech has a crest factor of ~19 dB: -16 LUFS under -1.5 dBTP needs limiting).
+3. **encode** to the output profile.
+
+:meth:`Transcoder.transcode` does 2 and 3 in one run, with the loudness meter on a branch of the
+graph (:func:`metered_graph`): two ffmpeg runs in all, three or four when the limiter's
+correction needs another round; every run costs ~40 ms of the time to first audio.
+
+The ffmpeg binary is ``audio.ffmpeg_path`` if set, else ``ffmpeg`` on the PATH, else the one the
+``imageio-ffmpeg`` package bundles. Every run has a timeout; a failure raises
+:class:`~bot.errors.TranscodeError` with the tail of ffmpeg's stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ffmpeg
+
+from bot.errors import AudioError, FFmpegNotFound, TranscodeError
+from bot.ops.config import AudioSettings
+from bot.speech import AudioChunk, AudioEncoding, OutputProfile
+
+__all__ = [
+    "EncodedAudio",
+    "Loudness",
+    "PcmAudio",
+    "ProfileSpec",
+    "Transcoder",
+    "VoiceGains",
+    "ffmpeg_input_args",
+    "find_ffmpeg",
+    "metered_graph",
+    "parse_ebur128",
+    "profile_spec",
+    "stderr_tail",
+]
+
+log = logging.getLogger(__name__)
+
+#: Sample rate (Hz) of the canonical PCM that non-PCM input is decoded to.
+CANONICAL_RATE = 48_000
+
+_STDERR_TAIL_LINES = 12
+
+# ffmpeg demuxer/format name and input arguments per provider encoding.
+_INPUT_FORMAT: dict[AudioEncoding, str] = {
+    AudioEncoding.PCM_S16LE: "s16le",
+    AudioEncoding.PCM_F32LE: "f32le",
+    AudioEncoding.PCM_MULAW: "mulaw",
+    AudioEncoding.PCM_ALAW: "alaw",
+    AudioEncoding.WAV: "wav",
+    AudioEncoding.MP3: "mp3",
+    AudioEncoding.OGG_OPUS: "ogg",
+    AudioEncoding.FLAC: "flac",
+    AudioEncoding.AAC: "aac",
+}
+
+# ebur128 reports integrated loudness of silence as -70 LUFS, its gate.
+_SILENCE_LUFS = -69.9
+# Loudness error (LU) accepted before another limiter round; at most _MAX_ROUNDS rounds.
+_TOLERANCE_LU = 0.5
+# The same for a gain predicted from the voice's last utterance, not measured ahead: EBU R128
+# allows ±1 LU where a programme cannot be measured ahead (live), and a voice's sentences differ
+# by about that.
+_PREDICTED_TOLERANCE_LU = 1.0
+_MAX_ROUNDS = 3
+# Never amplify by more than this (dB): near-silence is noise, not quiet speech.
+_MAX_GAIN_DB = 24.0
+
+# Encodings whose streams may be cut into chunks and glued back byte by byte.
+_CONCATENABLE = {AudioEncoding.MP3, AudioEncoding.AAC}
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileSpec:
+    """How an :class:`OutputProfile` is encoded: muxer, codec, rate (Hz), channels, bitrate."""
+
+    profile: OutputProfile
+    muxer: str
+    codec: str
+    sample_rate: int
+    channels: int
+    bitrate_kbps: int | None
+    codec_args: tuple[tuple[str, Any], ...] = ()
+
+    def output_args(self) -> list[str]:
+        """ffmpeg's output arguments (before the output name), as :meth:`output_kwargs`."""
+        args = ["-c:a", self.codec, "-ar", str(self.sample_rate), "-ac", str(self.channels)]
+        if self.bitrate_kbps is not None:
+            args += ["-b:a", f"{self.bitrate_kbps}k"]
+        for key, value in self.codec_args:
+            args += [f"-{key}", str(value)]
+        return [*args, "-f", self.muxer]
+
+    def output_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "f": self.muxer,
+            "acodec": self.codec,
+            "ar": self.sample_rate,
+            "ac": self.channels,
+        }
+        if self.bitrate_kbps is not None:
+            kwargs["audio_bitrate"] = f"{self.bitrate_kbps}k"
+        kwargs.update(dict(self.codec_args))
+        return kwargs
+
+
+def profile_spec(profile: OutputProfile, settings: AudioSettings) -> ProfileSpec:
+    """The encoding of each profile.
+
+    ``discord``: Discord voice carries Opus at 48 kHz, 2 channels, 20 ms frames (Discord developer
+    docs, "Voice connections"), so Ogg Opus in exactly that shape is played without re-encoding.
+    """
+    if profile is OutputProfile.DISCORD:
+        return ProfileSpec(
+            profile,
+            "ogg",
+            "libopus",
+            48_000,
+            2,
+            settings.discord_bitrate_kbps,
+            (("frame_duration", 20), ("application", "audio"), ("vbr", "on")),
+        )
+    if profile is OutputProfile.MP3:
+        return ProfileSpec(profile, "mp3", "libmp3lame", 44_100, 2, settings.mp3_bitrate_kbps)
+    return ProfileSpec(profile, "wav", "pcm_s16le", 48_000, 1, None)
+
+
+@dataclass(frozen=True, slots=True)
+class Loudness:
+    """An EBU R128 measurement: integrated loudness (LUFS) and true peak (dBTP)."""
+
+    integrated_lufs: float
+    true_peak_dbtp: float
+
+    @property
+    def is_silent(self) -> bool:
+        return self.integrated_lufs <= _SILENCE_LUFS
+
+
+@dataclass(frozen=True, slots=True)
+class PcmAudio:
+    """Canonical audio between steps: PCM s16le at ``sample_rate`` Hz with ``channels``."""
+
+    data: bytes
+    sample_rate: int
+    channels: int
+    loudness: Loudness
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.data) / (2 * self.sample_rate * self.channels)
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedAudio:
+    """Audio encoded per ``spec``: ``duration_s`` in seconds, ``loudness`` as encoded,
+    ``gain_db`` the gain that normalisation applied (None: not normalised)."""
+
+    data: bytes
+    spec: ProfileSpec
+    duration_s: float
+    loudness: Loudness
+    gain_db: float | None = None
+
+
+class VoiceGains:
+    """The gain (dB) each voice needs to reach ``target_lufs``, learned from its last
+    normalised utterance: the gain applied plus the error measured, at most ``cap_db`` either
+    way. Keyed by voice label."""
+
+    def __init__(self, target_lufs: float, cap_db: float = _MAX_GAIN_DB) -> None:
+        self.target_lufs = target_lufs
+        self.cap_db = cap_db
+        self._gains: dict[str, float] = {}
+
+    def get(self, voice: str) -> float | None:
+        return self._gains.get(voice)
+
+    def learn(self, voice: str, encoded: EncodedAudio) -> None:
+        if encoded.gain_db is None or encoded.loudness.is_silent:
+            return
+        gain = encoded.gain_db + self.target_lufs - encoded.loudness.integrated_lufs
+        self._gains[voice] = max(-self.cap_db, min(self.cap_db, gain))
+
+
+def find_ffmpeg(configured: Path | None = None) -> str:
+    """Path of the ffmpeg binary to use. Raises :class:`FFmpegNotFound`."""
+    if configured is not None:
+        if not configured.is_file():
+            raise FFmpegNotFound(f"audio.ffmpeg_path {configured} is not a file")
+        return str(configured)
+    on_path = shutil.which("ffmpeg")
+    if on_path:
+        return on_path
+    try:
+        import imageio_ffmpeg
+
+        return str(imageio_ffmpeg.get_ffmpeg_exe())
+    except (ImportError, RuntimeError) as exc:
+        raise FFmpegNotFound(f"none on the PATH and imageio-ffmpeg failed: {exc}") from None
+
+
+def stderr_tail(stderr: bytes) -> str:
+    """The last lines ffmpeg printed on stderr, for :class:`TranscodeError`."""
+    lines = [ln for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+    return "\n".join(lines[-_STDERR_TAIL_LINES:])
+
+
+def ffmpeg_input_args(encoding: AudioEncoding, sample_rate: int, channels: int) -> list[str]:
+    """ffmpeg's arguments before ``-i pipe:0`` for audio in ``encoding``.
+
+    Raw PCM needs its sample rate (Hz) and channel count; raises :class:`AudioError` without.
+    """
+    args = ["-f", _INPUT_FORMAT[encoding]]
+    if encoding.is_raw_pcm:
+        if sample_rate <= 0 or channels <= 0:
+            raise AudioError(f"raw {encoding.value} audio needs a sample rate and a channel count")
+        args += ["-ar", str(sample_rate), "-ac", str(channels)]
+    return args
+
+
+def metered_graph(
+    gain_db: float | None, ceiling_dbtp: float, *, limit: bool, canonical: bool = False
+) -> str:
+    """An ffmpeg ``-filter_complex``: input ``[0:a]`` (with ``canonical``, first made canonical
+    PCM, s16 at 48 kHz, as :meth:`Transcoder.analyse` makes it), ``gain_db`` (None: none), then,
+    with ``limit``, a limiter at ``ceiling_dbtp``, out as ``[out]``; an EBU R128 meter on a
+    branch of its own prints what goes out on stderr at the end (:func:`parse_ebur128`).
+
+    In line, ``ebur128`` holds back ~60 ms of audio, which a stream would hear; and
+    ffmpeg-python cannot express a branch that ends in a sink, hence a string.
+    """
+    chain = ""
+    if canonical:  # s16 drops the resampler's sub-LSB noise, which Opus would spend bits on
+        chain = f"aresample={CANONICAL_RATE},aformat=sample_fmts=s16,"
+    if gain_db is not None:
+        chain += f"volume={gain_db:.2f}dB,"
+        if limit:
+            ceiling = 10 ** (ceiling_dbtp / 20)
+            chain += f"alimiter=limit={ceiling:.4f}:attack=5:release=50:level=false,"
+    return f"[0:a]{chain}asplit[out][meter];[meter]ebur128=peak=true:framelog=quiet,anullsink"
+
+
+def _fix_wav_sizes(data: bytes) -> bytes:
+    """Write the real RIFF and data sizes into a WAV that ffmpeg wrote to a pipe.
+
+    ffmpeg cannot seek back on a pipe, so it leaves both sizes at 0xFFFFFFFF; strict readers
+    (Python's ``wave``, many speakers) then take the file for 4 GiB long.
+    """
+    at = data.find(b"data", 12)
+    if data[:4] != b"RIFF" or at < 0:
+        return data
+    fixed = bytearray(data)
+    fixed[4:8] = (len(data) - 8).to_bytes(4, "little")
+    fixed[at + 4 : at + 8] = (len(data) - at - 8).to_bytes(4, "little")
+    return bytes(fixed)
+
+
+_SUMMARY_I = re.compile(rb"^\s*I:\s+(-?[\d.]+|-?inf) LUFS", re.MULTILINE)
+_SUMMARY_PEAK = re.compile(rb"^\s*Peak:\s+(-?[\d.]+|-?inf) dBFS", re.MULTILINE)
+
+
+def parse_ebur128(stderr: bytes) -> Loudness:
+    """Read the summary ``ebur128=peak=true`` prints on stderr when its input ends."""
+    loudness, peak = _SUMMARY_I.findall(stderr), _SUMMARY_PEAK.findall(stderr)
+    if not loudness or not peak:
+        raise TranscodeError(
+            "ffmpeg printed no loudness measurement", returncode=0, stderr_tail=stderr_tail(stderr)
+        )
+    return Loudness(float(loudness[-1]), float(peak[-1]))
+
+
+class Transcoder:
+    """Runs ffmpeg for the pipeline. One instance is shared; it holds no per-call state."""
+
+    def __init__(self, settings: AudioSettings) -> None:
+        self.settings = settings
+        self._ffmpeg: str | None = None
+
+    @property
+    def ffmpeg(self) -> str:
+        if self._ffmpeg is None:
+            self._ffmpeg = find_ffmpeg(self.settings.ffmpeg_path)
+        return self._ffmpeg
+
+    async def run(
+        self, stream: Any, data: bytes, what: str, *, loglevel: str = "error"
+    ) -> tuple[bytes, bytes]:
+        """Run an ffmpeg-python graph with ``data`` on stdin; return (stdout, stderr).
+
+        ``what`` says what the run does ("decoding the mp3 audio"), for error messages.
+
+        Raises :class:`TranscodeError` on a non-zero exit or after ``audio.ffmpeg_timeout_s``.
+        """
+        return await self.run_args(ffmpeg.get_args(stream), data, what, loglevel=loglevel)
+
+    async def run_args(
+        self, graph: list[str], data: bytes, what: str, *, loglevel: str = "error"
+    ) -> tuple[bytes, bytes]:
+        """:meth:`run` with ffmpeg's arguments (inputs, filters, outputs) as a list."""
+        args = [self.ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", loglevel]
+        args += graph
+        proc = await asyncio.create_subprocess_exec(
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        timeout = self.settings.ffmpeg_timeout_s
+        try:
+            stdout, stderr = await asyncio.wait_for(proc.communicate(data), timeout)
+        except TimeoutError:
+            proc.kill()
+            _, stderr = await proc.communicate()
+            raise TranscodeError(
+                f"ffmpeg did not finish {what} within {timeout:g} s (audio.ffmpeg_timeout_s)",
+                returncode=None,
+                stderr_tail=stderr_tail(stderr),
+            ) from None
+        except asyncio.CancelledError:
+            proc.kill()
+            await proc.wait()
+            raise
+        if proc.returncode != 0:
+            raise TranscodeError(
+                f"ffmpeg failed {what} (exit status {proc.returncode})",
+                returncode=proc.returncode,
+                stderr_tail=stderr_tail(stderr),
+            )
+        return stdout, stderr
+
+    @staticmethod
+    def _input(encoding: AudioEncoding, sample_rate: int, channels: int) -> Any:
+        kwargs: dict[str, Any] = {"f": _INPUT_FORMAT[encoding]}
+        if encoding.is_raw_pcm:
+            if sample_rate <= 0 or channels <= 0:
+                raise AudioError(
+                    f"raw {encoding.value} audio needs a sample rate and a channel count"
+                )
+            kwargs.update(ar=sample_rate, ac=channels)
+        return ffmpeg.input("pipe:0", **kwargs)
+
+    async def _to_canonical(self, stream: Any, data: bytes, what: str) -> PcmAudio:
+        """Run ``stream`` through the loudness meter into canonical PCM."""
+        graph = stream.filter("ebur128", peak="true", framelog="quiet").output(
+            "pipe:1", f="s16le", acodec="pcm_s16le", ar=CANONICAL_RATE, ac=1
+        )
+        stdout, stderr = await self.run(graph, data, what, loglevel="info")
+        if not stdout:
+            raise TranscodeError(
+                f"ffmpeg found no audio {what}", returncode=0, stderr_tail=stderr_tail(stderr)
+            )
+        return PcmAudio(stdout, CANONICAL_RATE, 1, parse_ebur128(stderr))
+
+    async def analyse(self, chunks: Sequence[AudioChunk]) -> PcmAudio:
+        """Decode provider audio to canonical PCM and measure its loudness.
+
+        Chunks of raw PCM or of a stream format (MP3, AAC) are joined; containers (WAV, Ogg)
+        are decoded one by one. Raises :class:`AudioError` when there is no audio, and
+        :class:`TranscodeError` when ffmpeg cannot decode it.
+        """
+        chunks = [c for c in chunks if c.data]
+        if not chunks:
+            raise AudioError("the provider returned no audio")
+        first = chunks[0]
+        same = all(
+            (c.encoding, c.sample_rate, c.channels)
+            == (first.encoding, first.sample_rate, first.channels)
+            for c in chunks
+        )
+        if len(chunks) == 1 or (
+            same and (first.encoding.is_raw_pcm or first.encoding in _CONCATENABLE)
+        ):
+            data = b"".join(c.data for c in chunks)
+            source = self._input(first.encoding, first.sample_rate, first.channels)
+            return await self._to_canonical(
+                source, data, f"decoding the {first.encoding.value} audio"
+            )
+        parts = [await self.analyse([c]) for c in chunks]
+        return await self.analyse(
+            [
+                AudioChunk(
+                    b"".join(p.data for p in parts), AudioEncoding.PCM_S16LE, CANONICAL_RATE, 1
+                )
+            ]
+        )
+
+    async def normalise(self, pcm: PcmAudio) -> PcmAudio:
+        """Bring ``pcm`` to ``audio.loudness_target_lufs`` under ``audio.true_peak_dbtp``.
+
+        Returns ``pcm`` unchanged when normalisation is off or the audio is silent.
+        """
+        s = self.settings
+        loud = pcm.loudness
+        if not s.normalize_loudness or loud.is_silent:
+            return pcm
+        gain = min(s.loudness_target_lufs - loud.integrated_lufs, _MAX_GAIN_DB)
+        if loud.true_peak_dbtp + gain <= s.true_peak_dbtp:
+            return await self._apply(pcm, gain, limit=False)
+        result = pcm
+        for _ in range(_MAX_ROUNDS):
+            result = await self._apply(pcm, gain, limit=True)
+            error = s.loudness_target_lufs - result.loudness.integrated_lufs
+            if abs(error) <= _TOLERANCE_LU or result.loudness.is_silent:
+                break
+            gain = min(gain + error, _MAX_GAIN_DB)
+        return result
+
+    async def _apply(self, pcm: PcmAudio, gain_db: float, *, limit: bool) -> PcmAudio:
+        stream = self._input(AudioEncoding.PCM_S16LE, pcm.sample_rate, pcm.channels)
+        stream = stream.filter("volume", f"{gain_db:.2f}dB")
+        if limit:
+            ceiling = 10 ** (self.settings.true_peak_dbtp / 20)
+            stream = stream.filter(
+                "alimiter", limit=f"{ceiling:.4f}", attack=5, release=50, level="false"
+            )
+        return await self._to_canonical(stream, pcm.data, "normalising loudness")
+
+    async def encode(self, pcm: PcmAudio, profile: OutputProfile) -> EncodedAudio:
+        """Encode canonical PCM for ``profile``."""
+        spec = profile_spec(profile, self.settings)
+        stream = self._input(AudioEncoding.PCM_S16LE, pcm.sample_rate, pcm.channels)
+        what = f"encoding for the {profile.value} profile"
+        graph = stream.output("pipe:1", **spec.output_kwargs())
+        stdout, stderr = await self.run(graph, pcm.data, what)
+        if not stdout:
+            raise TranscodeError(
+                f"ffmpeg produced no output {what}", returncode=0, stderr_tail=stderr_tail(stderr)
+            )
+        if spec.muxer == "wav":
+            stdout = _fix_wav_sizes(stdout)
+        return EncodedAudio(stdout, spec, pcm.duration_s, pcm.loudness)
+
+    async def _encode_metered(
+        self,
+        source: tuple[list[str], bytes, float],
+        profile: OutputProfile,
+        gain_db: float,
+        *,
+        limit: bool,
+        canonical: bool,
+    ) -> EncodedAudio:
+        """Apply ``gain_db`` (and the limiter) to ``source`` (ffmpeg input arguments, the audio,
+        its duration in seconds) and encode it for ``profile``, in one run; the loudness is
+        measured on what was encoded."""
+        input_args, data, duration_s = source
+        spec = profile_spec(profile, self.settings)
+        graph = metered_graph(
+            gain_db, self.settings.true_peak_dbtp, limit=limit, canonical=canonical
+        )
+        args = [
+            *input_args,
+            *("-i", "pipe:0", "-filter_complex", graph, "-map", "[out]"),
+            *spec.output_args(),
+            "pipe:1",
+        ]
+        what = f"normalising and encoding for the {profile.value} profile"
+        stdout, stderr = await self.run_args(args, data, what, loglevel="info")
+        if not stdout:
+            raise TranscodeError(
+                f"ffmpeg produced no output {what}", returncode=0, stderr_tail=stderr_tail(stderr)
+            )
+        if spec.muxer == "wav":
+            stdout = _fix_wav_sizes(stdout)
+        return EncodedAudio(stdout, spec, duration_s, parse_ebur128(stderr), gain_db)
+
+    async def transcode(
+        self,
+        chunks: Sequence[AudioChunk],
+        profile: OutputProfile,
+        *,
+        gain_db: float | None = None,
+    ) -> EncodedAudio:
+        """Provider audio in, normalised audio for ``profile`` out.
+
+        Without ``gain_db``: :meth:`analyse`, then :meth:`normalise` and :meth:`encode` in one
+        ffmpeg run. With ``gain_db``, the gain this voice needed last time
+        (:class:`VoiceGains`), raw PCM skips the analysis: one run applies that gain and the
+        limiter, encodes and measures, and another run corrects the gain only when the result
+        is more than 1 LU off the target. Otherwise a limited result more than 0.5 LU off is
+        corrected. At most three runs encode.
+        """
+        s = self.settings
+        chunks = [c for c in chunks if c.data]
+        first = chunks[0] if chunks else None
+        shape = (first.encoding, first.sample_rate, first.channels) if first else None
+        if (
+            gain_db is not None
+            and s.normalize_loudness
+            and first is not None
+            and first.duration_s is not None  # raw PCM, its rate and channels known
+            and all((c.encoding, c.sample_rate, c.channels) == shape for c in chunks)
+        ):
+            source = (
+                ffmpeg_input_args(first.encoding, first.sample_rate, first.channels),
+                b"".join(c.data for c in chunks),
+                sum(c.duration_s or 0.0 for c in chunks),
+            )
+            limit = True  # the peak is not known ahead: the limiter holds it if need be
+            tolerance = _PREDICTED_TOLERANCE_LU
+            canonical = True
+        else:
+            pcm = await self.analyse(chunks)
+            loud = pcm.loudness
+            if not s.normalize_loudness or loud.is_silent:
+                return await self.encode(pcm, profile)
+            gain_db = min(s.loudness_target_lufs - loud.integrated_lufs, _MAX_GAIN_DB)
+            limit = loud.true_peak_dbtp + gain_db > s.true_peak_dbtp
+            tolerance = _TOLERANCE_LU
+            canonical = False  # it is already
+            source = (
+                ffmpeg_input_args(AudioEncoding.PCM_S16LE, pcm.sample_rate, pcm.channels),
+                pcm.data,
+                pcm.duration_s,
+            )
+        encoded = await self._encode_metered(
+            source, profile, gain_db, limit=limit, canonical=canonical
+        )
+        for _ in range(_MAX_ROUNDS - 1):
+            error = s.loudness_target_lufs - encoded.loudness.integrated_lufs
+            if not limit or abs(error) <= tolerance or encoded.loudness.is_silent:
+                break  # a plain gain lands on the target
+            gain_db = max(-_MAX_GAIN_DB, min(gain_db + error, _MAX_GAIN_DB))
+            encoded = await self._encode_metered(
+                source, profile, gain_db, limit=True, canonical=canonical
+            )
+        return encoded

@@ -1,0 +1,1 @@
+"""Running Oyez: configuration, logs, metrics and the SQLite state file."""

@@ -1,0 +1,336 @@
+"""Every provider call goes through the dispatcher: budgets, the credit circuit, the rate
+limiter, retries, and the books.
+
+For one prepared request and one provider, in order:
+
+1. **money** (paid providers): an open credit circuit refuses the call until a credit check
+   passes (Segmind's free ``get-user-credits``; providers without a check are tried again after
+   ``credits.reopen_after_s``); a call whose estimated cost exceeds the known remaining credits
+   is not started; daily budgets per provider, guild and user are checked.
+2. **rate limit**: the request waits its turn in the provider's bucket, at most until
+   ``wait_until`` (the request's expiry, or its patience when a fallback could speak instead).
+3. **the call**: a 429 pauses the whole bucket (for the provider's hint, else a jittered
+   backoff) and the request retries from the front of the queue; a 5xx, timeout or lost
+   connection is retried ``rate_limits.retries`` times with backoff; a 406 opens the credit
+   circuit. Errors the provider marks as not retryable (a billed v2 job) are never retried.
+4. **the books**: the cost (reported, else estimated) and the remaining credits are recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+
+from bot.errors import (
+    BudgetExceeded,
+    InsufficientCredits,
+    ProviderError,
+    ProviderUnavailable,
+    RateLimited,
+    RequestExpired,
+)
+from bot.ops.config import LimitSettings, Settings
+from bot.ops.metrics import PROVIDER_CALLS, RATE_LIMITED, RETRIES, SPEND_USD
+from bot.providers.base import Provider, SynthesisInput, Usage
+from bot.providers.credits import Ledger
+from bot.providers.ratelimit import RateLimiter, WaitExpired
+from bot.speech import AudioChunk, SpeechRequest, Voice
+
+__all__ = ["Dispatched", "Dispatcher"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatched:
+    """The audio of one successful call, seconds from the call's start to its first chunk, and
+    what it cost (USD; None when free or unknown)."""
+
+    chunks: list[AudioChunk]
+    first_audio_s: float
+    cost_usd: float | None
+    cost_estimated: bool
+
+
+def _has_credit_check(provider: Provider) -> bool:
+    return type(provider).check_credits is not Provider.check_credits
+
+
+class Dispatcher:
+    """Holds one rate limiter per provider (or per provider/model when configured) and the
+    ledger. Shared by every source of requests."""
+
+    def __init__(self, settings: Settings, ledger: Ledger | None = None) -> None:
+        self.settings = settings
+        self._ledger = ledger
+        self._limiters: dict[str, RateLimiter] = {}
+
+    @property
+    def ledger(self) -> Ledger:
+        """Opened on first use: a run that only uses the local voice writes no database."""
+        if self._ledger is None:
+            self._ledger = Ledger(self.settings.data_dir)
+        return self._ledger
+
+    def limiter(self, provider: Provider, voice: Voice) -> RateLimiter:
+        """The bucket for ``voice``'s model if one is configured, else the provider's."""
+        limits = self.settings.rate_limits
+        model_key = f"{provider.name}/{voice.model}"
+        if model_key in limits.models:
+            key, chosen = model_key, limits.models[model_key]
+        else:
+            key = provider.name
+            chosen = limits.providers.get(provider.name, provider.default_limits)
+        limiter = self._limiters.get(key)
+        if limiter is None:
+            limiter = self._limiters[key] = self._make_limiter(key, chosen)
+        return limiter
+
+    def _make_limiter(self, key: str, limits: LimitSettings) -> RateLimiter:
+        return RateLimiter(
+            key,
+            requests_per_minute=limits.requests_per_minute,
+            max_concurrent=limits.max_concurrent,
+            backoff_base_s=self.settings.rate_limits.backoff_base_s,
+            backoff_cap_s=self.settings.rate_limits.backoff_cap_s,
+            window_s=limits.window_s,
+        )
+
+    def aclose(self) -> None:
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
+
+    def limiters(self) -> list[RateLimiter]:
+        return list(self._limiters.values())
+
+    def cost_estimate(self, provider: Provider, voice: Voice) -> float | None:
+        costs = self.settings.credits.costs
+        for key in (f"{provider.name}/{voice.model}", provider.name):
+            if key in costs:
+                return costs[key]
+        return provider.estimated_cost(voice)
+
+    # -- money ---------------------------------------------------------------------------------
+
+    async def check_money(self, provider: Provider, voice: Voice, request: SpeechRequest) -> None:
+        """Refuse a paid call that the credit circuit, the balance or a budget forbids.
+
+        Raises :class:`InsufficientCredits` or :class:`BudgetExceeded`; spends nothing.
+        """
+        if not provider.paid:
+            return
+        name = provider.name
+        ledger = self.ledger
+        estimate = self.cost_estimate(provider, voice) or 0.0
+        circuit = ledger.circuit(name)
+        if circuit is not None:
+            if ledger.now() < circuit.next_check_at:
+                raise InsufficientCredits(
+                    name,
+                    f"out of credits ({circuit.reason}); no paid call until the next credit check "
+                    f"at {circuit.next_check_at:%H:%M:%S} UTC",
+                )
+            await self._recheck(provider, estimate)
+        balance = ledger.balance(name)
+        if estimate and balance is not None and estimate > balance[0]:
+            reason = f"this call costs ~${estimate:.4f} but only ${balance[0]:.4f} is left"
+            self._open(provider, reason)
+            raise InsufficientCredits(name, reason)
+        self._check_budgets(provider, request, estimate)
+
+    async def _recheck(self, provider: Provider, estimate: float) -> None:
+        """The circuit is due for a check: close it if the provider has credits again."""
+        name = provider.name
+        try:
+            credits = await provider.check_credits()
+        except ProviderError as exc:
+            log.warning("%s: credit check failed: %s", name, exc)
+            self.ledger.postpone_check(name, self.settings.credits.check_interval_s)
+            raise InsufficientCredits(
+                name, f"out of credits, and the credit check failed: {exc}"
+            ) from None
+        if credits is None:  # no check: let one call through; a new 406 re-opens the circuit
+            log.info("%s: trying again after credits.reopen_after_s", name)
+            self.ledger.close_circuit(name)
+            return
+        self.ledger.set_balance(name, credits)
+        if credits > 0 and credits >= estimate:
+            log.info("%s: credits are back (%.4f USD); closing the credit circuit", name, credits)
+            self.ledger.close_circuit(name)
+            return
+        self.ledger.postpone_check(name, self.settings.credits.check_interval_s)
+        raise InsufficientCredits(name, f"still out of credits: ${credits:.4f} left")
+
+    def _open(self, provider: Provider, reason: str) -> None:
+        credits = self.settings.credits
+        wait = credits.check_interval_s if _has_credit_check(provider) else credits.reopen_after_s
+        self.ledger.open_circuit(provider.name, reason, wait)
+        log.warning(
+            "%s: credit circuit open: %s (next check in %.0f s)", provider.name, reason, wait
+        )
+
+    def _check_budgets(self, provider: Provider, request: SpeechRequest, estimate: float) -> None:
+        budgets, ledger, name = self.settings.budgets, self.ledger, provider.name
+        checks: list[tuple[str, float | None, float]] = [
+            (
+                f"{name}'s daily budget",
+                budgets.providers.get(name),
+                ledger.spent_today(provider=name),
+            )
+        ]
+        if request.guild is not None:
+            cap = budgets.guilds.get(request.guild, budgets.per_guild_usd)
+            checks.append(
+                ("this server's daily budget", cap, ledger.spent_today(guild=request.guild))
+            )
+        if request.requester is not None:
+            cap = budgets.users.get(request.requester, budgets.per_user_usd)
+            spent = ledger.spent_today(requester=request.requester)
+            checks.append(("your daily budget", cap, spent))
+        for what, cap, spent in checks:
+            if cap is not None and spent + estimate > cap:
+                raise BudgetExceeded(
+                    name,
+                    f"{what} is ${cap:.2f}; ${spent:.4f} spent today, this call costs "
+                    f"~${estimate:.4f}",
+                )
+
+    def _account(
+        self,
+        provider: Provider,
+        voice: Voice,
+        request: SpeechRequest,
+        cost: float | None,
+        remaining: float | None,
+    ) -> tuple[float | None, bool]:
+        if remaining is not None:
+            self.ledger.set_balance(provider.name, remaining)
+        estimated = cost is None
+        usd = cost if cost is not None else self.cost_estimate(provider, voice)
+        if usd is None or not (provider.paid or cost is not None):
+            return None, estimated
+        self.ledger.record_spend(
+            provider=provider.name,
+            model=voice.model,
+            usd=usd,
+            request_id=request.id,
+            estimated=estimated,
+            guild=request.guild,
+            requester=request.requester,
+        )
+        SPEND_USD.labels(provider.name).inc(usd)
+        return usd, estimated
+
+    # -- the call ------------------------------------------------------------------------------
+
+    async def run(
+        self,
+        provider: Provider,
+        request: SpeechRequest,
+        synthesis: SynthesisInput,
+        *,
+        wait_until: float | None,
+        expiry: float | None = None,
+        on_chunk: Callable[[AudioChunk], Awaitable[None]] | None = None,
+    ) -> Dispatched:
+        """Synthesize ``synthesis`` through ``provider``.
+
+        ``wait_until`` bounds the wait for the rate limiter and ``expiry`` is the request's
+        expiry, both event-loop times. ``on_chunk`` gets each chunk as it arrives (a sink
+        playing a stream); once it has had one, a failed call is not retried, since a retry
+        would start the audio again. Raises :class:`RateLimited` (waited past
+        ``wait_until``), :class:`RequestExpired` (``expiry`` passed while waiting),
+        :class:`InsufficientCredits`, :class:`BudgetExceeded` or the provider's own
+        :class:`ProviderError`.
+        """
+        voice = synthesis.voice
+        await self.check_money(provider, voice, request)
+        limiter = self.limiter(provider, voice)
+        loop = asyncio.get_running_loop()
+        ticket = limiter.ticket()  # kept across retries: a retried request keeps its place
+        retries = 0
+        while True:
+            timeout = None if wait_until is None else wait_until - loop.time()
+            try:
+                granted = await limiter.acquire(
+                    ticket=ticket, priority=request.priority.rank, timeout_s=timeout
+                )
+            except WaitExpired as exc:
+                overdue = -float("inf") if expiry is None else loop.time() - expiry
+                if overdue >= 0:
+                    raise RequestExpired(
+                        request.id,
+                        overdue,
+                        f"after waiting {exc.waited_s:.0f} s for {provider.name}'s rate limit",
+                    ) from None
+                raise RateLimited(
+                    provider.name,
+                    f"still rate-limited after waiting {exc.waited_s:.0f} s (patience_s)",
+                    retry_after_s=limiter.state().paused_for_s or None,
+                    status=None,
+                ) from None
+            job = replace(synthesis, usage=Usage())
+            delay = 0.0
+            called = loop.time()
+            chunks: list[AudioChunk] = []
+            first_audio_s = 0.0
+            try:
+                async for chunk in provider.stream(job):
+                    if not chunks:
+                        first_audio_s = loop.time() - called
+                    chunks.append(chunk)
+                    if on_chunk is not None:
+                        await on_chunk(chunk)
+            except RateLimited as exc:
+                PROVIDER_CALLS.labels(provider.name, "rate_limited").inc()
+                RATE_LIMITED.labels(provider.name).inc()
+                RETRIES.labels(provider.name).inc()
+                paused = limiter.pause(exc.retry_after_s, refused=granted)
+                log.warning(
+                    "request %s: %s answered 429; its bucket pauses %.1f s and the request "
+                    "keeps its place",
+                    request.id,
+                    provider.name,
+                    paused,
+                )
+            except InsufficientCredits as exc:
+                PROVIDER_CALLS.labels(provider.name, "no_credits").inc()
+                self._open(provider, exc.detail)
+                raise
+            except ProviderError as exc:
+                outcome = "unavailable" if isinstance(exc, ProviderUnavailable) else "failed"
+                PROVIDER_CALLS.labels(provider.name, outcome).inc()
+                delay = limiter.backoff_s(retries + 1)
+                late = wait_until is not None and loop.time() + delay > wait_until
+                heard = on_chunk is not None and bool(chunks)  # its audio already went out
+                if (
+                    not exc.retryable
+                    or retries >= self.settings.rate_limits.retries
+                    or late
+                    or heard
+                ):
+                    raise
+                retries += 1
+                RETRIES.labels(provider.name).inc()
+                log.warning(
+                    "request %s: %s failed (%s); retry %d in %.1f s",
+                    request.id,
+                    provider.name,
+                    exc,
+                    retries,
+                    delay,
+                )
+            else:
+                break
+            finally:
+                limiter.release()
+            await asyncio.sleep(delay)
+        limiter.succeeded(granted, job.usage.rate_limit_remaining, job.usage.rate_limit_reset_s)
+        PROVIDER_CALLS.labels(provider.name, "ok").inc()
+        usd, estimated = self._account(
+            provider, voice, request, job.usage.cost_usd, job.usage.remaining_credits
+        )
+        return Dispatched(chunks, first_audio_s, usd, estimated)

@@ -1,0 +1,226 @@
+"""The audio cache: what was said once is not synthesized (or paid for) again.
+
+Content-addressed: the key is the SHA-256 of everything that shapes the audio — provider, model,
+voice, normalised options, normalised text, output profile, the audio settings (loudness target,
+bitrates) and the engine's version — so a changed option or a new engine misses. Audio files
+live in ``<data_dir>/cache/`` with an SQLite index (``<data_dir>/cache/index.sqlite3``); the cache
+keeps under ``cache.max_mb``, evicting the least recently used entries first.
+
+A hit never calls a provider, never spends credits or rate-limit budget, and is played straight
+from the stored bytes (for Discord, the stored Ogg Opus).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bot.ops.metrics import CACHE_LOOKUPS
+from bot.ops.store import connect
+from bot.speech import OutputProfile, Voice
+
+__all__ = ["AudioCache", "CacheEntry", "CacheStats", "cache_key"]
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    key TEXT PRIMARY KEY,
+    file TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    profile TEXT NOT NULL,
+    sample_rate INTEGER NOT NULL,
+    channels INTEGER NOT NULL,
+    duration_s REAL NOT NULL,
+    loudness_lufs REAL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    voice_id TEXT NOT NULL,
+    voice_name TEXT NOT NULL,
+    language TEXT,
+    created_at REAL NOT NULL,
+    used_at REAL NOT NULL,
+    hits INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS entries_by_use ON entries (used_at);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+def cache_key(
+    *,
+    voice: Voice,
+    options: dict[str, Any],
+    text: str,
+    profile: OutputProfile,
+    audio: dict[str, Any],
+    engine: str,
+) -> str:
+    """The content address of an utterance (64 hex characters)."""
+    material = {
+        "provider": voice.provider,
+        "model": voice.model,
+        "voice": voice.id,
+        "options": options,
+        "text": text,
+        "profile": profile.value,
+        "audio": audio,
+        "engine": engine,
+    }
+    encoded = json.dumps(material, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """A cached utterance's audio and what describes it."""
+
+    key: str
+    audio: bytes
+    profile: OutputProfile
+    sample_rate: int
+    channels: int
+    duration_s: float
+    loudness_lufs: float | None
+    voice: Voice
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    entries: int
+    bytes: int
+    max_bytes: int
+    hits: int
+    misses: int
+
+
+class AudioCache:
+    """Files plus an SQLite index; safe to share between the CLI and a running bot."""
+
+    def __init__(self, directory: Path, max_bytes: int) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._db = connect(directory / "index.sqlite3", _SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _count(self, name: str) -> None:
+        self._db.execute(
+            "INSERT INTO counters VALUES (?, 1) ON CONFLICT(name) DO UPDATE SET value = value + 1",
+            (name,),
+        )
+        CACHE_LOOKUPS.labels(name).inc()
+
+    def contains(self, key: str) -> bool:
+        """Whether ``key`` is cached (not counted as a lookup)."""
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM entries WHERE key = ?", (key,)).fetchone()
+        return row is not None
+
+    def get(self, key: str) -> CacheEntry | None:
+        """The entry for ``key``, or None (a miss). A file gone from disk is a miss too."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT file, profile, sample_rate, channels, duration_s, loudness_lufs, "
+                "provider, model, voice_id, voice_name, language FROM entries WHERE key = ?",
+                (key,),
+            ).fetchone()
+            if row is None:
+                self._count("miss")
+                return None
+            try:
+                audio = (self.directory / row[0]).read_bytes()
+            except OSError:
+                self._db.execute("DELETE FROM entries WHERE key = ?", (key,))
+                self._count("miss")
+                return None
+            self._db.execute(
+                "UPDATE entries SET used_at = ?, hits = hits + 1 WHERE key = ?", (time.time(), key)
+            )
+            self._count("hit")
+        return CacheEntry(
+            key,
+            audio,
+            OutputProfile(row[1]),
+            row[2],
+            row[3],
+            row[4],
+            row[5],
+            Voice(row[6], row[7], row[8], row[9], row[10]),
+        )
+
+    def put(self, entry: CacheEntry) -> None:
+        """Store ``entry`` (written to a temporary name, then renamed) and evict to the cap."""
+        if len(entry.audio) > self.max_bytes:
+            return
+        name = f"{entry.key}{entry.profile.extension}"
+        partial = self.directory / f".{name}.partial"
+        partial.write_bytes(entry.audio)
+        partial.replace(self.directory / name)
+        now = time.time()
+        v = entry.voice
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO entries VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0)",
+                (
+                    entry.key,
+                    name,
+                    len(entry.audio),
+                    entry.profile.value,
+                    entry.sample_rate,
+                    entry.channels,
+                    entry.duration_s,
+                    entry.loudness_lufs,
+                    v.provider,
+                    v.model,
+                    v.id,
+                    v.name,
+                    v.language,
+                    now,
+                    now,
+                ),
+            )
+            self._evict()
+
+    def _evict(self) -> None:
+        (total,) = self._db.execute("SELECT COALESCE(SUM(bytes), 0) FROM entries").fetchone()
+        if total <= self.max_bytes:
+            return
+        for key, file, size in self._db.execute(
+            "SELECT key, file, bytes FROM entries ORDER BY used_at ASC"
+        ).fetchall():
+            self._db.execute("DELETE FROM entries WHERE key = ?", (key,))
+            (self.directory / file).unlink(missing_ok=True)
+            total -= size
+            log.debug("cache: evicted %s (%d bytes)", key, size)
+            if total <= self.max_bytes:
+                break
+
+    def stats(self) -> CacheStats:
+        with self._lock:
+            entries, size = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM entries"
+            ).fetchone()
+            counters = dict(self._db.execute("SELECT name, value FROM counters").fetchall())
+        return CacheStats(
+            entries, size, self.max_bytes, counters.get("hit", 0), counters.get("miss", 0)
+        )
+
+    def clear(self) -> int:
+        """Delete every entry; returns how many there were."""
+        with self._lock:
+            files = [row[0] for row in self._db.execute("SELECT file FROM entries").fetchall()]
+            self._db.execute("DELETE FROM entries")
+            self._db.execute("DELETE FROM counters")
+        for file in files:
+            (self.directory / file).unlink(missing_ok=True)
+        return len(files)

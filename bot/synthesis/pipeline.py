@@ -1,0 +1,592 @@
+"""The speech pipeline: a :class:`SpeechRequest` in, an :class:`Utterance` out.
+
+Steps, in order: expiry check → text normalisation → provider and voice resolution → option
+validation (all before anything is spent) → the audio cache (a hit ends here) → the dispatcher
+(budgets, credits, rate limit, the call; the fallback chain when the asked provider cannot
+speak) → transcoding to the output profile → the cache is filled → expiry check again (a
+request that expired while synthesizing is dropped, not played late).
+
+For sinks that play at once (Discord voice): :meth:`SpeechPipeline.speak_sentences` speaks a
+long text sentence by sentence (each sentence one request through all the steps above), and
+:meth:`SpeechPipeline.speak_live` encodes a provider's stream while it arrives
+(:mod:`bot.live`) instead of transcoding it once complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bot.audio.live import LiveUtterance, OpusStreamEncoder, StreamEncoders, opus_packets
+from bot.audio.transcode import Transcoder, VoiceGains
+from bot.errors import (
+    BudgetExceeded,
+    ConfigError,
+    InvalidRequest,
+    NoProviderSpoke,
+    OyezError,
+    ProviderError,
+    RequestExpired,
+)
+from bot.ops.config import Settings
+from bot.ops.logs import bind_request
+from bot.ops.metrics import FALLBACKS, REQUESTS, SYNTHESIS_SECONDS
+from bot.providers.base import Provider, ProviderRegistry, SynthesisInput
+from bot.providers.dispatch import Dispatcher
+from bot.speech import FallbackNote, OutputProfile, SpeechRequest, Timings, Utterance, Voice
+from bot.synthesis.cache import AudioCache, CacheEntry, cache_key
+from bot.synthesis.sentences import split_sentences
+from bot.synthesis.text import normalize_text
+
+__all__ = ["PreparedRequest", "Segment", "SpeechPipeline", "join_utterances"]
+
+log = logging.getLogger(__name__)
+
+#: Longest sentence (characters) synthesized in one piece when a text is spoken sentence by
+#: sentence; longer ones are cut at a clause break.
+SENTENCE_MAX_CHARS = 300
+#: The same for a text's first sentence, whose length is the time to first audio (about that
+#: of a short one-sentence request).
+FIRST_SENTENCE_MAX_CHARS = 50
+#: Safety factor on the expected synthesis time of a text's second sentence (Segment.lead_s).
+LEAD_MARGIN = 1.25
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRequest:
+    """A request that passed every check: what will be said, by whom, how."""
+
+    request: SpeechRequest
+    text: str
+    provider: Provider
+    voice: Voice
+    options: dict[str, Any]
+
+    def synthesis_input(self) -> SynthesisInput:
+        return SynthesisInput(self.request.id, self.text, self.voice, self.options)
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One sentence of a text spoken sentence by sentence: the ``index``-th (from 0) of
+    ``count``, and its speech, complete or (from a provider that streams) still arriving.
+
+    ``lead_s`` (seconds, first segment only) is how long to hold playback back so that the next
+    sentence is likely made before this one has been said: 0 when this one lasts longer than
+    the next one is expected to take (from the voice's last synthesis speed, per character: an
+    estimate on the safe side). ``next_made`` (first segment only) is set once the next
+    sentence is made: holding back longer than that is pointless.
+    """
+
+    index: int
+    count: int
+    speech: Utterance | LiveUtterance
+    lead_s: float = 0.0
+    next_made: asyncio.Event | None = None
+
+
+def join_utterances(request: SpeechRequest, parts: Sequence[Utterance]) -> Utterance:
+    """One utterance for the sentences of ``request`` said one after another (a reply).
+
+    ``audio`` is the parts' Ogg files chained (RFC 7845 §3 allows it); durations, synthesis
+    times and costs are summed; the voice is the first part's; the fallbacks are every part's
+    without repeats; ``cached`` only when every part came from the cache. ``parts`` must not be
+    empty.
+    """
+    first = parts[0]
+    if len(parts) == 1:
+        return first
+    costs = [p.cost_usd for p in parts if p.cost_usd is not None]
+    notes = tuple(dict.fromkeys(n for p in parts for n in p.fallbacks))
+    return Utterance(
+        request_id=request.id,
+        text=" ".join(p.text for p in parts),
+        audio=b"".join(p.audio for p in parts),
+        profile=first.profile,
+        sample_rate=first.sample_rate,
+        channels=first.channels,
+        duration_s=sum(p.duration_s for p in parts),
+        voice=first.voice,
+        timings=Timings(
+            synthesis_s=sum(p.timings.synthesis_s for p in parts),
+            transcode_s=sum(p.timings.transcode_s for p in parts),
+            total_s=sum(p.timings.total_s for p in parts),
+            first_audio_s=first.timings.first_audio_s,
+        ),
+        loudness_lufs=None,
+        fallbacks=notes,
+        cost_usd=sum(costs) if costs else None,
+        cached=all(p.cached for p in parts),
+    )
+
+
+class SpeechPipeline:
+    """Shared by every source; safe to use from many tasks at once."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: ProviderRegistry | None = None,
+        transcoder: Transcoder | None = None,
+        dispatcher: Dispatcher | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry or ProviderRegistry.default(settings)
+        self.transcoder = transcoder or Transcoder(settings.audio)
+        self.dispatcher = dispatcher or Dispatcher(settings)
+        self._cache: AudioCache | None = None
+        self.gains = VoiceGains(settings.audio.loudness_target_lufs)
+        self.stream_encoders = StreamEncoders(self.transcoder, self.gains)
+        # per voice label: its last synthesis time per character and transcoding time (s)
+        self._rates: dict[str, tuple[float, float]] = {}
+
+    @property
+    def cache(self) -> AudioCache:
+        """Opened on first use."""
+        if self._cache is None:
+            folder = self.settings.cache.dir or self.settings.data_dir / "cache"
+            self._cache = AudioCache(folder, int(self.settings.cache.max_mb * 1024 * 1024))
+        return self._cache
+
+    def cache_key(self, prepared: PreparedRequest) -> str:
+        audio = self.settings.audio.model_dump(
+            mode="json", exclude={"ffmpeg_path", "ffmpeg_timeout_s"}
+        )
+        return cache_key(
+            voice=prepared.voice,
+            options=prepared.options,
+            text=prepared.text,
+            profile=prepared.request.output,
+            audio=audio,
+            engine=prepared.provider.engine_version(prepared.voice),
+        )
+
+    def will_hit(self, prepared: PreparedRequest) -> bool:
+        """Whether :meth:`speak` would answer ``prepared`` from the cache."""
+        caching = self.settings.cache.enabled and prepared.request.cache
+        return caching and self.cache.contains(self.cache_key(prepared))
+
+    def _from_cache(self, prepared: PreparedRequest, started: float) -> Utterance | None:
+        entry = self.cache.get(self.cache_key(prepared))
+        if entry is None:
+            return None
+        elapsed = time.perf_counter() - started
+        log.info("request %s: from the cache (%s)", prepared.request.id, entry.voice.label)
+        return Utterance(
+            request_id=prepared.request.id,
+            text=prepared.text,
+            audio=entry.audio,
+            profile=entry.profile,
+            sample_rate=entry.sample_rate,
+            channels=entry.channels,
+            duration_s=entry.duration_s,
+            voice=entry.voice,
+            timings=Timings(0.0, 0.0, elapsed, 0.0),
+            loudness_lufs=entry.loudness_lufs,
+            cached=True,
+        )
+
+    @staticmethod
+    def check_expiry(request: SpeechRequest, stage: str) -> None:
+        """Raise :class:`RequestExpired` if ``request`` is past its expiry."""
+        overdue = request.overdue_s()
+        if overdue > 0:
+            raise RequestExpired(request.id, overdue, stage)
+
+    async def prepare(self, request: SpeechRequest) -> PreparedRequest:
+        """Validate everything about ``request`` without synthesizing.
+
+        Raises :class:`bot.errors.InvalidRequest` subclasses (empty or over-long text, unknown
+        provider, voice or model, invalid options), :class:`ConfigError` (the provider is not
+        configured, e.g. has no API key) and :class:`RequestExpired`.
+        """
+        self.check_expiry(request, "before synthesis")
+        text = normalize_text(request.text, self.settings.max_text_length)
+        default_provider = self.settings.default_provider
+        voice_name, model, options = request.voice, request.model, dict(request.options)
+        if voice_name is None and request.provider in (None, default_provider):
+            voice_name = self.settings.default_voice  # default_voice belongs to default_provider
+        provider_name = request.provider
+        named = self.settings.voices.get(voice_name.casefold()) if voice_name else None
+        if named is not None:
+            if provider_name is not None and provider_name != named.provider:
+                raise InvalidRequest(
+                    f"voice {voice_name!r} is a {named.provider} voice (voices.{voice_name} in "
+                    f"the configuration); it cannot be used with provider {provider_name!r}"
+                )
+            provider_name, voice_name = named.provider, named.voice
+            model = model or named.model
+            options = {**named.options, **options}
+        provider = self.registry.get(provider_name or default_provider)
+        problem = provider.configuration_problem()
+        if problem:
+            raise ConfigError(f"provider {provider.name!r} cannot be used: {problem}")
+        voice = await provider.resolve_voice(voice_name, model)
+        validated = provider.validate_options(voice, options)
+        return PreparedRequest(request, text, provider, voice, validated)
+
+    async def _fallback(
+        self, specs: list[str], tried: set[str], request: SpeechRequest, notes: list[FallbackNote]
+    ) -> PreparedRequest | None:
+        """Prepare the next usable entry of the fallback chain (consumed from ``specs``).
+
+        A spec is a provider (``piper``), a provider and model (``segmind/chatterbox-tts``) or a
+        named voice. The asked request's voice and options belong to the asked provider, so a
+        fallback speaks with its own defaults.
+        """
+        while specs:
+            spec = specs.pop(0)
+            if spec.casefold() in self.settings.voices:
+                fields: dict[str, Any] = {"voice": spec, "provider": None, "model": None}
+            else:
+                provider, _, model = spec.partition("/")
+                fields = {"provider": provider, "model": model or None, "voice": None}
+            candidate = request.model_copy(update={**fields, "options": {}})
+            try:
+                prepared = await self.prepare(candidate)
+            except (InvalidRequest, ConfigError) as exc:
+                notes.append(FallbackNote(spec, f"cannot be used: {exc}"))
+                continue
+            if prepared.provider.name in tried:
+                continue
+            return prepared
+        return None
+
+    async def speak(self, request: SpeechRequest) -> Utterance:
+        """Synthesize ``request`` and encode it for its output profile.
+
+        When the asked provider cannot speak (rate-limited past ``patience_s``, out of credits,
+        over budget, down), the next provider of the ``fallback`` chain speaks and the utterance
+        says why in ``fallbacks``. Raises what :meth:`prepare` raises, :class:`RequestExpired`,
+        and, when no provider could speak, the provider's error (strict requests) or
+        :class:`NoProviderSpoke`.
+        """
+        started = time.perf_counter()
+        candidate = await self._prepare_counted(request)
+        utterance = await self._speak(request, candidate, started, live=False)
+        assert isinstance(utterance, Utterance)
+        return utterance
+
+    async def speak_live(self, request: SpeechRequest) -> Utterance | LiveUtterance:
+        """Like :meth:`speak`, but playable while the provider is still streaming.
+
+        When ``request`` is for the ``discord`` profile, misses the cache and its provider
+        streams within a sentence (:meth:`Provider.streams_live`), a :class:`LiveUtterance` is
+        returned at once: its packets flow as the provider's audio arrives (see
+        :mod:`bot.live` for how loudness is handled), and its result is the complete utterance,
+        which is also cached. Otherwise the complete :class:`Utterance`, as :meth:`speak`
+        makes it. Raises what :meth:`prepare` raises; synthesis errors of a live utterance come
+        from its ``packets()`` and ``result()``.
+        """
+        started = time.perf_counter()
+        return await self._speak(request, await self._prepare_counted(request), started, live=True)
+
+    async def _prepare_counted(self, request: SpeechRequest) -> PreparedRequest:
+        try:
+            return await self.prepare(request)
+        except RequestExpired:
+            _count(request, request.provider or self.settings.default_provider, "expired")
+            raise
+        except OyezError:
+            _count(request, request.provider or self.settings.default_provider, "invalid")
+            raise
+
+    async def _speak(
+        self, request: SpeechRequest, candidate: PreparedRequest, started: float, *, live: bool
+    ) -> Utterance | LiveUtterance:
+        caching = self.settings.cache.enabled and request.cache
+        if caching and (hit := self._from_cache(candidate, started)) is not None:
+            _count(request, hit.voice.provider, "cached")
+            SYNTHESIS_SECONDS.labels(provider=hit.voice.provider).observe(
+                time.perf_counter() - started
+            )
+            return hit
+        if (
+            not live
+            or request.output is not OutputProfile.DISCORD
+            or not candidate.provider.streams_live(candidate.synthesis_input())
+        ):
+            return await self._synthesize(request, candidate, started, None)
+        stream = LiveUtterance(request.id, candidate.text, candidate.voice)
+        stream.run(
+            asyncio.create_task(
+                self._synthesize(request, candidate, started, stream), name="oyez-live-synthesis"
+            )
+        )
+        return stream
+
+    async def speak_sentences(
+        self, request: SpeechRequest, *, lookahead: int = 2, live: bool = False, split: bool = True
+    ) -> AsyncIterator[Segment]:
+        """Speak ``request`` sentence by sentence (:func:`bot.sentences.split_sentences`).
+
+        Yields one :class:`Segment` per sentence, in order. Each sentence is its own request
+        through :meth:`speak` (or :meth:`speak_live` with ``live``), so the cache, the
+        dispatcher's rate limits and concurrency, credits and the fallback chain apply to each,
+        and a sentence said before is a cache hit. The first sentence is made alone (the
+        fastest start); then, each time a segment is taken, the next ``lookahead`` sentences are
+        under way, each started once the one before it is made (or, live, is streaming), so
+        they are made in order. A text of one sentence (or any text, without ``split``) is one
+        plain :meth:`speak` (or :meth:`speak_live`). Sentences after the first do not expire:
+        once a text has started, it is said to the end. Raises what :meth:`prepare` raises
+        before the first segment; a sentence that cannot be spoken raises its error when its
+        turn comes. Closing the generator cancels what is under way.
+        """
+        started = time.perf_counter()
+        prepared = await self.prepare(request)
+        sentences = (
+            split_sentences(
+                prepared.text, SENTENCE_MAX_CHARS, first_max_chars=FIRST_SENTENCE_MAX_CHARS
+            )
+            if split
+            else []
+        )
+        if len(sentences) <= 1:
+            yield Segment(0, 1, await self._speak(request, prepared, started, live=live))
+            return
+        speak = self.speak_live if live else self.speak
+        count = len(sentences)
+        parts = [
+            request.model_copy(
+                update={"text": text, "id": f"{request.id}.{i}"}
+                | ({"expires_at": None} if i else {})
+            )
+            for i, text in enumerate(sentences)
+        ]
+        tasks: dict[int, asyncio.Task[Utterance | LiveUtterance]] = {}
+        latest: asyncio.Task[Utterance | LiveUtterance] | None = None
+
+        async def in_turn(
+            previous: asyncio.Task[Utterance | LiveUtterance] | None, part: SpeechRequest
+        ) -> Utterance | LiveUtterance:
+            if previous is not None:  # one after the other: sentence order is synthesis order
+                await asyncio.wait([previous])
+            return await speak(part)
+
+        scheduled = 0
+
+        def start_until(end: int) -> None:
+            """Start the sentences before ``end``, each after the one before it."""
+            nonlocal scheduled, latest
+            while scheduled < min(end, count):
+                latest = tasks[scheduled] = asyncio.create_task(
+                    in_turn(latest, parts[scheduled]), name="oyez-sentence"
+                )
+                scheduled += 1
+
+        try:
+            for i in range(count):
+                start_until(i + 1)
+                speech = await tasks[i]
+                del tasks[i]
+                start_until(i + 1 + lookahead)  # the first went alone: the fastest start
+                if i == 0 and 1 in tasks:
+                    made = asyncio.Event()
+                    tasks[1].add_done_callback(lambda _, made=made: made.set())  # type: ignore[misc]
+                    yield Segment(0, count, speech, self._lead_s(speech, sentences[1]), made)
+                else:
+                    yield Segment(i, count, speech)
+        finally:
+            for task in tasks.values():
+                task.cancel()
+            for result in await asyncio.gather(*tasks.values(), return_exceptions=True):
+                if isinstance(result, LiveUtterance):
+                    result.cancel()
+
+    def _lead_s(self, first: Utterance | LiveUtterance, following: str) -> float:
+        """How long the first sentence should wait so that ``following`` (whose synthesis
+        starts now) is likely made when the first has been said."""
+        rate = self._rates.get(first.voice.label)
+        if isinstance(first, LiveUtterance) or rate is None:
+            return 0.0
+        per_character_s, fixed_s = rate
+        expected_s = per_character_s * len(following) + fixed_s
+        return max(0.0, LEAD_MARGIN * expected_s - first.duration_s)
+
+    async def _synthesize(
+        self,
+        request: SpeechRequest,
+        candidate: PreparedRequest,
+        started: float,
+        live: LiveUtterance | None,
+    ) -> Utterance:
+        """:meth:`_synthesize_once`, counted in the request metrics, its log lines carrying the
+        request id."""
+        with bind_request(request.id):
+            try:
+                utterance = await self._synthesize_once(request, candidate, started, live)
+            except RequestExpired:
+                _count(request, candidate.provider.name, "expired")
+                raise
+            except OyezError:
+                _count(request, candidate.provider.name, "failed")
+                raise
+        _count(request, utterance.voice.provider, "ok")
+        SYNTHESIS_SECONDS.labels(provider=utterance.voice.provider).observe(
+            time.perf_counter() - started
+        )
+        return utterance
+
+    async def _synthesize_once(
+        self,
+        request: SpeechRequest,
+        candidate: PreparedRequest,
+        started: float,
+        live: LiveUtterance | None,
+    ) -> Utterance:
+        """Dispatch (with the fallback chain), transcode and cache ``candidate``; with ``live``,
+        a provider that streams within a sentence is encoded as it arrives into ``live``."""
+        loop = asyncio.get_running_loop()
+        caching = self.settings.cache.enabled and request.cache
+        notes: list[FallbackNote] = []
+        specs = list(self.settings.fallback) if request.fallback else []
+        tried = {candidate.provider.name}
+        expires_in = request.overdue_s()
+        expiry = None if expires_in == float("-inf") else loop.time() - expires_in
+        encoder: OpusStreamEncoder | None = None
+        while True:
+            following = await self._fallback(specs, tried, request, notes)
+            wait_until = expiry
+            if following is not None:
+                patience = loop.time() + self.settings.patience_s
+                wait_until = patience if expiry is None else min(expiry, patience)
+            log.info(
+                "request %s: speaking %d characters with %s for %s",
+                request.id,
+                len(candidate.text),
+                candidate.voice.label,
+                request.source.value,
+            )
+            synthesis_started = time.perf_counter()
+            job = candidate.synthesis_input()
+            if live is not None and candidate.provider.streams_live(job):
+                encoder = await self.stream_encoders.take(candidate.voice, live.put)
+            try:
+                dispatched = await self.dispatcher.run(
+                    candidate.provider,
+                    request,
+                    job,
+                    wait_until=wait_until,
+                    expiry=expiry,
+                    on_chunk=(
+                        functools.partial(self.stream_encoders.feed, candidate.voice, encoder)
+                        if encoder is not None
+                        else None
+                    ),
+                )
+                break
+            except (ProviderError, BudgetExceeded) as exc:
+                if encoder is not None:
+                    await encoder.abort()
+                    self.stream_encoders.replenish(candidate.voice)
+                    if encoder.fed:
+                        raise  # its audio is out: another voice cannot finish the sentence
+                    encoder = None
+                notes.append(FallbackNote(candidate.provider.name, str(exc)))
+                if following is None:
+                    if len(notes) > 1 and request.fallback:
+                        raise NoProviderSpoke([(n.provider, n.reason) for n in notes]) from exc
+                    raise
+                FALLBACKS.labels(
+                    candidate.provider.name, following.provider.name, type(exc).__name__
+                ).inc()
+                log.warning(
+                    "request %s: %s did not speak (%s); %s speaks instead",
+                    request.id,
+                    candidate.provider.name,
+                    exc,
+                    following.provider.name,
+                )
+                candidate = following
+                tried.add(candidate.provider.name)
+            except BaseException:
+                if encoder is not None:
+                    await encoder.abort()
+                    self.stream_encoders.replenish(candidate.voice)
+                raise
+        synthesized = time.perf_counter()
+        if encoder is not None:
+            try:
+                encoded = await encoder.finish()
+            except BaseException:
+                await encoder.abort()
+                self.stream_encoders.replenish(candidate.voice)
+                raise
+            self.gains.learn(candidate.voice.label, encoded)
+            self.stream_encoders.replenish(candidate.voice)
+        else:
+            encoded = await self.transcoder.transcode(
+                dispatched.chunks, request.output, gain_db=self.gains.get(candidate.voice.label)
+            )
+            self.gains.learn(candidate.voice.label, encoded)
+            if live is not None:
+                for packet in opus_packets(encoded.data):
+                    live.put(packet)
+        finished = time.perf_counter()
+        if live is None:  # live audio is already playing: too late to drop it
+            self.check_expiry(request, "after synthesis")
+        timings = Timings(
+            synthesis_s=synthesized - synthesis_started,
+            transcode_s=finished - synthesized,
+            total_s=finished - started,
+            first_audio_s=dispatched.first_audio_s,
+        )
+        if encoder is None and candidate.text:
+            self._rates[candidate.voice.label] = (
+                timings.synthesis_s / len(candidate.text),
+                timings.transcode_s,
+            )
+        log.info(
+            "request %s: %.2f s of audio in %.2f s (synthesis %.2f s, transcode %.2f s)%s",
+            request.id,
+            encoded.duration_s,
+            timings.total_s,
+            timings.synthesis_s,
+            timings.transcode_s,
+            ", streamed" if encoder is not None else "",
+        )
+        if caching:
+            # under the voice that spoke: a fallback's audio never answers for the asked voice
+            self.cache.put(
+                CacheEntry(
+                    self.cache_key(candidate),
+                    encoded.data,
+                    request.output,
+                    encoded.spec.sample_rate,
+                    encoded.spec.channels,
+                    encoded.duration_s,
+                    encoded.loudness.integrated_lufs,
+                    candidate.voice,
+                )
+            )
+        return Utterance(
+            request_id=request.id,
+            text=candidate.text,
+            audio=encoded.data,
+            profile=request.output,
+            sample_rate=encoded.spec.sample_rate,
+            channels=encoded.spec.channels,
+            duration_s=encoded.duration_s,
+            voice=candidate.voice,
+            timings=timings,
+            loudness_lufs=encoded.loudness.integrated_lufs,
+            fallbacks=tuple(n for n in notes if n.provider != candidate.provider.name),
+            cost_usd=dispatched.cost_usd,
+        )
+
+    async def aclose(self) -> None:
+        await self.stream_encoders.aclose()
+        await self.registry.aclose()
+        self.dispatcher.aclose()
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
+
+
+def _count(request: SpeechRequest, provider: str, outcome: str) -> None:
+    REQUESTS.labels(source=request.source.value, provider=provider, outcome=outcome).inc()

@@ -1,0 +1,1 @@
+"""Oyez's HTTP server: media URLs, the HTTP API, health and metrics."""

@@ -1,0 +1,84 @@
+"""``/healthz``, ``/readyz`` and ``/metrics`` on Oyez's HTTP server.
+
+- ``GET /healthz``: 200 ``{"status": "ok"}`` while the process serves HTTP (Docker's
+  ``HEALTHCHECK``; a liveness probe).
+- ``GET /readyz``: 200 when every configured front end is connected (Discord's gateway, Home
+  Assistant's websocket, the scheduler) and the default provider is usable, else 503; the body
+  says which check failed and shows each paid provider's credit circuit.
+- ``GET /metrics``: the Prometheus text format (``prometheus-client``) of
+  :data:`bot.metrics.REGISTRY`.
+
+None of them needs the API token: they carry no secrets and no request text.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from bot.ops.metrics import REGISTRY
+
+if TYPE_CHECKING:
+    from bot.service import Service
+
+__all__ = ["add_health_routes", "readiness"]
+
+
+def readiness(service: Service) -> tuple[bool, dict[str, Any]]:
+    """(ready, report): each front end's state, the default provider's, the circuits."""
+    checks: dict[str, Any] = {}
+    ready = True
+    for front_end in service.front_ends:
+        ok, detail = front_end.ready()
+        checks[front_end.name] = {"ok": ok, "detail": detail}
+        ready = ready and ok
+    pipeline = service.pipeline
+    default = service.settings.default_provider
+    try:
+        problem = pipeline.registry.get(default).configuration_problem()
+    except Exception as exc:  # an unknown default provider
+        problem = str(exc)
+    checks["default_provider"] = {"ok": problem is None, "detail": problem or default}
+    ready = ready and problem is None
+    circuits: dict[str, Any] = {}
+    for name in pipeline.registry.names():
+        provider = pipeline.registry.get(name)
+        if not provider.paid or provider.configuration_problem():
+            continue
+        circuit = pipeline.dispatcher.ledger.circuit(name)
+        circuits[name] = (
+            {"state": "closed"}
+            if circuit is None
+            else {
+                "state": "open",
+                "reason": circuit.reason,
+                "next_check_at": circuit.next_check_at.isoformat(),
+            }
+        )
+    checks["circuits"] = circuits
+    return ready, checks
+
+
+def add_health_routes(service: Service) -> None:
+    """Add the three endpoints to ``service.server``."""
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        ready, checks = readiness(service)
+        return web.json_response(
+            {"status": "ready" if ready else "not ready", "checks": checks},
+            status=200 if ready else 503,
+        )
+
+    async def metrics(_: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest(REGISTRY))
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    service.server.add_routes(
+        [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", metrics)]
+    )

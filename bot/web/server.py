@@ -1,0 +1,244 @@
+"""Oyez's own HTTP server (aiohttp): media for speakers, the API, and room for health and
+metrics endpoints.
+
+Speakers fetch announcements from here: :class:`MediaStore` writes each one to a file under
+``<data_dir>/media`` named by an unguessable token (128 random bits, ``secrets.token_urlsafe``)
+and serves it at ``<public_url>/media/<token>.<ext>`` until it expires (``http.media_ttl_s``,
+default 10 minutes). aiohttp's ``FileResponse`` gives the Content-Type, Content-Length and
+Range answers (206, 416) players rely on.
+
+The API under ``/api/v1`` needs ``Authorization: Bearer <http.api_token>``; with no token
+configured it is off (404). Other parts add their routes with :meth:`OyezServer.add_routes`
+before :meth:`OyezServer.start`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from bot.announce.announcer import Announcer
+from bot.ops.config import HttpSettings
+from bot.speech import RequestSource
+
+__all__ = ["API_PREFIX", "MediaStore", "OyezServer", "is_loopback_url", "json_error"]
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+_TOKEN_BYTES = 16  # 128 bits
+_CONTENT_TYPES = {"mp3": "audio/mpeg", "ogg": "audio/ogg", "wav": "audio/wav"}
+#: Largest API request body, bytes.
+MAX_BODY = 64 * 1024
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_error(status: int, message: str, **extra: Any) -> web.Response:
+    """A JSON error answer: ``{"error": message, ...}``."""
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether ``url``'s host is a loopback address or ``localhost``."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class MediaStore:
+    """Audio files served to speakers at unguessable, expiring URLs.
+
+    ``clock`` is monotonic seconds (tests move it). Files live in ``directory``; expired ones
+    are removed by :meth:`sweep` (run every minute by the server) and refused (404) at once.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        base_url: str,
+        ttl_s: float = 600.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.directory = directory
+        self.base_url = base_url.rstrip("/")
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._expiry: dict[str, float] = {}
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.*"):  # left by an earlier run: their URLs are gone
+            stale.unlink(missing_ok=True)
+
+    def publish(self, audio: bytes, extension: str, ttl_s: float | None = None) -> str:
+        """Store ``audio`` and return its public URL (valid ``ttl_s``, default the store's)."""
+        if extension not in _CONTENT_TYPES:
+            raise ValueError(f"unsupported media extension {extension!r}")
+        name = f"{secrets.token_urlsafe(_TOKEN_BYTES)}.{extension}"
+        path = self.directory / name
+        temporary = path.with_suffix(".part")
+        temporary.write_bytes(audio)
+        temporary.replace(path)
+        self._expiry[name] = self.clock() + (ttl_s if ttl_s is not None else self.ttl_s)
+        return f"{self.base_url}/media/{name}"
+
+    def path(self, name: str) -> Path | None:
+        """The file behind ``name`` while it is valid, else None."""
+        expiry = self._expiry.get(name)
+        if expiry is None:
+            return None
+        if self.clock() >= expiry:
+            self._remove(name)
+            return None
+        return self.directory / name
+
+    def sweep(self) -> int:
+        """Remove expired files; returns how many."""
+        now = self.clock()
+        expired = [name for name, expiry in self._expiry.items() if now >= expiry]
+        for name in expired:
+            self._remove(name)
+        return len(expired)
+
+    def _remove(self, name: str) -> None:
+        self._expiry.pop(name, None)
+        (self.directory / name).unlink(missing_ok=True)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        path = self.path(name)
+        if path is None or not path.is_file():
+            return json_error(404, "no such media, or it expired")
+        extension = name.rsplit(".", 1)[-1]
+        return web.FileResponse(path, headers={"Content-Type": _CONTENT_TYPES[extension]})
+
+
+class OyezServer:
+    """The aiohttp application and its lifecycle.
+
+    ``announcer`` enables ``POST /api/v1/announce`` and ``GET /api/v1/requests/{id}`` (when
+    ``settings.api_token`` is set).
+    """
+
+    def __init__(
+        self, settings: HttpSettings, data_dir: Path, announcer: Announcer | None = None
+    ) -> None:
+        self.settings = settings
+        self.media = MediaStore(data_dir / "media", settings.base_url(), settings.media_ttl_s)
+        self.announcer = announcer
+        self.app = web.Application(client_max_size=MAX_BODY)
+        self.app.router.add_get("/media/{name}", self.media.handle)  # HEAD too
+        self._runner: web.AppRunner | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self.port: int | None = None
+        if announcer is not None:
+            self.add_routes(
+                [
+                    web.post(f"{API_PREFIX}/announce", self.authorized(self._announce)),
+                    web.get(f"{API_PREFIX}/requests/{{id}}", self.authorized(self._request)),
+                ]
+            )
+
+    @property
+    def api_enabled(self) -> bool:
+        return self.settings.api_token is not None
+
+    def add_routes(self, routes: Iterable[web.AbstractRouteDef]) -> None:
+        self.app.router.add_routes(routes)
+
+    def authorized(self, handler: Handler) -> Handler:
+        """``handler`` behind the API token: 404 when the API is off, 401 without the right
+        bearer token (compared in constant time)."""
+
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            token = self.settings.api_token
+            if token is None:
+                return json_error(404, "the API is off: set http.api_token to turn it on")
+            given = request.headers.get("Authorization", "")
+            scheme, _, credentials = given.partition(" ")
+            expected = token.get_secret_value().encode()
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                credentials.strip().encode(), expected
+            ):
+                return json_error(401, "missing or wrong bearer token")
+            return await handler(request)
+
+        return guarded
+
+    async def read_json(self, request: web.Request) -> Any:
+        """The request's JSON body; raises ``HTTPBadRequest`` with a JSON reason."""
+        try:
+            return await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise web.HTTPBadRequest(
+                text=json.dumps({"error": "the body is not valid JSON"}),
+                content_type="application/json",
+            ) from None
+
+    async def _announce(self, request: web.Request) -> web.StreamResponse:
+        assert self.announcer is not None
+        data = await self.read_json(request)
+        status = await self.announcer.submit(data, RequestSource.HTTP, requester="http")
+        if status.state.final and status.code == "invalid":
+            return json_error(422, status.reason or "invalid announcement", request_id=status.id)
+        return web.json_response(
+            {"request_id": status.id, "state": status.state.value},
+            status=202,
+            headers={"Location": f"{API_PREFIX}/requests/{status.id}"},
+        )
+
+    async def _request(self, request: web.Request) -> web.StreamResponse:
+        assert self.announcer is not None
+        status = self.announcer.status(request.match_info["id"])
+        if status is None:
+            return json_error(404, "no such request (requests are kept for a while, not forever)")
+        return web.json_response(status.as_json())
+
+    async def start(self) -> None:
+        """Listen on ``host:port`` (port 0: any free port, then in :attr:`port`)."""
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
+        await site.start()
+        addresses = self._runner.addresses
+        self.port = int(addresses[0][1]) if addresses else self.settings.port
+        if self.settings.public_url is None:
+            self.media.base_url = f"http://127.0.0.1:{self.port}"
+        self._sweeper = asyncio.create_task(self._sweep(), name="oyez-media-sweeper")
+        log.info(
+            "http: listening on %s:%s; media at %s; API %s",
+            self.settings.host,
+            self.port,
+            self.media.base_url,
+            "on" if self.api_enabled else "off (no http.api_token)",
+        )
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(60)
+            self.media.sweep()
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

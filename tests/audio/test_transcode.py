@@ -1,0 +1,191 @@
+"""The transcoder with real ffmpeg on real Piper speech."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import stat
+import subprocess
+import time
+import wave
+from pathlib import Path
+
+import pytest
+
+from bot.audio.transcode import Transcoder, find_ffmpeg
+from bot.errors import AudioError, FFmpegNotFound, TranscodeError
+from bot.ops import config
+from bot.ops.config import AudioSettings, Settings
+from bot.providers.base import SynthesisInput
+from bot.speech import AudioChunk, AudioEncoding, OutputProfile
+from integrations.piper import PiperProvider
+from tests.support.asr import decode
+from tests.support.probe import (
+    describe,
+    integrated_loudness,
+    ogg_packets,
+    opus_frame_ms,
+    opus_head,
+)
+
+SENTENCE = "The washing machine has finished. Please hang the laundry before it starts to smell."
+
+
+@pytest.fixture
+async def speech(settings: Settings) -> AudioChunk:
+    """Real Piper output: PCM s16le mono at the voice's rate."""
+    provider = PiperProvider.from_settings(settings)
+    voice = await provider.resolve_voice(None, None)
+    return await provider.synthesize(SynthesisInput("t", SENTENCE, voice))
+
+
+def _decoded_duration(audio: bytes) -> float:
+    return len(decode(audio, 48_000)) / 48_000
+
+
+async def test_discord_profile_is_ogg_opus_48k_stereo_20ms(speech: AudioChunk) -> None:
+    encoded = await Transcoder(AudioSettings()).transcode([speech], OutputProfile.DISCORD)
+    assert encoded.data[:4] == b"OggS"
+    assert "opus, 48000 Hz, stereo" in describe(encoded.data)
+    packets = ogg_packets(encoded.data)
+    assert opus_head(packets[0])["channels"] == 2
+    assert packets[1].startswith(b"OpusTags")
+    audio_packets = packets[2:]
+    assert len(audio_packets) > 50
+    assert {opus_frame_ms(p) for p in audio_packets} == {20.0}
+    assert {p[0] & 0x03 for p in audio_packets} == {0}  # one frame per packet
+
+
+async def test_duration_is_kept_within_five_percent(speech: AudioChunk) -> None:
+    assert speech.duration_s is not None
+    source = speech.duration_s
+    for profile in OutputProfile:
+        encoded = await Transcoder(AudioSettings()).transcode([speech], profile)
+        assert encoded.duration_s == pytest.approx(source, rel=0.05)
+        assert _decoded_duration(encoded.data) == pytest.approx(source, rel=0.05), profile
+
+
+@pytest.mark.parametrize("target", [-16.0, -23.0])
+async def test_loudness_reaches_the_target(speech: AudioChunk, target: float) -> None:
+    settings = AudioSettings(loudness_target_lufs=target)
+    encoded = await Transcoder(settings).transcode([speech], OutputProfile.DISCORD)
+    assert integrated_loudness(encoded.data) == pytest.approx(target, abs=1.5)
+    assert encoded.loudness.integrated_lufs == pytest.approx(target, abs=1.5)
+    assert encoded.loudness.true_peak_dbtp <= settings.true_peak_dbtp + 0.5
+
+
+async def test_normalisation_can_be_turned_off(speech: AudioChunk) -> None:
+    quiet = AudioChunk(
+        bytes(
+            b
+            for i in range(0, len(speech.data), 2)
+            for b in (int.from_bytes(speech.data[i : i + 2], "little", signed=True) // 8).to_bytes(
+                2, "little", signed=True
+            )
+        ),
+        speech.encoding,
+        speech.sample_rate,
+        1,
+    )
+    off = await Transcoder(AudioSettings(normalize_loudness=False)).transcode(
+        [quiet], OutputProfile.WAV
+    )
+    on = await Transcoder(AudioSettings()).transcode([quiet], OutputProfile.WAV)
+    assert integrated_loudness(off.data) < -30  # 18 dB down from Piper's ~-19 LUFS
+    assert integrated_loudness(on.data) == pytest.approx(-16, abs=1.5)
+
+
+async def test_mp3_profile(speech: AudioChunk) -> None:
+    encoded = await Transcoder(AudioSettings()).transcode([speech], OutputProfile.MP3)
+    info = describe(encoded.data)
+    assert info.startswith("mp3") and "44100 Hz" in info
+    bitrate = int(info.rsplit(",", 1)[1].strip().split()[0])
+    assert bitrate >= 128
+    assert encoded.spec.sample_rate == 44_100
+
+
+async def test_wav_profile(speech: AudioChunk) -> None:
+    encoded = await Transcoder(AudioSettings()).transcode([speech], OutputProfile.WAV)
+    with wave.open(io.BytesIO(encoded.data)) as wav:
+        assert wav.getsampwidth() == 2
+        assert wav.getframerate() == 48_000
+        assert wav.getnchannels() == 1
+        assert speech.duration_s is not None
+        assert wav.getnframes() / 48_000 == pytest.approx(speech.duration_s, rel=0.05)
+
+
+async def test_encoded_provider_audio_is_decoded(speech: AudioChunk) -> None:
+    """Cloud providers send MP3 or WAV; several WAV chunks are decoded one by one."""
+    encoded = await asyncio.to_thread(
+        subprocess.run,
+        [find_ffmpeg(), "-v", "error", "-f", "s16le", "-ar", str(speech.sample_rate)]
+        + ["-ac", "1", "-i", "pipe:0", "-f", "mp3", "pipe:1"],
+        input=speech.data,
+        capture_output=True,
+        check=True,
+    )
+    mp3 = encoded.stdout
+    transcoder = Transcoder(AudioSettings())
+    from_mp3 = await transcoder.transcode(
+        [AudioChunk(mp3, AudioEncoding.MP3, 0, 0)], OutputProfile.DISCORD
+    )
+    assert speech.duration_s is not None
+    assert from_mp3.duration_s == pytest.approx(speech.duration_s, abs=0.1)
+
+    wav = (await transcoder.transcode([speech], OutputProfile.WAV)).data
+    twice = await transcoder.transcode(
+        [AudioChunk(wav, AudioEncoding.WAV, 0, 0)] * 2, OutputProfile.DISCORD
+    )
+    assert twice.duration_s == pytest.approx(2 * speech.duration_s, rel=0.02)
+
+
+async def test_garbage_is_a_clear_error_not_a_hang() -> None:
+    garbage = b"this is not audio at all " * 400
+    started = time.monotonic()
+    with pytest.raises(TranscodeError) as caught:
+        await Transcoder(AudioSettings()).transcode(
+            [AudioChunk(garbage, AudioEncoding.MP3, 0, 0)], OutputProfile.DISCORD
+        )
+    assert time.monotonic() - started < 10
+    assert "mp3" in str(caught.value)
+    assert caught.value.stderr_tail  # what ffmpeg said is carried to the user
+
+
+async def test_empty_audio_is_an_error() -> None:
+    with pytest.raises(AudioError, match="no audio"):
+        await Transcoder(AudioSettings()).transcode(
+            [AudioChunk(b"", AudioEncoding.PCM_S16LE, 22050, 1)], OutputProfile.DISCORD
+        )
+
+
+async def test_raw_pcm_needs_a_sample_rate() -> None:
+    with pytest.raises(AudioError, match="sample rate"):
+        await Transcoder(AudioSettings()).transcode(
+            [AudioChunk(b"\x00" * 100, AudioEncoding.PCM_S16LE, 0, 1)], OutputProfile.DISCORD
+        )
+
+
+async def test_a_stuck_ffmpeg_is_stopped(tmp_path: Path) -> None:
+    stuck = tmp_path / "ffmpeg"
+    stuck.write_text("#!/bin/sh\necho 'pretending to work' >&2\nexec sleep 30\n")
+    stuck.chmod(stuck.stat().st_mode | stat.S_IEXEC)
+    settings = AudioSettings(ffmpeg_path=stuck, ffmpeg_timeout_s=0.5)
+    started = time.monotonic()
+    with pytest.raises(TranscodeError, match=r"did not finish decoding .* within 0\.5 s"):
+        await Transcoder(settings).transcode(
+            [AudioChunk(b"\x00\x00" * 2205, AudioEncoding.PCM_S16LE, 22050, 1)],
+            OutputProfile.DISCORD,
+        )
+    assert time.monotonic() - started < 5
+
+
+def test_configured_ffmpeg_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(FFmpegNotFound, match="ffmpeg_path"):
+        find_ffmpeg(tmp_path / "missing")
+
+
+def test_ffmpeg_falls_back_to_the_bundled_binary(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    path = find_ffmpeg()
+    assert "imageio_ffmpeg" in path
+    assert config.load().audio.ffmpeg_path is None

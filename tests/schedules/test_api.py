@@ -1,0 +1,143 @@
+"""``/api/v1/schedules`` on the running service (127.0.0.1), behind the API token."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from bot.ops import config
+from bot.schedules.scheduler import Scheduler
+from bot.service import Service
+
+TOKEN = "s3cret-token"
+BINS = {
+    "name": "bins",
+    "cron": "0 19 * * 2",
+    "time_zone": "Europe/London",
+    "message": "Bins out, it is {weekday}.",
+    "discord": [{"guild_id": 1, "channel_id": 2}],
+}
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[tuple[str, Service]]:
+    settings = config.load(
+        data_dir=tmp_path / "data", http={"host": "127.0.0.1", "port": 0, "api_token": TOKEN}
+    )
+    service = Service(settings)
+    service.build()
+    running = asyncio.create_task(service.run())
+    try:
+        for _ in range(1000):  # until the server listens
+            if service.server.port:
+                break
+            await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{service.server.port}/api/v1/schedules", service
+    finally:
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+
+
+def scheduler_of(service: Service) -> Scheduler:
+    (scheduler,) = [f for f in service.front_ends if isinstance(f, Scheduler)]
+    return scheduler
+
+
+async def test_without_the_token_every_route_is_401(api: tuple[str, Service]) -> None:
+    url, _ = api
+    async with aiohttp.ClientSession() as http:
+        for method, target in (
+            ("GET", url),
+            ("POST", url),
+            ("GET", f"{url}/bins"),
+            ("PATCH", f"{url}/bins"),
+            ("DELETE", f"{url}/bins"),
+        ):
+            async with http.request(method, target, json=BINS) as response:
+                assert response.status == 401, (method, target)
+        wrong = {"Authorization": "Bearer nope"}
+        async with http.post(url, json=BINS, headers=wrong) as response:
+            assert response.status == 401
+        async with http.get(url, headers={"Authorization": f"Bearer {TOKEN}"}) as response:
+            assert (await response.json()) == {"schedules": []}  # nothing was created
+
+
+async def test_create_list_pause_delete(api: tuple[str, Service]) -> None:
+    url, service = api
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with aiohttp.ClientSession(headers=auth) as http:
+        async with http.post(url, json=BINS) as response:
+            assert response.status == 201
+            assert response.headers["Location"] == "/api/v1/schedules/bins"
+            created = await response.json()
+        upcoming = datetime.fromisoformat(created["next_fire"])
+        assert (upcoming.weekday(), upcoming.hour, created["state"]) == (1, 19, "active")
+        assert created["origin"] == "http"
+        # the running scheduler has it at once (the API wakes it)
+        await asyncio.sleep(0.1)
+        assert scheduler_of(service).upcoming()["bins"] == upcoming
+        async with http.post(url, json=BINS) as response:
+            assert response.status == 409
+            assert "exists" in (await response.json())["error"]
+        async with http.get(url) as response:
+            (listed,) = (await response.json())["schedules"]
+            assert listed["name"] == "bins"
+            assert listed["next_fire"] == created["next_fire"]
+        async with http.patch(f"{url}/bins", json={"enabled": False}) as response:
+            assert response.status == 200
+            assert (await response.json())["state"] == "paused"
+        await asyncio.sleep(0.1)
+        assert "bins" not in scheduler_of(service).upcoming()
+        async with http.patch(f"{url}/bins", json={"message": "x"}) as response:
+            assert response.status == 422
+        async with http.get(f"{url}/bins") as response:
+            assert (await response.json())["enabled"] is False
+        async with http.delete(f"{url}/bins") as response:
+            assert response.status == 204
+        for method in ("GET", "DELETE", "PATCH"):
+            async with http.request(method, f"{url}/bins", json={"enabled": True}) as response:
+                assert response.status == 404
+        async with http.get(url) as response:
+            assert (await response.json()) == {"schedules": []}
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"cron": "0 25 * * *"}, "cron: '0 25 * * *' is not a valid cron expression"),
+        ({"time_zone": "Moon/Tranquility"}, "unknown time zone 'Moon/Tranquility'"),
+        ({"cron": None, "at": "2020-01-01T00:00:00+00:00"}, "is in the past"),
+        ({"message": "{time.year}"}, "attribute access or indexing"),
+        ({"discord": [{"guild_id": "x", "channel_id": 2}]}, "discord"),
+        ({"voice": "nobody"}, "unknown voice 'nobody'"),
+        ({"repeat": 3}, "repeat: unknown field"),
+    ],
+)
+async def test_invalid_schedules_are_422_naming_the_problem(
+    api: tuple[str, Service], change: dict[str, object], problem: str
+) -> None:
+    url, _ = api
+    body = {k: v for k, v in {**BINS, **change}.items() if v is not None}
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+        async with http.post(url, json=body) as response:
+            assert response.status == 422
+            assert problem in (await response.json())["error"]
+        async with http.post(url, data=b"{not json") as response:
+            assert response.status == 400
+
+
+async def test_one_shot_in_a_minute_is_accepted(api: tuple[str, Service]) -> None:
+    url, _ = api
+    at = (datetime.now(UTC) + timedelta(minutes=1)).replace(microsecond=0)
+    body = {**BINS, "cron": None, "at": at.isoformat(), "name": "oven"}
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    clean = {k: v for k, v in body.items() if v is not None}
+    async with aiohttp.ClientSession(headers=auth) as http, http.post(url, json=clean) as r:
+        assert r.status == 201
+        assert datetime.fromisoformat((await r.json())["next_fire"]) == at

@@ -1,0 +1,195 @@
+"""The audio cache: a repeat never reaches the provider, and what shapes audio is in the key."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.ops import config
+from bot.ops.config import Settings
+from bot.providers.base import ProviderRegistry
+from bot.speech import OutputProfile, SpeechRequest
+from bot.synthesis.pipeline import SpeechPipeline
+from integrations import PROVIDERS
+from tests.fakes.segmind import DEFAULT_API_KEY, FakeSegmind
+from tests.support.tone_provider import ToneProvider
+
+TARGETS = {**PROVIDERS, "tone": "tests.support.tone_provider:ToneProvider"}
+
+
+@pytest.fixture
+def tone() -> type[ToneProvider]:
+    ToneProvider.calls.clear()
+    ToneProvider.mode = "ok"
+    return ToneProvider
+
+
+def cached_settings(tmp_path: Path, **more: Any) -> Settings:
+    return config.load(
+        data_dir=tmp_path / "data", cache={"enabled": True, **more.pop("cache", {})}, **more
+    )
+
+
+@pytest.fixture
+async def pipeline(tmp_path: Path) -> AsyncIterator[SpeechPipeline]:
+    settings = cached_settings(tmp_path)
+    speech = SpeechPipeline(settings, ProviderRegistry(settings, TARGETS))
+    yield speech
+    await speech.aclose()
+
+
+async def test_a_repeat_is_served_from_the_cache(
+    pipeline: SpeechPipeline, tone: type[ToneProvider]
+) -> None:
+    ask = {"text": "Bin day tomorrow.", "provider": "tone"}
+    first = await pipeline.speak(SpeechRequest(**ask))
+    second = await pipeline.speak(SpeechRequest(**ask))
+    assert tone.calls == ["Bin day tomorrow."]  # one provider call for two requests
+    assert not first.cached
+    assert second.cached
+    assert second.audio == first.audio
+    assert second.voice == first.voice
+    assert second.duration_s == pytest.approx(first.duration_s)
+    assert second.timings.synthesis_s == 0
+    stats = pipeline.cache.stats()
+    assert (stats.entries, stats.hits, stats.misses) == (1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"options": {"seconds_per_character": 0.1}},
+        {"output": OutputProfile.MP3},
+        {"text": "Bin day on Tuesday."},
+    ],
+)
+async def test_anything_that_shapes_the_audio_misses(
+    pipeline: SpeechPipeline, tone: type[ToneProvider], change: dict[str, Any]
+) -> None:
+    ask: dict[str, Any] = {"text": "Bin day tomorrow.", "provider": "tone"}
+    await pipeline.speak(SpeechRequest(**ask))
+    again = await pipeline.speak(SpeechRequest(**{**ask, **change}))
+    assert not again.cached
+    assert len(tone.calls) == 2
+
+
+async def test_whitespace_differences_hit(
+    pipeline: SpeechPipeline, tone: type[ToneProvider]
+) -> None:
+    await pipeline.speak(SpeechRequest(text="Dinner is ready.", provider="tone"))
+    again = await pipeline.speak(SpeechRequest(text="  Dinner   is ready. ", provider="tone"))
+    assert again.cached  # the key holds the normalised text
+
+
+async def test_audio_settings_are_in_the_key(tmp_path: Path, tone: type[ToneProvider]) -> None:
+    for target in (-16, -20):
+        settings = cached_settings(tmp_path, audio={"loudness_target_lufs": target})
+        speech = SpeechPipeline(settings, ProviderRegistry(settings, TARGETS))
+        try:
+            utterance = await speech.speak(SpeechRequest(text="Hello.", provider="tone"))
+        finally:
+            await speech.aclose()
+        assert not utterance.cached
+    assert len(tone.calls) == 2
+
+
+async def test_opting_out_neither_reads_nor_writes(
+    pipeline: SpeechPipeline, tone: type[ToneProvider]
+) -> None:
+    await pipeline.speak(SpeechRequest(text="Hello.", provider="tone", cache=False))
+    assert pipeline.cache.stats().entries == 0
+    await pipeline.speak(SpeechRequest(text="Hello.", provider="tone"))
+    again = await pipeline.speak(SpeechRequest(text="Hello.", provider="tone", cache=False))
+    assert not again.cached
+    assert len(tone.calls) == 3
+
+
+async def test_eviction_keeps_under_the_cap_least_recently_used_first(
+    tmp_path: Path, tone: type[ToneProvider]
+) -> None:
+    settings = cached_settings(tmp_path, cache={"max_mb": 0.03})  # ~31 KB: a few utterances
+    speech = SpeechPipeline(settings, ProviderRegistry(settings, TARGETS))
+    texts = [f"Announcement number {word}." for word in ("one", "two", "three", "four", "five")]
+    try:
+        await speech.speak(SpeechRequest(text=texts[0], provider="tone"))
+        for text in texts[1:]:
+            await speech.speak(SpeechRequest(text=text, provider="tone"))
+            # keep the first one in use: least recently used goes first, not oldest
+            assert (await speech.speak(SpeechRequest(text=texts[0], provider="tone"))).cached
+        stats = speech.cache.stats()
+        assert stats.bytes <= stats.max_bytes
+        assert stats.entries < len(texts)
+        files = [p for p in speech.cache.directory.iterdir() if p.suffix == ".ogg"]
+        assert len(files) == stats.entries
+        last = await speech.speak(SpeechRequest(text=texts[1], provider="tone"))
+        assert not last.cached  # evicted
+    finally:
+        await speech.aclose()
+
+
+async def test_a_hit_spends_nothing(tmp_path: Path) -> None:
+    async with FakeSegmind() as fake:
+        settings = cached_settings(
+            tmp_path, providers={"segmind": {"api_key": DEFAULT_API_KEY, "base_url": fake.base_url}}
+        )
+        speech = SpeechPipeline(settings)
+        try:
+            first = await speech.speak(SpeechRequest(text="Hello there.", provider="segmind"))
+            second = await speech.speak(SpeechRequest(text="Hello there.", provider="segmind"))
+            assert first.cost_usd == pytest.approx(0.02)
+            assert second.cached
+            assert second.cost_usd is None
+            assert speech.dispatcher.ledger.spent_today(provider="segmind") == pytest.approx(0.02)
+        finally:
+            await speech.aclose()
+        assert fake.billed_calls == 1
+        assert len(fake.requests) == 1
+
+
+async def test_fallback_audio_never_answers_for_the_asked_voice(tmp_path: Path) -> None:
+    async with FakeSegmind() as fake:
+        settings = cached_settings(
+            tmp_path, providers={"segmind": {"api_key": DEFAULT_API_KEY, "base_url": fake.base_url}}
+        )
+        speech = SpeechPipeline(settings)
+        fake.inject_error("/v1/chatterbox-tts", 502, "down", count=3)
+        try:
+            spoken = await speech.speak(SpeechRequest(text="Hello.", provider="segmind"))
+            assert spoken.voice.provider == "piper"
+            later = await speech.speak(SpeechRequest(text="Hello.", provider="segmind"))
+        finally:
+            await speech.aclose()
+        assert not later.cached
+        assert later.voice.provider == "segmind"
+
+
+def test_cli_cache_stats_and_clear(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OYEZ_")}
+
+    def oyez(*args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "bot", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    oyez("say", "Hello from the cache.")
+    again = oyez("say", "Hello from the cache.")
+    assert "from the cache: no provider was called" in again
+    assert "model load" not in again  # a cached utterance needs no model
+    stats = oyez("cache", "stats")
+    assert "entries   1" in stats
+    assert "1 hits, 1 misses (50 % hits)" in stats
+    assert "removed 1 cached utterances" in oyez("cache", "clear")
+    assert "entries   0" in oyez("cache", "stats")

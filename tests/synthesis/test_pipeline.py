@@ -1,0 +1,251 @@
+"""Text in, speech out: the whole pipeline with the real local voice, checked by listening."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bot.errors import (
+    ConfigError,
+    EmptyText,
+    InvalidOptions,
+    InvalidRequest,
+    ProviderError,
+    RequestExpired,
+    TextTooLong,
+    TranscodeError,
+    UnknownProvider,
+    UnknownVoice,
+)
+from bot.ops import config
+from bot.ops.config import Settings
+from bot.providers.base import ProviderRegistry
+from bot.speech import OutputProfile, SpeechRequest
+from bot.synthesis.pipeline import SpeechPipeline
+from integrations import PROVIDERS
+from tests.support.asr import Transcriber, word_error_rate
+from tests.support.probe import describe
+from tests.support.tone_provider import ToneProvider
+
+SENTENCES = [
+    "The washing machine has finished and the laundry is ready to hang.",
+    "Someone is waiting at the front door with a parcel for you.",
+    "Remember to take the bins out tonight because tomorrow is collection day.",
+]
+
+
+@pytest.mark.parametrize("sentence", SENTENCES)
+async def test_speech_survives_the_pipeline(
+    pipeline: SpeechPipeline, transcriber: Transcriber, sentence: str
+) -> None:
+    utterance = await pipeline.speak(SpeechRequest(text=sentence))
+    heard = transcriber.transcribe(utterance.audio)
+    assert word_error_rate(sentence, heard) <= 0.2, heard
+
+
+async def test_utterance_describes_itself(pipeline: SpeechPipeline) -> None:
+    utterance = await pipeline.speak(SpeechRequest(text="  Dinner\tis ready.  "))
+    assert utterance.text == "Dinner is ready."
+    assert utterance.voice.provider == "piper"
+    assert utterance.voice.id == "en_US-joe-medium"
+    assert utterance.profile is OutputProfile.DISCORD
+    assert (utterance.sample_rate, utterance.channels) == (48_000, 2)
+    assert 0.5 < utterance.duration_s < 3
+    assert utterance.mime_type == "audio/ogg"
+    t = utterance.timings
+    assert t.first_audio_s is not None
+    assert 0 < t.first_audio_s <= t.synthesis_s
+    assert t.synthesis_s + t.transcode_s <= t.total_s
+    assert utterance.loudness_lufs == pytest.approx(-16, abs=1.5)
+
+
+async def test_mp3_for_speakers(pipeline: SpeechPipeline, transcriber: Transcriber) -> None:
+    utterance = await pipeline.speak(SpeechRequest(text=SENTENCES[1], output=OutputProfile.MP3))
+    info = describe(utterance.audio)
+    assert info.startswith("mp3")
+    assert "44100 Hz" in info
+    assert word_error_rate(SENTENCES[1], transcriber.transcribe(utterance.audio)) <= 0.2
+
+
+@pytest.mark.parametrize(
+    ("fields", "error", "words"),
+    [
+        ({"text": " \n "}, EmptyText, "empty"),
+        ({"text": "x" * 1001}, TextTooLong, "limit is 1000"),
+        ({"text": "hi", "provider": "segmint"}, UnknownProvider, "did you mean .segmind."),
+        ({"text": "hi", "voice": "en_US-amy"}, UnknownVoice, "en_US-joe-medium"),
+        ({"text": "hi", "options": {"length_scale": 0}}, InvalidOptions, "length_scale"),
+    ],
+)
+async def test_bad_requests_fail_before_synthesis(
+    pipeline: SpeechPipeline, fields: dict[str, object], error: type[Exception], words: str
+) -> None:
+    with pytest.raises(error, match=words):
+        await pipeline.prepare(SpeechRequest.build(**fields))
+
+
+@pytest.fixture
+def tone() -> Iterator[type[ToneProvider]]:
+    ToneProvider.calls.clear()
+    ToneProvider.mode = "ok"
+    yield ToneProvider
+    ToneProvider.mode = "ok"
+
+
+@pytest.fixture
+async def tone_pipeline(settings: Settings) -> AsyncIterator[SpeechPipeline]:
+    targets = {**PROVIDERS, "tone": "tests.support.tone_provider:ToneProvider"}
+    speech = SpeechPipeline(settings, ProviderRegistry(settings, targets))
+    yield speech
+    await speech.aclose()
+
+
+async def test_a_provider_is_a_module_plus_a_registry_entry(
+    tone_pipeline: SpeechPipeline, tone: type[ToneProvider]
+) -> None:
+    assert {"piper", "tone"} <= set(tone_pipeline.registry.names())
+    utterance = await tone_pipeline.speak(
+        SpeechRequest(text="beep", provider="tone", options={"seconds_per_character": 0.5})
+    )
+    assert tone.calls == ["beep"]
+    assert utterance.voice.label == "tone/sine/a4"
+    assert utterance.duration_s == pytest.approx(2.0, abs=0.05)
+
+
+async def test_expired_request_is_never_synthesized(
+    tone_pipeline: SpeechPipeline, tone: type[ToneProvider]
+) -> None:
+    past = datetime.now(UTC) - timedelta(seconds=5)
+    request = SpeechRequest(text="too late", provider="tone", expires_at=past)
+    with pytest.raises(RequestExpired, match="before synthesis") as caught:
+        await tone_pipeline.speak(request)
+    assert caught.value.overdue_s >= 5
+    assert tone.calls == []
+
+
+async def test_request_expiring_during_synthesis_is_dropped(
+    tone_pipeline: SpeechPipeline, tone: type[ToneProvider], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = ToneProvider.synthesize
+
+    async def slow(self: ToneProvider, job: object) -> object:
+        await asyncio.sleep(0.4)
+        return await original(self, job)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ToneProvider, "synthesize", slow)
+    request = SpeechRequest.with_ttl("just in time?", 0.2, provider="tone")
+    with pytest.raises(RequestExpired, match="after synthesis"):
+        await tone_pipeline.speak(request)
+    assert tone.calls == ["just in time?"]
+
+
+async def test_provider_failure_reaches_a_strict_caller(
+    tone_pipeline: SpeechPipeline, tone: type[ToneProvider]
+) -> None:
+    tone.mode = "fail"
+    with pytest.raises(ProviderError, match="tone: the tone generator is broken"):
+        await tone_pipeline.speak(SpeechRequest(text="x", provider="tone", fallback=False))
+
+
+async def test_failed_provider_falls_back_to_piper_and_says_why(
+    tone_pipeline: SpeechPipeline, tone: type[ToneProvider]
+) -> None:
+    tone.mode = "fail"
+    utterance = await tone_pipeline.speak(SpeechRequest(text="Hello.", provider="tone"))
+    assert utterance.voice.provider == "piper"
+    (note,) = utterance.fallbacks
+    assert note.provider == "tone"
+    assert "the tone generator is broken" in note.reason
+
+
+async def test_garbage_from_a_provider_is_a_transcode_error(
+    tone_pipeline: SpeechPipeline, tone: type[ToneProvider]
+) -> None:
+    tone.mode = "garbage"
+    with pytest.raises(TranscodeError, match="decoding the mp3 audio"):
+        await tone_pipeline.speak(SpeechRequest(text="x", provider="tone"))
+
+
+async def test_default_provider_and_voice_come_from_config(tone: type[ToneProvider]) -> None:
+    settings = config.load(default_provider="tone", default_voice="A4 SINE")
+    targets = {**PROVIDERS, "tone": "tests.support.tone_provider:ToneProvider"}
+    speech = SpeechPipeline(settings, ProviderRegistry(settings, targets))
+    try:
+        prepared = await speech.prepare(SpeechRequest(text="hello"))
+        assert (prepared.provider.name, prepared.voice.id) == ("tone", "a4")
+        # default_voice belongs to the default provider: another provider keeps its own default
+        other = await speech.prepare(SpeechRequest(text="hello", provider="piper"))
+        assert other.voice.id == "en_US-joe-medium"
+    finally:
+        await speech.aclose()
+
+
+async def test_unknown_default_voice_is_named(tone: type[ToneProvider]) -> None:
+    settings = config.load(default_voice="en_US-nobody")
+    speech = SpeechPipeline(settings)
+    try:
+        with pytest.raises(UnknownVoice, match="'en_US-nobody'"):
+            await speech.prepare(SpeechRequest(text="hello"))
+    finally:
+        await speech.aclose()
+
+
+async def test_named_voice_brings_provider_model_and_options(tone: type[ToneProvider]) -> None:
+    settings = config.load(
+        voices={
+            "Beeper": {
+                "provider": "tone",
+                "voice": "a4",
+                "options": {"seconds_per_character": 0.2},
+            }
+        }
+    )
+    targets = {**PROVIDERS, "tone": "tests.support.tone_provider:ToneProvider"}
+    speech = SpeechPipeline(settings, ProviderRegistry(settings, targets))
+    try:
+        prepared = await speech.prepare(SpeechRequest(text="hi", voice="beeper"))
+        assert prepared.provider.name == "tone"
+        assert prepared.options == {"seconds_per_character": 0.2}
+        mine = await speech.prepare(
+            SpeechRequest(text="hi", voice="BEEPER", options={"seconds_per_character": 0.5})
+        )
+        assert mine.options == {"seconds_per_character": 0.5}  # the request's option wins
+        with pytest.raises(InvalidRequest, match="'beeper' is a tone voice"):
+            await speech.prepare(SpeechRequest(text="hi", voice="beeper", provider="piper"))
+    finally:
+        await speech.aclose()
+
+
+def test_named_voice_needs_a_provider() -> None:
+    with pytest.raises(ConfigError, match=r"voices\.grandma\.provider: Field required"):
+        config.load(voices={"grandma": {"model": "chatterbox-tts"}})
+
+
+async def test_requests_are_counted_by_source_provider_and_outcome(
+    pipeline: SpeechPipeline,
+) -> None:
+    from bot.errors import UnknownVoice
+    from bot.ops.metrics import REQUESTS, SYNTHESIS_SECONDS
+    from bot.speech import RequestSource
+
+    def count(outcome: str) -> float:
+        return REQUESTS.labels(source="http", provider="piper", outcome=outcome)._value.get()
+
+    def timed() -> float:
+        histogram = SYNTHESIS_SECONDS.labels(provider="piper")
+        return next(
+            s.value for m in histogram.collect() for s in m.samples if s.name.endswith("_count")
+        )
+
+    ok, invalid, seconds = count("ok"), count("invalid"), timed()
+    await pipeline.speak(SpeechRequest(text="Counted.", source=RequestSource.HTTP))
+    with pytest.raises(UnknownVoice):
+        await pipeline.speak(
+            SpeechRequest(text="Not said.", voice="nobody", source=RequestSource.HTTP)
+        )
+    assert count("ok") == ok + 1
+    assert count("invalid") == invalid + 1
+    assert timed() == seconds + 1

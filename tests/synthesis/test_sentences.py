@@ -1,0 +1,278 @@
+"""Sentence splitting, and speaking a text sentence by sentence through the pipeline (a tone
+provider that logs its calls; real ffmpeg)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.audio.live import opus_packets
+from bot.errors import ProviderError
+from bot.ops import config
+from bot.providers.base import ProviderRegistry, SynthesisInput
+from bot.speech import AudioChunk, SpeechRequest, Utterance
+from bot.synthesis.pipeline import Segment, SpeechPipeline, join_utterances
+from bot.synthesis.sentences import split_sentences
+from integrations import PROVIDERS
+from tests.support.tone_provider import ToneProvider
+
+# -- splitting ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Dr. Smith is here. Mrs. Jones is not.", ["Dr. Smith is here.", "Mrs. Jones is not."]),
+        ("Bring a tool, e.g. a hammer. Then stop.", ["Bring a tool, e.g. a hammer.", "Then stop."]),
+        ("See i.e. or cf. here. Ask Prof. Li.", ["See i.e. or cf. here.", "Ask Prof. Li."]),
+        ("He met J. R. R. Tolkien once.", ["He met J. R. R. Tolkien once."]),
+        ("So did I. Then we left.", ["So did I.", "Then we left."]),
+        ("We left at 5 p.m. The party went on.", ["We left at 5 p.m.", "The party went on."]),
+        ("Apples, pears etc. and more.", ["Apples, pears etc. and more."]),
+        ("See No. 5 and Fig. 3 for details.", ["See No. 5 and Fig. 3 for details."]),
+        ("I said no. Yes, I did.", ["I said no.", "Yes, I did."]),
+    ],
+    ids=["titles", "e.g.", "i.e. cf. Prof.", "initials", "I", "p.m.", "etc.", "No. Fig.", "no"],
+)  # fmt: skip
+def test_abbreviations(text: str, expected: list[str]) -> None:
+    assert split_sentences(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("It is 3.5 today. It was 2.25 before.", ["It is 3.5 today.", "It was 2.25 before."]),
+        ("Pi is about 3.14159.", ["Pi is about 3.14159."]),
+        ("It cost 1.000.000 euros. Wow.", ["It cost 1.000.000 euros.", "Wow."]),
+        ("Meet at 10.30 tomorrow. Be on time.", ["Meet at 10.30 tomorrow.", "Be on time."]),
+        ("It starts at 10.30. Be on time.", ["It starts at 10.30.", "Be on time."]),
+    ],
+    ids=["decimals", "decimal at the end", "thousands", "time", "time at the end"],
+)
+def test_decimals_and_times(text: str, expected: list[str]) -> None:
+    assert split_sentences(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("I am so tired. <sigh> I need a break.", ["I am so tired.", "<sigh> I need a break."]),
+        ("That is funny [laugh]. Anyway, go on.", ["That is funny [laugh].", "Anyway, go on."]),
+        ("Wow! [laugh] Let us go.", ["Wow!", "[laugh] Let us go."]),
+        ("Goodbye now. [laugh]", ["Goodbye now. [laugh]"]),
+        ("<sigh>", ["<sigh>"]),
+        ("[long pause. then] Hello there. Bye.", ["[long pause. then] Hello there.", "Bye."]),
+        ('Wait <break time="1.5s"/> now. Go.', ['Wait <break time="1.5s"/> now.', "Go."]),
+    ],
+    ids=["tag opens the next", "tag inside", "after !", "tag at the end", "only a tag",
+         "dot inside a tag", "dot in an SSML tag"],
+)  # fmt: skip
+def test_sound_tags_stay_with_their_sentence(text: str, expected: list[str]) -> None:
+    assert split_sentences(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Well... maybe not.", ["Well... maybe not."]),
+        ("Wait… What happened?", ["Wait…", "What happened?"]),
+        ("I see... Really?! Yes.", ["I see...", "Really?!", "Yes."]),
+        ('She said "Stop." Then she left.', ['She said "Stop."', "Then she left."]),
+        ("(It rained.) We stayed in.", ["(It rained.)", "We stayed in."]),
+        ("no punctuation at all", ["no punctuation at all"]),
+        ("   ", []),
+    ],
+    ids=["ellipsis, lower case", "ellipsis, capital", "?!", "quote", "bracket", "none", "blank"],
+)
+def test_ellipses_quotes_and_edges(text: str, expected: list[str]) -> None:
+    assert split_sentences(text) == expected
+
+
+def test_joining_the_sentences_gives_the_text_back() -> None:
+    text = (
+        "Dr. Who arrived at 10.30 p.m. The TARDIS was 3.5 metres tall, e.g. quite small… "
+        "Amazing! <sigh> What now? [laugh] Nothing."
+    )
+    assert " ".join(split_sentences(text)) == text
+
+
+def test_a_very_long_sentence_is_cut_at_its_clauses() -> None:
+    clause = "the train to the city leaves from platform four"
+    text = ", ".join([clause] * 8) + "."
+    pieces = split_sentences(text, max_chars=120)
+    assert len(pieces) > 1
+    assert all(len(p) <= 120 for p in pieces)
+    assert all(p.startswith("the train") for p in pieces)  # cut after commas only
+    assert " ".join(pieces) == text
+    assert split_sentences(text) == [text]  # no limit, no cut
+
+
+def test_a_long_first_sentence_is_cut_at_a_clause_for_a_quick_start() -> None:
+    text = "Good evening, and welcome to the household news for this week. The bins go out."
+    assert split_sentences(text, first_max_chars=50) == [
+        "Good evening,",
+        "and welcome to the household news for this week.",
+        "The bins go out.",
+    ]
+    one = "Good evening, and welcome to the household news for this week."
+    assert split_sentences(one, first_max_chars=50) == [one]  # a text of one stays whole
+
+
+# -- speaking sentence by sentence ----------------------------------------------------------------
+
+
+class CountingTone(ToneProvider):
+    """The tone provider, slow enough to watch (``delay_s`` per call), failing on "broken"."""
+
+    delay_s = 0.05
+    running = 0
+    most = 0
+
+    async def synthesize(self, job: SynthesisInput) -> AudioChunk:
+        cls = type(self)
+        cls.running += 1
+        cls.most = max(cls.most, cls.running)
+        try:
+            await asyncio.sleep(self.delay_s)
+            if "broken" in job.text:
+                raise ProviderError(self.name, "the tone generator is broken")
+            return await super().synthesize(job)
+        finally:
+            cls.running -= 1
+
+
+@pytest.fixture
+def tone() -> type[CountingTone]:
+    ToneProvider.calls.clear()
+    CountingTone.running = CountingTone.most = 0
+    CountingTone.delay_s = 0.05
+    return CountingTone
+
+
+@pytest.fixture
+async def speech(tmp_path: Path, tone: type[CountingTone]) -> AsyncIterator[SpeechPipeline]:
+    settings = config.load(data_dir=tmp_path / "data", cache={"enabled": True})
+    targets = {**PROVIDERS, "tone": "tests.synthesis.test_sentences:CountingTone"}
+    pipeline = SpeechPipeline(settings, ProviderRegistry(settings, targets))
+    yield pipeline
+    await pipeline.aclose()
+
+
+def ask(text: str, **fields: Any) -> SpeechRequest:
+    return SpeechRequest(text=text, provider="tone", fallback=False, **fields)
+
+
+async def segments_of(speech: SpeechPipeline, request: SpeechRequest, **kw: Any) -> list[Segment]:
+    return [segment async for segment in speech.speak_sentences(request, **kw)]
+
+
+async def test_each_sentence_is_spoken_on_its_own_in_order(
+    speech: SpeechPipeline, tone: type[CountingTone]
+) -> None:
+    text = "Dr. Smith is in. The meeting is at 10.30 today. Bring 2.5 litres of water."
+    found = await segments_of(speech, ask(text))
+    sentences = split_sentences(text)
+    assert tone.calls == sentences  # one call per sentence, in order
+    assert [(s.index, s.count) for s in found] == [(i, 3) for i in range(3)]
+    spoken = [s.speech for s in found]
+    assert all(isinstance(u, Utterance) for u in spoken)
+    assert [u.text for u in spoken] == sentences  # type: ignore[union-attr]
+    assert tone.most == 1  # one synthesis at a time: the order is the synthesis order
+    whole = join_utterances(ask(text), spoken)  # type: ignore[arg-type]
+    assert whole.text == text
+    assert whole.duration_s == pytest.approx(sum(u.duration_s for u in spoken))  # type: ignore[union-attr]
+    assert len(opus_packets(whole.audio)) == sum(len(opus_packets(u.audio)) for u in spoken)  # type: ignore[union-attr]
+
+
+async def test_one_sentence_is_one_plain_request(
+    speech: SpeechPipeline, tone: type[CountingTone]
+) -> None:
+    (only,) = await segments_of(speech, ask("Bin day tomorrow."))
+    assert (only.index, only.count, only.lead_s) == (0, 1, 0.0)
+    assert isinstance(only.speech, Utterance)
+    assert tone.calls == ["Bin day tomorrow."]
+    split_off = await segments_of(speech, ask("One. Two."), split=False)
+    assert len(split_off) == 1
+    assert tone.calls[-1] == "One. Two."
+
+
+async def test_synthesis_runs_at_most_lookahead_sentences_ahead(
+    speech: SpeechPipeline, tone: type[CountingTone]
+) -> None:
+    text = " ".join(f"Sentence number {n}." for n in range(1, 9))
+    segments = speech.speak_sentences(ask(text), lookahead=2)
+    first = await anext(segments)
+    assert first.index == 0
+    assert tone.calls == ["Sentence number 1."]  # the first goes alone
+    await asyncio.sleep(1.0)  # plenty of time for everything, were it not bounded
+    assert tone.calls == [f"Sentence number {n}." for n in (1, 2, 3)]
+    second = await anext(segments)
+    assert second.index == 1
+    await asyncio.sleep(0.5)
+    assert len(tone.calls) == 4  # one more taken: one more under way
+    await segments.aclose()  # closing stops the rest
+    await asyncio.sleep(0.3)
+    assert len(tone.calls) == 4
+
+
+async def test_every_sentence_is_cached_on_its_own(
+    speech: SpeechPipeline, tone: type[CountingTone]
+) -> None:
+    await segments_of(speech, ask("Good morning. The bins go out today."))
+    found = await segments_of(speech, ask("Good morning. The post has come."))
+    assert tone.calls == ["Good morning.", "The bins go out today.", "The post has come."]
+    assert [s.speech.cached for s in found] == [True, False]  # type: ignore[union-attr]
+    again = await segments_of(speech, ask("Good morning. The post has come."))
+    assert all(s.speech.cached for s in again)  # type: ignore[union-attr]
+    assert len(tone.calls) == 3
+    assert join_utterances(ask("x"), [s.speech for s in again]).cached  # type: ignore[misc]
+
+
+async def test_a_failing_sentence_fails_in_its_turn(
+    speech: SpeechPipeline, tone: type[CountingTone]
+) -> None:
+    segments = speech.speak_sentences(ask("This works. This is broken. This never runs."))
+    first = await anext(segments)
+    assert isinstance(first.speech, Utterance)
+    with pytest.raises(ProviderError, match="broken"):
+        await anext(segments)
+    await segments.aclose()
+
+
+async def test_a_short_first_sentence_is_held_until_the_next_is_likely_made(
+    speech: SpeechPipeline, tone: type[CountingTone]
+) -> None:
+    # the tone lasts 0.05 s per character; each call takes 0.6 s
+    tone.delay_s = 0.6
+    segments = speech.speak_sentences(ask("Hi. A much longer second sentence follows."))
+    first = await anext(segments)
+    assert isinstance(first.speech, Utterance)
+    assert first.speech.duration_s < 0.2
+    assert first.lead_s > 0.6  # "Hi." ends long before the next one can be made
+    assert first.next_made is not None
+    assert not first.next_made.is_set()
+    async with asyncio.timeout(2):
+        await first.next_made.wait()  # and the player learns when it is
+    await segments.aclose()
+    tone.delay_s = 0.0
+    long_first = speech.speak_sentences(ask("A much longer first sentence comes here. Hi."))
+    quick = await anext(long_first)
+    await long_first.aclose()
+    assert quick.lead_s == 0.0  # 2 s of audio: "Hi." is made long before its end
+
+
+async def test_later_sentences_do_not_expire(
+    speech: SpeechPipeline, tone: type[CountingTone]
+) -> None:
+    request = SpeechRequest.with_ttl(
+        "First one. Second one. Third one.", 0.5, provider="tone", fallback=False
+    )
+    segments = speech.speak_sentences(request, lookahead=0)
+    await anext(segments)
+    await asyncio.sleep(0.6)  # the request expires while its first sentence plays
+    rest = [s async for s in segments]
+    assert [s.index for s in rest] == [1, 2]

@@ -1,0 +1,301 @@
+"""Streaming playback: provider audio encoded to Opus while it arrives (real ffmpeg), against the
+simulated Together and OpenAI-compatible servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import math
+import struct
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from discord.oggparse import OggStream
+
+from bot.audio.live import (
+    LiveUtterance,
+    OggOpusReader,
+    OpusStreamEncoder,
+    StreamFormat,
+    opus_packets,
+)
+from bot.audio.transcode import Transcoder
+from bot.errors import ProviderUnavailable
+from bot.ops import config
+from bot.ops.config import AudioSettings
+from bot.speech import AudioChunk, AudioEncoding, OutputProfile, SpeechRequest, Utterance
+from bot.synthesis.pipeline import SpeechPipeline
+from tests.fakes import FakeOpenAISpeech
+from tests.support.timing import TimedTogether
+
+SPEECH = "/v1/audio/speech"
+KEY = "test-together-key"
+TEXT = "The parcel has arrived at the front door, please collect it."
+
+
+def tone(seconds: float, rate: int = 24_000, amplitude: float = 0.3) -> bytes:
+    count = int(seconds * rate)
+    return struct.pack(
+        f"<{count}h",
+        *(int(amplitude * 32767 * math.sin(2 * math.pi * 440 * i / rate)) for i in range(count)),
+    )
+
+
+def pcm(seconds: float, rate: int = 24_000, amplitude: float = 0.3) -> AudioChunk:
+    return AudioChunk(tone(seconds, rate, amplitude), AudioEncoding.PCM_S16LE, rate, 1)
+
+
+async def ogg_opus(seconds: float) -> bytes:
+    encoded = await Transcoder(AudioSettings()).transcode([pcm(seconds)], OutputProfile.DISCORD)
+    return encoded.data
+
+
+def reference_packets(ogg: bytes) -> list[bytes]:
+    """discord.py's own Ogg parser, as the oracle."""
+    packets = OggStream(io.BytesIO(ogg)).iter_packets()
+    return [p for p in packets if p and not p.startswith((b"OpusHead", b"OpusTags"))]
+
+
+# -- Ogg and the encoder -----------------------------------------------------------------------
+
+
+async def test_the_ogg_reader_reads_a_file_piece_by_piece() -> None:
+    ogg = await ogg_opus(1.5)
+    reader = OggOpusReader()
+    packets = [p for i in range(0, len(ogg), 7) for p in reader.feed(ogg[i : i + 7])]
+    assert packets == reference_packets(ogg)
+    assert len(packets) == 76  # 1.5 s and the encoder's 6.5 ms pre-skip, in 20 ms packets
+    assert reader.duration_s == pytest.approx(1.5, abs=0.001)
+    chained = OggOpusReader()
+    assert chained.feed(ogg + await ogg_opus(0.5)) == packets + opus_packets(await ogg_opus(0.5))
+    assert chained.duration_s == pytest.approx(2.0, abs=0.001)
+
+
+async def test_the_encoder_hands_out_packets_before_the_stream_ends() -> None:
+    received: list[tuple[float, bytes]] = []
+    encoder = OpusStreamEncoder(
+        Transcoder(AudioSettings()),
+        lambda packet: received.append((time.monotonic(), packet)),
+        gain_db=0.0,
+    )
+    fed_at = time.monotonic()
+    await encoder.feed(pcm(1.0))
+    async with asyncio.timeout(2):
+        while len(received) < 40:  # noqa: ASYNC110 - polling the encoder's output
+            await asyncio.sleep(0.01)
+    assert received[0][0] - fed_at < 0.5  # encoded as it came, the stream still open
+    await encoder.feed(pcm(0.5))
+    encoded = await encoder.finish()
+    assert opus_packets(encoded.data) == [p for _, p in received]  # the whole stream, kept
+    assert reference_packets(encoded.data) == [p for _, p in received]
+    assert encoded.duration_s == pytest.approx(1.5, abs=0.03)
+    assert not encoded.loudness.is_silent
+
+
+@pytest.mark.parametrize("gain_db", [0.0, 10.0])
+async def test_the_encoder_applies_a_fixed_gain_then_the_limiter(gain_db: float) -> None:
+    settings = AudioSettings()
+    quiet, loud = [], []
+    for amplitude, results in ((0.05, quiet), (0.8, loud)):
+        encoder = OpusStreamEncoder(Transcoder(settings), lambda _: None, gain_db=gain_db)
+        await encoder.feed(pcm(2.0, amplitude=amplitude))
+        results.append((await encoder.finish()).loudness)
+    reference = OpusStreamEncoder(Transcoder(settings), lambda _: None, gain_db=0.0)
+    await reference.feed(pcm(2.0, amplitude=0.05))
+    plain = (await reference.finish()).loudness
+    assert quiet[0].integrated_lufs - plain.integrated_lufs == pytest.approx(gain_db, abs=0.5)
+    assert loud[0].true_peak_dbtp <= settings.true_peak_dbtp + 0.5  # the limiter holds
+
+
+async def test_a_stream_in_another_format_than_expected_restarts_ffmpeg() -> None:
+    received: list[bytes] = []
+    encoder = OpusStreamEncoder(Transcoder(AudioSettings()), received.append, gain_db=None)
+    await encoder.start(StreamFormat(AudioEncoding.PCM_S16LE, 16_000, 1))
+    await encoder.feed(pcm(1.0, rate=22_050))
+    assert encoder.format == StreamFormat(AudioEncoding.PCM_S16LE, 22_050, 1)
+    encoded = await encoder.finish()
+    assert encoded.duration_s == pytest.approx(1.0, abs=0.03)  # not read at the wrong rate
+    assert len(received) == 51  # 1 s and the pre-skip
+
+
+# -- the pipeline with streaming providers -----------------------------------------------------
+
+
+@pytest.fixture
+async def together() -> AsyncIterator[TimedTogether]:
+    # 0.2 s of audio per event, one event every 0.2 s: as fast as it plays
+    async with TimedTogether(chunk_seconds=0.2, chunk_delay=0.2) as api:
+        yield api
+
+
+def settings_for(api: TimedTogether, tmp_path: Path, **section: Any) -> config.Settings:
+    more = section.pop("settings", {})
+    return config.load(
+        data_dir=tmp_path / "data",
+        cache={"enabled": True},
+        providers={"together": {"base_url": api.base_url, "api_key": KEY, **section}},
+        **more,
+    )
+
+
+@pytest.fixture
+async def speech(together: TimedTogether, tmp_path: Path) -> AsyncIterator[SpeechPipeline]:
+    pipeline = SpeechPipeline(settings_for(together, tmp_path))
+    yield pipeline
+    await pipeline.aclose()
+
+
+async def listen(live: LiveUtterance) -> tuple[float, list[bytes]]:
+    """When the first packet came (monotonic) and every packet."""
+    first, packets = 0.0, []
+    async for packet in live.packets():
+        first = first or time.monotonic()
+        packets.append(packet)
+    return first, packets
+
+
+async def test_a_stream_plays_before_the_server_has_finished_sending(
+    speech: SpeechPipeline, together: TimedTogether
+) -> None:
+    live = await speech.speak_live(SpeechRequest(text=TEXT, provider="together"))
+    assert isinstance(live, LiveUtterance)
+    first, packets = await listen(live)
+    utterance = await live.result()
+    assert len(together.sent) > 10
+    assert first < together.sent[-1]  # playable while the server was still sending
+    assert first - together.sent[0] < 0.2  # right after its first event
+    assert opus_packets(utterance.audio) == packets  # the complete Ogg Opus of the stream
+    assert utterance.duration_s == pytest.approx(len(TEXT) * 0.06, abs=0.05)
+    assert utterance.voice.label == "together/hexgrad/Kokoro-82M/af_heart"
+    assert utterance.timings.first_audio_s is not None
+    assert utterance.timings.first_audio_s < utterance.timings.synthesis_s / 2
+
+
+async def test_a_finished_stream_is_cached(speech: SpeechPipeline, together: TimedTogether) -> None:
+    live = await speech.speak_live(SpeechRequest(text=TEXT, provider="together"))
+    assert isinstance(live, LiveUtterance)
+    streamed = await live.result()
+    again = await speech.speak_live(SpeechRequest(text=TEXT, provider="together"))
+    assert isinstance(again, Utterance)
+    assert again.cached
+    assert again.audio == streamed.audio
+    assert len(together.requests_to(SPEECH)) == 1
+    plain = await speech.speak(SpeechRequest(text=TEXT, provider="together"))
+    assert plain.cached  # the same key: any sink gets the streamed audio
+    assert len(together.requests_to(SPEECH)) == 1
+
+
+async def test_a_voice_gets_the_gain_learned_from_its_last_stream(
+    speech: SpeechPipeline,
+) -> None:
+    target = speech.settings.audio.loudness_target_lufs
+    levels = []
+    for text in ("The first stream of this voice.", "The second stream of this voice."):
+        live = await speech.speak_live(SpeechRequest(text=text, provider="together"))
+        assert isinstance(live, LiveUtterance)
+        levels.append((await live.result()).loudness_lufs)
+    first, second = levels
+    assert first is not None and second is not None
+    assert abs(first - target) > 1.5  # the first plays at the voice's own level (0 dB)
+    assert second == pytest.approx(target, abs=0.7)  # the next one at the learned gain
+
+
+async def test_a_voice_that_streamed_has_an_encoder_waiting_for_its_next_stream(
+    speech: SpeechPipeline,
+) -> None:
+    live = await speech.speak_live(SpeechRequest(text=TEXT, provider="together"))
+    assert isinstance(live, LiveUtterance)
+    spoken = await live.result()
+    await asyncio.sleep(0.5)  # it starts in the background
+    waiting = await speech.stream_encoders.take(spoken.voice, lambda _: None)
+    try:
+        assert waiting.running  # ffmpeg started before any audio of the next stream
+        assert waiting.fed_bytes == 0
+        assert waiting.format == StreamFormat(AudioEncoding.PCM_S16LE, 24_000, 1)
+        assert waiting.gain_db == speech.stream_encoders.gain_db(spoken.voice)
+    finally:
+        await waiting.abort()
+
+
+async def test_a_stream_that_breaks_off_is_not_retried_or_cached(
+    together: TimedTogether, tmp_path: Path
+) -> None:
+    together.chunk_delay = 1.0  # the second event comes after the client stopped waiting
+    pipeline = SpeechPipeline(settings_for(together, tmp_path, stream_read_timeout_s=0.3))
+    try:
+        live = await pipeline.speak_live(SpeechRequest(text=TEXT, provider="together"))
+        assert isinstance(live, LiveUtterance)
+        packets: list[bytes] = []
+
+        async def play() -> None:
+            async for packet in live.packets():
+                packets.append(packet)
+
+        with pytest.raises(ProviderUnavailable):
+            await play()
+        assert packets  # the audio that came was played
+        # a retry (a timeout is retryable) would start the sentence again: none was made,
+        # and no other voice took over halfway
+        assert len(together.requests_to(SPEECH)) == 1
+        prepared = await pipeline.prepare(SpeechRequest(text=TEXT, provider="together"))
+        assert not pipeline.will_hit(prepared)
+    finally:
+        await pipeline.aclose()
+
+
+async def test_a_provider_failing_before_any_audio_hands_over_to_the_fallback(
+    together: TimedTogether, tmp_path: Path
+) -> None:
+    together.inject_overload()
+    pipeline = SpeechPipeline(
+        settings_for(together, tmp_path, settings={"rate_limits": {"retries": 0}})
+    )
+    try:
+        live = await pipeline.speak_live(SpeechRequest(text="Hello there.", provider="together"))
+        assert isinstance(live, LiveUtterance)
+        _, packets = await listen(live)
+        utterance = await live.result()
+    finally:
+        await pipeline.aclose()
+    assert utterance.voice.provider == "piper"
+    assert [n.provider for n in utterance.fallbacks] == ["together"]
+    assert packets == opus_packets(utterance.audio)
+
+
+@pytest.mark.parametrize(
+    ("response_format", "piece_bytes"),
+    [("pcm", 9_600), ("mp3", 1_200)],  # 0.2 s of 24 kHz PCM; some 0.2-0.3 s of MP3
+)
+async def test_an_openai_compatible_chunked_body_streams(
+    tmp_path: Path, response_format: str, piece_bytes: int
+) -> None:
+    # one piece every 0.2 s
+    async with FakeOpenAISpeech(chunk_bytes=piece_bytes, chunk_delay=0.2) as api:
+        section = {"type": "openai", "base_url": api.url("/v1"), "model": "kokoro"}
+        section["response_format"] = response_format
+        settings = config.load(data_dir=tmp_path / "data", providers={"kokoro": section})
+        pipeline = SpeechPipeline(settings)
+        try:
+            started = time.monotonic()
+            live = await pipeline.speak_live(SpeechRequest(text=TEXT, provider="kokoro"))
+            assert isinstance(live, LiveUtterance)
+            first, packets = await listen(live)
+            done = time.monotonic()
+            utterance = await live.result()
+        finally:
+            await pipeline.aclose()
+    assert first - started < 1.0
+    assert done - started > 1.5  # the body took that long to come
+    assert opus_packets(utterance.audio) == packets
+    assert utterance.duration_s == pytest.approx(len(TEXT) * 0.06, abs=0.15)
+
+
+async def test_a_voice_that_does_not_stream_gives_the_whole_utterance(
+    pipeline: SpeechPipeline,
+) -> None:
+    spoken = await pipeline.speak_live(SpeechRequest(text="Hello there."))
+    assert isinstance(spoken, Utterance)  # Piper: made whole, normalised, as before
+    assert spoken.voice.provider == "piper"

@@ -1,0 +1,215 @@
+"""Oyez's HTTP server on 127.0.0.1: media at unguessable, expiring URLs with Range support, and
+the announcement API behind its bearer token."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bot.announce.announcer import Announcer
+from bot.ops import config
+from bot.web.server import MAX_BODY, MediaStore, OyezServer, is_loopback_url
+from tests.support.clock import NOON, FakeClock
+from tests.support.sinks import RecordingSink
+
+TOKEN = "api-token-for-tests-0123"
+AUDIO = bytes(range(256)) * 40  # 10,240 bytes
+
+
+class Monotonic:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[tuple[OyezServer, RecordingSink]]:
+    settings = config.load(
+        data_dir=tmp_path / "data", http={"host": "127.0.0.1", "port": 0, "api_token": TOKEN}
+    )
+    announcer = Announcer(settings, clock=FakeClock(NOON))
+    sink = RecordingSink()
+    announcer.add_sink(sink)
+    server = OyezServer(settings.http, settings.data_dir, announcer)
+    await server.start()
+    yield server, sink
+    await server.stop()
+    await announcer.aclose()
+
+
+async def get(url: str, **kwargs: Any) -> tuple[int, dict[str, str], bytes]:
+    async with aiohttp.ClientSession() as session, session.get(url, **kwargs) as reply:
+        return reply.status, dict(reply.headers), await reply.read()
+
+
+# -- media ---------------------------------------------------------------------------------------
+
+
+async def test_media_is_served_whole_and_in_ranges(
+    served: tuple[OyezServer, RecordingSink],
+) -> None:
+    server, _ = served
+    url = server.media.publish(AUDIO, "mp3")
+    assert url.startswith(f"http://127.0.0.1:{server.port}/media/")
+    status, headers, body = await get(url)
+    assert status == 200
+    assert headers["Content-Type"] == "audio/mpeg"
+    assert int(headers["Content-Length"]) == len(AUDIO)
+    assert headers["Accept-Ranges"] == "bytes"
+    assert body == AUDIO
+
+    status, headers, body = await get(url, headers={"Range": "bytes=100-199"})
+    assert status == 206
+    assert headers["Content-Range"] == f"bytes 100-199/{len(AUDIO)}"
+    assert body == AUDIO[100:200]
+    status, _, body = await get(url, headers={"Range": "bytes=-16"})
+    assert status == 206
+    assert body == AUDIO[-16:]
+    status, headers, _ = await get(url, headers={"Range": f"bytes={len(AUDIO) + 10}-"})
+    assert status == 416
+    assert headers["Content-Range"] == f"bytes */{len(AUDIO)}"
+
+    wav = server.media.publish(b"RIFF....WAVE", "wav")
+    assert (await get(wav))[1]["Content-Type"] == "audio/wav"
+
+
+async def test_media_urls_are_unguessable_and_expire(
+    served: tuple[OyezServer, RecordingSink],
+) -> None:
+    server, _ = served
+    clock = Monotonic()
+    server.media.clock = clock
+    urls = {server.media.publish(AUDIO, "mp3") for _ in range(50)}
+    assert len(urls) == 50
+    name = next(iter(urls)).rsplit("/", 1)[-1]
+    assert len(name.removesuffix(".mp3")) >= 22  # 128 bits in base64url
+    url = server.media.publish(AUDIO, "mp3", ttl_s=60)
+    assert (await get(url))[0] == 200
+    clock.now += 59
+    assert (await get(url))[0] == 200
+    clock.now += 1
+    status, _, body = await get(url)
+    assert status == 404
+    assert b"expired" in body
+    assert not (server.media.directory / url.rsplit("/", 1)[-1]).exists()
+    base = url.rsplit("/", 1)[0]
+    assert (await get(f"{base}/AAAAAAAAAAAAAAAAAAAAAA.mp3"))[0] == 404
+    assert (await get(f"{base}/..%2Fsecret.mp3"))[0] == 404
+
+
+def test_sweep_removes_expired_files_and_a_restart_forgets_old_ones(tmp_path: Path) -> None:
+    clock = Monotonic()
+    store = MediaStore(tmp_path / "media", "http://oyez.lan:8080/", 600, clock=clock)
+    short = store.publish(AUDIO, "mp3", ttl_s=10)
+    long = store.publish(AUDIO, "mp3")
+    assert long.startswith("http://oyez.lan:8080/media/")
+    clock.now += 11
+    assert store.sweep() == 1
+    assert store.path(short.rsplit("/", 1)[-1]) is None
+    assert store.path(long.rsplit("/", 1)[-1]) is not None
+    assert len(list((tmp_path / "media").iterdir())) == 1
+    MediaStore(tmp_path / "media", "http://oyez.lan:8080")  # a new run: old URLs are gone
+    assert list((tmp_path / "media").iterdir()) == []
+    with pytest.raises(ValueError, match="unsupported media extension"):
+        store.publish(AUDIO, "exe")
+
+
+def test_loopback_urls() -> None:
+    assert is_loopback_url("http://127.0.0.1:8080")
+    assert is_loopback_url("http://localhost:8080/x")
+    assert is_loopback_url("http://[::1]:8123")
+    assert not is_loopback_url("http://192.168.1.20:8080")
+    assert not is_loopback_url("https://homeassistant.local:8123")
+
+
+# -- API -----------------------------------------------------------------------------------------
+
+
+async def test_announce_needs_the_token_then_accepts_and_reports(
+    served: tuple[OyezServer, RecordingSink],
+) -> None:
+    server, sink = served
+    api = f"http://127.0.0.1:{server.port}/api/v1"
+    body = {"message": "The bins go out tonight.", "media_player": "media_player.hall"}
+    async with aiohttp.ClientSession() as session:
+        for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": f"Basic {TOKEN}"}):
+            async with session.post(f"{api}/announce", json=body, headers=headers) as reply:
+                assert reply.status == 401
+                assert (await reply.json())["error"] == "missing or wrong bearer token"
+        async with session.get(f"{api}/requests/x") as reply:
+            assert reply.status == 401
+        assert sink.delivered == []
+
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        async with session.post(f"{api}/announce", json=body, headers=auth) as reply:
+            assert reply.status == 202
+            accepted = await reply.json()
+        request_id = accepted["request_id"]
+        assert accepted["state"] == "queued"
+        assert reply.headers["Location"] == f"/api/v1/requests/{request_id}"
+        await server.announcer.status(request_id).done.wait()  # type: ignore[union-attr]
+        async with session.get(f"{api}/requests/{request_id}", headers=auth) as reply:
+            assert reply.status == 200
+            status = await reply.json()
+        assert status["state"] == "done"
+        assert status["source"] == "http"
+        assert status["targets"][0]["target"] == "media_player.hall"
+        assert sink.delivered[0][1].requester == "http"
+
+        async with session.get(f"{api}/requests/unknown", headers=auth) as reply:
+            assert reply.status == 404
+
+
+async def test_invalid_bodies_are_refused_with_their_reason(
+    served: tuple[OyezServer, RecordingSink],
+) -> None:
+    server, sink = served
+    api = f"http://127.0.0.1:{server.port}/api/v1"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with aiohttp.ClientSession(headers=auth) as session:
+        async with session.post(f"{api}/announce", json={"volume": 2, "id": "v1"}) as reply:
+            assert reply.status == 422
+            answer = await reply.json()
+        assert answer["request_id"] == "v1"
+        assert "message: required" in answer["error"]
+        assert "volume:" in answer["error"]
+        async with session.get(f"{api}/requests/v1") as reply:
+            assert (await reply.json())["code"] == "invalid"
+        async with session.post(f"{api}/announce", data=b"{not json") as reply:
+            assert reply.status == 400
+            assert (await reply.json())["error"] == "the body is not valid JSON"
+        too_big = {"message": "x" * (MAX_BODY + 10), "media_player": "media_player.hall"}
+        async with session.post(f"{api}/announce", json=too_big) as reply:
+            assert reply.status == 413
+    await asyncio.sleep(0)
+    assert sink.delivered == []
+
+
+async def test_without_a_token_the_api_is_off(tmp_path: Path) -> None:
+    settings = config.load(data_dir=tmp_path / "data", http={"host": "127.0.0.1", "port": 0})
+    announcer = Announcer(settings)
+    server = OyezServer(settings.http, settings.data_dir, announcer)
+    await server.start()
+    try:
+        assert not server.api_enabled
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"http://127.0.0.1:{server.port}/api/v1/announce",
+                json={"message": "hi"},
+                headers={"Authorization": "Bearer anything"},
+            ) as reply,
+        ):
+            assert reply.status == 404
+            assert "the API is off" in (await reply.json())["error"]
+        url = server.media.publish(AUDIO, "mp3")  # media is served all the same
+        assert (await get(url))[0] == 200
+    finally:
+        await server.stop()
