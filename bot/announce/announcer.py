@@ -35,7 +35,7 @@ from pydantic import (
     field_validator,
 )
 
-from bot.errors import InvalidRequest, OyezError, RequestExpired
+from bot.errors import InvalidRequest, OyezError, RequestExpired, validation_problems
 from bot.ops.config import DiscordChannel, Settings
 from bot.ops.logs import bind_request
 from bot.ops.metrics import ANNOUNCEMENTS
@@ -144,19 +144,8 @@ def invalid_data_reason(
     """``invalid <what>: field: problem; ...`` for a validation error. Values are not echoed
     (they may be long or private), except where a validator names them. ``messages`` replaces
     pydantic's message for a (field, error type) pair."""
-    problems = []
-    for item in error.errors():
-        name = ".".join(str(p) for p in item["loc"] if not isinstance(p, int)) or what
-        if item["type"] == "extra_forbidden":
-            message = "unknown field"
-        elif item["type"] == "missing":
-            message = "required"
-        else:
-            message = (messages or {}).get(
-                (name, item["type"]), item["msg"].removeprefix("Value error, ")
-            )
-        problems.append(f"{name}: {message}")
-    return f"invalid {what}: " + "; ".join(dict.fromkeys(problems))
+    problems = validation_problems(error, what, brief=True, messages=messages)
+    return f"invalid {what}: " + "; ".join(problems)
 
 
 def invalid_announcement_reason(error: ValidationError) -> str:
