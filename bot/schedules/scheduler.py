@@ -31,7 +31,8 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import ValidationError
 
-from bot.announce.announcer import Announcement, Announcer, Sink
+from bot.announce.announcer import Announcer
+from bot.announce.model import Announcement, Sink
 from bot.errors import ConfigError, InvalidRequest
 from bot.ops.config import Settings, format_validation_error
 from bot.schedules.model import Schedule, check_targets, target_kinds

@@ -1,14 +1,10 @@
-"""``/healthz``, ``/readyz`` and ``/metrics`` on Oyez's HTTP server.
+"""``/healthz``, ``/readyz`` and ``/metrics`` on Oyez's HTTP server, none behind the API token
+(they carry no secrets and no request text).
 
-- ``GET /healthz``: 200 ``{"status": "ok"}`` while the process serves HTTP (Docker's
-  ``HEALTHCHECK``; a liveness probe).
-- ``GET /readyz``: 200 when every configured front end is connected (Discord's gateway, Home
-  Assistant's websocket, the scheduler) and the default provider is usable, else 503; the body
-  says which check failed and shows each paid provider's credit circuit.
-- ``GET /metrics``: the Prometheus text format (``prometheus-client``) of
-  :data:`bot.ops.metrics.REGISTRY`.
-
-None of them needs the API token: they carry no secrets and no request text.
+- ``GET /healthz``: 200 ``{"status": "ok"}`` while the process serves HTTP (a liveness probe).
+- ``GET /readyz``: 200 when every front end is connected and the default provider is usable,
+  else 503; the body names each check and shows each paid provider's credit circuit.
+- ``GET /metrics``: :data:`bot.ops.metrics.REGISTRY` in the Prometheus text format.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from typing import ClassVar
 import discord
 import yarl
 
-from bot.announce.announcer import Announcement, Target, TargetResult
+from bot.announce.model import Announcement, Target, TargetResult
 from bot.errors import RequestExpired
 from bot.frontend import Parts
 from bot.ops.config import DiscordChannel

@@ -1,12 +1,11 @@
 """Home Assistant as a front end of ``oyez run``: ``oyez_announce`` events in, speakers out,
 and ``oyez_announce_done`` / ``oyez_announce_failed`` events back.
 
-Every announcement that ends (from Home Assistant, the HTTP API or a schedule) is reported to
-Home Assistant, so automations can chain on it: ``oyez_announce_done`` when every target
-played it, ``oyez_announce_failed`` otherwise (invalid data, expired, a duplicate, quiet hours,
-a speaker that refused). The event data is :meth:`bot.announce.AnnouncementStatus.as_json`:
-``request_id``, ``source``, ``state``, ``message``, ``provider``, ``voice``, ``duration_s``,
-``targets`` (``target``, ``ok``, ``error``, ``duration_s`` each), ``code`` and ``reason``.
+Every announcement that ends, whatever its source, is reported so automations can chain on it:
+``oyez_announce_done`` when every target played it, else ``oyez_announce_failed`` (invalid,
+expired, a duplicate, quiet hours, a speaker that refused), with the data of
+:meth:`bot.announce.model.AnnouncementStatus.as_json` (``request_id``, ``state``, ``targets``,
+``code``, ``reason``, ...).
 """
 
 from __future__ import annotations
@@ -16,7 +15,8 @@ import logging
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-from bot.announce.announcer import AnnouncementState, AnnouncementStatus, Announcer
+from bot.announce.announcer import Announcer
+from bot.announce.model import AnnouncementState, AnnouncementStatus
 from bot.frontend import Parts
 from bot.ops.config import HttpSettings
 from bot.speech import RequestSource
