@@ -74,7 +74,8 @@ class Service:
             )
 
     async def serve(self) -> None:
-        """Start everything and serve until cancelled or a front end fails."""
+        """Start the server and the front ends, and serve until cancelled. Raises what a front
+        end raised when it failed to start or while serving, once everything is stopped."""
         started: list[FrontEnd] = []
         tasks: list[asyncio.Task[None]] = []
         try:
