@@ -97,7 +97,7 @@ async def measure(count: int, spacing_s: float, ahead: bool, variant: str) -> li
                             synthesize=pipeline.speak if ahead else None,
                         )
                         await scheduler.start()
-                        task = asyncio.create_task(scheduler.run())
+                        task = asyncio.create_task(scheduler.serve())
                         # wall clock → the voice server's monotonic clock
                         offset = time.monotonic() - time.time()
                         last = f"schedule:alert-{count - 1}:{int(instants[-1].timestamp())}"

@@ -289,12 +289,12 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
 
     service = Service(settings)
     try:
-        service.build()
+        await service.build()
     except ConfigError:
         await service.pipeline.aclose()
         raise
     loop = asyncio.get_running_loop()
-    serving = asyncio.ensure_future(service.run())
+    serving = asyncio.ensure_future(service.serve())
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, serving.cancel)
     try:

@@ -11,8 +11,10 @@ tool's diagnostic output, never from headers or configuration values marked secr
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from difflib import get_close_matches
+
+from pydantic import ValidationError
 
 __all__ = [
     "AudioError",
@@ -39,6 +41,7 @@ __all__ = [
     "UnknownModel",
     "UnknownProvider",
     "UnknownVoice",
+    "validation_problems",
 ]
 
 
@@ -243,3 +246,32 @@ class TranscodeError(AudioError):
         self.stderr_tail = stderr_tail
         detail = f"\nffmpeg said:\n{stderr_tail}" if stderr_tail else ""
         super().__init__(f"{message}{detail}")
+
+
+def validation_problems(
+    error: ValidationError,
+    whole: str,
+    *,
+    unknown: str = "unknown field",
+    brief: bool = False,
+    messages: Mapping[tuple[str, str], str] | None = None,
+) -> list[str]:
+    """``"name: problem"`` for each problem of ``error``: ``name`` the dotted field path
+    (``whole`` for the value itself), ``unknown`` the problem of an extra key. Values are never
+    echoed (they may be long or secret), except where a validator names them. ``brief`` (for
+    requests) drops list indices, says ``required`` for a missing field, drops pydantic's
+    ``Value error,`` prefix and repeated lines; ``messages`` replaces the message of a (name,
+    error type) pair."""
+    problems = []
+    for item in error.errors():
+        loc = [p for p in item["loc"] if not (brief and isinstance(p, int))]
+        name = ".".join(str(p) for p in loc) or whole
+        if item["type"] == "extra_forbidden":
+            message = unknown
+        elif brief and item["type"] == "missing":
+            message = "required"
+        else:
+            message = item["msg"].removeprefix("Value error, ") if brief else item["msg"]
+            message = (messages or {}).get((name, item["type"]), message)
+        problems.append(f"{name}: {message}")
+    return list(dict.fromkeys(problems)) if brief else problems

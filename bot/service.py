@@ -1,53 +1,43 @@
 """``oyez run``: every configured front end around one speech pipeline.
 
-One :class:`~bot.pipeline.SpeechPipeline`, one :class:`~bot.announce.Announcer` and one HTTP
-server (:mod:`bot.server`) are shared; the Discord bot starts when ``discord.token`` is set,
-Home Assistant when ``homeassistant.url`` and ``homeassistant.token`` are; the scheduler
-(:mod:`bot.scheduler`) always, and it alone is enough to run when schedules exist. Each front
-end is a :class:`FrontEnd`: started in order, stopped in reverse, and a front end that ends
-with an error stops the service (the error is logged, secrets never are).
+One :class:`~bot.synthesis.pipeline.SpeechPipeline`, one :class:`~bot.announce.announcer.Announcer`
+and one HTTP server (:mod:`bot.web.server`) are shared as :class:`~bot.frontend.Parts`. The
+front ends of :data:`integrations.FRONT_ENDS` are built in its order: Discord when
+``discord.token`` is set, Home Assistant when ``homeassistant.url`` and ``token`` are, the
+scheduler always (alone, it is enough when schedules exist). They start in that order and stop
+in reverse; one that ends with an error stops the service (logged, secrets never are).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
-from typing import Protocol
+from typing import cast
 
 from bot.announce.announcer import Announcer
 from bot.errors import ConfigError
+from bot.frontend import FrontEnd, FrontEndFactory, Parts
 from bot.ops.config import Settings
 from bot.synthesis.pipeline import SpeechPipeline
 from bot.web.health import add_health_routes
 from bot.web.server import OyezServer
+from integrations import FRONT_ENDS
 
-__all__ = ["FrontEnd", "Service"]
+__all__ = ["Service"]
 
 log = logging.getLogger(__name__)
 
 
-class FrontEnd(Protocol):
-    """A part of ``oyez run``: ``start`` returns once it is up (or raises); ``run`` serves until
-    cancelled; ``stop`` releases what it holds. ``name`` is for logs; ``ready`` for /readyz."""
-
-    name: str
-
-    async def start(self) -> None: ...
-
-    async def run(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    def ready(self) -> tuple[bool, str]: ...
+def _factory(target: str) -> FrontEndFactory:
+    """The factory a ``"module:function"`` entry of :data:`integrations.FRONT_ENDS` names."""
+    module_name, _, attr = target.partition(":")
+    return cast(FrontEndFactory, getattr(importlib.import_module(module_name), attr))
 
 
 class Service:
-    """Builds the shared parts and the configured front ends.
-
-    Raises :class:`ConfigError` from :meth:`build` when nothing is configured to run or a front
-    end's configuration is wrong.
-    """
+    """Builds the shared parts and the configured front ends, and serves them."""
 
     def __init__(self, settings: Settings, pipeline: SpeechPipeline | None = None) -> None:
         self.settings = settings
@@ -55,30 +45,37 @@ class Service:
         self.announcer = Announcer(settings, self.pipeline.prepare)
         self.server = OyezServer(settings.http, settings.data_dir, self.announcer)
         self.front_ends: list[FrontEnd] = []
-        add_health_routes(self)
+        add_health_routes(self.server, self.front_ends, self.pipeline, settings.default_provider)
 
-    def build(self) -> None:
-        """Create the configured front ends (import their integrations lazily)."""
-        from bot.schedules.scheduler import scheduler_front_end
-        from integrations.discord.service import discord_front_end
-        from integrations.homeassistant.service import homeassistant_front_end
+    @property
+    def parts(self) -> Parts:
+        """What each front end's factory gets."""
+        return Parts(self.settings, self.pipeline, self.announcer, self.server)
 
-        for make in (discord_front_end, homeassistant_front_end):
-            front_end = make(self)
+    async def build(self) -> None:
+        """Create the configured front ends (their modules imported now, not before).
+
+        Raises :class:`ConfigError` when a front end's configuration is wrong, or when nothing
+        would run: no front end but idle ones, and the HTTP API off.
+        """
+        parts = self.parts
+        for target in FRONT_ENDS.values():
+            front_end = _factory(target)(parts)
             if front_end is not None:
                 self.front_ends.append(front_end)
-        scheduler = scheduler_front_end(self)  # after the sinks its alerts go through
-        if not self.front_ends and not self.server.api_enabled and not scheduler.book.count():
-            scheduler.book.close()
+        if not self.server.api_enabled and all(f.idle for f in self.front_ends):
+            for front_end in reversed(self.front_ends):
+                await front_end.stop()
+            self.front_ends.clear()
             raise ConfigError(
                 "nothing to run: set OYEZ_DISCORD__TOKEN (Discord), OYEZ_HOMEASSISTANT__URL and "
                 "OYEZ_HOMEASSISTANT__TOKEN (Home Assistant), or OYEZ_HTTP__API_TOKEN (the HTTP "
                 "API), or add a schedule (schedules: in the configuration, or oyez schedule add)"
             )
-        self.front_ends.append(scheduler)
 
-    async def run(self) -> None:
-        """Start everything and serve until cancelled or a front end fails."""
+    async def serve(self) -> None:
+        """Start the server and the front ends, and serve until cancelled. Raises what a front
+        end raised when it failed to start or while serving, once everything is stopped."""
         started: list[FrontEnd] = []
         tasks: list[asyncio.Task[None]] = []
         try:
@@ -86,7 +83,7 @@ class Service:
             for front_end in self.front_ends:
                 started.append(front_end)  # stopped below even if it fails half-started
                 await front_end.start()
-                tasks.append(asyncio.create_task(front_end.run(), name=f"oyez-{front_end.name}"))
+                tasks.append(asyncio.create_task(front_end.serve(), name=f"oyez-{front_end.name}"))
             if not tasks:
                 await asyncio.Event().wait()  # the HTTP API alone
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)

@@ -26,7 +26,7 @@ from pydantic import (
     field_validator,
 )
 
-from bot.errors import InvalidRequest
+from bot.errors import InvalidRequest, validation_problems
 
 __all__ = [
     "AudioChunk",
@@ -132,11 +132,7 @@ class SpeechRequest(BaseModel):
         try:
             return cls(**fields)
         except ValidationError as exc:
-            problems = []
-            for item in exc.errors():
-                name = ".".join(str(p) for p in item["loc"]) or "request"
-                message = "unknown field" if item["type"] == "extra_forbidden" else item["msg"]
-                problems.append(f"{name}: {message}")
+            problems = validation_problems(exc, "request")
             raise InvalidRequest("invalid request: " + "; ".join(problems)) from None
 
     @classmethod

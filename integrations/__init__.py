@@ -1,15 +1,26 @@
-"""Outside systems, one sub-package each: TTS providers, and later Discord and Home Assistant.
+"""Outside systems, one sub-package each: the TTS providers (Piper, Segmind, Together, OpenAI),
+Discord and Home Assistant; ``bot/`` reaches them only through the two registries below.
 
-``PROVIDERS`` is the registry of built-in providers: name → ``"module:Class"``. Adding a
-provider is a module here plus one line below; the module is imported only when first used.
-Third-party packages register theirs under the ``oyez.providers`` entry-point group instead.
+Each entry is ``"module:attribute"``, its module imported only when first used. Adding a
+provider or a front end is a module plus one line here (third-party providers register under
+the ``oyez.providers`` entry-point group instead).
 """
 
-__all__ = ["PROVIDERS"]
+__all__ = ["FRONT_ENDS", "PROVIDERS"]
 
+#: Provider name → its :class:`~bot.providers.base.Provider` class.
 PROVIDERS: dict[str, str] = {
     "piper": "integrations.piper:PiperProvider",
     "segmind": "integrations.segmind:SegmindProvider",
     "together": "integrations.together:TogetherProvider",
     "openai": "integrations.openai:OpenAIProvider",
+}
+
+#: The front ends of ``oyez run``: name → a factory taking the shared :class:`bot.frontend.Parts`
+#: and returning the front end, or None when it is not configured. Built and started in this
+#: order: the scheduler last, as its alerts go through the sinks the others add.
+FRONT_ENDS: dict[str, str] = {
+    "discord": "integrations.discord.service:discord_front_end",
+    "homeassistant": "integrations.homeassistant.service:homeassistant_front_end",
+    "scheduler": "bot.schedules.service:scheduler_front_end",
 }

@@ -35,7 +35,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from bot.errors import ConfigError
+from bot.errors import ConfigError, validation_problems
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",
@@ -332,14 +332,8 @@ class Settings(BaseSettings):
 
 def format_validation_error(error: ValidationError, where: str) -> str:
     """One line per problem, naming the key; never echoes the value (it may be a secret)."""
-    lines = []
-    for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        message = item["msg"]
-        if item["type"] == "extra_forbidden":
-            message = "unknown key"
-        lines.append(f"  {key}: {message}")
-    return f"invalid configuration in {where}:\n" + "\n".join(lines)
+    lines = validation_problems(error, "(top level)", unknown="unknown key")
+    return f"invalid configuration in {where}:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def _resolve_path(path: Path | None) -> Path | None:

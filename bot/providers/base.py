@@ -21,7 +21,14 @@ from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
-from bot.errors import ConfigError, InvalidOptions, UnknownModel, UnknownProvider, UnknownVoice
+from bot.errors import (
+    ConfigError,
+    InvalidOptions,
+    UnknownModel,
+    UnknownProvider,
+    UnknownVoice,
+    validation_problems,
+)
 from bot.ops.config import LimitSettings, Settings, format_validation_error
 from bot.speech import AudioChunk, Voice
 
@@ -33,7 +40,6 @@ __all__ = [
     "SynthesisInput",
     "Usage",
     "api_key",
-    "format_option_errors",
 ]
 
 log = logging.getLogger(__name__)
@@ -78,18 +84,6 @@ def api_key(configured: SecretStr | None, env_var: str | None) -> str | None:
     if not key and env_var:
         key = os.environ.get(env_var)
     return key or None
-
-
-def format_option_errors(error: ValidationError) -> list[str]:
-    """One readable line per invalid option, naming it (never echoing long values)."""
-    problems = []
-    for item in error.errors():
-        name = ".".join(str(p) for p in item["loc"]) or "options"
-        if item["type"] == "extra_forbidden":
-            problems.append(f"{name}: unknown option")
-        else:
-            problems.append(f"{name}: {item['msg']}")
-    return problems
 
 
 class Provider(ABC):
@@ -151,7 +145,8 @@ class Provider(ABC):
         try:
             validated = self.options_model(voice).model_validate(dict(options))
         except ValidationError as exc:
-            raise InvalidOptions(self.name, voice.model, format_option_errors(exc)) from None
+            problems = validation_problems(exc, "options", unknown="unknown option")
+            raise InvalidOptions(self.name, voice.model, problems) from None
         return validated.model_dump(exclude_none=True)
 
     async def resolve_voice(self, voice: str | None, model: str | None) -> Voice:

@@ -38,7 +38,7 @@ from pydantic import (
     model_validator,
 )
 
-from bot.announce.announcer import Announcement, as_list, invalid_data_reason
+from bot.announce.model import Announcement, as_list, invalid_data_reason
 from bot.errors import ConfigError, InvalidRequest
 from bot.ops.config import DiscordChannel, Settings
 from bot.speech import Priority, RequestSource, SpeechRequest

@@ -27,21 +27,19 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from pydantic import ValidationError
 
-from bot.announce.announcer import Announcement, Announcer, Sink
+from bot.announce.announcer import Announcer
+from bot.announce.model import Announcement, Sink
 from bot.errors import ConfigError, InvalidRequest
 from bot.ops.config import Settings, format_validation_error
 from bot.schedules.model import Schedule, check_targets, target_kinds
 from bot.schedules.store import Outcome, ScheduleBook, StoredSchedule
 from bot.speech import RequestSource, SpeechRequest
 
-if TYPE_CHECKING:
-    from bot.service import Service
-
-__all__ = ["Scheduler", "WarmSink", "configured_schedules", "scheduler_front_end"]
+__all__ = ["Scheduler", "WarmSink", "configured_schedules"]
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +125,7 @@ class Scheduler:
             log.info("schedules: cache.enabled is false: alerts are synthesized when they fire")
         log.info("schedules: %d loaded", len(self._entries))
 
-    async def run(self) -> None:
+    async def serve(self) -> None:
         while True:
             self._wake.clear()
             self._reload()
@@ -149,6 +147,11 @@ class Scheduler:
             return True, f"{len(self._entries)} schedule(s), none to fire"
         due, name = min(upcoming)
         return True, f"{len(self._entries)} schedule(s); next: {name} at {due.isoformat()}"
+
+    @property
+    def idle(self) -> bool:
+        """No schedule in the book: alone, the scheduler gives ``oyez run`` nothing to do."""
+        return not self.book.count()
 
     def wake(self) -> None:
         """Reload the schedules now (a change made through this process)."""
@@ -362,26 +365,3 @@ def configured_schedules(settings: Settings) -> list[Schedule]:
         seen.add(schedule.name.casefold())
         schedules.append(schedule)
     return schedules
-
-
-def scheduler_front_end(service: Service) -> Scheduler:
-    """The scheduler of ``oyez run``: the configured schedules synced into SQLite, pre-synthesis
-    through the service's pipeline, and ``/api/v1/schedules`` on its HTTP server."""
-    from bot.schedules.api import schedule_routes
-
-    settings = service.settings
-    schedules = configured_schedules(settings)
-    book = ScheduleBook(settings.data_dir)
-    now = datetime.now(UTC)
-    for change in book.sync_config(schedules, now):
-        log.info("schedules: from the configuration: %s", change)
-    for schedule in schedules:
-        if schedule.at is not None and schedule.at <= now:
-            log.warning(
-                "schedule %s: at %s is in the past: it will not fire",
-                schedule.name,
-                schedule.at.isoformat(),
-            )
-    scheduler = Scheduler(settings, service.announcer, book, synthesize=service.pipeline.speak)
-    service.server.add_routes(schedule_routes(service.server, scheduler, service.pipeline.prepare))
-    return scheduler

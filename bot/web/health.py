@@ -1,41 +1,38 @@
-"""``/healthz``, ``/readyz`` and ``/metrics`` on Oyez's HTTP server.
+"""``/healthz``, ``/readyz`` and ``/metrics`` on Oyez's HTTP server, none behind the API token
+(they carry no secrets and no request text).
 
-- ``GET /healthz``: 200 ``{"status": "ok"}`` while the process serves HTTP (Docker's
-  ``HEALTHCHECK``; a liveness probe).
-- ``GET /readyz``: 200 when every configured front end is connected (Discord's gateway, Home
-  Assistant's websocket, the scheduler) and the default provider is usable, else 503; the body
-  says which check failed and shows each paid provider's credit circuit.
-- ``GET /metrics``: the Prometheus text format (``prometheus-client``) of
-  :data:`bot.metrics.REGISTRY`.
-
-None of them needs the API token: they carry no secrets and no request text.
+- ``GET /healthz``: 200 ``{"status": "ok"}`` while the process serves HTTP (a liveness probe).
+- ``GET /readyz``: 200 when every front end is connected and the default provider is usable,
+  else 503; the body names each check and shows each paid provider's credit circuit.
+- ``GET /metrics``: :data:`bot.ops.metrics.REGISTRY` in the Prometheus text format.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from bot.frontend import FrontEnd
 from bot.ops.metrics import REGISTRY
-
-if TYPE_CHECKING:
-    from bot.service import Service
+from bot.synthesis.pipeline import SpeechPipeline
+from bot.web.server import OyezServer
 
 __all__ = ["add_health_routes", "readiness"]
 
 
-def readiness(service: Service) -> tuple[bool, dict[str, Any]]:
-    """(ready, report): each front end's state, the default provider's, the circuits."""
+def readiness(
+    front_ends: Iterable[FrontEnd], pipeline: SpeechPipeline, default: str
+) -> tuple[bool, dict[str, Any]]:
+    """(ready, report): each front end's state, the ``default`` provider's, the circuits."""
     checks: dict[str, Any] = {}
     ready = True
-    for front_end in service.front_ends:
+    for front_end in front_ends:
         ok, detail = front_end.ready()
         checks[front_end.name] = {"ok": ok, "detail": detail}
         ready = ready and ok
-    pipeline = service.pipeline
-    default = service.settings.default_provider
     try:
         problem = pipeline.registry.get(default).configuration_problem()
     except Exception as exc:  # an unknown default provider
@@ -61,14 +58,17 @@ def readiness(service: Service) -> tuple[bool, dict[str, Any]]:
     return ready, checks
 
 
-def add_health_routes(service: Service) -> None:
-    """Add the three endpoints to ``service.server``."""
+def add_health_routes(
+    server: OyezServer, front_ends: Sequence[FrontEnd], pipeline: SpeechPipeline, default: str
+) -> None:
+    """Add the three endpoints to ``server``; ``front_ends`` is read at each ``/readyz`` (the
+    service fills its list after this), ``default`` is the default provider's name."""
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def readyz(_: web.Request) -> web.Response:
-        ready, checks = readiness(service)
+        ready, checks = readiness(front_ends, pipeline, default)
         return web.json_response(
             {"status": "ready" if ready else "not ready", "checks": checks},
             status=200 if ready else 503,
@@ -79,6 +79,6 @@ def add_health_routes(service: Service) -> None:
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
 
-    service.server.add_routes(
+    server.add_routes(
         [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", metrics)]
     )

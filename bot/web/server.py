@@ -1,15 +1,10 @@
-"""Oyez's own HTTP server (aiohttp): media for speakers, the API, and room for health and
-metrics endpoints.
+"""Oyez's own HTTP server (aiohttp): media for speakers, and the API.
 
-Speakers fetch announcements from here: :class:`MediaStore` writes each one to a file under
-``<data_dir>/media`` named by an unguessable token (128 random bits, ``secrets.token_urlsafe``)
-and serves it at ``<public_url>/media/<token>.<ext>`` until it expires (``http.media_ttl_s``,
-default 10 minutes). aiohttp's ``FileResponse`` gives the Content-Type, Content-Length and
-Range answers (206, 416) players rely on.
-
-The API under ``/api/v1`` needs ``Authorization: Bearer <http.api_token>``; with no token
-configured it is off (404). Other parts add their routes with :meth:`OyezServer.add_routes`
-before :meth:`OyezServer.start`.
+:class:`MediaStore` serves each announcement at ``<public_url>/media/<token>.<ext>`` (128 random
+bits) until ``http.media_ttl_s`` (600 s) passes; aiohttp's ``FileResponse`` answers the Range
+requests (206, 416) players send. The API under ``/api/v1`` needs ``Authorization: Bearer
+<http.api_token>`` and is off (404) without one. Other parts add their routes with
+:meth:`OyezServer.add_routes` before :meth:`OyezServer.start`.
 """
 
 from __future__ import annotations

@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import discord
 import yarl
 
-from bot.announce.announcer import Announcement, Target, TargetResult
+from bot.announce.model import Announcement, Target, TargetResult
 from bot.errors import RequestExpired
+from bot.frontend import Parts
 from bot.ops.config import DiscordChannel
 from bot.speech import OutputProfile, SpeechRequest, Utterance
 from integrations.discord.bot import DiscordSettings, OyezBot
-
-if TYPE_CHECKING:
-    from bot.service import Service
 
 __all__ = ["DiscordFrontEnd", "DiscordSink", "discord_front_end"]
 
@@ -83,6 +81,7 @@ class DiscordFrontEnd:
     """Connects the bot and serves until cancelled. The token is never logged."""
 
     name = "discord"
+    idle = False
 
     def __init__(self, bot: OyezBot, settings: DiscordSettings) -> None:
         self.bot = bot
@@ -103,7 +102,7 @@ class DiscordFrontEnd:
         log.info("discord: connecting (commands sync %s)", self.settings.sync_guilds or "globally")
         await self.bot.login(self.settings.token.get_secret_value())
 
-    async def run(self) -> None:
+    async def serve(self) -> None:
         await self.bot.connect(reconnect=True)
 
     async def stop(self) -> None:
@@ -115,11 +114,12 @@ class DiscordFrontEnd:
         return False, "not connected to the gateway"
 
 
-def discord_front_end(service: Service) -> DiscordFrontEnd | None:
-    """The Discord front end when ``discord.token`` is set (and its sink registered)."""
-    settings = DiscordSettings.from_settings(service.settings)
+def discord_front_end(parts: Parts) -> DiscordFrontEnd | None:
+    """The Discord front end when ``discord.token`` is set (and its sink added to the
+    announcer). Raises :class:`~bot.errors.ConfigError` for a wrong ``discord`` section."""
+    settings = DiscordSettings.from_settings(parts.settings)
     if settings.token is None:
         return None
-    bot = OyezBot(service.pipeline, settings)
-    service.announcer.add_sink(DiscordSink(bot))
+    bot = OyezBot(parts.pipeline, settings)
+    parts.announcer.add_sink(DiscordSink(bot))
     return DiscordFrontEnd(bot, settings)

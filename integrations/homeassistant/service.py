@@ -1,12 +1,11 @@
 """Home Assistant as a front end of ``oyez run``: ``oyez_announce`` events in, speakers out,
 and ``oyez_announce_done`` / ``oyez_announce_failed`` events back.
 
-Every announcement that ends (from Home Assistant, the HTTP API or a schedule) is reported to
-Home Assistant, so automations can chain on it: ``oyez_announce_done`` when every target
-played it, ``oyez_announce_failed`` otherwise (invalid data, expired, a duplicate, quiet hours,
-a speaker that refused). The event data is :meth:`bot.announce.AnnouncementStatus.as_json`:
-``request_id``, ``source``, ``state``, ``message``, ``provider``, ``voice``, ``duration_s``,
-``targets`` (``target``, ``ok``, ``error``, ``duration_s`` each), ``code`` and ``reason``.
+Every announcement that ends, whatever its source, is reported so automations can chain on it:
+``oyez_announce_done`` when every target played it, else ``oyez_announce_failed`` (invalid,
+expired, a duplicate, quiet hours, a speaker that refused), with the data of
+:meth:`bot.announce.model.AnnouncementStatus.as_json` (``request_id``, ``state``, ``targets``,
+``code``, ``reason``, ...).
 """
 
 from __future__ import annotations
@@ -14,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from bot.announce.announcer import AnnouncementState, AnnouncementStatus, Announcer
+from bot.announce.announcer import Announcer
+from bot.announce.model import AnnouncementState, AnnouncementStatus
+from bot.frontend import Parts
 from bot.ops.config import HttpSettings
 from bot.speech import RequestSource
 from bot.web.server import is_loopback_url
@@ -29,9 +29,6 @@ from integrations.homeassistant.websocket import (
     HomeAssistantError,
     HomeAssistantEvent,
 )
-
-if TYPE_CHECKING:
-    from bot.service import Service
 
 __all__ = [
     "DONE_EVENT",
@@ -54,6 +51,7 @@ class HomeAssistantFrontEnd:
     """Listens to ``settings.event_type`` and reports every finished announcement back."""
 
     name = "homeassistant"
+    idle = False
 
     def __init__(
         self,
@@ -104,7 +102,7 @@ class HomeAssistantFrontEnd:
                 _safe_url(self.settings.base_url()),
             )
 
-    async def run(self) -> None:
+    async def serve(self) -> None:
         await self.client.run()
 
     async def stop(self) -> None:
@@ -166,11 +164,11 @@ def _safe_url(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
-def homeassistant_front_end(service: Service) -> HomeAssistantFrontEnd | None:
+def homeassistant_front_end(parts: Parts) -> HomeAssistantFrontEnd | None:
     """The Home Assistant front end when ``homeassistant.url`` and ``token`` are set (its
-    speaker sink registered on the announcer). Raises :class:`ConfigError` for a wrong
+    speaker sink added to the announcer). Raises :class:`~bot.errors.ConfigError` for a wrong
     ``homeassistant`` section."""
-    settings = HomeAssistantSettings.from_settings(service.settings)
+    settings = HomeAssistantSettings.from_settings(parts.settings)
     if not settings.enabled:
         return None
     assert settings.token is not None
@@ -182,8 +180,6 @@ def homeassistant_front_end(service: Service) -> HomeAssistantFrontEnd | None:
         ping_interval_s=settings.ping_interval_s,
         request_timeout_s=settings.request_timeout_s,
     )
-    sink = MediaPlayerSink(
-        client, service.pipeline, service.server.media, service.settings.announce
-    )
-    service.announcer.add_sink(sink)
-    return HomeAssistantFrontEnd(client, service.announcer, settings, service.settings.http, sink)
+    sink = MediaPlayerSink(client, parts.pipeline, parts.server.media, parts.settings.announce)
+    parts.announcer.add_sink(sink)
+    return HomeAssistantFrontEnd(client, parts.announcer, settings, parts.settings.http, sink)

@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 import aiohttp
 import ffmpeg
 
-from bot.announce.announcer import Announcement, Target, TargetResult
+from bot.announce.model import Announcement, Target, TargetResult
 from bot.audio.transcode import CANONICAL_RATE, PcmAudio
 from bot.errors import AudioError, OyezError, RequestExpired
 from bot.ops.config import AnnounceSettings

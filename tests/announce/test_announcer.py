@@ -10,15 +10,11 @@ from typing import Any
 
 import pytest
 
-from bot.announce.announcer import (
-    Announcement,
-    AnnouncementState,
-    AnnouncementStatus,
-    Announcer,
-)
-from bot.errors import InvalidRequest, RequestExpired, UnknownVoice
+from bot.announce.announcer import Announcer
+from bot.announce.model import AnnouncementState, AnnouncementStatus
+from bot.errors import RequestExpired, UnknownVoice
 from bot.ops import config
-from bot.ops.config import DiscordChannel, Settings
+from bot.ops.config import Settings
 from bot.speech import (
     OutputProfile,
     Priority,
@@ -94,21 +90,6 @@ async def test_a_valid_caller_id_is_kept_even_when_the_rest_is_invalid(tmp_path:
     assert status.id == "door-1"
     assert announcer.status("door-1") is status
     assert status.as_json()["request_id"] == "door-1"
-
-
-def test_targets_are_normalised() -> None:
-    announcement = Announcement.parse(
-        {
-            "message": "  hi  ",
-            "media_player": ["media_player.a", "media_player.a", "media_player.b"],
-            "discord": {"guild_id": 1, "channel_id": 2},
-        }
-    )
-    assert announcement.message == "hi"
-    assert announcement.media_player == ["media_player.a", "media_player.b"]
-    assert announcement.discord == [DiscordChannel(guild_id=1, channel_id=2)]
-    with pytest.raises(InvalidRequest, match="message: required"):
-        Announcement.parse({})
 
 
 # -- delivery and results ------------------------------------------------------------------------

@@ -30,8 +30,8 @@ async def api(tmp_path: Path) -> AsyncIterator[tuple[str, Service]]:
         data_dir=tmp_path / "data", http={"host": "127.0.0.1", "port": 0, "api_token": TOKEN}
     )
     service = Service(settings)
-    service.build()
-    running = asyncio.create_task(service.run())
+    await service.build()
+    running = asyncio.create_task(service.serve())
     try:
         for _ in range(1000):  # until the server listens
             if service.server.port:

@@ -115,7 +115,7 @@ async def test_a_schedule_added_by_the_cli_is_picked_up_by_a_running_scheduler(
     announcer.add_sink(sink)
     scheduler = Scheduler(settings, announcer, ScheduleBook(data_dir))  # real clock, 1 s poll
     await scheduler.start()
-    running = asyncio.create_task(scheduler.run())
+    running = asyncio.create_task(scheduler.serve())
     try:
         at = datetime.fromtimestamp(int(time.time()) + 6, UTC)
         command = await asyncio.create_subprocess_exec(

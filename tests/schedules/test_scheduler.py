@@ -81,7 +81,7 @@ class Harness:
             poll_s=options.get("poll_s", 600.0),
         )
         await self.scheduler.start()
-        self.task = asyncio.create_task(self.scheduler.run())
+        self.task = asyncio.create_task(self.scheduler.serve())
         return self
 
     async def down(self) -> None:
@@ -277,7 +277,7 @@ async def test_configured_schedules_load_idempotently_and_win_by_name(tmp_path: 
     settings = config.load(data_dir=data, schedules=yaml_schedules, http={"port": 0})
     for _ in range(2):  # twice: the second start changes nothing
         service = Service(settings)
-        service.build()
+        await service.build()
         (scheduler,) = [f for f in service.front_ends if isinstance(f, Scheduler)]
         revision = scheduler.book.revision()
         rows = {s.name: s for s in scheduler.book.all()}
@@ -290,7 +290,7 @@ async def test_configured_schedules_load_idempotently_and_win_by_name(tmp_path: 
     # removed from the file: removed from the table at the next start
     fewer = config.load(data_dir=data, schedules=yaml_schedules[1:])
     service = Service(fewer)
-    service.build()
+    await service.build()
     (scheduler,) = [f for f in service.front_ends if isinstance(f, Scheduler)]
     assert [s.name for s in scheduler.book.all()] == ["raid"]
     scheduler.book.close()
@@ -301,14 +301,14 @@ async def test_oyez_run_runs_with_only_schedules(tmp_path: Path) -> None:
     empty = config.load(data_dir=tmp_path / "empty")
     service = Service(empty)
     with pytest.raises(ConfigError, match=r"nothing to run.*add a schedule"):
-        service.build()
+        await service.build()
     await service.pipeline.aclose()
     only = config.load(
         data_dir=tmp_path / "data",
         schedules=[{"name": "bins", "cron": "0 19 * * 2", "message": "Bins.", "discord": "1/2"}],
     )
     service = Service(only)
-    service.build()
+    await service.build()
     assert [f.name for f in service.front_ends] == ["scheduler"]
     scheduler = service.front_ends[0]
     assert isinstance(scheduler, Scheduler)

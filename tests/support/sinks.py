@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import ClassVar
 
-from bot.announce.announcer import Announcement, Target, TargetResult
+from bot.announce.model import Announcement, Target, TargetResult
 from bot.errors import RequestExpired
 from bot.speech import OutputProfile, SpeechRequest, Timings, Utterance, Voice
 

@@ -17,13 +17,14 @@ class StubFrontEnd:
     """A front end whose connection state the test sets."""
 
     name = "stub"
+    idle = False
 
     def __init__(self) -> None:
         self.connected = False
 
     async def start(self) -> None: ...
 
-    async def run(self) -> None: ...
+    async def serve(self) -> None: ...
 
     async def stop(self) -> None: ...
 

@@ -71,7 +71,7 @@ async def test_an_alert_is_spoken_in_the_voice_channel_on_time(
         datetime.now(UTC),
     )  # fmt: skip
     await scheduler.start()
-    task = asyncio.create_task(scheduler.run())
+    task = asyncio.create_task(scheduler.serve())
     try:
         packets = await fake_discord.wait_for(
             lambda: fake_discord.voice.voice_frames(), timeout_s=15, what="the alert's audio"

@@ -80,8 +80,8 @@ async def running_oyez(
     """``oyez run`` in a task, until Home Assistant's front end is connected."""
     if service is None:
         service = Service(settings)
-        service.build()
-    serving = asyncio.create_task(service.run())
+        await service.build()
+    serving = asyncio.create_task(service.serve())
     try:
         async with asyncio.timeout(30):
             while not front_end(service).ready()[0]:
@@ -379,7 +379,7 @@ async def test_discord_target_is_spoken_in_the_voice_channel(
     hall = {"guild_id": int(GUILD_ID), "channel_id": int(VOICE_CHANNEL_ID)}
     settings = oyez_settings(homeassistant, tmp_path, discord_channels={"hall": hall})
     service = Service(settings)
-    service.build()
+    await service.build()
     bot = OyezBot(service.pipeline, DiscordSettings(idle_timeout_s=60), **client_options())
     service.announcer.add_sink(DiscordSink(bot))
     async with (
@@ -486,15 +486,15 @@ async def test_client_commands_share_one_connection_with_increasing_ids(
 
 
 def test_front_end_is_configured_by_url_and_token_together(tmp_path: Path) -> None:
-    assert homeassistant_front_end(Service(config.load(data_dir=tmp_path))) is None
+    assert homeassistant_front_end(Service(config.load(data_dir=tmp_path)).parts) is None
     half = config.load(data_dir=tmp_path, homeassistant={"url": "http://ha.lan:8123"})
     with pytest.raises(ConfigError, match="url and token go together"):
-        homeassistant_front_end(Service(half))
+        homeassistant_front_end(Service(half).parts)
     both = config.load(
         data_dir=tmp_path, homeassistant={"url": "https://ha.lan:8123/", "token": "t0ken-xyz"}
     )
     service = Service(both)
-    made = homeassistant_front_end(service)
+    made = homeassistant_front_end(service.parts)
     assert made is not None
     assert made.client.url == "wss://ha.lan:8123/api/websocket"
     assert "media_player" in service.announcer.sinks
@@ -522,7 +522,7 @@ async def test_loopback_media_url_is_warned_about_when_home_assistant_is_remote(
         homeassistant={"url": ha_url, "token": "t0ken-xyz", "request_timeout_s": 2},
         http={"public_url": public_url, "port": 0},
     )
-    made = homeassistant_front_end(Service(settings))
+    made = homeassistant_front_end(Service(settings).parts)
     assert made is not None
     made.client.url = f"ws://127.0.0.1:{free_port()}/api/websocket"  # nobody: start fails fast
     with pytest.raises(HomeAssistantError):
