@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["add_health_routes", "readiness"]
 
 
-def readiness(service: Service) -> tuple[bool, dict[str, Any]]:
+async def readiness(service: Service) -> tuple[bool, dict[str, Any]]:
     """(ready, report): each front end's state, the default provider's, the circuits."""
     checks: dict[str, Any] = {}
     ready = True
@@ -47,7 +47,7 @@ def readiness(service: Service) -> tuple[bool, dict[str, Any]]:
         provider = pipeline.registry.get(name)
         if not provider.paid or provider.configuration_problem():
             continue
-        circuit = pipeline.dispatcher.ledger.circuit(name)
+        circuit = await pipeline.dispatcher.ledger.circuit(name)
         circuits[name] = (
             {"state": "closed"}
             if circuit is None
@@ -68,7 +68,7 @@ def add_health_routes(service: Service) -> None:
         return web.json_response({"status": "ok"})
 
     async def readyz(_: web.Request) -> web.Response:
-        ready, checks = readiness(service)
+        ready, checks = await readiness(service)
         return web.json_response(
             {"status": "ready" if ready else "not ready", "checks": checks},
             status=200 if ready else 503,

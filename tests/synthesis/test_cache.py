@@ -147,7 +147,8 @@ async def test_a_hit_spends_nothing(tmp_path: Path) -> None:
             assert first.cost_usd == pytest.approx(0.02)
             assert second.cached
             assert second.cost_usd is None
-            assert speech.dispatcher.ledger.spent_today(provider="segmind") == pytest.approx(0.02)
+            spent = await speech.dispatcher.ledger.spent_today(provider="segmind")
+            assert spent == pytest.approx(0.02)
         finally:
             await speech.aclose()
         assert fake.billed_calls == 1
