@@ -41,10 +41,10 @@ def schedule_routes(
     book, zone = scheduler.book, scheduler.settings.zone
 
     async def listed(request: web.Request) -> web.StreamResponse:
-        return web.json_response({"schedules": [s.as_json(zone()) for s in book.all()]})
+        return web.json_response({"schedules": [s.as_json(zone()) for s in await book.all()]})
 
     async def one(request: web.Request) -> web.StreamResponse:
-        found = book.get(request.match_info["name"])
+        found = await book.get(request.match_info["name"])
         if found is None:
             return json_error(404, "no such schedule")
         return web.json_response(found.as_json(zone()))
@@ -57,7 +57,7 @@ def schedule_routes(
             check_new(schedule, scheduler.settings, now)
             if prepare is not None:
                 await check_speakable(schedule, scheduler.settings, prepare, now)
-            stored = book.add(schedule, "http", now)
+            stored = await book.add(schedule, "http", now)
         except ScheduleExists as exc:
             return json_error(409, str(exc))
         except InvalidRequest as exc:
@@ -78,7 +78,9 @@ def schedule_routes(
         if not isinstance(data["enabled"], bool):
             return json_error(422, "enabled: must be true or false")
         try:
-            stored = book.set_enabled(request.match_info["name"], data["enabled"], scheduler.now())
+            stored = await book.set_enabled(
+                request.match_info["name"], data["enabled"], scheduler.now()
+            )
         except UnknownSchedule:
             return json_error(404, "no such schedule")
         scheduler.wake()
@@ -86,7 +88,7 @@ def schedule_routes(
 
     async def remove(request: web.Request) -> web.StreamResponse:
         try:
-            book.remove(request.match_info["name"])
+            await book.remove(request.match_info["name"])
         except UnknownSchedule:
             return json_error(404, "no such schedule")
         scheduler.wake()

@@ -87,7 +87,7 @@ def test_bad_input_exits_2_naming_the_problem(
     assert code == 2
     assert problem in err
     book = ScheduleBook(data_dir)
-    assert book.all() == []
+    assert asyncio.run(book.all()) == []
     book.close()
 
 
