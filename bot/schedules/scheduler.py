@@ -146,10 +146,6 @@ class Scheduler:
         """Reload the schedules now (a change made through this process)."""
         self._wake.set()
 
-    def upcoming(self) -> dict[str, datetime]:
-        """The next fire time of each active schedule, by name (as the loop sees them)."""
-        return {name: e.due for name, e in self._entries.items() if e.due is not None}
-
     # -- the loop ------------------------------------------------------------------------------
 
     async def _reload(self, *, force: bool = False) -> None:
