@@ -1,15 +1,10 @@
-"""``/api/v1/schedules``: schedules over HTTP, behind the API token (see :mod:`bot.server`).
+"""``/api/v1/schedules``: schedules over HTTP, behind the API token (see :mod:`bot.web.server`).
 
-- ``GET /api/v1/schedules`` → 200 ``{"schedules": [...]}``, each as
-  :meth:`~bot.schedule_store.StoredSchedule.as_json` (with ``state`` and ``next_fire``);
-- ``POST /api/v1/schedules`` with a schedule's JSON (the fields of
-  :class:`~bot.schedule.Schedule`) → 201 and the schedule, ``Location`` its URL; 422 with the
-  reason when it is invalid (bad cron, unknown zone, a time in the past, a bad target or
-  voice), 409 when the name is taken;
-- ``GET /api/v1/schedules/{name}`` → 200, or 404;
-- ``PATCH /api/v1/schedules/{name}`` with ``{"enabled": false}`` pauses, ``true`` resumes
-  (nothing else can be changed: remove and add again) → 200, 404 or 422;
-- ``DELETE /api/v1/schedules/{name}`` → 204, or 404.
+``GET`` lists them (``{"schedules": [...]}``, each as :meth:`StoredSchedule.as_json
+<bot.schedules.store.StoredSchedule.as_json>`); ``POST`` a :class:`~bot.schedules.model.Schedule`
+→ 201 with ``Location``, 422 with the reason (bad cron or zone, a past time, a bad target or
+voice), 409 when the name is taken; ``GET``/``DELETE /{name}`` → 200/204 or 404; ``PATCH
+/{name}`` with only ``{"enabled": false|true}`` pauses or resumes → 200, 404 or 422.
 """
 
 from __future__ import annotations

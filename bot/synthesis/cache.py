@@ -1,13 +1,10 @@
 """The audio cache: what was said once is not synthesized (or paid for) again.
 
-Content-addressed: the key is the SHA-256 of everything that shapes the audio — provider, model,
-voice, normalised options, normalised text, output profile, the audio settings (loudness target,
-bitrates) and the engine's version — so a changed option or a new engine misses. Audio files
-live in ``<data_dir>/cache/`` with an SQLite index (``<data_dir>/cache/index.sqlite3``); the cache
-keeps under ``cache.max_mb``, evicting the least recently used entries first.
-
-A hit never calls a provider, never spends credits or rate-limit budget, and is played straight
-from the stored bytes (for Discord, the stored Ogg Opus).
+Content-addressed: the key is the SHA-256 of all that shapes the audio (provider, model, voice,
+normalised options and text, output profile, audio settings, engine version), so a changed
+option or a new engine misses. Files live in ``<data_dir>/cache/`` beside an SQLite index
+(``index.sqlite3``), kept under ``cache.max_mb`` by evicting the least recently used first. A
+hit calls no provider, spends no credits or rate-limit budget, and plays the stored bytes.
 """
 
 from __future__ import annotations
