@@ -73,7 +73,7 @@ async def measure(count: int, spacing_s: float, ahead: bool, variant: str) -> li
         start = time.time() + FIRST_AFTER_S
         instants = [datetime.fromtimestamp(round(start + i * spacing_s), UTC) for i in range(count)]
         for i, (at, text) in enumerate(zip(instants, messages(count, variant), strict=True)):
-            book.add(
+            await book.add(
                 Schedule(
                     name=f"alert-{i}",
                     at=at,

@@ -221,7 +221,7 @@ async def _say(args: argparse.Namespace, settings: Settings) -> int:
     try:
         prepared = await pipeline.prepare(request)
         warm_up_s: float | None = None
-        if not pipeline.will_hit(prepared):  # a cached utterance needs no model
+        if not await pipeline.will_hit(prepared):  # a cached utterance needs no model
             started = time.perf_counter()
             await prepared.provider.warm_up(prepared.voice)
             warm_up_s = time.perf_counter() - started
@@ -309,9 +309,9 @@ async def _cache(args: argparse.Namespace, settings: Settings) -> int:
     try:
         cache = pipeline.cache
         if args.action == "clear":
-            print(f"removed {cache.clear()} cached utterances from {cache.directory}")
+            print(f"removed {await cache.clear()} cached utterances from {cache.directory}")
             return EXIT_OK
-        stats = cache.stats()
+        stats = await cache.stats()
         looked = stats.hits + stats.misses
         rate = f" ({100 * stats.hits / looked:.0f} % hits)" if looked else ""
         print(f"cache     {cache.directory}{'' if settings.cache.enabled else ' (disabled)'}")

@@ -1,16 +1,23 @@
-"""Opening Oyez's SQLite files the one way they are all opened.
+"""Opening Oyez's SQLite files the one way they are all opened, and using them off the loop.
 
 Oyez's own state (credit ledger, schedules, Discord preferences and guild settings) shares one
 file, ``<data_dir>/oyez.sqlite3`` (:data:`STATE_FILE`), opened with :func:`open_state`; the
-audio cache keeps its index beside its files.
+audio cache keeps its index beside its files. :class:`Database` runs a store's statements in a
+worker thread, so a file locked by another process stalls the caller, not the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
-__all__ = ["STATE_FILE", "connect", "open_state", "state_path"]
+__all__ = ["STATE_FILE", "Database", "connect", "open_state", "state_path"]
+
+T = TypeVar("T")
 
 #: The file name of Oyez's state in the data directory.
 STATE_FILE = "oyez.sqlite3"
@@ -38,3 +45,43 @@ def connect(path: Path, schema: str) -> sqlite3.Connection:
     db.execute("PRAGMA busy_timeout=5000")
     db.executescript(schema)
     return db
+
+
+class Database:
+    """One store's connection, made by ``opener`` on first use, used by one thread at a time.
+
+    :meth:`call` runs ``work(connection)`` in a worker thread (``asyncio.to_thread``): waiting
+    up to the busy timeout for another process's lock never blocks the event loop.
+    :meth:`blocking` runs it in the calling thread (start-up, commands without a loop to keep).
+    Both raise what ``work`` raises (``sqlite3.Error``), and ``sqlite3.ProgrammingError`` after
+    :meth:`close`.
+    """
+
+    def __init__(self, opener: Callable[[], sqlite3.Connection]) -> None:
+        self._opener = opener
+        self._db: sqlite3.Connection | None = None
+        self._closed = False
+        self._lock = threading.Lock()
+        # callers wait for their turn on the loop, not each in one of the executor's few threads
+        self._turn = asyncio.Lock()
+
+    def blocking(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """``work(connection)`` in this thread, holding the lock."""
+        with self._lock:
+            if self._closed:
+                raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+            if self._db is None:
+                self._db = self._opener()
+            return work(self._db)
+
+    async def call(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """``work(connection)`` in a worker thread, one call at a time."""
+        async with self._turn:
+            return await asyncio.to_thread(self.blocking, work)
+
+    def close(self) -> None:
+        """Close the connection (waiting for a running call to end)."""
+        with self._lock:
+            self._closed = True
+            if self._db is not None:
+                self._db.close()

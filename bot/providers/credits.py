@@ -1,22 +1,23 @@
 """Money: the credit circuit, spend, budgets and known balances, kept in SQLite.
 
-The ledger lives in ``<data_dir>/oyez.sqlite3`` so that a restart remembers a provider known to
-be out of credits and the day's spend. Every operation is one short statement on a local file
-(microseconds), so it runs on the event loop; the database is opened in WAL mode so the CLI and a
-running bot can share it.
+The ledger lives in Oyez's state file (``<data_dir>/oyez.sqlite3``) so that a restart remembers a
+provider known to be out of credits and the day's spend. Each operation is one short statement,
+run in a worker thread: another process holding the file's lock (up to the 5 s busy timeout)
+delays that one request, not the event loop.
 
 Days are UTC days. Amounts are USD.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
+from typing import Any
 
-from bot.ops.store import connect, state_path
+from bot.ops.store import Database, open_state, state_path
 
 __all__ = ["CircuitState", "Ledger"]
 
@@ -65,72 +66,72 @@ class Ledger:
     def __init__(self, data_dir: Path, now: Callable[[], datetime] | None = None) -> None:
         self.path = state_path(data_dir)
         self.now = now or (lambda: datetime.now(UTC))
-        self._lock = threading.Lock()
-        self._db = connect(self.path, _SCHEMA)
+        self._db = Database(partial(open_state, data_dir, _SCHEMA))
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()
+
+    async def _execute(self, sql: str, values: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one statement, run in the database's worker thread."""
+        return await self._db.call(lambda db: db.execute(sql, values).fetchall())
 
     # -- the credit circuit --------------------------------------------------------------------
 
-    def open_circuit(self, provider: str, reason: str, check_after_s: float) -> CircuitState:
+    async def open_circuit(self, provider: str, reason: str, check_after_s: float) -> CircuitState:
         now = self.now()
         state = CircuitState(provider, now, reason, now + timedelta(seconds=check_after_s))
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO credit_circuits VALUES (?, ?, ?, ?) ON CONFLICT(provider) DO UPDATE "
-                "SET reason = excluded.reason, next_check_at = excluded.next_check_at",
-                (provider, now.isoformat(), reason, state.next_check_at.isoformat()),
-            )
-        return self.circuit(provider) or state
+        await self._execute(
+            "INSERT INTO credit_circuits VALUES (?, ?, ?, ?) ON CONFLICT(provider) DO UPDATE "
+            "SET reason = excluded.reason, next_check_at = excluded.next_check_at",
+            (provider, now.isoformat(), reason, state.next_check_at.isoformat()),
+        )
+        return await self.circuit(provider) or state
 
-    def postpone_check(self, provider: str, check_after_s: float) -> None:
+    async def postpone_check(self, provider: str, check_after_s: float) -> None:
         later = self.now() + timedelta(seconds=check_after_s)
-        with self._lock:
-            self._db.execute(
-                "UPDATE credit_circuits SET next_check_at = ? WHERE provider = ?",
-                (later.isoformat(), provider),
-            )
+        await self._execute(
+            "UPDATE credit_circuits SET next_check_at = ? WHERE provider = ?",
+            (later.isoformat(), provider),
+        )
 
-    def close_circuit(self, provider: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM credit_circuits WHERE provider = ?", (provider,))
+    async def close_circuit(self, provider: str) -> None:
+        await self._execute("DELETE FROM credit_circuits WHERE provider = ?", (provider,))
 
-    def circuit(self, provider: str) -> CircuitState | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT provider, opened_at, reason, next_check_at FROM credit_circuits "
-                "WHERE provider = ?",
-                (provider,),
-            ).fetchone()
-        if row is None:
+    async def circuit(self, provider: str) -> CircuitState | None:
+        rows = await self._execute(
+            "SELECT provider, opened_at, reason, next_check_at FROM credit_circuits "
+            "WHERE provider = ?",
+            (provider,),
+        )
+        if not rows:
             return None
+        ((name, opened_at, reason, next_check_at),) = rows
         return CircuitState(
-            row[0], datetime.fromisoformat(row[1]), row[2], datetime.fromisoformat(row[3])
+            name, datetime.fromisoformat(opened_at), reason, datetime.fromisoformat(next_check_at)
         )
 
     # -- balances ------------------------------------------------------------------------------
 
-    def set_balance(self, provider: str, remaining_usd: float) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO balances VALUES (?, ?, ?) ON CONFLICT(provider) DO UPDATE "
-                "SET remaining_usd = excluded.remaining_usd, seen_at = excluded.seen_at",
-                (provider, remaining_usd, self.now().isoformat()),
-            )
+    async def set_balance(self, provider: str, remaining_usd: float) -> None:
+        await self._execute(
+            "INSERT INTO balances VALUES (?, ?, ?) ON CONFLICT(provider) DO UPDATE "
+            "SET remaining_usd = excluded.remaining_usd, seen_at = excluded.seen_at",
+            (provider, remaining_usd, self.now().isoformat()),
+        )
 
-    def balance(self, provider: str) -> tuple[float, datetime] | None:
+    async def balance(self, provider: str) -> tuple[float, datetime] | None:
         """The last remaining-credit figure the provider reported, and when."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT remaining_usd, seen_at FROM balances WHERE provider = ?", (provider,)
-            ).fetchone()
-        return None if row is None else (float(row[0]), datetime.fromisoformat(row[1]))
+        rows = await self._execute(
+            "SELECT remaining_usd, seen_at FROM balances WHERE provider = ?", (provider,)
+        )
+        if not rows:
+            return None
+        ((remaining, seen_at),) = rows
+        return float(remaining), datetime.fromisoformat(seen_at)
 
     # -- spend ---------------------------------------------------------------------------------
 
-    def record_spend(
+    async def record_spend(
         self,
         *,
         provider: str,
@@ -142,24 +143,23 @@ class Ledger:
         requester: str | None = None,
     ) -> None:
         now = self.now()
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO spend (day, at, provider, model, guild, requester, request_id, usd, "
-                "estimated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    now.date().isoformat(),
-                    now.isoformat(),
-                    provider,
-                    model,
-                    guild,
-                    requester,
-                    request_id,
-                    usd,
-                    int(estimated),
-                ),
-            )
+        await self._execute(
+            "INSERT INTO spend (day, at, provider, model, guild, requester, request_id, usd, "
+            "estimated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                now.date().isoformat(),
+                now.isoformat(),
+                provider,
+                model,
+                guild,
+                requester,
+                request_id,
+                usd,
+                int(estimated),
+            ),
+        )
 
-    def spent_today(
+    async def spent_today(
         self, *, provider: str | None = None, guild: str | None = None, requester: str | None = None
     ) -> float:
         """USD spent today (UTC), filtered by whichever of provider, guild, requester is given."""
@@ -169,6 +169,5 @@ class Ledger:
                 clauses.append(f"{column} = ?")
                 values.append(value)
         query = "SELECT COALESCE(SUM(usd), 0) FROM spend WHERE " + " AND ".join(clauses)  # noqa: S608 - fixed column names
-        with self._lock:
-            (total,) = self._db.execute(query, values).fetchone()
+        ((total,),) = await self._execute(query, tuple(values))
         return float(total)

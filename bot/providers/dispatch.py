@@ -125,7 +125,7 @@ class Dispatcher:
         name = provider.name
         ledger = self.ledger
         estimate = self.cost_estimate(provider, voice) or 0.0
-        circuit = ledger.circuit(name)
+        circuit = await ledger.circuit(name)
         if circuit is not None:
             if ledger.now() < circuit.next_check_at:
                 raise InsufficientCredits(
@@ -134,12 +134,12 @@ class Dispatcher:
                     f"at {circuit.next_check_at:%H:%M:%S} UTC",
                 )
             await self._recheck(provider, estimate)
-        balance = ledger.balance(name)
+        balance = await ledger.balance(name)
         if estimate and balance is not None and estimate > balance[0]:
             reason = f"this call costs ~${estimate:.4f} but only ${balance[0]:.4f} is left"
-            self._open(provider, reason)
+            await self._open(provider, reason)
             raise InsufficientCredits(name, reason)
-        self._check_budgets(provider, request, estimate)
+        await self._check_budgets(provider, request, estimate)
 
     async def _recheck(self, provider: Provider, estimate: float) -> None:
         """The circuit is due for a check: close it if the provider has credits again."""
@@ -148,47 +148,49 @@ class Dispatcher:
             credits = await provider.check_credits()
         except ProviderError as exc:
             log.warning("%s: credit check failed: %s", name, exc)
-            self.ledger.postpone_check(name, self.settings.credits.check_interval_s)
+            await self.ledger.postpone_check(name, self.settings.credits.check_interval_s)
             raise InsufficientCredits(
                 name, f"out of credits, and the credit check failed: {exc}"
             ) from None
         if credits is None:  # no check: let one call through; a new 406 re-opens the circuit
             log.info("%s: trying again after credits.reopen_after_s", name)
-            self.ledger.close_circuit(name)
+            await self.ledger.close_circuit(name)
             return
-        self.ledger.set_balance(name, credits)
+        await self.ledger.set_balance(name, credits)
         if credits > 0 and credits >= estimate:
             log.info("%s: credits are back (%.4f USD); closing the credit circuit", name, credits)
-            self.ledger.close_circuit(name)
+            await self.ledger.close_circuit(name)
             return
-        self.ledger.postpone_check(name, self.settings.credits.check_interval_s)
+        await self.ledger.postpone_check(name, self.settings.credits.check_interval_s)
         raise InsufficientCredits(name, f"still out of credits: ${credits:.4f} left")
 
-    def _open(self, provider: Provider, reason: str) -> None:
+    async def _open(self, provider: Provider, reason: str) -> None:
         credits = self.settings.credits
         wait = credits.check_interval_s if _has_credit_check(provider) else credits.reopen_after_s
-        self.ledger.open_circuit(provider.name, reason, wait)
+        await self.ledger.open_circuit(provider.name, reason, wait)
         log.warning(
             "%s: credit circuit open: %s (next check in %.0f s)", provider.name, reason, wait
         )
 
-    def _check_budgets(self, provider: Provider, request: SpeechRequest, estimate: float) -> None:
+    async def _check_budgets(
+        self, provider: Provider, request: SpeechRequest, estimate: float
+    ) -> None:
         budgets, ledger, name = self.settings.budgets, self.ledger, provider.name
         checks: list[tuple[str, float | None, float]] = [
             (
                 f"{name}'s daily budget",
                 budgets.providers.get(name),
-                ledger.spent_today(provider=name),
+                await ledger.spent_today(provider=name),
             )
         ]
         if request.guild is not None:
             cap = budgets.guilds.get(request.guild, budgets.per_guild_usd)
             checks.append(
-                ("this server's daily budget", cap, ledger.spent_today(guild=request.guild))
+                ("this server's daily budget", cap, await ledger.spent_today(guild=request.guild))
             )
         if request.requester is not None:
             cap = budgets.users.get(request.requester, budgets.per_user_usd)
-            spent = ledger.spent_today(requester=request.requester)
+            spent = await ledger.spent_today(requester=request.requester)
             checks.append(("your daily budget", cap, spent))
         for what, cap, spent in checks:
             if cap is not None and spent + estimate > cap:
@@ -198,7 +200,7 @@ class Dispatcher:
                     f"~${estimate:.4f}",
                 )
 
-    def _account(
+    async def _account(
         self,
         provider: Provider,
         voice: Voice,
@@ -207,12 +209,12 @@ class Dispatcher:
         remaining: float | None,
     ) -> tuple[float | None, bool]:
         if remaining is not None:
-            self.ledger.set_balance(provider.name, remaining)
+            await self.ledger.set_balance(provider.name, remaining)
         estimated = cost is None
         usd = cost if cost is not None else self.cost_estimate(provider, voice)
         if usd is None or not (provider.paid or cost is not None):
             return None, estimated
-        self.ledger.record_spend(
+        await self.ledger.record_spend(
             provider=provider.name,
             model=voice.model,
             usd=usd,
@@ -298,7 +300,7 @@ class Dispatcher:
                 )
             except InsufficientCredits as exc:
                 PROVIDER_CALLS.labels(provider.name, "no_credits").inc()
-                self._open(provider, exc.detail)
+                await self._open(provider, exc.detail)
                 raise
             except ProviderError as exc:
                 outcome = "unavailable" if isinstance(exc, ProviderUnavailable) else "failed"
@@ -330,7 +332,7 @@ class Dispatcher:
             await asyncio.sleep(delay)
         limiter.succeeded(granted, job.usage.rate_limit_remaining, job.usage.rate_limit_reset_s)
         PROVIDER_CALLS.labels(provider.name, "ok").inc()
-        usd, estimated = self._account(
+        usd, estimated = await self._account(
             provider, voice, request, job.usage.cost_usd, job.usage.remaining_credits
         )
         return Dispatched(chunks, first_audio_s, usd, estimated)

@@ -33,13 +33,13 @@ async def credits_report(
                 balance = f"check failed: {exc}"
             else:
                 if fetched is not None:
-                    dispatcher.ledger.set_balance(name, fetched)
-        known = dispatcher.ledger.balance(name) if provider.paid else None
+                    await dispatcher.ledger.set_balance(name, fetched)
+        known = await dispatcher.ledger.balance(name) if provider.paid else None
         if known is not None:
             balance = f"${known[0]:.4f} (as of {known[1]:%Y-%m-%d %H:%M} UTC)"
         if provider.paid:
             lines.append(f"  credits   {balance}")
-            spent = dispatcher.ledger.spent_today(provider=name)
+            spent = await dispatcher.ledger.spent_today(provider=name)
             cap = budgets.providers.get(name)
             limit = f" of ${cap:.2f} budget" if cap is not None else " (no budget)"
             lines.append(f"  spent     ${spent:.4f} today{limit}")
@@ -52,7 +52,7 @@ async def credits_report(
         )
         if not provider.paid:
             continue
-        circuit = dispatcher.ledger.circuit(name)
+        circuit = await dispatcher.ledger.circuit(name)
         if circuit is None:
             lines.append("  circuit   closed: paid calls allowed")
         else:

@@ -1,15 +1,10 @@
-"""``/api/v1/schedules``: schedules over HTTP, behind the API token (see :mod:`bot.server`).
+"""``/api/v1/schedules``: schedules over HTTP, behind the API token (see :mod:`bot.web.server`).
 
-- ``GET /api/v1/schedules`` → 200 ``{"schedules": [...]}``, each as
-  :meth:`~bot.schedule_store.StoredSchedule.as_json` (with ``state`` and ``next_fire``);
-- ``POST /api/v1/schedules`` with a schedule's JSON (the fields of
-  :class:`~bot.schedule.Schedule`) → 201 and the schedule, ``Location`` its URL; 422 with the
-  reason when it is invalid (bad cron, unknown zone, a time in the past, a bad target or
-  voice), 409 when the name is taken;
-- ``GET /api/v1/schedules/{name}`` → 200, or 404;
-- ``PATCH /api/v1/schedules/{name}`` with ``{"enabled": false}`` pauses, ``true`` resumes
-  (nothing else can be changed: remove and add again) → 200, 404 or 422;
-- ``DELETE /api/v1/schedules/{name}`` → 204, or 404.
+``GET`` lists them (``{"schedules": [...]}``, each as :meth:`StoredSchedule.as_json
+<bot.schedules.store.StoredSchedule.as_json>`); ``POST`` a :class:`~bot.schedules.model.Schedule`
+→ 201 with ``Location``, 422 with the reason (bad cron or zone, a past time, a bad target or
+voice), 409 when the name is taken; ``GET``/``DELETE /{name}`` → 200/204 or 404; ``PATCH
+/{name}`` with only ``{"enabled": false|true}`` pauses or resumes → 200, 404 or 422.
 """
 
 from __future__ import annotations
@@ -41,10 +36,10 @@ def schedule_routes(
     book, zone = scheduler.book, scheduler.settings.zone
 
     async def listed(request: web.Request) -> web.StreamResponse:
-        return web.json_response({"schedules": [s.as_json(zone()) for s in book.all()]})
+        return web.json_response({"schedules": [s.as_json(zone()) for s in await book.all()]})
 
     async def one(request: web.Request) -> web.StreamResponse:
-        found = book.get(request.match_info["name"])
+        found = await book.get(request.match_info["name"])
         if found is None:
             return json_error(404, "no such schedule")
         return web.json_response(found.as_json(zone()))
@@ -57,7 +52,7 @@ def schedule_routes(
             check_new(schedule, scheduler.settings, now)
             if prepare is not None:
                 await check_speakable(schedule, scheduler.settings, prepare, now)
-            stored = book.add(schedule, "http", now)
+            stored = await book.add(schedule, "http", now)
         except ScheduleExists as exc:
             return json_error(409, str(exc))
         except InvalidRequest as exc:
@@ -78,7 +73,9 @@ def schedule_routes(
         if not isinstance(data["enabled"], bool):
             return json_error(422, "enabled: must be true or false")
         try:
-            stored = book.set_enabled(request.match_info["name"], data["enabled"], scheduler.now())
+            stored = await book.set_enabled(
+                request.match_info["name"], data["enabled"], scheduler.now()
+            )
         except UnknownSchedule:
             return json_error(404, "no such schedule")
         scheduler.wake()
@@ -86,7 +83,7 @@ def schedule_routes(
 
     async def remove(request: web.Request) -> web.StreamResponse:
         try:
-            book.remove(request.match_info["name"])
+            await book.remove(request.match_info["name"])
         except UnknownSchedule:
             return json_error(404, "no such schedule")
         scheduler.wake()

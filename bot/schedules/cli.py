@@ -117,7 +117,7 @@ async def _add(args: argparse.Namespace, settings: Settings, book: ScheduleBook)
         await check_speakable(schedule, settings, pipeline.prepare, now)
     finally:
         await pipeline.aclose()
-    stored = book.add(schedule, "cli", now)
+    stored = await book.add(schedule, "cli", now)
     print(f"added {_line(stored, settings)}")
 
 
@@ -129,16 +129,16 @@ async def schedule_command(args: argparse.Namespace, settings: Settings) -> int:
         if args.action == "add":
             await _add(args, settings, book)
         elif args.action == "list":
-            for stored in book.all():
+            for stored in await book.all():
                 if args.json:
                     print(json.dumps(stored.as_json(settings.zone())))
                 else:
                     print(_line(stored, settings))
         elif args.action == "remove":
-            removed = book.remove(args.name)
+            removed = await book.remove(args.name)
             print(f"removed {removed.name}")
         else:
-            stored = book.set_enabled(args.name, args.action == "resume", datetime.now(UTC))
+            stored = await book.set_enabled(args.name, args.action == "resume", datetime.now(UTC))
             print(f"{args.action}d {stored.name}")
         if args.action != "list" and args.name.casefold() in configured:
             print(

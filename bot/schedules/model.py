@@ -1,21 +1,11 @@
 """Scheduled spoken alerts: what a schedule is, when it fires, and what it says.
 
-A :class:`Schedule` has a name, either a five-field ``cron`` expression (``0 19 * * 2``:
-Tuesdays at 19:00) or a one-shot ``at`` (ISO 8601 with a UTC offset), the IANA ``time_zone`` the
-cron is read in (default: Oyez's ``time_zone``), a ``message`` and the targets, voice and
-priority of the :class:`~bot.announce.Announcement` it becomes when it fires.
-
-Fire times are found on the wall clock of the schedule's zone (croniter), then made aware
-(PEP 495). Across a daylight-saving change, as cron does for fixed-time jobs:
-
-- a wall time that does not exist (skipped when clocks go forward: 02:30 on 2026-03-29 in
-  Europe/Paris) fires once, at the first instant after the gap (03:00 CEST);
-- a wall time that happens twice (clocks go back: 02:30 on 2026-10-25 in Europe/Paris) fires
-  once, at its first occurrence (02:30 CEST).
-
-Placeholders in the message are those of :data:`PLACEHOLDERS`, all of the fire time in the
-schedule's zone; ``{{`` and ``}}`` are literal braces. Nothing else is allowed: no attribute
-access (``{time.x}``), indexing (``{date[0]}``), conversion (``{time!r}``) or format spec.
+A :class:`Schedule` has a name, a five-field ``cron`` (``0 19 * * 2``: Tuesdays at 19:00) read in
+its IANA ``time_zone`` or a one-shot ``at`` (ISO 8601 with a UTC offset), a ``message`` with the
+:data:`PLACEHOLDERS` of its fire time, and the targets, voice and priority of the
+:class:`~bot.announce.announcer.Announcement` it becomes. Across a daylight-saving change it
+fires as cron does: a skipped wall time (02:30 on 2026-03-29, Europe/Paris) at the end of the
+gap (03:00 CEST), a repeated one (02:30 on 2026-10-25) once, at its first occurrence.
 """
 
 from __future__ import annotations
@@ -80,7 +70,11 @@ _MAX_STEPS = 10_000
 
 
 def check_message(message: str) -> set[str]:
-    """The placeholders ``message`` uses; raises ``ValueError`` naming the first bad one."""
+    """The placeholders ``message`` uses; raises ``ValueError`` naming the first bad one.
+
+    Only :data:`PLACEHOLDERS`, ``{{`` and ``}}`` (literal braces): no attribute access
+    (``{time.x}``), indexing (``{date[0]}``), conversion (``{time!r}``) or format spec.
+    """
     used: set[str] = set()
     try:
         parsed = list(string.Formatter().parse(message))

@@ -1,19 +1,11 @@
 """The scheduler: speaks each schedule's alerts on time, as a front end of ``oyez run``.
 
-Schedules live in SQLite (:mod:`bot.schedule_store`). Every ``poll_s`` (1 s) the scheduler
-checks their revision and reloads what changed, so a schedule added by ``oyez schedule add`` in
-another process is picked up within a second or so; the HTTP API wakes it at once. Between
-polls it sleeps until the next thing to do.
-
-- ``lead_s`` (30 s) before a fire time, the alert's text (its placeholders filled for that fire
-  time, known ahead) is synthesized into the audio cache for each kind of target, the way that
-  sink will ask for it (:class:`WarmSink`; others get the whole text in their profile). At the
-  fire time the announcement is submitted and its audio comes from the cache, so it starts on
-  the second. With ``cache.enabled: false`` there is nowhere to keep it: alerts are then
-  synthesized when they fire, and start as late as synthesis takes.
-- A fire time found up to ``grace_s`` late (a busy machine) is spoken. One missed by more (Oyez
-  was not running) is logged and skipped, or, with ``catch_up``, spoken once, late: however many
-  were missed, at most one alert per schedule is spoken for them.
+Every ``poll_s`` it reloads the schedules (:mod:`bot.schedules.store`) if their revision
+changed, so ``oyez schedule add`` in another process is picked up within a second; the HTTP
+API wakes it at once. ``lead_s`` before a fire time the alert is synthesized into the audio
+cache the way each sink will ask for it (:class:`WarmSink`), so it starts on the second (with
+``cache.enabled: false``, when synthesis is done). A fire time up to ``grace_s`` late is
+spoken; one missed by more is skipped, or with ``catch_up`` spoken once, late.
 """
 
 from __future__ import annotations
@@ -43,7 +35,7 @@ __all__ = ["Scheduler", "WarmSink", "configured_schedules"]
 
 log = logging.getLogger(__name__)
 
-#: Seconds between two looks at the schedules' revision (the issue allows 5).
+#: Seconds between two looks at the schedules' revision.
 POLL_S = 1.0
 #: Seconds before a fire time that its audio is synthesized.
 LEAD_S = 30.0
@@ -112,7 +104,7 @@ class Scheduler:
         return datetime.fromtimestamp(self.clock(), UTC)
 
     async def start(self) -> None:
-        self._reload(force=True)
+        await self._reload(force=True)
         for entry in self._entries.values():
             missing = target_kinds(entry.stored.schedule) - set(self.announcer.sinks)
             if missing and entry.stored.schedule.enabled:
@@ -128,7 +120,7 @@ class Scheduler:
     async def serve(self) -> None:
         while True:
             self._wake.clear()
-            self._reload()
+            await self._reload()
             now = self.now()
             self._tick(now)
             await self._nap(self._sleep_s(now))
@@ -157,18 +149,14 @@ class Scheduler:
         """Reload the schedules now (a change made through this process)."""
         self._wake.set()
 
-    def upcoming(self) -> dict[str, datetime]:
-        """The next fire time of each active schedule, by name (as the loop sees them)."""
-        return {name: e.due for name, e in self._entries.items() if e.due is not None}
-
     # -- the loop ------------------------------------------------------------------------------
 
-    def _reload(self, *, force: bool = False) -> None:
+    async def _reload(self, *, force: bool = False) -> None:
         try:
-            revision = self.book.revision()
+            revision = await self.book.revision()
             if revision == self._revision and not force:
                 return
-            rows = self.book.all()
+            rows = await self.book.all()
         except sqlite3.Error as exc:  # e.g. locked past the busy timeout: keep what we have
             log.warning("schedules: cannot read %s: %s", self.book.path, exc)
             return
@@ -292,7 +280,7 @@ class Scheduler:
         synthesis: asyncio.Task[None] | None,
     ) -> None:
         if outcome is Outcome.MISSED:
-            await asyncio.to_thread(self.book.record, stored, moment, outcome)
+            await self.book.record(stored, moment, outcome)
             return
         if synthesis is not None and not synthesis.done():
             await asyncio.wait([synthesis])  # its audio, rather than a second synthesis
@@ -301,7 +289,7 @@ class Scheduler:
         status = await self.announcer.submit(
             announcement, RequestSource.SCHEDULE, created_at=created
         )
-        await asyncio.to_thread(self.book.record, stored, moment, outcome)
+        await self.book.record(stored, moment, outcome)
         await status.done.wait()
         log.info("schedule %s: %s (%s)", stored.name, status.state.value, status.id)
 

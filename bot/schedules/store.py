@@ -1,31 +1,27 @@
-"""Schedules kept in SQLite (``<data_dir>/oyez.sqlite3``, table ``schedules``), shared by a
-running ``oyez run`` and the ``oyez schedule`` command.
+"""The ``schedules`` table of Oyez's state file, shared by ``oyez run`` and ``oyez schedule``.
 
-Each row holds the :class:`~bot.schedule.Schedule` as JSON, where it came from (``config``,
-``cli``, ``discord``, ``http``), ``since`` (fire times after it count: when the schedule was
-added, changed or resumed) and the last fire time handled (spoken, caught up or missed), which
-tells a restarted Oyez what it missed. Every change of a definition bumps a revision counter
-that the scheduler polls, so a schedule added by another process is picked up within seconds.
-
-A one-shot that has fired stays, with its outcome, until it is removed; adding its name again
-replaces it.
+A row holds the :class:`~bot.schedules.model.Schedule` as JSON, its origin (``config``, ``cli``,
+``discord``, ``http``), ``since`` (fire times after it count: when it was added, changed or
+resumed) and the last fire time handled with its :class:`Outcome`, which tells a restarted Oyez
+what it missed. Each definition change bumps a revision the scheduler polls. A one-shot that
+has fired stays, with its outcome, until removed; adding its name again replaces it.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from bot.errors import InvalidRequest
-from bot.ops.store import connect, state_path
+from bot.ops.store import Database, open_state, state_path
 from bot.schedules.model import Schedule
 
 __all__ = ["Outcome", "ScheduleBook", "ScheduleExists", "StoredSchedule", "UnknownSchedule"]
@@ -48,6 +44,9 @@ CREATE TABLE IF NOT EXISTS schedules_revision (
 );
 INSERT OR IGNORE INTO schedules_revision VALUES (1, 0);
 """
+_BUMP = "UPDATE schedules_revision SET value = value + 1"
+_COLUMNS = "definition, origin, since, last_fired, last_outcome"
+_SELECT = f"SELECT {_COLUMNS} FROM schedules WHERE name = ?"  # noqa: S608 - fixed columns
 
 
 class Outcome(StrEnum):
@@ -76,6 +75,18 @@ def _ts(moment: datetime) -> float:
 
 def _dt(seconds: float | None) -> datetime | None:
     return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+
+
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back when the block raises."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,34 +139,22 @@ class StoredSchedule:
 
 
 class ScheduleBook:
-    """The ``schedules`` table. Thread-safe; each method is one short transaction."""
+    """The ``schedules`` table. Each method is one short transaction, run in a worker thread
+    (:class:`~bot.ops.store.Database`) except :meth:`sync_config` and :meth:`count`, which
+    block: they are for start-up, before anything is served."""
 
     def __init__(self, data_dir: Path) -> None:
         self.path = state_path(data_dir)
-        self._lock = threading.Lock()
-        self._db = connect(self.path, _SCHEMA)
+        self._db = Database(partial(open_state, data_dir, _SCHEMA))
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction that bumps the revision."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-                self._db.execute("UPDATE schedules_revision SET value = value + 1")
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-
-    def revision(self) -> int:
+    async def revision(self) -> int:
         """A number that changes whenever any process changes a definition."""
-        with self._lock:
-            row = self._db.execute("SELECT value FROM schedules_revision").fetchone()
+        row = await self._db.call(
+            lambda db: db.execute("SELECT value FROM schedules_revision").fetchone()
+        )
         return int(row[0])
 
     @staticmethod
@@ -171,32 +170,28 @@ class ScheduleBook:
             Outcome(outcome) if outcome else None,
         )  # fmt: skip
 
-    _COLUMNS = "definition, origin, since, last_fired, last_outcome"
-
-    def all(self) -> list[StoredSchedule]:
+    async def all(self) -> list[StoredSchedule]:
         """Every schedule, by name."""
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {self._COLUMNS} FROM schedules ORDER BY name"  # noqa: S608
+        rows = await self._db.call(
+            lambda db: db.execute(
+                f"SELECT {_COLUMNS} FROM schedules ORDER BY name"  # noqa: S608
             ).fetchall()
+        )
         return [s for s in map(self._row, rows) if s is not None]
 
-    def get(self, name: str) -> StoredSchedule | None:
-        with self._lock:
-            row = self._db.execute(
-                f"SELECT {self._COLUMNS} FROM schedules WHERE name = ?",  # noqa: S608
-                (name,),
-            ).fetchone()
+    async def get(self, name: str) -> StoredSchedule | None:
+        row = await self._db.call(lambda db: db.execute(_SELECT, (name,)).fetchone())
         return None if row is None else self._row(row)
 
-    def add(self, schedule: Schedule, origin: str, now: datetime) -> StoredSchedule:
+    async def add(self, schedule: Schedule, origin: str, now: datetime) -> StoredSchedule:
         """Store a new schedule. Raises :class:`ScheduleExists` when the name is taken (by
         anything but a finished one-shot, which is replaced)."""
-        with self._write() as db:
-            row = db.execute(
-                f"SELECT {self._COLUMNS} FROM schedules WHERE name = ?",  # noqa: S608
-                (schedule.name,),
-            ).fetchone()
+        await self._db.call(lambda db: self._add(db, schedule, origin, now))
+        return StoredSchedule(schedule, origin, now)
+
+    def _add(self, db: sqlite3.Connection, schedule: Schedule, origin: str, now: datetime) -> None:
+        with _transaction(db):
+            row = db.execute(_SELECT, (schedule.name,)).fetchone()
             existing = None if row is None else self._row(row)
             if existing is not None:
                 finished = existing.schedule.at is not None and existing.last_fired is not None
@@ -209,33 +204,38 @@ class ScheduleBook:
                 "INSERT INTO schedules VALUES (?, ?, ?, ?, NULL, NULL, ?)",
                 (schedule.name, schedule.model_dump_json(), origin, _ts(now), _ts(now)),
             )
-        return StoredSchedule(schedule, origin, now)
+            db.execute(_BUMP)
 
-    def remove(self, name: str) -> StoredSchedule:
+    async def remove(self, name: str) -> StoredSchedule:
         """Delete a schedule; raises :class:`UnknownSchedule`."""
-        with self._write() as db:
-            row = db.execute(
-                f"SELECT {self._COLUMNS} FROM schedules WHERE name = ?",  # noqa: S608
-                (name,),
-            ).fetchone()
-            if row is None:
-                raise UnknownSchedule(name)
-            db.execute("DELETE FROM schedules WHERE name = ?", (name,))
-        found = self._row(row)
+
+        def delete(db: sqlite3.Connection) -> tuple[Any, ...]:
+            with _transaction(db):
+                row = db.execute(_SELECT, (name,)).fetchone()
+                if row is None:
+                    raise UnknownSchedule(name)
+                db.execute("DELETE FROM schedules WHERE name = ?", (name,))
+                db.execute(_BUMP)
+            return tuple(row)
+
+        found = self._row(await self._db.call(delete))
         assert found is not None
         return found
 
-    def set_enabled(self, name: str, enabled: bool, now: datetime) -> StoredSchedule:
+    async def set_enabled(self, name: str, enabled: bool, now: datetime) -> StoredSchedule:
         """Pause or resume; raises :class:`UnknownSchedule`. A resumed schedule fires from
         ``now`` on: what fell in the pause is not a miss."""
-        with self._write() as db:
-            row = db.execute(
-                f"SELECT {self._COLUMNS} FROM schedules WHERE name = ?",  # noqa: S608
-                (name,),
-            ).fetchone()
+        return await self._db.call(lambda db: self._set_enabled(db, name, enabled, now))
+
+    def _set_enabled(
+        self, db: sqlite3.Connection, name: str, enabled: bool, now: datetime
+    ) -> StoredSchedule:
+        with _transaction(db):
+            row = db.execute(_SELECT, (name,)).fetchone()
             found = None if row is None else self._row(row)
             if found is None:
                 raise UnknownSchedule(name)
+            db.execute(_BUMP)
             if found.schedule.enabled == enabled:
                 return found
             schedule = found.schedule.model_copy(update={"enabled": enabled})
@@ -246,59 +246,59 @@ class ScheduleBook:
             )
         return StoredSchedule(schedule, found.origin, since, found.last_fired, found.last_outcome)
 
-    def record(self, stored: StoredSchedule, fired: datetime, outcome: Outcome) -> None:
+    async def record(self, stored: StoredSchedule, fired: datetime, outcome: Outcome) -> None:
         """Note that ``stored``'s fire time ``fired`` was handled (not a definition change:
         the revision stays, and a definition changed meanwhile is left alone)."""
-        with self._lock:
-            self._db.execute(
+        values = (_ts(fired), outcome.value, stored.name, stored.schedule.model_dump_json())
+        await self._db.call(
+            lambda db: db.execute(
                 "UPDATE schedules SET last_fired = ?, last_outcome = ? "
                 "WHERE name = ? AND definition = ?",
-                (_ts(fired), outcome.value, stored.name, stored.schedule.model_dump_json()),
+                values,
             )
+        )
 
     def sync_config(self, schedules: list[Schedule], now: datetime) -> list[str]:
-        """Make the ``config`` rows match the configuration file; returns what changed.
+        """Make the ``config`` rows match the configuration file; returns what changed. Blocks.
 
         Idempotent, by name: a configured schedule replaces a row of that name whatever its
         origin (the file wins); an unchanged one keeps its bookkeeping; a changed one counts
         its fire times from ``now``; a ``config`` row no longer in the file is removed.
         """
+        return self._db.blocking(lambda db: self._sync_config(db, schedules, now))
+
+    @staticmethod
+    def _sync_config(db: sqlite3.Connection, schedules: list[Schedule], now: datetime) -> list[str]:
         changes: list[str] = []
         wanted = {s.name.casefold(): s for s in schedules}
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                rows = self._db.execute("SELECT name, definition, origin FROM schedules")
-                current = {row[0].casefold(): row for row in rows.fetchall()}
-                for key, (name, _, origin) in current.items():
-                    if origin == "config" and key not in wanted:
-                        self._db.execute("DELETE FROM schedules WHERE name = ?", (name,))
-                        changes.append(f"removed {name}")
-                for key, schedule in wanted.items():
-                    text = schedule.model_dump_json()
-                    found = current.get(key)
-                    if found is None:
-                        self._db.execute(
-                            "INSERT INTO schedules VALUES (?, ?, 'config', ?, NULL, NULL, ?)",
-                            (schedule.name, text, _ts(now), _ts(now)),
-                        )
-                        changes.append(f"added {schedule.name}")
-                    elif found[1:] != (text, "config"):
-                        self._db.execute(
-                            "UPDATE schedules SET name = ?, definition = ?, origin = 'config', "
-                            "since = ?, updated_at = ? WHERE name = ?",
-                            (schedule.name, text, _ts(now), _ts(now), found[0]),
-                        )
-                        changes.append(f"updated {schedule.name}")
-                if changes:
-                    self._db.execute("UPDATE schedules_revision SET value = value + 1")
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with _transaction(db):
+            rows = db.execute("SELECT name, definition, origin FROM schedules")
+            current = {row[0].casefold(): row for row in rows.fetchall()}
+            for key, (name, _, origin) in current.items():
+                if origin == "config" and key not in wanted:
+                    db.execute("DELETE FROM schedules WHERE name = ?", (name,))
+                    changes.append(f"removed {name}")
+            for key, schedule in wanted.items():
+                text = schedule.model_dump_json()
+                found = current.get(key)
+                if found is None:
+                    db.execute(
+                        "INSERT INTO schedules VALUES (?, ?, 'config', ?, NULL, NULL, ?)",
+                        (schedule.name, text, _ts(now), _ts(now)),
+                    )
+                    changes.append(f"added {schedule.name}")
+                elif found[1:] != (text, "config"):
+                    db.execute(
+                        "UPDATE schedules SET name = ?, definition = ?, origin = 'config', "
+                        "since = ?, updated_at = ? WHERE name = ?",
+                        (schedule.name, text, _ts(now), _ts(now), found[0]),
+                    )
+                    changes.append(f"updated {schedule.name}")
+            if changes:
+                db.execute(_BUMP)
         return changes
 
     def count(self) -> int:
-        with self._lock:
-            row = self._db.execute("SELECT COUNT(*) FROM schedules").fetchone()
+        """How many schedules there are. Blocks."""
+        row = self._db.blocking(lambda db: db.execute("SELECT COUNT(*) FROM schedules").fetchone())
         return int(row[0])

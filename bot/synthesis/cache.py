@@ -1,13 +1,10 @@
 """The audio cache: what was said once is not synthesized (or paid for) again.
 
-Content-addressed: the key is the SHA-256 of everything that shapes the audio — provider, model,
-voice, normalised options, normalised text, output profile, the audio settings (loudness target,
-bitrates) and the engine's version — so a changed option or a new engine misses. Audio files
-live in ``<data_dir>/cache/`` with an SQLite index (``<data_dir>/cache/index.sqlite3``); the cache
-keeps under ``cache.max_mb``, evicting the least recently used entries first.
-
-A hit never calls a provider, never spends credits or rate-limit budget, and is played straight
-from the stored bytes (for Discord, the stored Ogg Opus).
+Content-addressed: the key is the SHA-256 of all that shapes the audio (provider, model, voice,
+normalised options and text, output profile, audio settings, engine version), so a changed
+option or a new engine misses. Files live in ``<data_dir>/cache/`` beside an SQLite index
+(``index.sqlite3``), kept under ``cache.max_mb`` by evicting the least recently used first. A
+hit calls no provider, spends no credits or rate-limit budget, and plays the stored bytes.
 """
 
 from __future__ import annotations
@@ -15,14 +12,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
+import sqlite3
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from bot.ops.metrics import CACHE_LOOKUPS
-from bot.ops.store import connect
+from bot.ops.store import Database, connect
 from bot.speech import OutputProfile, Voice
 
 __all__ = ["AudioCache", "CacheEntry", "CacheStats", "cache_key"]
@@ -101,52 +99,58 @@ class CacheStats:
 
 
 class AudioCache:
-    """Files plus an SQLite index; safe to share between the CLI and a running bot."""
+    """Files plus an SQLite index; safe to share between the CLI and a running bot.
+
+    Every method touching the index or the files runs in a worker thread (see
+    :class:`~bot.ops.store.Database`), so a busy index never stalls the event loop.
+    """
 
     def __init__(self, directory: Path, max_bytes: int) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
-        self._lock = threading.Lock()
-        self._db = connect(directory / "index.sqlite3", _SCHEMA)
+        self._db = Database(partial(connect, directory / "index.sqlite3", _SCHEMA))
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()
 
-    def _count(self, name: str) -> None:
-        self._db.execute(
+    @staticmethod
+    def _count(db: sqlite3.Connection, name: str) -> None:
+        db.execute(
             "INSERT INTO counters VALUES (?, 1) ON CONFLICT(name) DO UPDATE SET value = value + 1",
             (name,),
         )
         CACHE_LOOKUPS.labels(name).inc()
 
-    def contains(self, key: str) -> bool:
+    async def contains(self, key: str) -> bool:
         """Whether ``key`` is cached (not counted as a lookup)."""
-        with self._lock:
-            row = self._db.execute("SELECT 1 FROM entries WHERE key = ?", (key,)).fetchone()
+        row = await self._db.call(
+            lambda db: db.execute("SELECT 1 FROM entries WHERE key = ?", (key,)).fetchone()
+        )
         return row is not None
 
-    def get(self, key: str) -> CacheEntry | None:
+    async def get(self, key: str) -> CacheEntry | None:
         """The entry for ``key``, or None (a miss). A file gone from disk is a miss too."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT file, profile, sample_rate, channels, duration_s, loudness_lufs, "
-                "provider, model, voice_id, voice_name, language FROM entries WHERE key = ?",
-                (key,),
-            ).fetchone()
-            if row is None:
-                self._count("miss")
-                return None
-            try:
-                audio = (self.directory / row[0]).read_bytes()
-            except OSError:
-                self._db.execute("DELETE FROM entries WHERE key = ?", (key,))
-                self._count("miss")
-                return None
-            self._db.execute(
-                "UPDATE entries SET used_at = ?, hits = hits + 1 WHERE key = ?", (time.time(), key)
-            )
-            self._count("hit")
+        return await self._db.call(lambda db: self._get(db, key))
+
+    def _get(self, db: sqlite3.Connection, key: str) -> CacheEntry | None:
+        row = db.execute(
+            "SELECT file, profile, sample_rate, channels, duration_s, loudness_lufs, "
+            "provider, model, voice_id, voice_name, language FROM entries WHERE key = ?",
+            (key,),
+        ).fetchone()
+        if row is None:
+            self._count(db, "miss")
+            return None
+        try:
+            audio = (self.directory / row[0]).read_bytes()
+        except OSError:
+            db.execute("DELETE FROM entries WHERE key = ?", (key,))
+            self._count(db, "miss")
+            return None
+        db.execute(
+            "UPDATE entries SET used_at = ?, hits = hits + 1 WHERE key = ?", (time.time(), key)
+        )
+        self._count(db, "hit")
         return CacheEntry(
             key,
             audio,
@@ -158,69 +162,76 @@ class AudioCache:
             Voice(row[6], row[7], row[8], row[9], row[10]),
         )
 
-    def put(self, entry: CacheEntry) -> None:
+    async def put(self, entry: CacheEntry) -> None:
         """Store ``entry`` (written to a temporary name, then renamed) and evict to the cap."""
         if len(entry.audio) > self.max_bytes:
             return
+        await self._db.call(lambda db: self._put(db, entry))
+
+    def _put(self, db: sqlite3.Connection, entry: CacheEntry) -> None:
         name = f"{entry.key}{entry.profile.extension}"
-        partial = self.directory / f".{name}.partial"
-        partial.write_bytes(entry.audio)
-        partial.replace(self.directory / name)
+        temporary = self.directory / f".{name}.partial"
+        temporary.write_bytes(entry.audio)
+        temporary.replace(self.directory / name)
         now = time.time()
         v = entry.voice
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO entries VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0)",
-                (
-                    entry.key,
-                    name,
-                    len(entry.audio),
-                    entry.profile.value,
-                    entry.sample_rate,
-                    entry.channels,
-                    entry.duration_s,
-                    entry.loudness_lufs,
-                    v.provider,
-                    v.model,
-                    v.id,
-                    v.name,
-                    v.language,
-                    now,
-                    now,
-                ),
-            )
-            self._evict()
+        db.execute(
+            "INSERT OR REPLACE INTO entries VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0)",
+            (
+                entry.key,
+                name,
+                len(entry.audio),
+                entry.profile.value,
+                entry.sample_rate,
+                entry.channels,
+                entry.duration_s,
+                entry.loudness_lufs,
+                v.provider,
+                v.model,
+                v.id,
+                v.name,
+                v.language,
+                now,
+                now,
+            ),
+        )
+        self._evict(db)
 
-    def _evict(self) -> None:
-        (total,) = self._db.execute("SELECT COALESCE(SUM(bytes), 0) FROM entries").fetchone()
+    def _evict(self, db: sqlite3.Connection) -> None:
+        (total,) = db.execute("SELECT COALESCE(SUM(bytes), 0) FROM entries").fetchone()
         if total <= self.max_bytes:
             return
-        for key, file, size in self._db.execute(
+        for key, file, size in db.execute(
             "SELECT key, file, bytes FROM entries ORDER BY used_at ASC"
         ).fetchall():
-            self._db.execute("DELETE FROM entries WHERE key = ?", (key,))
+            db.execute("DELETE FROM entries WHERE key = ?", (key,))
             (self.directory / file).unlink(missing_ok=True)
             total -= size
             log.debug("cache: evicted %s (%d bytes)", key, size)
             if total <= self.max_bytes:
                 break
 
-    def stats(self) -> CacheStats:
-        with self._lock:
-            entries, size = self._db.execute(
+    async def stats(self) -> CacheStats:
+        def read(db: sqlite3.Connection) -> CacheStats:
+            entries, size = db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM entries"
             ).fetchone()
-            counters = dict(self._db.execute("SELECT name, value FROM counters").fetchall())
-        return CacheStats(
-            entries, size, self.max_bytes, counters.get("hit", 0), counters.get("miss", 0)
-        )
+            counters = dict(db.execute("SELECT name, value FROM counters").fetchall())
+            return CacheStats(
+                entries, size, self.max_bytes, counters.get("hit", 0), counters.get("miss", 0)
+            )
 
-    def clear(self) -> int:
+        return await self._db.call(read)
+
+    async def clear(self) -> int:
         """Delete every entry; returns how many there were."""
-        with self._lock:
-            files = [row[0] for row in self._db.execute("SELECT file FROM entries").fetchall()]
-            self._db.execute("DELETE FROM entries")
-            self._db.execute("DELETE FROM counters")
-        for file in files:
-            (self.directory / file).unlink(missing_ok=True)
-        return len(files)
+
+        def empty(db: sqlite3.Connection) -> int:
+            files = [row[0] for row in db.execute("SELECT file FROM entries").fetchall()]
+            db.execute("DELETE FROM entries")
+            db.execute("DELETE FROM counters")
+            for file in files:
+                (self.directory / file).unlink(missing_ok=True)
+            return len(files)
+
+        return await self._db.call(empty)

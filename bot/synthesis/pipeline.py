@@ -166,13 +166,13 @@ class SpeechPipeline:
             engine=prepared.provider.engine_version(prepared.voice),
         )
 
-    def will_hit(self, prepared: PreparedRequest) -> bool:
+    async def will_hit(self, prepared: PreparedRequest) -> bool:
         """Whether :meth:`speak` would answer ``prepared`` from the cache."""
         caching = self.settings.cache.enabled and prepared.request.cache
-        return caching and self.cache.contains(self.cache_key(prepared))
+        return caching and await self.cache.contains(self.cache_key(prepared))
 
-    def _from_cache(self, prepared: PreparedRequest, started: float) -> Utterance | None:
-        entry = self.cache.get(self.cache_key(prepared))
+    async def _from_cache(self, prepared: PreparedRequest, started: float) -> Utterance | None:
+        entry = await self.cache.get(self.cache_key(prepared))
         if entry is None:
             return None
         elapsed = time.perf_counter() - started
@@ -300,7 +300,7 @@ class SpeechPipeline:
         self, request: SpeechRequest, candidate: PreparedRequest, started: float, *, live: bool
     ) -> Utterance | LiveUtterance:
         caching = self.settings.cache.enabled and request.cache
-        if caching and (hit := self._from_cache(candidate, started)) is not None:
+        if caching and (hit := await self._from_cache(candidate, started)) is not None:
             _count(request, hit.voice.provider, "cached")
             SYNTHESIS_SECONDS.labels(provider=hit.voice.provider).observe(
                 time.perf_counter() - started
@@ -552,7 +552,7 @@ class SpeechPipeline:
         )
         if caching:
             # under the voice that spoke: a fallback's audio never answers for the asked voice
-            self.cache.put(
+            await self.cache.put(
                 CacheEntry(
                     self.cache_key(candidate),
                     encoded.data,

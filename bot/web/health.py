@@ -23,7 +23,7 @@ from bot.web.server import OyezServer
 __all__ = ["add_health_routes", "readiness"]
 
 
-def readiness(
+async def readiness(
     front_ends: Iterable[FrontEnd], pipeline: SpeechPipeline, default: str
 ) -> tuple[bool, dict[str, Any]]:
     """(ready, report): each front end's state, the ``default`` provider's, the circuits."""
@@ -44,7 +44,7 @@ def readiness(
         provider = pipeline.registry.get(name)
         if not provider.paid or provider.configuration_problem():
             continue
-        circuit = pipeline.dispatcher.ledger.circuit(name)
+        circuit = await pipeline.dispatcher.ledger.circuit(name)
         circuits[name] = (
             {"state": "closed"}
             if circuit is None
@@ -68,7 +68,7 @@ def add_health_routes(
         return web.json_response({"status": "ok"})
 
     async def readyz(_: web.Request) -> web.Response:
-        ready, checks = readiness(front_ends, pipeline, default)
+        ready, checks = await readiness(front_ends, pipeline, default)
         return web.json_response(
             {"status": "ready" if ready else "not ready", "checks": checks},
             status=200 if ready else 503,

@@ -74,11 +74,11 @@ def add_schedule_commands(bot: OyezBot) -> None:
     def book() -> ScheduleBook:
         return ScheduleBook(bot.pipeline.settings.data_dir)
 
-    def visible(guild: discord.Guild | None, name: str) -> StoredSchedule:
+    async def visible(guild: discord.Guild | None, name: str) -> StoredSchedule:
         """The schedule ``name`` if it speaks in ``guild``; raises :class:`UnknownSchedule`."""
         schedules = book()
         try:
-            found = schedules.get(name)
+            found = await schedules.get(name)
         finally:
             schedules.close()
         named = bot.pipeline.settings.announce.discord_channels
@@ -142,7 +142,7 @@ def add_schedule_commands(bot: OyezBot) -> None:
             schedule = Schedule.parse({k: v for k, v in data.items() if v is not None})
             check_new(schedule, settings, now)
             await check_speakable(schedule, settings, bot.pipeline.prepare, now)
-            stored = schedules.add(schedule, "discord", now)
+            stored = await schedules.add(schedule, "discord", now)
         except InvalidRequest as exc:
             await interaction.edit_original_response(content=f"⚠️ {exc}")
             return
@@ -163,7 +163,7 @@ def add_schedule_commands(bot: OyezBot) -> None:
         assert interaction.guild is not None
         schedules = book()
         try:
-            stored = schedules.all()
+            stored = await schedules.all()
         finally:
             schedules.close()
         named = bot.pipeline.settings.announce.discord_channels
@@ -173,14 +173,14 @@ def add_schedule_commands(bot: OyezBot) -> None:
 
     async def change(interaction: discord.Interaction, name: str, action: str) -> None:
         try:
-            found = visible(interaction.guild, name)
+            found = await visible(interaction.guild, name)
             schedules = book()
             try:
                 if action == "remove":
-                    schedules.remove(found.name)
+                    await schedules.remove(found.name)
                     reply = f"Removed **{found.name}**."
                 else:
-                    stored = schedules.set_enabled(
+                    stored = await schedules.set_enabled(
                         found.name, action == "resume", datetime.now(UTC)
                     )
                     reply = f"{action.capitalize()}d: {_describe(stored, bot)}"

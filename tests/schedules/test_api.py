@@ -11,7 +11,6 @@ import aiohttp
 import pytest
 
 from bot.ops import config
-from bot.schedules.scheduler import Scheduler
 from bot.service import Service
 
 TOKEN = "s3cret-token"
@@ -44,9 +43,10 @@ async def api(tmp_path: Path) -> AsyncIterator[tuple[str, Service]]:
             await running
 
 
-def scheduler_of(service: Service) -> Scheduler:
-    (scheduler,) = [f for f in service.front_ends if isinstance(f, Scheduler)]
-    return scheduler
+async def scheduler_readiness(http: aiohttp.ClientSession, service: Service) -> str:
+    """What ``/readyz`` says of the running scheduler: its next fire time."""
+    async with http.get(f"http://127.0.0.1:{service.server.port}/readyz") as response:
+        return str((await response.json())["checks"]["scheduler"]["detail"])
 
 
 async def test_without_the_token_every_route_is_401(api: tuple[str, Service]) -> None:
@@ -81,7 +81,9 @@ async def test_create_list_pause_delete(api: tuple[str, Service]) -> None:
         assert created["origin"] == "http"
         # the running scheduler has it at once (the API wakes it)
         await asyncio.sleep(0.1)
-        assert scheduler_of(service).upcoming()["bins"] == upcoming
+        detail = await scheduler_readiness(http, service)
+        assert detail.startswith("1 schedule(s); next: bins at "), detail
+        assert datetime.fromisoformat(detail.rsplit(" at ", 1)[1]) == upcoming
         async with http.post(url, json=BINS) as response:
             assert response.status == 409
             assert "exists" in (await response.json())["error"]
@@ -93,7 +95,7 @@ async def test_create_list_pause_delete(api: tuple[str, Service]) -> None:
             assert response.status == 200
             assert (await response.json())["state"] == "paused"
         await asyncio.sleep(0.1)
-        assert "bins" not in scheduler_of(service).upcoming()
+        assert await scheduler_readiness(http, service) == "1 schedule(s), none to fire"
         async with http.patch(f"{url}/bins", json={"message": "x"}) as response:
             assert response.status == 422
         async with http.get(f"{url}/bins") as response:

@@ -64,9 +64,9 @@ class Harness:
     def book(self) -> ScheduleBook:
         return ScheduleBook(self.settings.data_dir)
 
-    def add(self, **data: object) -> None:
+    async def add(self, **data: object) -> None:
         book = self.book()
-        book.add(Schedule.parse({"discord": CHANNEL, **data}), "cli", self.now())
+        await book.add(Schedule.parse({"discord": CHANNEL, **data}), "cli", self.now())
         book.close()
 
     async def up(self, **options: float) -> Self:
@@ -123,7 +123,7 @@ def close_to(moments: list[datetime], expected: list[datetime]) -> bool:
 @pytest.mark.looptime
 async def test_cron_fires_on_the_instant_across_spring_forward(settings: Settings) -> None:
     async with Harness(settings, paris(2026, 3, 28, 12, 0)) as h:
-        h.add(name="night", cron="30 2 * * *", message="It is {time} on {weekday}.")
+        await h.add(name="night", cron="30 2 * * *", message="It is {time} on {weekday}.")
         await h.up()
         await h.until(paris(2026, 3, 31, 12, 0))
         assert close_to(
@@ -141,8 +141,8 @@ async def test_cron_fires_on_the_instant_across_spring_forward(settings: Setting
 @pytest.mark.looptime
 async def test_cron_fires_once_across_fall_back(settings: Settings) -> None:
     async with Harness(settings, paris(2026, 10, 24, 12, 0)) as h:
-        h.add(name="repeated", cron="30 2 * * *", message="Repeated hour.")
-        h.add(name="before", cron="30 1 * * *", message="Before the change.")
+        await h.add(name="repeated", cron="30 2 * * *", message="Repeated hour.")
+        await h.add(name="before", cron="30 1 * * *", message="Before the change.")
         await h.up()
         await h.until(paris(2026, 10, 25, 12, 0))
         # each once, 02:30 at its first occurrence (CEST, 00:30 UTC), not again at 01:30 UTC
@@ -156,7 +156,7 @@ async def test_cron_fires_once_across_fall_back(settings: Settings) -> None:
 @pytest.mark.looptime
 async def test_audio_is_synthesized_ahead_for_the_fire_time(settings: Settings) -> None:
     async with Harness(settings, paris(2026, 3, 3, 18, 0)) as h:
-        h.add(name="bins", cron="0 19 * * 2", message="Bins out, it is {time}.")
+        await h.add(name="bins", cron="0 19 * * 2", message="Bins out, it is {time}.")
         await h.up()
         await h.until(paris(2026, 3, 3, 19, 1))
         assert close_to(h.heard_at(), [paris(2026, 3, 3, 19, 0)])
@@ -169,7 +169,7 @@ async def test_audio_is_synthesized_ahead_for_the_fire_time(settings: Settings) 
 async def test_one_shot_fires_once_and_is_kept_as_done(settings: Settings) -> None:
     async with Harness(settings, paris(2026, 3, 3, 18, 0)) as h:
         at = paris(2026, 3, 3, 18, 25)
-        h.add(name="oven", at=at.isoformat(), message="The oven timer is done.")
+        await h.add(name="oven", at=at.isoformat(), message="The oven timer is done.")
         await h.up()
         await h.until(paris(2026, 3, 3, 20, 0))
         assert close_to(h.heard_at(), [at])
@@ -178,7 +178,7 @@ async def test_one_shot_fires_once_and_is_kept_as_done(settings: Settings) -> No
         await h.until(paris(2026, 3, 4, 20, 0))
         assert len(h.sink.heard) == 1
         book = h.book()
-        (stored,) = book.all()
+        (stored,) = await book.all()
         book.close()
         assert stored.state(PARIS) == "done"
         assert (stored.last_fired, stored.last_outcome) == (at, Outcome.SPOKEN)
@@ -187,7 +187,7 @@ async def test_one_shot_fires_once_and_is_kept_as_done(settings: Settings) -> No
 @pytest.mark.looptime
 async def test_schedules_survive_a_restart_and_fire_after_it(settings: Settings) -> None:
     async with Harness(settings, paris(2026, 3, 3, 18, 0)) as h:
-        h.add(name="tea", cron="*/5 * * * *", message="Tea.")
+        await h.add(name="tea", cron="*/5 * * * *", message="Tea.")
         await h.up()
         await h.until(paris(2026, 3, 3, 18, 12))
         assert close_to(h.heard_at(), [paris(2026, 3, 3, 18, 5), paris(2026, 3, 3, 18, 10)])
@@ -217,7 +217,7 @@ async def test_misfire_policy(
     settings: Settings, catch_up: bool, back_at: float, expected: list[tuple[int, int, int, str]]
 ) -> None:
     async with Harness(settings, paris(2026, 3, 3, 18, 0)) as h:
-        h.add(name="tea", cron="*/5 * * * *", message="Tea at {time}.", catch_up=catch_up)
+        await h.add(name="tea", cron="*/5 * * * *", message="Tea at {time}.", catch_up=catch_up)
         await h.up()
         await h.until(paris(2026, 3, 3, 18, 6))
         await h.down()
@@ -232,13 +232,13 @@ async def test_misfire_policy(
 @pytest.mark.looptime
 async def test_a_missed_one_shot_is_skipped_and_marked_missed(settings: Settings) -> None:
     async with Harness(settings, paris(2026, 3, 3, 18, 0)) as h:
-        h.add(name="oven", at=paris(2026, 3, 3, 18, 10).isoformat(), message="Oven.")
+        await h.add(name="oven", at=paris(2026, 3, 3, 18, 10).isoformat(), message="Oven.")
         await h.until(paris(2026, 3, 3, 18, 20))  # Oven was not running at 18:10
         await h.up()
         await h.until(paris(2026, 3, 3, 19, 0))
         assert h.sink.heard == []
         book = h.book()
-        assert book.get("oven").last_outcome is Outcome.MISSED  # type: ignore[union-attr]
+        assert (await book.get("oven")).last_outcome is Outcome.MISSED  # type: ignore[union-attr]
         book.close()
 
 
@@ -247,18 +247,18 @@ async def test_changes_from_another_process_are_picked_up(settings: Settings) ->
     async with Harness(settings, paris(2026, 3, 3, 18, 0)) as h:
         await h.up(poll_s=1.0)
         await asyncio.sleep(10)
-        h.add(name="soon", at=paris(2026, 3, 3, 18, 0, 30).isoformat(), message="Soon.")
+        await h.add(name="soon", at=paris(2026, 3, 3, 18, 0, 30).isoformat(), message="Soon.")
         await asyncio.sleep(1.5)
         assert h.scheduler is not None
-        assert "soon" in h.scheduler.upcoming()
+        assert "next: soon at" in h.scheduler.ready()[1]  # what /readyz says
         book = h.book()
-        book.set_enabled("soon", False, h.now())  # paused before it fires: silent
+        await book.set_enabled("soon", False, h.now())  # paused before it fires: silent
         await asyncio.sleep(60)
         assert h.sink.heard == []
-        book.set_enabled("soon", True, h.now())  # resumed after its time: nothing to fire
-        book.add(Schedule.parse({"name": "later", "cron": "5 18 * * *", "message": "Later.",
+        await book.set_enabled("soon", True, h.now())  # resumed after its time: nothing to fire
+        await book.add(Schedule.parse({"name": "later", "cron": "5 18 * * *", "message": "Later.",
                                  "discord": CHANNEL}), "cli", h.now())  # fmt: skip
-        book.remove("later")
+        await book.remove("later")
         book.close()
         await h.until(paris(2026, 3, 3, 18, 10))
         assert h.sink.heard == []
@@ -271,7 +271,7 @@ async def test_configured_schedules_load_idempotently_and_win_by_name(tmp_path: 
         {"name": "raid", "cron": "55 20 * * 5", "message": "Raid.", "discord": "1/2"},
     ]
     book = ScheduleBook(data)
-    book.add(Schedule.parse({"name": "BINS", "cron": "0 7 * * *", "message": "CLI bins",
+    await book.add(Schedule.parse({"name": "BINS", "cron": "0 7 * * *", "message": "CLI bins",
                              "discord": "1/2"}), "cli", datetime.now(UTC))  # fmt: skip
     book.close()
     settings = config.load(data_dir=data, schedules=yaml_schedules, http={"port": 0})
@@ -279,20 +279,20 @@ async def test_configured_schedules_load_idempotently_and_win_by_name(tmp_path: 
         service = Service(settings)
         await service.build()
         (scheduler,) = [f for f in service.front_ends if isinstance(f, Scheduler)]
-        revision = scheduler.book.revision()
-        rows = {s.name: s for s in scheduler.book.all()}
+        revision = await scheduler.book.revision()
+        rows = {s.name: s for s in await scheduler.book.all()}
         assert set(rows) == {"bins", "raid"}
         assert rows["bins"].schedule.message == "Bins."  # the file won over the CLI's BINS
         assert {s.origin for s in rows.values()} == {"config"}
         scheduler.book.close()
         await service.pipeline.aclose()
-    assert ScheduleBook(data).revision() == revision  # nothing rewritten the second time
+    assert await ScheduleBook(data).revision() == revision  # nothing rewritten the second time
     # removed from the file: removed from the table at the next start
     fewer = config.load(data_dir=data, schedules=yaml_schedules[1:])
     service = Service(fewer)
     await service.build()
     (scheduler,) = [f for f in service.front_ends if isinstance(f, Scheduler)]
-    assert [s.name for s in scheduler.book.all()] == ["raid"]
+    assert [s.name for s in await scheduler.book.all()] == ["raid"]
     scheduler.book.close()
     await service.pipeline.aclose()
 

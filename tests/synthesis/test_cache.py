@@ -14,10 +14,12 @@ import pytest
 from bot.ops import config
 from bot.ops.config import Settings
 from bot.providers.base import ProviderRegistry
-from bot.speech import OutputProfile, SpeechRequest
+from bot.speech import OutputProfile, SpeechRequest, Voice
+from bot.synthesis.cache import AudioCache, CacheEntry
 from bot.synthesis.pipeline import SpeechPipeline
 from integrations import PROVIDERS
 from tests.fakes.segmind import DEFAULT_API_KEY, FakeSegmind
+from tests.support.sqlite import HOLD_S, ticks_during, write_locked
 from tests.support.tone_provider import ToneProvider
 
 TARGETS = {**PROVIDERS, "tone": "tests.support.tone_provider:ToneProvider"}
@@ -57,7 +59,7 @@ async def test_a_repeat_is_served_from_the_cache(
     assert second.voice == first.voice
     assert second.duration_s == pytest.approx(first.duration_s)
     assert second.timings.synthesis_s == 0
-    stats = pipeline.cache.stats()
+    stats = await pipeline.cache.stats()
     assert (stats.entries, stats.hits, stats.misses) == (1, 1, 1)
 
 
@@ -103,7 +105,7 @@ async def test_opting_out_neither_reads_nor_writes(
     pipeline: SpeechPipeline, tone: type[ToneProvider]
 ) -> None:
     await pipeline.speak(SpeechRequest(text="Hello.", provider="tone", cache=False))
-    assert pipeline.cache.stats().entries == 0
+    assert (await pipeline.cache.stats()).entries == 0
     await pipeline.speak(SpeechRequest(text="Hello.", provider="tone"))
     again = await pipeline.speak(SpeechRequest(text="Hello.", provider="tone", cache=False))
     assert not again.cached
@@ -122,7 +124,7 @@ async def test_eviction_keeps_under_the_cap_least_recently_used_first(
             await speech.speak(SpeechRequest(text=text, provider="tone"))
             # keep the first one in use: least recently used goes first, not oldest
             assert (await speech.speak(SpeechRequest(text=texts[0], provider="tone"))).cached
-        stats = speech.cache.stats()
+        stats = await speech.cache.stats()
         assert stats.bytes <= stats.max_bytes
         assert stats.entries < len(texts)
         files = [p for p in speech.cache.directory.iterdir() if p.suffix == ".ogg"]
@@ -145,7 +147,8 @@ async def test_a_hit_spends_nothing(tmp_path: Path) -> None:
             assert first.cost_usd == pytest.approx(0.02)
             assert second.cached
             assert second.cost_usd is None
-            assert speech.dispatcher.ledger.spent_today(provider="segmind") == pytest.approx(0.02)
+            spent = await speech.dispatcher.ledger.spent_today(provider="segmind")
+            assert spent == pytest.approx(0.02)
         finally:
             await speech.aclose()
         assert fake.billed_calls == 1
@@ -167,6 +170,21 @@ async def test_fallback_audio_never_answers_for_the_asked_voice(tmp_path: Path) 
             await speech.aclose()
         assert not later.cached
         assert later.voice.provider == "segmind"
+
+
+async def test_a_locked_index_does_not_stall_the_event_loop(tmp_path: Path) -> None:
+    cache = AudioCache(tmp_path / "cache", 1_000_000)
+    voice = Voice("tone", "tone-1", "a", "A", None)
+    entry = CacheEntry("k" * 64, b"audio", OutputProfile.WAV, 48_000, 1, 0.5, None, voice)
+    try:
+        await cache.stats()  # opens the index (its tables made)
+        with write_locked(tmp_path / "cache" / "index.sqlite3"):
+            _, waited_s, ticks = await ticks_during(cache.put(entry))
+        assert waited_s >= HOLD_S * 0.8  # the write waited for the other connection's lock...
+        assert ticks >= 10  # ...while the event loop went on running other tasks
+        assert (await cache.get(entry.key)) == entry
+    finally:
+        cache.close()
 
 
 def test_cli_cache_stats_and_clear(tmp_path: Path) -> None:

@@ -241,7 +241,7 @@ async def test_a_stream_that_breaks_off_is_not_retried_or_cached(
         # and no other voice took over halfway
         assert len(together.requests_to(SPEECH)) == 1
         prepared = await pipeline.prepare(SpeechRequest(text=TEXT, provider="together"))
-        assert not pipeline.will_hit(prepared)
+        assert not await pipeline.will_hit(prepared)
     finally:
         await pipeline.aclose()
 

@@ -32,11 +32,11 @@ def test_long_messages_are_cut_at_a_word() -> None:
 
 
 def test_settings_stored_before_voice_chat_reading_have_it_on(tmp_path: Path) -> None:
-    from bot.ops.store import connect
+    from bot.ops.store import open_state
     from integrations.discord.guilds import _SCHEMA, GuildSettingsStore
 
     old_row = '{"voice": "alba", "read_channel": 42, "skip_prefix": "!"}'  # no read_voice_chat
-    db = connect(tmp_path / "oyez.sqlite3", _SCHEMA)
+    db = open_state(tmp_path, _SCHEMA)
     db.execute("INSERT INTO discord_guild_settings VALUES (?, ?)", (7, old_row))
     db.close()
     store = GuildSettingsStore(tmp_path)

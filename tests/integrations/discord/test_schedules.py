@@ -62,7 +62,7 @@ async def test_an_alert_is_spoken_in_the_voice_channel_on_time(
     scheduler = Scheduler(settings, announcer, book, synthesize=pipeline.speak)
     at = datetime.fromtimestamp(int(time.time()) + 4, UTC)
     at_monotonic = time.monotonic() + (at.timestamp() - time.time())
-    book.add(
+    await book.add(
         Schedule.parse(
             {"name": "tea", "at": at.isoformat(), "discord": CHANNEL,
              "message": "The tea is ready. It is {weekday}."}
@@ -151,10 +151,10 @@ async def reply(fake: FakeDiscord, sent: SentInteraction) -> str:
     return str(found[-1])
 
 
-def stored(bot: OyezBot) -> dict[str, Schedule]:
+async def stored(bot: OyezBot) -> dict[str, Schedule]:
     book = ScheduleBook(bot.pipeline.settings.data_dir)
     try:
-        return {s.name: s.schedule for s in book.all()}
+        return {s.name: s.schedule for s in await book.all()}
     finally:
         book.close()
 
@@ -176,7 +176,7 @@ async def test_schedule_commands_manage_this_servers_alerts(
     answer = await reply(fake_discord, sent)
     assert answer.startswith("⏰ Added: **raid**"), answer
     assert f"<#{VOICE_CHANNEL_ID}>" in answer  # ALICE's voice channel
-    raid = stored(oyez_bot)["raid"]
+    raid = (await stored(oyez_bot))["raid"]
     assert raid.discord == [DiscordChannel(**CHANNEL)]
     assert (raid.cron, raid.time_zone) == ("55 20 * * 5", "Europe/Paris")
 
@@ -187,12 +187,12 @@ async def test_schedule_commands_manage_this_servers_alerts(
         {"name": "oven", "message": "Oven!", "at": "2099-01-01T12:00:00+00:00", "channel": lounge},
     )
     assert "⏰ Added: **oven**" in await reply(fake_discord, sent)
-    assert stored(oyez_bot)["oven"].discord == [
+    assert (await stored(oyez_bot))["oven"].discord == [
         DiscordChannel(guild_id=int(GUILD_ID), channel_id=int(LOUNGE_CHANNEL_ID))
     ]
     # another server's schedule is not shown here, nor changeable from here
     book = ScheduleBook(oyez_bot.pipeline.settings.data_dir)
-    book.add(
+    await book.add(
         Schedule.parse({"name": "elsewhere", "cron": "0 9 * * *", "message": "Hi.",
                         "discord": "999/888"}),
         "cli",
@@ -209,7 +209,7 @@ async def test_schedule_commands_manage_this_servers_alerts(
         fake_discord, await schedule_command(fake_discord, "pause", {"name": "raid"})
     )
     assert answer.startswith("Paused: **raid** · paused")
-    assert stored(oyez_bot)["raid"].enabled is False
+    assert (await stored(oyez_bot))["raid"].enabled is False
     answer = await reply(
         fake_discord, await schedule_command(fake_discord, "resume", {"name": "raid"})
     )
@@ -222,7 +222,7 @@ async def test_schedule_commands_manage_this_servers_alerts(
         fake_discord, await schedule_command(fake_discord, "remove", {"name": "elsewhere"})
     )
     assert "No schedule named 'elsewhere' on this server" in answer
-    assert set(stored(oyez_bot)) == {"oven", "elsewhere"}
+    assert set(await stored(oyez_bot)) == {"oven", "elsewhere"}
 
 
 @pytest.mark.parametrize(
@@ -247,5 +247,5 @@ async def test_schedule_add_explains_what_is_wrong(
     )
     answer = await reply(fake_discord, sent)
     assert answer.startswith("⚠️") and problem in answer, answer
-    assert stored(oyez_bot) == {}
+    assert await stored(oyez_bot) == {}
     assert isinstance(oyez_bot.get_channel(int(VOICE_CHANNEL_ID)), discord.VoiceChannel)

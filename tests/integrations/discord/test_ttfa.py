@@ -98,7 +98,7 @@ async def sentence_lengths(pipeline: SpeechPipeline, sentences: list[str]) -> li
     lengths = []
     for sentence in sentences:
         prepared = await pipeline.prepare(SpeechRequest(text=sentence))
-        entry = pipeline.cache.get(pipeline.cache_key(prepared))
+        entry = await pipeline.cache.get(pipeline.cache_key(prepared))
         assert entry is not None
         lengths.append(len(opus_packets(entry.audio)))
     return lengths
