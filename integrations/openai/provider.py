@@ -19,7 +19,6 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
-from functools import partial
 from typing import Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr
@@ -29,25 +28,28 @@ from bot.errors import (
     InvalidRequest,
     ProviderAuthError,
     ProviderError,
-    ProviderNotFound,
     ProviderRequestError,
     ProviderUnavailable,
-    RateLimited,
     SynthesisFailed,
 )
 from bot.ops.config import Settings
 from bot.providers.base import Provider, SynthesisInput, api_key
-from bot.providers.http import HttpClient, encoding_from_response, error_text
-from bot.providers.ratelimit import retry_after_s
+from bot.providers.http import (
+    ErrorResponse,
+    HttpClient,
+    StatusRule,
+    encoding_from_response,
+    status_error,
+)
 from bot.speech import AudioChunk, AudioEncoding, Voice
 
 __all__ = [
     "MAX_INPUT",
+    "OPENAI_STATUSES",
     "OPENAI_VOICES",
     "OpenAIOptions",
     "OpenAIProvider",
     "OpenAISettings",
-    "openai_error",
 ]
 
 log = logging.getLogger(__name__)
@@ -111,32 +113,13 @@ class OpenAIOptions(BaseModel):
     response_format: ResponseFormat | None = None
 
 
-def openai_error(
-    status: int,
-    headers: Mapping[str, str],
-    body: bytes,
-    model: str | None,
-    *,
-    provider: str = "openai",
-) -> ProviderError:
-    """An OpenAI-compatible server's statuses → Oyez's exception tree (the one place).
-
-    ``provider`` is the configured instance's name. 422 is FastAPI's validation error.
-    """
-    message = error_text(body)
-    if status in (400, 422):
-        return ProviderRequestError(provider, message, model=model, status=status)
-    if status in (401, 403):
-        return ProviderAuthError(provider, message, model=model, status=status)
-    if status == 404:
-        return ProviderNotFound(provider, message, model=model, status=status)
-    if status == 429:
-        if _error_code(body) == "insufficient_quota":  # OpenAI: out of credit, not too fast
-            return InsufficientCredits(provider, message, model=model, status=status)
-        return RateLimited(provider, message, retry_after_s=retry_after_s(headers), model=model)
-    if status == 408 or status >= 500:
-        return ProviderUnavailable(provider, message, model=model, status=status)
-    return ProviderError(provider, message, model=model, status=status)
+def _too_many_requests(response: ErrorResponse) -> ProviderError:
+    """OpenAI's 429 ``insufficient_quota`` is out of credit, not too fast."""
+    if _error_code(response.body) == "insufficient_quota":
+        return InsufficientCredits(
+            response.provider, response.message, model=response.model, status=response.status
+        )
+    return status_error(response)
 
 
 def _error_code(body: bytes) -> str | None:
@@ -146,6 +129,15 @@ def _error_code(body: bytes) -> str | None:
         return None
     code = error.get("code") or error.get("type") if isinstance(error, dict) else None
     return code if isinstance(code, str) else None
+
+
+#: An OpenAI-compatible server's own statuses on top of the shared table: 422 is FastAPI's
+#: validation error, 408 a timeout to retry later, 429 may mean no credit.
+OPENAI_STATUSES: Mapping[int, StatusRule] = {
+    408: ProviderUnavailable,
+    422: ProviderRequestError,
+    429: _too_many_requests,
+}
 
 
 class OpenAIProvider(Provider):
@@ -167,8 +159,8 @@ class OpenAIProvider(Provider):
             str(settings.base_url),
             {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {},
             timeout_s=settings.timeout_s,
+            statuses=OPENAI_STATUSES,
         )
-        self._errors = partial(openai_error, provider=self.name)
         self._voices: tuple[float, list[Voice]] | None = None  # (monotonic expiry, voices)
 
     def configuration_problem(self) -> str | None:
@@ -193,7 +185,7 @@ class OpenAIProvider(Provider):
     async def _fetch_voice_ids(self) -> list[str]:
         try:
             async with self.http.request(
-                "GET", "/audio/voices", errors=self._errors, model=self.settings.model
+                "GET", "/audio/voices", model=self.settings.model
             ) as response:
                 raw = await response.read()
         except ProviderError as exc:
@@ -266,7 +258,7 @@ class OpenAIProvider(Provider):
         payload = self._payload(job, response_format, stream=False)
         self._require_key(job.voice.model)
         async with self.http.request(
-            "POST", "/audio/speech", errors=self._errors, model=job.voice.model, json_body=payload
+            "POST", "/audio/speech", model=job.voice.model, json_body=payload
         ) as response:
             body = await response.read()
             content_type = response.headers.get("Content-Type", "")
@@ -296,7 +288,6 @@ class OpenAIProvider(Provider):
         async with self.http.request(
             "POST",
             "/audio/speech",
-            errors=self._errors,
             model=job.voice.model,
             json_body=payload,
             streaming=True,

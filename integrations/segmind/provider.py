@@ -39,13 +39,12 @@ from bot.errors import (
 )
 from bot.ops.config import LimitSettings, Settings
 from bot.providers.base import Provider, SynthesisInput, Usage, api_key
-from bot.providers.http import HttpClient, encoding_from_response, error_text
-from bot.providers.ratelimit import retry_after_s
+from bot.providers.http import ErrorResponse, HttpClient, StatusRule, encoding_from_response
 from bot.speech import AudioChunk, Voice
 from integrations.segmind.models import MODELS, SegmindModel
 from integrations.segmind.poll import CompletionEstimate, PollPlan
 
-__all__ = ["SegmindProvider", "SegmindSettings", "segmind_error"]
+__all__ = ["SEGMIND_STATUSES", "SegmindProvider", "SegmindSettings"]
 
 log = logging.getLogger(__name__)
 
@@ -82,28 +81,16 @@ class SegmindSettings(BaseModel):
     poll: PollSettings = Field(default_factory=PollSettings)
 
 
-def segmind_error(
-    status: int, headers: Mapping[str, str], body: bytes, model: str | None
-) -> ProviderError:
-    """Segmind's documented statuses → Oyez's exception tree (the one place this happens)."""
-    message = error_text(body)
-    if status == 400:
-        return ProviderRequestError("segmind", message, model=model, status=status)
-    if status in (401, 403):
-        return ProviderAuthError("segmind", message, model=model, status=status)
-    if status == 404:
-        return ProviderNotFound("segmind", message, model=model, status=status)
-    if status == 406:
-        if "content type" in message.lower():  # 406 also answers a missing Content-Type
-            return ProviderRequestError("segmind", message, model=model, status=status)
-        return InsufficientCredits("segmind", message, model=model, status=status)
-    if status == 422:
-        return SynthesisFailed("segmind", message, model=model, status=status)
-    if status == 429:
-        return RateLimited("segmind", message, retry_after_s=retry_after_s(headers), model=model)
-    if status >= 500:
-        return ProviderUnavailable("segmind", message, model=model, status=status)
-    return ProviderError("segmind", message, model=model, status=status)
+def _not_acceptable(response: ErrorResponse) -> ProviderError:
+    """406 means insufficient credits, but also answers a missing Content-Type."""
+    error = (
+        ProviderRequestError if "content type" in response.message.lower() else InsufficientCredits
+    )
+    return error(response.provider, response.message, model=response.model, status=response.status)
+
+
+#: Segmind's own statuses on top of the shared table: 406 is out of credits, 422 a failed job.
+SEGMIND_STATUSES: Mapping[int, StatusRule] = {406: _not_acceptable, 422: SynthesisFailed}
 
 
 def _float_header(headers: Mapping[str, str], name: str) -> float | None:
@@ -131,6 +118,7 @@ class SegmindProvider(Provider):
             str(settings.base_url),
             {"x-api-key": self._api_key or ""},
             timeout_s=120,
+            statuses=SEGMIND_STATUSES,
         )
         #: Last figures Segmind reported: remaining credits and the cost of the last call (USD).
         self.remaining_credits: float | None = None
@@ -185,9 +173,7 @@ class SegmindProvider(Provider):
         problem = self.configuration_problem()
         if problem:
             raise ProviderAuthError(self.name, problem)
-        async with self.http.request(
-            "GET", "/v1/get-user-credits", errors=segmind_error
-        ) as response:
+        async with self.http.request("GET", "/v1/get-user-credits") as response:
             body = await response.read()
         try:
             data = json.loads(body)
@@ -233,7 +219,6 @@ class SegmindProvider(Provider):
         async with self.http.request(
             "POST",
             f"/v1/{model.slug}",
-            errors=segmind_error,
             model=model.slug,
             json_body=payload,
             timeout_s=self._timeout(model),
@@ -292,7 +277,7 @@ class SegmindProvider(Provider):
         self, model: SegmindModel, payload: dict[str, Any], usage: Usage
     ) -> AudioChunk:
         async with self.http.request(
-            "POST", f"/v2/{model.slug}", errors=segmind_error, model=model.slug, json_body=payload
+            "POST", f"/v2/{model.slug}", model=model.slug, json_body=payload
         ) as response:
             body = await response.read()
         try:
@@ -374,9 +359,7 @@ class SegmindProvider(Provider):
 
     async def _get(self, path: str, model: SegmindModel, request_id: str) -> dict[str, Any]:
         try:
-            async with self.http.request(
-                "GET", path, errors=segmind_error, model=model.slug
-            ) as response:
+            async with self.http.request("GET", path, model=model.slug) as response:
                 raw = await response.read()
         except SynthesisFailed as exc:  # 422: FAILED, with Segmind's reason
             raise SynthesisFailed(

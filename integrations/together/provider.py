@@ -20,7 +20,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import aiohttp
@@ -33,15 +32,14 @@ from bot.errors import (
     ProviderNotFound,
     ProviderRequestError,
     ProviderUnavailable,
-    RateLimited,
     SynthesisFailed,
     UnknownModel,
     UnknownVoice,
 )
 from bot.ops.config import LimitSettings, Settings
 from bot.providers.base import Provider, SynthesisInput, api_key
-from bot.providers.http import HttpClient, encoding_from_response, error_text
-from bot.providers.ratelimit import remaining_calls, retry_after_s
+from bot.providers.http import HttpClient, StatusRule, encoding_from_response, error_text
+from bot.providers.ratelimit import remaining_calls
 from bot.speech import AudioChunk, AudioEncoding, Voice
 from integrations.together.models import (
     FIXED_RATE,
@@ -53,11 +51,11 @@ from integrations.together.models import (
 )
 
 __all__ = [
+    "TOGETHER_STATUSES",
     "InvalidVoiceMix",
     "TogetherProvider",
     "TogetherSettings",
     "server_sent_data",
-    "together_error",
 ]
 
 log = logging.getLogger(__name__)
@@ -104,33 +102,13 @@ class TogetherSettings(BaseModel):
         return value
 
 
-def together_error(
-    status: int,
-    headers: Mapping[str, str],
-    body: bytes,
-    model: str | None,
-    *,
-    provider: str = "together",
-) -> ProviderError:
-    """Together's statuses → Oyez's exception tree (the one place this happens).
-
-    ``provider`` is the configured instance's name, used in the message with ``model`` and
-    Together's own ``error.message``.
-    """
-    message = error_text(body)
-    if status in (400, 422):
-        return ProviderRequestError(provider, message, model=model, status=status)
-    if status in (401, 403):
-        return ProviderAuthError(provider, message, model=model, status=status)
-    if status == 402:
-        return InsufficientCredits(provider, message, model=model, status=status)
-    if status == 404:
-        return ProviderNotFound(provider, message, model=model, status=status)
-    if status == 429:
-        return RateLimited(provider, message, retry_after_s=retry_after_s(headers), model=model)
-    if status == 408 or status >= 500:  # 503: "Engine Overloaded"; 408 and 5xx: retry later
-        return ProviderUnavailable(provider, message, model=model, status=status)
-    return ProviderError(provider, message, model=model, status=status)
+#: Together's own statuses on top of the shared table (its error-codes page): 402 the spending
+#: limit, 422 an invalid request, 408 a timeout to retry later.
+TOGETHER_STATUSES: Mapping[int, StatusRule] = {
+    402: InsufficientCredits,
+    408: ProviderUnavailable,
+    422: ProviderRequestError,
+}
 
 
 class InvalidVoiceMix(UnknownVoice):
@@ -213,8 +191,8 @@ class TogetherProvider(Provider):
             str(settings.base_url),
             {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {},
             timeout_s=settings.timeout_s,
+            statuses=TOGETHER_STATUSES,
         )
-        self._errors = partial(together_error, provider=self.name)
         # model → (monotonic expiry, its voices)
         self._voices: dict[str, tuple[float, list[Voice]]] = {}
         self._voices_lock = asyncio.Lock()
@@ -251,7 +229,7 @@ class TogetherProvider(Provider):
 
     async def _fetch_voices(self, model: TogetherModel) -> list[Voice]:
         async with self.http.request(
-            "GET", VOICES_PATH, errors=self._errors, model=model.name, params={"model": model.name}
+            "GET", VOICES_PATH, model=model.name, params={"model": model.name}
         ) as response:
             raw = await response.read()
         try:
@@ -361,7 +339,7 @@ class TogetherProvider(Provider):
         self._require_key(job.voice.model)
         call = self._call(job, stream=False)
         async with self.http.request(
-            "POST", SPEECH_PATH, errors=self._errors, model=job.voice.model, json_body=call.payload
+            "POST", SPEECH_PATH, model=job.voice.model, json_body=call.payload
         ) as response:
             body = await response.read()
             content_type = response.headers.get("Content-Type", "")
@@ -402,7 +380,6 @@ class TogetherProvider(Provider):
         async with self.http.request(
             "POST",
             SPEECH_PATH,
-            errors=self._errors,
             model=job.voice.model,
             json_body=call.payload,
             timeout_s=self.settings.stream_read_timeout_s,

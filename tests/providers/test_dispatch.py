@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ import pytest
 from bot.errors import (
     BudgetExceeded,
     InsufficientCredits,
+    ProviderError,
     ProviderUnavailable,
     RateLimited,
     RequestExpired,
@@ -25,12 +26,13 @@ from bot.ops.metrics import REGISTRY
 from bot.providers.base import ProviderRegistry, SynthesisInput
 from bot.providers.credits import Ledger
 from bot.providers.dispatch import Dispatcher
+from bot.providers.http import ErrorResponse, StatusRule, status_error
 from bot.providers.ratelimit import RateLimiter, WaitExpired
 from bot.speech import Priority, SpeechRequest
 from bot.synthesis.pipeline import SpeechPipeline
 from integrations import PROVIDERS
-from integrations.segmind import SegmindProvider, segmind_error
-from integrations.together.provider import together_error
+from integrations.segmind import SEGMIND_STATUSES, SegmindProvider
+from integrations.together import TOGETHER_STATUSES
 from tests.fakes.segmind import DEFAULT_API_KEY, FakeSegmind
 from tests.support.scripted_provider import ScriptedProvider
 
@@ -211,22 +213,32 @@ async def _dispatch(settings: Settings, request: SpeechRequest | None = None, **
 NOW = datetime.now(UTC)
 
 
+def _429(
+    provider: str, statuses: Mapping[int, StatusRule], headers: dict[str, str], body: bytes
+) -> ProviderError:
+    return status_error(ErrorResponse(provider, 429, headers, body, "m"), statuses)
+
+
+def together_429(headers: dict[str, str]) -> ProviderError:
+    return _429("together", TOGETHER_STATUSES, headers, b"{}")
+
+
 @pytest.mark.looptime
 @pytest.mark.parametrize(
     ("error", "wait_s"),
     [
-        (together_error(429, {"retry-after-ms": "1500", "Retry-After": "9"}, b"{}", "m"), 1.5),
-        (together_error(429, {"Retry-After": "7"}, b"{}", "m"), 7.0),
+        (together_429({"retry-after-ms": "1500", "Retry-After": "9"}), 1.5),
+        (together_429({"Retry-After": "7"}), 7.0),
         (
-            segmind_error(
-                429,
+            _429(
+                "segmind",
+                SEGMIND_STATUSES,
                 {"x-rate-limit-reset-at-utc": (NOW + timedelta(seconds=12)).isoformat()},
                 b'{"error": "Too many requests"}',
-                "m",
             ),
             12.0,
         ),
-        (together_error(429, {"x-ratelimit-reset": "20"}, b"{}", "m"), 20.0),
+        (together_429({"x-ratelimit-reset": "20"}), 20.0),
     ],
 )
 async def test_each_429_hint_is_waited_out(

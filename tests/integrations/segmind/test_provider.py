@@ -250,6 +250,23 @@ async def test_statuses_map_to_typed_errors(
     assert KEY not in message
 
 
+async def test_a_named_instance_reports_status_errors_under_its_own_name(
+    fake: FakeSegmind,
+) -> None:
+    settings = config.load(
+        providers={"pro": {"type": "segmind", "api_key": KEY, "base_url": fake.base_url}}
+    )
+    provider = SegmindProvider.from_settings(settings, "pro")
+    fake.inject_error("/v1/chatterbox-tts", 406, "Insufficient credits")
+    try:
+        with pytest.raises(InsufficientCredits) as caught:
+            await say(provider, "Hello.")
+    finally:
+        await provider.aclose()
+    assert caught.value.provider == "pro"
+    assert str(caught.value) == "pro/chatterbox-tts: Insufficient credits (HTTP 406)"
+
+
 async def test_wrong_key_is_an_auth_error(fake: FakeSegmind) -> None:
     provider = SegmindProvider.from_settings(
         config.load(providers={"segmind": {"api_key": "sk-wrong", "base_url": fake.base_url}})
