@@ -33,6 +33,7 @@ __all__ = [
     "LimiterState",
     "RateLimiter",
     "WaitExpired",
+    "jittered_backoff_s",
     "parse_duration_s",
     "remaining_calls",
     "retry_after_s",
@@ -41,6 +42,15 @@ __all__ = [
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 # Numbers this large are Unix timestamps, not durations (2001-09-09 onwards).
 _EPOCH_THRESHOLD = 1_000_000_000
+
+
+def jittered_backoff_s(attempt: int, base_s: float, cap_s: float, *, jitter: float = 1.0) -> float:
+    """Seconds to wait before retry ``attempt`` (0, 1, …): the step ``base_s * 2**attempt``
+    capped at ``cap_s``, drawn uniformly between ``(1 - jitter) * step`` and the step: 1.0 is
+    "full jitter", 0.5 "equal jitter" (AWS Architecture Blog, "Exponential Backoff And Jitter"),
+    so clients that failed together do not come back together."""
+    step = min(cap_s, base_s * 2 ** min(attempt, 32))
+    return random.uniform(step * (1 - jitter), step)
 
 
 def parse_duration_s(value: str) -> float | None:
@@ -284,10 +294,7 @@ class RateLimiter:
             with contextlib.suppress(ValueError):
                 self._starts.remove(refused)
         if retry_after_s is None:
-            ceiling = min(
-                self.backoff_cap_s, self.backoff_base_s * 2 ** (self._consecutive_429s - 1)
-            )
-            retry_after_s = random.uniform(0, ceiling)  # full jitter
+            retry_after_s = self.backoff_s(self._consecutive_429s - 1)
         else:
             reset = now + retry_after_s
             self._phase, self._phase_from_hint = reset, True
@@ -331,8 +338,8 @@ class RateLimiter:
             self._phase_from_hint = False
 
     def backoff_s(self, attempt: int) -> float:
-        """Full-jitter backoff for the ``attempt``-th retry of a failed (5xx) call."""
-        return random.uniform(0, min(self.backoff_cap_s, self.backoff_base_s * 2**attempt))
+        """:func:`jittered_backoff_s` with full jitter and this bucket's base and cap."""
+        return jittered_backoff_s(attempt, self.backoff_base_s, self.backoff_cap_s)
 
     def _next_start(self, now: float) -> float:
         """The earliest instant the head of the queue may start (``now`` if it may now)."""
