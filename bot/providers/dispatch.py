@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 
 from bot.errors import (
     BudgetExceeded,
@@ -33,7 +33,7 @@ from bot.errors import (
 )
 from bot.ops.config import LimitSettings, Settings
 from bot.ops.metrics import PROVIDER_CALLS, RATE_LIMITED, RETRIES, SPEND_USD
-from bot.providers.base import Provider, SynthesisInput, Usage
+from bot.providers.base import Provider, SynthesisJob, Usage
 from bot.providers.credits import Ledger
 from bot.providers.ratelimit import RateLimiter, WaitExpired
 from bot.speech import AudioChunk, SpeechRequest, Voice
@@ -52,6 +52,15 @@ class Dispatched:
     first_audio_s: float
     cost_usd: float | None
     cost_estimated: bool
+
+
+@dataclass(slots=True)
+class _Call:
+    """What one provider call delivered so far: its chunks, seconds to the first, its usage."""
+
+    chunks: list[AudioChunk] = field(default_factory=list)
+    first_audio_s: float = 0.0
+    usage: Usage = field(default_factory=Usage)
 
 
 def _has_credit_check(provider: Provider) -> bool:
@@ -98,13 +107,11 @@ class Dispatcher:
             window_s=limits.window_s,
         )
 
-    def aclose(self) -> None:
+    async def aclose(self) -> None:
+        """Close the ledger's database, if it was opened."""
         if self._ledger is not None:
             self._ledger.close()
             self._ledger = None
-
-    def limiters(self) -> list[RateLimiter]:
-        return list(self._limiters.values())
 
     def cost_estimate(self, provider: Provider, voice: Voice) -> float | None:
         costs = self.settings.credits.costs
@@ -226,111 +233,157 @@ class Dispatcher:
 
     # -- the call ------------------------------------------------------------------------------
 
-    async def run(
+    async def synthesize(
         self,
         provider: Provider,
         request: SpeechRequest,
-        synthesis: SynthesisInput,
+        job: SynthesisJob,
         *,
         wait_until: float | None,
         expiry: float | None = None,
         on_chunk: Callable[[AudioChunk], Awaitable[None]] | None = None,
     ) -> Dispatched:
-        """Synthesize ``synthesis`` through ``provider``.
+        """One provider call for ``job``, through money checks, rate limiter, retries and books.
 
-        ``wait_until`` bounds the wait for the rate limiter and ``expiry`` is the request's
-        expiry, both event-loop times. ``on_chunk`` gets each chunk as it arrives (a sink
-        playing a stream); once it has had one, a failed call is not retried, since a retry
-        would start the audio again. Raises :class:`RateLimited` (waited past
-        ``wait_until``), :class:`RequestExpired` (``expiry`` passed while waiting),
-        :class:`InsufficientCredits`, :class:`BudgetExceeded` or the provider's own
-        :class:`ProviderError`.
+        ``wait_until`` bounds the wait for the rate limiter, ``expiry`` is the request's expiry
+        (event-loop times). ``on_chunk`` gets each chunk as it arrives; once it has had one, a
+        failed call is not retried (the audio would start again). Raises :class:`RateLimited`,
+        :class:`RequestExpired`, :class:`InsufficientCredits`, :class:`BudgetExceeded` or the
+        provider's :class:`ProviderError`.
         """
-        voice = synthesis.voice
-        await self.check_money(provider, voice, request)
-        limiter = self.limiter(provider, voice)
-        loop = asyncio.get_running_loop()
+        await self.check_money(provider, job.voice, request)
+        limiter = self.limiter(provider, job.voice)
         ticket = limiter.ticket()  # kept across retries: a retried request keeps its place
         retries = 0
         while True:
-            timeout = None if wait_until is None else wait_until - loop.time()
-            try:
-                granted = await limiter.acquire(
-                    ticket=ticket, priority=request.priority.rank, timeout_s=timeout
-                )
-            except WaitExpired as exc:
-                overdue = -float("inf") if expiry is None else loop.time() - expiry
-                if overdue >= 0:
-                    raise RequestExpired(
-                        request.id,
-                        overdue,
-                        f"after waiting {exc.waited_s:.0f} s for {provider.name}'s rate limit",
-                    ) from None
-                raise RateLimited(
-                    provider.name,
-                    f"still rate-limited after waiting {exc.waited_s:.0f} s (patience_s)",
-                    retry_after_s=limiter.state().paused_for_s or None,
-                    status=None,
-                ) from None
-            job = replace(synthesis, usage=Usage())
+            granted = await self._turn(limiter, provider, request, ticket, wait_until, expiry)
+            call = _Call()
             delay = 0.0
-            called = loop.time()
-            chunks: list[AudioChunk] = []
-            first_audio_s = 0.0
             try:
-                async for chunk in provider.stream(job):
-                    if not chunks:
-                        first_audio_s = loop.time() - called
-                    chunks.append(chunk)
-                    if on_chunk is not None:
-                        await on_chunk(chunk)
+                await self._stream(provider, job, call, on_chunk)
             except RateLimited as exc:
-                PROVIDER_CALLS.labels(provider.name, "rate_limited").inc()
-                RATE_LIMITED.labels(provider.name).inc()
-                RETRIES.labels(provider.name).inc()
-                paused = limiter.pause(exc.retry_after_s, refused=granted)
-                log.warning(
-                    "request %s: %s answered 429; its bucket pauses %.1f s and the request "
-                    "keeps its place",
-                    request.id,
-                    provider.name,
-                    paused,
-                )
+                self._pause(limiter, provider, request, exc, granted)
             except InsufficientCredits as exc:
                 PROVIDER_CALLS.labels(provider.name, "no_credits").inc()
                 self._open(provider, exc.detail)
                 raise
             except ProviderError as exc:
-                outcome = "unavailable" if isinstance(exc, ProviderUnavailable) else "failed"
-                PROVIDER_CALLS.labels(provider.name, outcome).inc()
-                delay = limiter.backoff_s(retries + 1)
-                late = wait_until is not None and loop.time() + delay > wait_until
-                heard = on_chunk is not None and bool(chunks)  # its audio already went out
-                if (
-                    not exc.retryable
-                    or retries >= self.settings.rate_limits.retries
-                    or late
-                    or heard
-                ):
-                    raise
-                retries += 1
-                RETRIES.labels(provider.name).inc()
-                log.warning(
-                    "request %s: %s failed (%s); retry %d in %.1f s",
-                    request.id,
-                    provider.name,
-                    exc,
-                    retries,
-                    delay,
+                heard = on_chunk is not None and bool(call.chunks)  # its audio already went out
+                retry_in = self._retry_delay(
+                    limiter, provider, request, exc, retries, wait_until, heard
                 )
+                if retry_in is None:
+                    raise
+                delay, retries = retry_in, retries + 1
             else:
                 break
             finally:
                 limiter.release()
             await asyncio.sleep(delay)
-        limiter.succeeded(granted, job.usage.rate_limit_remaining, job.usage.rate_limit_reset_s)
+        usage = call.usage
+        limiter.succeeded(granted, usage.rate_limit_remaining, usage.rate_limit_reset_s)
         PROVIDER_CALLS.labels(provider.name, "ok").inc()
         usd, estimated = self._account(
-            provider, voice, request, job.usage.cost_usd, job.usage.remaining_credits
+            provider, job.voice, request, usage.cost_usd, usage.remaining_credits
         )
-        return Dispatched(chunks, first_audio_s, usd, estimated)
+        return Dispatched(call.chunks, call.first_audio_s, usd, estimated)
+
+    @staticmethod
+    async def _turn(
+        limiter: RateLimiter,
+        provider: Provider,
+        request: SpeechRequest,
+        ticket: int,
+        wait_until: float | None,
+        expiry: float | None,
+    ) -> float:
+        """Wait for ``limiter`` to grant a call; its grant instant. Raises :class:`RequestExpired`
+        when ``expiry`` passed while waiting, else :class:`RateLimited` after ``wait_until``."""
+        loop = asyncio.get_running_loop()
+        timeout = None if wait_until is None else wait_until - loop.time()
+        try:
+            return await limiter.acquire(
+                ticket=ticket, priority=request.priority.rank, timeout_s=timeout
+            )
+        except WaitExpired as exc:
+            overdue = -float("inf") if expiry is None else loop.time() - expiry
+            if overdue >= 0:
+                raise RequestExpired(
+                    request.id,
+                    overdue,
+                    f"after waiting {exc.waited_s:.0f} s for {provider.name}'s rate limit",
+                ) from None
+            raise RateLimited(
+                provider.name,
+                f"still rate-limited after waiting {exc.waited_s:.0f} s (patience_s)",
+                retry_after_s=limiter.state().paused_for_s or None,
+                status=None,
+            ) from None
+
+    @staticmethod
+    async def _stream(
+        provider: Provider,
+        job: SynthesisJob,
+        call: _Call,
+        on_chunk: Callable[[AudioChunk], Awaitable[None]] | None,
+    ) -> None:
+        """Collect ``provider``'s audio for ``job`` into ``call`` (kept when the call fails)."""
+        loop = asyncio.get_running_loop()
+        called = loop.time()
+        async for piece in provider.stream(job):
+            if not call.chunks:
+                call.first_audio_s = loop.time() - called
+            call.chunks.append(piece.chunk)
+            if piece.usage is not None:
+                call.usage = piece.usage
+            if on_chunk is not None:
+                await on_chunk(piece.chunk)
+
+    @staticmethod
+    def _pause(
+        limiter: RateLimiter,
+        provider: Provider,
+        request: SpeechRequest,
+        exc: RateLimited,
+        granted: float,
+    ) -> None:
+        """A 429: the whole bucket pauses and the request keeps its place at the front."""
+        PROVIDER_CALLS.labels(provider.name, "rate_limited").inc()
+        RATE_LIMITED.labels(provider.name).inc()
+        RETRIES.labels(provider.name).inc()
+        paused = limiter.pause(exc.retry_after_s, refused=granted)
+        log.warning(
+            "request %s: %s answered 429; its bucket pauses %.1f s and the request keeps its place",
+            request.id,
+            provider.name,
+            paused,
+        )
+
+    def _retry_delay(
+        self,
+        limiter: RateLimiter,
+        provider: Provider,
+        request: SpeechRequest,
+        exc: ProviderError,
+        retries: int,
+        wait_until: float | None,
+        heard: bool,
+    ) -> float | None:
+        """Seconds until retry ``retries + 1`` of a failed call, or None when it must not be
+        retried: not retryable, out of retries, past ``wait_until``, or its audio was ``heard``."""
+        outcome = "unavailable" if isinstance(exc, ProviderUnavailable) else "failed"
+        PROVIDER_CALLS.labels(provider.name, outcome).inc()
+        delay = limiter.backoff_s(retries + 1)
+        late = wait_until is not None and asyncio.get_running_loop().time() + delay > wait_until
+        if not exc.retryable or retries >= self.settings.rate_limits.retries or late or heard:
+            return None
+        RETRIES.labels(provider.name).inc()
+        log.warning(
+            "request %s: %s failed (%s); retry %d in %.1f s",
+            request.id,
+            provider.name,
+            exc,
+            retries + 1,
+            delay,
+        )
+        return delay

@@ -33,7 +33,7 @@ from bot.errors import (
     SynthesisFailed,
 )
 from bot.ops.config import Settings
-from bot.providers.base import Provider, SynthesisInput, api_key
+from bot.providers.base import Provider, SynthesisJob, Synthesized, api_key
 from bot.providers.http import (
     ErrorResponse,
     HttpClient,
@@ -222,9 +222,7 @@ class OpenAIProvider(Provider):
         return OpenAIOptions
 
     # -- synthesis ---------------------------------------------------------------------------
-    def _payload(
-        self, job: SynthesisInput, response_format: str, *, stream: bool
-    ) -> dict[str, Any]:
+    def _payload(self, job: SynthesisJob, response_format: str, *, stream: bool) -> dict[str, Any]:
         """The documented fields only. Raises :class:`InvalidRequest` for over-long input."""
         if len(job.text) > MAX_INPUT:
             raise InvalidRequest(
@@ -244,7 +242,7 @@ class OpenAIProvider(Provider):
             payload["stream"] = True
         return payload
 
-    def _format(self, job: SynthesisInput) -> str:
+    def _format(self, job: SynthesisJob) -> str:
         return str(job.options.get("response_format") or self.settings.response_format)
 
     def _require_key(self, model: str) -> None:
@@ -252,7 +250,7 @@ class OpenAIProvider(Provider):
         if problem:
             raise ProviderAuthError(self.name, problem, model=model)
 
-    async def synthesize(self, job: SynthesisInput) -> AudioChunk:
+    async def synthesize(self, job: SynthesisJob) -> Synthesized:
         """The whole utterance in ``response_format`` (the Content-Type decides when specific)."""
         response_format = self._format(job)
         payload = self._payload(job, response_format, stream=False)
@@ -265,15 +263,15 @@ class OpenAIProvider(Provider):
         if not body:
             raise SynthesisFailed(self.name, "the response holds no audio", model=job.voice.model)
         if response_format == "pcm":
-            return AudioChunk(body, AudioEncoding.PCM_S16LE, PCM_RATE, 1)
+            return Synthesized(AudioChunk(body, AudioEncoding.PCM_S16LE, PCM_RATE, 1))
         encoding = encoding_from_response(content_type, body) or _ENCODINGS[response_format]
-        return AudioChunk(body, encoding, 0, 0)
+        return Synthesized(AudioChunk(body, encoding, 0, 0))
 
-    def streams_live(self, job: SynthesisInput) -> bool:
+    def streams_live(self, job: SynthesisJob) -> bool:
         """Streaming is on and ``job``'s format can be cut into pieces (PCM, MP3, AAC)."""
         return self.settings.stream and self._format(job) in _STREAMABLE
 
-    async def stream(self, job: SynthesisInput) -> AsyncIterator[AudioChunk]:
+    async def stream(self, job: SynthesisJob) -> AsyncIterator[Synthesized]:
         """The body's chunks as they arrive: PCM s16le 24 kHz (whole samples) for ``pcm``, MP3
         or AAC pieces for those (the transcoder joins them). WAV, Opus and FLAC are one file
         each, so they, and everything when ``stream`` is off, come as one :meth:`synthesize`."""
@@ -301,7 +299,7 @@ class OpenAIProvider(Provider):
                     data, carry = data[:whole], data[whole:]
                 if data:
                     sent = True
-                    yield AudioChunk(data, encoding, rate, channels)
+                    yield Synthesized(AudioChunk(data, encoding, rate, channels))
         if not sent:
             raise SynthesisFailed(self.name, "the stream held no audio", model=job.voice.model)
 

@@ -38,7 +38,7 @@ from bot.errors import (
     UnknownVoice,
 )
 from bot.ops.config import LimitSettings, Settings
-from bot.providers.base import Provider, SynthesisInput, Usage, api_key
+from bot.providers.base import Provider, SynthesisJob, Synthesized, Usage, api_key
 from bot.providers.http import ErrorResponse, HttpClient, StatusRule, encoding_from_response
 from bot.speech import AudioChunk, Voice
 from integrations.segmind.models import MODELS, SegmindModel
@@ -183,7 +183,7 @@ class SegmindProvider(Provider):
         self.remaining_credits = credits
         return credits
 
-    def _payload(self, job: SynthesisInput) -> dict[str, Any]:
+    def _payload(self, job: SynthesisJob) -> dict[str, Any]:
         model = self._model(job.voice.model)
         options = self.options_model(job.voice).model_validate(dict(job.options))
         payload: dict[str, Any] = {"text": job.text}
@@ -197,25 +197,25 @@ class SegmindProvider(Provider):
             return configured
         return max(120.0, 3 * (model.typical_s or 0))
 
-    def _record(self, usage: Usage, cost: float | None, remaining: float | None) -> None:
+    def _usage(self, cost: float | None, remaining: float | None) -> Usage:
+        """The usage Segmind reported (USD), remembered as the last figures."""
         if cost is not None:
-            self.last_cost = usage.cost_usd = cost
+            self.last_cost = cost
         if remaining is not None:
-            self.remaining_credits = usage.remaining_credits = remaining
+            self.remaining_credits = remaining
+        return Usage(cost_usd=cost, remaining_credits=remaining)
 
-    async def synthesize(self, job: SynthesisInput) -> AudioChunk:
+    async def synthesize(self, job: SynthesisJob) -> Synthesized:
         problem = self.configuration_problem()
         if problem:
             raise ProviderAuthError(self.name, problem, model=job.voice.model)
         model = self._model(job.voice.model)
         payload = self._payload(job)
         if model.slug in self.settings.v2_models:
-            return await self._run_v2(model, payload, job.usage)
-        return await self._run_v1(model, payload, job.usage)
+            return await self._run_v2(model, payload)
+        return await self._run_v1(model, payload)
 
-    async def _run_v1(
-        self, model: SegmindModel, payload: dict[str, Any], usage: Usage
-    ) -> AudioChunk:
+    async def _run_v1(self, model: SegmindModel, payload: dict[str, Any]) -> Synthesized:
         async with self.http.request(
             "POST",
             f"/v1/{model.slug}",
@@ -224,15 +224,14 @@ class SegmindProvider(Provider):
             timeout_s=self._timeout(model),
         ) as response:
             body = await response.read()
-            self._record(
-                usage,
+            usage = self._usage(
                 _float_header(response.headers, "x-cost"),
                 _float_header(response.headers, "x-remaining-credits"),
             )
             content_type = response.headers.get("Content-Type", "")
         if content_type.split(";")[0].strip().lower() == "application/json":
-            return await self._audio_from_json(model, body)
-        return self._audio(model, body, content_type)
+            return Synthesized(await self._audio_from_json(model, body), usage)
+        return Synthesized(self._audio(model, body, content_type), usage)
 
     def _audio(self, model: SegmindModel, data: bytes, content_type: str) -> AudioChunk:
         encoding = encoding_from_response(content_type, data)
@@ -273,9 +272,7 @@ class SegmindProvider(Provider):
             ) from None
         return self._audio(model, audio, "")
 
-    async def _run_v2(
-        self, model: SegmindModel, payload: dict[str, Any], usage: Usage
-    ) -> AudioChunk:
+    async def _run_v2(self, model: SegmindModel, payload: dict[str, Any]) -> Synthesized:
         async with self.http.request(
             "POST", f"/v2/{model.slug}", model=model.slug, json_body=payload
         ) as response:
@@ -295,15 +292,16 @@ class SegmindProvider(Provider):
             raise
         output = result.get("output")
         metrics = result.get("metrics")
+        usage = None
         if isinstance(metrics, dict):
-            self._record(
-                usage, _number(metrics.get("cost")), _number(metrics.get("remaining_credits"))
+            usage = self._usage(
+                _number(metrics.get("cost")), _number(metrics.get("remaining_credits"))
             )
         if not isinstance(output, str) or not output:
             raise SynthesisFailed(
                 self.name, f"job {request_id} completed without output", model=model.slug
             )
-        return await self._audio_from_value(model, output)
+        return Synthesized(await self._audio_from_value(model, output), usage)
 
     async def _wait(self, model: SegmindModel, request_id: str, characters: int) -> dict[str, Any]:
         """Poll until COMPLETED; return the result body. Never resubmits."""

@@ -37,7 +37,7 @@ from bot.errors import (
     UnknownVoice,
 )
 from bot.ops.config import LimitSettings, Settings
-from bot.providers.base import Provider, SynthesisInput, api_key
+from bot.providers.base import Provider, SynthesisJob, Synthesized, Usage, api_key
 from bot.providers.http import HttpClient, StatusRule, encoding_from_response, error_text
 from bot.providers.ratelimit import remaining_calls
 from bot.speech import AudioChunk, AudioEncoding, Voice
@@ -309,7 +309,7 @@ class TogetherProvider(Provider):
         return self._model(voice.model).options
 
     # -- synthesis ---------------------------------------------------------------------------
-    def _call(self, job: SynthesisInput, *, stream: bool) -> _Call:
+    def _call(self, job: SynthesisJob, *, stream: bool) -> _Call:
         """The request body: documented fields only, each chosen value sent explicitly."""
         model = self._model(job.voice.model)
         options = model.options.model_validate(dict(job.options))
@@ -334,7 +334,7 @@ class TogetherProvider(Provider):
         rate = FIXED_RATE if model.fixed_output else int(payload["sample_rate"])
         return _Call(payload, encoding, rate)
 
-    async def synthesize(self, job: SynthesisInput) -> AudioChunk:
+    async def synthesize(self, job: SynthesisJob) -> Synthesized:
         """The whole utterance: WAV or MP3 as sent, or raw PCM in the encoding asked for."""
         self._require_key(job.voice.model)
         call = self._call(job, stream=False)
@@ -343,8 +343,7 @@ class TogetherProvider(Provider):
         ) as response:
             body = await response.read()
             content_type = response.headers.get("Content-Type", "")
-            remaining, reset = remaining_calls(response.headers)
-            job.usage.rate_limit_remaining, job.usage.rate_limit_reset_s = remaining, reset
+            usage = _headroom(response.headers)
         if not body or content_type.split(";")[0].strip().lower() == "application/json":
             detail = error_text(body) if body else "no audio"
             raise SynthesisFailed(
@@ -357,13 +356,13 @@ class TogetherProvider(Provider):
                 f"unrecognised audio ({content_type or 'no Content-Type'}, {len(body)} bytes)",
                 model=job.voice.model,
             )
-        return AudioChunk(body, encoding, call.sample_rate, 1)
+        return Synthesized(AudioChunk(body, encoding, call.sample_rate, 1), usage)
 
-    def streams_live(self, job: SynthesisInput) -> bool:
+    def streams_live(self, job: SynthesisJob) -> bool:
         """Streaming is on and ``job`` asks for raw PCM (the only format the API streams)."""
         return self.settings.stream and job.options.get("response_format") in (None, "raw")
 
-    async def stream(self, job: SynthesisInput) -> AsyncIterator[AudioChunk]:
+    async def stream(self, job: SynthesisJob) -> AsyncIterator[Synthesized]:
         """Raw PCM chunks (whole samples, mono) as the server sends them.
 
         Falls back to one :meth:`synthesize` chunk when ``stream`` is off or the request asks
@@ -385,14 +384,14 @@ class TogetherProvider(Provider):
             timeout_s=self.settings.stream_read_timeout_s,
             streaming=True,
         ) as response:
-            remaining, reset = remaining_calls(response.headers)
-            job.usage.rate_limit_remaining, job.usage.rate_limit_reset_s = remaining, reset
+            usage: Usage | None = _headroom(response.headers)  # given with the first piece
             carry = b""  # a sample split between two events
             async for pcm in self._stream_pcm(response, job.voice.model):
                 whole = len(carry + pcm) // width * width
                 pcm, carry = (carry + pcm)[:whole], (carry + pcm)[whole:]
                 if pcm:
-                    yield AudioChunk(pcm, call.encoding, call.sample_rate, 1)
+                    yield Synthesized(AudioChunk(pcm, call.encoding, call.sample_rate, 1), usage)
+                    usage = None
 
     async def _stream_pcm(
         self, response: aiohttp.ClientResponse, model: str
@@ -431,6 +430,12 @@ class TogetherProvider(Provider):
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+
+def _headroom(headers: Mapping[str, str]) -> Usage:
+    """The rate-limit headroom a successful response reports."""
+    remaining, reset = remaining_calls(headers)
+    return Usage(rate_limit_remaining=remaining, rate_limit_reset_s=reset)
 
 
 def _find(voices: list[Voice], wanted: str) -> Voice | None:

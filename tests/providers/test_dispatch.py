@@ -23,7 +23,7 @@ from bot.errors import (
 from bot.ops import config
 from bot.ops.config import Settings
 from bot.ops.metrics import REGISTRY
-from bot.providers.base import ProviderRegistry, SynthesisInput
+from bot.providers.base import ProviderRegistry, SynthesisJob
 from bot.providers.credits import Ledger
 from bot.providers.dispatch import Dispatcher
 from bot.providers.http import ErrorResponse, StatusRule, status_error
@@ -203,9 +203,9 @@ async def _dispatch(settings: Settings, request: SpeechRequest | None = None, **
     provider = registry.get("scripted")
     voice = await provider.resolve_voice(None, None)
     request = request or SpeechRequest(text="hi", provider="scripted")
-    job = SynthesisInput(request.id, "hi", voice)
+    job = SynthesisJob(request.id, "hi", voice)
     try:
-        return await dispatcher.run(provider, request, job, **{"wait_until": None, **kwargs})
+        return await dispatcher.synthesize(provider, request, job, **{"wait_until": None, **kwargs})
     finally:
         dispatcher.ledger.close()
 

@@ -22,7 +22,7 @@ from bot.errors import (
     UnknownVoice,
 )
 from bot.ops import config
-from bot.providers.base import Provider, ProviderRegistry, SynthesisInput
+from bot.providers.base import Provider, ProviderRegistry, SynthesisJob
 from bot.speech import AudioChunk, AudioEncoding, SpeechRequest, Voice
 from bot.synthesis.pipeline import SpeechPipeline
 from integrations.openai import OpenAIProvider
@@ -59,18 +59,16 @@ async def kokoro(
 
 async def job(
     provider: OpenAIProvider, voice: str | None = "af_heart", text: str = "Hello.", **options: Any
-) -> SynthesisInput:
+) -> SynthesisJob:
     chosen = await provider.resolve_voice(voice, None)
-    return SynthesisInput("r1", text, chosen, provider.validate_options(chosen, options))
+    return SynthesisJob("r1", text, chosen, provider.validate_options(chosen, options))
 
 
-async def speak(
-    provider: Provider, request: SynthesisInput, *, streaming: bool
-) -> list[AudioChunk]:
+async def speak(provider: Provider, request: SynthesisJob, *, streaming: bool) -> list[AudioChunk]:
     """All the audio of ``request``, through :meth:`stream` or :meth:`synthesize`."""
     if streaming:
-        return [chunk async for chunk in provider.stream(request)]
-    return [await provider.synthesize(request)]
+        return [piece.chunk async for piece in provider.stream(request)]
+    return [(await provider.synthesize(request)).chunk]
 
 
 def tone_pcm(text: str, speed: float = 1.0) -> bytes:
@@ -88,7 +86,9 @@ async def test_a_named_instance_speaks_under_its_own_name(
     assert (kokoro.name, kokoro.kind) == ("kokoro", "openai")
     voice = await kokoro.resolve_voice("AF_HEART", None)
     assert voice == Voice("kokoro", "kokoro", "af_heart", "af_heart")
-    chunks = [c async for c in kokoro.stream(SynthesisInput("r", "Good <sigh> morning.", voice))]
+    chunks = [
+        c.chunk async for c in kokoro.stream(SynthesisJob("r", "Good <sigh> morning.", voice))
+    ]
     voices_call, speech_call = fake_openai.requests
     assert (voices_call.method, voices_call.path) == ("GET", VOICES)
     assert speech_call.json == {
@@ -112,8 +112,8 @@ async def test_plain_call_shape_and_speed(
         kokoro_settings(fake_openai, tmp_path, response_format="pcm", stream=False), "kokoro"
     )
     text = "Quick now."
-    normal = await provider.synthesize(await job(provider, text=text))
-    fast = await provider.synthesize(await job(provider, text=text, speed=2))
+    normal = (await provider.synthesize(await job(provider, text=text))).chunk
+    fast = (await provider.synthesize(await job(provider, text=text, speed=2))).chunk
     first, second = fake_openai.requests_to(SPEECH)
     base = {"model": "kokoro", "input": text, "voice": "af_heart", "response_format": "pcm"}
     assert first.json == base
@@ -178,7 +178,7 @@ async def test_over_long_input_is_refused_before_any_call(
         await speak(kokoro, request, streaming=streaming)
     assert fake_openai.requests == []
     at_limit = await job(kokoro, text="x" * 4096, response_format="pcm")
-    assert (await kokoro.synthesize(at_limit)).data
+    assert (await kokoro.synthesize(at_limit)).chunk.data
 
 
 # -- voices ------------------------------------------------------------------------------------
@@ -240,7 +240,7 @@ async def test_the_default_voice_is_taken_even_when_not_listed(
     # Kokoro-FastAPI maps OpenAI's names onto its voices without listing them.
     alloy = await kokoro.resolve_voice(None, None)
     assert alloy == Voice("kokoro", "kokoro", "alloy", "alloy")
-    await kokoro.synthesize(SynthesisInput("r", "Hi.", alloy))
+    await kokoro.synthesize(SynthesisJob("r", "Hi.", alloy))
     assert fake_openai.requests_to(SPEECH)[0].json["voice"] == "alloy"
 
 
@@ -259,12 +259,12 @@ async def test_keys_go_only_where_they_belong(
         )
         registry = ProviderRegistry.default(settings)
         voice = Voice("x", "tts-1", "alloy", "alloy")
-        chunk = await registry.get("openai").synthesize(SynthesisInput("r", "Hi.", voice))
+        chunk = (await registry.get("openai").synthesize(SynthesisJob("r", "Hi.", voice))).chunk
         assert chunk.encoding is AudioEncoding.MP3
         assert fake.requests[-1].headers["authorization"] == "Bearer <redacted>"
         # Another instance never borrows OPENAI_API_KEY: it sends nothing, and is refused.
         with pytest.raises(ProviderAuthError) as caught:
-            await registry.get("kokoro").synthesize(SynthesisInput("r", "Hi.", voice))
+            await registry.get("kokoro").synthesize(SynthesisJob("r", "Hi.", voice))
         assert "authorization" not in fake.requests[-1].headers
         assert str(caught.value) == ("kokoro/tts-1: Invalid or missing API key (HTTP 401)")
         await registry.aclose()
@@ -384,7 +384,9 @@ async def test_pcm_streams_in_whole_samples(
     fake_openai.chunk_bytes = 1001  # odd: samples split across chunks
     fake_openai.chunk_delay = 0.01  # so the pieces arrive apart
     text = "Sample by sample."
-    chunks = [c async for c in kokoro.stream(await job(kokoro, text=text, response_format="pcm"))]
+    chunks = [
+        c.chunk async for c in kokoro.stream(await job(kokoro, text=text, response_format="pcm"))
+    ]
     assert fake_openai.requests_to(SPEECH)[0].json["stream"] is True
     assert len(chunks) > 3
     assert all(len(c.data) % 2 == 0 for c in chunks)
@@ -413,7 +415,7 @@ async def test_containers_come_as_one_file(
     fake_openai: FakeOpenAISpeech,  # noqa: F811
 ) -> None:
     fake_openai.chunk_bytes = 512
-    chunks = [c async for c in kokoro.stream(await job(kokoro, response_format="wav"))]
+    chunks = [c.chunk async for c in kokoro.stream(await job(kokoro, response_format="wav"))]
     assert [c.encoding for c in chunks] == [AudioEncoding.WAV]
     assert chunks[0].data[:4] == b"RIFF"
     assert "stream" not in fake_openai.requests_to(SPEECH)[0].json
@@ -426,7 +428,7 @@ async def test_an_empty_stream_is_an_error(
     request = await job(kokoro)
     fake_openai.script("POST", SPEECH, ScriptedResponse(200, b"", content_type="audio/mpeg"))
     with pytest.raises(ProviderError, match="the stream held no audio"):
-        [c async for c in kokoro.stream(request)]
+        [c.chunk async for c in kokoro.stream(request)]
 
 
 # -- the whole way -----------------------------------------------------------------------------
@@ -439,7 +441,7 @@ async def test_real_speech_through_the_fake_and_the_pipeline(
     piper_voice = await piper.resolve_voice(None, None)
 
     async def speak_with_piper(text: str) -> tuple[bytes, int]:
-        chunk = await piper.synthesize(SynthesisInput("fake", text, piper_voice))
+        chunk = (await piper.synthesize(SynthesisJob("fake", text, piper_voice))).chunk
         return chunk.data, chunk.sample_rate  # 22050 Hz; the fake resamples to 24 kHz
 
     sentence = "Someone is waiting at the front door with a parcel for you."
