@@ -2,19 +2,15 @@
 
 API facts (Together's API page for ``/v1/audio/speech``, its error-codes page and SDK): auth is
 ``Authorization: Bearer KEY``; the body is ``model``, ``input``, ``voice`` and the options in
-:mod:`integrations.together.models`; a plain call answers with the audio itself (``wav``,
-``mp3`` or headerless ``raw`` PCM); ``stream: true`` (``raw`` only) answers server-sent events
-whose ``data`` is a JSON object carrying base64 PCM in ``delta`` (current docs) or ``b64``
-(OpenAPI spec, SDK), ending with ``data: [DONE]``. Voices are listed per model at
-``GET /v1/voices?model=...``. Errors are ``{"error": {"message", "type", "param", "code"}}``;
-402 is "Payment Required" (the spending limit is reached), 503 "Engine Overloaded".
+:mod:`integrations.together.models`; a plain call answers with the audio itself (``wav``, ``mp3``
+or headerless ``raw`` PCM), ``stream: true`` (``raw`` only) with server-sent events
+(:mod:`integrations.together.stream`). Voices are listed per model at ``GET /v1/voices``.
+Errors are ``{"error": {"message", ...}}``; 402 is the spending limit, 503 "Engine Overloaded".
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import logging
 import time
@@ -22,7 +18,6 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from bot.errors import (
@@ -49,13 +44,13 @@ from integrations.together.models import (
     TogetherModel,
     parse_kokoro_mix,
 )
+from integrations.together.stream import speech_pcm
 
 __all__ = [
     "TOGETHER_STATUSES",
     "InvalidVoiceMix",
     "TogetherProvider",
     "TogetherSettings",
-    "server_sent_data",
 ]
 
 log = logging.getLogger(__name__)
@@ -130,34 +125,6 @@ class InvalidVoiceMix(UnknownVoice):
         self.component = component
         detail = f"component {component!r}: {problem}" if problem else str(self)
         self.args = (f"voice mix {mix!r}: {detail}",)
-
-
-async def server_sent_data(body: aiohttp.StreamReader) -> AsyncIterator[str]:
-    """The ``data`` of each server-sent event as it arrives (WHATWG HTML, "server-sent events").
-
-    Lines of one event's ``data`` are joined with newlines; comments and other fields (``event``,
-    ``id``, ``retry``) are skipped. Reads what has arrived rather than whole lines, so an event of
-    any size is accepted.
-    """
-    pending = b""
-    data: list[str] = []
-    async for piece in body.iter_any():
-        *lines, pending = (pending + piece).split(b"\n")
-        for line in lines:
-            text = line.rstrip(b"\r").decode("utf-8", "replace")
-            if not text:  # a blank line ends the event
-                if data:
-                    yield "\n".join(data)
-                    data = []
-            elif not text.startswith(":"):
-                field, _, value = text.partition(":")
-                if field == "data":
-                    data.append(value.removeprefix(" "))
-    tail = pending.rstrip(b"\r").decode("utf-8", "replace")
-    if tail.startswith("data:"):
-        data.append(tail.removeprefix("data:").removeprefix(" "))
-    if data:
-        yield "\n".join(data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,47 +353,12 @@ class TogetherProvider(Provider):
         ) as response:
             usage: Usage | None = _headroom(response.headers)  # given with the first piece
             carry = b""  # a sample split between two events
-            async for pcm in self._stream_pcm(response, job.voice.model):
+            async for pcm in speech_pcm(response, self.name, job.voice.model):
                 whole = len(carry + pcm) // width * width
                 pcm, carry = (carry + pcm)[:whole], (carry + pcm)[whole:]
                 if pcm:
                     yield Synthesized(AudioChunk(pcm, call.encoding, call.sample_rate, 1), usage)
                     usage = None
-
-    async def _stream_pcm(
-        self, response: aiohttp.ClientResponse, model: str
-    ) -> AsyncIterator[bytes]:
-        content_type = response.headers.get("Content-Type", "")
-        if not content_type.startswith("text/event-stream"):
-            raise SynthesisFailed(
-                self.name, f"expected server-sent events, got {content_type!r}", model=model
-            )
-        async for data in server_sent_data(response.content):
-            if data.strip() == "[DONE]":
-                return
-            try:
-                event = json.loads(data)
-            except ValueError:
-                event = None
-            if not isinstance(event, dict):
-                raise SynthesisFailed(self.name, "unreadable stream event", model=model)
-            if "error" in event:
-                raise SynthesisFailed(
-                    self.name, f"the stream failed: {error_text(data.encode())}", model=model
-                )
-            audio = event.get("delta") if isinstance(event.get("delta"), str) else event.get("b64")
-            if not isinstance(audio, str):
-                continue  # an event without audio (a status, a "done" marker) plays nothing
-            try:
-                pcm = base64.b64decode(audio, validate=True)
-            except (binascii.Error, ValueError):
-                raise SynthesisFailed(
-                    self.name, "a stream event's audio is not base64", model=model
-                ) from None
-            yield pcm
-        raise SynthesisFailed(
-            self.name, "the stream ended without data: [DONE]; the audio is incomplete", model=model
-        )
 
     async def aclose(self) -> None:
         await self.http.aclose()
