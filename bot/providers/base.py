@@ -1,12 +1,9 @@
 """The provider interface and the registry that finds providers by name.
 
 A provider is one module in ``integrations/`` holding a :class:`Provider` subclass, plus one
-entry in ``integrations.PROVIDERS`` (or, for a third-party package, an entry point in the
-``oyez.providers`` group). Nothing in ``bot/`` names a provider.
-
-A provider turns a :class:`SynthesisJob` (normalised text, a resolved :class:`Voice`, validated
-options) into audio in whatever encoding its engine or API produces, returned as
-:class:`Synthesized` with what the call cost; the pipeline does the rest.
+entry in ``integrations.PROVIDERS`` (or an entry point in the ``oyez.providers`` group); nothing
+in ``bot/`` names a provider. It turns a :class:`SynthesisJob` into audio in whatever encoding
+its engine or API produces, returned as :class:`Synthesized` with the call's :class:`Usage`.
 """
 
 from __future__ import annotations
@@ -102,11 +99,9 @@ def format_option_errors(error: ValidationError) -> list[str]:
 class Provider(ABC):
     """A text-to-speech engine or API.
 
-    Subclasses set ``kind`` (the implementation's name), ``settings_model`` (validates
-    ``providers.<name>`` in the configuration) and implement :meth:`list_voices`,
-    :meth:`default_voice_id` and :meth:`synthesize`. Providers that stream override
-    :meth:`stream` and set ``streams = True``.
-
+    Subclasses set ``kind`` (the implementation's name) and ``settings_model`` (validates
+    ``providers.<name>``) and implement :meth:`list_voices`, :meth:`default_voice_id` and
+    :meth:`synthesize`; those that stream override :meth:`stream` and set ``streams = True``.
     ``name`` is the configured instance's name: usually ``kind``, but several instances of one
     kind may be configured (``providers: {kokoro: {type: openai, base_url: ...}}``).
     """

@@ -1,19 +1,11 @@
-"""Every provider call goes through the dispatcher: budgets, the credit circuit, the rate
-limiter, retries, and the books.
+"""Every provider call goes through the dispatcher, in this order:
 
-For one prepared request and one provider, in order:
-
-1. **money** (paid providers): an open credit circuit refuses the call until a credit check
-   passes (Segmind's free ``get-user-credits``; providers without a check are tried again after
-   ``credits.reopen_after_s``); a call whose estimated cost exceeds the known remaining credits
-   is not started; daily budgets per provider, guild and user are checked.
-2. **rate limit**: the request waits its turn in the provider's bucket, at most until
-   ``wait_until`` (the request's expiry, or its patience when a fallback could speak instead).
-3. **the call**: a 429 pauses the whole bucket (for the provider's hint, else a jittered
-   backoff) and the request retries from the front of the queue; a 5xx, timeout or lost
-   connection is retried ``rate_limits.retries`` times with backoff; a 406 opens the credit
-   circuit. Errors the provider marks as not retryable (a billed v2 job) are never retried.
-4. **the books**: the cost (reported, else estimated) and the remaining credits are recorded.
+1. money (paid providers): an open credit circuit, the known balance and the daily budgets per
+   provider, guild and user may refuse the call before it starts;
+2. the rate limit: the request waits its turn in its bucket, at most until ``wait_until``;
+3. the call: a 429 pauses the bucket (the request keeps its place); a 5xx, timeout or lost
+   connection is retried with backoff unless marked not retryable; no credits open the circuit;
+4. the books: the cost (reported, else estimated) and the remaining credits are recorded.
 """
 
 from __future__ import annotations

@@ -1,17 +1,11 @@
 """Rate limits: the providers' signals, and the client-side limiter every paid call goes through.
 
-:func:`retry_after_s` reads how long a provider asks us to wait, from the headers of a 429 (or
-503) response, in this order of precedence:
-
-1. ``retry-after-ms``: milliseconds (Together's SDK honours it first).
-2. ``Retry-After``: seconds or an HTTP date (RFC 9110 §10.2.3).
-3. ``x-rate-limit-reset-at-utc``: the instant the window resets (Segmind, per its API notes),
-   as ISO 8601, an HTTP date or Unix seconds.
-4. ``x-ratelimit-reset``: time until the window resets (Together, OpenAI style): seconds, a
-   duration such as ``1m30s``/``250ms``, or Unix seconds when the number is that large.
-
-Waits are never negative and are capped at ``cap_s``, so a wrong clock cannot stall a queue for
-a day.
+:func:`retry_after_s` reads the wait a 429 (or 503) asks for from the first header found of
+``retry-after-ms`` (Together's SDK honours it first), ``Retry-After`` (seconds or an HTTP date,
+RFC 9110 §10.2.3), ``x-rate-limit-reset-at-utc`` (the reset instant, per Segmind's API notes) and
+``x-ratelimit-reset`` (time to the reset, Together/OpenAI style: ``1.5``, ``1m30s``, ``250ms``, or
+Unix seconds when that large). Waits are never negative and are capped at ``cap_s``, so a wrong
+clock cannot stall a queue for a day.
 """
 
 from __future__ import annotations
@@ -174,19 +168,12 @@ class LimiterState:
 class RateLimiter:
     """One provider's (or one model's) client-side rate limit: a bucket every call goes through.
 
-    - At most ``requests_per_minute`` calls start per ``window_s`` (60 s). Until a call has
-      gone through the window slides; then the bucket counts in fixed windows aligned to the
-      provider's (from that first call, corrected by any 429's reset time), keeping clear of a
-      ``guard`` around each boundary so that no call lands in the wrong window. A 429 with a
-      reset hint also teaches the bucket a lower limit when the provider's is lower.
-    - At most ``max_concurrent`` calls run at once.
-    - :meth:`pause` stops the whole bucket (after a 429), not just one request, so queued
-      requests do not hammer the provider; without a hint, the pause is exponential backoff
-      with full jitter (``backoff_base_s`` × 2^n, capped at ``backoff_cap_s``).
-    - Waiters are served in order: higher priority first, then arrival. A request that is
-      retried after a 429 keeps its place (its ``seq``) at the front of the queue.
-
-    Time is the event loop's clock, so tests can fast-forward it.
+    At most ``requests_per_minute`` calls start per ``window_s`` and ``max_concurrent`` run at
+    once. The window slides until a call has gone through, then follows the provider's fixed
+    windows (phased by that call, corrected by a 429's reset), clear of a ``guard`` at each edge;
+    a 429's reset hint may teach a lower limit. :meth:`pause` stops the whole bucket after a 429
+    (for the hint, else a full-jitter backoff). Waiters go by priority, then arrival; a retried
+    request keeps its place. Time is the event loop's clock, so tests can fast-forward it.
     """
 
     def __init__(

