@@ -46,6 +46,17 @@ class Dispatched:
     cost_estimated: bool
 
 
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """One request's way to one provider: the bucket it waits in, until when (loop times)."""
+
+    provider: Provider
+    request: SpeechRequest
+    limiter: RateLimiter
+    wait_until: float | None
+    expiry: float | None
+
+
 @dataclass(slots=True)
 class _Call:
     """What one provider call delivered so far: its chunks, seconds to the first, its usage."""
@@ -245,25 +256,24 @@ class Dispatcher:
         """
         await self.check_money(provider, job.voice, request)
         limiter = self.limiter(provider, job.voice)
+        route = _Route(provider, request, limiter, wait_until, expiry)
         ticket = limiter.ticket()  # kept across retries: a retried request keeps its place
         retries = 0
         while True:
-            granted = await self._turn(limiter, provider, request, ticket, wait_until, expiry)
+            granted = await _turn(route, ticket)
             call = _Call()
             delay = 0.0
             try:
-                await self._stream(provider, job, call, on_chunk)
+                await _stream(provider, job, call, on_chunk)
             except RateLimited as exc:
-                self._pause(limiter, provider, request, exc, granted)
+                _pause(route, exc, granted)
             except InsufficientCredits as exc:
                 PROVIDER_CALLS.labels(provider.name, "no_credits").inc()
                 self._open(provider, exc.detail)
                 raise
             except ProviderError as exc:
                 heard = on_chunk is not None and bool(call.chunks)  # its audio already went out
-                retry_in = self._retry_delay(
-                    limiter, provider, request, exc, retries, wait_until, heard
-                )
+                retry_in = self._retry_delay(route, exc, retries, heard)
                 if retry_in is None:
                     raise
                 delay, retries = retry_in, retries + 1
@@ -280,102 +290,86 @@ class Dispatcher:
         )
         return Dispatched(call.chunks, call.first_audio_s, usd, estimated)
 
-    @staticmethod
-    async def _turn(
-        limiter: RateLimiter,
-        provider: Provider,
-        request: SpeechRequest,
-        ticket: int,
-        wait_until: float | None,
-        expiry: float | None,
-    ) -> float:
-        """Wait for ``limiter`` to grant a call; its grant instant. Raises :class:`RequestExpired`
-        when ``expiry`` passed while waiting, else :class:`RateLimited` after ``wait_until``."""
-        loop = asyncio.get_running_loop()
-        timeout = None if wait_until is None else wait_until - loop.time()
-        try:
-            return await limiter.acquire(
-                ticket=ticket, priority=request.priority.rank, timeout_s=timeout
-            )
-        except WaitExpired as exc:
-            overdue = -float("inf") if expiry is None else loop.time() - expiry
-            if overdue >= 0:
-                raise RequestExpired(
-                    request.id,
-                    overdue,
-                    f"after waiting {exc.waited_s:.0f} s for {provider.name}'s rate limit",
-                ) from None
-            raise RateLimited(
-                provider.name,
-                f"still rate-limited after waiting {exc.waited_s:.0f} s (patience_s)",
-                retry_after_s=limiter.state().paused_for_s or None,
-                status=None,
-            ) from None
-
-    @staticmethod
-    async def _stream(
-        provider: Provider,
-        job: SynthesisJob,
-        call: _Call,
-        on_chunk: Callable[[AudioChunk], Awaitable[None]] | None,
-    ) -> None:
-        """Collect ``provider``'s audio for ``job`` into ``call`` (kept when the call fails)."""
-        loop = asyncio.get_running_loop()
-        called = loop.time()
-        async for piece in provider.stream(job):
-            if not call.chunks:
-                call.first_audio_s = loop.time() - called
-            call.chunks.append(piece.chunk)
-            if piece.usage is not None:
-                call.usage = piece.usage
-            if on_chunk is not None:
-                await on_chunk(piece.chunk)
-
-    @staticmethod
-    def _pause(
-        limiter: RateLimiter,
-        provider: Provider,
-        request: SpeechRequest,
-        exc: RateLimited,
-        granted: float,
-    ) -> None:
-        """A 429: the whole bucket pauses and the request keeps its place at the front."""
-        PROVIDER_CALLS.labels(provider.name, "rate_limited").inc()
-        RATE_LIMITED.labels(provider.name).inc()
-        RETRIES.labels(provider.name).inc()
-        paused = limiter.pause(exc.retry_after_s, refused=granted)
-        log.warning(
-            "request %s: %s answered 429; its bucket pauses %.1f s and the request keeps its place",
-            request.id,
-            provider.name,
-            paused,
-        )
-
     def _retry_delay(
-        self,
-        limiter: RateLimiter,
-        provider: Provider,
-        request: SpeechRequest,
-        exc: ProviderError,
-        retries: int,
-        wait_until: float | None,
-        heard: bool,
+        self, route: _Route, exc: ProviderError, retries: int, heard: bool
     ) -> float | None:
         """Seconds until retry ``retries + 1`` of a failed call, or None when it must not be
         retried: not retryable, out of retries, past ``wait_until``, or its audio was ``heard``."""
+        name = route.provider.name
         outcome = "unavailable" if isinstance(exc, ProviderUnavailable) else "failed"
-        PROVIDER_CALLS.labels(provider.name, outcome).inc()
-        delay = limiter.backoff_s(retries + 1)
+        PROVIDER_CALLS.labels(name, outcome).inc()
+        delay = route.limiter.backoff_s(retries + 1)
+        wait_until = route.wait_until
         late = wait_until is not None and asyncio.get_running_loop().time() + delay > wait_until
         if not exc.retryable or retries >= self.settings.rate_limits.retries or late or heard:
             return None
-        RETRIES.labels(provider.name).inc()
+        RETRIES.labels(name).inc()
         log.warning(
             "request %s: %s failed (%s); retry %d in %.1f s",
-            request.id,
-            provider.name,
+            route.request.id,
+            name,
             exc,
             retries + 1,
             delay,
         )
         return delay
+
+
+async def _turn(route: _Route, ticket: int) -> float:
+    """Wait for the route's bucket to grant a call; its grant instant. Raises
+    :class:`RequestExpired` when the expiry passed while waiting, else :class:`RateLimited`."""
+    loop = asyncio.get_running_loop()
+    limiter, name, request = route.limiter, route.provider.name, route.request
+    timeout = None if route.wait_until is None else route.wait_until - loop.time()
+    try:
+        return await limiter.acquire(
+            ticket=ticket, priority=request.priority.rank, timeout_s=timeout
+        )
+    except WaitExpired as exc:
+        overdue = -float("inf") if route.expiry is None else loop.time() - route.expiry
+        if overdue >= 0:
+            raise RequestExpired(
+                request.id,
+                overdue,
+                f"after waiting {exc.waited_s:.0f} s for {name}'s rate limit",
+            ) from None
+        raise RateLimited(
+            name,
+            f"still rate-limited after waiting {exc.waited_s:.0f} s (patience_s)",
+            retry_after_s=limiter.state().paused_for_s or None,
+            status=None,
+        ) from None
+
+
+async def _stream(
+    provider: Provider,
+    job: SynthesisJob,
+    call: _Call,
+    on_chunk: Callable[[AudioChunk], Awaitable[None]] | None,
+) -> None:
+    """Collect ``provider``'s audio for ``job`` into ``call`` (kept when the call fails)."""
+    loop = asyncio.get_running_loop()
+    called = loop.time()
+    async for piece in provider.stream(job):
+        if not call.chunks:
+            call.first_audio_s = loop.time() - called
+        call.chunks.append(piece.chunk)
+        if piece.usage is not None:
+            call.usage = piece.usage
+        if on_chunk is not None:
+            await on_chunk(piece.chunk)
+
+
+def _pause(route: _Route, exc: RateLimited, granted: float) -> None:
+    """A 429: the whole bucket pauses and the request keeps its place at the front."""
+    name = route.provider.name
+    PROVIDER_CALLS.labels(name, "rate_limited").inc()
+    RATE_LIMITED.labels(name).inc()
+    RETRIES.labels(name).inc()
+    paused = route.limiter.pause(exc.retry_after_s, refused=granted)
+    log.warning(
+        "request %s: %s answered 429; its bucket pauses %.1f s and the request keeps its place",
+        route.request.id,
+        name,
+        paused,
+    )
