@@ -283,7 +283,7 @@ class Dispatcher:
                 limiter.release()
             await asyncio.sleep(delay)
         usage = call.usage
-        limiter.succeeded(granted, usage.rate_limit_remaining, usage.rate_limit_reset_s)
+        limiter.succeeded(usage.rate_limit_remaining, usage.rate_limit_reset_s)
         PROVIDER_CALLS.labels(provider.name, "ok").inc()
         usd, estimated = self._account(
             provider, job.voice, request, usage.cost_usd, usage.remaining_credits

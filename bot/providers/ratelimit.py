@@ -233,7 +233,7 @@ class RateLimiter:
         self, *, ticket: int | None = None, priority: int = 0, timeout_s: float | None = None
     ) -> float:
         """Wait for a turn; return the instant it was granted (loop time), which identifies the
-        call to :meth:`pause` and :meth:`succeeded`.
+        call to :meth:`pause` should the provider refuse it.
 
         Raises :class:`WaitExpired` after ``timeout_s`` seconds of waiting. Every successful
         ``acquire`` must be followed by one :meth:`release`.
@@ -299,14 +299,9 @@ class RateLimiter:
         self._dispatch()
         return retry_after_s
 
-    def succeeded(
-        self,
-        granted: float | None = None,
-        remaining: int | None = None,
-        reset_s: float | None = None,
-    ) -> None:
-        """The call granted at ``granted`` went through: the backoff starts again from its
-        base, and the first such call gives the provider's window its phase.
+    def succeeded(self, remaining: int | None = None, reset_s: float | None = None) -> None:
+        """A call went through: the backoff starts again from its base, and the first such
+        call gives the provider's window its phase.
 
         ``remaining`` calls left in the provider's window, resetting in ``reset_s``, when its
         response said so: the bucket then starts no more than that (less the calls already on

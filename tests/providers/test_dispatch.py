@@ -71,10 +71,10 @@ async def test_requests_per_minute(succeed: bool, expected: list[int]) -> None:
     starts: list[float] = []
 
     async def one() -> None:
-        granted = await limiter.acquire()
+        await limiter.acquire()
         starts.append(round(loop_time()))
         if succeed:
-            limiter.succeeded(granted)
+            limiter.succeeded()
         limiter.release()
 
     await asyncio.gather(*(one() for _ in range(12)))
@@ -156,7 +156,8 @@ async def test_backoff_without_hint_grows_and_is_capped(monkeypatch: pytest.Monk
 async def test_a_429_with_a_reset_teaches_the_real_limit() -> None:
     limiter = RateLimiter("p", requests_per_minute=50)
     for _ in range(5):
-        limiter.succeeded(await limiter.acquire())
+        await limiter.acquire()
+        limiter.succeeded()
         limiter.release()
     refused = await limiter.acquire()
     limiter.release()
@@ -176,9 +177,9 @@ async def test_reported_headroom_is_respected() -> None:
     """A provider that says "2 calls left, resetting in 30 s" gets 2 calls, then none until
     the reset: it never has to answer 429."""
     limiter = RateLimiter("p")
-    granted = await limiter.acquire()
+    await limiter.acquire()
     limiter.release()  # the dispatcher releases, then reports the success
-    limiter.succeeded(granted, remaining=2, reset_s=30)
+    limiter.succeeded(remaining=2, reset_s=30)
     starts = []
     for _ in range(4):
         starts.append(round(await limiter.acquire()))
