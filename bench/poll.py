@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.readme import write_readme  # noqa: E402
 from bot.ops import config  # noqa: E402
-from bot.providers.base import SynthesisInput  # noqa: E402
+from bot.providers.base import SynthesisJob  # noqa: E402
 from integrations.segmind import SegmindProvider  # noqa: E402
 from tests.fakes.segmind import DEFAULT_API_KEY, FakeSegmind, Job  # noqa: E402
 
@@ -96,7 +96,7 @@ async def run_oyez(fake: TimedSegmind, texts: list[str], parallel: int) -> Outco
     lags: list[float] = []
 
     async def one(text: str) -> None:
-        await provider.synthesize(SynthesisInput("bench", text, voice))
+        await provider.synthesize(SynthesisJob("bench", text, voice))
         lags.append(time.time() - finish_time(fake, text))
 
     try:

@@ -7,7 +7,7 @@ time, and refuses every call beyond the limit at once with HTTP 429 and
 ``x-ratelimit-reset: <seconds until its window resets>`` (Together / OpenAI style). It counts
 accepted and refused calls per window.
 
-200 requests are started together (``asyncio.gather``) through ``Dispatcher.run``, the code
+200 requests are started together (``asyncio.gather``) through ``Dispatcher.synthesize``, the code
 under test, with a minimal provider (kind ``bench``) that maps a 429 to
 ``RateLimited(retry_after_s=retry_after_s(headers))``. Time is scaled: the provider's minute is
 ``W`` = 0.5 s, so the configured ``window_s`` is ``W`` too. Three scenarios, each on a fresh
@@ -44,7 +44,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,7 +59,7 @@ sys.path.insert(0, str(ROOT))
 from bench.readme import write_readme  # noqa: E402
 from bot.errors import ProviderError, RateLimited  # noqa: E402
 from bot.ops import config  # noqa: E402
-from bot.providers.base import Provider, SynthesisInput  # noqa: E402
+from bot.providers.base import Provider, SynthesisJob, Synthesized, Usage  # noqa: E402
 from bot.providers.dispatch import Dispatcher  # noqa: E402
 from bot.providers.ratelimit import RateLimiter, remaining_calls, retry_after_s  # noqa: E402
 from bot.speech import AudioChunk, AudioEncoding, SpeechRequest, Voice  # noqa: E402
@@ -204,7 +204,7 @@ class BenchProvider(Provider):
 
         await asyncio.gather(*(health() for _ in range(count)))
 
-    async def synthesize(self, job: SynthesisInput) -> AudioChunk:
+    async def synthesize(self, job: SynthesisJob) -> Synthesized:
         sent = clock()
         async with self.session.post(
             f"{self.base_url}/v1/audio/speech", json={"input": job.text}
@@ -221,11 +221,8 @@ class BenchProvider(Provider):
             if response.status != 200:
                 raise ProviderError(self.name, "unexpected answer", status=response.status)
             remaining, reset = remaining_calls(response.headers)
-            job.usage.rate_limit_remaining, job.usage.rate_limit_reset_s = remaining, reset
-        return AudioChunk(body, AudioEncoding.PCM_S16LE, 16000, 1)
-
-    async def stream(self, job: SynthesisInput) -> AsyncIterator[AudioChunk]:
-        yield await self.synthesize(job)
+        usage = Usage(rate_limit_remaining=remaining, rate_limit_reset_s=reset)
+        return Synthesized(AudioChunk(body, AudioEncoding.PCM_S16LE, 16000, 1), usage)
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -309,10 +306,10 @@ async def run_scenario(
         async def one(i: int) -> bool:
             text = f"Announcement number {i}."
             try:
-                done = await dispatcher.run(
+                done = await dispatcher.synthesize(
                     provider,
                     SpeechRequest(text=text),
-                    SynthesisInput(f"bench-{i}", text, VOICE),
+                    SynthesisJob(f"bench-{i}", text, VOICE),
                     wait_until=None,
                 )
             except Exception as exc:  # a lost request; counted, and shown with --verbose
@@ -417,10 +414,10 @@ def timeline(result: Result) -> str:
 
 def table(results: list[Result], requests: int, limit: int, window_s: float) -> str:
     lines = [
-        f"{requests} requests at once through `Dispatcher.run`; the simulated provider accepts "
-        f"{limit} calls per fixed {window_s:g} s window (scaled time: {window_s:g} s stands for "
-        "a minute) and answers 429 with `x-ratelimit-reset` beyond; goals: ratio ≤ 1.05, "
-        "at most one 429 per window, none lost:",
+        f"{requests} requests at once through `Dispatcher.synthesize`; the simulated provider "
+        f"accepts {limit} calls per fixed {window_s:g} s window (scaled time: {window_s:g} s "
+        "stands for a minute) and answers 429 with `x-ratelimit-reset` beyond; goals: "
+        "ratio ≤ 1.05, at most one 429 per window, none lost:",
         "",
         "| client limit | makespan (s) | ideal (s) | ratio | 429s | worst window's 429s | "
         "learned limit | windows used | lost |",

@@ -328,7 +328,9 @@ async def _credits(args: argparse.Namespace, settings: Settings) -> int:
     pipeline = SpeechPipeline(settings)
     try:
         names = [args.provider] if args.provider else None
-        print("\n".join(await credits_report(pipeline, names, live=not args.offline)))
+        live = not args.offline
+        lines = await credits_report(pipeline.registry, pipeline.dispatcher, names, live=live)
+        print("\n".join(lines))
     finally:
         await pipeline.aclose()
     return EXIT_OK

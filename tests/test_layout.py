@@ -26,8 +26,6 @@ KNOWN: frozenset[Edge] = frozenset(
         # the Discord client and its /schedule commands import each other
         ("integrations.discord.bot", "integrations.discord.schedules"),
         ("integrations.discord.schedules", "integrations.discord.bot"),
-        # the credits report builds a whole pipeline
-        ("bot.providers.report", "bot.synthesis.pipeline"),
     }
 )
 #: The modules of ``bot/`` that read the registries of the ``integrations`` package.

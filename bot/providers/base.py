@@ -1,11 +1,9 @@
 """The provider interface and the registry that finds providers by name.
 
 A provider is one module in ``integrations/`` holding a :class:`Provider` subclass, plus one
-entry in ``integrations.PROVIDERS`` (or, for a third-party package, an entry point in the
-``oyez.providers`` group). Nothing in ``bot/`` names a provider.
-
-A provider turns a :class:`SynthesisInput` (normalised text, a resolved :class:`Voice`, validated
-options) into audio in whatever encoding its engine or API produces; the pipeline does the rest.
+entry in ``integrations.PROVIDERS`` (or an entry point in the ``oyez.providers`` group); nothing
+in ``bot/`` names a provider. It turns a :class:`SynthesisJob` into audio in whatever encoding
+its engine or API produces, returned as :class:`Synthesized` with the call's :class:`Usage`.
 """
 
 from __future__ import annotations
@@ -37,7 +35,8 @@ __all__ = [
     "NoOptions",
     "Provider",
     "ProviderRegistry",
-    "SynthesisInput",
+    "SynthesisJob",
+    "Synthesized",
     "Usage",
     "api_key",
 ]
@@ -53,7 +52,7 @@ class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Usage:
     """What one call cost, as the provider reported it (USD), and its rate-limit headroom
     (calls left in its window, seconds until the window resets); None where it did not say."""
@@ -65,17 +64,22 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
-class SynthesisInput:
-    """What a provider synthesizes: ``text`` already normalised, ``options`` already validated.
-
-    The provider fills ``usage`` with the cost and remaining credits it learns from the call.
-    """
+class SynthesisJob:
+    """What a provider synthesizes: ``text`` already normalised, ``options`` already validated."""
 
     request_id: str
     text: str
     voice: Voice
     options: Mapping[str, Any] = field(default_factory=dict)
-    usage: Usage = field(default_factory=Usage)
+
+
+@dataclass(frozen=True, slots=True)
+class Synthesized:
+    """Audio a provider delivered, with the :class:`Usage` it learned delivering it (None when
+    it learned nothing new). A stream yields one per piece; the last usage given counts."""
+
+    chunk: AudioChunk
+    usage: Usage | None = None
 
 
 def api_key(configured: SecretStr | None, env_var: str | None) -> str | None:
@@ -89,11 +93,9 @@ def api_key(configured: SecretStr | None, env_var: str | None) -> str | None:
 class Provider(ABC):
     """A text-to-speech engine or API.
 
-    Subclasses set ``kind`` (the implementation's name), ``settings_model`` (validates
-    ``providers.<name>`` in the configuration) and implement :meth:`list_voices`,
-    :meth:`default_voice_id` and :meth:`synthesize`. Providers that stream override
-    :meth:`stream` and set ``streams = True``.
-
+    Subclasses set ``kind`` (the implementation's name) and ``settings_model`` (validates
+    ``providers.<name>``) and implement :meth:`list_voices`, :meth:`default_voice_id` and
+    :meth:`synthesize`; those that stream override :meth:`stream` and set ``streams = True``.
     ``name`` is the configured instance's name: usually ``kind``, but several instances of one
     kind may be configured (``providers: {kokoro: {type: openai, base_url: ...}}``).
     """
@@ -192,14 +194,14 @@ class Provider(ABC):
         """Load what synthesis of ``voice`` needs (a model, a session) ahead of the first call."""
 
     @abstractmethod
-    async def synthesize(self, job: SynthesisInput) -> AudioChunk:
+    async def synthesize(self, job: SynthesisJob) -> Synthesized:
         """The whole utterance as one chunk. Raises :class:`bot.errors.ProviderError`."""
 
-    async def stream(self, job: SynthesisInput) -> AsyncIterator[AudioChunk]:
+    async def stream(self, job: SynthesisJob) -> AsyncIterator[Synthesized]:
         """Audio as it becomes available; by default the whole utterance as one chunk."""
         yield await self.synthesize(job)
 
-    def streams_live(self, job: SynthesisInput) -> bool:
+    def streams_live(self, job: SynthesisJob) -> bool:
         """Whether :meth:`stream` yields ``job``'s audio in pieces while a sentence is still
         being synthesized (a streaming API), so a sink can play it as it arrives. False by
         default, and for engines that yield whole sentences: their audio is better normalised

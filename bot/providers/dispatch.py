@@ -1,19 +1,11 @@
-"""Every provider call goes through the dispatcher: budgets, the credit circuit, the rate
-limiter, retries, and the books.
+"""Every provider call goes through the dispatcher, in this order:
 
-For one prepared request and one provider, in order:
-
-1. **money** (paid providers): an open credit circuit refuses the call until a credit check
-   passes (Segmind's free ``get-user-credits``; providers without a check are tried again after
-   ``credits.reopen_after_s``); a call whose estimated cost exceeds the known remaining credits
-   is not started; daily budgets per provider, guild and user are checked.
-2. **rate limit**: the request waits its turn in the provider's bucket, at most until
-   ``wait_until`` (the request's expiry, or its patience when a fallback could speak instead).
-3. **the call**: a 429 pauses the whole bucket (for the provider's hint, else a jittered
-   backoff) and the request retries from the front of the queue; a 5xx, timeout or lost
-   connection is retried ``rate_limits.retries`` times with backoff; a 406 opens the credit
-   circuit. Errors the provider marks as not retryable (a billed v2 job) are never retried.
-4. **the books**: the cost (reported, else estimated) and the remaining credits are recorded.
+1. money (paid providers): an open credit circuit, the known balance and the daily budgets per
+   provider, guild and user may refuse the call before it starts;
+2. the rate limit: the request waits its turn in its bucket, at most until ``wait_until``;
+3. the call: a 429 pauses the bucket (the request keeps its place); a 5xx, timeout or lost
+   connection is retried with backoff unless marked not retryable; no credits open the circuit;
+4. the books: the cost (reported, else estimated) and the remaining credits are recorded.
 """
 
 from __future__ import annotations
@@ -21,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 
 from bot.errors import (
     BudgetExceeded,
@@ -33,7 +25,7 @@ from bot.errors import (
 )
 from bot.ops.config import LimitSettings, Settings
 from bot.ops.metrics import PROVIDER_CALLS, RATE_LIMITED, RETRIES, SPEND_USD
-from bot.providers.base import Provider, SynthesisInput, Usage
+from bot.providers.base import Provider, SynthesisJob, Usage
 from bot.providers.credits import Ledger
 from bot.providers.ratelimit import RateLimiter, WaitExpired
 from bot.speech import AudioChunk, SpeechRequest, Voice
@@ -52,6 +44,26 @@ class Dispatched:
     first_audio_s: float
     cost_usd: float | None
     cost_estimated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """One request's way to one provider: the bucket it waits in, until when (loop times)."""
+
+    provider: Provider
+    request: SpeechRequest
+    limiter: RateLimiter
+    wait_until: float | None
+    expiry: float | None
+
+
+@dataclass(slots=True)
+class _Call:
+    """What one provider call delivered so far: its chunks, seconds to the first, its usage."""
+
+    chunks: list[AudioChunk] = field(default_factory=list)
+    first_audio_s: float = 0.0
+    usage: Usage = field(default_factory=Usage)
 
 
 def _has_credit_check(provider: Provider) -> bool:
@@ -98,13 +110,11 @@ class Dispatcher:
             window_s=limits.window_s,
         )
 
-    def aclose(self) -> None:
+    async def aclose(self) -> None:
+        """Close the ledger's database, if it was opened."""
         if self._ledger is not None:
             self._ledger.close()
             self._ledger = None
-
-    def limiters(self) -> list[RateLimiter]:
-        return list(self._limiters.values())
 
     def cost_estimate(self, provider: Provider, voice: Voice) -> float | None:
         costs = self.settings.credits.costs
@@ -228,111 +238,140 @@ class Dispatcher:
 
     # -- the call ------------------------------------------------------------------------------
 
-    async def run(
+    async def synthesize(
         self,
         provider: Provider,
         request: SpeechRequest,
-        synthesis: SynthesisInput,
+        job: SynthesisJob,
         *,
         wait_until: float | None,
         expiry: float | None = None,
         on_chunk: Callable[[AudioChunk], Awaitable[None]] | None = None,
     ) -> Dispatched:
-        """Synthesize ``synthesis`` through ``provider``.
+        """One provider call for ``job``, through money checks, rate limiter, retries and books.
 
-        ``wait_until`` bounds the wait for the rate limiter and ``expiry`` is the request's
-        expiry, both event-loop times. ``on_chunk`` gets each chunk as it arrives (a sink
-        playing a stream); once it has had one, a failed call is not retried, since a retry
-        would start the audio again. Raises :class:`RateLimited` (waited past
-        ``wait_until``), :class:`RequestExpired` (``expiry`` passed while waiting),
-        :class:`InsufficientCredits`, :class:`BudgetExceeded` or the provider's own
-        :class:`ProviderError`.
+        ``wait_until`` bounds the wait for the rate limiter, ``expiry`` is the request's expiry
+        (event-loop times). ``on_chunk`` gets each chunk as it arrives; once it has had one, a
+        failed call is not retried (the audio would start again). Raises :class:`RateLimited`,
+        :class:`RequestExpired`, :class:`InsufficientCredits`, :class:`BudgetExceeded` or the
+        provider's :class:`ProviderError`.
         """
-        voice = synthesis.voice
-        await self.check_money(provider, voice, request)
-        limiter = self.limiter(provider, voice)
-        loop = asyncio.get_running_loop()
+        await self.check_money(provider, job.voice, request)
+        limiter = self.limiter(provider, job.voice)
+        route = _Route(provider, request, limiter, wait_until, expiry)
         ticket = limiter.ticket()  # kept across retries: a retried request keeps its place
         retries = 0
         while True:
-            timeout = None if wait_until is None else wait_until - loop.time()
-            try:
-                granted = await limiter.acquire(
-                    ticket=ticket, priority=request.priority.rank, timeout_s=timeout
-                )
-            except WaitExpired as exc:
-                overdue = -float("inf") if expiry is None else loop.time() - expiry
-                if overdue >= 0:
-                    raise RequestExpired(
-                        request.id,
-                        overdue,
-                        f"after waiting {exc.waited_s:.0f} s for {provider.name}'s rate limit",
-                    ) from None
-                raise RateLimited(
-                    provider.name,
-                    f"still rate-limited after waiting {exc.waited_s:.0f} s (patience_s)",
-                    retry_after_s=limiter.state().paused_for_s or None,
-                    status=None,
-                ) from None
-            job = replace(synthesis, usage=Usage())
+            granted = await _turn(route, ticket)
+            call = _Call()
             delay = 0.0
-            called = loop.time()
-            chunks: list[AudioChunk] = []
-            first_audio_s = 0.0
             try:
-                async for chunk in provider.stream(job):
-                    if not chunks:
-                        first_audio_s = loop.time() - called
-                    chunks.append(chunk)
-                    if on_chunk is not None:
-                        await on_chunk(chunk)
+                await _stream(provider, job, call, on_chunk)
             except RateLimited as exc:
-                PROVIDER_CALLS.labels(provider.name, "rate_limited").inc()
-                RATE_LIMITED.labels(provider.name).inc()
-                RETRIES.labels(provider.name).inc()
-                paused = limiter.pause(exc.retry_after_s, refused=granted)
-                log.warning(
-                    "request %s: %s answered 429; its bucket pauses %.1f s and the request "
-                    "keeps its place",
-                    request.id,
-                    provider.name,
-                    paused,
-                )
+                _pause(route, exc, granted)
             except InsufficientCredits as exc:
                 PROVIDER_CALLS.labels(provider.name, "no_credits").inc()
                 await self._open(provider, exc.detail)
                 raise
             except ProviderError as exc:
-                outcome = "unavailable" if isinstance(exc, ProviderUnavailable) else "failed"
-                PROVIDER_CALLS.labels(provider.name, outcome).inc()
-                delay = limiter.backoff_s(retries + 1)
-                late = wait_until is not None and loop.time() + delay > wait_until
-                heard = on_chunk is not None and bool(chunks)  # its audio already went out
-                if (
-                    not exc.retryable
-                    or retries >= self.settings.rate_limits.retries
-                    or late
-                    or heard
-                ):
+                heard = on_chunk is not None and bool(call.chunks)  # its audio already went out
+                retry_in = self._retry_delay(route, exc, retries, heard)
+                if retry_in is None:
                     raise
-                retries += 1
-                RETRIES.labels(provider.name).inc()
-                log.warning(
-                    "request %s: %s failed (%s); retry %d in %.1f s",
-                    request.id,
-                    provider.name,
-                    exc,
-                    retries,
-                    delay,
-                )
+                delay, retries = retry_in, retries + 1
             else:
                 break
             finally:
                 limiter.release()
             await asyncio.sleep(delay)
-        limiter.succeeded(granted, job.usage.rate_limit_remaining, job.usage.rate_limit_reset_s)
+        usage = call.usage
+        limiter.succeeded(usage.rate_limit_remaining, usage.rate_limit_reset_s)
         PROVIDER_CALLS.labels(provider.name, "ok").inc()
         usd, estimated = await self._account(
-            provider, voice, request, job.usage.cost_usd, job.usage.remaining_credits
+            provider, job.voice, request, usage.cost_usd, usage.remaining_credits
         )
-        return Dispatched(chunks, first_audio_s, usd, estimated)
+        return Dispatched(call.chunks, call.first_audio_s, usd, estimated)
+
+    def _retry_delay(
+        self, route: _Route, exc: ProviderError, retries: int, heard: bool
+    ) -> float | None:
+        """Seconds until retry ``retries + 1`` of a failed call, or None when it must not be
+        retried: not retryable, out of retries, past ``wait_until``, or its audio was ``heard``."""
+        name = route.provider.name
+        outcome = "unavailable" if isinstance(exc, ProviderUnavailable) else "failed"
+        PROVIDER_CALLS.labels(name, outcome).inc()
+        delay = route.limiter.backoff_s(retries + 1)
+        wait_until = route.wait_until
+        late = wait_until is not None and asyncio.get_running_loop().time() + delay > wait_until
+        if not exc.retryable or retries >= self.settings.rate_limits.retries or late or heard:
+            return None
+        RETRIES.labels(name).inc()
+        log.warning(
+            "request %s: %s failed (%s); retry %d in %.1f s",
+            route.request.id,
+            name,
+            exc,
+            retries + 1,
+            delay,
+        )
+        return delay
+
+
+async def _turn(route: _Route, ticket: int) -> float:
+    """Wait for the route's bucket to grant a call; its grant instant. Raises
+    :class:`RequestExpired` when the expiry passed while waiting, else :class:`RateLimited`."""
+    loop = asyncio.get_running_loop()
+    limiter, name, request = route.limiter, route.provider.name, route.request
+    timeout = None if route.wait_until is None else route.wait_until - loop.time()
+    try:
+        return await limiter.acquire(
+            ticket=ticket, priority=request.priority.rank, timeout_s=timeout
+        )
+    except WaitExpired as exc:
+        overdue = -float("inf") if route.expiry is None else loop.time() - route.expiry
+        if overdue >= 0:
+            raise RequestExpired(
+                request.id,
+                overdue,
+                f"after waiting {exc.waited_s:.0f} s for {name}'s rate limit",
+            ) from None
+        raise RateLimited(
+            name,
+            f"still rate-limited after waiting {exc.waited_s:.0f} s (patience_s)",
+            retry_after_s=limiter.state().paused_for_s or None,
+            status=None,
+        ) from None
+
+
+async def _stream(
+    provider: Provider,
+    job: SynthesisJob,
+    call: _Call,
+    on_chunk: Callable[[AudioChunk], Awaitable[None]] | None,
+) -> None:
+    """Collect ``provider``'s audio for ``job`` into ``call`` (kept when the call fails)."""
+    loop = asyncio.get_running_loop()
+    called = loop.time()
+    async for piece in provider.stream(job):
+        if not call.chunks:
+            call.first_audio_s = loop.time() - called
+        call.chunks.append(piece.chunk)
+        if piece.usage is not None:
+            call.usage = piece.usage
+        if on_chunk is not None:
+            await on_chunk(piece.chunk)
+
+
+def _pause(route: _Route, exc: RateLimited, granted: float) -> None:
+    """A 429: the whole bucket pauses and the request keeps its place at the front."""
+    name = route.provider.name
+    PROVIDER_CALLS.labels(name, "rate_limited").inc()
+    RATE_LIMITED.labels(name).inc()
+    RETRIES.labels(name).inc()
+    paused = route.limiter.pause(exc.retry_after_s, refused=granted)
+    log.warning(
+        "request %s: %s answered 429; its bucket pauses %.1f s and the request keeps its place",
+        route.request.id,
+        name,
+        paused,
+    )

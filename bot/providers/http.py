@@ -1,8 +1,8 @@
 """What every HTTP provider client shares: one reused aiohttp session, error text extraction,
-transport failures mapped to :class:`~bot.errors.ProviderUnavailable`, and audio sniffing.
+the one status → exception table, transport failures mapped to
+:class:`~bot.errors.ProviderUnavailable`, and audio sniffing.
 
-Each provider keeps its own status → exception function (its API decides what 406 or 422
-means); this module only does what is the same everywhere.
+A provider adds only its own statuses to the table (its API decides what 402, 406 or 422 means).
 """
 
 from __future__ import annotations
@@ -10,29 +10,39 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
 from bot import __version__
-from bot.errors import ProviderError, ProviderUnavailable
+from bot.errors import (
+    ProviderAuthError,
+    ProviderError,
+    ProviderNotFound,
+    ProviderRequestError,
+    ProviderUnavailable,
+    RateLimited,
+)
+from bot.providers.ratelimit import retry_after_s
 from bot.speech import AudioEncoding
 
-__all__ = ["ErrorMapper", "HttpClient", "encoding_from_response", "error_text", "sniff_encoding"]
+__all__ = [
+    "STATUSES",
+    "ErrorResponse",
+    "HttpClient",
+    "StatusRule",
+    "encoding_from_response",
+    "error_text",
+    "sniff_encoding",
+    "status_error",
+]
 
 USER_AGENT = f"oyez/{__version__}"
 _MAX_ERROR_TEXT = 300
 _TAGS = re.compile(r"<[^>]+>")
-
-
-class ErrorMapper(Protocol):
-    """A provider's ONE status → exception function."""
-
-    def __call__(
-        self, status: int, headers: Mapping[str, str], body: bytes, model: str | None
-    ) -> ProviderError: ...
 
 
 def error_text(body: bytes, limit: int = _MAX_ERROR_TEXT) -> str:
@@ -67,6 +77,61 @@ def error_text(body: bytes, limit: int = _MAX_ERROR_TEXT) -> str:
     if not cleaned:
         return "no error message"
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorResponse:
+    """An HTTP answer with a status >= 400, from ``provider`` about ``model``."""
+
+    provider: str
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    model: str | None
+
+    @property
+    def message(self) -> str:
+        """The provider's own error message (:func:`error_text`)."""
+        return error_text(self.body)
+
+
+#: What one status means: a :class:`ProviderError` subclass, built as ``cls(provider, message,
+#: model=..., status=...)``, or a function of the response when the body decides.
+StatusRule = type[ProviderError] | Callable[[ErrorResponse], ProviderError]
+
+
+def _rate_limited(response: ErrorResponse) -> ProviderError:
+    hint = retry_after_s(response.headers)
+    return RateLimited(
+        response.provider, response.message, retry_after_s=hint, model=response.model
+    )
+
+
+#: The statuses every HTTP provider's API means the same by; 5xx are :class:`ProviderUnavailable`.
+STATUSES: Mapping[int, StatusRule] = {
+    400: ProviderRequestError,
+    401: ProviderAuthError,
+    403: ProviderAuthError,
+    404: ProviderNotFound,
+    429: _rate_limited,
+}
+
+
+def status_error(
+    response: ErrorResponse, own: Mapping[int, StatusRule] | None = None
+) -> ProviderError:
+    """The exception for an error ``response``: the provider's ``own`` rule for its status, else
+    :data:`STATUSES`, else :class:`ProviderUnavailable` for 5xx and :class:`ProviderError`."""
+    status = response.status
+    rule = (own or {}).get(status) or STATUSES.get(status)
+    if rule is None:
+        rule = ProviderUnavailable if status >= 500 else ProviderError
+    if isinstance(rule, type):  # mypy reads the narrowed class as type[Any]: annotate it
+        error: ProviderError = rule(
+            response.provider, response.message, model=response.model, status=status
+        )
+        return error
+    return rule(response)
 
 
 _MIME: dict[str, AudioEncoding] = {
@@ -109,8 +174,9 @@ class HttpClient:
     """One aiohttp session per provider, opened on first use and reused.
 
     ``headers`` (the API key among them) go only to ``base_url``; media downloads from other
-    hosts use :meth:`download`, which sends none of them. Pass ``session`` to share a session
-    you own: the client then never closes it.
+    hosts use :meth:`download`, which sends none of them. ``statuses`` are the API's own status
+    rules on top of :data:`STATUSES`. Pass ``session`` to share a session you own: the client
+    then never closes it.
     """
 
     def __init__(
@@ -120,9 +186,11 @@ class HttpClient:
         headers: Mapping[str, str],
         *,
         timeout_s: float,
+        statuses: Mapping[int, StatusRule] | None = None,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         self.provider = provider
+        self.statuses = dict(statuses or {})
         self.base_url = base_url.rstrip("/")
         self._headers = {"User-Agent": USER_AGENT, **headers}
         self.timeout_s = timeout_s
@@ -143,7 +211,6 @@ class HttpClient:
         method: str,
         path: str,
         *,
-        errors: ErrorMapper,
         model: str | None = None,
         json_body: Any = None,
         params: Mapping[str, str] | None = None,
@@ -152,7 +219,7 @@ class HttpClient:
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """Send a request to ``base_url + path``; yield the response when its status is < 400.
 
-        A status >= 400 raises what ``errors`` maps it to; connection failures and timeouts
+        A status >= 400 raises what :meth:`error` maps it to; connection failures and timeouts
         raise :class:`ProviderUnavailable`. With ``streaming``, the timeout bounds the wait for
         each read rather than the whole body.
         """
@@ -177,7 +244,7 @@ class HttpClient:
             ) as response:
                 if response.status >= 400:
                     body = await response.read()
-                    raise errors(response.status, response.headers, body, model)
+                    raise self.error(response.status, response.headers, body, model)
                 yield response
         except TimeoutError:
             raise ProviderUnavailable(
@@ -187,6 +254,14 @@ class HttpClient:
             raise ProviderUnavailable(
                 self.provider, f"cannot reach the API: {type(exc).__name__}", model=model
             ) from None
+
+    def error(
+        self, status: int, headers: Mapping[str, str], body: bytes, model: str | None
+    ) -> ProviderError:
+        """The exception this API's error answer means (:func:`status_error`)."""
+        return status_error(
+            ErrorResponse(self.provider, status, headers, body, model), self.statuses
+        )
 
     async def download(self, url: str, *, model: str | None, timeout_s: float = 120) -> bytes:
         """GET a media URL the API returned, with no API key. Returns the body bytes."""

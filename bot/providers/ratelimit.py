@@ -1,17 +1,11 @@
 """Rate limits: the providers' signals, and the client-side limiter every paid call goes through.
 
-:func:`retry_after_s` reads how long a provider asks us to wait, from the headers of a 429 (or
-503) response, in this order of precedence:
-
-1. ``retry-after-ms``: milliseconds (Together's SDK honours it first).
-2. ``Retry-After``: seconds or an HTTP date (RFC 9110 §10.2.3).
-3. ``x-rate-limit-reset-at-utc``: the instant the window resets (Segmind, per its API notes),
-   as ISO 8601, an HTTP date or Unix seconds.
-4. ``x-ratelimit-reset``: time until the window resets (Together, OpenAI style): seconds, a
-   duration such as ``1m30s``/``250ms``, or Unix seconds when the number is that large.
-
-Waits are never negative and are capped at ``cap_s``, so a wrong clock cannot stall a queue for
-a day.
+:func:`retry_after_s` reads the wait a 429 (or 503) asks for from the first header found of
+``retry-after-ms`` (Together's SDK honours it first), ``Retry-After`` (seconds or an HTTP date,
+RFC 9110 §10.2.3), ``x-rate-limit-reset-at-utc`` (the reset instant, per Segmind's API notes) and
+``x-ratelimit-reset`` (time to the reset, Together/OpenAI style: ``1.5``, ``1m30s``, ``250ms``, or
+Unix seconds when that large). Waits are never negative and are capped at ``cap_s``, so a wrong
+clock cannot stall a queue for a day.
 """
 
 from __future__ import annotations
@@ -33,6 +27,7 @@ __all__ = [
     "LimiterState",
     "RateLimiter",
     "WaitExpired",
+    "jittered_backoff_s",
     "parse_duration_s",
     "remaining_calls",
     "retry_after_s",
@@ -41,6 +36,15 @@ __all__ = [
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 # Numbers this large are Unix timestamps, not durations (2001-09-09 onwards).
 _EPOCH_THRESHOLD = 1_000_000_000
+
+
+def jittered_backoff_s(attempt: int, base_s: float, cap_s: float, *, jitter: float = 1.0) -> float:
+    """Seconds to wait before retry ``attempt`` (0, 1, …): the step ``base_s * 2**attempt``
+    capped at ``cap_s``, drawn uniformly between ``(1 - jitter) * step`` and the step: 1.0 is
+    "full jitter", 0.5 "equal jitter" (AWS Architecture Blog, "Exponential Backoff And Jitter"),
+    so clients that failed together do not come back together."""
+    step = min(cap_s, base_s * 2 ** min(attempt, 32))
+    return random.uniform(step * (1 - jitter), step)
 
 
 def parse_duration_s(value: str) -> float | None:
@@ -164,19 +168,12 @@ class LimiterState:
 class RateLimiter:
     """One provider's (or one model's) client-side rate limit: a bucket every call goes through.
 
-    - At most ``requests_per_minute`` calls start per ``window_s`` (60 s). Until a call has
-      gone through the window slides; then the bucket counts in fixed windows aligned to the
-      provider's (from that first call, corrected by any 429's reset time), keeping clear of a
-      ``guard`` around each boundary so that no call lands in the wrong window. A 429 with a
-      reset hint also teaches the bucket a lower limit when the provider's is lower.
-    - At most ``max_concurrent`` calls run at once.
-    - :meth:`pause` stops the whole bucket (after a 429), not just one request, so queued
-      requests do not hammer the provider; without a hint, the pause is exponential backoff
-      with full jitter (``backoff_base_s`` × 2^n, capped at ``backoff_cap_s``).
-    - Waiters are served in order: higher priority first, then arrival. A request that is
-      retried after a 429 keeps its place (its ``seq``) at the front of the queue.
-
-    Time is the event loop's clock, so tests can fast-forward it.
+    At most ``requests_per_minute`` calls start per ``window_s`` and ``max_concurrent`` run at
+    once. The window slides until a call has gone through, then follows the provider's fixed
+    windows (phased by that call, corrected by a 429's reset), clear of a ``guard`` at each edge;
+    a 429's reset hint may teach a lower limit. :meth:`pause` stops the whole bucket after a 429
+    (for the hint, else a full-jitter backoff). Waiters go by priority, then arrival; a retried
+    request keeps its place. Time is the event loop's clock, so tests can fast-forward it.
     """
 
     def __init__(
@@ -236,7 +233,7 @@ class RateLimiter:
         self, *, ticket: int | None = None, priority: int = 0, timeout_s: float | None = None
     ) -> float:
         """Wait for a turn; return the instant it was granted (loop time), which identifies the
-        call to :meth:`pause` and :meth:`succeeded`.
+        call to :meth:`pause` should the provider refuse it.
 
         Raises :class:`WaitExpired` after ``timeout_s`` seconds of waiting. Every successful
         ``acquire`` must be followed by one :meth:`release`.
@@ -284,10 +281,7 @@ class RateLimiter:
             with contextlib.suppress(ValueError):
                 self._starts.remove(refused)
         if retry_after_s is None:
-            ceiling = min(
-                self.backoff_cap_s, self.backoff_base_s * 2 ** (self._consecutive_429s - 1)
-            )
-            retry_after_s = random.uniform(0, ceiling)  # full jitter
+            retry_after_s = self.backoff_s(self._consecutive_429s - 1)
         else:
             reset = now + retry_after_s
             self._phase, self._phase_from_hint = reset, True
@@ -305,14 +299,9 @@ class RateLimiter:
         self._dispatch()
         return retry_after_s
 
-    def succeeded(
-        self,
-        granted: float | None = None,
-        remaining: int | None = None,
-        reset_s: float | None = None,
-    ) -> None:
-        """The call granted at ``granted`` went through: the backoff starts again from its
-        base, and the first such call gives the provider's window its phase.
+    def succeeded(self, remaining: int | None = None, reset_s: float | None = None) -> None:
+        """A call went through: the backoff starts again from its base, and the first such
+        call gives the provider's window its phase.
 
         ``remaining`` calls left in the provider's window, resetting in ``reset_s``, when its
         response said so: the bucket then starts no more than that (less the calls already on
@@ -331,8 +320,8 @@ class RateLimiter:
             self._phase_from_hint = False
 
     def backoff_s(self, attempt: int) -> float:
-        """Full-jitter backoff for the ``attempt``-th retry of a failed (5xx) call."""
-        return random.uniform(0, min(self.backoff_cap_s, self.backoff_base_s * 2**attempt))
+        """:func:`jittered_backoff_s` with full jitter and this bucket's base and cap."""
+        return jittered_backoff_s(attempt, self.backoff_base_s, self.backoff_cap_s)
 
     def _next_start(self, now: float) -> float:
         """The earliest instant the head of the queue may start (``now`` if it may now)."""

@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 from bot.errors import OyezError
-from bot.synthesis.pipeline import SpeechPipeline
+from bot.providers.base import ProviderRegistry
+from bot.providers.dispatch import Dispatcher
 
 __all__ = ["credits_report"]
 
 
 async def credits_report(
-    pipeline: SpeechPipeline, names: list[str] | None = None, *, live: bool = True
+    registry: ProviderRegistry,
+    dispatcher: Dispatcher,
+    names: list[str] | None = None,
+    *,
+    live: bool = True,
 ) -> list[str]:
     """Per provider: balance (fetched when ``live`` and an endpoint exists), today's spend
     against its budget, its rate limits, and its credit circuit with the reason. One line each.
 
     Raises :class:`bot.errors.UnknownProvider` for an unknown name.
     """
-    dispatcher, budgets = pipeline.dispatcher, pipeline.settings.budgets
+    budgets = dispatcher.settings.budgets
     lines: list[str] = []
-    for name in names or pipeline.registry.names():
-        provider = pipeline.registry.get(name)
+    for name in names or registry.names():
+        provider = registry.get(name)
         problem = provider.configuration_problem()
         lines.append(f"{name}{'' if provider.paid else ' (free)'}")
         if problem:

@@ -36,7 +36,7 @@ from bot.errors import (
 from bot.ops.config import Settings
 from bot.ops.logs import bind_request
 from bot.ops.metrics import FALLBACKS, REQUESTS, SYNTHESIS_SECONDS
-from bot.providers.base import Provider, ProviderRegistry, SynthesisInput
+from bot.providers.base import Provider, ProviderRegistry, SynthesisJob
 from bot.providers.dispatch import Dispatcher
 from bot.speech import FallbackNote, OutputProfile, SpeechRequest, Timings, Utterance, Voice
 from bot.synthesis.cache import AudioCache, CacheEntry, cache_key
@@ -67,8 +67,8 @@ class PreparedRequest:
     voice: Voice
     options: dict[str, Any]
 
-    def synthesis_input(self) -> SynthesisInput:
-        return SynthesisInput(self.request.id, self.text, self.voice, self.options)
+    def job(self) -> SynthesisJob:
+        return SynthesisJob(self.request.id, self.text, self.voice, self.options)
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,7 +309,7 @@ class SpeechPipeline:
         if (
             not live
             or request.output is not OutputProfile.DISCORD
-            or not candidate.provider.streams_live(candidate.synthesis_input())
+            or not candidate.provider.streams_live(candidate.job())
         ):
             return await self._synthesize(request, candidate, started, None)
         stream = LiveUtterance(request.id, candidate.text, candidate.voice)
@@ -463,11 +463,11 @@ class SpeechPipeline:
                 request.source.value,
             )
             synthesis_started = time.perf_counter()
-            job = candidate.synthesis_input()
+            job = candidate.job()
             if live is not None and candidate.provider.streams_live(job):
                 encoder = await self.stream_encoders.take(candidate.voice, live.put)
             try:
-                dispatched = await self.dispatcher.run(
+                dispatched = await self.dispatcher.synthesize(
                     candidate.provider,
                     request,
                     job,
@@ -582,7 +582,7 @@ class SpeechPipeline:
     async def aclose(self) -> None:
         await self.stream_encoders.aclose()
         await self.registry.aclose()
-        self.dispatcher.aclose()
+        await self.dispatcher.aclose()
         if self._cache is not None:
             self._cache.close()
             self._cache = None

@@ -386,7 +386,7 @@ class OyezBot(discord.Client):
         @app_commands.default_permissions(manage_guild=True)
         async def credits(interaction: discord.Interaction) -> None:
             await interaction.response.defer(ephemeral=True, thinking=True)
-            lines = await credits_report(self.pipeline)
+            lines = await credits_report(self.pipeline.registry, self.pipeline.dispatcher)
             text = "```\n" + "\n".join(lines)[:1900] + "\n```"
             await interaction.edit_original_response(content=text)
 

@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -42,6 +41,7 @@ from pydantic import SecretStr
 
 from bot.errors import OyezError
 from bot.ops.metrics import HOMEASSISTANT_RECONNECTS
+from bot.providers.ratelimit import jittered_backoff_s
 
 __all__ = [
     "AuthenticationFailed",
@@ -51,7 +51,6 @@ __all__ = [
     "HomeAssistantClient",
     "HomeAssistantError",
     "HomeAssistantEvent",
-    "backoff_delay",
 ]
 
 log = logging.getLogger(__name__)
@@ -117,14 +116,6 @@ class HomeAssistantEvent:
 
 
 EventHandler = Callable[[HomeAssistantEvent], Awaitable[None]]
-
-
-def backoff_delay(attempt: int, minimum_s: float, maximum_s: float) -> float:
-    """Seconds to wait before reconnection ``attempt`` (0, 1, …): the exponential step
-    ``minimum_s * 2**attempt`` capped at ``maximum_s``, then jittered down to between half of
-    it and all of it, so many clients do not come back at the same instant."""
-    step = min(maximum_s, minimum_s * 2 ** min(attempt, 32))
-    return random.uniform(step / 2, step)
 
 
 @dataclass(slots=True)
@@ -556,7 +547,9 @@ class HomeAssistantClient:
             log.warning("home assistant: connection lost (%s); reconnecting", reason)
             attempt = 0
             while True:
-                delay = backoff_delay(attempt, self.reconnect_min_s, self.reconnect_max_s)
+                delay = jittered_backoff_s(
+                    attempt, self.reconnect_min_s, self.reconnect_max_s, jitter=0.5
+                )
                 await asyncio.sleep(delay)
                 attempt += 1
                 try:

@@ -1,5 +1,5 @@
 """OpenAI-compatible speech servers (see :mod:`integrations.openai.provider`)."""
 
-from integrations.openai.provider import OpenAIProvider, OpenAISettings, openai_error
+from integrations.openai.provider import OPENAI_STATUSES, OpenAIProvider, OpenAISettings
 
-__all__ = ["OpenAIProvider", "OpenAISettings", "openai_error"]
+__all__ = ["OPENAI_STATUSES", "OpenAIProvider", "OpenAISettings"]

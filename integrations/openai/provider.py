@@ -1,16 +1,11 @@
 """OpenAI-compatible speech: OpenAI itself, or a self-hosted server such as Kokoro-FastAPI.
 
 API facts (OpenAI's API reference, "Create speech"; Kokoro-FastAPI's README): ``POST
-{base}/audio/speech`` with ``model``, ``input`` (at most 4096 characters), ``voice``,
-``response_format`` (``mp3`` default, ``opus``, ``aac``, ``flac``, ``wav``, ``pcm``: headerless
-s16le, 24 kHz, mono) and ``speed`` (0.25 to 4.0) answers with the audio itself. Kokoro-FastAPI
-also takes ``stream: true`` and then sends the body in chunks as it synthesizes (not
-server-sent events), and lists its voices at ``GET {base}/audio/voices`` → ``{"voices": [...]}``.
-Errors come as ``{"error": {"message"}}`` (OpenAI), ``{"detail": {"message"}}`` (FastAPI) or
-``{"message"}``; OpenAI answers 429 ``insufficient_quota`` when the account is out of credit.
-
-Several instances may be configured (``providers: {kokoro: {type: openai, base_url: ...}}``);
-each speaks and reports errors under its own name.
+{base}/audio/speech`` takes ``model``, ``input`` (at most 4096 characters), ``voice``,
+``response_format`` (``mp3`` default, ``opus``, ``aac``, ``flac``, ``wav``, ``pcm``: s16le 24 kHz
+mono) and ``speed`` (0.25 to 4.0), and answers with the audio. Kokoro-FastAPI also streams the
+body in chunks with ``stream: true`` and lists voices at ``GET {base}/audio/voices``. Several
+instances may be configured; each speaks and reports errors under its own name.
 """
 
 from __future__ import annotations
@@ -19,7 +14,6 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
-from functools import partial
 from typing import Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr
@@ -29,25 +23,28 @@ from bot.errors import (
     InvalidRequest,
     ProviderAuthError,
     ProviderError,
-    ProviderNotFound,
     ProviderRequestError,
     ProviderUnavailable,
-    RateLimited,
     SynthesisFailed,
 )
 from bot.ops.config import Settings
-from bot.providers.base import Provider, SynthesisInput, api_key
-from bot.providers.http import HttpClient, encoding_from_response, error_text
-from bot.providers.ratelimit import retry_after_s
+from bot.providers.base import Provider, SynthesisJob, Synthesized, api_key
+from bot.providers.http import (
+    ErrorResponse,
+    HttpClient,
+    StatusRule,
+    encoding_from_response,
+    status_error,
+)
 from bot.speech import AudioChunk, AudioEncoding, Voice
 
 __all__ = [
     "MAX_INPUT",
+    "OPENAI_STATUSES",
     "OPENAI_VOICES",
     "OpenAIOptions",
     "OpenAIProvider",
     "OpenAISettings",
-    "openai_error",
 ]
 
 log = logging.getLogger(__name__)
@@ -111,32 +108,13 @@ class OpenAIOptions(BaseModel):
     response_format: ResponseFormat | None = None
 
 
-def openai_error(
-    status: int,
-    headers: Mapping[str, str],
-    body: bytes,
-    model: str | None,
-    *,
-    provider: str = "openai",
-) -> ProviderError:
-    """An OpenAI-compatible server's statuses → Oyez's exception tree (the one place).
-
-    ``provider`` is the configured instance's name. 422 is FastAPI's validation error.
-    """
-    message = error_text(body)
-    if status in (400, 422):
-        return ProviderRequestError(provider, message, model=model, status=status)
-    if status in (401, 403):
-        return ProviderAuthError(provider, message, model=model, status=status)
-    if status == 404:
-        return ProviderNotFound(provider, message, model=model, status=status)
-    if status == 429:
-        if _error_code(body) == "insufficient_quota":  # OpenAI: out of credit, not too fast
-            return InsufficientCredits(provider, message, model=model, status=status)
-        return RateLimited(provider, message, retry_after_s=retry_after_s(headers), model=model)
-    if status == 408 or status >= 500:
-        return ProviderUnavailable(provider, message, model=model, status=status)
-    return ProviderError(provider, message, model=model, status=status)
+def _too_many_requests(response: ErrorResponse) -> ProviderError:
+    """OpenAI's 429 ``insufficient_quota`` is out of credit, not too fast."""
+    if _error_code(response.body) == "insufficient_quota":
+        return InsufficientCredits(
+            response.provider, response.message, model=response.model, status=response.status
+        )
+    return status_error(response)
 
 
 def _error_code(body: bytes) -> str | None:
@@ -146,6 +124,15 @@ def _error_code(body: bytes) -> str | None:
         return None
     code = error.get("code") or error.get("type") if isinstance(error, dict) else None
     return code if isinstance(code, str) else None
+
+
+#: An OpenAI-compatible server's own statuses on top of the shared table: 422 is FastAPI's
+#: validation error, 408 a timeout to retry later, 429 may mean no credit.
+OPENAI_STATUSES: Mapping[int, StatusRule] = {
+    408: ProviderUnavailable,
+    422: ProviderRequestError,
+    429: _too_many_requests,
+}
 
 
 class OpenAIProvider(Provider):
@@ -167,8 +154,8 @@ class OpenAIProvider(Provider):
             str(settings.base_url),
             {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {},
             timeout_s=settings.timeout_s,
+            statuses=OPENAI_STATUSES,
         )
-        self._errors = partial(openai_error, provider=self.name)
         self._voices: tuple[float, list[Voice]] | None = None  # (monotonic expiry, voices)
 
     def configuration_problem(self) -> str | None:
@@ -193,7 +180,7 @@ class OpenAIProvider(Provider):
     async def _fetch_voice_ids(self) -> list[str]:
         try:
             async with self.http.request(
-                "GET", "/audio/voices", errors=self._errors, model=self.settings.model
+                "GET", "/audio/voices", model=self.settings.model
             ) as response:
                 raw = await response.read()
         except ProviderError as exc:
@@ -230,9 +217,7 @@ class OpenAIProvider(Provider):
         return OpenAIOptions
 
     # -- synthesis ---------------------------------------------------------------------------
-    def _payload(
-        self, job: SynthesisInput, response_format: str, *, stream: bool
-    ) -> dict[str, Any]:
+    def _payload(self, job: SynthesisJob, response_format: str, *, stream: bool) -> dict[str, Any]:
         """The documented fields only. Raises :class:`InvalidRequest` for over-long input."""
         if len(job.text) > MAX_INPUT:
             raise InvalidRequest(
@@ -252,7 +237,7 @@ class OpenAIProvider(Provider):
             payload["stream"] = True
         return payload
 
-    def _format(self, job: SynthesisInput) -> str:
+    def _format(self, job: SynthesisJob) -> str:
         return str(job.options.get("response_format") or self.settings.response_format)
 
     def _require_key(self, model: str) -> None:
@@ -260,28 +245,28 @@ class OpenAIProvider(Provider):
         if problem:
             raise ProviderAuthError(self.name, problem, model=model)
 
-    async def synthesize(self, job: SynthesisInput) -> AudioChunk:
+    async def synthesize(self, job: SynthesisJob) -> Synthesized:
         """The whole utterance in ``response_format`` (the Content-Type decides when specific)."""
         response_format = self._format(job)
         payload = self._payload(job, response_format, stream=False)
         self._require_key(job.voice.model)
         async with self.http.request(
-            "POST", "/audio/speech", errors=self._errors, model=job.voice.model, json_body=payload
+            "POST", "/audio/speech", model=job.voice.model, json_body=payload
         ) as response:
             body = await response.read()
             content_type = response.headers.get("Content-Type", "")
         if not body:
             raise SynthesisFailed(self.name, "the response holds no audio", model=job.voice.model)
         if response_format == "pcm":
-            return AudioChunk(body, AudioEncoding.PCM_S16LE, PCM_RATE, 1)
+            return Synthesized(AudioChunk(body, AudioEncoding.PCM_S16LE, PCM_RATE, 1))
         encoding = encoding_from_response(content_type, body) or _ENCODINGS[response_format]
-        return AudioChunk(body, encoding, 0, 0)
+        return Synthesized(AudioChunk(body, encoding, 0, 0))
 
-    def streams_live(self, job: SynthesisInput) -> bool:
+    def streams_live(self, job: SynthesisJob) -> bool:
         """Streaming is on and ``job``'s format can be cut into pieces (PCM, MP3, AAC)."""
         return self.settings.stream and self._format(job) in _STREAMABLE
 
-    async def stream(self, job: SynthesisInput) -> AsyncIterator[AudioChunk]:
+    async def stream(self, job: SynthesisJob) -> AsyncIterator[Synthesized]:
         """The body's chunks as they arrive: PCM s16le 24 kHz (whole samples) for ``pcm``, MP3
         or AAC pieces for those (the transcoder joins them). WAV, Opus and FLAC are one file
         each, so they, and everything when ``stream`` is off, come as one :meth:`synthesize`."""
@@ -296,7 +281,6 @@ class OpenAIProvider(Provider):
         async with self.http.request(
             "POST",
             "/audio/speech",
-            errors=self._errors,
             model=job.voice.model,
             json_body=payload,
             streaming=True,
@@ -310,7 +294,7 @@ class OpenAIProvider(Provider):
                     data, carry = data[:whole], data[whole:]
                 if data:
                     sent = True
-                    yield AudioChunk(data, encoding, rate, channels)
+                    yield Synthesized(AudioChunk(data, encoding, rate, channels))
         if not sent:
             raise SynthesisFailed(self.name, "the stream held no audio", model=job.voice.model)
 

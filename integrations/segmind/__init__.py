@@ -1,6 +1,6 @@
 """Segmind's TTS models (see :mod:`integrations.segmind.provider`)."""
 
 from integrations.segmind.models import MODELS
-from integrations.segmind.provider import SegmindProvider, SegmindSettings, segmind_error
+from integrations.segmind.provider import SEGMIND_STATUSES, SegmindProvider, SegmindSettings
 
-__all__ = ["MODELS", "SegmindProvider", "SegmindSettings", "segmind_error"]
+__all__ = ["MODELS", "SEGMIND_STATUSES", "SegmindProvider", "SegmindSettings"]

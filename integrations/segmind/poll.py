@@ -1,12 +1,10 @@
-"""When to poll a queued (v2) Segmind job.
+"""When to poll a queued (v2) Segmind job (all times in seconds).
 
 The official SDK polls every 1.0 s, so a finished job waits 0.5 s on average before anyone
 notices. Polling much faster would cost many status requests. Oyez learns instead: a TTS job's
 run time grows with the length of its text, so each model keeps an estimate of seconds per
 character (and of how far reality strays from it) from the jobs it has seen, and polls densely
 only around the predicted completion. With nothing learned yet, polls start fast and back off.
-
-All times are seconds.
 """
 
 from __future__ import annotations

@@ -1,14 +1,11 @@
 """Segmind: Orpheus 3B, Chatterbox, Chatterbox Turbo and OpenVoice, sync (v1) and queued (v2).
 
-API facts (Segmind's API pages and SDK): auth is the ``x-api-key`` header (Bearer is refused);
-``POST {base}/v1/{model}`` answers with the audio itself and the headers ``x-cost`` and
-``x-remaining-credits``; ``POST {base}/v2/{model}`` queues a job whose status is polled at
-``/v2/requests/{id}/status`` (QUEUED → PROCESSING → COMPLETED | FAILED, FAILED served as 422) and
-whose result (``output``: a media URL, ``metrics``) is at ``/v2/requests/{id}``; unknown or
-expired ids are 404; results are kept one hour. 406 means insufficient credits.
-
-A v2 submit bills a job, so once a request id exists this client never submits again: every
-failure after that point is raised as not retryable, and polling outlives 429s and 5xx.
+API facts (Segmind's API pages and SDK): auth is the ``x-api-key`` header (not Bearer); ``POST
+/v1/{model}`` answers with the audio and the headers ``x-cost`` and ``x-remaining-credits``;
+``POST /v2/{model}`` queues a job polled at ``/v2/requests/{id}/status`` (QUEUED → PROCESSING →
+COMPLETED | FAILED, served as 422) whose result (``output`` URL, ``metrics``) is at
+``/v2/requests/{id}`` for one hour (then 404). 406 means insufficient credits. A v2 job is
+billed on submission, so every failure after it is raised as not retryable: never resubmitted.
 """
 
 from __future__ import annotations
@@ -38,14 +35,13 @@ from bot.errors import (
     UnknownVoice,
 )
 from bot.ops.config import LimitSettings, Settings
-from bot.providers.base import Provider, SynthesisInput, Usage, api_key
-from bot.providers.http import HttpClient, encoding_from_response, error_text
-from bot.providers.ratelimit import retry_after_s
+from bot.providers.base import Provider, SynthesisJob, Synthesized, Usage, api_key
+from bot.providers.http import ErrorResponse, HttpClient, StatusRule, encoding_from_response
 from bot.speech import AudioChunk, Voice
 from integrations.segmind.models import MODELS, SegmindModel
 from integrations.segmind.poll import CompletionEstimate, PollPlan
 
-__all__ = ["SegmindProvider", "SegmindSettings", "segmind_error"]
+__all__ = ["SEGMIND_STATUSES", "SegmindProvider", "SegmindSettings"]
 
 log = logging.getLogger(__name__)
 
@@ -82,28 +78,16 @@ class SegmindSettings(BaseModel):
     poll: PollSettings = Field(default_factory=PollSettings)
 
 
-def segmind_error(
-    status: int, headers: Mapping[str, str], body: bytes, model: str | None
-) -> ProviderError:
-    """Segmind's documented statuses → Oyez's exception tree (the one place this happens)."""
-    message = error_text(body)
-    if status == 400:
-        return ProviderRequestError("segmind", message, model=model, status=status)
-    if status in (401, 403):
-        return ProviderAuthError("segmind", message, model=model, status=status)
-    if status == 404:
-        return ProviderNotFound("segmind", message, model=model, status=status)
-    if status == 406:
-        if "content type" in message.lower():  # 406 also answers a missing Content-Type
-            return ProviderRequestError("segmind", message, model=model, status=status)
-        return InsufficientCredits("segmind", message, model=model, status=status)
-    if status == 422:
-        return SynthesisFailed("segmind", message, model=model, status=status)
-    if status == 429:
-        return RateLimited("segmind", message, retry_after_s=retry_after_s(headers), model=model)
-    if status >= 500:
-        return ProviderUnavailable("segmind", message, model=model, status=status)
-    return ProviderError("segmind", message, model=model, status=status)
+def _not_acceptable(response: ErrorResponse) -> ProviderError:
+    """406 means insufficient credits, but also answers a missing Content-Type."""
+    error = (
+        ProviderRequestError if "content type" in response.message.lower() else InsufficientCredits
+    )
+    return error(response.provider, response.message, model=response.model, status=response.status)
+
+
+#: Segmind's own statuses on top of the shared table: 406 is out of credits, 422 a failed job.
+SEGMIND_STATUSES: Mapping[int, StatusRule] = {406: _not_acceptable, 422: SynthesisFailed}
 
 
 def _float_header(headers: Mapping[str, str], name: str) -> float | None:
@@ -131,6 +115,7 @@ class SegmindProvider(Provider):
             str(settings.base_url),
             {"x-api-key": self._api_key or ""},
             timeout_s=120,
+            statuses=SEGMIND_STATUSES,
         )
         #: Last figures Segmind reported: remaining credits and the cost of the last call (USD).
         self.remaining_credits: float | None = None
@@ -185,9 +170,7 @@ class SegmindProvider(Provider):
         problem = self.configuration_problem()
         if problem:
             raise ProviderAuthError(self.name, problem)
-        async with self.http.request(
-            "GET", "/v1/get-user-credits", errors=segmind_error
-        ) as response:
+        async with self.http.request("GET", "/v1/get-user-credits") as response:
             body = await response.read()
         try:
             data = json.loads(body)
@@ -197,7 +180,7 @@ class SegmindProvider(Provider):
         self.remaining_credits = credits
         return credits
 
-    def _payload(self, job: SynthesisInput) -> dict[str, Any]:
+    def _payload(self, job: SynthesisJob) -> dict[str, Any]:
         model = self._model(job.voice.model)
         options = self.options_model(job.voice).model_validate(dict(job.options))
         payload: dict[str, Any] = {"text": job.text}
@@ -211,43 +194,41 @@ class SegmindProvider(Provider):
             return configured
         return max(120.0, 3 * (model.typical_s or 0))
 
-    def _record(self, usage: Usage, cost: float | None, remaining: float | None) -> None:
+    def _usage(self, cost: float | None, remaining: float | None) -> Usage:
+        """The usage Segmind reported (USD), remembered as the last figures."""
         if cost is not None:
-            self.last_cost = usage.cost_usd = cost
+            self.last_cost = cost
         if remaining is not None:
-            self.remaining_credits = usage.remaining_credits = remaining
+            self.remaining_credits = remaining
+        return Usage(cost_usd=cost, remaining_credits=remaining)
 
-    async def synthesize(self, job: SynthesisInput) -> AudioChunk:
+    async def synthesize(self, job: SynthesisJob) -> Synthesized:
         problem = self.configuration_problem()
         if problem:
             raise ProviderAuthError(self.name, problem, model=job.voice.model)
         model = self._model(job.voice.model)
         payload = self._payload(job)
         if model.slug in self.settings.v2_models:
-            return await self._run_v2(model, payload, job.usage)
-        return await self._run_v1(model, payload, job.usage)
+            return await self._run_v2(model, payload)
+        return await self._run_v1(model, payload)
 
-    async def _run_v1(
-        self, model: SegmindModel, payload: dict[str, Any], usage: Usage
-    ) -> AudioChunk:
+    async def _run_v1(self, model: SegmindModel, payload: dict[str, Any]) -> Synthesized:
         async with self.http.request(
             "POST",
             f"/v1/{model.slug}",
-            errors=segmind_error,
             model=model.slug,
             json_body=payload,
             timeout_s=self._timeout(model),
         ) as response:
             body = await response.read()
-            self._record(
-                usage,
+            usage = self._usage(
                 _float_header(response.headers, "x-cost"),
                 _float_header(response.headers, "x-remaining-credits"),
             )
             content_type = response.headers.get("Content-Type", "")
         if content_type.split(";")[0].strip().lower() == "application/json":
-            return await self._audio_from_json(model, body)
-        return self._audio(model, body, content_type)
+            return Synthesized(await self._audio_from_json(model, body), usage)
+        return Synthesized(self._audio(model, body, content_type), usage)
 
     def _audio(self, model: SegmindModel, data: bytes, content_type: str) -> AudioChunk:
         encoding = encoding_from_response(content_type, data)
@@ -288,11 +269,9 @@ class SegmindProvider(Provider):
             ) from None
         return self._audio(model, audio, "")
 
-    async def _run_v2(
-        self, model: SegmindModel, payload: dict[str, Any], usage: Usage
-    ) -> AudioChunk:
+    async def _run_v2(self, model: SegmindModel, payload: dict[str, Any]) -> Synthesized:
         async with self.http.request(
-            "POST", f"/v2/{model.slug}", errors=segmind_error, model=model.slug, json_body=payload
+            "POST", f"/v2/{model.slug}", model=model.slug, json_body=payload
         ) as response:
             body = await response.read()
         try:
@@ -310,15 +289,16 @@ class SegmindProvider(Provider):
             raise
         output = result.get("output")
         metrics = result.get("metrics")
+        usage = None
         if isinstance(metrics, dict):
-            self._record(
-                usage, _number(metrics.get("cost")), _number(metrics.get("remaining_credits"))
+            usage = self._usage(
+                _number(metrics.get("cost")), _number(metrics.get("remaining_credits"))
             )
         if not isinstance(output, str) or not output:
             raise SynthesisFailed(
                 self.name, f"job {request_id} completed without output", model=model.slug
             )
-        return await self._audio_from_value(model, output)
+        return Synthesized(await self._audio_from_value(model, output), usage)
 
     async def _wait(self, model: SegmindModel, request_id: str, characters: int) -> dict[str, Any]:
         """Poll until COMPLETED; return the result body. Never resubmits."""
@@ -374,9 +354,7 @@ class SegmindProvider(Provider):
 
     async def _get(self, path: str, model: SegmindModel, request_id: str) -> dict[str, Any]:
         try:
-            async with self.http.request(
-                "GET", path, errors=segmind_error, model=model.slug
-            ) as response:
+            async with self.http.request("GET", path, model=model.slug) as response:
                 raw = await response.read()
         except SynthesisFailed as exc:  # 422: FAILED, with Segmind's reason
             raise SynthesisFailed(

@@ -2,28 +2,22 @@
 
 API facts (Together's API page for ``/v1/audio/speech``, its error-codes page and SDK): auth is
 ``Authorization: Bearer KEY``; the body is ``model``, ``input``, ``voice`` and the options in
-:mod:`integrations.together.models`; a plain call answers with the audio itself (``wav``,
-``mp3`` or headerless ``raw`` PCM); ``stream: true`` (``raw`` only) answers server-sent events
-whose ``data`` is a JSON object carrying base64 PCM in ``delta`` (current docs) or ``b64``
-(OpenAPI spec, SDK), ending with ``data: [DONE]``. Voices are listed per model at
-``GET /v1/voices?model=...``. Errors are ``{"error": {"message", "type", "param", "code"}}``;
-402 is "Payment Required" (the spending limit is reached), 503 "Engine Overloaded".
+:mod:`integrations.together.models`; a plain call answers with the audio itself (``wav``, ``mp3``
+or headerless ``raw`` PCM), ``stream: true`` (``raw`` only) with server-sent events
+(:mod:`integrations.together.stream`). Voices are listed per model at ``GET /v1/voices``.
+Errors are ``{"error": {"message", ...}}``; 402 is the spending limit, 503 "Engine Overloaded".
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
-import aiohttp
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from bot.errors import (
@@ -33,15 +27,14 @@ from bot.errors import (
     ProviderNotFound,
     ProviderRequestError,
     ProviderUnavailable,
-    RateLimited,
     SynthesisFailed,
     UnknownModel,
     UnknownVoice,
 )
 from bot.ops.config import LimitSettings, Settings
-from bot.providers.base import Provider, SynthesisInput, api_key
-from bot.providers.http import HttpClient, encoding_from_response, error_text
-from bot.providers.ratelimit import remaining_calls, retry_after_s
+from bot.providers.base import Provider, SynthesisJob, Synthesized, Usage, api_key
+from bot.providers.http import HttpClient, StatusRule, encoding_from_response, error_text
+from bot.providers.ratelimit import remaining_calls
 from bot.speech import AudioChunk, AudioEncoding, Voice
 from integrations.together.models import (
     FIXED_RATE,
@@ -51,13 +44,13 @@ from integrations.together.models import (
     TogetherModel,
     parse_kokoro_mix,
 )
+from integrations.together.stream import speech_pcm
 
 __all__ = [
+    "TOGETHER_STATUSES",
     "InvalidVoiceMix",
     "TogetherProvider",
     "TogetherSettings",
-    "server_sent_data",
-    "together_error",
 ]
 
 log = logging.getLogger(__name__)
@@ -104,33 +97,13 @@ class TogetherSettings(BaseModel):
         return value
 
 
-def together_error(
-    status: int,
-    headers: Mapping[str, str],
-    body: bytes,
-    model: str | None,
-    *,
-    provider: str = "together",
-) -> ProviderError:
-    """Together's statuses → Oyez's exception tree (the one place this happens).
-
-    ``provider`` is the configured instance's name, used in the message with ``model`` and
-    Together's own ``error.message``.
-    """
-    message = error_text(body)
-    if status in (400, 422):
-        return ProviderRequestError(provider, message, model=model, status=status)
-    if status in (401, 403):
-        return ProviderAuthError(provider, message, model=model, status=status)
-    if status == 402:
-        return InsufficientCredits(provider, message, model=model, status=status)
-    if status == 404:
-        return ProviderNotFound(provider, message, model=model, status=status)
-    if status == 429:
-        return RateLimited(provider, message, retry_after_s=retry_after_s(headers), model=model)
-    if status == 408 or status >= 500:  # 503: "Engine Overloaded"; 408 and 5xx: retry later
-        return ProviderUnavailable(provider, message, model=model, status=status)
-    return ProviderError(provider, message, model=model, status=status)
+#: Together's own statuses on top of the shared table (its error-codes page): 402 the spending
+#: limit, 422 an invalid request, 408 a timeout to retry later.
+TOGETHER_STATUSES: Mapping[int, StatusRule] = {
+    402: InsufficientCredits,
+    408: ProviderUnavailable,
+    422: ProviderRequestError,
+}
 
 
 class InvalidVoiceMix(UnknownVoice):
@@ -152,34 +125,6 @@ class InvalidVoiceMix(UnknownVoice):
         self.component = component
         detail = f"component {component!r}: {problem}" if problem else str(self)
         self.args = (f"voice mix {mix!r}: {detail}",)
-
-
-async def server_sent_data(body: aiohttp.StreamReader) -> AsyncIterator[str]:
-    """The ``data`` of each server-sent event as it arrives (WHATWG HTML, "server-sent events").
-
-    Lines of one event's ``data`` are joined with newlines; comments and other fields (``event``,
-    ``id``, ``retry``) are skipped. Reads what has arrived rather than whole lines, so an event of
-    any size is accepted.
-    """
-    pending = b""
-    data: list[str] = []
-    async for piece in body.iter_any():
-        *lines, pending = (pending + piece).split(b"\n")
-        for line in lines:
-            text = line.rstrip(b"\r").decode("utf-8", "replace")
-            if not text:  # a blank line ends the event
-                if data:
-                    yield "\n".join(data)
-                    data = []
-            elif not text.startswith(":"):
-                field, _, value = text.partition(":")
-                if field == "data":
-                    data.append(value.removeprefix(" "))
-    tail = pending.rstrip(b"\r").decode("utf-8", "replace")
-    if tail.startswith("data:"):
-        data.append(tail.removeprefix("data:").removeprefix(" "))
-    if data:
-        yield "\n".join(data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,8 +158,8 @@ class TogetherProvider(Provider):
             str(settings.base_url),
             {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {},
             timeout_s=settings.timeout_s,
+            statuses=TOGETHER_STATUSES,
         )
-        self._errors = partial(together_error, provider=self.name)
         # model → (monotonic expiry, its voices)
         self._voices: dict[str, tuple[float, list[Voice]]] = {}
         self._voices_lock = asyncio.Lock()
@@ -251,7 +196,7 @@ class TogetherProvider(Provider):
 
     async def _fetch_voices(self, model: TogetherModel) -> list[Voice]:
         async with self.http.request(
-            "GET", VOICES_PATH, errors=self._errors, model=model.name, params={"model": model.name}
+            "GET", VOICES_PATH, model=model.name, params={"model": model.name}
         ) as response:
             raw = await response.read()
         try:
@@ -331,7 +276,7 @@ class TogetherProvider(Provider):
         return self._model(voice.model).options
 
     # -- synthesis ---------------------------------------------------------------------------
-    def _call(self, job: SynthesisInput, *, stream: bool) -> _Call:
+    def _call(self, job: SynthesisJob, *, stream: bool) -> _Call:
         """The request body: documented fields only, each chosen value sent explicitly."""
         model = self._model(job.voice.model)
         options = model.options.model_validate(dict(job.options))
@@ -356,17 +301,16 @@ class TogetherProvider(Provider):
         rate = FIXED_RATE if model.fixed_output else int(payload["sample_rate"])
         return _Call(payload, encoding, rate)
 
-    async def synthesize(self, job: SynthesisInput) -> AudioChunk:
+    async def synthesize(self, job: SynthesisJob) -> Synthesized:
         """The whole utterance: WAV or MP3 as sent, or raw PCM in the encoding asked for."""
         self._require_key(job.voice.model)
         call = self._call(job, stream=False)
         async with self.http.request(
-            "POST", SPEECH_PATH, errors=self._errors, model=job.voice.model, json_body=call.payload
+            "POST", SPEECH_PATH, model=job.voice.model, json_body=call.payload
         ) as response:
             body = await response.read()
             content_type = response.headers.get("Content-Type", "")
-            remaining, reset = remaining_calls(response.headers)
-            job.usage.rate_limit_remaining, job.usage.rate_limit_reset_s = remaining, reset
+            usage = _headroom(response.headers)
         if not body or content_type.split(";")[0].strip().lower() == "application/json":
             detail = error_text(body) if body else "no audio"
             raise SynthesisFailed(
@@ -379,13 +323,13 @@ class TogetherProvider(Provider):
                 f"unrecognised audio ({content_type or 'no Content-Type'}, {len(body)} bytes)",
                 model=job.voice.model,
             )
-        return AudioChunk(body, encoding, call.sample_rate, 1)
+        return Synthesized(AudioChunk(body, encoding, call.sample_rate, 1), usage)
 
-    def streams_live(self, job: SynthesisInput) -> bool:
+    def streams_live(self, job: SynthesisJob) -> bool:
         """Streaming is on and ``job`` asks for raw PCM (the only format the API streams)."""
         return self.settings.stream and job.options.get("response_format") in (None, "raw")
 
-    async def stream(self, job: SynthesisInput) -> AsyncIterator[AudioChunk]:
+    async def stream(self, job: SynthesisJob) -> AsyncIterator[Synthesized]:
         """Raw PCM chunks (whole samples, mono) as the server sends them.
 
         Falls back to one :meth:`synthesize` chunk when ``stream`` is off or the request asks
@@ -402,58 +346,28 @@ class TogetherProvider(Provider):
         async with self.http.request(
             "POST",
             SPEECH_PATH,
-            errors=self._errors,
             model=job.voice.model,
             json_body=call.payload,
             timeout_s=self.settings.stream_read_timeout_s,
             streaming=True,
         ) as response:
-            remaining, reset = remaining_calls(response.headers)
-            job.usage.rate_limit_remaining, job.usage.rate_limit_reset_s = remaining, reset
+            usage: Usage | None = _headroom(response.headers)  # given with the first piece
             carry = b""  # a sample split between two events
-            async for pcm in self._stream_pcm(response, job.voice.model):
+            async for pcm in speech_pcm(response, self.name, job.voice.model):
                 whole = len(carry + pcm) // width * width
                 pcm, carry = (carry + pcm)[:whole], (carry + pcm)[whole:]
                 if pcm:
-                    yield AudioChunk(pcm, call.encoding, call.sample_rate, 1)
-
-    async def _stream_pcm(
-        self, response: aiohttp.ClientResponse, model: str
-    ) -> AsyncIterator[bytes]:
-        content_type = response.headers.get("Content-Type", "")
-        if not content_type.startswith("text/event-stream"):
-            raise SynthesisFailed(
-                self.name, f"expected server-sent events, got {content_type!r}", model=model
-            )
-        async for data in server_sent_data(response.content):
-            if data.strip() == "[DONE]":
-                return
-            try:
-                event = json.loads(data)
-            except ValueError:
-                event = None
-            if not isinstance(event, dict):
-                raise SynthesisFailed(self.name, "unreadable stream event", model=model)
-            if "error" in event:
-                raise SynthesisFailed(
-                    self.name, f"the stream failed: {error_text(data.encode())}", model=model
-                )
-            audio = event.get("delta") if isinstance(event.get("delta"), str) else event.get("b64")
-            if not isinstance(audio, str):
-                continue  # an event without audio (a status, a "done" marker) plays nothing
-            try:
-                pcm = base64.b64decode(audio, validate=True)
-            except (binascii.Error, ValueError):
-                raise SynthesisFailed(
-                    self.name, "a stream event's audio is not base64", model=model
-                ) from None
-            yield pcm
-        raise SynthesisFailed(
-            self.name, "the stream ended without data: [DONE]; the audio is incomplete", model=model
-        )
+                    yield Synthesized(AudioChunk(pcm, call.encoding, call.sample_rate, 1), usage)
+                    usage = None
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+
+def _headroom(headers: Mapping[str, str]) -> Usage:
+    """The rate-limit headroom a successful response reports."""
+    remaining, reset = remaining_calls(headers)
+    return Usage(rate_limit_remaining=remaining, rate_limit_reset_s=reset)
 
 
 def _find(voices: list[Voice], wanted: str) -> Voice | None:

@@ -16,7 +16,7 @@ from bot.audio.transcode import Transcoder, find_ffmpeg
 from bot.errors import AudioError, FFmpegNotFound, TranscodeError
 from bot.ops import config
 from bot.ops.config import AudioSettings, Settings
-from bot.providers.base import SynthesisInput
+from bot.providers.base import SynthesisJob
 from bot.speech import AudioChunk, AudioEncoding, OutputProfile
 from integrations.piper import PiperProvider
 from tests.support.asr import decode
@@ -36,7 +36,7 @@ async def speech(settings: Settings) -> AudioChunk:
     """Real Piper output: PCM s16le mono at the voice's rate."""
     provider = PiperProvider.from_settings(settings)
     voice = await provider.resolve_voice(None, None)
-    return await provider.synthesize(SynthesisInput("t", SENTENCE, voice))
+    return (await provider.synthesize(SynthesisJob("t", SENTENCE, voice))).chunk
 
 
 def _decoded_duration(audio: bytes) -> float:

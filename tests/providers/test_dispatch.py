@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ import pytest
 from bot.errors import (
     BudgetExceeded,
     InsufficientCredits,
+    ProviderError,
     ProviderUnavailable,
     RateLimited,
     RequestExpired,
@@ -22,15 +23,16 @@ from bot.errors import (
 from bot.ops import config
 from bot.ops.config import Settings
 from bot.ops.metrics import REGISTRY
-from bot.providers.base import ProviderRegistry, SynthesisInput
+from bot.providers.base import ProviderRegistry, SynthesisJob
 from bot.providers.credits import Ledger
 from bot.providers.dispatch import Dispatcher
+from bot.providers.http import ErrorResponse, StatusRule, status_error
 from bot.providers.ratelimit import RateLimiter, WaitExpired
 from bot.speech import Priority, SpeechRequest
 from bot.synthesis.pipeline import SpeechPipeline
 from integrations import PROVIDERS
-from integrations.segmind import SegmindProvider, segmind_error
-from integrations.together.provider import together_error
+from integrations.segmind import SEGMIND_STATUSES, SegmindProvider
+from integrations.together import TOGETHER_STATUSES
 from tests.fakes.segmind import DEFAULT_API_KEY, FakeSegmind
 from tests.support.scripted_provider import ScriptedProvider
 
@@ -69,10 +71,10 @@ async def test_requests_per_minute(succeed: bool, expected: list[int]) -> None:
     starts: list[float] = []
 
     async def one() -> None:
-        granted = await limiter.acquire()
+        await limiter.acquire()
         starts.append(round(loop_time()))
         if succeed:
-            limiter.succeeded(granted)
+            limiter.succeeded()
         limiter.release()
 
     await asyncio.gather(*(one() for _ in range(12)))
@@ -154,7 +156,8 @@ async def test_backoff_without_hint_grows_and_is_capped(monkeypatch: pytest.Monk
 async def test_a_429_with_a_reset_teaches_the_real_limit() -> None:
     limiter = RateLimiter("p", requests_per_minute=50)
     for _ in range(5):
-        limiter.succeeded(await limiter.acquire())
+        await limiter.acquire()
+        limiter.succeeded()
         limiter.release()
     refused = await limiter.acquire()
     limiter.release()
@@ -174,9 +177,9 @@ async def test_reported_headroom_is_respected() -> None:
     """A provider that says "2 calls left, resetting in 30 s" gets 2 calls, then none until
     the reset: it never has to answer 429."""
     limiter = RateLimiter("p")
-    granted = await limiter.acquire()
+    await limiter.acquire()
     limiter.release()  # the dispatcher releases, then reports the success
-    limiter.succeeded(granted, remaining=2, reset_s=30)
+    limiter.succeeded(remaining=2, reset_s=30)
     starts = []
     for _ in range(4):
         starts.append(round(await limiter.acquire()))
@@ -201,9 +204,9 @@ async def _dispatch(settings: Settings, request: SpeechRequest | None = None, **
     provider = registry.get("scripted")
     voice = await provider.resolve_voice(None, None)
     request = request or SpeechRequest(text="hi", provider="scripted")
-    job = SynthesisInput(request.id, "hi", voice)
+    job = SynthesisJob(request.id, "hi", voice)
     try:
-        return await dispatcher.run(provider, request, job, **{"wait_until": None, **kwargs})
+        return await dispatcher.synthesize(provider, request, job, **{"wait_until": None, **kwargs})
     finally:
         dispatcher.ledger.close()
 
@@ -211,22 +214,32 @@ async def _dispatch(settings: Settings, request: SpeechRequest | None = None, **
 NOW = datetime.now(UTC)
 
 
+def _429(
+    provider: str, statuses: Mapping[int, StatusRule], headers: dict[str, str], body: bytes
+) -> ProviderError:
+    return status_error(ErrorResponse(provider, 429, headers, body, "m"), statuses)
+
+
+def together_429(headers: dict[str, str]) -> ProviderError:
+    return _429("together", TOGETHER_STATUSES, headers, b"{}")
+
+
 @pytest.mark.looptime
 @pytest.mark.parametrize(
     ("error", "wait_s"),
     [
-        (together_error(429, {"retry-after-ms": "1500", "Retry-After": "9"}, b"{}", "m"), 1.5),
-        (together_error(429, {"Retry-After": "7"}, b"{}", "m"), 7.0),
+        (together_429({"retry-after-ms": "1500", "Retry-After": "9"}), 1.5),
+        (together_429({"Retry-After": "7"}), 7.0),
         (
-            segmind_error(
-                429,
+            _429(
+                "segmind",
+                SEGMIND_STATUSES,
                 {"x-rate-limit-reset-at-utc": (NOW + timedelta(seconds=12)).isoformat()},
                 b'{"error": "Too many requests"}',
-                "m",
             ),
             12.0,
         ),
-        (together_error(429, {"x-ratelimit-reset": "20"}, b"{}", "m"), 20.0),
+        (together_429({"x-ratelimit-reset": "20"}), 20.0),
     ],
 )
 async def test_each_429_hint_is_waited_out(

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from bot.errors import ProviderError
 from bot.ops.config import LimitSettings
-from bot.providers.base import Provider, SynthesisInput
+from bot.providers.base import Provider, SynthesisJob, Synthesized, Usage
 from bot.speech import AudioChunk, AudioEncoding, Voice
 
 
@@ -35,12 +35,12 @@ class ScriptedProvider(Provider):
     def estimated_cost(self, voice: Voice) -> float | None:
         return self.cost_usd
 
-    async def synthesize(self, job: SynthesisInput) -> AudioChunk:
+    async def synthesize(self, job: SynthesisJob) -> Synthesized:
         type(self).calls.append(asyncio.get_running_loop().time())
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         outcome = self.script.popleft() if self.script else None
         if outcome is not None:
             raise outcome
-        job.usage.cost_usd = self.cost_usd
-        return AudioChunk(b"\x00\x10" * 1600, AudioEncoding.PCM_S16LE, 16_000, 1)
+        chunk = AudioChunk(b"\x00\x10" * 1600, AudioEncoding.PCM_S16LE, 16_000, 1)
+        return Synthesized(chunk, Usage(cost_usd=self.cost_usd))

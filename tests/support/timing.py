@@ -16,8 +16,7 @@ from typing import Any, ClassVar
 
 from aiohttp import web
 
-from bot.providers.base import SynthesisInput
-from bot.speech import AudioChunk
+from bot.providers.base import SynthesisJob, Synthesized
 from integrations import PROVIDERS
 from integrations.piper import PiperProvider
 from tests.fakes.together import FakeTogether
@@ -30,7 +29,7 @@ class TimedPiper(PiperProvider):
 
     finished: ClassVar[list[tuple[str, float]]] = []
 
-    async def stream(self, job: SynthesisInput) -> AsyncIterator[AudioChunk]:
+    async def stream(self, job: SynthesisJob) -> AsyncIterator[Synthesized]:
         async for chunk in super().stream(job):
             yield chunk
         type(self).finished.append((job.text, time.monotonic()))

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bot.errors import ProviderError
 from bot.ops.config import Settings
-from bot.providers.base import Provider, SynthesisInput
+from bot.providers.base import Provider, SynthesisJob, Synthesized
 from bot.speech import AudioChunk, AudioEncoding, Voice
 
 
@@ -47,19 +47,22 @@ class ToneProvider(Provider):
     def options_model(self, voice: Voice) -> type[BaseModel]:
         return ToneOptions
 
-    async def synthesize(self, job: SynthesisInput) -> AudioChunk:
+    async def synthesize(self, job: SynthesisJob) -> Synthesized:
         type(self).calls.append(job.text)
         if self.mode == "fail":
             raise ProviderError(self.name, "the tone generator is broken")
         if self.mode == "garbage":
-            return AudioChunk(b"<html>502 Bad Gateway</html>" * 50, AudioEncoding.MP3, 0, 0)
+            return Synthesized(
+                AudioChunk(b"<html>502 Bad Gateway</html>" * 50, AudioEncoding.MP3, 0, 0)
+            )
         seconds: Any = job.options.get("seconds_per_character", 0.05)
         rate = 16_000
         count = int(rate * seconds * len(job.text))
         samples = (
             int(8000 * math.sin(2 * math.pi * self.settings.hertz * i / rate)) for i in range(count)
         )
-        return AudioChunk(struct.pack(f"<{count}h", *samples), AudioEncoding.PCM_S16LE, rate, 1)
+        pcm = struct.pack(f"<{count}h", *samples)
+        return Synthesized(AudioChunk(pcm, AudioEncoding.PCM_S16LE, rate, 1))
 
 
 class SlowListingTone(ToneProvider):

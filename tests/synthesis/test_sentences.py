@@ -13,8 +13,8 @@ import pytest
 from bot.audio.live import opus_packets
 from bot.errors import ProviderError
 from bot.ops import config
-from bot.providers.base import ProviderRegistry, SynthesisInput
-from bot.speech import AudioChunk, SpeechRequest, Utterance
+from bot.providers.base import ProviderRegistry, SynthesisJob, Synthesized
+from bot.speech import SpeechRequest, Utterance
 from bot.synthesis.pipeline import Segment, SpeechPipeline, join_utterances
 from bot.synthesis.sentences import split_sentences
 from integrations import PROVIDERS
@@ -132,7 +132,7 @@ class CountingTone(ToneProvider):
     running = 0
     most = 0
 
-    async def synthesize(self, job: SynthesisInput) -> AudioChunk:
+    async def synthesize(self, job: SynthesisJob) -> Synthesized:
         cls = type(self)
         cls.running += 1
         cls.most = max(cls.most, cls.running)

@@ -14,11 +14,11 @@ import pytest
 from aiohttp import WSMsgType, web
 from pydantic import SecretStr
 
+from bot.providers.ratelimit import jittered_backoff_s
 from integrations.homeassistant.websocket import (
     ConnectionLost,
     HomeAssistantClient,
     HomeAssistantEvent,
-    backoff_delay,
 )
 
 TOKEN = "scripted-token-abcdef"
@@ -158,7 +158,7 @@ async def wait_until(predicate: Any, timeout_s: float = 10.0) -> None:
 
 def test_backoff_doubles_is_capped_and_jittered() -> None:
     for attempt, step in [(0, 1.0), (1, 2.0), (2, 4.0), (5, 30.0), (50, 30.0)]:
-        delays = [backoff_delay(attempt, 1.0, 30.0) for _ in range(200)]
+        delays = [jittered_backoff_s(attempt, 1.0, 30.0, jitter=0.5) for _ in range(200)]
         assert all(step / 2 <= d <= step for d in delays)
         assert len(set(delays)) > 100  # jittered, not one fixed value
 

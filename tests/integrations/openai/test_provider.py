@@ -22,7 +22,7 @@ from bot.errors import (
     UnknownVoice,
 )
 from bot.ops import config
-from bot.providers.base import Provider, ProviderRegistry, SynthesisInput
+from bot.providers.base import Provider, ProviderRegistry, SynthesisJob
 from bot.speech import AudioChunk, AudioEncoding, SpeechRequest, Voice
 from bot.synthesis.pipeline import SpeechPipeline
 from integrations.openai import OpenAIProvider
@@ -57,20 +57,18 @@ async def kokoro(
     await registry.aclose()
 
 
-async def job(
+async def make_job(
     provider: OpenAIProvider, voice: str | None = "af_heart", text: str = "Hello.", **options: Any
-) -> SynthesisInput:
+) -> SynthesisJob:
     chosen = await provider.resolve_voice(voice, None)
-    return SynthesisInput("r1", text, chosen, provider.validate_options(chosen, options))
+    return SynthesisJob("r1", text, chosen, provider.validate_options(chosen, options))
 
 
-async def speak(
-    provider: Provider, request: SynthesisInput, *, streaming: bool
-) -> list[AudioChunk]:
-    """All the audio of ``request``, through :meth:`stream` or :meth:`synthesize`."""
+async def speak(provider: Provider, job: SynthesisJob, *, streaming: bool) -> list[AudioChunk]:
+    """All the audio of ``job``, through :meth:`stream` or :meth:`synthesize`."""
     if streaming:
-        return [chunk async for chunk in provider.stream(request)]
-    return [await provider.synthesize(request)]
+        return [piece.chunk async for piece in provider.stream(job)]
+    return [(await provider.synthesize(job)).chunk]
 
 
 def tone_pcm(text: str, speed: float = 1.0) -> bytes:
@@ -88,7 +86,9 @@ async def test_a_named_instance_speaks_under_its_own_name(
     assert (kokoro.name, kokoro.kind) == ("kokoro", "openai")
     voice = await kokoro.resolve_voice("AF_HEART", None)
     assert voice == Voice("kokoro", "kokoro", "af_heart", "af_heart")
-    chunks = [c async for c in kokoro.stream(SynthesisInput("r", "Good <sigh> morning.", voice))]
+    chunks = [
+        c.chunk async for c in kokoro.stream(SynthesisJob("r", "Good <sigh> morning.", voice))
+    ]
     voices_call, speech_call = fake_openai.requests
     assert (voices_call.method, voices_call.path) == ("GET", VOICES)
     assert speech_call.json == {
@@ -112,8 +112,8 @@ async def test_plain_call_shape_and_speed(
         kokoro_settings(fake_openai, tmp_path, response_format="pcm", stream=False), "kokoro"
     )
     text = "Quick now."
-    normal = await provider.synthesize(await job(provider, text=text))
-    fast = await provider.synthesize(await job(provider, text=text, speed=2))
+    normal = (await provider.synthesize(await make_job(provider, text=text))).chunk
+    fast = (await provider.synthesize(await make_job(provider, text=text, speed=2))).chunk
     first, second = fake_openai.requests_to(SPEECH)
     base = {"model": "kokoro", "input": text, "voice": "af_heart", "response_format": "pcm"}
     assert first.json == base
@@ -172,13 +172,13 @@ async def test_over_long_input_is_refused_before_any_call(
     fake_openai: FakeOpenAISpeech,  # noqa: F811
     streaming: bool,
 ) -> None:
-    request = await job(kokoro, text="x" * 4097, response_format="pcm")
+    job = await make_job(kokoro, text="x" * 4097, response_format="pcm")
     fake_openai.requests.clear()
     with pytest.raises(InvalidRequest, match="4097 characters, the speech API takes at most 4096"):
-        await speak(kokoro, request, streaming=streaming)
+        await speak(kokoro, job, streaming=streaming)
     assert fake_openai.requests == []
-    at_limit = await job(kokoro, text="x" * 4096, response_format="pcm")
-    assert (await kokoro.synthesize(at_limit)).data
+    at_limit = await make_job(kokoro, text="x" * 4096, response_format="pcm")
+    assert (await kokoro.synthesize(at_limit)).chunk.data
 
 
 # -- voices ------------------------------------------------------------------------------------
@@ -240,7 +240,7 @@ async def test_the_default_voice_is_taken_even_when_not_listed(
     # Kokoro-FastAPI maps OpenAI's names onto its voices without listing them.
     alloy = await kokoro.resolve_voice(None, None)
     assert alloy == Voice("kokoro", "kokoro", "alloy", "alloy")
-    await kokoro.synthesize(SynthesisInput("r", "Hi.", alloy))
+    await kokoro.synthesize(SynthesisJob("r", "Hi.", alloy))
     assert fake_openai.requests_to(SPEECH)[0].json["voice"] == "alloy"
 
 
@@ -259,12 +259,12 @@ async def test_keys_go_only_where_they_belong(
         )
         registry = ProviderRegistry.default(settings)
         voice = Voice("x", "tts-1", "alloy", "alloy")
-        chunk = await registry.get("openai").synthesize(SynthesisInput("r", "Hi.", voice))
+        chunk = (await registry.get("openai").synthesize(SynthesisJob("r", "Hi.", voice))).chunk
         assert chunk.encoding is AudioEncoding.MP3
         assert fake.requests[-1].headers["authorization"] == "Bearer <redacted>"
         # Another instance never borrows OPENAI_API_KEY: it sends nothing, and is refused.
         with pytest.raises(ProviderAuthError) as caught:
-            await registry.get("kokoro").synthesize(SynthesisInput("r", "Hi.", voice))
+            await registry.get("kokoro").synthesize(SynthesisJob("r", "Hi.", voice))
         assert "authorization" not in fake.requests[-1].headers
         assert str(caught.value) == ("kokoro/tts-1: Invalid or missing API key (HTTP 401)")
         await registry.aclose()
@@ -304,10 +304,10 @@ async def test_statuses_map_to_typed_errors(
     error: type[ProviderError],
     streaming: bool,
 ) -> None:
-    request = await job(kokoro)
+    job = await make_job(kokoro)
     fake_openai.inject_error(status, f"Kokoro says no ({status})")
     with pytest.raises(error) as caught:
-        await speak(kokoro, request, streaming=streaming)
+        await speak(kokoro, job, streaming=streaming)
     assert type(caught.value) is error
     assert str(caught.value) == f"kokoro/kokoro: Kokoro says no ({status}) (HTTP {status})"
     assert caught.value.retryable is (status >= 500)
@@ -327,17 +327,17 @@ async def test_every_error_shape_is_quoted(
     fake_openai: FakeOpenAISpeech,  # noqa: F811
     body: dict[str, Any],
 ) -> None:
-    request = await job(kokoro)
+    job = await make_job(kokoro)
     fake_openai.script("POST", SPEECH, ScriptedResponse(400, body))
     with pytest.raises(ProviderRequestError, match=r"^kokoro/kokoro: bad voice \(HTTP 400\)$"):
-        await kokoro.synthesize(request)
+        await kokoro.synthesize(job)
 
 
 async def test_rate_limits_and_exhausted_quota(
     kokoro: OpenAIProvider,
     fake_openai: FakeOpenAISpeech,  # noqa: F811
 ) -> None:
-    request = await job(kokoro)
+    job = await make_job(kokoro)
     limited = {"error": {"message": "Rate limit reached", "code": "rate_limit_exceeded"}}
     quota = {
         "error": {
@@ -354,13 +354,13 @@ async def test_rate_limits_and_exhausted_quota(
         ScriptedResponse(429, quota),
     )
     with pytest.raises(RateLimited) as caught:
-        await kokoro.synthesize(request)
+        await kokoro.synthesize(job)
     assert caught.value.retry_after_s == pytest.approx(1.5)
     with pytest.raises(RateLimited) as caught:
-        await kokoro.synthesize(request)
+        await kokoro.synthesize(job)
     assert caught.value.retry_after_s == pytest.approx(20)
     with pytest.raises(InsufficientCredits, match="exceeded your current quota"):
-        await kokoro.synthesize(request)
+        await kokoro.synthesize(job)
 
 
 async def test_the_servers_own_validation_is_quoted(
@@ -370,7 +370,7 @@ async def test_the_servers_own_validation_is_quoted(
     settings = kokoro_settings(fake_openai, tmp_path, voices=["zz_ghost"])
     provider = OpenAIProvider.from_settings(settings, "kokoro")
     with pytest.raises(ProviderRequestError, match="Voice 'zz_ghost' not found"):
-        await provider.synthesize(await job(provider, "zz_ghost"))
+        await provider.synthesize(await make_job(provider, "zz_ghost"))
     await provider.aclose()
 
 
@@ -384,7 +384,10 @@ async def test_pcm_streams_in_whole_samples(
     fake_openai.chunk_bytes = 1001  # odd: samples split across chunks
     fake_openai.chunk_delay = 0.01  # so the pieces arrive apart
     text = "Sample by sample."
-    chunks = [c async for c in kokoro.stream(await job(kokoro, text=text, response_format="pcm"))]
+    chunks = [
+        c.chunk
+        async for c in kokoro.stream(await make_job(kokoro, text=text, response_format="pcm"))
+    ]
     assert fake_openai.requests_to(SPEECH)[0].json["stream"] is True
     assert len(chunks) > 3
     assert all(len(c.data) % 2 == 0 for c in chunks)
@@ -400,9 +403,9 @@ async def test_first_chunk_arrives_before_the_body_ends(
 ) -> None:
     fake_openai.chunk_bytes = 4800  # 0.1 s of pcm
     fake_openai.chunk_delay = 0.1
-    request = await job(kokoro, text="Ten chars.", response_format="pcm")  # 0.6 s: 6 chunks
+    job = await make_job(kokoro, text="Ten chars.", response_format="pcm")  # 0.6 s: 6 chunks
     started = time.perf_counter()
-    arrivals = [time.perf_counter() - started async for _ in kokoro.stream(request)]
+    arrivals = [time.perf_counter() - started async for _ in kokoro.stream(job)]
     assert len(arrivals) == 6
     assert arrivals[-1] - arrivals[0] >= 0.4
     assert arrivals[0] < arrivals[-1] / 2
@@ -413,7 +416,7 @@ async def test_containers_come_as_one_file(
     fake_openai: FakeOpenAISpeech,  # noqa: F811
 ) -> None:
     fake_openai.chunk_bytes = 512
-    chunks = [c async for c in kokoro.stream(await job(kokoro, response_format="wav"))]
+    chunks = [c.chunk async for c in kokoro.stream(await make_job(kokoro, response_format="wav"))]
     assert [c.encoding for c in chunks] == [AudioEncoding.WAV]
     assert chunks[0].data[:4] == b"RIFF"
     assert "stream" not in fake_openai.requests_to(SPEECH)[0].json
@@ -423,10 +426,10 @@ async def test_an_empty_stream_is_an_error(
     kokoro: OpenAIProvider,
     fake_openai: FakeOpenAISpeech,  # noqa: F811
 ) -> None:
-    request = await job(kokoro)
+    job = await make_job(kokoro)
     fake_openai.script("POST", SPEECH, ScriptedResponse(200, b"", content_type="audio/mpeg"))
     with pytest.raises(ProviderError, match="the stream held no audio"):
-        [c async for c in kokoro.stream(request)]
+        [c.chunk async for c in kokoro.stream(job)]
 
 
 # -- the whole way -----------------------------------------------------------------------------
@@ -439,7 +442,7 @@ async def test_real_speech_through_the_fake_and_the_pipeline(
     piper_voice = await piper.resolve_voice(None, None)
 
     async def speak_with_piper(text: str) -> tuple[bytes, int]:
-        chunk = await piper.synthesize(SynthesisInput("fake", text, piper_voice))
+        chunk = (await piper.synthesize(SynthesisJob("fake", text, piper_voice))).chunk
         return chunk.data, chunk.sample_rate  # 22050 Hz; the fake resamples to 24 kHz
 
     sentence = "Someone is waiting at the front door with a parcel for you."

@@ -12,7 +12,7 @@ import pytest
 from bot.errors import ConfigError, InvalidOptions, ProviderError, UnknownModel, UnknownVoice
 from bot.ops import config
 from bot.ops.config import Settings
-from bot.providers.base import SynthesisInput
+from bot.providers.base import SynthesisJob
 from bot.speech import AudioEncoding, Voice
 from integrations.piper import BUILTIN_VOICE, PiperProvider
 from tests.support.paths import EXAMPLE_CONFIG
@@ -47,7 +47,7 @@ async def test_voices_in_the_voices_folder_are_found_without_restart(settings: S
     assert set(voices) == {BUILTIN_VOICE, "en_GB-test-medium"}
     assert voices["en_GB-test-medium"].language == "en_GB"
     voice = await provider.resolve_voice("EN_GB-TEST-MEDIUM", None)
-    chunk = await provider.synthesize(SynthesisInput("r", "Hello there.", voice))
+    chunk = (await provider.synthesize(SynthesisJob("r", "Hello there.", voice))).chunk
     assert chunk.duration_s is not None
     assert chunk.duration_s > 0.3
 
@@ -77,7 +77,7 @@ async def test_speaking_rate_option(settings: Settings) -> None:
 
     async def duration(**options: float) -> float:
         valid = provider.validate_options(voice, options)
-        chunk = await provider.synthesize(SynthesisInput("r", text, voice, valid))
+        chunk = (await provider.synthesize(SynthesisJob("r", text, voice, valid))).chunk
         assert chunk.duration_s is not None
         return chunk.duration_s
 
@@ -99,14 +99,14 @@ async def test_missing_speaker_is_a_provider_error(settings: Settings) -> None:
     provider = PiperProvider.from_settings(settings)
     voice = await provider.resolve_voice(None, None)
     with pytest.raises(ProviderError, match="speaker 3 does not exist"):
-        await provider.synthesize(SynthesisInput("r", "Hi.", voice, {"speaker": 3}))
+        await provider.synthesize(SynthesisJob("r", "Hi.", voice, {"speaker": 3}))
 
 
 async def test_stream_yields_one_chunk_per_sentence(settings: Settings) -> None:
     provider = PiperProvider.from_settings(settings)
     voice = await provider.resolve_voice(None, None)
-    job = SynthesisInput("r", "First sentence. Second sentence here. And a third.", voice)
-    chunks = [c async for c in provider.stream(job)]
+    job = SynthesisJob("r", "First sentence. Second sentence here. And a third.", voice)
+    chunks = [c.chunk async for c in provider.stream(job)]
     assert len(chunks) == 3
     assert all(c.encoding is AudioEncoding.PCM_S16LE for c in chunks)
     assert all(c.sample_rate == 22050 and c.channels == 1 for c in chunks)
@@ -128,7 +128,7 @@ async def test_unloadable_model_is_a_provider_error(settings: Settings) -> None:
     provider = PiperProvider.from_settings(settings)
     voice = await provider.resolve_voice("broken", None)
     with pytest.raises(ProviderError, match="cannot load voice broken"):
-        await provider.synthesize(SynthesisInput("r", "Hi.", voice))
+        await provider.synthesize(SynthesisJob("r", "Hi.", voice))
 
 
 def test_provider_settings_are_validated() -> None:
@@ -151,7 +151,9 @@ async def test_noise_settings_decide_whether_takes_vary(tmp_path: Path) -> None:
         provider = PiperProvider.from_settings(settings)
         voice = await provider.resolve_voice(None, None)
         takes = [
-            (await provider.synthesize(SynthesisInput("r", "The same words twice.", voice))).data
+            (
+                await provider.synthesize(SynthesisJob("r", "The same words twice.", voice))
+            ).chunk.data
             for _ in range(2)
         ]
         return takes[0], takes[1]

@@ -22,8 +22,8 @@ from bot.errors import (
     UnknownVoice,
 )
 from bot.ops import config
-from bot.providers.base import SynthesisInput
-from bot.speech import AudioEncoding, SpeechRequest
+from bot.providers.base import SynthesisJob, Synthesized
+from bot.speech import AudioChunk, AudioEncoding, SpeechRequest
 from bot.synthesis.pipeline import SpeechPipeline
 from integrations.segmind import SegmindProvider
 from integrations.segmind.models import CHATTERBOX_SAMPLE, OPENVOICE_SAMPLE, TURBO_SAMPLE
@@ -61,10 +61,20 @@ async def say(
     voice: str | None = None,
     model: str | None = None,
     **options: Any,
-) -> Any:
+) -> AudioChunk:
+    return (await synthesize(provider, text, voice, model, **options)).chunk
+
+
+async def synthesize(
+    provider: SegmindProvider,
+    text: str,
+    voice: str | None = None,
+    model: str | None = None,
+    **options: Any,
+) -> Synthesized:
     resolved = await provider.resolve_voice(voice, model)
     valid = provider.validate_options(resolved, options)
-    return await provider.synthesize(SynthesisInput("req-1", text, resolved, valid))
+    return await provider.synthesize(SynthesisJob("req-1", text, resolved, valid))
 
 
 # -- request shapes ------------------------------------------------------------------------
@@ -250,6 +260,23 @@ async def test_statuses_map_to_typed_errors(
     assert KEY not in message
 
 
+async def test_a_named_instance_reports_status_errors_under_its_own_name(
+    fake: FakeSegmind,
+) -> None:
+    settings = config.load(
+        providers={"pro": {"type": "segmind", "api_key": KEY, "base_url": fake.base_url}}
+    )
+    provider = SegmindProvider.from_settings(settings, "pro")
+    fake.inject_error("/v1/chatterbox-tts", 406, "Insufficient credits")
+    try:
+        with pytest.raises(InsufficientCredits) as caught:
+            await say(provider, "Hello.")
+    finally:
+        await provider.aclose()
+    assert caught.value.provider == "pro"
+    assert str(caught.value) == "pro/chatterbox-tts: Insufficient credits (HTTP 406)"
+
+
 async def test_wrong_key_is_an_auth_error(fake: FakeSegmind) -> None:
     provider = SegmindProvider.from_settings(
         config.load(providers={"segmind": {"api_key": "sk-wrong", "base_url": fake.base_url}})
@@ -333,6 +360,18 @@ async def test_cost_and_remaining_credits_are_recorded(
     assert segmind.remaining_credits == pytest.approx(fake.remaining_credits)
     await say(segmind, "Hello.", None, "openvoice")  # v2: from the result's metrics
     assert segmind.remaining_credits == pytest.approx(fake.remaining_credits)
+
+
+@pytest.mark.parametrize("model", ["chatterbox-tts", "openvoice"])  # v1 headers, v2 metrics
+async def test_the_usage_comes_back_with_the_audio(
+    fake: FakeSegmind, segmind: SegmindProvider, model: str
+) -> None:
+    before = fake.remaining_credits
+    result = await synthesize(segmind, "Hello.", None, model)
+    assert result.chunk.data
+    assert result.usage is not None
+    assert result.usage.cost_usd == pytest.approx(before - fake.remaining_credits)
+    assert result.usage.remaining_credits == pytest.approx(fake.remaining_credits)
 
 
 # -- the v2 queue --------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from bot.errors import (
     UnknownVoice,
 )
 from bot.ops import config
-from bot.providers.base import Provider, ProviderRegistry, SynthesisInput
+from bot.providers.base import Provider, ProviderRegistry, SynthesisJob, Usage
 from bot.speech import AudioChunk, AudioEncoding, SpeechRequest, Voice
 from bot.synthesis.pipeline import SpeechPipeline
 from integrations.piper import PiperProvider
@@ -64,19 +64,17 @@ async def together(
     await provider.aclose()
 
 
-async def job(provider: TogetherProvider, voice: str | None = None, model: str | None = None,
-              text: str = TEXT, **options: Any) -> SynthesisInput:  # fmt: skip
+async def make_job(provider: TogetherProvider, voice: str | None = None, model: str | None = None,
+              text: str = TEXT, **options: Any) -> SynthesisJob:  # fmt: skip
     chosen = await provider.resolve_voice(voice, model)
-    return SynthesisInput("r1", text, chosen, provider.validate_options(chosen, options))
+    return SynthesisJob("r1", text, chosen, provider.validate_options(chosen, options))
 
 
-async def speak(
-    provider: Provider, request: SynthesisInput, *, streaming: bool
-) -> list[AudioChunk]:
-    """All the audio of ``request``, through :meth:`stream` or :meth:`synthesize`."""
+async def speak(provider: Provider, job: SynthesisJob, *, streaming: bool) -> list[AudioChunk]:
+    """All the audio of ``job``, through :meth:`stream` or :meth:`synthesize`."""
     if streaming:
-        return [chunk async for chunk in provider.stream(request)]
-    return [await provider.synthesize(request)]
+        return [piece.chunk async for piece in provider.stream(job)]
+    return [(await provider.synthesize(job)).chunk]
 
 
 def tone_pcm(text: str, rate: int = 24_000) -> bytes:
@@ -91,7 +89,7 @@ async def test_default_request_is_exactly_the_documented_shape(
     together: TogetherProvider,
     fake_together: FakeTogether,  # noqa: F811
 ) -> None:
-    chunk = await together.synthesize(await job(together))
+    chunk = (await together.synthesize(await make_job(together))).chunk
     voices_call, speech_call = fake_together.requests
     assert (voices_call.method, voices_call.path, voices_call.query) == (
         "GET",
@@ -193,7 +191,9 @@ async def test_request_shape_and_audio_per_model(
     rate: int,
 ) -> None:
     text = "Hello."
-    chunk = await together.synthesize(await job(together, voice, model, text, **options))
+    chunk = (
+        await together.synthesize(await make_job(together, voice, model, text, **options))
+    ).chunk
     (sent,) = fake_together.requests_to(SPEECH)
     # Cartesia voices go by the id the voice list gives; the others are their own id.
     expected_voice = voice_id(model, voice.lower())
@@ -278,7 +278,7 @@ async def test_kokoro_mixes_are_checked_and_sent(
     weighted = await together.resolve_voice("af_bella(2)+af_heart(1.5)", KOKORO)
     assert plain.id == "af_bella+af_heart"
     assert weighted.id == "af_bella(2)+af_heart(1.5)"
-    await together.synthesize(SynthesisInput("r", "Hi.", weighted, {}))
+    await together.synthesize(SynthesisJob("r", "Hi.", weighted, {}))
     (sent,) = fake_together.requests_to(SPEECH)
     assert sent.json["voice"] == "af_bella(2)+af_heart(1.5)"  # and the fake accepted it
 
@@ -379,7 +379,7 @@ async def test_without_a_key_nothing_is_sent(
         await provider.list_voices()
     voice = Voice("together", KOKORO, "af_heart", "af_heart")
     with pytest.raises(ProviderAuthError, match="TOGETHER_API_KEY"):
-        await provider.synthesize(SynthesisInput("r", "Hi.", voice))
+        await provider.synthesize(SynthesisJob("r", "Hi.", voice))
     assert fake_together.requests == []
     monkeypatch.setenv("TOGETHER_API_KEY", KEY)
     from_env = TogetherProvider.from_settings(settings)
@@ -440,10 +440,10 @@ async def test_statuses_map_to_typed_errors(
     retryable: bool,
     streaming: bool,
 ) -> None:
-    request = await job(together)
+    job = await make_job(together)
     fake_together.inject_error(status, f"Server says no ({status})")
     with pytest.raises(error) as caught:
-        await speak(together, request, streaming=streaming)
+        await speak(together, job, streaming=streaming)
     assert type(caught.value) is error
     message = str(caught.value)
     assert message.startswith(f"together/{KOKORO}: Server says no ({status})")
@@ -457,20 +457,20 @@ async def test_overload_and_rate_limit_helpers(
     together: TogetherProvider,
     fake_together: FakeTogether,  # noqa: F811
 ) -> None:
-    request = await job(together)
+    job = await make_job(together)
     fake_together.inject_overload()
     with pytest.raises(ProviderUnavailable, match="overloaded"):
-        await together.synthesize(request)
+        await together.synthesize(job)
     fake_together.inject_rate_limit(retry_after=2.5)  # Retry-After: 3, retry-after-ms: 2500
     with pytest.raises(RateLimited) as caught:
-        await together.synthesize(request)
+        await together.synthesize(job)
     assert caught.value.retry_after_s == pytest.approx(2.5)  # retry-after-ms wins
     assert "Rate limit exceeded; retry after 2.5 s" in str(caught.value)
     fake_together.script(
         "POST", SPEECH, ScriptedResponse(429, {"error": {"message": "slow"}}, {"Retry-After": "7"})
     )
     with pytest.raises(RateLimited) as caught:
-        await together.synthesize(request)
+        await together.synthesize(job)
     assert caught.value.retry_after_s == 7
 
 
@@ -478,10 +478,10 @@ async def test_the_servers_own_rate_limit(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.delenv("TOGETHER_API_KEY", raising=False)
     async with FakeTogether(rate_limit_per_minute=1) as fake:
         provider = TogetherProvider.from_settings(together_settings(fake, tmp_path))
-        request = await job(provider)
-        await provider.synthesize(request)
+        job = await make_job(provider)
+        await provider.synthesize(job)
         with pytest.raises(RateLimited) as caught:
-            await provider.synthesize(request)
+            await provider.synthesize(job)
         await provider.aclose()
     assert caught.value.retry_after_s == pytest.approx(60, abs=1)
     assert "1 requests per minute" in str(caught.value)
@@ -491,13 +491,26 @@ async def test_a_json_answer_is_not_audio(
     together: TogetherProvider,
     fake_together: FakeTogether,  # noqa: F811
 ) -> None:
-    request = await job(together)
+    job = await make_job(together)
     fake_together.script("POST", SPEECH, ScriptedResponse(200, {"error": {"message": "odd"}}))
     with pytest.raises(SynthesisFailed, match="the response is not audio: odd"):
-        await together.synthesize(request)
+        await together.synthesize(job)
 
 
 # -- streaming ---------------------------------------------------------------------------------
+
+
+async def test_the_rate_limit_headroom_comes_with_the_audio(
+    together: TogetherProvider,
+    fake_together: FakeTogether,  # noqa: F811
+) -> None:
+    limit = fake_together.limiter.limit
+    pieces = [piece async for piece in together.stream(await make_job(together))]
+    assert len(pieces) > 1
+    assert pieces[0].usage == Usage(rate_limit_remaining=limit - 1, rate_limit_reset_s=60)
+    assert all(piece.usage is None for piece in pieces[1:])  # told once, with the first piece
+    plain = await together.synthesize(await make_job(together, response_format="wav"))
+    assert plain.usage == Usage(rate_limit_remaining=limit - 2, rate_limit_reset_s=60)
 
 
 @pytest.mark.parametrize("shape", ["delta", "b64"])
@@ -507,7 +520,7 @@ async def test_stream_reads_both_event_shapes(
     shape: Any,
 ) -> None:
     fake_together.chunk_shape = shape
-    chunks = [c async for c in together.stream(await job(together))]
+    chunks = [c.chunk async for c in together.stream(await make_job(together))]
     (sent,) = fake_together.requests_to(SPEECH)
     assert sent.json == {
         "model": KOKORO,
@@ -530,8 +543,8 @@ async def test_cartesia_streams_at_the_rate_asked_for(
     together: TogetherProvider,
     fake_together: FakeTogether,  # noqa: F811
 ) -> None:
-    request = await job(together, "newsman", SONIC, "Hi there.", sample_rate=16000)
-    chunks = [c async for c in together.stream(request)]
+    job = await make_job(together, "newsman", SONIC, "Hi there.", sample_rate=16000)
+    chunks = [c.chunk async for c in together.stream(job)]
     assert {(c.encoding, c.sample_rate) for c in chunks} == {(AudioEncoding.PCM_S16LE, 16000)}
     assert b"".join(c.data for c in chunks) == tone_pcm("Hi there.", 16000)
 
@@ -543,12 +556,12 @@ async def test_wav_or_mp3_or_stream_off_is_one_plain_call(
     provider = TogetherProvider.from_settings(
         together_settings(fake_together, tmp_path, stream=False)
     )
-    chunks = [c async for c in provider.stream(await job(provider))]
+    chunks = [c.chunk async for c in provider.stream(await make_job(provider))]
     assert [c.encoding for c in chunks] == [AudioEncoding.WAV]
     assert "stream" not in fake_together.requests_to(SPEECH)[0].json
     streaming = TogetherProvider.from_settings(together_settings(fake_together, tmp_path))
-    request = await job(streaming, "newsman", SONIC, "Hi.", response_format="mp3")
-    assert [c.encoding async for c in streaming.stream(request)] == [AudioEncoding.MP3]
+    job = await make_job(streaming, "newsman", SONIC, "Hi.", response_format="mp3")
+    assert [c.chunk.encoding async for c in streaming.stream(job)] == [AudioEncoding.MP3]
     assert fake_together.requests_to(SPEECH)[-1].json["response_format"] == "mp3"
     await provider.aclose()
     await streaming.aclose()
@@ -559,11 +572,11 @@ async def test_first_chunk_arrives_before_the_server_finishes(
     fake_together: FakeTogether,  # noqa: F811
 ) -> None:
     fake_together.chunk_delay = 0.1
-    request = await job(together, text="Ten chars.")  # 0.6 s of audio: 6 events over 0.5 s
+    job = await make_job(together, text="Ten chars.")  # 0.6 s of audio: 6 events over 0.5 s
     started = time.perf_counter()
     arrivals: list[float] = []
     finished_at_first: int | None = None
-    async for _chunk in together.stream(request):
+    async for _chunk in together.stream(job):
         arrivals.append(time.perf_counter() - started)
         if finished_at_first is None:
             finished_at_first = fake_together.streams_finished
@@ -581,10 +594,10 @@ async def test_an_error_event_mid_stream_fails_the_synthesis(
     received: list[AudioChunk] = []
 
     async def listen() -> None:
-        async for chunk in together.stream(request):
-            received.append(chunk)
+        async for piece in together.stream(job):
+            received.append(piece.chunk)
 
-    request = await job(together)
+    job = await make_job(together)
     with pytest.raises(SynthesisFailed) as caught:
         await listen()
     assert len(received) == 2
@@ -604,7 +617,7 @@ async def test_stream_parser_accepts_what_server_sent_events_allow(
     together: TogetherProvider,
     fake_together: FakeTogether,  # noqa: F811
 ) -> None:
-    request = await job(together)
+    job = await make_job(together)
     body = (
         ": keep-alive comment\r\n\r\n",
         'event: audio\r\nid: 1\r\ndata: {"object": "audio.tts.chunk", "b64": "AQACAAMA"}\r\n\r\n',
@@ -613,7 +626,7 @@ async def test_stream_parser_accepts_what_server_sent_events_allow(
         "data: [DONE]\n\n",
     )
     fake_together.script("POST", SPEECH, sse(*body))
-    chunks = [c.data async for c in together.stream(request)]
+    chunks = [c.chunk.data async for c in together.stream(job)]
     assert chunks == [PCM_A, PCM_B]
 
 
@@ -633,10 +646,10 @@ async def test_broken_streams_are_errors_not_truncation(
     response: ScriptedResponse,
     message: str,
 ) -> None:
-    request = await job(together)
+    job = await make_job(together)
     fake_together.script("POST", SPEECH, response)
     with pytest.raises(SynthesisFailed, match=message.replace("[", r"\[").replace("]", r"\]")):
-        [c async for c in together.stream(request)]
+        [c.chunk async for c in together.stream(job)]
 
 
 # -- the whole way -----------------------------------------------------------------------------
@@ -658,7 +671,7 @@ async def test_real_speech_through_the_fake_and_the_pipeline(
     piper_voice = await piper.resolve_voice(None, None)
 
     async def speak_with_piper(text: str) -> tuple[bytes, int]:
-        chunk = await piper.synthesize(SynthesisInput("fake", text, piper_voice))
+        chunk = (await piper.synthesize(SynthesisJob("fake", text, piper_voice))).chunk
         return chunk.data, chunk.sample_rate  # 22050 Hz; the fake resamples to Kokoro's 24 kHz
 
     sentence = "The washing machine has finished and the laundry is ready to hang."
