@@ -225,7 +225,7 @@ async def _say(args: argparse.Namespace, settings: Settings) -> int:
             started = time.perf_counter()
             await prepared.provider.warm_up(prepared.voice)
             warm_up_s = time.perf_counter() - started
-        utterance = await pipeline.speak(request)
+        utterance = await pipeline.speak(prepared)
     finally:
         await pipeline.aclose()
     if path is None:

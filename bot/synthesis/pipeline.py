@@ -19,7 +19,7 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bot.audio.live import LiveUtterance, OpusStreamEncoder, StreamEncoders, opus_packets
@@ -257,8 +257,8 @@ class SpeechPipeline:
             return prepared
         return None
 
-    async def speak(self, request: SpeechRequest) -> Utterance:
-        """Synthesize ``request`` and encode it for its output profile.
+    async def speak(self, request: SpeechRequest | PreparedRequest) -> Utterance:
+        """Synthesize ``request`` (prepared here unless it already is) for its output profile.
 
         When the asked provider cannot speak (rate-limited past ``patience_s``, out of credits,
         over budget, down), the next provider of the ``fallback`` chain speaks and the utterance
@@ -267,40 +267,50 @@ class SpeechPipeline:
         :class:`NoProviderSpoke`.
         """
         started = time.perf_counter()
-        candidate = await self._prepare_counted(request)
-        utterance = await self._speak(request, candidate, started, live=False)
+        prepared = await self._prepared(request)
+        utterance = await self._speak(prepared, started, live=False)
         assert isinstance(utterance, Utterance)
         return utterance
 
-    async def speak_live(self, request: SpeechRequest) -> Utterance | LiveUtterance:
+    async def speak_live(
+        self, request: SpeechRequest | PreparedRequest
+    ) -> Utterance | LiveUtterance:
         """Like :meth:`speak`, but playable while the provider is still streaming.
 
-        When ``request`` is for the ``discord`` profile, misses the cache and its provider
-        streams within a sentence (:meth:`Provider.streams_live`), a :class:`LiveUtterance` is
-        returned at once: its packets flow as the provider's audio arrives (see
-        :mod:`bot.live` for how loudness is handled), and its result is the complete utterance,
-        which is also cached. Otherwise the complete :class:`Utterance`, as :meth:`speak`
-        makes it. Raises what :meth:`prepare` raises; synthesis errors of a live utterance come
-        from its ``packets()`` and ``result()``.
+        An ``ogg_opus`` request that misses the cache, from a provider that streams within a
+        sentence (:meth:`Provider.streams_live`), gives a :class:`LiveUtterance` at once (see
+        :mod:`bot.audio.live`); otherwise the complete :class:`Utterance`. Raises what
+        :meth:`prepare` raises; a live utterance's synthesis errors come from its ``packets()``
+        and ``result()``.
         """
         started = time.perf_counter()
-        return await self._speak(request, await self._prepare_counted(request), started, live=True)
+        return await self._speak(await self._prepared(request), started, live=True)
 
-    async def _prepare_counted(self, request: SpeechRequest) -> PreparedRequest:
+    async def _prepared(self, request: SpeechRequest | PreparedRequest) -> PreparedRequest:
+        """:meth:`_ensure_prepared`, its failures counted in the request metrics."""
+        plain = request.request if isinstance(request, PreparedRequest) else request
         try:
-            return await self.prepare(request)
+            return await self._ensure_prepared(request)
         except RequestExpired:
-            _count(request, request.provider or self.settings.default_provider, "expired")
+            _count(plain, plain.provider or self.settings.default_provider, "expired")
             raise
         except OyezError:
-            _count(request, request.provider or self.settings.default_provider, "invalid")
+            _count(plain, plain.provider or self.settings.default_provider, "invalid")
             raise
 
+    async def _ensure_prepared(self, request: SpeechRequest | PreparedRequest) -> PreparedRequest:
+        """``request`` prepared; one prepared already is only checked for expiry again."""
+        if isinstance(request, PreparedRequest):
+            self.check_expiry(request.request, "before synthesis")
+            return request
+        return await self.prepare(request)
+
     async def _speak(
-        self, request: SpeechRequest, candidate: PreparedRequest, started: float, *, live: bool
+        self, prepared: PreparedRequest, started: float, *, live: bool
     ) -> Utterance | LiveUtterance:
+        request = prepared.request
         caching = self.settings.cache.enabled and request.cache
-        if caching and (hit := self._from_cache(candidate, started)) is not None:
+        if caching and (hit := self._from_cache(prepared, started)) is not None:
             _count(request, hit.voice.provider, "cached")
             SYNTHESIS_SECONDS.labels(provider=hit.voice.provider).observe(
                 time.perf_counter() - started
@@ -309,36 +319,34 @@ class SpeechPipeline:
         if (
             not live
             or request.output is not OutputProfile.DISCORD
-            or not candidate.provider.streams_live(candidate.synthesis_input())
+            or not prepared.provider.streams_live(prepared.synthesis_input())
         ):
-            return await self._synthesize(request, candidate, started, None)
-        stream = LiveUtterance(request.id, candidate.text, candidate.voice)
+            return await self._synthesize(request, prepared, started, None)
+        stream = LiveUtterance(request.id, prepared.text, prepared.voice)
         stream.run(
             asyncio.create_task(
-                self._synthesize(request, candidate, started, stream), name="oyez-live-synthesis"
+                self._synthesize(request, prepared, started, stream), name="oyez-live-synthesis"
             )
         )
         return stream
 
     async def speak_sentences(
-        self, request: SpeechRequest, *, lookahead: int = 2, live: bool = False, split: bool = True
+        self,
+        request: SpeechRequest | PreparedRequest,
+        *,
+        lookahead: int = 2,
+        live: bool = False,
+        split: bool = True,
     ) -> AsyncIterator[Segment]:
-        """Speak ``request`` sentence by sentence (:func:`bot.sentences.split_sentences`).
-
-        Yields one :class:`Segment` per sentence, in order. Each sentence is its own request
-        through :meth:`speak` (or :meth:`speak_live` with ``live``), so the cache, the
-        dispatcher's rate limits and concurrency, credits and the fallback chain apply to each,
-        and a sentence said before is a cache hit. The first sentence is made alone (the
-        fastest start); then, each time a segment is taken, the next ``lookahead`` sentences are
-        under way, each started once the one before it is made (or, live, is streaming), so
-        they are made in order. A text of one sentence (or any text, without ``split``) is one
-        plain :meth:`speak` (or :meth:`speak_live`). Sentences after the first do not expire:
-        once a text has started, it is said to the end. Raises what :meth:`prepare` raises
-        before the first segment; a sentence that cannot be spoken raises its error when its
-        turn comes. Closing the generator cancels what is under way.
+        """One :class:`Segment` per sentence of ``request``, in order, each sentence its own
+        :meth:`speak` (:meth:`speak_live` with ``live``): cache, rate limits, credits and
+        fallbacks apply to each. The first is made alone; then ``lookahead`` more are under way,
+        made in order. One sentence (or ``split`` off) is one plain :meth:`speak`. Later
+        sentences do not expire. Raises what :meth:`prepare` raises before the first segment,
+        a sentence's error in its turn; closing the generator cancels what is under way.
         """
         started = time.perf_counter()
-        prepared = await self.prepare(request)
+        prepared = await self._ensure_prepared(request)
         sentences = (
             split_sentences(
                 prepared.text, SENTENCE_MAX_CHARS, first_max_chars=FIRST_SENTENCE_MAX_CHARS
@@ -347,14 +355,19 @@ class SpeechPipeline:
             else []
         )
         if len(sentences) <= 1:
-            yield Segment(0, 1, await self._speak(request, prepared, started, live=live))
+            yield Segment(0, 1, await self._speak(prepared, started, live=live))
             return
         speak = self.speak_live if live else self.speak
         count = len(sentences)
-        parts = [
-            request.model_copy(
-                update={"text": text, "id": f"{request.id}.{i}"}
-                | ({"expires_at": None} if i else {})
+        whole = prepared.request
+        parts = [  # split from prepared text: each sentence is prepared already
+            replace(
+                prepared,
+                request=whole.model_copy(
+                    update={"text": text, "id": f"{whole.id}.{i}"}
+                    | ({"expires_at": None} if i else {})
+                ),
+                text=text,
             )
             for i, text in enumerate(sentences)
         ]
@@ -362,7 +375,7 @@ class SpeechPipeline:
         latest: asyncio.Task[Utterance | LiveUtterance] | None = None
 
         async def in_turn(
-            previous: asyncio.Task[Utterance | LiveUtterance] | None, part: SpeechRequest
+            previous: asyncio.Task[Utterance | LiveUtterance] | None, part: PreparedRequest
         ) -> Utterance | LiveUtterance:
             if previous is not None:  # one after the other: sentence order is synthesis order
                 await asyncio.wait([previous])

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,7 @@ from bot.errors import (
 from bot.ops import config
 from bot.ops.config import Settings
 from bot.providers.base import ProviderRegistry
-from bot.speech import OutputProfile, SpeechRequest
+from bot.speech import OutputProfile, SpeechRequest, Voice
 from bot.synthesis.pipeline import SpeechPipeline
 from integrations import PROVIDERS
 from tests.support.asr import Transcriber, word_error_rate
@@ -113,6 +114,32 @@ async def test_a_provider_is_a_module_plus_a_registry_entry(
     assert tone.calls == ["beep"]
     assert utterance.voice.label == "tone/sine/a4"
     assert utterance.duration_s == pytest.approx(2.0, abs=0.05)
+
+
+async def test_a_request_is_prepared_once(
+    tone_pipeline: SpeechPipeline, tone: type[ToneProvider], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    validated: list[dict[str, Any]] = []
+    original = ToneProvider.validate_options
+
+    def counted(self: ToneProvider, voice: Voice, options: Mapping[str, Any]) -> dict[str, Any]:
+        validated.append(dict(options))
+        return original(self, voice, options)
+
+    monkeypatch.setattr(ToneProvider, "validate_options", counted)
+    request = SpeechRequest(text="One. Two. Three.", provider="tone", fallback=False)
+    await tone_pipeline.speak(request)
+    assert len(validated) == 1
+    prepared = await tone_pipeline.prepare(request)
+    assert len(validated) == 2
+    await tone_pipeline.speak(prepared)
+    await tone_pipeline.speak_live(prepared)
+    segments = [s async for s in tone_pipeline.speak_sentences(prepared)]
+    assert [s.speech.text for s in segments] == ["One.", "Two.", "Three."]
+    assert len(validated) == 2  # a prepared request is never prepared again
+    spoken = [s async for s in tone_pipeline.speak_sentences(request, live=True)]
+    assert len(spoken) == 3
+    assert len(validated) == 3  # once for the whole text, not once more per sentence
 
 
 async def test_expired_request_is_never_synthesized(
