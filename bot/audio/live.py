@@ -399,6 +399,21 @@ class StreamEncoders:
             await encoder.start(expected)
         return encoder
 
+    @contextlib.asynccontextmanager
+    async def lease(
+        self, voice: Voice, on_packet: Callable[[bytes], None]
+    ) -> AsyncIterator[OpusStreamEncoder]:
+        """:meth:`take` an encoder for one stream of ``voice``; when the block fails it is
+        aborted, and either way a spare is started for the voice's next stream."""
+        encoder = await self.take(voice, on_packet)
+        try:
+            yield encoder
+        except BaseException:
+            await encoder.abort()
+            raise
+        finally:
+            self.replenish(voice)
+
     async def feed(self, voice: Voice, encoder: OpusStreamEncoder, chunk: AudioChunk) -> None:
         """Feed ``chunk`` of ``voice``'s stream to ``encoder``, noting the voice's format."""
         await encoder.feed(chunk)

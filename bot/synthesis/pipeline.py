@@ -15,6 +15,7 @@ long text sentence by sentence (each sentence one request through all the steps 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -23,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from bot.audio.live import LiveUtterance, OpusStreamEncoder, StreamEncoders, opus_packets
-from bot.audio.transcode import Transcoder, VoiceGains
+from bot.audio.transcode import EncodedAudio, Transcoder, VoiceGains
 from bot.errors import (
     BudgetExceeded,
     ConfigError,
@@ -37,7 +38,7 @@ from bot.ops.config import Settings
 from bot.ops.logs import bind_request
 from bot.ops.metrics import FALLBACKS, REQUESTS, SYNTHESIS_SECONDS
 from bot.providers.base import Provider, ProviderRegistry, SynthesisInput
-from bot.providers.dispatch import Dispatcher
+from bot.providers.dispatch import Dispatched, Dispatcher
 from bot.speech import FallbackNote, OutputProfile, SpeechRequest, Timings, Utterance, Voice
 from bot.synthesis.cache import AudioCache, CacheEntry, cache_key
 from bot.synthesis.sentences import split_sentences
@@ -88,6 +89,18 @@ class Segment:
     speech: Utterance | LiveUtterance
     lead_s: float = 0.0
     next_made: asyncio.Event | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Spoken:
+    """The provider's take that spoke: its request, its audio, when (``time.perf_counter``) its
+    synthesis started and ended, and, streamed, its audio encoded while it arrived."""
+
+    prepared: PreparedRequest
+    dispatched: Dispatched
+    synthesis_started: float
+    synthesized: float
+    encoded: EncodedAudio | None
 
 
 def join_utterances(request: SpeechRequest, parts: Sequence[Utterance]) -> Utterance:
@@ -359,18 +372,7 @@ class SpeechPipeline:
             return
         speak = self.speak_live if live else self.speak
         count = len(sentences)
-        whole = prepared.request
-        parts = [  # split from prepared text: each sentence is prepared already
-            replace(
-                prepared,
-                request=whole.model_copy(
-                    update={"text": text, "id": f"{whole.id}.{i}"}
-                    | ({"expires_at": None} if i else {})
-                ),
-                text=text,
-            )
-            for i, text in enumerate(sentences)
-        ]
+        parts = _sentence_parts(prepared, sentences)
         tasks: dict[int, asyncio.Task[Utterance | LiveUtterance]] = {}
         latest: asyncio.Task[Utterance | LiveUtterance] | None = None
 
@@ -454,84 +456,12 @@ class SpeechPipeline:
     ) -> Utterance:
         """Dispatch (with the fallback chain), transcode and cache ``candidate``; with ``live``,
         a provider that streams within a sentence is encoded as it arrives into ``live``."""
-        loop = asyncio.get_running_loop()
-        caching = self.settings.cache.enabled and request.cache
         notes: list[FallbackNote] = []
-        specs = list(self.settings.fallback) if request.fallback else []
-        tried = {candidate.provider.name}
-        expires_in = request.overdue_s()
-        expiry = None if expires_in == float("-inf") else loop.time() - expires_in
-        encoder: OpusStreamEncoder | None = None
-        while True:
-            following = await self._fallback(specs, tried, request, notes)
-            wait_until = expiry
-            if following is not None:
-                patience = loop.time() + self.settings.patience_s
-                wait_until = patience if expiry is None else min(expiry, patience)
-            log.info(
-                "request %s: speaking %d characters with %s for %s",
-                request.id,
-                len(candidate.text),
-                candidate.voice.label,
-                request.source.value,
-            )
-            synthesis_started = time.perf_counter()
-            job = candidate.synthesis_input()
-            if live is not None and candidate.provider.streams_live(job):
-                encoder = await self.stream_encoders.take(candidate.voice, live.put)
-            try:
-                dispatched = await self.dispatcher.run(
-                    candidate.provider,
-                    request,
-                    job,
-                    wait_until=wait_until,
-                    expiry=expiry,
-                    on_chunk=(
-                        functools.partial(self.stream_encoders.feed, candidate.voice, encoder)
-                        if encoder is not None
-                        else None
-                    ),
-                )
-                break
-            except (ProviderError, BudgetExceeded) as exc:
-                if encoder is not None:
-                    await encoder.abort()
-                    self.stream_encoders.replenish(candidate.voice)
-                    if encoder.fed:
-                        raise  # its audio is out: another voice cannot finish the sentence
-                    encoder = None
-                notes.append(FallbackNote(candidate.provider.name, str(exc)))
-                if following is None:
-                    if len(notes) > 1 and request.fallback:
-                        raise NoProviderSpoke([(n.provider, n.reason) for n in notes]) from exc
-                    raise
-                FALLBACKS.labels(
-                    candidate.provider.name, following.provider.name, type(exc).__name__
-                ).inc()
-                log.warning(
-                    "request %s: %s did not speak (%s); %s speaks instead",
-                    request.id,
-                    candidate.provider.name,
-                    exc,
-                    following.provider.name,
-                )
-                candidate = following
-                tried.add(candidate.provider.name)
-            except BaseException:
-                if encoder is not None:
-                    await encoder.abort()
-                    self.stream_encoders.replenish(candidate.voice)
-                raise
-        synthesized = time.perf_counter()
-        if encoder is not None:
-            try:
-                encoded = await encoder.finish()
-            except BaseException:
-                await encoder.abort()
-                self.stream_encoders.replenish(candidate.voice)
-                raise
-            self.gains.learn(candidate.voice.label, encoded)
-            self.stream_encoders.replenish(candidate.voice)
+        spoken = await self._dispatch(request, candidate, live, notes)
+        candidate, dispatched = spoken.prepared, spoken.dispatched
+        streamed = spoken.encoded is not None
+        if spoken.encoded is not None:
+            encoded = spoken.encoded
         else:
             encoded = await self.transcoder.transcode(
                 dispatched.chunks, request.output, gain_db=self.gains.get(candidate.voice.label)
@@ -544,12 +474,12 @@ class SpeechPipeline:
         if live is None:  # live audio is already playing: too late to drop it
             self.check_expiry(request, "after synthesis")
         timings = Timings(
-            synthesis_s=synthesized - synthesis_started,
-            transcode_s=finished - synthesized,
+            synthesis_s=spoken.synthesized - spoken.synthesis_started,
+            transcode_s=finished - spoken.synthesized,
             total_s=finished - started,
             first_audio_s=dispatched.first_audio_s,
         )
-        if encoder is None and candidate.text:
+        if not streamed and candidate.text:
             self._rates[candidate.voice.label] = (
                 timings.synthesis_s / len(candidate.text),
                 timings.transcode_s,
@@ -561,22 +491,12 @@ class SpeechPipeline:
             timings.total_s,
             timings.synthesis_s,
             timings.transcode_s,
-            ", streamed" if encoder is not None else "",
+            ", streamed" if streamed else "",
         )
-        if caching:
+        if self.settings.cache.enabled and request.cache:
             # under the voice that spoke: a fallback's audio never answers for the asked voice
-            self.cache.put(
-                CacheEntry(
-                    self.cache_key(candidate),
-                    encoded.data,
-                    request.output,
-                    encoded.spec.sample_rate,
-                    encoded.spec.channels,
-                    encoded.duration_s,
-                    encoded.loudness.integrated_lufs,
-                    candidate.voice,
-                )
-            )
+            key = self.cache_key(candidate)
+            self.cache.put(_cache_entry(key, request.output, encoded, candidate.voice))
         return Utterance(
             request_id=request.id,
             text=candidate.text,
@@ -592,6 +512,89 @@ class SpeechPipeline:
             cost_usd=dispatched.cost_usd,
         )
 
+    async def _dispatch(
+        self,
+        request: SpeechRequest,
+        candidate: PreparedRequest,
+        live: LiveUtterance | None,
+        notes: list[FallbackNote],
+    ) -> _Spoken:
+        """Ask ``candidate``'s provider, then each of the fallback chain until one speaks.
+
+        Each one that did not is noted in ``notes``. Raises the last provider's error (or
+        :class:`NoProviderSpoke`) when none spoke, and at once when streamed audio is out.
+        """
+        loop = asyncio.get_running_loop()
+        specs = list(self.settings.fallback) if request.fallback else []
+        tried = {candidate.provider.name}
+        expires_in = request.overdue_s()
+        expiry = None if expires_in == float("-inf") else loop.time() - expires_in
+        while True:
+            following = await self._fallback(specs, tried, request, notes)
+            wait_until = expiry
+            if following is not None:
+                patience = loop.time() + self.settings.patience_s
+                wait_until = patience if expiry is None else min(expiry, patience)
+            log.info(
+                "request %s: speaking %d characters with %s for %s",
+                request.id,
+                len(candidate.text),
+                candidate.voice.label,
+                request.source.value,
+            )
+            synthesis_started = time.perf_counter()
+            job = candidate.synthesis_input()
+            lease = (
+                self.stream_encoders.lease(candidate.voice, live.put)
+                if live is not None and candidate.provider.streams_live(job)
+                else contextlib.nullcontext(None)
+            )
+            encoder: OpusStreamEncoder | None = None
+            try:
+                async with lease as encoder:
+                    dispatched = await self.dispatcher.run(
+                        candidate.provider,
+                        request,
+                        job,
+                        wait_until=wait_until,
+                        expiry=expiry,
+                        on_chunk=(
+                            functools.partial(self.stream_encoders.feed, candidate.voice, encoder)
+                            if encoder is not None
+                            else None
+                        ),
+                    )
+                    synthesized = time.perf_counter()
+                    encoded = None if encoder is None else await encoder.finish()
+                    if encoded is not None:
+                        self.gains.learn(candidate.voice.label, encoded)
+                return _Spoken(candidate, dispatched, synthesis_started, synthesized, encoded)
+            except (ProviderError, BudgetExceeded) as exc:
+                if encoder is not None and encoder.fed:
+                    raise  # its audio is out: another voice cannot finish the sentence
+                notes.append(FallbackNote(candidate.provider.name, str(exc)))
+                if following is None:
+                    if len(notes) > 1 and request.fallback:
+                        raise NoProviderSpoke([(n.provider, n.reason) for n in notes]) from exc
+                    raise
+                self._fall_back(request, candidate, following, exc)
+                candidate = following
+                tried.add(candidate.provider.name)
+
+    @staticmethod
+    def _fall_back(
+        request: SpeechRequest, failed: PreparedRequest, following: PreparedRequest, exc: Exception
+    ) -> None:
+        """Count and log that ``following`` speaks because ``failed`` raised ``exc``."""
+        FALLBACKS.labels(failed.provider.name, following.provider.name, type(exc).__name__).inc()
+        log.warning(
+            "request %s: %s did not speak (%s); %s speaks instead",
+            request.id,
+            failed.provider.name,
+            exc,
+            following.provider.name,
+        )
+
     async def aclose(self) -> None:
         await self.stream_encoders.aclose()
         await self.registry.aclose()
@@ -603,3 +606,34 @@ class SpeechPipeline:
 
 def _count(request: SpeechRequest, provider: str, outcome: str) -> None:
     REQUESTS.labels(source=request.source.value, provider=provider, outcome=outcome).inc()
+
+
+def _cache_entry(
+    key: str, profile: OutputProfile, encoded: EncodedAudio, voice: Voice
+) -> CacheEntry:
+    return CacheEntry(
+        key,
+        encoded.data,
+        profile,
+        encoded.spec.sample_rate,
+        encoded.spec.channels,
+        encoded.duration_s,
+        encoded.loudness.integrated_lufs,
+        voice,
+    )
+
+
+def _sentence_parts(prepared: PreparedRequest, sentences: list[str]) -> list[PreparedRequest]:
+    """One prepared request per sentence of ``prepared``'s text (prepared already: the text
+    was), ids ``<id>.<index>``; only the first keeps the expiry."""
+    whole = prepared.request
+    return [
+        replace(
+            prepared,
+            request=whole.model_copy(
+                update={"text": text, "id": f"{whole.id}.{i}"} | ({"expires_at": None} if i else {})
+            ),
+            text=text,
+        )
+        for i, text in enumerate(sentences)
+    ]
