@@ -1,24 +1,11 @@
-"""Live audio: provider audio encoded to Opus while it streams in, for sinks that play at once.
+"""Live audio: a provider's stream encoded to Ogg Opus as it arrives, for sinks that play at once.
 
-A provider that streams within a sentence (``Provider.streams_live``) sends PCM (or MP3)
-pieces as its engine makes them. :class:`OpusStreamEncoder` feeds each piece to one ffmpeg
-process that writes Ogg Opus in the ``discord`` profile (48 kHz stereo, 20 ms frames), one Ogg
-page per Opus packet, flushed at once; :class:`OggOpusReader` cuts that output back into Opus
-packets as it comes, and the whole output is kept: when the stream ends it is the complete
-Ogg Opus file the audio cache stores. Measured on a 2-core machine, a piece of audio comes out
-as Opus packets ~5 ms after it is written, except the last ~65 ms, which ffmpeg holds until
-more audio or the end of the stream comes.
-
-Loudness cannot be normalised ahead of time on a stream: the integrated loudness is only known
-at its end. The stream therefore gets a fixed gain, the one the voice needed last time
-(:class:`~bot.audio.VoiceGains`, learned from its last utterance, streamed or not; 0 dB for
-the first), then a limiter at ``audio.true_peak_dbtp``; a meter on a side branch measures what
-was sent, which teaches the gain for the next time. A voice's first streamed utterance thus
-plays at its own loudness, the following ones within a few LU of the target; audio normalised
-exactly needs the whole utterance first, which is what the non-streaming path does.
-
-:class:`LiveUtterance` is what the pipeline hands a sink: the packets as they are encoded, then
-the complete :class:`~bot.speech.Utterance`.
+:class:`OpusStreamEncoder` feeds the pieces to one ffmpeg (``discord`` profile, one Ogg page per
+20 ms packet, flushed at once: packets come ~5 ms after their audio, the last ~65 ms at the end)
+and keeps the whole output, which the cache stores. The integrated loudness is only known at the
+end, so a stream gets the gain its voice needed last time (:class:`~bot.audio.transcode.VoiceGains`,
+0 dB at first), then a limiter; a side meter teaches the next gain. :class:`LiveUtterance` is
+what a sink gets: the packets as they come, then the complete :class:`~bot.speech.Utterance`.
 """
 
 from __future__ import annotations
@@ -26,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import struct
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+from bot.audio.ogg import OggOpusReader
 from bot.audio.transcode import (
     EncodedAudio,
     Transcoder,
@@ -46,11 +33,9 @@ from bot.speech import AudioChunk, AudioEncoding, OutputProfile, Utterance, Voic
 __all__ = [
     "FRAME_S",
     "LiveUtterance",
-    "OggOpusReader",
     "OpusStreamEncoder",
     "StreamEncoders",
     "StreamFormat",
-    "opus_packets",
 ]
 
 log = logging.getLogger(__name__)
@@ -61,71 +46,6 @@ FRAME_S = 0.020
 SPARE_ENCODERS = 4
 #: A waiting encoder whose gain is this close (dB) to the learned one is used as it is.
 GAIN_TOLERANCE_DB = 0.5
-#: Opus granule positions count samples at 48 kHz, whatever the input rate (RFC 7845 §4).
-_GRANULE_RATE = 48_000
-_OGG_HEADER = struct.Struct("<4sBBqIIIB")  # capture, version, flags, granule, serial, page, crc, n
-
-
-class OggOpusReader:
-    """Cuts an Ogg Opus byte stream into its Opus audio packets, fed piece by piece.
-
-    The identification and comment headers (``OpusHead``, ``OpusTags``, RFC 7845 §5) are left
-    out, and so are empty packets; packets spanning pages are joined. ``duration_s`` is the
-    audio up to the last complete page (seconds), from its granule position and the pre-skip.
-    Chained streams (Ogg files one after another) are read as one: each one's headers are
-    skipped. Raises :class:`AudioError` on bytes that are not Ogg.
-    """
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-        self._packet = bytearray()
-        self._pre_skip = 0
-        self._granule = 0
-        self._finished_s = 0.0  # audio of earlier chained streams
-
-    @property
-    def duration_s(self) -> float:
-        return self._finished_s + max(self._granule - self._pre_skip, 0) / _GRANULE_RATE
-
-    def feed(self, data: bytes) -> list[bytes]:
-        """The audio packets completed by ``data``, in order."""
-        self._buffer += data
-        packets: list[bytes] = []
-        while len(self._buffer) >= _OGG_HEADER.size:
-            capture, _, _, granule, *_, segments = _OGG_HEADER.unpack_from(self._buffer)
-            if capture != b"OggS":
-                raise AudioError("the audio is not an Ogg stream")
-            header = _OGG_HEADER.size + segments
-            if len(self._buffer) < header:
-                break
-            lacing = self._buffer[_OGG_HEADER.size : header]
-            end = header + sum(lacing)
-            if len(self._buffer) < end:
-                break
-            at = header
-            for size in lacing:
-                self._packet += self._buffer[at : at + size]
-                at += size
-                if size < 255:  # a lacing value under 255 ends a packet
-                    self._take(bytes(self._packet), packets)
-                    self._packet.clear()
-            if granule >= 0:  # -1: no packet ends on this page
-                self._granule = granule
-            del self._buffer[:end]
-        return packets
-
-    def _take(self, packet: bytes, packets: list[bytes]) -> None:
-        if packet.startswith(b"OpusHead"):
-            self._finished_s = self.duration_s
-            self._granule = 0
-            self._pre_skip = int.from_bytes(packet[10:12], "little")
-        elif packet and not packet.startswith(b"OpusTags"):
-            packets.append(packet)
-
-
-def opus_packets(ogg_opus: bytes) -> list[bytes]:
-    """The Opus audio packets of a complete Ogg Opus file (20 ms each in the discord profile)."""
-    return OggOpusReader().feed(ogg_opus)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bot.audio.live import LiveUtterance, OpusStreamEncoder, StreamEncoders, opus_packets
+from bot.audio.live import LiveUtterance, OpusStreamEncoder, StreamEncoders
+from bot.audio.ogg import opus_packets
 from bot.audio.transcode import EncodedAudio, Transcoder, VoiceGains
 from bot.errors import (
     BudgetExceeded,

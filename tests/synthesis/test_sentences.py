@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bot.audio.live import opus_packets
+from bot.audio.ogg import opus_packets
 from bot.errors import ProviderError
 from bot.ops import config
 from bot.providers.base import ProviderRegistry, SynthesisInput

@@ -15,13 +15,8 @@ from typing import Any
 import pytest
 from discord.oggparse import OggStream
 
-from bot.audio.live import (
-    LiveUtterance,
-    OggOpusReader,
-    OpusStreamEncoder,
-    StreamFormat,
-    opus_packets,
-)
+from bot.audio.live import LiveUtterance, OpusStreamEncoder, StreamFormat
+from bot.audio.ogg import OggOpusReader, opus_packets
 from bot.audio.transcode import Transcoder
 from bot.errors import ProviderUnavailable
 from bot.ops import config
