@@ -161,12 +161,7 @@ def _read_text(arg: str) -> str:
 
 
 def _describe(utterance: Utterance, target: str, warm_up_s: float | None) -> str:
-    voice = utterance.voice
-    kind = {
-        OutputProfile.DISCORD: "Ogg Opus",
-        OutputProfile.MP3: "MP3",
-        OutputProfile.WAV: "WAV PCM s16le",
-    }[utterance.profile]
+    voice, profile = utterance.voice, utterance.profile
     t = utterance.timings
     timings = []
     if warm_up_s is not None:
@@ -194,7 +189,7 @@ def _describe(utterance: Utterance, target: str, warm_up_s: float | None) -> str
     return "\n".join(
         [
             *lines,
-            f"  output    {target} ({utterance.profile.value}: {kind}, "
+            f"  output    {target} ({profile.value}: {profile.file_type.description}, "
             f"{utterance.sample_rate} Hz, {utterance.channels} ch, {len(utterance.audio):,} bytes)",
             f"  duration  {utterance.duration_s:.2f} s",
             f"  loudness  {loudness}",

@@ -32,6 +32,7 @@ __all__ = [
     "AudioChunk",
     "AudioEncoding",
     "FallbackNote",
+    "FileType",
     "OutputProfile",
     "Priority",
     "RequestSource",
@@ -55,15 +56,44 @@ class OutputProfile(StrEnum):
     WAV = "wav"
 
     @property
+    def file_type(self) -> FileType:
+        return _FILE_TYPES[self]
+
+    @property
     def extension(self) -> str:
-        return {"discord": ".ogg", "mp3": ".mp3", "wav": ".wav"}[self.value]
+        """The file extension, with its dot (``.ogg``)."""
+        return self.file_type.extension
+
+    @property
+    def mime_type(self) -> str:
+        return self.file_type.mime_type
 
     @classmethod
     def for_path(cls, suffix: str) -> OutputProfile | None:
         """The profile a file extension implies (``.ogg``/``.opus`` → discord), else None."""
-        return {".ogg": cls.DISCORD, ".opus": cls.DISCORD, ".mp3": cls.MP3, ".wav": cls.WAV}.get(
-            suffix.lower()
-        )
+        suffix = suffix.lower()
+        for profile, file_type in _FILE_TYPES.items():
+            if suffix in (file_type.extension, *file_type.also_read_as):
+                return profile
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class FileType:
+    """How a profile's audio is named and served: its extension (``.ogg``), the other extensions
+    that mean it, its MIME type and what people call the format."""
+
+    extension: str
+    mime_type: str
+    description: str
+    also_read_as: tuple[str, ...] = ()
+
+
+_FILE_TYPES = {
+    OutputProfile.DISCORD: FileType(".ogg", "audio/ogg", "Ogg Opus", (".opus",)),
+    OutputProfile.MP3: FileType(".mp3", "audio/mpeg", "MP3"),
+    OutputProfile.WAV: FileType(".wav", "audio/wav", "WAV PCM s16le"),
+}
 
 
 class Priority(StrEnum):
@@ -265,7 +295,3 @@ class Utterance:
     fallbacks: tuple[FallbackNote, ...] = ()
     cost_usd: float | None = None
     cached: bool = False
-
-    @property
-    def mime_type(self) -> str:
-        return {"discord": "audio/ogg", "mp3": "audio/mpeg", "wav": "audio/wav"}[self.profile.value]

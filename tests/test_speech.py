@@ -62,3 +62,12 @@ def test_pcm_chunk_duration() -> None:
     chunk = AudioChunk(b"\x00\x00" * 22050, AudioEncoding.PCM_S16LE, 22050, 1)
     assert chunk.duration_s == pytest.approx(1.0)
     assert AudioChunk(b"xx", AudioEncoding.MP3, 0, 0).duration_s is None
+
+
+def test_one_table_names_each_profile_s_files() -> None:
+    assert [(p.extension, p.mime_type, p.file_type.description) for p in OutputProfile] == [
+        (".ogg", "audio/ogg", "Ogg Opus"),
+        (".mp3", "audio/mpeg", "MP3"),
+        (".wav", "audio/wav", "WAV PCM s16le"),
+    ]
+    assert all(OutputProfile.for_path(p.extension.upper()) is p for p in OutputProfile)

@@ -55,7 +55,7 @@ async def test_utterance_describes_itself(pipeline: SpeechPipeline) -> None:
     assert utterance.profile is OutputProfile.DISCORD
     assert (utterance.sample_rate, utterance.channels) == (48_000, 2)
     assert 0.5 < utterance.duration_s < 3
-    assert utterance.mime_type == "audio/ogg"
+    assert utterance.profile.mime_type == "audio/ogg"
     t = utterance.timings
     assert t.first_audio_s is not None
     assert 0 < t.first_audio_s <= t.synthesis_s
