@@ -136,7 +136,7 @@ def _output_target(args: argparse.Namespace) -> tuple[Path | None, OutputProfile
     """Where audio goes (None: standard output) and in which profile."""
     chosen = OutputProfile(args.format) if args.format else None
     if args.output is not None and str(args.output) == "-":
-        return None, chosen or OutputProfile.DISCORD
+        return None, chosen or OutputProfile.OGG_OPUS
     path: Path = args.output or (
         DEFAULT_OUTPUT.with_suffix(chosen.extension) if chosen else DEFAULT_OUTPUT
     )

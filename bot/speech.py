@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -44,14 +44,14 @@ __all__ = [
 
 
 class OutputProfile(StrEnum):
-    """What a sink needs. Details (codec, rate, bitrate) live in :mod:`bot.audio`.
+    """What a sink needs, by value. Details (codec, rate, bitrate) live in :mod:`bot.audio`.
 
-    - ``discord``: Ogg Opus, 48 kHz, stereo, 20 ms frames: what Discord voice plays as is.
+    - ``discord`` (``OGG_OPUS``): Ogg Opus, 48 kHz, stereo, 20 ms frames, as Discord voice plays.
     - ``mp3``: MP3 for smart speakers, 44.1 kHz, >= 128 kbit/s.
     - ``wav``: PCM s16le in a WAV container, 48 kHz mono.
     """
 
-    DISCORD = "discord"
+    OGG_OPUS = "discord"  # the value is what config, --format and cache keys say
     MP3 = "mp3"
     WAV = "wav"
 
@@ -90,7 +90,7 @@ class FileType:
 
 
 _FILE_TYPES = {
-    OutputProfile.DISCORD: FileType(".ogg", "audio/ogg", "Ogg Opus", (".opus",)),
+    OutputProfile.OGG_OPUS: FileType(".ogg", "audio/ogg", "Ogg Opus", (".opus",)),
     OutputProfile.MP3: FileType(".mp3", "audio/mpeg", "MP3"),
     OutputProfile.WAV: FileType(".wav", "audio/wav", "WAV PCM s16le"),
 }
@@ -139,7 +139,7 @@ class SpeechRequest(BaseModel):
     model: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)] | None = None
     voice: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)] | None = None
     options: dict[str, OptionValue] = Field(default_factory=dict)
-    output: OutputProfile = OutputProfile.DISCORD
+    output: OutputProfile = OutputProfile.OGG_OPUS
     source: RequestSource = RequestSource.CLI
     requester: str | None = None
     guild: str | None = None
@@ -168,12 +168,6 @@ class SpeechRequest(BaseModel):
                 message = "unknown field" if item["type"] == "extra_forbidden" else item["msg"]
                 problems.append(f"{name}: {message}")
             raise InvalidRequest("invalid request: " + "; ".join(problems)) from None
-
-    @classmethod
-    def with_ttl(cls, text: str, ttl_s: float, **fields: Any) -> SpeechRequest:
-        """A request that expires ``ttl_s`` seconds from now."""
-        now = datetime.now(UTC)
-        return cls(text=text, created_at=now, expires_at=now + timedelta(seconds=ttl_s), **fields)
 
     def overdue_s(self, now: datetime | None = None) -> float:
         """Seconds past expiry (> 0 means expired); ``-inf`` when the request never expires."""

@@ -102,7 +102,7 @@ class OpusStreamEncoder:
 
     def _args(self, stream: StreamFormat) -> list[str]:
         settings = self.transcoder.settings
-        spec = profile_spec(OutputProfile.DISCORD, settings)
+        spec = profile_spec(OutputProfile.OGG_OPUS, settings)
         limit = self.gain_db is not None
         return [
             self.transcoder.ffmpeg,
@@ -196,7 +196,7 @@ class OpusStreamEncoder:
                 returncode=process.returncode,
                 stderr_tail=stderr_tail(stderr),
             )
-        spec = profile_spec(OutputProfile.DISCORD, self.transcoder.settings)
+        spec = profile_spec(OutputProfile.OGG_OPUS, self.transcoder.settings)
         loudness = parse_ebur128(stderr)
         duration = self._ogg_reader.duration_s
         return EncodedAudio(bytes(self._ogg), spec, duration, loudness, self.gain_db)
@@ -250,7 +250,7 @@ class LiveUtterance:
         """Hand on one Opus packet (called by the pipeline)."""
         self._packets.put_nowait(packet)
 
-    def run(self, synthesis: asyncio.Task[Utterance]) -> None:
+    def attach(self, synthesis: asyncio.Task[Utterance]) -> None:
         """Attach the task that synthesizes and puts the packets (called by the pipeline)."""
         self._task = synthesis
         synthesis.add_done_callback(lambda _: self._packets.put_nowait(None))
@@ -263,7 +263,7 @@ class LiveUtterance:
 
     async def result(self) -> Utterance:
         """The complete utterance, once synthesis and encoding are done."""
-        assert self._task is not None, "LiveUtterance.run was never called"
+        assert self._task is not None, "LiveUtterance.attach was never called"
         return await asyncio.shield(self._task)
 
     def cancel(self) -> None:

@@ -28,7 +28,7 @@ async def decode_chime(transcoder: Transcoder, data: bytes) -> PcmAudio:
     graph = ffmpeg.input("pipe:0").output(
         "pipe:1", f="s16le", acodec="pcm_s16le", ar=CANONICAL_RATE, ac=1
     )
-    raw, _ = await transcoder.run(graph, data, "decoding the chime")
+    raw, _ = await transcoder.pipe(graph, data, "decoding the chime")
     if not raw:
         raise AudioError("the chime holds no audio")
     pcm = await transcoder.analyse([AudioChunk(raw, AudioEncoding.PCM_S16LE, CANONICAL_RATE, 1)])

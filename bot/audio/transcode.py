@@ -127,7 +127,7 @@ def profile_spec(profile: OutputProfile, settings: AudioSettings) -> ProfileSpec
     ``discord``: Discord voice carries Opus at 48 kHz, 2 channels, 20 ms frames (Discord developer
     docs, "Voice connections"), so Ogg Opus in exactly that shape is played without re-encoding.
     """
-    if profile is OutputProfile.DISCORD:
+    if profile is OutputProfile.OGG_OPUS:
         return ProfileSpec(
             profile,
             "ogg",
@@ -300,21 +300,20 @@ class Transcoder:
             self._ffmpeg = find_ffmpeg(self.settings.ffmpeg_path)
         return self._ffmpeg
 
-    async def run(
+    async def pipe(
         self, stream: Any, data: bytes, what: str, *, loglevel: str = "error"
     ) -> tuple[bytes, bytes]:
-        """Run an ffmpeg-python graph with ``data`` on stdin; return (stdout, stderr).
+        """Pipe ``data`` through one ffmpeg run of an ffmpeg-python graph: (stdout, stderr).
 
         ``what`` says what the run does ("decoding the mp3 audio"), for error messages.
-
         Raises :class:`TranscodeError` on a non-zero exit or after ``audio.ffmpeg_timeout_s``.
         """
-        return await self.run_args(ffmpeg.get_args(stream), data, what, loglevel=loglevel)
+        return await self.pipe_args(ffmpeg.get_args(stream), data, what, loglevel=loglevel)
 
-    async def run_args(
+    async def pipe_args(
         self, graph: list[str], data: bytes, what: str, *, loglevel: str = "error"
     ) -> tuple[bytes, bytes]:
-        """:meth:`run` with ffmpeg's arguments (inputs, filters, outputs) as a list."""
+        """:meth:`pipe` with ffmpeg's arguments (inputs, filters, outputs) as a list."""
         args = [self.ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", loglevel]
         args += graph
         proc = await asyncio.create_subprocess_exec(
@@ -362,7 +361,7 @@ class Transcoder:
         graph = stream.filter("ebur128", peak="true", framelog="quiet").output(
             "pipe:1", f="s16le", acodec="pcm_s16le", ar=CANONICAL_RATE, ac=1
         )
-        stdout, stderr = await self.run(graph, data, what, loglevel="info")
+        stdout, stderr = await self.pipe(graph, data, what, loglevel="info")
         if not stdout:
             raise TranscodeError(
                 f"ffmpeg found no audio {what}", returncode=0, stderr_tail=stderr_tail(stderr)
@@ -439,7 +438,7 @@ class Transcoder:
         stream = self._input(AudioEncoding.PCM_S16LE, pcm.sample_rate, pcm.channels)
         what = f"encoding for the {profile.value} profile"
         graph = stream.output("pipe:1", **spec.output_kwargs())
-        stdout, stderr = await self.run(graph, pcm.data, what)
+        stdout, stderr = await self.pipe(graph, pcm.data, what)
         if not stdout:
             raise TranscodeError(
                 f"ffmpeg produced no output {what}", returncode=0, stderr_tail=stderr_tail(stderr)
@@ -472,7 +471,7 @@ class Transcoder:
             "pipe:1",
         ]
         what = f"normalising and encoding for the {profile.value} profile"
-        stdout, stderr = await self.run_args(args, data, what, loglevel="info")
+        stdout, stderr = await self.pipe_args(args, data, what, loglevel="info")
         if not stdout:
             raise TranscodeError(
                 f"ffmpeg produced no output {what}", returncode=0, stderr_tail=stderr_tail(stderr)

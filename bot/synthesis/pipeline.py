@@ -332,12 +332,12 @@ class SpeechPipeline:
             return hit
         if (
             not live
-            or request.output is not OutputProfile.DISCORD
+            or request.output is not OutputProfile.OGG_OPUS
             or not prepared.provider.streams_live(prepared.synthesis_input())
         ):
             return await self._synthesize(request, prepared, started, None)
         stream = LiveUtterance(request.id, prepared.text, prepared.voice)
-        stream.run(
+        stream.attach(
             asyncio.create_task(
                 self._synthesize(request, prepared, started, stream), name="oyez-live-synthesis"
             )

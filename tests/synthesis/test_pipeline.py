@@ -52,7 +52,7 @@ async def test_utterance_describes_itself(pipeline: SpeechPipeline) -> None:
     assert utterance.text == "Dinner is ready."
     assert utterance.voice.provider == "piper"
     assert utterance.voice.id == "en_US-joe-medium"
-    assert utterance.profile is OutputProfile.DISCORD
+    assert utterance.profile is OutputProfile.OGG_OPUS
     assert (utterance.sample_rate, utterance.channels) == (48_000, 2)
     assert 0.5 < utterance.duration_s < 3
     assert utterance.profile.mime_type == "audio/ogg"
@@ -163,7 +163,8 @@ async def test_request_expiring_during_synthesis_is_dropped(
         return await original(self, job)  # type: ignore[arg-type]
 
     monkeypatch.setattr(ToneProvider, "synthesize", slow)
-    request = SpeechRequest.with_ttl("just in time?", 0.2, provider="tone")
+    soon = datetime.now(UTC) + timedelta(seconds=0.2)
+    request = SpeechRequest(text="just in time?", provider="tone", expires_at=soon)
     with pytest.raises(RequestExpired, match="after synthesis"):
         await tone_pipeline.speak(request)
     assert tone.calls == ["just in time?"]

@@ -44,7 +44,7 @@ def pcm(seconds: float, rate: int = 24_000, amplitude: float = 0.3) -> AudioChun
 
 
 async def ogg_opus(seconds: float) -> bytes:
-    encoded = await Transcoder(AudioSettings()).transcode([pcm(seconds)], OutputProfile.DISCORD)
+    encoded = await Transcoder(AudioSettings()).transcode([pcm(seconds)], OutputProfile.OGG_OPUS)
     return encoded.data
 
 

@@ -19,7 +19,7 @@ async def ogg_opus(seconds: float, hertz: float) -> bytes:
     count = int(seconds * rate)
     samples = (int(9000 * math.sin(2 * math.pi * hertz * i / rate)) for i in range(count))
     pcm = AudioChunk(struct.pack(f"<{count}h", *samples), AudioEncoding.PCM_S16LE, rate, 1)
-    encoded = await Transcoder(AudioSettings()).transcode([pcm], OutputProfile.DISCORD)
+    encoded = await Transcoder(AudioSettings()).transcode([pcm], OutputProfile.OGG_OPUS)
     return encoded.data
 
 
