@@ -1,12 +1,9 @@
 """The shapes every part of Oyez speaks in.
 
-Data flows one way: a source builds a :class:`SpeechRequest`; the pipeline resolves it to a
-:class:`Voice` and a provider, which produces :class:`AudioChunk` s (one or many: a provider may
-stream); the transcoder turns them into an :class:`Utterance` in an :class:`OutputProfile` that a
-sink plays.
-
-``SpeechRequest`` is pydantic because it arrives from the edges (slash options, event data, HTTP
-bodies); the rest are plain frozen dataclasses used inside.
+A source builds a :class:`SpeechRequest`; the pipeline resolves it to a :class:`Voice` and a
+provider, which makes :class:`AudioChunk` s; the transcoder turns them into an
+:class:`Utterance` in the :class:`OutputProfile` a sink plays. ``SpeechRequest`` is pydantic (it
+comes from the edges: slash options, event data, HTTP bodies); the rest are frozen dataclasses.
 """
 
 from __future__ import annotations
@@ -44,7 +41,7 @@ __all__ = [
 
 
 class OutputProfile(StrEnum):
-    """What a sink needs, by value. Details (codec, rate, bitrate) live in :mod:`bot.audio`.
+    """What a sink needs, by value; codec, rate and bitrate live in :mod:`bot.audio.transcode`.
 
     - ``discord`` (``OGG_OPUS``): Ogg Opus, 48 kHz, stereo, 20 ms frames, as Discord voice plays.
     - ``mp3``: MP3 for smart speakers, 44.1 kHz, >= 128 kbit/s.
@@ -122,13 +119,11 @@ OptionValue = str | int | float | bool | None
 class SpeechRequest(BaseModel):
     """One thing to say, from any source.
 
-    ``provider``, ``model`` and ``voice`` are optional: the configuration supplies defaults.
-    ``options`` are provider options (e.g. Piper's ``length_scale``), validated by the provider
-    before any synthesis. ``expires_at`` (UTC) is a hard limit: a request past it is dropped with
-    :class:`bot.errors.RequestExpired`, never spoken late. ``requester`` and ``guild`` (a
-    Discord server id) are who asked, for logs, budgets and replies. With ``fallback`` off, a
-    provider that cannot speak is an error instead of a turn for the fallback chain. With
-    ``cache`` off, the audio cache is neither read nor written.
+    ``provider``, ``model`` and ``voice`` default from the configuration; ``options`` are the
+    provider's (Piper's ``length_scale``), validated before synthesis. Past ``expires_at`` (UTC)
+    a request is dropped (:class:`bot.errors.RequestExpired`), never spoken late. ``requester``
+    and ``guild`` (a Discord server id) are who asked. ``fallback`` off: a provider that cannot
+    speak is an error, not a turn for the fallback chain; ``cache`` off: no cache read or write.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")

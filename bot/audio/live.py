@@ -64,12 +64,10 @@ class StreamFormat:
 class OpusStreamEncoder:
     """One ffmpeg process turning a provider's stream into Ogg Opus while it arrives.
 
-    ``on_packet`` gets every Opus packet (20 ms of audio) as soon as ffmpeg writes it, on the
-    event loop. ``gain_db`` is applied before the limiter (None: neither, loudness
-    normalisation is off). :meth:`start` may spawn ffmpeg before the first piece arrives, in the
-    format the stream is expected in; a first piece in another format starts it again.
-    Raises :class:`TranscodeError` when ffmpeg fails, :class:`AudioError` when the stream
-    changes format midway.
+    ``on_packet`` gets each 20 ms Opus packet as ffmpeg writes it, on the event loop;
+    ``gain_db`` goes before the limiter (None: neither). :meth:`start` may spawn ffmpeg ahead,
+    in the expected format; a first piece in another one starts it again. Raises
+    :class:`TranscodeError` when ffmpeg fails, :class:`AudioError` on a format change midway.
     """
 
     def __init__(
@@ -276,14 +274,13 @@ def _ignore(packet: bytes) -> None:
 
 
 class StreamEncoders:
-    """The encoders of live streams, and what they learn per voice (keyed by voice label).
+    """The encoders of live streams, and what they learn per voice label.
 
-    A voice's streams get the gain learned from its previous utterance (``gains``; 0 dB for the
-    first; None when ``audio.normalize_loudness`` is off). Once a voice has streamed,
-    its format is known, and a started encoder waits for its next stream: ffmpeg takes ~25 ms
-    to start on a 2-core machine, more than a fast provider takes to send its first audio. At
-    most :data:`SPARE_ENCODERS` voices keep one (the most recent); a spare whose gain is within
-    :data:`GAIN_TOLERANCE_DB` of the learned one is used as it is.
+    A stream gets the gain learned from its voice's last utterance (``gains``; 0 dB at first;
+    None with ``audio.normalize_loudness`` off). Once a voice has streamed, a started encoder
+    waits for its next stream (ffmpeg takes ~25 ms to start on 2 cores, more than a fast
+    provider's first audio): at most :data:`SPARE_ENCODERS` voices keep one, used as it is
+    when its gain is within :data:`GAIN_TOLERANCE_DB` of the learned one.
     """
 
     def __init__(self, transcoder: Transcoder, gains: VoiceGains) -> None:

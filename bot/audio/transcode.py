@@ -1,22 +1,12 @@
-"""Transcoding with ffmpeg: whatever a provider returns, in the profile a sink plays.
+"""Transcoding with ffmpeg (audio through stdin and stdout): provider audio in a sink's profile.
 
-Commands are built with ffmpeg-python; audio goes in through stdin and out through stdout, never
-through temporary files. A conversion is three steps, each one ffmpeg run:
-
-1. **analyse**: decode the provider's audio to canonical PCM (s16le, 48 kHz, mono) and measure its
-   integrated loudness and true peak (EBU R128, ffmpeg's ``ebur128`` filter).
-2. **normalise**: apply the gain that brings it to the loudness target. When that gain would push
-   the true peak over the ceiling, a limiter holds the peaks and the gain is corrected from a new
-   measurement (speech has a crest factor of ~19 dB: -16 LUFS under -1.5 dBTP needs limiting).
-3. **encode** to the output profile.
-
-:meth:`Transcoder.transcode` does 2 and 3 in one run, with the loudness meter on a branch of the
-graph (:func:`metered_graph`): two ffmpeg runs in all, three or four when the limiter's
-correction needs another round; every run costs ~40 ms of the time to first audio.
-
-The ffmpeg binary is ``audio.ffmpeg_path`` if set, else ``ffmpeg`` on the PATH, else the one the
-``imageio-ffmpeg`` package bundles. Every run has a timeout; a failure raises
-:class:`~bot.errors.TranscodeError` with the tail of ffmpeg's stderr.
+**analyse** decodes to canonical PCM (s16le, 48 kHz, mono) and measures EBU R128 loudness and
+true peak; **normalise** applies the gain to the target, a limiter holding the peaks when needed
+(speech's ~19 dB crest factor: -16 LUFS under -1.5 dBTP needs it); **encode** makes the profile.
+:meth:`Transcoder.transcode` normalises and encodes in one run, metered on a branch
+(:func:`metered_graph`): two runs of ~40 ms each, more when the limiter needs another round.
+ffmpeg is ``audio.ffmpeg_path``, else on the PATH, else imageio-ffmpeg's; runs time out and fail
+with :class:`~bot.errors.TranscodeError` carrying the tail of ffmpeg's stderr.
 """
 
 from __future__ import annotations
@@ -490,11 +480,9 @@ class Transcoder:
         """Provider audio in, normalised audio for ``profile`` out.
 
         Without ``gain_db``: :meth:`analyse`, then :meth:`normalise` and :meth:`encode` in one
-        ffmpeg run. With ``gain_db``, the gain this voice needed last time
-        (:class:`VoiceGains`), raw PCM skips the analysis: one run applies that gain and the
-        limiter, encodes and measures, and another run corrects the gain only when the result
-        is more than 1 LU off the target. Otherwise a limited result more than 0.5 LU off is
-        corrected. At most three runs encode.
+        run. With ``gain_db`` (the voice's last gain, :class:`VoiceGains`), raw PCM skips the
+        analysis: one run applies it, limits, encodes and measures; a result over 1 LU off is
+        corrected (0.5 LU for a limited one otherwise). At most three runs encode.
         """
         s = self.settings
         chunks = [c for c in chunks if c.data]

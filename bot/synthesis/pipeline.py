@@ -1,15 +1,11 @@
 """The speech pipeline: a :class:`SpeechRequest` in, an :class:`Utterance` out.
 
-Steps, in order: expiry check → text normalisation → provider and voice resolution → option
-validation (all before anything is spent) → the audio cache (a hit ends here) → the dispatcher
-(budgets, credits, rate limit, the call; the fallback chain when the asked provider cannot
-speak) → transcoding to the output profile → the cache is filled → expiry check again (a
-request that expired while synthesizing is dropped, not played late).
-
-For sinks that play at once (Discord voice): :meth:`SpeechPipeline.speak_sentences` speaks a
-long text sentence by sentence (each sentence one request through all the steps above), and
-:meth:`SpeechPipeline.speak_live` encodes a provider's stream while it arrives
-(:mod:`bot.live`) instead of transcoding it once complete.
+:meth:`~SpeechPipeline.prepare` (expiry, text, provider, voice, options: before anything is
+spent) → the audio cache (a hit ends here) → the dispatcher (budgets, credits, rate limit, the
+call; the fallback chain) → transcoding → the cache is filled → expiry again (late is dropped).
+For sinks that play at once, :meth:`~SpeechPipeline.speak_sentences` speaks sentence by
+sentence and :meth:`~SpeechPipeline.speak_live` encodes a stream as it arrives
+(:mod:`bot.audio.live`).
 """
 
 from __future__ import annotations
@@ -75,14 +71,12 @@ class PreparedRequest:
 
 @dataclass(frozen=True, slots=True)
 class Segment:
-    """One sentence of a text spoken sentence by sentence: the ``index``-th (from 0) of
-    ``count``, and its speech, complete or (from a provider that streams) still arriving.
+    """The ``index``-th (from 0) of ``count`` sentences, its speech complete or still arriving.
 
-    ``lead_s`` (seconds, first segment only) is how long to hold playback back so that the next
-    sentence is likely made before this one has been said: 0 when this one lasts longer than
-    the next one is expected to take (from the voice's last synthesis speed, per character: an
-    estimate on the safe side). ``next_made`` (first segment only) is set once the next
-    sentence is made: holding back longer than that is pointless.
+    First segment only: ``lead_s`` (seconds) is how long to hold playback back so the next
+    sentence is likely made before this one is said (from the voice's last synthesis speed per
+    character, on the safe side; 0 when this one is long enough); ``next_made`` is set once the
+    next sentence is made: holding back longer is pointless.
     """
 
     index: int

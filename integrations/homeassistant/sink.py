@@ -1,7 +1,7 @@
 """Announcements on Home Assistant speakers: :class:`MediaPlayerSink`.
 
 An announcement is synthesized once for all of its speakers, published on Oyez's HTTP server
-(:class:`bot.server.MediaStore`: an unguessable, expiring URL) and handed to each speaker with
+(:class:`bot.web.server.MediaStore`: an unguessable, expiring URL) and handed to each speaker with
 ``media_player.play_media`` (``media_content_type: music``, ``announce: true``, a title in
 ``extra``), all speakers at once. ``announce`` is a top-level field of ``play_media`` in Home
 Assistant 2025.4 (``MEDIA_PLAYER_PLAY_MEDIA_SCHEMA``: players that support it duck or pause
