@@ -285,7 +285,7 @@ class SpeechPipeline:
     ) -> Utterance | LiveUtterance:
         """Like :meth:`speak`, but playable while the provider is still streaming.
 
-        An ``ogg_opus`` request that misses the cache, from a provider that streams within a
+        An Ogg Opus (``discord``) request that misses the cache, from a provider that streams in a
         sentence (:meth:`Provider.streams_live`), gives a :class:`LiveUtterance` at once (see
         :mod:`bot.audio.live`); otherwise the complete :class:`Utterance`. Raises what
         :meth:`prepare` raises; a live utterance's synthesis errors come from its ``packets()``
