@@ -136,7 +136,7 @@ def _output_target(args: argparse.Namespace) -> tuple[Path | None, OutputProfile
     """Where audio goes (None: standard output) and in which profile."""
     chosen = OutputProfile(args.format) if args.format else None
     if args.output is not None and str(args.output) == "-":
-        return None, chosen or OutputProfile.DISCORD
+        return None, chosen or OutputProfile.OGG_OPUS
     path: Path = args.output or (
         DEFAULT_OUTPUT.with_suffix(chosen.extension) if chosen else DEFAULT_OUTPUT
     )
@@ -161,12 +161,7 @@ def _read_text(arg: str) -> str:
 
 
 def _describe(utterance: Utterance, target: str, warm_up_s: float | None) -> str:
-    voice = utterance.voice
-    kind = {
-        OutputProfile.DISCORD: "Ogg Opus",
-        OutputProfile.MP3: "MP3",
-        OutputProfile.WAV: "WAV PCM s16le",
-    }[utterance.profile]
+    voice, profile = utterance.voice, utterance.profile
     t = utterance.timings
     timings = []
     if warm_up_s is not None:
@@ -194,7 +189,7 @@ def _describe(utterance: Utterance, target: str, warm_up_s: float | None) -> str
     return "\n".join(
         [
             *lines,
-            f"  output    {target} ({utterance.profile.value}: {kind}, "
+            f"  output    {target} ({profile.value}: {profile.file_type.description}, "
             f"{utterance.sample_rate} Hz, {utterance.channels} ch, {len(utterance.audio):,} bytes)",
             f"  duration  {utterance.duration_s:.2f} s",
             f"  loudness  {loudness}",
@@ -225,7 +220,7 @@ async def _say(args: argparse.Namespace, settings: Settings) -> int:
             started = time.perf_counter()
             await prepared.provider.warm_up(prepared.voice)
             warm_up_s = time.perf_counter() - started
-        utterance = await pipeline.speak(request)
+        utterance = await pipeline.speak(prepared)
     finally:
         await pipeline.aclose()
     if path is None:

@@ -1,19 +1,16 @@
 """The shapes every part of Oyez speaks in.
 
-Data flows one way: a source builds a :class:`SpeechRequest`; the pipeline resolves it to a
-:class:`Voice` and a provider, which produces :class:`AudioChunk` s (one or many: a provider may
-stream); the transcoder turns them into an :class:`Utterance` in an :class:`OutputProfile` that a
-sink plays.
-
-``SpeechRequest`` is pydantic because it arrives from the edges (slash options, event data, HTTP
-bodies); the rest are plain frozen dataclasses used inside.
+A source builds a :class:`SpeechRequest`; the pipeline resolves it to a :class:`Voice` and a
+provider, which makes :class:`AudioChunk` s; the transcoder turns them into an
+:class:`Utterance` in the :class:`OutputProfile` a sink plays. ``SpeechRequest`` is pydantic (it
+comes from the edges: slash options, event data, HTTP bodies); the rest are frozen dataclasses.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -32,6 +29,7 @@ __all__ = [
     "AudioChunk",
     "AudioEncoding",
     "FallbackNote",
+    "FileType",
     "OutputProfile",
     "Priority",
     "RequestSource",
@@ -43,27 +41,56 @@ __all__ = [
 
 
 class OutputProfile(StrEnum):
-    """What a sink needs. Details (codec, rate, bitrate) live in :mod:`bot.audio`.
+    """What a sink needs, by value; codec, rate and bitrate live in :mod:`bot.audio.transcode`.
 
-    - ``discord``: Ogg Opus, 48 kHz, stereo, 20 ms frames: what Discord voice plays as is.
+    - ``discord`` (``OGG_OPUS``): Ogg Opus, 48 kHz, stereo, 20 ms frames, as Discord voice plays.
     - ``mp3``: MP3 for smart speakers, 44.1 kHz, >= 128 kbit/s.
     - ``wav``: PCM s16le in a WAV container, 48 kHz mono.
     """
 
-    DISCORD = "discord"
+    OGG_OPUS = "discord"  # the value is what config, --format and cache keys say
     MP3 = "mp3"
     WAV = "wav"
 
     @property
+    def file_type(self) -> FileType:
+        return _FILE_TYPES[self]
+
+    @property
     def extension(self) -> str:
-        return {"discord": ".ogg", "mp3": ".mp3", "wav": ".wav"}[self.value]
+        """The file extension, with its dot (``.ogg``)."""
+        return self.file_type.extension
+
+    @property
+    def mime_type(self) -> str:
+        return self.file_type.mime_type
 
     @classmethod
     def for_path(cls, suffix: str) -> OutputProfile | None:
         """The profile a file extension implies (``.ogg``/``.opus`` → discord), else None."""
-        return {".ogg": cls.DISCORD, ".opus": cls.DISCORD, ".mp3": cls.MP3, ".wav": cls.WAV}.get(
-            suffix.lower()
-        )
+        suffix = suffix.lower()
+        for profile, file_type in _FILE_TYPES.items():
+            if suffix in (file_type.extension, *file_type.also_read_as):
+                return profile
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class FileType:
+    """How a profile's audio is named and served: its extension (``.ogg``), the other extensions
+    that mean it, its MIME type and what people call the format."""
+
+    extension: str
+    mime_type: str
+    description: str
+    also_read_as: tuple[str, ...] = ()
+
+
+_FILE_TYPES = {
+    OutputProfile.OGG_OPUS: FileType(".ogg", "audio/ogg", "Ogg Opus", (".opus",)),
+    OutputProfile.MP3: FileType(".mp3", "audio/mpeg", "MP3"),
+    OutputProfile.WAV: FileType(".wav", "audio/wav", "WAV PCM s16le"),
+}
 
 
 class Priority(StrEnum):
@@ -92,13 +119,11 @@ OptionValue = str | int | float | bool | None
 class SpeechRequest(BaseModel):
     """One thing to say, from any source.
 
-    ``provider``, ``model`` and ``voice`` are optional: the configuration supplies defaults.
-    ``options`` are provider options (e.g. Piper's ``length_scale``), validated by the provider
-    before any synthesis. ``expires_at`` (UTC) is a hard limit: a request past it is dropped with
-    :class:`bot.errors.RequestExpired`, never spoken late. ``requester`` and ``guild`` (a
-    Discord server id) are who asked, for logs, budgets and replies. With ``fallback`` off, a
-    provider that cannot speak is an error instead of a turn for the fallback chain. With
-    ``cache`` off, the audio cache is neither read nor written.
+    ``provider``, ``model`` and ``voice`` default from the configuration; ``options`` are the
+    provider's (Piper's ``length_scale``), validated before synthesis. Past ``expires_at`` (UTC)
+    a request is dropped (:class:`bot.errors.RequestExpired`), never spoken late. ``requester``
+    and ``guild`` (a Discord server id) are who asked. ``fallback`` off: a provider that cannot
+    speak is an error, not a turn for the fallback chain; ``cache`` off: no cache read or write.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -109,7 +134,7 @@ class SpeechRequest(BaseModel):
     model: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)] | None = None
     voice: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)] | None = None
     options: dict[str, OptionValue] = Field(default_factory=dict)
-    output: OutputProfile = OutputProfile.DISCORD
+    output: OutputProfile = OutputProfile.OGG_OPUS
     source: RequestSource = RequestSource.CLI
     requester: str | None = None
     guild: str | None = None
@@ -134,12 +159,6 @@ class SpeechRequest(BaseModel):
         except ValidationError as exc:
             problems = validation_problems(exc, "request")
             raise InvalidRequest("invalid request: " + "; ".join(problems)) from None
-
-    @classmethod
-    def with_ttl(cls, text: str, ttl_s: float, **fields: Any) -> SpeechRequest:
-        """A request that expires ``ttl_s`` seconds from now."""
-        now = datetime.now(UTC)
-        return cls(text=text, created_at=now, expires_at=now + timedelta(seconds=ttl_s), **fields)
 
     def overdue_s(self, now: datetime | None = None) -> float:
         """Seconds past expiry (> 0 means expired); ``-inf`` when the request never expires."""
@@ -261,7 +280,3 @@ class Utterance:
     fallbacks: tuple[FallbackNote, ...] = ()
     cost_usd: float | None = None
     cached: bool = False
-
-    @property
-    def mime_type(self) -> str:
-        return {"discord": "audio/ogg", "mp3": "audio/mpeg", "wav": "audio/wav"}[self.profile.value]

@@ -1,4 +1,4 @@
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -9,14 +9,15 @@ from bot.speech import AudioChunk, AudioEncoding, OutputProfile, Priority, Speec
 def test_defaults_and_unique_ids() -> None:
     a, b = SpeechRequest(text="hi"), SpeechRequest(text="hi")
     assert a.id != b.id
-    assert a.output is OutputProfile.DISCORD
+    assert a.output is OutputProfile.OGG_OPUS
     assert a.priority is Priority.NORMAL
     assert a.provider is None and a.voice is None and a.model is None
     assert a.expires_at is None and a.overdue_s() == float("-inf")
 
 
-def test_ttl_sets_expiry() -> None:
-    request = SpeechRequest.with_ttl("hi", 300)
+def test_overdue_counts_from_expiry() -> None:
+    now = datetime.now(UTC)
+    request = SpeechRequest(text="hi", created_at=now, expires_at=now + timedelta(seconds=300))
     assert request.expires_at is not None
     assert request.expires_at - request.created_at == timedelta(seconds=300)
     assert request.overdue_s() < -299
@@ -47,8 +48,8 @@ def test_priority_order() -> None:
 @pytest.mark.parametrize(
     ("suffix", "profile"),
     [
-        (".ogg", OutputProfile.DISCORD),
-        (".OPUS", OutputProfile.DISCORD),
+        (".ogg", OutputProfile.OGG_OPUS),
+        (".OPUS", OutputProfile.OGG_OPUS),
         (".mp3", OutputProfile.MP3),
         (".wav", OutputProfile.WAV),
         (".flac", None),
@@ -62,3 +63,12 @@ def test_pcm_chunk_duration() -> None:
     chunk = AudioChunk(b"\x00\x00" * 22050, AudioEncoding.PCM_S16LE, 22050, 1)
     assert chunk.duration_s == pytest.approx(1.0)
     assert AudioChunk(b"xx", AudioEncoding.MP3, 0, 0).duration_s is None
+
+
+def test_one_table_names_each_profile_s_files() -> None:
+    assert [(p.extension, p.mime_type, p.file_type.description) for p in OutputProfile] == [
+        (".ogg", "audio/ogg", "Ogg Opus"),
+        (".mp3", "audio/mpeg", "MP3"),
+        (".wav", "audio/wav", "WAV PCM s16le"),
+    ]
+    assert all(OutputProfile.for_path(p.extension.upper()) is p for p in OutputProfile)

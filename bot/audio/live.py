@@ -1,24 +1,11 @@
-"""Live audio: provider audio encoded to Opus while it streams in, for sinks that play at once.
+"""Live audio: a provider's stream encoded to Ogg Opus as it arrives, for sinks that play at once.
 
-A provider that streams within a sentence (``Provider.streams_live``) sends PCM (or MP3)
-pieces as its engine makes them. :class:`OpusStreamEncoder` feeds each piece to one ffmpeg
-process that writes Ogg Opus in the ``discord`` profile (48 kHz stereo, 20 ms frames), one Ogg
-page per Opus packet, flushed at once; :class:`OggOpusReader` cuts that output back into Opus
-packets as it comes, and the whole output is kept: when the stream ends it is the complete
-Ogg Opus file the audio cache stores. Measured on a 2-core machine, a piece of audio comes out
-as Opus packets ~5 ms after it is written, except the last ~65 ms, which ffmpeg holds until
-more audio or the end of the stream comes.
-
-Loudness cannot be normalised ahead of time on a stream: the integrated loudness is only known
-at its end. The stream therefore gets a fixed gain, the one the voice needed last time
-(:class:`~bot.audio.VoiceGains`, learned from its last utterance, streamed or not; 0 dB for
-the first), then a limiter at ``audio.true_peak_dbtp``; a meter on a side branch measures what
-was sent, which teaches the gain for the next time. A voice's first streamed utterance thus
-plays at its own loudness, the following ones within a few LU of the target; audio normalised
-exactly needs the whole utterance first, which is what the non-streaming path does.
-
-:class:`LiveUtterance` is what the pipeline hands a sink: the packets as they are encoded, then
-the complete :class:`~bot.speech.Utterance`.
+:class:`OpusStreamEncoder` feeds the pieces to one ffmpeg (``discord`` profile, one Ogg page per
+20 ms packet, flushed at once: packets come ~5 ms after their audio, the last ~65 ms at the end)
+and keeps the whole output, which the cache stores. The integrated loudness is only known at the
+end, so a stream gets the gain its voice needed last time (:class:`~bot.audio.transcode.VoiceGains`,
+0 dB at first), then a limiter; a side meter teaches the next gain. :class:`LiveUtterance` is
+what a sink gets: the packets as they come, then the complete :class:`~bot.speech.Utterance`.
 """
 
 from __future__ import annotations
@@ -26,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import struct
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+from bot.audio.ogg import OggOpusReader
 from bot.audio.transcode import (
     EncodedAudio,
     Transcoder,
@@ -46,11 +33,9 @@ from bot.speech import AudioChunk, AudioEncoding, OutputProfile, Utterance, Voic
 __all__ = [
     "FRAME_S",
     "LiveUtterance",
-    "OggOpusReader",
     "OpusStreamEncoder",
     "StreamEncoders",
     "StreamFormat",
-    "opus_packets",
 ]
 
 log = logging.getLogger(__name__)
@@ -61,71 +46,6 @@ FRAME_S = 0.020
 SPARE_ENCODERS = 4
 #: A waiting encoder whose gain is this close (dB) to the learned one is used as it is.
 GAIN_TOLERANCE_DB = 0.5
-#: Opus granule positions count samples at 48 kHz, whatever the input rate (RFC 7845 §4).
-_GRANULE_RATE = 48_000
-_OGG_HEADER = struct.Struct("<4sBBqIIIB")  # capture, version, flags, granule, serial, page, crc, n
-
-
-class OggOpusReader:
-    """Cuts an Ogg Opus byte stream into its Opus audio packets, fed piece by piece.
-
-    The identification and comment headers (``OpusHead``, ``OpusTags``, RFC 7845 §5) are left
-    out, and so are empty packets; packets spanning pages are joined. ``duration_s`` is the
-    audio up to the last complete page (seconds), from its granule position and the pre-skip.
-    Chained streams (Ogg files one after another) are read as one: each one's headers are
-    skipped. Raises :class:`AudioError` on bytes that are not Ogg.
-    """
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-        self._packet = bytearray()
-        self._pre_skip = 0
-        self._granule = 0
-        self._finished_s = 0.0  # audio of earlier chained streams
-
-    @property
-    def duration_s(self) -> float:
-        return self._finished_s + max(self._granule - self._pre_skip, 0) / _GRANULE_RATE
-
-    def feed(self, data: bytes) -> list[bytes]:
-        """The audio packets completed by ``data``, in order."""
-        self._buffer += data
-        packets: list[bytes] = []
-        while len(self._buffer) >= _OGG_HEADER.size:
-            capture, _, _, granule, *_, segments = _OGG_HEADER.unpack_from(self._buffer)
-            if capture != b"OggS":
-                raise AudioError("the audio is not an Ogg stream")
-            header = _OGG_HEADER.size + segments
-            if len(self._buffer) < header:
-                break
-            lacing = self._buffer[_OGG_HEADER.size : header]
-            end = header + sum(lacing)
-            if len(self._buffer) < end:
-                break
-            at = header
-            for size in lacing:
-                self._packet += self._buffer[at : at + size]
-                at += size
-                if size < 255:  # a lacing value under 255 ends a packet
-                    self._take(bytes(self._packet), packets)
-                    self._packet.clear()
-            if granule >= 0:  # -1: no packet ends on this page
-                self._granule = granule
-            del self._buffer[:end]
-        return packets
-
-    def _take(self, packet: bytes, packets: list[bytes]) -> None:
-        if packet.startswith(b"OpusHead"):
-            self._finished_s = self.duration_s
-            self._granule = 0
-            self._pre_skip = int.from_bytes(packet[10:12], "little")
-        elif packet and not packet.startswith(b"OpusTags"):
-            packets.append(packet)
-
-
-def opus_packets(ogg_opus: bytes) -> list[bytes]:
-    """The Opus audio packets of a complete Ogg Opus file (20 ms each in the discord profile)."""
-    return OggOpusReader().feed(ogg_opus)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,12 +64,10 @@ class StreamFormat:
 class OpusStreamEncoder:
     """One ffmpeg process turning a provider's stream into Ogg Opus while it arrives.
 
-    ``on_packet`` gets every Opus packet (20 ms of audio) as soon as ffmpeg writes it, on the
-    event loop. ``gain_db`` is applied before the limiter (None: neither, loudness
-    normalisation is off). :meth:`start` may spawn ffmpeg before the first piece arrives, in the
-    format the stream is expected in; a first piece in another format starts it again.
-    Raises :class:`TranscodeError` when ffmpeg fails, :class:`AudioError` when the stream
-    changes format midway.
+    ``on_packet`` gets each 20 ms Opus packet as ffmpeg writes it, on the event loop;
+    ``gain_db`` goes before the limiter (None: neither). :meth:`start` may spawn ffmpeg ahead,
+    in the expected format; a first piece in another one starts it again. Raises
+    :class:`TranscodeError` when ffmpeg fails, :class:`AudioError` on a format change midway.
     """
 
     def __init__(
@@ -182,7 +100,7 @@ class OpusStreamEncoder:
 
     def _args(self, stream: StreamFormat) -> list[str]:
         settings = self.transcoder.settings
-        spec = profile_spec(OutputProfile.DISCORD, settings)
+        spec = profile_spec(OutputProfile.OGG_OPUS, settings)
         limit = self.gain_db is not None
         return [
             self.transcoder.ffmpeg,
@@ -276,7 +194,7 @@ class OpusStreamEncoder:
                 returncode=process.returncode,
                 stderr_tail=stderr_tail(stderr),
             )
-        spec = profile_spec(OutputProfile.DISCORD, self.transcoder.settings)
+        spec = profile_spec(OutputProfile.OGG_OPUS, self.transcoder.settings)
         loudness = parse_ebur128(stderr)
         duration = self._ogg_reader.duration_s
         return EncodedAudio(bytes(self._ogg), spec, duration, loudness, self.gain_db)
@@ -330,7 +248,7 @@ class LiveUtterance:
         """Hand on one Opus packet (called by the pipeline)."""
         self._packets.put_nowait(packet)
 
-    def run(self, synthesis: asyncio.Task[Utterance]) -> None:
+    def attach(self, synthesis: asyncio.Task[Utterance]) -> None:
         """Attach the task that synthesizes and puts the packets (called by the pipeline)."""
         self._task = synthesis
         synthesis.add_done_callback(lambda _: self._packets.put_nowait(None))
@@ -343,7 +261,7 @@ class LiveUtterance:
 
     async def result(self) -> Utterance:
         """The complete utterance, once synthesis and encoding are done."""
-        assert self._task is not None, "LiveUtterance.run was never called"
+        assert self._task is not None, "LiveUtterance.attach was never called"
         return await asyncio.shield(self._task)
 
     def cancel(self) -> None:
@@ -356,14 +274,13 @@ def _ignore(packet: bytes) -> None:
 
 
 class StreamEncoders:
-    """The encoders of live streams, and what they learn per voice (keyed by voice label).
+    """The encoders of live streams, and what they learn per voice label.
 
-    A voice's streams get the gain learned from its previous utterance (``gains``; 0 dB for the
-    first; None when ``audio.normalize_loudness`` is off). Once a voice has streamed,
-    its format is known, and a started encoder waits for its next stream: ffmpeg takes ~25 ms
-    to start on a 2-core machine, more than a fast provider takes to send its first audio. At
-    most :data:`SPARE_ENCODERS` voices keep one (the most recent); a spare whose gain is within
-    :data:`GAIN_TOLERANCE_DB` of the learned one is used as it is.
+    A stream gets the gain learned from its voice's last utterance (``gains``; 0 dB at first;
+    None with ``audio.normalize_loudness`` off). Once a voice has streamed, a started encoder
+    waits for its next stream (ffmpeg takes ~25 ms to start on 2 cores, more than a fast
+    provider's first audio): at most :data:`SPARE_ENCODERS` voices keep one, used as it is
+    when its gain is within :data:`GAIN_TOLERANCE_DB` of the learned one.
     """
 
     def __init__(self, transcoder: Transcoder, gains: VoiceGains) -> None:
@@ -398,6 +315,21 @@ class StreamEncoders:
         if expected is not None:  # spawned while the provider is asked
             await encoder.start(expected)
         return encoder
+
+    @contextlib.asynccontextmanager
+    async def lease(
+        self, voice: Voice, on_packet: Callable[[bytes], None]
+    ) -> AsyncIterator[OpusStreamEncoder]:
+        """:meth:`take` an encoder for one stream of ``voice``; when the block fails it is
+        aborted, and either way a spare is started for the voice's next stream."""
+        encoder = await self.take(voice, on_packet)
+        try:
+            yield encoder
+        except BaseException:
+            await encoder.abort()
+            raise
+        finally:
+            self.replenish(voice)
 
     async def feed(self, voice: Voice, encoder: OpusStreamEncoder, chunk: AudioChunk) -> None:
         """Feed ``chunk`` of ``voice``'s stream to ``encoder``, noting the voice's format."""

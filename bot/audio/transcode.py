@@ -1,22 +1,12 @@
-"""Transcoding with ffmpeg: whatever a provider returns, in the profile a sink plays.
+"""Transcoding with ffmpeg (audio through stdin and stdout): provider audio in a sink's profile.
 
-Commands are built with ffmpeg-python; audio goes in through stdin and out through stdout, never
-through temporary files. A conversion is three steps, each one ffmpeg run:
-
-1. **analyse**: decode the provider's audio to canonical PCM (s16le, 48 kHz, mono) and measure its
-   integrated loudness and true peak (EBU R128, ffmpeg's ``ebur128`` filter).
-2. **normalise**: apply the gain that brings it to the loudness target. When that gain would push
-   the true peak over the ceiling, a limiter holds the peaks and the gain is corrected from a new
-   measurement (speech has a crest factor of ~19 dB: -16 LUFS under -1.5 dBTP needs limiting).
-3. **encode** to the output profile.
-
-:meth:`Transcoder.transcode` does 2 and 3 in one run, with the loudness meter on a branch of the
-graph (:func:`metered_graph`): two ffmpeg runs in all, three or four when the limiter's
-correction needs another round; every run costs ~40 ms of the time to first audio.
-
-The ffmpeg binary is ``audio.ffmpeg_path`` if set, else ``ffmpeg`` on the PATH, else the one the
-``imageio-ffmpeg`` package bundles. Every run has a timeout; a failure raises
-:class:`~bot.errors.TranscodeError` with the tail of ffmpeg's stderr.
+**analyse** decodes to canonical PCM (s16le, 48 kHz, mono) and measures EBU R128 loudness and
+true peak; **normalise** applies the gain to the target, a limiter holding the peaks when needed
+(speech's ~19 dB crest factor: -16 LUFS under -1.5 dBTP needs it); **encode** makes the profile.
+:meth:`Transcoder.transcode` normalises and encodes in one run, metered on a branch
+(:func:`metered_graph`): two runs of ~40 ms each, more when the limiter needs another round.
+ffmpeg is ``audio.ffmpeg_path``, else on the PATH, else imageio-ffmpeg's; runs time out and fail
+with :class:`~bot.errors.TranscodeError` carrying the tail of ffmpeg's stderr.
 """
 
 from __future__ import annotations
@@ -127,7 +117,7 @@ def profile_spec(profile: OutputProfile, settings: AudioSettings) -> ProfileSpec
     ``discord``: Discord voice carries Opus at 48 kHz, 2 channels, 20 ms frames (Discord developer
     docs, "Voice connections"), so Ogg Opus in exactly that shape is played without re-encoding.
     """
-    if profile is OutputProfile.DISCORD:
+    if profile is OutputProfile.OGG_OPUS:
         return ProfileSpec(
             profile,
             "ogg",
@@ -300,21 +290,20 @@ class Transcoder:
             self._ffmpeg = find_ffmpeg(self.settings.ffmpeg_path)
         return self._ffmpeg
 
-    async def run(
+    async def pipe(
         self, stream: Any, data: bytes, what: str, *, loglevel: str = "error"
     ) -> tuple[bytes, bytes]:
-        """Run an ffmpeg-python graph with ``data`` on stdin; return (stdout, stderr).
+        """Pipe ``data`` through one ffmpeg run of an ffmpeg-python graph: (stdout, stderr).
 
         ``what`` says what the run does ("decoding the mp3 audio"), for error messages.
-
         Raises :class:`TranscodeError` on a non-zero exit or after ``audio.ffmpeg_timeout_s``.
         """
-        return await self.run_args(ffmpeg.get_args(stream), data, what, loglevel=loglevel)
+        return await self.pipe_args(ffmpeg.get_args(stream), data, what, loglevel=loglevel)
 
-    async def run_args(
+    async def pipe_args(
         self, graph: list[str], data: bytes, what: str, *, loglevel: str = "error"
     ) -> tuple[bytes, bytes]:
-        """:meth:`run` with ffmpeg's arguments (inputs, filters, outputs) as a list."""
+        """:meth:`pipe` with ffmpeg's arguments (inputs, filters, outputs) as a list."""
         args = [self.ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", loglevel]
         args += graph
         proc = await asyncio.create_subprocess_exec(
@@ -362,7 +351,7 @@ class Transcoder:
         graph = stream.filter("ebur128", peak="true", framelog="quiet").output(
             "pipe:1", f="s16le", acodec="pcm_s16le", ar=CANONICAL_RATE, ac=1
         )
-        stdout, stderr = await self.run(graph, data, what, loglevel="info")
+        stdout, stderr = await self.pipe(graph, data, what, loglevel="info")
         if not stdout:
             raise TranscodeError(
                 f"ffmpeg found no audio {what}", returncode=0, stderr_tail=stderr_tail(stderr)
@@ -439,7 +428,7 @@ class Transcoder:
         stream = self._input(AudioEncoding.PCM_S16LE, pcm.sample_rate, pcm.channels)
         what = f"encoding for the {profile.value} profile"
         graph = stream.output("pipe:1", **spec.output_kwargs())
-        stdout, stderr = await self.run(graph, pcm.data, what)
+        stdout, stderr = await self.pipe(graph, pcm.data, what)
         if not stdout:
             raise TranscodeError(
                 f"ffmpeg produced no output {what}", returncode=0, stderr_tail=stderr_tail(stderr)
@@ -472,7 +461,7 @@ class Transcoder:
             "pipe:1",
         ]
         what = f"normalising and encoding for the {profile.value} profile"
-        stdout, stderr = await self.run_args(args, data, what, loglevel="info")
+        stdout, stderr = await self.pipe_args(args, data, what, loglevel="info")
         if not stdout:
             raise TranscodeError(
                 f"ffmpeg produced no output {what}", returncode=0, stderr_tail=stderr_tail(stderr)
@@ -491,11 +480,9 @@ class Transcoder:
         """Provider audio in, normalised audio for ``profile`` out.
 
         Without ``gain_db``: :meth:`analyse`, then :meth:`normalise` and :meth:`encode` in one
-        ffmpeg run. With ``gain_db``, the gain this voice needed last time
-        (:class:`VoiceGains`), raw PCM skips the analysis: one run applies that gain and the
-        limiter, encodes and measures, and another run corrects the gain only when the result
-        is more than 1 LU off the target. Otherwise a limited result more than 0.5 LU off is
-        corrected. At most three runs encode.
+        run. With ``gain_db`` (the voice's last gain, :class:`VoiceGains`), raw PCM skips the
+        analysis: one run applies it, limits, encodes and measures; a result over 1 LU off is
+        corrected (0.5 LU for a limited one otherwise). At most three runs encode.
         """
         s = self.settings
         chunks = [c for c in chunks if c.data]

@@ -1,29 +1,27 @@
 """The speech pipeline: a :class:`SpeechRequest` in, an :class:`Utterance` out.
 
-Steps, in order: expiry check → text normalisation → provider and voice resolution → option
-validation (all before anything is spent) → the audio cache (a hit ends here) → the dispatcher
-(budgets, credits, rate limit, the call; the fallback chain when the asked provider cannot
-speak) → transcoding to the output profile → the cache is filled → expiry check again (a
-request that expired while synthesizing is dropped, not played late).
-
-For sinks that play at once (Discord voice): :meth:`SpeechPipeline.speak_sentences` speaks a
-long text sentence by sentence (each sentence one request through all the steps above), and
-:meth:`SpeechPipeline.speak_live` encodes a provider's stream while it arrives
-(:mod:`bot.live`) instead of transcoding it once complete.
+:meth:`~SpeechPipeline.prepare` (expiry, text, provider, voice, options: before anything is
+spent) → the audio cache (a hit ends here) → the dispatcher (budgets, credits, rate limit, the
+call; the fallback chain) → transcoding → the cache is filled → expiry again (late is dropped).
+For sinks that play at once, :meth:`~SpeechPipeline.speak_sentences` speaks sentence by
+sentence and :meth:`~SpeechPipeline.speak_live` encodes a stream as it arrives
+(:mod:`bot.audio.live`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from bot.audio.live import LiveUtterance, OpusStreamEncoder, StreamEncoders, opus_packets
-from bot.audio.transcode import Transcoder, VoiceGains
+from bot.audio.live import LiveUtterance, OpusStreamEncoder, StreamEncoders
+from bot.audio.ogg import opus_packets
+from bot.audio.transcode import EncodedAudio, Transcoder, VoiceGains
 from bot.errors import (
     BudgetExceeded,
     ConfigError,
@@ -37,7 +35,7 @@ from bot.ops.config import Settings
 from bot.ops.logs import bind_request
 from bot.ops.metrics import FALLBACKS, REQUESTS, SYNTHESIS_SECONDS
 from bot.providers.base import Provider, ProviderRegistry, SynthesisJob
-from bot.providers.dispatch import Dispatcher
+from bot.providers.dispatch import Dispatched, Dispatcher
 from bot.speech import FallbackNote, OutputProfile, SpeechRequest, Timings, Utterance, Voice
 from bot.synthesis.cache import AudioCache, CacheEntry, cache_key
 from bot.synthesis.sentences import split_sentences
@@ -73,14 +71,12 @@ class PreparedRequest:
 
 @dataclass(frozen=True, slots=True)
 class Segment:
-    """One sentence of a text spoken sentence by sentence: the ``index``-th (from 0) of
-    ``count``, and its speech, complete or (from a provider that streams) still arriving.
+    """The ``index``-th (from 0) of ``count`` sentences, its speech complete or still arriving.
 
-    ``lead_s`` (seconds, first segment only) is how long to hold playback back so that the next
-    sentence is likely made before this one has been said: 0 when this one lasts longer than
-    the next one is expected to take (from the voice's last synthesis speed, per character: an
-    estimate on the safe side). ``next_made`` (first segment only) is set once the next
-    sentence is made: holding back longer than that is pointless.
+    First segment only: ``lead_s`` (seconds) is how long to hold playback back so the next
+    sentence is likely made before this one is said (from the voice's last synthesis speed per
+    character, on the safe side; 0 when this one is long enough); ``next_made`` is set once the
+    next sentence is made: holding back longer is pointless.
     """
 
     index: int
@@ -88,6 +84,18 @@ class Segment:
     speech: Utterance | LiveUtterance
     lead_s: float = 0.0
     next_made: asyncio.Event | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Spoken:
+    """The provider's take that spoke: its request, its audio, when (``time.perf_counter``) its
+    synthesis started and ended, and, streamed, its audio encoded while it arrived."""
+
+    prepared: PreparedRequest
+    dispatched: Dispatched
+    synthesis_started: float
+    synthesized: float
+    encoded: EncodedAudio | None
 
 
 def join_utterances(request: SpeechRequest, parts: Sequence[Utterance]) -> Utterance:
@@ -257,8 +265,8 @@ class SpeechPipeline:
             return prepared
         return None
 
-    async def speak(self, request: SpeechRequest) -> Utterance:
-        """Synthesize ``request`` and encode it for its output profile.
+    async def speak(self, request: SpeechRequest | PreparedRequest) -> Utterance:
+        """Synthesize ``request`` (prepared here unless it already is) for its output profile.
 
         When the asked provider cannot speak (rate-limited past ``patience_s``, out of credits,
         over budget, down), the next provider of the ``fallback`` chain speaks and the utterance
@@ -267,40 +275,50 @@ class SpeechPipeline:
         :class:`NoProviderSpoke`.
         """
         started = time.perf_counter()
-        candidate = await self._prepare_counted(request)
-        utterance = await self._speak(request, candidate, started, live=False)
+        prepared = await self._prepared(request)
+        utterance = await self._speak(prepared, started, live=False)
         assert isinstance(utterance, Utterance)
         return utterance
 
-    async def speak_live(self, request: SpeechRequest) -> Utterance | LiveUtterance:
+    async def speak_live(
+        self, request: SpeechRequest | PreparedRequest
+    ) -> Utterance | LiveUtterance:
         """Like :meth:`speak`, but playable while the provider is still streaming.
 
-        When ``request`` is for the ``discord`` profile, misses the cache and its provider
-        streams within a sentence (:meth:`Provider.streams_live`), a :class:`LiveUtterance` is
-        returned at once: its packets flow as the provider's audio arrives (see
-        :mod:`bot.live` for how loudness is handled), and its result is the complete utterance,
-        which is also cached. Otherwise the complete :class:`Utterance`, as :meth:`speak`
-        makes it. Raises what :meth:`prepare` raises; synthesis errors of a live utterance come
-        from its ``packets()`` and ``result()``.
+        An Ogg Opus (``discord``) request that misses the cache, from a provider that streams in a
+        sentence (:meth:`Provider.streams_live`), gives a :class:`LiveUtterance` at once (see
+        :mod:`bot.audio.live`); otherwise the complete :class:`Utterance`. Raises what
+        :meth:`prepare` raises; a live utterance's synthesis errors come from its ``packets()``
+        and ``result()``.
         """
         started = time.perf_counter()
-        return await self._speak(request, await self._prepare_counted(request), started, live=True)
+        return await self._speak(await self._prepared(request), started, live=True)
 
-    async def _prepare_counted(self, request: SpeechRequest) -> PreparedRequest:
+    async def _prepared(self, request: SpeechRequest | PreparedRequest) -> PreparedRequest:
+        """:meth:`_ensure_prepared`, its failures counted in the request metrics."""
+        plain = request.request if isinstance(request, PreparedRequest) else request
         try:
-            return await self.prepare(request)
+            return await self._ensure_prepared(request)
         except RequestExpired:
-            _count(request, request.provider or self.settings.default_provider, "expired")
+            _count(plain, plain.provider or self.settings.default_provider, "expired")
             raise
         except OyezError:
-            _count(request, request.provider or self.settings.default_provider, "invalid")
+            _count(plain, plain.provider or self.settings.default_provider, "invalid")
             raise
 
+    async def _ensure_prepared(self, request: SpeechRequest | PreparedRequest) -> PreparedRequest:
+        """``request`` prepared; one prepared already is only checked for expiry again."""
+        if isinstance(request, PreparedRequest):
+            self.check_expiry(request.request, "before synthesis")
+            return request
+        return await self.prepare(request)
+
     async def _speak(
-        self, request: SpeechRequest, candidate: PreparedRequest, started: float, *, live: bool
+        self, prepared: PreparedRequest, started: float, *, live: bool
     ) -> Utterance | LiveUtterance:
+        request = prepared.request
         caching = self.settings.cache.enabled and request.cache
-        if caching and (hit := await self._from_cache(candidate, started)) is not None:
+        if caching and (hit := await self._from_cache(prepared, started)) is not None:
             _count(request, hit.voice.provider, "cached")
             SYNTHESIS_SECONDS.labels(provider=hit.voice.provider).observe(
                 time.perf_counter() - started
@@ -308,37 +326,35 @@ class SpeechPipeline:
             return hit
         if (
             not live
-            or request.output is not OutputProfile.DISCORD
-            or not candidate.provider.streams_live(candidate.job())
+            or request.output is not OutputProfile.OGG_OPUS
+            or not prepared.provider.streams_live(prepared.job())
         ):
-            return await self._synthesize(request, candidate, started, None)
-        stream = LiveUtterance(request.id, candidate.text, candidate.voice)
-        stream.run(
+            return await self._synthesize(request, prepared, started, None)
+        stream = LiveUtterance(request.id, prepared.text, prepared.voice)
+        stream.attach(
             asyncio.create_task(
-                self._synthesize(request, candidate, started, stream), name="oyez-live-synthesis"
+                self._synthesize(request, prepared, started, stream), name="oyez-live-synthesis"
             )
         )
         return stream
 
     async def speak_sentences(
-        self, request: SpeechRequest, *, lookahead: int = 2, live: bool = False, split: bool = True
+        self,
+        request: SpeechRequest | PreparedRequest,
+        *,
+        lookahead: int = 2,
+        live: bool = False,
+        split: bool = True,
     ) -> AsyncIterator[Segment]:
-        """Speak ``request`` sentence by sentence (:func:`bot.sentences.split_sentences`).
-
-        Yields one :class:`Segment` per sentence, in order. Each sentence is its own request
-        through :meth:`speak` (or :meth:`speak_live` with ``live``), so the cache, the
-        dispatcher's rate limits and concurrency, credits and the fallback chain apply to each,
-        and a sentence said before is a cache hit. The first sentence is made alone (the
-        fastest start); then, each time a segment is taken, the next ``lookahead`` sentences are
-        under way, each started once the one before it is made (or, live, is streaming), so
-        they are made in order. A text of one sentence (or any text, without ``split``) is one
-        plain :meth:`speak` (or :meth:`speak_live`). Sentences after the first do not expire:
-        once a text has started, it is said to the end. Raises what :meth:`prepare` raises
-        before the first segment; a sentence that cannot be spoken raises its error when its
-        turn comes. Closing the generator cancels what is under way.
+        """One :class:`Segment` per sentence of ``request``, in order, each sentence its own
+        :meth:`speak` (:meth:`speak_live` with ``live``): cache, rate limits, credits and
+        fallbacks apply to each. The first is made alone; then ``lookahead`` more are under way,
+        made in order. One sentence (or ``split`` off) is one plain :meth:`speak`. Later
+        sentences do not expire. Raises what :meth:`prepare` raises before the first segment,
+        a sentence's error in its turn; closing the generator cancels what is under way.
         """
         started = time.perf_counter()
-        prepared = await self.prepare(request)
+        prepared = await self._ensure_prepared(request)
         sentences = (
             split_sentences(
                 prepared.text, SENTENCE_MAX_CHARS, first_max_chars=FIRST_SENTENCE_MAX_CHARS
@@ -347,22 +363,16 @@ class SpeechPipeline:
             else []
         )
         if len(sentences) <= 1:
-            yield Segment(0, 1, await self._speak(request, prepared, started, live=live))
+            yield Segment(0, 1, await self._speak(prepared, started, live=live))
             return
         speak = self.speak_live if live else self.speak
         count = len(sentences)
-        parts = [
-            request.model_copy(
-                update={"text": text, "id": f"{request.id}.{i}"}
-                | ({"expires_at": None} if i else {})
-            )
-            for i, text in enumerate(sentences)
-        ]
+        parts = _sentence_parts(prepared, sentences)
         tasks: dict[int, asyncio.Task[Utterance | LiveUtterance]] = {}
         latest: asyncio.Task[Utterance | LiveUtterance] | None = None
 
         async def in_turn(
-            previous: asyncio.Task[Utterance | LiveUtterance] | None, part: SpeechRequest
+            previous: asyncio.Task[Utterance | LiveUtterance] | None, part: PreparedRequest
         ) -> Utterance | LiveUtterance:
             if previous is not None:  # one after the other: sentence order is synthesis order
                 await asyncio.wait([previous])
@@ -441,84 +451,12 @@ class SpeechPipeline:
     ) -> Utterance:
         """Dispatch (with the fallback chain), transcode and cache ``candidate``; with ``live``,
         a provider that streams within a sentence is encoded as it arrives into ``live``."""
-        loop = asyncio.get_running_loop()
-        caching = self.settings.cache.enabled and request.cache
         notes: list[FallbackNote] = []
-        specs = list(self.settings.fallback) if request.fallback else []
-        tried = {candidate.provider.name}
-        expires_in = request.overdue_s()
-        expiry = None if expires_in == float("-inf") else loop.time() - expires_in
-        encoder: OpusStreamEncoder | None = None
-        while True:
-            following = await self._fallback(specs, tried, request, notes)
-            wait_until = expiry
-            if following is not None:
-                patience = loop.time() + self.settings.patience_s
-                wait_until = patience if expiry is None else min(expiry, patience)
-            log.info(
-                "request %s: speaking %d characters with %s for %s",
-                request.id,
-                len(candidate.text),
-                candidate.voice.label,
-                request.source.value,
-            )
-            synthesis_started = time.perf_counter()
-            job = candidate.job()
-            if live is not None and candidate.provider.streams_live(job):
-                encoder = await self.stream_encoders.take(candidate.voice, live.put)
-            try:
-                dispatched = await self.dispatcher.synthesize(
-                    candidate.provider,
-                    request,
-                    job,
-                    wait_until=wait_until,
-                    expiry=expiry,
-                    on_chunk=(
-                        functools.partial(self.stream_encoders.feed, candidate.voice, encoder)
-                        if encoder is not None
-                        else None
-                    ),
-                )
-                break
-            except (ProviderError, BudgetExceeded) as exc:
-                if encoder is not None:
-                    await encoder.abort()
-                    self.stream_encoders.replenish(candidate.voice)
-                    if encoder.fed:
-                        raise  # its audio is out: another voice cannot finish the sentence
-                    encoder = None
-                notes.append(FallbackNote(candidate.provider.name, str(exc)))
-                if following is None:
-                    if len(notes) > 1 and request.fallback:
-                        raise NoProviderSpoke([(n.provider, n.reason) for n in notes]) from exc
-                    raise
-                FALLBACKS.labels(
-                    candidate.provider.name, following.provider.name, type(exc).__name__
-                ).inc()
-                log.warning(
-                    "request %s: %s did not speak (%s); %s speaks instead",
-                    request.id,
-                    candidate.provider.name,
-                    exc,
-                    following.provider.name,
-                )
-                candidate = following
-                tried.add(candidate.provider.name)
-            except BaseException:
-                if encoder is not None:
-                    await encoder.abort()
-                    self.stream_encoders.replenish(candidate.voice)
-                raise
-        synthesized = time.perf_counter()
-        if encoder is not None:
-            try:
-                encoded = await encoder.finish()
-            except BaseException:
-                await encoder.abort()
-                self.stream_encoders.replenish(candidate.voice)
-                raise
-            self.gains.learn(candidate.voice.label, encoded)
-            self.stream_encoders.replenish(candidate.voice)
+        spoken = await self._dispatch(request, candidate, live, notes)
+        candidate, dispatched = spoken.prepared, spoken.dispatched
+        streamed = spoken.encoded is not None
+        if spoken.encoded is not None:
+            encoded = spoken.encoded
         else:
             encoded = await self.transcoder.transcode(
                 dispatched.chunks, request.output, gain_db=self.gains.get(candidate.voice.label)
@@ -531,12 +469,12 @@ class SpeechPipeline:
         if live is None:  # live audio is already playing: too late to drop it
             self.check_expiry(request, "after synthesis")
         timings = Timings(
-            synthesis_s=synthesized - synthesis_started,
-            transcode_s=finished - synthesized,
+            synthesis_s=spoken.synthesized - spoken.synthesis_started,
+            transcode_s=finished - spoken.synthesized,
             total_s=finished - started,
             first_audio_s=dispatched.first_audio_s,
         )
-        if encoder is None and candidate.text:
+        if not streamed and candidate.text:
             self._rates[candidate.voice.label] = (
                 timings.synthesis_s / len(candidate.text),
                 timings.transcode_s,
@@ -548,22 +486,12 @@ class SpeechPipeline:
             timings.total_s,
             timings.synthesis_s,
             timings.transcode_s,
-            ", streamed" if encoder is not None else "",
+            ", streamed" if streamed else "",
         )
-        if caching:
+        if self.settings.cache.enabled and request.cache:
             # under the voice that spoke: a fallback's audio never answers for the asked voice
-            await self.cache.put(
-                CacheEntry(
-                    self.cache_key(candidate),
-                    encoded.data,
-                    request.output,
-                    encoded.spec.sample_rate,
-                    encoded.spec.channels,
-                    encoded.duration_s,
-                    encoded.loudness.integrated_lufs,
-                    candidate.voice,
-                )
-            )
+            key = self.cache_key(candidate)
+            await self.cache.put(_cache_entry(key, request.output, encoded, candidate.voice))
         return Utterance(
             request_id=request.id,
             text=candidate.text,
@@ -579,6 +507,89 @@ class SpeechPipeline:
             cost_usd=dispatched.cost_usd,
         )
 
+    async def _dispatch(
+        self,
+        request: SpeechRequest,
+        candidate: PreparedRequest,
+        live: LiveUtterance | None,
+        notes: list[FallbackNote],
+    ) -> _Spoken:
+        """Ask ``candidate``'s provider, then each of the fallback chain until one speaks.
+
+        Each one that did not is noted in ``notes``. Raises the last provider's error (or
+        :class:`NoProviderSpoke`) when none spoke, and at once when streamed audio is out.
+        """
+        loop = asyncio.get_running_loop()
+        specs = list(self.settings.fallback) if request.fallback else []
+        tried = {candidate.provider.name}
+        expires_in = request.overdue_s()
+        expiry = None if expires_in == float("-inf") else loop.time() - expires_in
+        while True:
+            following = await self._fallback(specs, tried, request, notes)
+            wait_until = expiry
+            if following is not None:
+                patience = loop.time() + self.settings.patience_s
+                wait_until = patience if expiry is None else min(expiry, patience)
+            log.info(
+                "request %s: speaking %d characters with %s for %s",
+                request.id,
+                len(candidate.text),
+                candidate.voice.label,
+                request.source.value,
+            )
+            synthesis_started = time.perf_counter()
+            job = candidate.job()
+            lease = (
+                self.stream_encoders.lease(candidate.voice, live.put)
+                if live is not None and candidate.provider.streams_live(job)
+                else contextlib.nullcontext(None)
+            )
+            encoder: OpusStreamEncoder | None = None
+            try:
+                async with lease as encoder:
+                    dispatched = await self.dispatcher.synthesize(
+                        candidate.provider,
+                        request,
+                        job,
+                        wait_until=wait_until,
+                        expiry=expiry,
+                        on_chunk=(
+                            functools.partial(self.stream_encoders.feed, candidate.voice, encoder)
+                            if encoder is not None
+                            else None
+                        ),
+                    )
+                    synthesized = time.perf_counter()
+                    encoded = None if encoder is None else await encoder.finish()
+                    if encoded is not None:
+                        self.gains.learn(candidate.voice.label, encoded)
+                return _Spoken(candidate, dispatched, synthesis_started, synthesized, encoded)
+            except (ProviderError, BudgetExceeded) as exc:
+                if encoder is not None and encoder.fed:
+                    raise  # its audio is out: another voice cannot finish the sentence
+                notes.append(FallbackNote(candidate.provider.name, str(exc)))
+                if following is None:
+                    if len(notes) > 1 and request.fallback:
+                        raise NoProviderSpoke([(n.provider, n.reason) for n in notes]) from exc
+                    raise
+                self._fall_back(request, candidate, following, exc)
+                candidate = following
+                tried.add(candidate.provider.name)
+
+    @staticmethod
+    def _fall_back(
+        request: SpeechRequest, failed: PreparedRequest, following: PreparedRequest, exc: Exception
+    ) -> None:
+        """Count and log that ``following`` speaks because ``failed`` raised ``exc``."""
+        FALLBACKS.labels(failed.provider.name, following.provider.name, type(exc).__name__).inc()
+        log.warning(
+            "request %s: %s did not speak (%s); %s speaks instead",
+            request.id,
+            failed.provider.name,
+            exc,
+            following.provider.name,
+        )
+
     async def aclose(self) -> None:
         await self.stream_encoders.aclose()
         await self.registry.aclose()
@@ -590,3 +601,34 @@ class SpeechPipeline:
 
 def _count(request: SpeechRequest, provider: str, outcome: str) -> None:
     REQUESTS.labels(source=request.source.value, provider=provider, outcome=outcome).inc()
+
+
+def _cache_entry(
+    key: str, profile: OutputProfile, encoded: EncodedAudio, voice: Voice
+) -> CacheEntry:
+    return CacheEntry(
+        key,
+        encoded.data,
+        profile,
+        encoded.spec.sample_rate,
+        encoded.spec.channels,
+        encoded.duration_s,
+        encoded.loudness.integrated_lufs,
+        voice,
+    )
+
+
+def _sentence_parts(prepared: PreparedRequest, sentences: list[str]) -> list[PreparedRequest]:
+    """One prepared request per sentence of ``prepared``'s text (prepared already: the text
+    was), ids ``<id>.<index>``; only the first keeps the expiry."""
+    whole = prepared.request
+    return [
+        replace(
+            prepared,
+            request=whole.model_copy(
+                update={"text": text, "id": f"{whole.id}.{i}"} | ({"expires_at": None} if i else {})
+            ),
+            text=text,
+        )
+        for i, text in enumerate(sentences)
+    ]

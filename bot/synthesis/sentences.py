@@ -1,23 +1,11 @@
 """Splitting normalised text into sentences, so a long text starts playing after its first one.
 
-:func:`split_sentences` cuts after sentence-final punctuation (``.``, ``!``, ``?``, ``…``,
-possibly followed by closing quotes or brackets) that is followed by whitespace and a word that
-can start a sentence. It does not cut:
-
-- after abbreviations: titles (``Dr.``, ``Mrs.``, ``Prof.``), ``e.g.``, ``i.e.``, ``vs.`` and
-  initials (``J. R. R. Tolkien``) never end a sentence; ``etc.``, ``a.m.``, ``p.m.``, ``Inc.``
-  and the like do when the next word is capitalised; ``No. 5`` and ``Fig. 3`` before a number;
-- inside numbers: ``3.5``, ``10.30`` and ``1.000.000`` have no whitespace after the dot;
-- before a lower-case word: ``Well… maybe`` and ``approx. five`` are one sentence, while
-  ``Wait… What?`` is two;
-- inside a sound tag (``<break time="1.5s"/>``, ``[long pause.]``).
-
-Sound tags such as ``<sigh>`` or ``[laugh]`` stay with a sentence: a tag between two sentences
-opens the one that follows, a tag at the very end closes the last one, and a piece made of tags
-alone is never spoken on its own. A sentence longer than ``max_chars`` is cut once more at its
-last clause break (``;``, ``:``, ``,``, a dash) before the limit; ``first_max_chars`` does the
-same for the first sentence alone, whose length is the time to first audio ("Good evening, |
-and welcome to…"), as streaming TTS engines commonly do.
+:func:`split_sentences` cuts after ``.``, ``!``, ``?`` or ``…`` (and closing quotes or brackets)
+before whitespace and a word that can start a sentence: not after titles, ``e.g.`` or initials,
+after ``etc.``/``p.m.`` only before a capital, not in numbers (``3.5``), before a lower-case word
+(``Well… maybe``) or inside a sound tag (``[long pause.]``). Tags stay with a sentence (between
+two, with the next one). Over ``max_chars`` (``first_max_chars`` for the first one, the time to
+first audio) a sentence is cut at its last clause break (``;``, ``:``, ``,``, a dash).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from aiohttp import web
 
 from bot.announce.announcer import Announcer
 from bot.ops.config import HttpSettings
-from bot.speech import RequestSource
+from bot.speech import OutputProfile, RequestSource
 
 __all__ = ["API_PREFIX", "MediaStore", "OyezServer", "is_loopback_url", "json_error"]
 
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
 _TOKEN_BYTES = 16  # 128 bits
-_CONTENT_TYPES = {"mp3": "audio/mpeg", "ogg": "audio/ogg", "wav": "audio/wav"}
+_CONTENT_TYPES = {p.extension.removeprefix("."): p.mime_type for p in OutputProfile}
 #: Largest API request body, bytes.
 MAX_BODY = 64 * 1024
 

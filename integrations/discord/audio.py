@@ -8,12 +8,11 @@ and no system libopus at play time. Speech still being made plays from an
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterator
 
 import discord
-from discord.oggparse import OggStream
 
+from bot.audio.ogg import opus_packets
 from integrations.discord.feed import OpusFeed
 
 __all__ = ["OPUS_SILENCE", "OggOpusSource", "OpusFeedSource", "VoiceClientOutput"]
@@ -26,16 +25,12 @@ LATE_PACKET_WAIT_S = 0.010
 
 
 class OggOpusSource(discord.AudioSource):
-    """The packets of an Ogg Opus stream, one 20 ms Opus frame per :meth:`read`.
-
-    The identification and comment headers (``OpusHead``, ``OpusTags``, RFC 7845) are skipped.
-    """
+    """The audio packets of an Ogg Opus file (:func:`bot.audio.ogg.opus_packets`: headers left
+    out), one 20 ms Opus frame per :meth:`read`. Raises :class:`~bot.errors.AudioError` on
+    bytes that are not Ogg."""
 
     def __init__(self, ogg_opus: bytes) -> None:
-        packets = OggStream(io.BytesIO(ogg_opus)).iter_packets()
-        self._packets: Iterator[bytes] = (
-            p for p in packets if not p.startswith((b"OpusHead", b"OpusTags"))
-        )
+        self._packets: Iterator[bytes] = iter(opus_packets(ogg_opus))
 
     def read(self) -> bytes:
         return next(self._packets, b"")

@@ -21,7 +21,8 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 
-from bot.audio.live import FRAME_S, LiveUtterance, opus_packets
+from bot.audio.live import FRAME_S, LiveUtterance
+from bot.audio.ogg import opus_packets
 from bot.speech import SpeechRequest, Utterance
 from bot.synthesis.pipeline import Segment
 

@@ -31,7 +31,7 @@ class DiscordSink:
     """
 
     kind: ClassVar[str] = "discord"
-    profile = OutputProfile.DISCORD
+    profile = OutputProfile.OGG_OPUS
 
     def __init__(self, bot: OyezBot) -> None:
         self.bot = bot

@@ -1,16 +1,15 @@
 """Announcements on Home Assistant speakers: :class:`MediaPlayerSink`.
 
 An announcement is synthesized once for all of its speakers, published on Oyez's HTTP server
-(:class:`bot.server.MediaStore`: an unguessable, expiring URL) and handed to each speaker with
+(:class:`bot.web.server.MediaStore`: an unguessable, expiring URL) and handed to each speaker with
 ``media_player.play_media`` (``media_content_type: music``, ``announce: true``, a title in
 ``extra``), all speakers at once. ``announce`` is a top-level field of ``play_media`` in Home
 Assistant 2025.4 (``MEDIA_PLAYER_PLAY_MEDIA_SCHEMA``: players that support it duck or pause
 what is playing and resume it after); the schema refuses unknown top-level fields such as
 ``title``, so the title goes in ``extra`` (read by Cast and DLNA players, ignored by others).
 
-A chime is prepended into the same MP3 rather than played by a first ``play_media``: speakers
-cut a playing item short when a second ``play_media`` comes. Chimes are fetched once per URL and
-kept in memory, decoded and brought to the speech's loudness.
+A chime goes into the same MP3, before the speech (:mod:`bot.audio.mix`); chimes are fetched
+once per URL and kept in memory, decoded.
 
 Each announcement reads every state once (``get_states``): Home Assistant answers
 ``play_media`` on an entity it does not have with success, so a missing or ``unavailable``
@@ -33,10 +32,10 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import aiohttp
-import ffmpeg
 
 from bot.announce.model import Announcement, Target, TargetResult
-from bot.audio.transcode import CANONICAL_RATE, PcmAudio
+from bot.audio.mix import decode_chime, mix_chime
+from bot.audio.transcode import PcmAudio
 from bot.errors import AudioError, OyezError, RequestExpired
 from bot.ops.config import AnnounceSettings
 from bot.ops.metrics import TIME_TO_FIRST_AUDIO
@@ -57,8 +56,6 @@ log = logging.getLogger(__name__)
 MAX_CHIME_BYTES = 5 * 1024 * 1024
 #: Chimes kept decoded in memory (by URL).
 KEPT_CHIMES = 8
-#: Silence between the chime and the speech, seconds.
-CHIME_GAP_S = 0.3
 #: Longest title sent to a speaker, characters.
 TITLE_LENGTH = 80
 
@@ -157,28 +154,19 @@ class MediaPlayerSink:
         """The MP3 to publish and its length in seconds."""
         if chime_url is None:
             return utterance.audio, utterance.duration_s
-        transcoder = self.pipeline.transcoder
-        speech = await transcoder.analyse(
-            [
-                AudioChunk(
-                    utterance.audio, AudioEncoding.WAV, utterance.sample_rate, utterance.channels
-                )
-            ]
-        )
-        parts = [speech.data]
+        chime: PcmAudio | None = None
         try:
             chime = await self._chime(chime_url)
         except (AudioError, aiohttp.ClientError, TimeoutError) as exc:
             log.warning("announcement %s: no chime (%s): %s", utterance.request_id, chime_url, exc)
-        else:
-            gap = b"\x00\x00" * int(CHIME_GAP_S * CANONICAL_RATE)
-            parts = [chime.data, gap, speech.data]
-        mixed = PcmAudio(b"".join(parts), CANONICAL_RATE, 1, speech.loudness)
-        encoded = await transcoder.encode(mixed, OutputProfile.MP3)
+        speech = AudioChunk(
+            utterance.audio, AudioEncoding.WAV, utterance.sample_rate, utterance.channels
+        )
+        encoded = await mix_chime(self.pipeline.transcoder, speech, chime, OutputProfile.MP3)
         return encoded.data, encoded.duration_s
 
     async def _chime(self, url: str) -> PcmAudio:
-        """The chime at ``url`` as canonical PCM at the speech's loudness (fetched once).
+        """The chime at ``url``, decoded (:func:`~bot.audio.mix.decode_chime`; fetched once).
 
         Raises ``aiohttp.ClientError``, ``TimeoutError`` or :class:`AudioError`.
         """
@@ -195,17 +183,7 @@ class MediaPlayerSink:
                 data = await reply.content.read(MAX_CHIME_BYTES + 1)
             if len(data) > MAX_CHIME_BYTES:
                 raise AudioError(f"the chime is larger than {MAX_CHIME_BYTES} bytes")
-            transcoder = self.pipeline.transcoder
-            graph = ffmpeg.input("pipe:0").output(
-                "pipe:1", f="s16le", acodec="pcm_s16le", ar=CANONICAL_RATE, ac=1
-            )
-            raw, _ = await transcoder.run(graph, data, "decoding the chime")
-            if not raw:
-                raise AudioError("the chime holds no audio")
-            pcm = await transcoder.analyse(
-                [AudioChunk(raw, AudioEncoding.PCM_S16LE, CANONICAL_RATE, 1)]
-            )
-            pcm = await transcoder.normalise(pcm)
+            pcm = await decode_chime(self.pipeline.transcoder, data)
             self._chimes[url] = pcm
             while len(self._chimes) > KEPT_CHIMES:
                 self._chimes.popitem(last=False)

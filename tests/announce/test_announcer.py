@@ -161,7 +161,7 @@ async def test_no_target_and_unknown_names_and_missing_sinks_are_invalid(tmp_pat
     named = await announcer.announce({"message": "hi", "discord": "hall"}, HTTP)
     assert named.state is AnnouncementState.DONE
     assert discord.delivered[0][0] == ["discord:1/2"]
-    assert discord.delivered[0][1].output is OutputProfile.DISCORD
+    assert discord.delivered[0][1].output is OutputProfile.OGG_OPUS
 
 
 async def test_one_failing_target_makes_it_partial_and_all_failing_failed(tmp_path: Path) -> None:

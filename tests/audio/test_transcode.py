@@ -44,7 +44,7 @@ def _decoded_duration(audio: bytes) -> float:
 
 
 async def test_discord_profile_is_ogg_opus_48k_stereo_20ms(speech: AudioChunk) -> None:
-    encoded = await Transcoder(AudioSettings()).transcode([speech], OutputProfile.DISCORD)
+    encoded = await Transcoder(AudioSettings()).transcode([speech], OutputProfile.OGG_OPUS)
     assert encoded.data[:4] == b"OggS"
     assert "opus, 48000 Hz, stereo" in describe(encoded.data)
     packets = ogg_packets(encoded.data)
@@ -68,7 +68,7 @@ async def test_duration_is_kept_within_five_percent(speech: AudioChunk) -> None:
 @pytest.mark.parametrize("target", [-16.0, -23.0])
 async def test_loudness_reaches_the_target(speech: AudioChunk, target: float) -> None:
     settings = AudioSettings(loudness_target_lufs=target)
-    encoded = await Transcoder(settings).transcode([speech], OutputProfile.DISCORD)
+    encoded = await Transcoder(settings).transcode([speech], OutputProfile.OGG_OPUS)
     assert integrated_loudness(encoded.data) == pytest.approx(target, abs=1.5)
     assert encoded.loudness.integrated_lufs == pytest.approx(target, abs=1.5)
     assert encoded.loudness.true_peak_dbtp <= settings.true_peak_dbtp + 0.5
@@ -127,14 +127,14 @@ async def test_encoded_provider_audio_is_decoded(speech: AudioChunk) -> None:
     mp3 = encoded.stdout
     transcoder = Transcoder(AudioSettings())
     from_mp3 = await transcoder.transcode(
-        [AudioChunk(mp3, AudioEncoding.MP3, 0, 0)], OutputProfile.DISCORD
+        [AudioChunk(mp3, AudioEncoding.MP3, 0, 0)], OutputProfile.OGG_OPUS
     )
     assert speech.duration_s is not None
     assert from_mp3.duration_s == pytest.approx(speech.duration_s, abs=0.1)
 
     wav = (await transcoder.transcode([speech], OutputProfile.WAV)).data
     twice = await transcoder.transcode(
-        [AudioChunk(wav, AudioEncoding.WAV, 0, 0)] * 2, OutputProfile.DISCORD
+        [AudioChunk(wav, AudioEncoding.WAV, 0, 0)] * 2, OutputProfile.OGG_OPUS
     )
     assert twice.duration_s == pytest.approx(2 * speech.duration_s, rel=0.02)
 
@@ -144,7 +144,7 @@ async def test_garbage_is_a_clear_error_not_a_hang() -> None:
     started = time.monotonic()
     with pytest.raises(TranscodeError) as caught:
         await Transcoder(AudioSettings()).transcode(
-            [AudioChunk(garbage, AudioEncoding.MP3, 0, 0)], OutputProfile.DISCORD
+            [AudioChunk(garbage, AudioEncoding.MP3, 0, 0)], OutputProfile.OGG_OPUS
         )
     assert time.monotonic() - started < 10
     assert "mp3" in str(caught.value)
@@ -154,14 +154,14 @@ async def test_garbage_is_a_clear_error_not_a_hang() -> None:
 async def test_empty_audio_is_an_error() -> None:
     with pytest.raises(AudioError, match="no audio"):
         await Transcoder(AudioSettings()).transcode(
-            [AudioChunk(b"", AudioEncoding.PCM_S16LE, 22050, 1)], OutputProfile.DISCORD
+            [AudioChunk(b"", AudioEncoding.PCM_S16LE, 22050, 1)], OutputProfile.OGG_OPUS
         )
 
 
 async def test_raw_pcm_needs_a_sample_rate() -> None:
     with pytest.raises(AudioError, match="sample rate"):
         await Transcoder(AudioSettings()).transcode(
-            [AudioChunk(b"\x00" * 100, AudioEncoding.PCM_S16LE, 0, 1)], OutputProfile.DISCORD
+            [AudioChunk(b"\x00" * 100, AudioEncoding.PCM_S16LE, 0, 1)], OutputProfile.OGG_OPUS
         )
 
 
@@ -174,7 +174,7 @@ async def test_a_stuck_ffmpeg_is_stopped(tmp_path: Path) -> None:
     with pytest.raises(TranscodeError, match=r"did not finish decoding .* within 0\.5 s"):
         await Transcoder(settings).transcode(
             [AudioChunk(b"\x00\x00" * 2205, AudioEncoding.PCM_S16LE, 22050, 1)],
-            OutputProfile.DISCORD,
+            OutputProfile.OGG_OPUS,
         )
     assert time.monotonic() - started < 5
 

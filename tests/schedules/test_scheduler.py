@@ -162,7 +162,7 @@ async def test_audio_is_synthesized_ahead_for_the_fire_time(settings: Settings) 
         assert close_to(h.heard_at(), [paris(2026, 3, 3, 19, 0)])
         ((moment, text, profile),) = h.ahead
         assert abs((paris(2026, 3, 3, 19, 0) - moment).total_seconds() - 30) < 0.01
-        assert (text, profile) == ("Bins out, it is 19:00.", OutputProfile.DISCORD)
+        assert (text, profile) == ("Bins out, it is 19:00.", OutputProfile.OGG_OPUS)
 
 
 @pytest.mark.looptime

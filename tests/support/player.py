@@ -63,7 +63,7 @@ class Speaker:
             request.id,
             request.text,
             f"{request.text}|{seconds}".encode(),
-            OutputProfile.DISCORD,
+            OutputProfile.OGG_OPUS,
             48_000,
             2,
             seconds,

@@ -73,4 +73,4 @@ class DiscordRecordingSink(RecordingSink):
     """The same, for Discord targets."""
 
     kind: ClassVar[str] = "discord"
-    profile = OutputProfile.DISCORD
+    profile = OutputProfile.OGG_OPUS

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,7 @@ from bot.errors import (
 from bot.ops import config
 from bot.ops.config import Settings
 from bot.providers.base import ProviderRegistry
-from bot.speech import OutputProfile, SpeechRequest
+from bot.speech import OutputProfile, SpeechRequest, Voice
 from bot.synthesis.pipeline import SpeechPipeline
 from integrations import PROVIDERS
 from tests.support.asr import Transcriber, word_error_rate
@@ -51,10 +52,10 @@ async def test_utterance_describes_itself(pipeline: SpeechPipeline) -> None:
     assert utterance.text == "Dinner is ready."
     assert utterance.voice.provider == "piper"
     assert utterance.voice.id == "en_US-joe-medium"
-    assert utterance.profile is OutputProfile.DISCORD
+    assert utterance.profile is OutputProfile.OGG_OPUS
     assert (utterance.sample_rate, utterance.channels) == (48_000, 2)
     assert 0.5 < utterance.duration_s < 3
-    assert utterance.mime_type == "audio/ogg"
+    assert utterance.profile.mime_type == "audio/ogg"
     t = utterance.timings
     assert t.first_audio_s is not None
     assert 0 < t.first_audio_s <= t.synthesis_s
@@ -115,6 +116,32 @@ async def test_a_provider_is_a_module_plus_a_registry_entry(
     assert utterance.duration_s == pytest.approx(2.0, abs=0.05)
 
 
+async def test_a_request_is_prepared_once(
+    tone_pipeline: SpeechPipeline, tone: type[ToneProvider], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    validated: list[dict[str, Any]] = []
+    original = ToneProvider.validate_options
+
+    def counted(self: ToneProvider, voice: Voice, options: Mapping[str, Any]) -> dict[str, Any]:
+        validated.append(dict(options))
+        return original(self, voice, options)
+
+    monkeypatch.setattr(ToneProvider, "validate_options", counted)
+    request = SpeechRequest(text="One. Two. Three.", provider="tone", fallback=False)
+    await tone_pipeline.speak(request)
+    assert len(validated) == 1
+    prepared = await tone_pipeline.prepare(request)
+    assert len(validated) == 2
+    await tone_pipeline.speak(prepared)
+    await tone_pipeline.speak_live(prepared)
+    segments = [s async for s in tone_pipeline.speak_sentences(prepared)]
+    assert [s.speech.text for s in segments] == ["One.", "Two.", "Three."]
+    assert len(validated) == 2  # a prepared request is never prepared again
+    spoken = [s async for s in tone_pipeline.speak_sentences(request, live=True)]
+    assert len(spoken) == 3
+    assert len(validated) == 3  # once for the whole text, not once more per sentence
+
+
 async def test_expired_request_is_never_synthesized(
     tone_pipeline: SpeechPipeline, tone: type[ToneProvider]
 ) -> None:
@@ -136,7 +163,8 @@ async def test_request_expiring_during_synthesis_is_dropped(
         return await original(self, job)  # type: ignore[arg-type]
 
     monkeypatch.setattr(ToneProvider, "synthesize", slow)
-    request = SpeechRequest.with_ttl("just in time?", 0.2, provider="tone")
+    soon = datetime.now(UTC) + timedelta(seconds=0.2)
+    request = SpeechRequest(text="just in time?", provider="tone", expires_at=soon)
     with pytest.raises(RequestExpired, match="after synthesis"):
         await tone_pipeline.speak(request)
     assert tone.calls == ["just in time?"]

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bot.audio.live import opus_packets
+from bot.audio.ogg import opus_packets
 from bot.errors import ProviderError
 from bot.ops import config
 from bot.providers.base import ProviderRegistry, SynthesisJob, Synthesized
@@ -268,8 +269,11 @@ async def test_a_short_first_sentence_is_held_until_the_next_is_likely_made(
 async def test_later_sentences_do_not_expire(
     speech: SpeechPipeline, tone: type[CountingTone]
 ) -> None:
-    request = SpeechRequest.with_ttl(
-        "First one. Second one. Third one.", 0.5, provider="tone", fallback=False
+    request = SpeechRequest(
+        text="First one. Second one. Third one.",
+        provider="tone",
+        fallback=False,
+        expires_at=datetime.now(UTC) + timedelta(seconds=0.5),
     )
     segments = speech.speak_sentences(request, lookahead=0)
     await anext(segments)

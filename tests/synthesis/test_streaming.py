@@ -15,13 +15,8 @@ from typing import Any
 import pytest
 from discord.oggparse import OggStream
 
-from bot.audio.live import (
-    LiveUtterance,
-    OggOpusReader,
-    OpusStreamEncoder,
-    StreamFormat,
-    opus_packets,
-)
+from bot.audio.live import LiveUtterance, OpusStreamEncoder, StreamFormat
+from bot.audio.ogg import OggOpusReader, opus_packets
 from bot.audio.transcode import Transcoder
 from bot.errors import ProviderUnavailable
 from bot.ops import config
@@ -49,7 +44,7 @@ def pcm(seconds: float, rate: int = 24_000, amplitude: float = 0.3) -> AudioChun
 
 
 async def ogg_opus(seconds: float) -> bytes:
-    encoded = await Transcoder(AudioSettings()).transcode([pcm(seconds)], OutputProfile.DISCORD)
+    encoded = await Transcoder(AudioSettings()).transcode([pcm(seconds)], OutputProfile.OGG_OPUS)
     return encoded.data
 
 

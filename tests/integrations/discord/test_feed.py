@@ -38,7 +38,7 @@ def ogg(packets: list[bytes]) -> bytes:
 def utterance(text: str, packets: int = 5) -> Utterance:
     audio = ogg([f"{text}:{i}".encode() for i in range(packets)])
     return Utterance(
-        "r", text, audio, OutputProfile.DISCORD, 48_000, 2, packets * 0.02, VOICE, Timings(0, 0, 0)
+        "r", text, audio, OutputProfile.OGG_OPUS, 48_000, 2, packets * 0.02, VOICE, Timings(0, 0, 0)
     )
 
 
@@ -146,7 +146,7 @@ async def test_a_stream_starts_once_start_s_of_it_is_encoded() -> None:
 
     async def segments(request: SpeechRequest) -> AsyncIterator[Segment]:
         live = LiveUtterance(request.id, request.text, VOICE)
-        live.run(asyncio.create_task(stream(live)))
+        live.attach(asyncio.create_task(stream(live)))
         yield Segment(0, 1, live)
 
     reports: Reports = []

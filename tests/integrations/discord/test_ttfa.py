@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bot.audio.live import opus_packets
+from bot.audio.ogg import opus_packets
 from bot.ops import config
 from bot.providers.base import ProviderRegistry
 from bot.speech import SpeechRequest
