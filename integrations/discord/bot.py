@@ -23,10 +23,9 @@ from typing import Any
 
 import discord
 from discord import app_commands
-from pydantic import AnyUrl, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from bot.errors import ConfigError, InvalidRequest, OyezError
-from bot.ops.config import NamedVoice, Settings, format_validation_error
+from bot.ops.config import NamedVoice
 from bot.providers.base import Provider
 from bot.providers.report import credits_report
 from bot.speech import RequestSource, SpeechRequest, Utterance, Voice
@@ -38,8 +37,9 @@ from integrations.discord.player import GuildPlayer, QueuedItem
 from integrations.discord.preferences import Preferences, VoiceChoice
 from integrations.discord.reading import speakable
 from integrations.discord.schedules import add_schedule_commands
+from integrations.discord.settings import DiscordSettings
 
-__all__ = ["DiscordSettings", "OyezBot"]
+__all__ = ["OyezBot"]
 
 #: Seconds /say may spend validating before it must defer (Discord allows 3 s in all).
 PREPARE_BUDGET_S = 1.5
@@ -48,41 +48,6 @@ PREPARE_BUDGET_S = 1.5
 RECONNECT_WAIT_S = 20.0
 
 log = logging.getLogger(__name__)
-
-
-class DiscordSettings(BaseModel):
-    """``discord`` in the configuration (``OYEZ_DISCORD__TOKEN``…)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    token: SecretStr | None = Field(None, description="The bot token; the bot runs when set")
-    api_base_url: AnyUrl = AnyUrl("https://discord.com/api/v10")
-    gateway_url: AnyUrl | None = Field(None, description="Default: the one Discord announces")
-    sync_guilds: list[int] = Field(
-        default_factory=list, description="Sync commands to these guilds only (fast iteration)"
-    )
-    idle_timeout_s: float = Field(300.0, gt=0, description="Leave voice after this long idle")
-    prefetch: int = Field(2, ge=0, le=5, description="Utterances synthesized ahead")
-    read_messages: bool = Field(
-        False,
-        description="Read a channel aloud (/setup); needs the privileged message content intent",
-    )
-    split_sentences: bool = Field(
-        True, description="Speak long texts sentence by sentence: the first plays at once"
-    )
-    sentence_lookahead: int = Field(
-        2, ge=0, le=8, description="Sentences synthesized ahead of the one playing"
-    )
-    stream_start_s: float = Field(
-        0.2, ge=0, le=5, description="Seconds of a streaming voice encoded before it plays"
-    )
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> DiscordSettings:
-        try:
-            return cls.model_validate(settings.discord)
-        except ValidationError as exc:
-            raise ConfigError(format_validation_error(exc, "discord")) from None
 
 
 def _parse_voice(

@@ -14,7 +14,8 @@ from bot.announce.announcer import Announcement, Target, TargetResult
 from bot.errors import RequestExpired
 from bot.ops.config import DiscordChannel
 from bot.speech import OutputProfile, SpeechRequest, Utterance
-from integrations.discord.bot import DiscordSettings, OyezBot
+from integrations.discord.bot import OyezBot
+from integrations.discord.settings import DiscordSettings
 
 if TYPE_CHECKING:
     from bot.service import Service

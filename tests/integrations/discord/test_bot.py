@@ -9,7 +9,8 @@ import pytest
 
 from bot.ops import config
 from bot.synthesis.pipeline import SpeechPipeline
-from integrations.discord.bot import DiscordSettings, OyezBot
+from integrations.discord.bot import OyezBot
+from integrations.discord.settings import DiscordSettings
 from tests.fakes.discord import (
     ALICE,
     VOICE_CHANNEL_ID,
