@@ -133,7 +133,7 @@ class OyezBot(discord.Client):
                 self.pipeline.speak,
                 VoiceClientOutput(voice),
                 prefetch=self.settings.prefetch,
-                idle_timeout_s=self.guild_settings.get(guild.id).idle_timeout_s
+                idle_timeout_s=(await self.guild_settings.get(guild.id)).idle_timeout_s
                 or self.settings.idle_timeout_s,
                 on_idle=leave,
                 on_done=self._spoken,
@@ -202,7 +202,7 @@ class OyezBot(discord.Client):
         guild = message.guild
         if not self.settings.read_messages or guild is None or message.author.bot:
             return
-        server = self.guild_settings.get(guild.id)
+        server = await self.guild_settings.get(guild.id)
         current = guild.voice_client.channel if guild.voice_client else None
         in_voice_chat = (
             server.read_voice_chat
@@ -226,7 +226,7 @@ class OyezBot(discord.Client):
         )
         if not isinstance(channel, discord.VoiceChannel):
             return  # nobody to speak to
-        chosen = self.preferences.voice_of(author.id)
+        chosen = await self.preferences.voice_of(author.id)
         try:
             request = SpeechRequest.build(
                 text=f"{author.display_name} said: {words}",
@@ -327,7 +327,7 @@ class OyezBot(discord.Client):
 
         @voice_group.command(name="show", description="The voice you speak with")
         async def voice_show(interaction: discord.Interaction) -> None:
-            choice = self.preferences.voice_of(interaction.user.id)
+            choice = await self.preferences.voice_of(interaction.user.id)
             if choice is None:
                 message = "You speak with the server's default voice; choose one with /voice set."
             else:
@@ -380,7 +380,7 @@ class OyezBot(discord.Client):
             voice_chat: bool | None = None,
         ) -> None:
             assert interaction.guild is not None
-            current = self.guild_settings.get(interaction.guild.id)
+            current = await self.guild_settings.get(interaction.guild.id)
             changes: dict[str, Any] = {}
             if voice is not None or provider is not None:
                 chosen_provider, model, chosen_voice = _parse_voice(voice, provider)
@@ -412,7 +412,7 @@ class OyezBot(discord.Client):
                 changes["read_voice_chat"] = voice_chat
             updated = current.model_copy(update=changes)
             if changes:
-                self.guild_settings.put(interaction.guild.id, updated)
+                await self.guild_settings.put(interaction.guild.id, updated)
             await interaction.response.send_message(
                 ("Saved.\n" if changes else "") + self._describe_settings(updated), ephemeral=True
             )
@@ -431,9 +431,9 @@ class OyezBot(discord.Client):
             interaction: discord.Interaction, channel: discord.TextChannel | None = None
         ) -> None:
             assert interaction.guild is not None
-            current = self.guild_settings.get(interaction.guild.id)
+            current = await self.guild_settings.get(interaction.guild.id)
             updated = current.model_copy(update={"read_channel": channel.id if channel else None})
-            self.guild_settings.put(interaction.guild.id, updated)
+            await self.guild_settings.put(interaction.guild.id, updated)
             if channel is None:
                 message = "I no longer read a channel aloud."
             elif not self.settings.read_messages:
@@ -601,7 +601,7 @@ class OyezBot(discord.Client):
         else:
             v = prepared.voice
             choice = VoiceChoice(v.provider, v.model, v.id)
-        self.preferences.set_voice(interaction.user.id, choice)
+        await self.preferences.set_voice(interaction.user.id, choice)
         await interaction.response.send_message(
             f"You now speak with {prepared.voice.name} ({prepared.voice.label}).", ephemeral=True
         )
@@ -642,7 +642,7 @@ class OyezBot(discord.Client):
         if channel is None or interaction.guild is None:
             return
         user = interaction.user
-        server = self.guild_settings.get(interaction.guild.id)
+        server = await self.guild_settings.get(interaction.guild.id)
         if server.max_length is not None and len(text) > server.max_length:
             await interaction.response.send_message(
                 f"⚠️ That is {len(text)} characters; this server allows {server.max_length}.",
@@ -652,7 +652,7 @@ class OyezBot(discord.Client):
         if server.name_prefix:
             text = f"{user.display_name} said: {text}"
         model = None
-        chosen = self.preferences.voice_of(user.id) if voice is None else None
+        chosen = await self.preferences.voice_of(user.id) if voice is None else None
         if chosen is not None and provider in (None, chosen.provider):
             provider, model, voice = chosen.provider, chosen.model, chosen.voice
             if voice.casefold() in self.pipeline.settings.voices:
@@ -718,5 +718,5 @@ class OyezBot(discord.Client):
             player = self.players.pop(guild_id)
             await player.close()
         await super().close()
-        self.preferences.close()
-        self.guild_settings.close()
+        await self.preferences.close()
+        await self.guild_settings.close()
