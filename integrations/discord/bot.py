@@ -130,19 +130,18 @@ class OyezBot(discord.Client):
                 await self._leave(guild)
 
             player = GuildPlayer(
-                self.pipeline.speak,
                 VoiceClientOutput(voice),
-                prefetch=self.settings.prefetch,
-                idle_timeout_s=(await self.guild_settings.get(guild.id)).idle_timeout_s
-                or self.settings.idle_timeout_s,
-                on_idle=leave,
-                on_done=self._spoken,
-                segments=functools.partial(
+                functools.partial(
                     self.pipeline.speak_sentences,
                     lookahead=self.settings.sentence_lookahead,
                     live=True,
                     split=self.settings.split_sentences,
                 ),
+                prefetch=self.settings.prefetch,
+                idle_timeout_s=(await self.guild_settings.get(guild.id)).idle_timeout_s
+                or self.settings.idle_timeout_s,
+                on_idle=leave,
+                on_done=self._spoken,
                 start_s=self.settings.stream_start_s,
             )
             self.players[guild.id] = player

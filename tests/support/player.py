@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from bot.speech import OutputProfile, SpeechRequest, Timings, Utterance, Voice
+from bot.synthesis.pipeline import Segment
 
 VOICE = Voice("tone", "sine", "a4", "A4")
 
@@ -49,7 +50,10 @@ class RecordingOutput:
 
 
 class Speaker:
-    """A fake pipeline: each utterance lasts as many seconds as its text has words."""
+    """A fake pipeline: each utterance lasts as many seconds as its text has words.
+
+    :meth:`segments` is the player's ``segments``: each text one sentence, made whole.
+    """
 
     def __init__(self, synthesis_s: float = 0.5) -> None:
         self.started: dict[str, float] = {}
@@ -70,3 +74,6 @@ class Speaker:
             VOICE,
             Timings(self.synthesis_s, 0.0, self.synthesis_s),
         )
+
+    async def segments(self, request: SpeechRequest) -> AsyncIterator[Segment]:
+        yield Segment(0, 1, await self(request))
