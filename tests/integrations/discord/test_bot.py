@@ -246,7 +246,7 @@ async def test_leaves_when_idle(
                 timeout_s=10,
                 what="leaving voice when idle",
             )
-            assert client.players == {}
+            assert client.voice.players == {}
     finally:
         await pipeline.aclose()
 
