@@ -1,15 +1,11 @@
-"""One speech queue per guild: in order, one utterance at a time, the next ones made while the
-current one plays.
+"""One speech queue per guild: in order (priority, then arrival), one utterance at a time, the
+next ones made while the current one plays.
 
-The player knows nothing of Discord's API: it drives a :class:`VoiceOutput` (discord.py's
-``VoiceClient`` through :mod:`integrations.discord.audio`) and asks ``segments``
-(:meth:`SpeechPipeline.speak_sentences`) for audio: a long text plays sentence by sentence as
-one continuous Opus stream (:mod:`integrations.discord.feed`), a provider's stream once
-``start_s`` seconds of it are encoded, and a text of one sentence, made whole, as one Ogg file.
-Order is priority first (``high`` before ``normal`` before ``low``), then arrival. Up to
-``prefetch`` items have their first sentence made ahead; an item whose request expired while it
-waited is dropped, never played late. ``skip`` cuts the current item, ``stop`` also empties the
-queue; after ``idle_timeout_s`` with nothing to play, ``on_idle`` is called.
+The player drives a :class:`VoiceOutput` (discord.py's ``VoiceClient`` through
+:mod:`integrations.discord.audio`) and asks ``segments`` (:meth:`SpeechPipeline.speak_sentences`)
+for audio: sentences and streams play as one Opus stream (:mod:`integrations.discord.feed`), a
+text of one sentence made whole as one Ogg file. Up to ``prefetch`` items are started ahead; an
+item that expired while it waited is dropped, never played late.
 """
 
 from __future__ import annotations
@@ -74,7 +70,11 @@ Report = Callable[[QueuedItem, Utterance | None, BaseException | None], Awaitabl
 
 
 class GuildPlayer:
-    """The queue and player of one guild. Create it inside the running event loop."""
+    """The queue and player of one guild. Create it inside the running event loop.
+
+    ``on_done(item, utterance, error)`` gets each item's outcome once it has played (or not);
+    after ``idle_timeout_s`` seconds with nothing to play, ``on_idle`` is called.
+    """
 
     def __init__(
         self,
