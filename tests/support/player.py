@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 from bot.speech import OutputProfile, SpeechRequest, Timings, Utterance, Voice
 from bot.synthesis.pipeline import Segment
+from integrations.discord.feed import OpusFeed
 
 VOICE = Voice("tone", "sine", "a4", "A4")
 
@@ -31,6 +32,9 @@ class RecordingOutput:
         self._done = done
         if not self.stuck:
             self._timer = asyncio.get_running_loop().call_later(float(seconds), self._finish)
+
+    def play_feed(self, feed: OpusFeed, done: Callable[[Exception | None], None]) -> None:
+        raise AssertionError("each text is one sentence made whole: it plays as a file")
 
     def _finish(self) -> None:
         text, start, _ = self.played[-1]

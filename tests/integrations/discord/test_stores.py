@@ -4,15 +4,16 @@ thread: another process writing (``oyez schedule add``) must not stall the event
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from bot.ops.store import open_state
 from integrations.discord.guilds import GuildSettings, GuildSettingsStore
 from integrations.discord.preferences import Preferences, VoiceChoice
 
 
-async def loop_runs_while(write: Callable[[], Awaitable[None]], data_dir: Path) -> None:
+async def loop_runs_while(write: Callable[[], Coroutine[Any, Any, None]], data_dir: Path) -> None:
     """Hold the state file's write lock from another connection while ``write`` runs: the
     event loop keeps ticking, and ``write`` completes once the lock is released."""
     other = open_state(data_dir, "")

@@ -54,7 +54,7 @@ async def play_through(
         async with running(client, fake):
             channel = client.get_channel(int(VOICE_CHANNEL_ID))
             assert isinstance(channel, discord.VoiceChannel)
-            voice = await channel.connect(timeout=10)
+            voice: discord.VoiceClient = await channel.connect(timeout=10)
             segments = functools.partial(pipeline.speak_sentences, live=True)  # as the bot plays
             player = GuildPlayer(VoiceClientOutput(voice), segments, on_done=on_done)
             for text in texts:
