@@ -32,7 +32,7 @@ __all__ = ["PREPARE_BUDGET_S", "Say", "check_paid_roles", "say_command"]
 PREPARE_BUDGET_S = 1.5
 
 
-def reply(utterance: Utterance) -> str:
+def _reply(utterance: Utterance) -> str:
     """The edited reply once ``utterance`` has played."""
     lines = [
         f"🔊 Said: {utterance.text}",
@@ -88,7 +88,7 @@ class Say:
         if interaction is None:
             return
         if utterance is not None and error is None:
-            await interaction.edit_original_response(content=reply(utterance))
+            await interaction.edit_original_response(content=_reply(utterance))
         else:
             await interaction.edit_original_response(content=f"⚠️ Not said: {error}")
 

@@ -22,7 +22,7 @@ Command = app_commands.Command[Any, ..., None]
 REPORT_CHARS = 1900
 
 
-def describe_settings(settings: GuildSettings) -> str:
+def _describe_settings(settings: GuildSettings) -> str:
     """What ``/settings`` shows: one line per setting."""
     roles = ", ".join(f"<@&{r}>" for r in settings.paid_roles) or "everyone"
     return "\n".join(
@@ -109,7 +109,7 @@ def settings_command(
         if changes:
             await guild_settings.put(interaction.guild.id, updated)
         await interaction.response.send_message(
-            ("Saved.\n" if changes else "") + describe_settings(updated), ephemeral=True
+            ("Saved.\n" if changes else "") + _describe_settings(updated), ephemeral=True
         )
 
     @settings.autocomplete("voice")

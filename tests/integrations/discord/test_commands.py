@@ -1,9 +1,11 @@
-"""The command tree's one error handler: Oyez's errors become the ``⚠️`` reply (ephemeral while
-unanswered, else the deferred reply); anything else is logged, not shown."""
+"""The command tree: the commands Discord is given, and its one error handler (Oyez's errors
+become the ``⚠️`` reply, ephemeral while unanswered, else the deferred reply)."""
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from typing import Any, cast
 
 import discord
@@ -11,7 +13,11 @@ import pytest
 from discord import app_commands
 
 from bot.errors import InvalidRequest, ProviderError
+from bot.ops import config
+from bot.synthesis.pipeline import SpeechPipeline
+from integrations.discord.bot import OyezBot
 from integrations.discord.commands.errors import OyezCommandTree, PaidProviderRefused
+from integrations.discord.settings import DiscordSettings
 
 
 class Response:
@@ -73,3 +79,17 @@ async def test_other_errors_are_logged_not_shown(caplog: pytest.LogCaptureFixtur
         interaction = await handle(failed, deferred=False)
     assert interaction.response.sent == [] and interaction.edits == []
     assert "Ignoring exception" in caplog.text
+
+
+async def test_the_commands_discord_sees_are_the_recorded_ones(tmp_path: Path) -> None:
+    """Names, options, descriptions, permissions and autocomplete of every command, as synced
+    (``data/commands.json``; regenerate it on purpose when a command changes)."""
+    pipeline = SpeechPipeline(config.load(data_dir=tmp_path))
+    bot = OyezBot(pipeline, DiscordSettings())
+    try:
+        synced = [c.to_dict(bot.tree) for c in bot.tree.get_commands()]
+    finally:
+        await bot.close()
+        await pipeline.aclose()
+    recorded = json.loads((Path(__file__).parent / "data" / "commands.json").read_text())
+    assert sorted(synced, key=lambda c: str(c["name"])) == recorded
