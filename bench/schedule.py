@@ -35,8 +35,9 @@ from bot.schedules.scheduler import Scheduler  # noqa: E402
 from bot.schedules.store import ScheduleBook  # noqa: E402
 from bot.speech import SpeechRequest  # noqa: E402
 from bot.synthesis.pipeline import SpeechPipeline  # noqa: E402
-from integrations.discord.bot import DiscordSettings, OyezBot  # noqa: E402
+from integrations.discord.bot import OyezBot  # noqa: E402
 from integrations.discord.service import DiscordSink  # noqa: E402
+from integrations.discord.settings import DiscordSettings  # noqa: E402
 from tests.fakes.discord import (  # noqa: E402
     GUILD_ID,
     VOICE_CHANNEL_ID,

@@ -42,7 +42,8 @@ from bot.ops import config  # noqa: E402
 from bot.speech import SpeechRequest  # noqa: E402
 from bot.synthesis.pipeline import SpeechPipeline  # noqa: E402
 from bot.synthesis.sentences import split_sentences  # noqa: E402
-from integrations.discord.bot import DiscordSettings, OyezBot  # noqa: E402
+from integrations.discord.bot import OyezBot  # noqa: E402
+from integrations.discord.settings import DiscordSettings  # noqa: E402
 from tests.fakes.discord import ALICE, FakeDiscord, client_options, running  # noqa: E402
 from tests.fakes.discord.client import patched_discord  # noqa: E402
 from tests.fakes.discord.server import SentInteraction  # noqa: E402

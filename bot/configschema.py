@@ -52,7 +52,7 @@ REFERENCE_MARKERS = ("<!-- config-reference:start -->", "<!-- config-reference:e
 #: Sections of Settings kept as plain mappings (or lists of them, like ``schedules``), and the
 #: model of the part of Oyez that validates each (each item of a list).
 SECTION_MODELS: dict[str, str] = {
-    "discord": "integrations.discord.bot:DiscordSettings",
+    "discord": "integrations.discord.settings:DiscordSettings",
     "homeassistant": "integrations.homeassistant.settings:HomeAssistantSettings",
     "schedules": "bot.schedules.model:Schedule",
 }

@@ -19,15 +19,6 @@ from integrations import FRONT_ENDS, PROVIDERS
 ROOT = Path(__file__).resolve().parent.parent
 Edge = tuple[str, str]
 
-#: Today's violations in other engineers' areas (issue #13), each being removed on its branch:
-#: empty this set when they are merged. An entry that is no longer found fails the test below.
-KNOWN: frozenset[Edge] = frozenset(
-    {
-        # the Discord client and its /schedule commands import each other
-        ("integrations.discord.bot", "integrations.discord.schedules"),
-        ("integrations.discord.schedules", "integrations.discord.bot"),
-    }
-)
 #: The modules of ``bot/`` that read the registries of the ``integrations`` package.
 REGISTRY_READERS = {"bot.providers.base", "bot.configschema", "bot.service"}
 #: What ``bot/providers/`` stands below: it never imports these.
@@ -117,12 +108,12 @@ EDGES = graph()
 
 
 def new(violations: Iterable[Edge]) -> list[Edge]:
-    """The ``violations`` that are not :data:`KNOWN`, sorted."""
-    return sorted(set(violations) - KNOWN)
+    """The ``violations``, sorted and without repeats."""
+    return sorted(set(violations))
 
 
 def test_no_import_cycle() -> None:
-    assert cycles(EDGES - KNOWN) == []
+    assert cycles(EDGES) == []
 
 
 def test_bot_reaches_integrations_only_through_the_registries() -> None:
@@ -136,11 +127,6 @@ def test_providers_never_import_the_stages_above_them() -> None:
         new((s, t) for s, t in EDGES if within(s, "bot.providers") and within(t, *ABOVE_PROVIDERS))
         == []
     )
-
-
-def test_known_violations_are_still_there() -> None:
-    """A violation that was fixed leaves :data:`KNOWN`, so it cannot come back unnoticed."""
-    assert sorted(KNOWN - EDGES) == []
 
 
 def test_imports_inside_functions_and_under_type_checking_count() -> None:

@@ -1,31 +1,10 @@
-"""A discord.py voice client that resumes a dropped voice websocket, as Discord documents it.
-
-When a voice server crashes, Discord closes the voice websocket with code 4015 and the client is
-to *resume*: open a new websocket, send RESUME (op 7: ``server_id``, ``session_id``, ``token``,
-``seq_ack``) and get RESUMED (op 9); the UDP flow, the SSRC and the secret key carry on, and no
-READY or SESSION_DESCRIPTION comes again
+"""A discord.py voice client that resumes a dropped voice websocket, as Discord documents it
 (https://discord.com/developers/docs/topics/voice-connections#resuming-voice-connection).
 
-discord.py 2.7.1 (``VoiceConnectionState._poll_voice_ws``) gets this wrong: on 4015 it sends
-gateway op 4 for the channel it is already in and waits for both voice updates, but a
-VOICE_STATE_UPDATE does not move its state machine while it is still ``connected``, so it waits
-for ever; and were it to get past that, it would wait on the new websocket for a
-SESSION_DESCRIPTION that a resumed session never sends (and resume with the new token of the
-VOICE_SERVER_UPDATE). After its timeout it leaves the channel. :class:`ResumingVoiceClient`
-resumes as documented and, when the resume is refused or times out, starts over (op 4 leave and
-join, a new session), which is what discord.py already does for the other close codes (4006
-session no longer valid, 1006...).
-
-Starting over has its own snags, in discord.py's UDP reader thread. It waits in ``select()``
-with a 30 s timeout, still on the socket of the previous connection, and closing a socket does
-not wake a ``select()`` on it: until it times out nobody reads the new socket, the IP discovery
-answer is missed and the reconnect times out. And once awake, it reads whatever socket is
-current, so a thread woken late can swallow the new socket's IP discovery answer before the
-listener for it is registered. Here each UDP socket gets its own reader thread, which reads
-only that socket; the previous one ends when its ``select()`` does.
-
-It also tells its owner when it is gone for good (``on_gone``): after ``disconnect()``, after
-someone disconnected the bot, after discord.py gave up reconnecting; not during a reconnect.
+On close code 4015 it resumes (op 7 RESUME until op 9 RESUMED: the UDP flow, the SSRC and the
+secret key carry on) where discord.py 2.7.1 waits for ever and then leaves; a refused or timed
+out resume starts over (leave and join). Each UDP socket gets its own reader thread, so that a
+reconnect does not miss its IP discovery answer. ``on_gone`` says when it is gone for good.
 """
 
 from __future__ import annotations
@@ -52,6 +31,12 @@ log = logging.getLogger(__name__)
 RESUME_TIMEOUT_S = 5.0
 
 
+# discord.py's UDP reader thread waits in select() with a 30 s timeout, still on the socket of
+# the previous connection, and closing a socket does not wake a select() on it: until it times
+# out nobody reads the new socket, the IP discovery answer is missed and the reconnect times out.
+# Once awake, it reads whatever socket is current, so a thread woken late can swallow the new
+# socket's answer before the listener for it is registered. Hence one reader per socket, which
+# reads only that socket; the previous one ends when its select() does.
 class _SocketReader(SocketReader):
     """discord.py's UDP reader thread, bound to one socket. Like discord.py's, it sleeps while
     no listener is registered (the IP discovery answer waits in the socket until one is)."""
@@ -118,7 +103,12 @@ class _ResumingConnectionState(VoiceConnectionState):
         self_mute: bool,
         resume: bool,
     ) -> None:
-        # discord.py calls this with resume=True only from its poll loop, after a 4015
+        # discord.py calls this with resume=True only from its poll loop, after a 4015. Its own
+        # handling sends gateway op 4 for the channel it is already in and waits for both voice
+        # updates, but a VOICE_STATE_UPDATE does not move its state machine while it is still
+        # `connected`, so it waits for ever; past that, it would wait for a SESSION_DESCRIPTION
+        # that a resumed session never sends. Starting over (op 4 leave and join, a new
+        # session) is what discord.py already does for the other close codes (4006, 1006...).
         if resume:
             try:
                 async with asyncio.timeout(min(timeout, RESUME_TIMEOUT_S)):

@@ -1,16 +1,10 @@
-"""Playing speech that is still being made: sentence after sentence, or a provider's stream.
+"""Playing speech that is still being made (sentence after sentence, or a provider's stream)
+as one continuous Opus stream: no gap between sentences, no restart of the voice sender.
 
-The guild player plays such an item as one continuous Opus stream, so sentences follow each
-other with no gap and no restart of the voice connection's sender:
-
-- :class:`Production` makes an item's segments (:meth:`SpeechPipeline.speak_sentences`) ahead
-  of playback: the first one as soon as the item is queued (the player's prefetch), the others
-  when playback asks for them;
-- :func:`fill` puts every segment's Opus packets into an :class:`OpusFeed` in order, as they
-  are encoded, staying at most :data:`FEED_AHEAD_S` ahead of playback;
-- the voice connection's sender thread takes one packet every 20 ms from the feed
-  (:class:`integrations.discord.audio.OpusFeedSource`); when the next packet is late (a
-  sentence not synthesized in time), it sends Opus silence instead of stalling.
+:class:`Production` makes an item's segments ahead of playback (the first once it is queued,
+the others when playback asks); :func:`fill` puts their Opus packets into an :class:`OpusFeed`
+in order, at most :data:`FEED_AHEAD_S` ahead; the voice sender thread takes a packet every
+20 ms (:class:`integrations.discord.audio.OpusFeedSource`) and sends silence for a late one.
 """
 
 from __future__ import annotations

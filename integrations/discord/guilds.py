@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 
@@ -44,24 +45,40 @@ class GuildSettings(BaseModel):
 
 
 class GuildSettingsStore:
+    """Each guild's :class:`GuildSettings`; survives restarts.
+
+    The SQLite work runs in a worker thread (its busy timeout must not stall the event loop),
+    one statement at a time (one lock per store).
+    """
+
     def __init__(self, data_dir: Path) -> None:
         self._lock = threading.Lock()
         self._db = open_state(data_dir, _SCHEMA)
 
-    def get(self, guild_id: int) -> GuildSettings:
+    async def get(self, guild_id: int) -> GuildSettings:
+        """``guild_id``'s settings; the defaults for a guild that set none."""
+        stored = await asyncio.to_thread(self._read, guild_id)
+        return GuildSettings() if stored is None else GuildSettings.model_validate_json(stored)
+
+    async def put(self, guild_id: int, settings: GuildSettings) -> None:
+        await asyncio.to_thread(self._write, guild_id, settings.model_dump_json())
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._close)
+
+    def _read(self, guild_id: int) -> str | None:
         with self._lock:
             row = self._db.execute(
                 "SELECT settings FROM discord_guild_settings WHERE guild_id = ?", (guild_id,)
             ).fetchone()
-        return GuildSettings() if row is None else GuildSettings.model_validate_json(row[0])
+        return None if row is None else str(row[0])
 
-    def put(self, guild_id: int, settings: GuildSettings) -> None:
+    def _write(self, guild_id: int, stored: str) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO discord_guild_settings VALUES (?, ?)",
-                (guild_id, settings.model_dump_json()),
+                "INSERT OR REPLACE INTO discord_guild_settings VALUES (?, ?)", (guild_id, stored)
             )
 
-    def close(self) -> None:
+    def _close(self) -> None:
         with self._lock:
             self._db.close()

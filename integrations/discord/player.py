@@ -1,18 +1,11 @@
-"""One speech queue per guild: in order, one utterance at a time, the next ones made while the
-current one plays.
+"""One speech queue per guild: in order (priority, then arrival), one utterance at a time, the
+next ones made while the current one plays.
 
-The player knows nothing of Discord's API: it drives a :class:`VoiceOutput` (discord.py's
-``VoiceClient`` satisfies it through :mod:`integrations.discord.audio`) and asks a ``speak``
-function (the speech pipeline) for audio. Given ``segments``
-(:meth:`SpeechPipeline.speak_sentences`), a long text plays sentence by sentence: the first
-sentence starts playing while the next ones are made, all as one continuous Opus stream
-(:mod:`integrations.discord.feed`), and a provider's stream plays once ``start_s`` seconds of it
-are encoded; a text of one sentence, made whole, is played as before. Order is priority first
-(``high`` before ``normal`` before ``low``), then arrival. Up to ``prefetch`` items are
-synthesized ahead (their first sentence, with ``segments``); an item whose
-request expired while it waited is dropped, never played late. ``skip`` cuts the current item,
-``stop`` also empties the queue. After ``idle_timeout_s`` with nothing to play, ``on_idle`` is
-called (the bot leaves the channel).
+The player drives a :class:`VoiceOutput` (discord.py's ``VoiceClient`` through
+:mod:`integrations.discord.audio`) and asks ``segments`` (:meth:`SpeechPipeline.speak_sentences`)
+for audio: sentences and streams play as one Opus stream (:mod:`integrations.discord.feed`), a
+text of one sentence made whole as one Ogg file. Up to ``prefetch`` items are started ahead; an
+item that expired while it waited is dropped, never played late.
 """
 
 from __future__ import annotations
@@ -23,10 +16,10 @@ import itertools
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from bot.errors import OyezError, RequestExpired
 from bot.ops.metrics import QUEUE_DEPTH, TIME_TO_FIRST_AUDIO
@@ -34,7 +27,7 @@ from bot.speech import SpeechRequest, Utterance
 from bot.synthesis.pipeline import Segment, join_utterances
 from integrations.discord.feed import OpusFeed, Production, Segments, fill
 
-__all__ = ["GuildPlayer", "QueuedItem", "VoiceOutput"]
+__all__ = ["GuildPlayer", "QueuedItem", "Report", "VoiceOutput"]
 
 log = logging.getLogger(__name__)
 
@@ -70,30 +63,30 @@ class QueuedItem:
     seq: tuple[float, int]  # (arrival, Unix ms; a tie-breaker)
     request: SpeechRequest = field(compare=False)
     label: str = field(compare=False, default="")
-    audio: asyncio.Task[Utterance] | None = field(compare=False, default=None, repr=False)
     production: Production | None = field(compare=False, default=None, repr=False)
 
 
-Speak = Callable[[SpeechRequest], Coroutine[Any, Any, Utterance]]
 Report = Callable[[QueuedItem, Utterance | None, BaseException | None], Awaitable[None]]
 
 
 class GuildPlayer:
-    """The queue and player of one guild. Create it inside the running event loop."""
+    """The queue and player of one guild. Create it inside the running event loop.
+
+    ``on_done(item, utterance, error)`` gets each item's outcome once it has played (or not);
+    after ``idle_timeout_s`` seconds with nothing to play, ``on_idle`` is called.
+    """
 
     def __init__(
         self,
-        speak: Speak,
         output: VoiceOutput,
+        segments: Segments,
         *,
         prefetch: int = 2,
         idle_timeout_s: float = 300.0,
         on_idle: Callable[[], Awaitable[None]] | None = None,
         on_done: Report | None = None,
-        segments: Segments | None = None,
         start_s: float = 0.2,
     ) -> None:
-        self.speak = speak
         self.segments = segments
         self.start_s = start_s
         self.output = output
@@ -145,8 +138,6 @@ class GuildPlayer:
         """Empty the queue and cut the current item; returns how many items were dropped."""
         dropped = len(self._queue)
         for item in self._queue:
-            if item.audio is not None:
-                item.audio.cancel()
             if item.production is not None:
                 item.production.cancel()
         self._queue.clear()
@@ -170,13 +161,11 @@ class GuildPlayer:
         for item in self._queue[:ahead]:
             self._start(item)
 
-    def _start(self, item: QueuedItem) -> None:
-        """Start making ``item``'s audio (its first sentence, with ``segments``)."""
-        if self.segments is not None:
-            if item.production is None:
-                item.production = Production(self.segments(item.request))
-        elif item.audio is None:
-            item.audio = asyncio.create_task(self.speak(item.request), name="oyez-prefetch")
+    def _start(self, item: QueuedItem) -> Production:
+        """Start making ``item``'s audio (its first sentence) unless it is under way."""
+        if item.production is None:
+            item.production = Production(self.segments(item.request))
+        return item.production
 
     async def _next(self) -> QueuedItem | None:
         """The next item, or None after ``idle_timeout_s`` with nothing to play."""
@@ -210,17 +199,13 @@ class GuildPlayer:
         await self._wakeup.wait()
 
     async def _play(self, item: QueuedItem) -> None:
-        self._start(item)
+        production = self._start(item)
         try:
-            if item.production is not None:
-                first = await item.production.next()
-                assert first is not None  # a text has at least one sentence
-                speech: Utterance | Segment = first
-                if first.count == 1 and isinstance(first.speech, Utterance):
-                    speech = first.speech  # one sentence, made whole: played as before
-            else:
-                assert item.audio is not None
-                speech = await item.audio
+            first = await production.next()
+            assert first is not None  # a text has at least one sentence
+            speech: Utterance | Segment = first
+            if first.count == 1 and isinstance(first.speech, Utterance):
+                speech = first.speech  # one sentence, made whole: played as one file
             overdue = item.request.overdue_s()
             if overdue > 0:
                 raise RequestExpired(item.request.id, overdue, "while it waited in the queue")
@@ -232,17 +217,15 @@ class GuildPlayer:
         except (OyezError, Exception) as exc:  # reported, and the queue goes on
             log.warning("request %s: not played: %s", item.request.id, exc)
             await self._report(item, None, exc)
-            if item.production is not None:
-                await item.production.aclose()
+            await production.aclose()
             return
-        if isinstance(speech, Segment):
-            assert item.production is not None
-            try:
-                await self._play_feed(item, speech, item.production)
-            finally:
-                await item.production.aclose()
-            return
-        await self._play_utterance(item, speech)
+        try:
+            if isinstance(speech, Segment):
+                await self._play_feed(item, speech, production)
+            else:
+                await self._play_utterance(item, speech)
+        finally:
+            await production.aclose()
 
     async def _play_utterance(self, item: QueuedItem, utterance: Utterance) -> None:
         loop = asyncio.get_running_loop()
@@ -307,6 +290,10 @@ class GuildPlayer:
             self.output.play_feed(feed, done)
             _first_audio(item)
             await self._watch(item, feed, finished)
+            if feed.underruns:  # heard as gaps: a sentence was not made in time
+                log.info(
+                    "request %s: %d late frames sent as silence", item.request.id, feed.underruns
+                )
         except Exception as exc:  # not played: reported, and the queue goes on
             log.warning("request %s: not played: %s", item.request.id, exc)
             failure.append(exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ CREATE TABLE IF NOT EXISTS discord_user_voices (
 
 @dataclass(frozen=True, slots=True)
 class VoiceChoice:
+    """A voice chosen with ``/voice set``: ``model`` is None for a named voice."""
+
     provider: str
     model: str | None
     voice: str
@@ -32,13 +35,27 @@ class VoiceChoice:
 
 
 class Preferences:
-    """What each user chose with ``/voice set``; survives restarts."""
+    """What each user chose with ``/voice set``; survives restarts.
+
+    The SQLite work runs in a worker thread (its busy timeout must not stall the event loop),
+    one statement at a time (one lock per store).
+    """
 
     def __init__(self, data_dir: Path) -> None:
         self._lock = threading.Lock()
         self._db = open_state(data_dir, _SCHEMA)
 
-    def voice_of(self, user_id: int) -> VoiceChoice | None:
+    async def voice_of(self, user_id: int) -> VoiceChoice | None:
+        """``user_id``'s choice; None when they made none."""
+        return await asyncio.to_thread(self._read, user_id)
+
+    async def set_voice(self, user_id: int, choice: VoiceChoice) -> None:
+        await asyncio.to_thread(self._write, user_id, choice)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._close)
+
+    def _read(self, user_id: int) -> VoiceChoice | None:
         with self._lock:
             row = self._db.execute(
                 "SELECT provider, model, voice FROM discord_user_voices WHERE user_id = ?",
@@ -46,13 +63,13 @@ class Preferences:
             ).fetchone()
         return None if row is None else VoiceChoice(row[0], row[1], row[2])
 
-    def set_voice(self, user_id: int, choice: VoiceChoice) -> None:
+    def _write(self, user_id: int, choice: VoiceChoice) -> None:
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO discord_user_voices VALUES (?, ?, ?, ?)",
                 (user_id, choice.provider, choice.model, choice.voice),
             )
 
-    def close(self) -> None:
+    def _close(self) -> None:
         with self._lock:
             self._db.close()

@@ -1,15 +1,28 @@
-"""Reading a text channel aloud: what a message sounds like when spoken.
+"""Reading text channels aloud: the guild's reading channel (``/setup``) and the text chat of
+the voice channel the bot is in (``/settings voice_chat``), bots and the skip prefix excepted.
 
-Links become "a link to example.com" (nobody wants a URL spelled out), custom emoji their name,
-attachments are named, whitespace collapses, and a message longer than the limit is cut at a
-word boundary.
+:func:`speakable` is what a message sounds like: links become "a link to example.com" (nobody
+wants a URL spelled out), custom emoji their name, attachments are named, whitespace collapses,
+and a message longer than the limit is cut at a word boundary.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 
-__all__ = ["speakable"]
+import discord
+
+from bot.errors import ConfigError, InvalidRequest
+from bot.speech import RequestSource, SpeechRequest
+from bot.synthesis.pipeline import SpeechPipeline
+from integrations.discord.guilds import GuildSettings, GuildSettingsStore
+from integrations.discord.preferences import Preferences
+from integrations.discord.voice import VoiceConnections
+
+__all__ = ["ChannelReader", "speakable"]
+
+log = logging.getLogger(__name__)
 
 _URL = re.compile(r"<?https?://(?:www\.)?([^/\s>:?#]+)[^\s>]*>?", re.IGNORECASE)
 _CUSTOM_EMOJI = re.compile(r"<a?:(\w+):\d+>")
@@ -36,3 +49,71 @@ def speakable(content: str, attachment_names: list[str], limit: int) -> str:
         text = cut + ", and so on"
     extra = _attachments(attachment_names)
     return f"{text}, with {extra}" if text and extra else text or extra
+
+
+class ChannelReader:
+    """Speaks the messages of the channels read aloud, in the author's voice (``/voice set``)
+    or the server's, prefixed ``<name> said:``."""
+
+    def __init__(
+        self,
+        pipeline: SpeechPipeline,
+        guild_settings: GuildSettingsStore,
+        preferences: Preferences,
+        voice: VoiceConnections,
+    ) -> None:
+        self.pipeline = pipeline
+        self.guild_settings = guild_settings
+        self.preferences = preferences
+        self.voice = voice
+
+    async def read(self, message: discord.Message) -> None:
+        """Queue ``message`` in the guild's player if it is to be read aloud."""
+        guild = message.guild
+        if guild is None or message.author.bot:
+            return
+        server = await self.guild_settings.get(guild.id)
+        current = guild.voice_client.channel if guild.voice_client else None
+        words = _words(message, server, current)
+        if not words:
+            return
+        author = message.author
+        channel = current or (
+            author.voice.channel if isinstance(author, discord.Member) and author.voice else None
+        )
+        if not isinstance(channel, discord.VoiceChannel):
+            return  # nobody to speak to
+        chosen = await self.preferences.voice_of(author.id)
+        try:
+            request = SpeechRequest.build(
+                text=f"{author.display_name} said: {words}",
+                voice=chosen.voice if chosen else server.voice,
+                provider=chosen.provider if chosen else server.provider,
+                source=RequestSource.DISCORD,
+                requester=f"discord:{author.id}",
+                guild=str(guild.id),
+            )
+            await self.pipeline.prepare(request)
+        except (InvalidRequest, ConfigError) as exc:
+            log.info("message %s not read: %s", message.id, exc)
+            return
+        player = await self.voice.player(guild, channel)
+        player.enqueue(request, label=author.display_name)
+
+
+def _words(
+    message: discord.Message, server: GuildSettings, current: discord.abc.Connectable | None
+) -> str:
+    """What to say of ``message``; empty when its channel is not read or it is skipped."""
+    in_voice_chat = (
+        server.read_voice_chat
+        and isinstance(current, discord.VoiceChannel)
+        and message.channel.id == current.id
+    )
+    if message.channel.id != server.read_channel and not in_voice_chat:
+        return ""
+    if server.skip_prefix and message.content.startswith(server.skip_prefix):
+        return ""
+    return speakable(
+        message.clean_content, [a.filename for a in message.attachments], server.read_max_length
+    )

@@ -15,7 +15,8 @@ from bot.errors import RequestExpired
 from bot.frontend import Parts
 from bot.ops.config import DiscordChannel
 from bot.speech import OutputProfile, SpeechRequest, Utterance
-from integrations.discord.bot import DiscordSettings, OyezBot
+from integrations.discord.bot import OyezBot
+from integrations.discord.settings import DiscordSettings
 
 __all__ = ["DiscordFrontEnd", "DiscordSink", "discord_front_end"]
 

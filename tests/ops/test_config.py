@@ -115,6 +115,6 @@ def test_example_configuration_is_valid() -> None:
     assert set(settings.providers) == set(registry.names())
     for name in settings.providers:
         assert registry.get(name).name == name
-    from integrations.discord.bot import DiscordSettings
+    from integrations.discord.settings import DiscordSettings
 
     assert DiscordSettings.from_settings(settings).token is None

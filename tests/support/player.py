@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from bot.speech import OutputProfile, SpeechRequest, Timings, Utterance, Voice
+from bot.synthesis.pipeline import Segment
+from integrations.discord.feed import OpusFeed
 
 VOICE = Voice("tone", "sine", "a4", "A4")
 
@@ -31,6 +33,9 @@ class RecordingOutput:
         if not self.stuck:
             self._timer = asyncio.get_running_loop().call_later(float(seconds), self._finish)
 
+    def play_feed(self, feed: OpusFeed, done: Callable[[Exception | None], None]) -> None:
+        raise AssertionError("each text is one sentence made whole: it plays as a file")
+
     def _finish(self) -> None:
         text, start, _ = self.played[-1]
         self.played[-1] = (text, start, now())
@@ -49,7 +54,10 @@ class RecordingOutput:
 
 
 class Speaker:
-    """A fake pipeline: each utterance lasts as many seconds as its text has words."""
+    """A fake pipeline: each utterance lasts as many seconds as its text has words.
+
+    :meth:`segments` is the player's ``segments``: each text one sentence, made whole.
+    """
 
     def __init__(self, synthesis_s: float = 0.5) -> None:
         self.started: dict[str, float] = {}
@@ -70,3 +78,6 @@ class Speaker:
             VOICE,
             Timings(self.synthesis_s, 0.0, self.synthesis_s),
         )
+
+    async def segments(self, request: SpeechRequest) -> AsyncIterator[Segment]:
+        yield Segment(0, 1, await self(request))

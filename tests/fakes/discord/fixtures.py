@@ -16,7 +16,8 @@ import pytest
 from bot.ops import config
 from bot.ops.config import Settings
 from bot.synthesis.pipeline import SpeechPipeline
-from integrations.discord.bot import DiscordSettings, OyezBot
+from integrations.discord.bot import OyezBot
+from integrations.discord.settings import DiscordSettings
 from tests.fakes.discord.client import client_options, patched_discord, running
 from tests.fakes.discord.server import FakeDiscord
 

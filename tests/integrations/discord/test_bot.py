@@ -9,7 +9,8 @@ import pytest
 
 from bot.ops import config
 from bot.synthesis.pipeline import SpeechPipeline
-from integrations.discord.bot import DiscordSettings, OyezBot
+from integrations.discord.bot import OyezBot
+from integrations.discord.settings import DiscordSettings
 from tests.fakes.discord import (
     ALICE,
     VOICE_CHANNEL_ID,
@@ -245,7 +246,7 @@ async def test_leaves_when_idle(
                 timeout_s=10,
                 what="leaving voice when idle",
             )
-            assert client.players == {}
+            assert client.voice.players == {}
     finally:
         await pipeline.aclose()
 
@@ -336,7 +337,7 @@ async def test_voice_set_with_autocomplete_then_say_uses_it(
     # the choice survives a restart: it is in the data directory
     from integrations.discord.preferences import Preferences
 
-    stored = Preferences(tmp_path / "data").voice_of(int(ALICE.id))
+    stored = await Preferences(tmp_path / "data").voice_of(int(ALICE.id))
     assert stored is not None
     assert stored.voice == "en_GB-test-medium"
 
@@ -413,7 +414,7 @@ async def test_paid_providers_can_be_kept_to_roles(
     client = OyezBot(pipeline, DiscordSettings(), **client_options())
     try:
         async with running(client, fake_discord):
-            client.guild_settings.put(int(GUILD_ID), GuildSettings(paid_roles=[424242]))
+            await client.guild_settings.put(int(GUILD_ID), GuildSettings(paid_roles=[424242]))
             sent = await fake_discord.send_interaction(
                 "say", {"text": "Hello.", "provider": "segmind"}, user=ALICE
             )
@@ -439,7 +440,7 @@ async def test_a_text_channel_is_read_aloud(
     client = OyezBot(pipeline, DiscordSettings(read_messages=True), **client_options())
     try:
         async with running(client, fake_discord):
-            client.guild_settings.put(
+            await client.guild_settings.put(
                 int(GUILD_ID), GuildSettings(read_channel=int(TEXT_CHANNEL_ID))
             )
             await fake_discord.send_message("!this is a command, not for reading", user=ALICE)
@@ -504,19 +505,20 @@ async def test_role_and_channel_options(
             )
             saved = (await fake_discord.wait_for_response(role)).data["content"]
             assert f"paid providers: <@&{GUILD_ID}>" in saved
-            assert client.guild_settings.get(int(GUILD_ID)).paid_roles == [int(GUILD_ID)]
+            assert (await client.guild_settings.get(int(GUILD_ID))).paid_roles == [int(GUILD_ID)]
 
             setup = await fake_discord.send_interaction(
                 "setup", {"channel": ChannelRef(TEXT_CHANNEL_ID)}, user=ALICE
             )
             answer = (await fake_discord.wait_for_response(setup)).data["content"]
             assert f"<#{TEXT_CHANNEL_ID}>" in answer
-            assert client.guild_settings.get(int(GUILD_ID)).read_channel == int(TEXT_CHANNEL_ID)
+            reading = await client.guild_settings.get(int(GUILD_ID))
+            assert reading.read_channel == int(TEXT_CHANNEL_ID)
 
             off = await fake_discord.send_interaction("setup", {}, user=ALICE)
             stopped = (await fake_discord.wait_for_response(off)).data["content"]
             assert stopped == "I no longer read a channel aloud."
-            assert client.guild_settings.get(int(GUILD_ID)).read_channel is None
+            assert (await client.guild_settings.get(int(GUILD_ID))).read_channel is None
     finally:
         await pipeline.aclose()
 

@@ -5,6 +5,7 @@ packet every 20 ms on the event loop, as discord.py's sender does in its thread.
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -87,14 +88,11 @@ Reports = list[tuple[Utterance | None, BaseException | None]]
 def player_for(
     segments: Callable[[SpeechRequest], AsyncIterator[Segment]], reports: Reports, **kw: Any
 ) -> tuple[GuildPlayer, FeedOutput]:
-    async def speak(request: SpeechRequest) -> Utterance:
-        raise AssertionError("the player speaks through segments")
-
     async def on_done(item: QueuedItem, spoken: Utterance | None, error: Any) -> None:
         reports.append((spoken, error))
 
     output = FeedOutput()
-    return GuildPlayer(speak, output, segments=segments, on_done=on_done, **kw), output
+    return GuildPlayer(output, segments, on_done=on_done, **kw), output
 
 
 async def until(condition: Callable[[], object], timeout_s: float = 5.0) -> None:
@@ -122,6 +120,28 @@ async def test_sentences_play_as_one_stream_and_are_reported_once() -> None:
     assert spoken is not None
     assert spoken.text == "One. Two. Three."
     assert spoken.duration_s == pytest.approx(0.3)
+
+
+async def test_late_frames_are_sent_as_silence_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def segments(request: SpeechRequest) -> AsyncIterator[Segment]:
+        yield Segment(0, 2, utterance("One."))
+        await asyncio.sleep(0.2)  # the second sentence comes 0.1 s after the first has played
+        yield Segment(1, 2, utterance("Two."))
+
+    caplog.set_level(logging.INFO, logger="integrations.discord.player")
+    reports: Reports = []
+    player, output = player_for(segments, reports, start_s=0.0)
+    player.enqueue(SpeechRequest(text="One. Two."))
+    await until(lambda: reports)
+    await player.close()
+    late = output.heard.count(b"silence")
+    assert late > 0
+    assert [p for p in output.heard if p != b"silence"] == [
+        f"{t}:{i}".encode() for t in ("One.", "Two.") for i in range(5)
+    ]
+    assert f"{late} late frames sent as silence" in caplog.text
 
 
 async def test_one_whole_sentence_is_played_as_a_file() -> None:

@@ -23,7 +23,7 @@ async def settle(player: GuildPlayer, output: RecordingOutput, count: int) -> No
 @pytest.mark.looptime
 async def test_items_play_in_order_without_overlap() -> None:
     output, speaker = RecordingOutput(), Speaker()
-    player = GuildPlayer(speaker, output)
+    player = GuildPlayer(output, speaker.segments)
     for text in ("one two", "three four five", "six"):
         player.enqueue(SpeechRequest(text=text))
     await settle(player, output, 3)
@@ -40,7 +40,7 @@ async def test_items_play_in_order_without_overlap() -> None:
 @pytest.mark.looptime
 async def test_prefetch_is_bounded() -> None:
     output, speaker = RecordingOutput(), Speaker()
-    player = GuildPlayer(speaker, output, prefetch=1)
+    player = GuildPlayer(output, speaker.segments, prefetch=1)
     for text in ("a b c d", "e", "f", "g"):
         player.enqueue(SpeechRequest(text=text))
     await asyncio.sleep(1.0)  # the first plays (4 s): the second is made, not the third
@@ -52,7 +52,7 @@ async def test_prefetch_is_bounded() -> None:
 @pytest.mark.looptime
 async def test_high_priority_goes_first_but_never_cuts_in() -> None:
     output, speaker = RecordingOutput(), Speaker()
-    player = GuildPlayer(speaker, output)
+    player = GuildPlayer(output, speaker.segments)
     player.enqueue(SpeechRequest(text="first one playing"))
     await asyncio.sleep(1)
     player.enqueue(SpeechRequest(text="normal"))
@@ -66,7 +66,7 @@ async def test_high_priority_goes_first_but_never_cuts_in() -> None:
 @pytest.mark.looptime
 async def test_skip_cuts_the_current_one() -> None:
     output, speaker = RecordingOutput(), Speaker()
-    player = GuildPlayer(speaker, output)
+    player = GuildPlayer(output, speaker.segments)
     player.enqueue(SpeechRequest(text="a very long announcement that goes on"))
     player.enqueue(SpeechRequest(text="next"))
     await asyncio.sleep(2)
@@ -82,7 +82,7 @@ async def test_skip_cuts_the_current_one() -> None:
 @pytest.mark.looptime
 async def test_stop_empties_the_queue() -> None:
     output, speaker = RecordingOutput(), Speaker()
-    player = GuildPlayer(speaker, output)
+    player = GuildPlayer(output, speaker.segments)
     for text in ("one two three", "four", "five"):
         player.enqueue(SpeechRequest(text=text))
     await asyncio.sleep(1)
@@ -101,7 +101,7 @@ async def test_expired_while_queued_is_dropped_and_reported() -> None:
     async def on_done(item: QueuedItem, utterance: Utterance | None, error: Any) -> None:
         reports.append((item.request.text, error))
 
-    player = GuildPlayer(speaker, output, on_done=on_done)
+    player = GuildPlayer(output, speaker.segments, on_done=on_done)
     player.enqueue(SpeechRequest(text="one two three four five six"))
     soon = datetime.now(UTC) + timedelta(milliseconds=1)
     player.enqueue(SpeechRequest(text="stale", expires_at=soon))
@@ -122,7 +122,7 @@ async def test_idle_leaves_after_the_timeout() -> None:
         left.append(now())
 
     start = now()
-    player = GuildPlayer(speaker, output, idle_timeout_s=300, on_idle=on_idle)
+    player = GuildPlayer(output, speaker.segments, idle_timeout_s=300, on_idle=on_idle)
     player.enqueue(SpeechRequest(text="hello"))
     await settle(player, output, 1)
     await asyncio.sleep(400)
@@ -134,7 +134,7 @@ async def test_idle_leaves_after_the_timeout() -> None:
 @pytest.mark.looptime
 async def test_a_stuck_playback_is_cut() -> None:
     output, speaker = RecordingOutput(stuck=True), Speaker()
-    player = GuildPlayer(speaker, output)
+    player = GuildPlayer(output, speaker.segments)
     player.enqueue(SpeechRequest(text="one two"))
     player.enqueue(SpeechRequest(text="three"))
     await asyncio.sleep(2 + PLAY_MARGIN_S + 1)
@@ -155,7 +155,7 @@ async def test_on_idle_may_close_the_player() -> None:
         await player.close()
         closed.append(now())
 
-    player = GuildPlayer(speaker, output, idle_timeout_s=10, on_idle=on_idle)
+    player = GuildPlayer(output, speaker.segments, idle_timeout_s=10, on_idle=on_idle)
     player.enqueue(SpeechRequest(text="hello"))
     await asyncio.sleep(30)
     assert closed  # no "task cannot await itself"
@@ -177,7 +177,7 @@ async def test_queue_depth_and_time_to_first_audio_are_measured() -> None:
 
     before = observed()
     output = RecordingOutput()
-    player = GuildPlayer(Speaker(), output, prefetch=0)
+    player = GuildPlayer(output, Speaker().segments, prefetch=0)
     try:
         player.enqueue(SpeechRequest(text="one two"))
         player.enqueue(SpeechRequest(text="three"))

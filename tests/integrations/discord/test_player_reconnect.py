@@ -54,7 +54,7 @@ async def reported(reports: Reports, count: int) -> None:
 async def test_an_item_waits_for_the_connection_to_come_back() -> None:
     output = DroppedOutput(back_at=now() + 5)
     reports: Reports = []
-    player = GuildPlayer(Speaker(), output, on_done=recorder(reports))
+    player = GuildPlayer(output, Speaker().segments, on_done=recorder(reports))
     player.enqueue(SpeechRequest(text="one two"))
     await reported(reports, 1)
     await player.close()
@@ -68,7 +68,7 @@ async def test_a_connection_that_stays_down_fails_the_item_not_the_queue() -> No
     start = now()
     output = DroppedOutput(back_at=start + RECONNECT_WAIT_S + 15)
     reports: Reports = []
-    player = GuildPlayer(Speaker(), output, on_done=recorder(reports))
+    player = GuildPlayer(output, Speaker().segments, on_done=recorder(reports))
     player.enqueue(SpeechRequest(text="lost"))
     await asyncio.sleep(RECONNECT_WAIT_S + 5)
     ((text, error),) = reports

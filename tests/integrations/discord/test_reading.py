@@ -31,7 +31,7 @@ def test_long_messages_are_cut_at_a_word() -> None:
     assert speakable("one two three four five", [], 12) == "one two, and so on"
 
 
-def test_settings_stored_before_voice_chat_reading_have_it_on(tmp_path: Path) -> None:
+async def test_settings_stored_before_voice_chat_reading_have_it_on(tmp_path: Path) -> None:
     from bot.ops.store import open_state
     from integrations.discord.guilds import _SCHEMA, GuildSettingsStore
 
@@ -41,10 +41,10 @@ def test_settings_stored_before_voice_chat_reading_have_it_on(tmp_path: Path) ->
     db.close()
     store = GuildSettingsStore(tmp_path)
     try:
-        settings = store.get(7)
+        settings = await store.get(7)
         assert settings.read_voice_chat is True
         assert (settings.voice, settings.read_channel) == ("alba", 42)
-        store.put(7, settings.model_copy(update={"read_voice_chat": False}))
-        assert store.get(7).read_voice_chat is False
+        await store.put(7, settings.model_copy(update={"read_voice_chat": False}))
+        assert (await store.get(7)).read_voice_chat is False
     finally:
-        store.close()
+        await store.close()

@@ -61,7 +61,7 @@ async def say(fake: FakeDiscord, text: str) -> SentInteraction:
 
 
 def player_of(bot: OyezBot) -> GuildPlayer:
-    return bot.players[int(GUILD_ID)]
+    return bot.voice.players[int(GUILD_ID)]
 
 
 def voice_of(bot: OyezBot) -> discord.VoiceClient:
@@ -217,7 +217,7 @@ async def test_disconnected_by_a_moderator_the_next_say_joins_again(
     await say(fake_discord, FIRST)
     old_player = player_of(oyez_bot)
     await fake_discord.move_member(BOT, None)
-    await fake_discord.wait_for(lambda: not oyez_bot.players, what="the player dropped")
+    await fake_discord.wait_for(lambda: not oyez_bot.voice.players, what="the player dropped")
     await fake_discord.wait_for(lambda: not oyez_bot.voice_clients, what="voice cleaned up")
 
     await say(fake_discord, SECOND)

@@ -17,6 +17,7 @@ import pytest
 from bot.announce.announcer import Announcer
 from bot.ops import config
 from bot.ops.config import DiscordChannel
+from bot.ops.store import open_state
 from bot.schedules.model import Schedule
 from bot.schedules.scheduler import Scheduler
 from bot.schedules.store import ScheduleBook
@@ -249,3 +250,28 @@ async def test_schedule_add_explains_what_is_wrong(
     assert answer.startswith("⚠️") and problem in answer, answer
     assert await stored(oyez_bot) == {}
     assert isinstance(oyez_bot.get_channel(int(VOICE_CHANNEL_ID)), discord.VoiceChannel)
+
+
+async def test_a_busy_schedule_file_does_not_stall_the_bot(
+    fake_discord: FakeDiscord,  # noqa: F811
+    oyez_bot: OyezBot,
+) -> None:
+    data_dir = oyez_bot.pipeline.settings.data_dir
+    book = ScheduleBook(data_dir)
+    raid = {"name": "raid", "cron": "55 20 * * 5", "message": "Raid!", "discord": CHANNEL}
+    book.add(Schedule.parse(raid), "cli", datetime.now(UTC))
+    book.close()
+    other = open_state(data_dir, "")
+    other.execute("BEGIN IMMEDIATE")  # what `oyez schedule add` in another process holds
+    try:
+        pausing = await schedule_command(fake_discord, "pause", {"name": "raid"})
+        await asyncio.sleep(0.3)  # the pause now waits for the file
+        queue = await fake_discord.send_interaction("queue", {}, user=ALICE)
+        answered = await fake_discord.wait_for_response(queue)
+        assert answered.data["content"] == "The queue is empty."
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    paused = await fake_discord.wait_for_response(pausing)
+    assert answered.time < paused.time  # /queue was answered while the pause waited
+    assert paused.data["content"].startswith("Paused: **raid**")

@@ -21,7 +21,8 @@ from bot.speech import SpeechRequest
 from bot.synthesis.pipeline import SpeechPipeline
 from bot.synthesis.sentences import split_sentences
 from integrations.discord.audio import VoiceClientOutput
-from integrations.discord.bot import DiscordSettings, OyezBot
+from integrations.discord.bot import OyezBot
+from integrations.discord.settings import DiscordSettings
 from tests.fakes.discord import ALICE, FakeDiscord, client_options, decode_opus, running
 from tests.fakes.discord.fixtures import fake_discord  # noqa: F401
 from tests.fakes.discord.server import SentInteraction

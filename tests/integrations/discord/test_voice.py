@@ -4,6 +4,7 @@ what the voice server receives is checked frame by frame and by listening."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from pathlib import Path
 
 import discord
@@ -53,8 +54,9 @@ async def play_through(
         async with running(client, fake):
             channel = client.get_channel(int(VOICE_CHANNEL_ID))
             assert isinstance(channel, discord.VoiceChannel)
-            voice = await channel.connect(timeout=10)
-            player = GuildPlayer(pipeline.speak, VoiceClientOutput(voice), on_done=on_done)
+            voice: discord.VoiceClient = await channel.connect(timeout=10)
+            segments = functools.partial(pipeline.speak_sentences, live=True)  # as the bot plays
+            player = GuildPlayer(VoiceClientOutput(voice), segments, on_done=on_done)
             for text in texts:
                 player.enqueue(SpeechRequest(text=text))
             if skip_after_s is not None:

@@ -26,8 +26,9 @@ from bot.errors import ConfigError
 from bot.ops import config
 from bot.ops.config import Settings
 from bot.service import Service
-from integrations.discord.bot import DiscordSettings, OyezBot
+from integrations.discord.bot import OyezBot
 from integrations.discord.service import DiscordSink
+from integrations.discord.settings import DiscordSettings
 from integrations.homeassistant.service import HomeAssistantFrontEnd, homeassistant_front_end
 from integrations.homeassistant.websocket import (
     AuthenticationFailed,

@@ -8,25 +8,27 @@ caller's. Replies are ephemeral.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import zoneinfo
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import discord
 from discord import app_commands
 
 from bot.errors import InvalidRequest
-from bot.ops.config import DiscordChannel
+from bot.ops.config import DiscordChannel, Settings
 from bot.schedules.model import PLACEHOLDERS, Schedule, check_new, check_speakable
 from bot.schedules.store import ScheduleBook, StoredSchedule, UnknownSchedule
+from bot.synthesis.pipeline import SpeechPipeline
 
-if TYPE_CHECKING:
-    from integrations.discord.bot import OyezBot
-
-__all__ = ["add_schedule_commands"]
+__all__ = ["ScheduleCommands"]
 
 _PLACEHOLDERS = ", ".join("{" + name + "}" for name in PLACEHOLDERS)
+#: Characters of a reply Discord takes (2000), with room to spare.
+REPLY_CHARS = 1990
 
 
 @functools.cache
@@ -42,8 +44,18 @@ def _in_guild(stored: StoredSchedule, guild_id: int, named: dict[str, DiscordCha
     return False
 
 
-def _describe(stored: StoredSchedule, bot: OyezBot) -> str:
-    settings = bot.pipeline.settings
+@contextlib.contextmanager
+def _known(name: str) -> Iterator[None]:
+    """Raises :class:`InvalidRequest` for a schedule ``name`` unknown on this server."""
+    try:
+        yield
+    except UnknownSchedule:
+        raise InvalidRequest(
+            f"No schedule named {name!r} on this server (see /schedule list)."
+        ) from None
+
+
+def _describe(stored: StoredSchedule, settings: Settings) -> str:
     schedule = stored.schedule
     upcoming = stored.next_fire(settings.zone())
     zone = schedule.zone(settings.zone())
@@ -62,31 +74,27 @@ def _describe(stored: StoredSchedule, bot: OyezBot) -> str:
     return " · ".join(parts)
 
 
-def add_schedule_commands(bot: OyezBot) -> None:
-    """Register the ``/schedule`` group on ``bot``'s command tree."""
-    group = app_commands.Group(
-        name="schedule",
-        description="Spoken alerts at set times",
-        guild_only=True,
-        default_permissions=discord.Permissions(manage_guild=True),
-    )
+class ScheduleCommands(
+    app_commands.Group,
+    name="schedule",
+    description="Spoken alerts at set times",
+    guild_only=True,
+    default_permissions=discord.Permissions(manage_guild=True),
+):
+    """The ``/schedule`` group over ``book`` (its SQLite work runs in a worker thread).
 
-    def book() -> ScheduleBook:
-        return ScheduleBook(bot.pipeline.settings.data_dir)
+    Our errors (a bad schedule, an unknown name) are raised as :class:`InvalidRequest`."""
 
-    async def visible(guild: discord.Guild | None, name: str) -> StoredSchedule:
-        """The schedule ``name`` if it speaks in ``guild``; raises :class:`UnknownSchedule`."""
-        schedules = book()
-        try:
-            found = await schedules.get(name)
-        finally:
-            schedules.close()
-        named = bot.pipeline.settings.announce.discord_channels
-        if found is None or guild is None or not _in_guild(found, guild.id, named):
-            raise UnknownSchedule(name)
-        return found
+    def __init__(self, pipeline: SpeechPipeline, book: ScheduleBook) -> None:
+        super().__init__()
+        self.pipeline = pipeline
+        self.book = book
 
-    @group.command(name="add", description="Speak a message at set times in a voice channel")
+    @property
+    def settings(self) -> Settings:
+        return self.pipeline.settings
+
+    @app_commands.command(name="add", description="Speak a message at set times in a voice channel")
     @app_commands.describe(
         name="A name for it: letters, digits, . _ -",
         message=f"What to say; may use {_PLACEHOLDERS}",
@@ -100,6 +108,7 @@ def add_schedule_commands(bot: OyezBot) -> None:
         catch_up="Speak a missed alert once, late, when Oyez is back",
     )
     async def add(
+        self,
         interaction: discord.Interaction,
         name: str,
         message: str,
@@ -118,12 +127,8 @@ def add_schedule_commands(bot: OyezBot) -> None:
             current = member.voice.channel
             channel = current if isinstance(current, discord.VoiceChannel) else None
         if channel is None:
-            await interaction.response.send_message(
-                "⚠️ Give a voice channel, or join one first.", ephemeral=True
-            )
-            return
+            raise InvalidRequest("Give a voice channel, or join one first.")
         await interaction.response.defer(ephemeral=True, thinking=True)
-        settings = bot.pipeline.settings
         data = {
             "name": name,
             "message": message,
@@ -137,74 +142,62 @@ def add_schedule_commands(bot: OyezBot) -> None:
             "catch_up": catch_up,
         }
         now = datetime.now(UTC)
-        schedules = book()
-        try:
-            schedule = Schedule.parse({k: v for k, v in data.items() if v is not None})
-            check_new(schedule, settings, now)
-            await check_speakable(schedule, settings, bot.pipeline.prepare, now)
-            stored = await schedules.add(schedule, "discord", now)
-        except InvalidRequest as exc:
-            await interaction.edit_original_response(content=f"⚠️ {exc}")
-            return
-        finally:
-            schedules.close()
-        await interaction.edit_original_response(content=f"⏰ Added: {_describe(stored, bot)}")
+        schedule = Schedule.parse({k: v for k, v in data.items() if v is not None})
+        check_new(schedule, self.settings, now)
+        await check_speakable(schedule, self.settings, self.pipeline.prepare, now)
+        stored = await self.book.add(schedule, "discord", now)
+        described = _describe(stored, self.settings)
+        await interaction.edit_original_response(content=f"⏰ Added: {described}")
 
     @add.autocomplete("time_zone")
     async def zone_choices(
-        interaction: discord.Interaction, current: str
+        self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
         wanted = current.casefold()
         found = [z for z in _zones() if wanted in z.casefold()][:25]
         return [app_commands.Choice(name=z, value=z) for z in found]
 
-    @group.command(name="list", description="This server's scheduled alerts")
-    async def listing(interaction: discord.Interaction) -> None:
+    @app_commands.command(name="list", description="This server's scheduled alerts")
+    async def listing(self, interaction: discord.Interaction) -> None:
         assert interaction.guild is not None
-        schedules = book()
-        try:
-            stored = await schedules.all()
-        finally:
-            schedules.close()
-        named = bot.pipeline.settings.announce.discord_channels
-        lines = [_describe(s, bot) for s in stored if _in_guild(s, interaction.guild.id, named)]
+        stored = await self.book.all()
+        named = self.settings.announce.discord_channels
+        guild_id = interaction.guild.id
+        lines = [_describe(s, self.settings) for s in stored if _in_guild(s, guild_id, named)]
         text = "\n".join(lines) or "No scheduled alerts on this server."
-        await interaction.response.send_message(text[:1990], ephemeral=True)
+        await interaction.response.send_message(text[:REPLY_CHARS], ephemeral=True)
 
-    async def change(interaction: discord.Interaction, name: str, action: str) -> None:
-        try:
-            found = await visible(interaction.guild, name)
-            schedules = book()
-            try:
-                if action == "remove":
-                    await schedules.remove(found.name)
-                    reply = f"Removed **{found.name}**."
-                else:
-                    stored = await schedules.set_enabled(
-                        found.name, action == "resume", datetime.now(UTC)
-                    )
-                    reply = f"{action.capitalize()}d: {_describe(stored, bot)}"
-            finally:
-                schedules.close()
-        except UnknownSchedule:
-            reply = f"⚠️ No schedule named {name!r} on this server (see /schedule list)."
-        except InvalidRequest as exc:
-            reply = f"⚠️ {exc}"
-        await interaction.response.send_message(reply, ephemeral=True)
-
-    @group.command(name="remove", description="Delete a scheduled alert")
+    @app_commands.command(name="remove", description="Delete a scheduled alert")
     @app_commands.describe(name="The schedule's name")
-    async def remove(interaction: discord.Interaction, name: str) -> None:
-        await change(interaction, name, "remove")
+    async def remove(self, interaction: discord.Interaction, name: str) -> None:
+        with _known(name):
+            found = await self._visible(interaction.guild, name)
+            await self.book.remove(found.name)
+        await interaction.response.send_message(f"Removed **{found.name}**.", ephemeral=True)
 
-    @group.command(name="pause", description="Stop a scheduled alert until resumed")
+    @app_commands.command(name="pause", description="Stop a scheduled alert until resumed")
     @app_commands.describe(name="The schedule's name")
-    async def pause(interaction: discord.Interaction, name: str) -> None:
-        await change(interaction, name, "pause")
+    async def pause(self, interaction: discord.Interaction, name: str) -> None:
+        await self._set_enabled(interaction, name, False)
 
-    @group.command(name="resume", description="Start a paused alert again")
+    @app_commands.command(name="resume", description="Start a paused alert again")
     @app_commands.describe(name="The schedule's name")
-    async def resume(interaction: discord.Interaction, name: str) -> None:
-        await change(interaction, name, "resume")
+    async def resume(self, interaction: discord.Interaction, name: str) -> None:
+        await self._set_enabled(interaction, name, True)
 
-    bot.tree.add_command(group)
+    async def _set_enabled(self, interaction: discord.Interaction, name: str, on: bool) -> None:
+        with _known(name):
+            found = await self._visible(interaction.guild, name)
+            now = datetime.now(UTC)
+            stored = await self.book.set_enabled(found.name, on, now)
+        done = "Resumed" if on else "Paused"
+        described = _describe(stored, self.settings)
+        await interaction.response.send_message(f"{done}: {described}", ephemeral=True)
+
+    async def _visible(self, guild: discord.Guild | None, name: str) -> StoredSchedule:
+        """The schedule ``name`` if it speaks in ``guild``; raises :class:`UnknownSchedule`."""
+        found = await self.book.get(name)
+        named = self.settings.announce.discord_channels
+        if found is None or guild is None or not _in_guild(found, guild.id, named):
+            raise UnknownSchedule(name)
+        return found

@@ -1,0 +1,46 @@
+"""The ``⚠️`` replies: Oyez's errors raised by a command are answered in one place.
+
+A reply is ephemeral while the interaction is unanswered; after a (public) defer it is the
+deferred reply. Other errors are logged as discord.py logs them.
+"""
+
+from __future__ import annotations
+
+import discord
+from discord import app_commands
+
+from bot.errors import OyezError
+
+__all__ = ["OyezCommandTree", "PaidProviderRefused", "answer"]
+
+
+class PaidProviderRefused(app_commands.CheckFailure):
+    """A paid provider asked for by a member without one of the server's paid roles."""
+
+    def __init__(self, provider: str) -> None:
+        super().__init__(
+            f"{provider} is a paid provider; on this server it needs one of the roles set "
+            "with /settings."
+        )
+
+
+async def answer(interaction: discord.Interaction, message: str) -> None:
+    """Tell the caller ``message``: ephemerally if still possible, else in the deferred reply."""
+    if interaction.response.is_done():
+        await interaction.edit_original_response(content=message)
+    else:
+        await interaction.response.send_message(message, ephemeral=True)
+
+
+class OyezCommandTree(app_commands.CommandTree[discord.Client]):
+    """The command tree whose :meth:`on_error` answers :class:`OyezError` and
+    :class:`PaidProviderRefused` with ``⚠️ <reason>``."""
+
+    async def on_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError, /
+    ) -> None:
+        cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+        if isinstance(cause, OyezError | PaidProviderRefused):
+            await answer(interaction, f"⚠️ {cause}")
+            return
+        await super().on_error(interaction, error)

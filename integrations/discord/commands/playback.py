@@ -1,0 +1,91 @@
+"""``/join``, ``/leave``, ``/skip``, ``/stop`` and ``/queue``: the guild's voice and queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from integrations.discord.voice import VoiceConnections
+
+__all__ = ["caller_channel", "playback_commands"]
+
+#: Characters of each text ``/queue`` shows.
+QUEUE_TEXT_CHARS = 80
+
+
+async def caller_channel(
+    interaction: discord.Interaction, voice: VoiceConnections
+) -> discord.VoiceChannel | None:
+    """The caller's voice channel, or None after telling them (ephemerally) why not."""
+    member = interaction.user
+    channel = member.voice.channel if isinstance(member, discord.Member) and member.voice else None
+    if not isinstance(channel, discord.VoiceChannel):
+        await interaction.response.send_message(
+            "Join a voice channel first, then ask again.", ephemeral=True
+        )
+        return None
+    busy = voice.busy_elsewhere(interaction.guild, channel) if interaction.guild else None
+    if busy is not None:
+        await interaction.response.send_message(
+            f"I am speaking in {busy.mention} right now; join it, or ask again when I am done.",
+            ephemeral=True,
+        )
+        return None
+    return channel
+
+
+def playback_commands(voice: VoiceConnections) -> list[app_commands.Command[Any, ..., None]]:
+    """The commands that drive ``voice``: join, leave, skip, stop, queue."""
+
+    @app_commands.command(name="join", description="Join your voice channel")
+    @app_commands.guild_only()
+    async def join(interaction: discord.Interaction) -> None:
+        channel = await caller_channel(interaction, voice)
+        if channel is None or interaction.guild is None:
+            return
+        await interaction.response.defer(ephemeral=True)
+        await voice.player(interaction.guild, channel)
+        await interaction.edit_original_response(content=f"Joined {channel.mention}.")
+
+    @app_commands.command(name="leave", description="Leave the voice channel and drop the queue")
+    @app_commands.guild_only()
+    async def leave(interaction: discord.Interaction) -> None:
+        assert interaction.guild is not None
+        left = await voice.leave(interaction.guild)
+        message = "Left the voice channel." if left else "I am not in a voice channel."
+        await interaction.response.send_message(message, ephemeral=True)
+
+    @app_commands.command(name="skip", description="Skip what is being said now")
+    @app_commands.guild_only()
+    async def skip(interaction: discord.Interaction) -> None:
+        player = voice.players.get(interaction.guild_id or 0)
+        skipped = player is not None and player.skip()
+        message = "Skipped." if skipped else "Nothing is being said."
+        await interaction.response.send_message(message, ephemeral=True)
+
+    @app_commands.command(name="stop", description="Stop speaking and empty the queue")
+    @app_commands.guild_only()
+    async def stop(interaction: discord.Interaction) -> None:
+        player = voice.players.get(interaction.guild_id or 0)
+        dropped = player.stop() if player is not None else 0
+        await interaction.response.send_message(
+            f"Stopped; {dropped} waiting message(s) dropped.", ephemeral=True
+        )
+
+    @app_commands.command(name="queue", description="What is being said and what waits")
+    @app_commands.guild_only()
+    async def queue(interaction: discord.Interaction) -> None:
+        player = voice.players.get(interaction.guild_id or 0)
+        items = player.pending() if player is not None else []
+        if not items:
+            await interaction.response.send_message("The queue is empty.", ephemeral=True)
+            return
+        lines = [
+            f"{'▶' if i == 0 else f'{i}.'} {item.request.text[:QUEUE_TEXT_CHARS]} — {item.label}"
+            for i, item in enumerate(items)
+        ]
+        await interaction.response.send_message("\n".join(lines), ephemeral=True)
+
+    return [join, leave, skip, stop, queue]

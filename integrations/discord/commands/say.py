@@ -1,0 +1,185 @@
+"""``/say text [voice] [provider]``: speak in the caller's voice channel.
+
+Bad input is answered first, privately (within :data:`PREPARE_BUDGET_S`, else after a defer);
+the reply is then edited to say what was said, by which voice, and why another voice spoke
+when the asked one could not. The voice is the one asked, else the caller's (``/voice set``),
+else the server's (``/settings``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from bot.errors import InvalidRequest
+from bot.speech import RequestSource, SpeechRequest, Utterance
+from bot.synthesis.pipeline import PreparedRequest, SpeechPipeline
+from integrations.discord.arrival import Arrival, ArrivalOrder, arrival_of
+from integrations.discord.catalogue import parse_voice
+from integrations.discord.commands.errors import PaidProviderRefused
+from integrations.discord.commands.playback import caller_channel
+from integrations.discord.guilds import GuildSettings, GuildSettingsStore
+from integrations.discord.player import QueuedItem
+from integrations.discord.preferences import Preferences
+from integrations.discord.voice import VoiceConnections
+
+__all__ = ["PREPARE_BUDGET_S", "Say", "check_paid_roles", "say_command"]
+
+#: Seconds /say may spend validating before it must defer (Discord allows 3 s in all).
+PREPARE_BUDGET_S = 1.5
+
+
+def _reply(utterance: Utterance) -> str:
+    """The edited reply once ``utterance`` has played."""
+    lines = [
+        f"🔊 Said: {utterance.text}",
+        f"-# {utterance.voice.label} · {utterance.duration_s:.1f} s",
+    ]
+    if utterance.cached:
+        lines[-1] += " · from the cache"
+    for note in utterance.fallbacks:
+        lines.append(f"-# instead of {note.provider}: {note.reason}")
+    return "\n".join(lines)
+
+
+def check_paid_roles(
+    prepared: PreparedRequest, member: discord.User | discord.Member, server: GuildSettings
+) -> None:
+    """Raises :class:`PaidProviderRefused` when ``prepared`` needs a paid provider and the
+    server keeps those to roles ``member`` has none of."""
+    if prepared.provider.paid and server.paid_roles:
+        roles = {role.id for role in getattr(member, "roles", [])}
+        if not roles & set(server.paid_roles):
+            raise PaidProviderRefused(prepared.provider.name)
+
+
+class Say:
+    """What ``/say`` does; :meth:`played` edits the reply of a request once it has played."""
+
+    def __init__(
+        self,
+        pipeline: SpeechPipeline,
+        guild_settings: GuildSettingsStore,
+        preferences: Preferences,
+        voice: VoiceConnections,
+    ) -> None:
+        self.pipeline = pipeline
+        self.guild_settings = guild_settings
+        self.preferences = preferences
+        self.voice = voice
+        self.arrival = ArrivalOrder()
+        self._interactions: dict[str, discord.Interaction] = {}  # by request id
+
+    async def __call__(
+        self, interaction: discord.Interaction, text: str, voice: str | None, provider: str | None
+    ) -> None:
+        """Queue ``text``; raises :class:`InvalidRequest`/:class:`PaidProviderRefused`."""
+        arrived = arrival_of(interaction)
+        with self.arrival.on_the_way(interaction.guild_id or 0, arrived):
+            await self._say(interaction, text, voice, provider, arrived)
+
+    async def played(
+        self, item: QueuedItem, utterance: Utterance | None, error: BaseException | None
+    ) -> None:
+        interaction = self._interactions.pop(item.request.id, None)
+        if interaction is None:
+            return
+        if utterance is not None and error is None:
+            await interaction.edit_original_response(content=_reply(utterance))
+        else:
+            await interaction.edit_original_response(content=f"⚠️ Not said: {error}")
+
+    async def _say(
+        self,
+        interaction: discord.Interaction,
+        text: str,
+        voice: str | None,
+        provider: str | None,
+        arrived: Arrival,
+    ) -> None:
+        channel = await caller_channel(interaction, self.voice)
+        if channel is None or interaction.guild is None:
+            return
+        server = await self.guild_settings.get(interaction.guild.id)
+        if server.max_length is not None and len(text) > server.max_length:
+            raise InvalidRequest(
+                f"That is {len(text)} characters; this server allows {server.max_length}."
+            )
+        request = await self._request(interaction, server, text, voice, provider)
+        check_paid_roles(await self._prepare(interaction, request), interaction.user, server)
+        if not interaction.response.is_done():
+            await interaction.response.defer(thinking=True)
+        await self.arrival.wait_turn(interaction.guild.id, arrived)
+        try:
+            player = await self.voice.player(interaction.guild, channel)
+        except (discord.DiscordException, TimeoutError) as exc:
+            await interaction.edit_original_response(content=f"⚠️ Cannot join voice: {exc}")
+            return
+        self._interactions[request.id] = interaction
+        position = player.enqueue(request, label=interaction.user.display_name, arrived=arrived)
+        if position:
+            await interaction.edit_original_response(
+                content=f"⏳ Queued ({position} before it): {request.text}"
+            )
+
+    async def _request(
+        self,
+        interaction: discord.Interaction,
+        server: GuildSettings,
+        text: str,
+        voice: str | None,
+        provider: str | None,
+    ) -> SpeechRequest:
+        """The request of ``text`` in the voice asked, else the caller's, else the server's."""
+        user = interaction.user
+        if server.name_prefix:
+            text = f"{user.display_name} said: {text}"
+        model = None
+        chosen = await self.preferences.voice_of(user.id) if voice is None else None
+        if chosen is not None and provider in (None, chosen.provider):
+            provider, model, voice = chosen.provider, chosen.model, chosen.voice
+            if voice.casefold() in self.pipeline.settings.voices:
+                provider = None  # a named voice brings its own provider
+        elif voice is None and provider in (None, server.provider):
+            provider, model, voice = parse_voice(server.voice, provider or server.provider)
+        return SpeechRequest.build(
+            text=text,
+            voice=voice,
+            provider=provider,
+            model=model,
+            source=RequestSource.DISCORD,
+            requester=f"discord:{user.id}",
+            guild=str(interaction.guild_id),
+        )
+
+    async def _prepare(
+        self, interaction: discord.Interaction, request: SpeechRequest
+    ) -> PreparedRequest:
+        """``request`` prepared; deferred first when that takes over :data:`PREPARE_BUDGET_S`
+        (a cloud provider's voice list may take a while to fetch)."""
+        try:
+            async with asyncio.timeout(PREPARE_BUDGET_S):
+                return await self.pipeline.prepare(request)
+        except TimeoutError:
+            await interaction.response.defer(thinking=True)
+            return await self.pipeline.prepare(request)
+
+
+def say_command(say: Say) -> app_commands.Command[Any, ..., None]:
+    @app_commands.command(name="say", description="Speak in your voice channel")
+    @app_commands.describe(
+        text="What to say", voice="A voice (see /voices)", provider="A TTS provider"
+    )
+    @app_commands.guild_only()
+    async def command(
+        interaction: discord.Interaction,
+        text: str,
+        voice: str | None = None,
+        provider: str | None = None,
+    ) -> None:
+        await say(interaction, text, voice, provider)
+
+    return command

@@ -1,0 +1,147 @@
+"""``/settings``, ``/setup`` and ``/credits``: the server's managers (Manage Server) only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from bot.providers.report import credits_report
+from bot.speech import SpeechRequest
+from bot.synthesis.pipeline import SpeechPipeline
+from integrations.discord.catalogue import VoiceCatalogue, parse_voice
+from integrations.discord.guilds import GuildSettings, GuildSettingsStore
+from integrations.discord.settings import DiscordSettings
+
+__all__ = ["credits_command", "settings_command", "setup_command"]
+
+Command = app_commands.Command[Any, ..., None]
+
+#: Characters of the credits report Discord shows (2000 less the code fence), with room.
+REPORT_CHARS = 1900
+
+
+def _describe_settings(settings: GuildSettings) -> str:
+    """What ``/settings`` shows: one line per setting."""
+    roles = ", ".join(f"<@&{r}>" for r in settings.paid_roles) or "everyone"
+    return "\n".join(
+        [
+            f"voice: {settings.voice or 'Oyez default'}",
+            f"provider: {settings.provider or 'Oyez default'}",
+            f"max length: {settings.max_length or 'Oyez default'}",
+            f"paid providers: {roles}",
+            f"idle timeout: {settings.idle_timeout_s or 'Oyez default'}",
+            f'"<name> said": {"on" if settings.name_prefix else "off"}',
+            f"voice channel chat read: {'on' if settings.read_voice_chat else 'off'}",
+        ]
+    )
+
+
+def credits_command(pipeline: SpeechPipeline) -> Command:
+    @app_commands.command(name="credits", description="Provider credits, spend, limits, circuits")
+    @app_commands.guild_only()
+    @app_commands.default_permissions(manage_guild=True)
+    async def credits(interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        lines = await credits_report(pipeline.registry, pipeline.dispatcher)
+        text = "```\n" + "\n".join(lines)[:REPORT_CHARS] + "\n```"
+        await interaction.edit_original_response(content=text)
+
+    return credits
+
+
+def settings_command(
+    pipeline: SpeechPipeline, guild_settings: GuildSettingsStore, catalogue: VoiceCatalogue
+) -> Command:
+    """``/settings``: show the server's settings, or change those given. A voice or provider
+    that cannot speak raises the pipeline's :class:`InvalidRequest` (nothing is saved)."""
+
+    @app_commands.command(name="settings", description="This server's settings (no option: show)")
+    @app_commands.guild_only()
+    @app_commands.default_permissions(manage_guild=True)
+    @app_commands.describe(
+        voice="Default voice of the server",
+        provider="Default provider of the server",
+        max_length="Longest /say text, in characters",
+        paid_role="Also allow this role to use paid providers",
+        clear_paid_roles="Allow everyone to use paid providers again",
+        idle_timeout_s="Leave the voice channel after this many idle seconds",
+        name_prefix='Say "<name> said" before each message',
+        voice_chat="Read the text chat of the voice channel I am in",
+    )
+    async def settings(
+        interaction: discord.Interaction,
+        voice: str | None = None,
+        provider: str | None = None,
+        max_length: app_commands.Range[int, 1, 100_000] | None = None,
+        paid_role: discord.Role | None = None,
+        clear_paid_roles: bool = False,
+        idle_timeout_s: app_commands.Range[int, 10, 86_400] | None = None,
+        name_prefix: bool | None = None,
+        voice_chat: bool | None = None,
+    ) -> None:
+        assert interaction.guild is not None
+        current = await guild_settings.get(interaction.guild.id)
+        changes: dict[str, Any] = {}
+        if voice is not None or provider is not None:
+            chosen_provider, model, chosen_voice = parse_voice(voice, provider)
+            await pipeline.prepare(
+                SpeechRequest.build(
+                    text="voice check", voice=chosen_voice, provider=chosen_provider, model=model
+                )
+            )
+            changes.update(voice=voice, provider=provider)
+        if max_length is not None:
+            changes["max_length"] = max_length
+        if clear_paid_roles:
+            changes["paid_roles"] = []
+        if paid_role is not None:
+            roles = [] if clear_paid_roles else current.paid_roles
+            changes["paid_roles"] = sorted({*roles, paid_role.id})
+        if idle_timeout_s is not None:
+            changes["idle_timeout_s"] = float(idle_timeout_s)
+        if name_prefix is not None:
+            changes["name_prefix"] = name_prefix
+        if voice_chat is not None:
+            changes["read_voice_chat"] = voice_chat
+        updated = current.model_copy(update=changes)
+        if changes:
+            await guild_settings.put(interaction.guild.id, updated)
+        await interaction.response.send_message(
+            ("Saved.\n" if changes else "") + _describe_settings(updated), ephemeral=True
+        )
+
+    @settings.autocomplete("voice")
+    async def voice_choices(
+        interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return await catalogue.choices(current)
+
+    return settings
+
+
+def setup_command(settings: DiscordSettings, guild_settings: GuildSettingsStore) -> Command:
+    @app_commands.command(name="setup", description="Read a text channel aloud in voice")
+    @app_commands.guild_only()
+    @app_commands.default_permissions(manage_guild=True)
+    @app_commands.describe(channel="The text channel to read (none: stop reading)")
+    async def setup(
+        interaction: discord.Interaction, channel: discord.TextChannel | None = None
+    ) -> None:
+        assert interaction.guild is not None
+        current = await guild_settings.get(interaction.guild.id)
+        updated = current.model_copy(update={"read_channel": channel.id if channel else None})
+        await guild_settings.put(interaction.guild.id, updated)
+        if channel is None:
+            message = "I no longer read a channel aloud."
+        elif not settings.read_messages:
+            message = (
+                f"Saved {channel.mention}, but reading is off: set discord.read_messages "
+                "and enable the message content intent."
+            )
+        else:
+            message = f"I read {channel.mention} aloud in the voice channel I am in."
+        await interaction.response.send_message(message, ephemeral=True)
+
+    return setup

@@ -1,0 +1,152 @@
+"""The bot's voice connections: one :class:`GuildPlayer` per guild, on the guild's voice client.
+
+:meth:`VoiceConnections.player` joins the asked voice channel (or moves there), waits for a
+dropped connection that discord.py is reconnecting, and keeps the player and its queue across
+such a reconnect; a voice client gone for good (``/leave``, idle, disconnected by someone)
+takes its player with it, and the next request joins again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+
+import discord
+
+from bot.synthesis.pipeline import SpeechPipeline
+from integrations.discord.audio import VoiceClientOutput
+from integrations.discord.connection import ResumingVoiceClient
+from integrations.discord.guilds import GuildSettingsStore
+from integrations.discord.player import GuildPlayer, Report
+from integrations.discord.settings import DiscordSettings
+
+__all__ = ["JOIN_TIMEOUT_S", "RECONNECT_WAIT_S", "VoiceConnections"]
+
+#: Seconds a request waits for a dropped voice connection that discord.py is reconnecting
+#: before the bot leaves and joins again.
+RECONNECT_WAIT_S = 20.0
+#: Seconds joining a voice channel may take.
+JOIN_TIMEOUT_S = 15.0
+
+log = logging.getLogger(__name__)
+
+
+class VoiceConnections:
+    """The guilds' players (``players``, by guild id), each playing through a voice client."""
+
+    def __init__(
+        self,
+        pipeline: SpeechPipeline,
+        settings: DiscordSettings,
+        guild_settings: GuildSettingsStore,
+        on_done: Report,
+    ) -> None:
+        self.pipeline = pipeline
+        self.settings = settings
+        self.guild_settings = guild_settings
+        self.on_done = on_done
+        self.players: dict[int, GuildPlayer] = {}
+        self._joining: dict[int, asyncio.Lock] = {}
+        self._closing: set[asyncio.Task[None]] = set()  # players of voice clients gone
+
+    async def player(self, guild: discord.Guild, channel: discord.VoiceChannel) -> GuildPlayer:
+        """The guild's player, connected to ``channel`` (joining or moving as needed).
+
+        Raises ``discord.ClientException``/``TimeoutError`` when joining fails.
+        """
+        # one join at a time per guild: two quick /say must not both try to connect
+        async with self._joining.setdefault(guild.id, asyncio.Lock()):
+            return await self._connect(guild, channel)
+
+    def busy_elsewhere(
+        self, guild: discord.Guild, channel: discord.abc.Connectable
+    ) -> discord.VoiceChannel | discord.StageChannel | None:
+        """The other voice channel of ``guild`` the bot is speaking in now, if any."""
+        voice = guild.voice_client
+        current = getattr(voice, "channel", None)
+        player = self.players.get(guild.id)
+        if current is not None and current != channel and player is not None and player.pending():
+            assert isinstance(current, discord.VoiceChannel | discord.StageChannel)
+            return current
+        return None
+
+    async def leave(self, guild: discord.Guild) -> bool:
+        """Drop the guild's queue and leave its voice channel; False when in none."""
+        player = self.players.pop(guild.id, None)
+        if player is not None:
+            await player.close()
+        voice = guild.voice_client
+        if voice is None:
+            return player is not None
+        await voice.disconnect(force=True)
+        return True
+
+    async def close(self) -> None:
+        for guild_id in list(self.players):
+            player = self.players.pop(guild_id)
+            await player.close()
+
+    async def _connect(self, guild: discord.Guild, channel: discord.VoiceChannel) -> GuildPlayer:
+        voice = await self._voice_client(guild, channel)
+        player = self.players.get(guild.id)
+        if player is not None and not _plays_through(player, voice):
+            del self.players[guild.id]  # the player of a voice client that is gone
+            await player.close()
+            player = None
+        if player is None:
+
+            async def leave() -> None:
+                await self.leave(guild)
+
+            server = await self.guild_settings.get(guild.id)
+            player = GuildPlayer(
+                VoiceClientOutput(voice),
+                functools.partial(
+                    self.pipeline.speak_sentences,
+                    lookahead=self.settings.sentence_lookahead,
+                    live=True,
+                    split=self.settings.split_sentences,
+                ),
+                prefetch=self.settings.prefetch,
+                idle_timeout_s=server.idle_timeout_s or self.settings.idle_timeout_s,
+                on_idle=leave,
+                on_done=self.on_done,
+                start_s=self.settings.stream_start_s,
+            )
+            self.players[guild.id] = player
+        return player
+
+    async def _voice_client(
+        self, guild: discord.Guild, channel: discord.VoiceChannel
+    ) -> discord.VoiceClient:
+        """The guild's voice client, in ``channel``: the current one (moved if need be, and
+        waited for while discord.py reconnects a dropped connection), else a new one."""
+        voice = guild.voice_client
+        if isinstance(voice, discord.VoiceClient) and not voice.is_connected():
+            if isinstance(voice, ResumingVoiceClient):
+                await voice.wait_connected(RECONNECT_WAIT_S)
+            if not voice.is_connected():
+                log.warning("voice in guild %s did not reconnect: joining again", guild.id)
+                await voice.disconnect(force=True)
+                voice = guild.voice_client
+        if isinstance(voice, discord.VoiceClient) and voice.is_connected():
+            if voice.channel != channel:
+                await voice.move_to(channel)
+            return voice
+        connect = functools.partial(ResumingVoiceClient, on_gone=self._voice_gone)
+        return await channel.connect(timeout=JOIN_TIMEOUT_S, self_deaf=True, cls=connect)
+
+    def _voice_gone(self, voice: ResumingVoiceClient) -> None:
+        """A voice client left for good: its player goes. A reconnect, which discord.py does
+        on its own when the connection drops, keeps the player and its queue."""
+        player = self.players.get(voice.guild.id)
+        if player is not None and _plays_through(player, voice):
+            del self.players[voice.guild.id]
+            task = asyncio.create_task(player.close(), name="oyez-close-player")
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+
+def _plays_through(player: GuildPlayer, voice: discord.VoiceClient) -> bool:
+    return isinstance(player.output, VoiceClientOutput) and player.output.voice is voice
