@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from bot.audio.live import FRAME_S, LiveUtterance
 from bot.audio.ogg import opus_packets
 from bot.speech import SpeechRequest, Utterance
-from bot.synthesis.pipeline import Segment
+from bot.synthesis.pipeline import PreparedRequest, Segment
 
 __all__ = ["FEED_AHEAD_S", "OpusFeed", "Production", "Segments", "fill"]
 
@@ -26,7 +26,7 @@ __all__ = ["FEED_AHEAD_S", "OpusFeed", "Production", "Segments", "fill"]
 #: synthesis runs ahead of playback (with the pipeline's lookahead of sentences in flight).
 FEED_AHEAD_S = 1.0
 
-Segments = Callable[[SpeechRequest], AsyncIterator[Segment]]
+Segments = Callable[[SpeechRequest | PreparedRequest], AsyncIterator[Segment]]
 
 
 class OpusFeed:

@@ -24,7 +24,7 @@ from typing import Protocol
 from bot.errors import OyezError, RequestExpired
 from bot.ops.metrics import QUEUE_DEPTH, TIME_TO_FIRST_AUDIO
 from bot.speech import SpeechRequest, Utterance
-from bot.synthesis.pipeline import Segment, join_utterances
+from bot.synthesis.pipeline import PreparedRequest, Segment, join_utterances
 from integrations.discord.feed import OpusFeed, Production, Segments, fill
 
 __all__ = ["GuildPlayer", "QueuedItem", "Report", "VoiceOutput"]
@@ -63,6 +63,8 @@ class QueuedItem:
     seq: tuple[float, int]  # (arrival, Unix ms; a tie-breaker)
     request: SpeechRequest = field(compare=False)
     label: str = field(compare=False, default="")
+    #: the request as the front end already prepared it, so it is not prepared again
+    prepared: PreparedRequest | None = field(compare=False, default=None, repr=False)
     production: Production | None = field(compare=False, default=None, repr=False)
 
 
@@ -105,16 +107,22 @@ class GuildPlayer:
     # -- what commands call --------------------------------------------------------------------
 
     def enqueue(
-        self, request: SpeechRequest, label: str = "", arrived: tuple[float, int] | None = None
+        self,
+        request: SpeechRequest | PreparedRequest,
+        label: str = "",
+        arrived: tuple[float, int] | None = None,
     ) -> int:
-        """Queue ``request``; returns how many items play before it (0: it plays next).
+        """Queue ``request`` (prepared or not); returns how many items play before it (0: it
+        plays next).
 
         ``arrived`` orders equals: when the request arrived (Unix ms) and a tie-breaker; by
         default, now. A front end that knows when a request was made (a Discord interaction's
         snowflake) keeps that order even when requests take different times to get here.
         """
         order = arrived if arrived is not None else (time.time() * 1000, next(self._seq))
-        item = QueuedItem(-request.priority.rank, order, request, label)
+        prepared = request if isinstance(request, PreparedRequest) else None
+        plain = request.request if isinstance(request, PreparedRequest) else request
+        item = QueuedItem(-plain.priority.rank, order, plain, label, prepared)
         self._queue.append(item)
         self._queue.sort()
         self._prefetch()
@@ -164,7 +172,7 @@ class GuildPlayer:
     def _start(self, item: QueuedItem) -> Production:
         """Start making ``item``'s audio (its first sentence) unless it is under way."""
         if item.production is None:
-            item.production = Production(self.segments(item.request))
+            item.production = Production(self.segments(item.prepared or item.request))
         return item.production
 
     async def _next(self) -> QueuedItem | None:

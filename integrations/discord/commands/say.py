@@ -108,8 +108,11 @@ class Say:
             raise InvalidRequest(
                 f"That is {len(text)} characters; this server allows {server.max_length}."
             )
-        request = await self._request(interaction, server, text, voice, provider)
-        check_paid_roles(await self._prepare(interaction, request), interaction.user, server)
+        prepared = await self._prepare(
+            interaction, await self._request(interaction, server, text, voice, provider)
+        )
+        check_paid_roles(prepared, interaction.user, server)
+        request = prepared.request
         if not interaction.response.is_done():
             await interaction.response.defer(thinking=True)
         await self.arrival.wait_turn(interaction.guild.id, arrived)
@@ -119,7 +122,7 @@ class Say:
             await interaction.edit_original_response(content=f"⚠️ Cannot join voice: {exc}")
             return
         self._interactions[request.id] = interaction
-        position = player.enqueue(request, label=interaction.user.display_name, arrived=arrived)
+        position = player.enqueue(prepared, label=interaction.user.display_name, arrived=arrived)
         if position:
             await interaction.edit_original_response(
                 content=f"⏳ Queued ({position} before it): {request.text}"
@@ -158,14 +161,16 @@ class Say:
     async def _prepare(
         self, interaction: discord.Interaction, request: SpeechRequest
     ) -> PreparedRequest:
-        """``request`` prepared; deferred first when that takes over :data:`PREPARE_BUDGET_S`
-        (a cloud provider's voice list may take a while to fetch)."""
+        """``request`` prepared, once; the reply is deferred first when that takes over
+        :data:`PREPARE_BUDGET_S` (a cloud provider's voice list may take a while to fetch)."""
+        preparing = asyncio.ensure_future(self.pipeline.prepare(request))
         try:
-            async with asyncio.timeout(PREPARE_BUDGET_S):
-                return await self.pipeline.prepare(request)
-        except TimeoutError:
-            await interaction.response.defer(thinking=True)
-            return await self.pipeline.prepare(request)
+            done, _ = await asyncio.wait({preparing}, timeout=PREPARE_BUDGET_S)
+            if not done:
+                await interaction.response.defer(thinking=True)
+            return await preparing
+        finally:
+            preparing.cancel()  # a no-op once finished; else the defer failed or we were cancelled
 
 
 def say_command(say: Say) -> app_commands.Command[Any, ..., None]:

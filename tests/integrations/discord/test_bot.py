@@ -489,6 +489,46 @@ async def test_a_slow_voice_list_does_not_miss_discords_3_seconds(
         await pipeline.aclose()
 
 
+async def test_a_say_is_prepared_once_even_when_it_must_defer(
+    fake_discord: FakeDiscord,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bot.providers.base import ProviderRegistry
+    from bot.speech import SpeechRequest
+    from bot.synthesis.pipeline import PreparedRequest
+    from integrations import PROVIDERS
+
+    settings = config.load(data_dir=tmp_path / "data")
+    targets = {**PROVIDERS, "slowtone": "tests.support.tone_provider:SlowListingTone"}
+    pipeline = SpeechPipeline(settings, ProviderRegistry(settings, targets))
+    prepared: list[tuple[str | None, str]] = []
+    prepare = pipeline.prepare
+
+    async def counted(request: SpeechRequest) -> PreparedRequest:
+        prepared.append((request.provider, request.text))
+        return await prepare(request)
+
+    monkeypatch.setattr(pipeline, "prepare", counted)
+    client = OyezBot(pipeline, DiscordSettings(), **client_options())
+    try:
+        async with running(client, fake_discord):
+            sent = await fake_discord.send_interaction(
+                "say", {"text": "Beep.", "provider": "slowtone"}, user=ALICE
+            )
+            assert (await fake_discord.wait_for_response(sent)).type == 5  # it had to defer
+            assert "Said: Beep." in await said(fake_discord, sent, "Said:")
+    finally:
+        await pipeline.aclose()
+    # the asked request is validated once: not again after the defer, nor by the player, nor
+    # per sentence; the only other preparation is the fallback chain's next voice, made ready
+    asked = [p for p in prepared if p[0] == "slowtone"]
+    assert asked == [("slowtone", "Beep.")]
+    assert {p for p in prepared if p[0] != "slowtone"} <= {
+        (spec, "Beep.") for spec in settings.fallback
+    }
+
+
 async def test_role_and_channel_options(
     fake_discord: FakeDiscord,  # noqa: F811
     tmp_path: Path,
