@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import threading
+from functools import partial
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.ops.store import open_state
+from bot.ops.store import Database, open_state
 
 __all__ = ["GuildSettings", "GuildSettingsStore"]
 
@@ -45,40 +45,28 @@ class GuildSettings(BaseModel):
 
 
 class GuildSettingsStore:
-    """Each guild's :class:`GuildSettings`; survives restarts.
-
-    The SQLite work runs in a worker thread (its busy timeout must not stall the event loop),
-    one statement at a time (one lock per store).
-    """
+    """Each guild's :class:`GuildSettings`; survives restarts. The SQLite work runs in a worker
+    thread (:class:`~bot.ops.store.Database`): a busy file never stalls the event loop."""
 
     def __init__(self, data_dir: Path) -> None:
-        self._lock = threading.Lock()
-        self._db = open_state(data_dir, _SCHEMA)
+        self._db = Database(partial(open_state, data_dir, _SCHEMA))
 
     async def get(self, guild_id: int) -> GuildSettings:
         """``guild_id``'s settings; the defaults for a guild that set none."""
-        stored = await asyncio.to_thread(self._read, guild_id)
-        return GuildSettings() if stored is None else GuildSettings.model_validate_json(stored)
-
-    async def put(self, guild_id: int, settings: GuildSettings) -> None:
-        await asyncio.to_thread(self._write, guild_id, settings.model_dump_json())
-
-    async def close(self) -> None:
-        await asyncio.to_thread(self._close)
-
-    def _read(self, guild_id: int) -> str | None:
-        with self._lock:
-            row = self._db.execute(
+        row = await self._db.call(
+            lambda db: db.execute(
                 "SELECT settings FROM discord_guild_settings WHERE guild_id = ?", (guild_id,)
             ).fetchone()
-        return None if row is None else str(row[0])
+        )
+        return GuildSettings() if row is None else GuildSettings.model_validate_json(row[0])
 
-    def _write(self, guild_id: int, stored: str) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO discord_guild_settings VALUES (?, ?)", (guild_id, stored)
+    async def put(self, guild_id: int, settings: GuildSettings) -> None:
+        row = (guild_id, settings.model_dump_json())
+        await self._db.call(
+            lambda db: db.execute(
+                "INSERT OR REPLACE INTO discord_guild_settings VALUES (?, ?)", row
             )
+        )
 
-    def _close(self) -> None:
-        with self._lock:
-            self._db.close()
+    async def close(self) -> None:
+        await asyncio.to_thread(self._db.close)

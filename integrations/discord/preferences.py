@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-from bot.ops.store import open_state
+from bot.ops.store import Database, open_state
 
 __all__ = ["Preferences", "VoiceChoice"]
 
@@ -35,41 +35,29 @@ class VoiceChoice:
 
 
 class Preferences:
-    """What each user chose with ``/voice set``; survives restarts.
-
-    The SQLite work runs in a worker thread (its busy timeout must not stall the event loop),
-    one statement at a time (one lock per store).
-    """
+    """What each user chose with ``/voice set``; survives restarts. The SQLite work runs in a
+    worker thread (:class:`~bot.ops.store.Database`): a busy file never stalls the event loop."""
 
     def __init__(self, data_dir: Path) -> None:
-        self._lock = threading.Lock()
-        self._db = open_state(data_dir, _SCHEMA)
+        self._db = Database(partial(open_state, data_dir, _SCHEMA))
 
     async def voice_of(self, user_id: int) -> VoiceChoice | None:
         """``user_id``'s choice; None when they made none."""
-        return await asyncio.to_thread(self._read, user_id)
-
-    async def set_voice(self, user_id: int, choice: VoiceChoice) -> None:
-        await asyncio.to_thread(self._write, user_id, choice)
-
-    async def close(self) -> None:
-        await asyncio.to_thread(self._close)
-
-    def _read(self, user_id: int) -> VoiceChoice | None:
-        with self._lock:
-            row = self._db.execute(
+        row = await self._db.call(
+            lambda db: db.execute(
                 "SELECT provider, model, voice FROM discord_user_voices WHERE user_id = ?",
                 (user_id,),
             ).fetchone()
+        )
         return None if row is None else VoiceChoice(row[0], row[1], row[2])
 
-    def _write(self, user_id: int, choice: VoiceChoice) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO discord_user_voices VALUES (?, ?, ?, ?)",
-                (user_id, choice.provider, choice.model, choice.voice),
+    async def set_voice(self, user_id: int, choice: VoiceChoice) -> None:
+        row = (user_id, choice.provider, choice.model, choice.voice)
+        await self._db.call(
+            lambda db: db.execute(
+                "INSERT OR REPLACE INTO discord_user_voices VALUES (?, ?, ?, ?)", row
             )
+        )
 
-    def _close(self) -> None:
-        with self._lock:
-            self._db.close()
+    async def close(self) -> None:
+        await asyncio.to_thread(self._db.close)
