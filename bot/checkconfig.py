@@ -55,7 +55,7 @@ from bot.ops import config
 from bot.ops.logs import MASK, mask_secrets, register_secret, register_settings_secrets
 from bot.providers.base import ProviderRegistry
 
-__all__ = ["Problem", "Report", "check", "main", "masked", "run"]
+__all__ = ["Problem", "Report", "check", "check_config", "main", "masked"]
 
 EXIT_OK, EXIT_PROBLEMS = 0, 2
 ENV_PREFIX = "OYEZ_"
@@ -375,7 +375,7 @@ async def check(path: Path | None = None) -> Report:
     return report
 
 
-def run(path: Path | None = None, schema: bool = False) -> int:
+def check_config(path: Path | None = None, schema: bool = False) -> int:
     """``oyez check-config``: print the report; returns the exit status (0 or 2)."""
     if schema:
         sys.stdout.write(schema_text())
@@ -409,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if not (args.write_schema or args.write_reference):
-        return run(args.config)
+        return check_config(args.config)
     if args.write_schema:
         SCHEMA_FILE.write_text(schema_text(), encoding="utf-8")
         print(f"wrote {SCHEMA_FILE}")

@@ -336,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     setup_logging(logging.INFO if args.verbose else logging.WARNING)
     if args.command == "check-config":  # before load(): it reports what load() would refuse
-        from bot.checkconfig import run as check_config
+        from bot.checkconfig import check_config
 
         return check_config(args.config, schema=args.schema)
     try:

@@ -243,7 +243,7 @@ def test_compose_example_runs_oyez_next_to_home_assistant(
     # Every variable the example sets is a setting Oyez knows, with a valid value.
     for name, value in env.items():
         monkeypatch.setenv(name, re.sub(r"\$\{\w+:\?[^}]*\}", "fake-secret-value", value))
-    assert checkconfig.run() == 0, capsys.readouterr().err
+    assert checkconfig.check_config() == 0, capsys.readouterr().err
 
 
 # --- the install steps, for real --------------------------------------------------------------

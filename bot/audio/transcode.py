@@ -1,12 +1,11 @@
-"""Transcoding with ffmpeg (audio through stdin and stdout): provider audio in a sink's profile.
+"""Transcoding with ffmpeg (stdin to stdout): provider audio in a sink's profile.
 
 **analyse** decodes to canonical PCM (s16le, 48 kHz, mono) and measures EBU R128 loudness and
-true peak; **normalise** applies the gain to the target, a limiter holding the peaks when needed
-(speech's ~19 dB crest factor: -16 LUFS under -1.5 dBTP needs it); **encode** makes the profile.
-:meth:`Transcoder.transcode` normalises and encodes in one run, metered on a branch
-(:func:`metered_graph`): two runs of ~40 ms each, more when the limiter needs another round.
-ffmpeg is ``audio.ffmpeg_path``, else on the PATH, else imageio-ffmpeg's; runs time out and fail
-with :class:`~bot.errors.TranscodeError` carrying the tail of ffmpeg's stderr.
+true peak; **normalise** applies the gain to the target with a limiter for the peaks; **encode**
+makes the profile. ffmpeg is ``audio.ffmpeg_path``, else on the PATH, else imageio-ffmpeg's;
+a failed or timed-out run raises :class:`~bot.errors.TranscodeError` with ffmpeg's stderr tail.
+Over 450 lines because the ffmpeg graphs, their loudness reading and the learned per-voice gain
+are one job that only makes sense together.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """The speech pipeline: a :class:`SpeechRequest` in, an :class:`Utterance` out.
 
-:meth:`~SpeechPipeline.prepare` (expiry, text, provider, voice, options: before anything is
-spent) → the audio cache (a hit ends here) → the dispatcher (budgets, credits, rate limit, the
-call; the fallback chain) → transcoding → the cache is filled → expiry again (late is dropped).
-For sinks that play at once, :meth:`~SpeechPipeline.speak_sentences` speaks sentence by
-sentence and :meth:`~SpeechPipeline.speak_live` encodes a stream as it arrives
-(:mod:`bot.audio.live`).
+:meth:`~SpeechPipeline.prepare` (every check, nothing spent) → the audio cache → the dispatcher
+(budgets, credits, rate limit, fallback chain) → transcoding → the cache is filled → expiry
+again. :meth:`~SpeechPipeline.speak_sentences` speaks sentence by sentence and
+:meth:`~SpeechPipeline.speak_live` encodes a stream as it arrives (:mod:`bot.audio.live`).
+Over 450 lines because those entry points share one cache, dispatcher and encoder pool and the
+fallback loop between them; the shapes it hands on are in :mod:`bot.synthesis.prepared`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -34,14 +34,15 @@ from bot.errors import (
 from bot.ops.config import Settings
 from bot.ops.logs import bind_request
 from bot.ops.metrics import FALLBACKS, REQUESTS, SYNTHESIS_SECONDS
-from bot.providers.base import Provider, ProviderRegistry, SynthesisJob
+from bot.providers.base import ProviderRegistry
 from bot.providers.dispatch import Dispatched, Dispatcher
 from bot.speech import FallbackNote, OutputProfile, SpeechRequest, Timings, Utterance, Voice
 from bot.synthesis.cache import AudioCache, CacheEntry, cache_key
+from bot.synthesis.prepared import PreparedRequest, Segment
 from bot.synthesis.sentences import split_sentences
 from bot.synthesis.text import normalize_text
 
-__all__ = ["PreparedRequest", "Segment", "SpeechPipeline", "join_utterances"]
+__all__ = ["SpeechPipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -56,37 +57,6 @@ LEAD_MARGIN = 1.25
 
 
 @dataclass(frozen=True, slots=True)
-class PreparedRequest:
-    """A request that passed every check: what will be said, by whom, how."""
-
-    request: SpeechRequest
-    text: str
-    provider: Provider
-    voice: Voice
-    options: dict[str, Any]
-
-    def job(self) -> SynthesisJob:
-        return SynthesisJob(self.request.id, self.text, self.voice, self.options)
-
-
-@dataclass(frozen=True, slots=True)
-class Segment:
-    """The ``index``-th (from 0) of ``count`` sentences, its speech complete or still arriving.
-
-    First segment only: ``lead_s`` (seconds) is how long to hold playback back so the next
-    sentence is likely made before this one is said (from the voice's last synthesis speed per
-    character, on the safe side; 0 when this one is long enough); ``next_made`` is set once the
-    next sentence is made: holding back longer is pointless.
-    """
-
-    index: int
-    count: int
-    speech: Utterance | LiveUtterance
-    lead_s: float = 0.0
-    next_made: asyncio.Event | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class _Spoken:
     """The provider's take that spoke: its request, its audio, when (``time.perf_counter``) its
     synthesis started and ended, and, streamed, its audio encoded while it arrived."""
@@ -96,41 +66,6 @@ class _Spoken:
     synthesis_started: float
     synthesized: float
     encoded: EncodedAudio | None
-
-
-def join_utterances(request: SpeechRequest, parts: Sequence[Utterance]) -> Utterance:
-    """One utterance for the sentences of ``request`` said one after another (a reply).
-
-    ``audio`` is the parts' Ogg files chained (RFC 7845 §3 allows it); durations, synthesis
-    times and costs are summed; the voice is the first part's; the fallbacks are every part's
-    without repeats; ``cached`` only when every part came from the cache. ``parts`` must not be
-    empty.
-    """
-    first = parts[0]
-    if len(parts) == 1:
-        return first
-    costs = [p.cost_usd for p in parts if p.cost_usd is not None]
-    notes = tuple(dict.fromkeys(n for p in parts for n in p.fallbacks))
-    return Utterance(
-        request_id=request.id,
-        text=" ".join(p.text for p in parts),
-        audio=b"".join(p.audio for p in parts),
-        profile=first.profile,
-        sample_rate=first.sample_rate,
-        channels=first.channels,
-        duration_s=sum(p.duration_s for p in parts),
-        voice=first.voice,
-        timings=Timings(
-            synthesis_s=sum(p.timings.synthesis_s for p in parts),
-            transcode_s=sum(p.timings.transcode_s for p in parts),
-            total_s=sum(p.timings.total_s for p in parts),
-            first_audio_s=first.timings.first_audio_s,
-        ),
-        loudness_lufs=None,
-        fallbacks=notes,
-        cost_usd=sum(costs) if costs else None,
-        cached=all(p.cached for p in parts),
-    )
 
 
 class SpeechPipeline:

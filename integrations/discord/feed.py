@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from bot.audio.live import FRAME_S, LiveUtterance
 from bot.audio.ogg import opus_packets
 from bot.speech import SpeechRequest, Utterance
-from bot.synthesis.pipeline import PreparedRequest, Segment
+from bot.synthesis.prepared import PreparedRequest, Segment
 
 __all__ = ["FEED_AHEAD_S", "OpusFeed", "Production", "Segments", "fill"]
 

@@ -24,7 +24,7 @@ from typing import Protocol
 from bot.errors import OyezError, RequestExpired
 from bot.ops.metrics import QUEUE_DEPTH, TIME_TO_FIRST_AUDIO
 from bot.speech import SpeechRequest, Utterance
-from bot.synthesis.pipeline import PreparedRequest, Segment, join_utterances
+from bot.synthesis.prepared import PreparedRequest, Segment, join_utterances
 from integrations.discord.feed import OpusFeed, Production, Segments, fill
 
 __all__ = ["GuildPlayer", "QueuedItem", "Report", "VoiceOutput"]

@@ -103,7 +103,7 @@ class HomeAssistantFrontEnd:
             )
 
     async def serve(self) -> None:
-        await self.client.run()
+        await self.client.wait_closed()
 
     async def stop(self) -> None:
         if self._reports:  # the last reports, while still connected

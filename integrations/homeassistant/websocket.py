@@ -1,27 +1,12 @@
 """Home Assistant's websocket API, kept connected: :class:`HomeAssistantClient`.
 
-One connection carries everything: event subscriptions, ``call_service``, ``fire_event``,
-``get_states`` and the keepalive ``ping``. A reader task routes every incoming message to the
-future waiting for its id (commands) or to the handler of its subscription (events), so any
-number of coroutines may share the connection. Ids strictly increase on a connection (Home
-Assistant answers ``id_reuse`` otherwise), so an id is allocated and sent under one lock.
-
-When the connection drops (Home Assistant restarts, the network goes, no pong within
-``ping_interval_s``) commands in flight fail with :class:`ConnectionLost`, and the client
-reconnects forever with a capped, jittered exponential backoff, authenticates again and
-resubscribes. Home Assistant does not replay events fired in between, so the gap is logged
-("reconnected after X s; events in that gap are lost").
-
-Why not a library: ``homeassistant-api`` 6.1 (PyPI) has ``AsyncWebsocketClient``, but it runs
-on ``niquests`` (a second HTTP stack beside Oyez's aiohttp), reads replies in the calling
-coroutine (no reader task: two coroutines sharing the connection take each other's messages),
-and has neither keepalive nor reconnect; ``hass-client`` has a reader task but no reconnect
-either. Oyez has to own reconnection, resubscription and keepalive whichever is used, and what
-remains is small, so it all lives here, on aiohttp.
-
-Protocol: https://developers.home-assistant.io/docs/api/websocket (auth, ``subscribe_events``,
-``result`` with ``success``/``error.code``/``error.message``, ``ping``/``pong``). The token is
-sent in the ``auth`` message only and never appears in logs or exception messages.
+One connection carries subscriptions, ``call_service``, ``fire_event``, ``get_states`` and
+``ping``; a reader task routes each message to the future of its id or its subscription's
+handler, and ids are allocated and sent under one lock (Home Assistant refuses reused ids).
+A dropped connection fails commands in flight with :class:`ConnectionLost`, then reconnects
+forever (capped, jittered backoff), authenticates and resubscribes; events of the gap are lost
+and logged. Protocol: https://developers.home-assistant.io/docs/api/websocket. Our own client:
+``homeassistant-api`` has no reader task, keepalive or reconnect. Over 450 lines for that.
 """
 
 from __future__ import annotations
@@ -220,7 +205,7 @@ class HomeAssistantClient:
         self._dispatcher = asyncio.create_task(self._dispatch(), name="oyez-ha-events")
         self._supervisor = asyncio.create_task(self._supervise(), name="oyez-ha-connection")
 
-    async def run(self) -> None:
+    async def wait_closed(self) -> None:
         """Wait until :meth:`close` (raises what broke the connection keeper, if anything)."""
         supervisor = self._supervisor
         if supervisor is None:

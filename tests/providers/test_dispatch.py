@@ -1,5 +1,8 @@
 """Rate limits, retries, credits, budgets and fallback, on a fast-forwarded clock (looptime)
-where the tests wait out minutes, and against the simulated Segmind API where they need HTTP."""
+where the tests wait out minutes, and against the simulated Segmind API where they need HTTP.
+
+Over 450 lines: the dispatcher's policies interact, so they are tested together.
+"""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 
 from bot.speech import OutputProfile, SpeechRequest, Timings, Utterance, Voice
-from bot.synthesis.pipeline import Segment
+from bot.synthesis.prepared import Segment
 from integrations.discord.feed import OpusFeed
 
 VOICE = Voice("tone", "sine", "a4", "A4")

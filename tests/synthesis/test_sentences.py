@@ -16,7 +16,8 @@ from bot.errors import ProviderError
 from bot.ops import config
 from bot.providers.base import ProviderRegistry, SynthesisJob, Synthesized
 from bot.speech import SpeechRequest, Utterance
-from bot.synthesis.pipeline import Segment, SpeechPipeline, join_utterances
+from bot.synthesis.pipeline import SpeechPipeline
+from bot.synthesis.prepared import Segment, join_utterances
 from bot.synthesis.sentences import split_sentences
 from integrations import PROVIDERS
 from tests.support.tone_provider import ToneProvider

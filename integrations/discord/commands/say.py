@@ -16,7 +16,8 @@ from discord import app_commands
 
 from bot.errors import InvalidRequest
 from bot.speech import RequestSource, SpeechRequest, Utterance
-from bot.synthesis.pipeline import PreparedRequest, SpeechPipeline
+from bot.synthesis.pipeline import SpeechPipeline
+from bot.synthesis.prepared import PreparedRequest
 from integrations.discord.arrival import Arrival, ArrivalOrder, arrival_of
 from integrations.discord.catalogue import parse_voice
 from integrations.discord.commands.errors import PaidProviderRefused

@@ -26,6 +26,8 @@ updates → VOICE_STATE_UPDATE (+ VOICE_SERVER_UPDATE pointing at :attr:`FakeDis
 joining; moving to another channel also closes the old voice websocket with 4014). Frames are
 plain text (discord.py only decompresses binary frames). Every op the client sends is in
 :attr:`FakeDiscord.gateway_ops`.
+
+Over 450 lines: REST, gateway and voice share the one guild's state.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Oyez's own Discord bot, run by the real discord.py client against the simulated Discord."""
+"""Oyez's own Discord bot, run by the real discord.py client against the simulated Discord.
+
+Over 450 lines: each slash command end to end, sharing one bot fixture.
+"""
 
 from __future__ import annotations
 
@@ -496,7 +499,7 @@ async def test_a_say_is_prepared_once_even_when_it_must_defer(
 ) -> None:
     from bot.providers.base import ProviderRegistry
     from bot.speech import SpeechRequest
-    from bot.synthesis.pipeline import PreparedRequest
+    from bot.synthesis.prepared import PreparedRequest
     from integrations import PROVIDERS
 
     settings = config.load(data_dir=tmp_path / "data")

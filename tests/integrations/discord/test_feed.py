@@ -15,7 +15,7 @@ import pytest
 from bot.audio.live import LiveUtterance
 from bot.errors import ProviderError
 from bot.speech import OutputProfile, SpeechRequest, Timings, Utterance, Voice
-from bot.synthesis.pipeline import Segment
+from bot.synthesis.prepared import Segment
 from integrations.discord.feed import OpusFeed
 from integrations.discord.player import GuildPlayer, QueuedItem
 

@@ -1,4 +1,7 @@
-"""OpenAI-compatible providers against the simulated Kokoro-FastAPI server."""
+"""OpenAI-compatible providers against the simulated Kokoro-FastAPI server.
+
+Over 450 lines: every model option and error of the API.
+"""
 
 from __future__ import annotations
 
