@@ -1,24 +1,11 @@
 """``oyez check-config``: validate the configuration file and the environment, name every problem.
 
-What is checked, beyond what :func:`bot.config.load` checks:
-
-- every section that an integration validates: ``providers.<name>`` with that provider's
-  settings model, ``discord``, ``homeassistant`` and each of ``schedules``
-  (:data:`bot.configschema.SECTION_MODELS`);
-- ``OYEZ_*`` variables that set nothing (pydantic-settings ignores them silently);
-- files: each provider's :meth:`~bot.providers.Provider.local_problems` (Piper's voice files);
-- names: ``default_provider``, ``fallback`` and ``voices.<name>.provider`` must name a provider.
-
-Every problem names its key, says where it was set (the file or the variable) and, for an unknown
-key or time zone, suggests the nearest known one. Values are never repeated: they may be secrets.
-
-Exit status 0: the effective configuration is printed as YAML, every secret (``SecretStr``
-fields and any key named like a token, key, secret or password) as ``********``, then
-"configuration OK". Exit status 2: one line per problem on standard error.
-
-``python -m bot.checkconfig --write-schema --write-reference`` regenerates
-``config/oyez.schema.json`` and README.md's configuration reference (see
-:mod:`bot.configschema`).
+Beyond :func:`bot.ops.config.load`: every integration's section with its own model
+(:data:`bot.configschema.SECTION_MODELS`), ``OYEZ_*`` variables that set nothing, local files
+(:meth:`~bot.providers.base.Provider.local_problems`) and provider names. A problem names its key
+and where it was set, suggests the nearest known key or zone, and never repeats a value. Exit 0
+prints the effective configuration with secrets as ``********``; exit 2, one line per problem.
+``--write-schema --write-reference`` regenerates the schema and README reference.
 """
 
 from __future__ import annotations

@@ -1,14 +1,10 @@
 """Logging: one line per event, the request id on every line, JSON on demand, secrets masked.
 
-- The request id travels in a context variable (:data:`REQUEST_ID`): whoever starts work on a
-  request binds it (:func:`bind_request`), and every log line written while that work runs,
-  in the pipeline, the dispatcher or a provider client, carries it as ``request_id``. Tasks
-  started from there inherit it (asyncio copies the context).
-- ``log_format: json`` writes one JSON object per line (python-json-logger): ``time``,
-  ``level``, ``logger``, ``message``, ``request_id`` and ``exc_info`` when there is one.
-- Every secret Oyez knows (API keys, tokens: :func:`register_secret`, and all of the
-  configuration's secret fields through :func:`register_settings_secrets`) is replaced by
-  ``********`` in the final line, tracebacks included, whatever module logged it.
+The request id travels in a context variable (:data:`REQUEST_ID`, bound by
+:func:`bind_request`; tasks inherit it). ``log_format: json`` writes one object per line
+(python-json-logger: ``time``, ``level``, ``logger``, ``message``, ``request_id``,
+``exc_info``). Every secret Oyez knows (:func:`register_secret`,
+:func:`register_settings_secrets`) becomes ``********`` in the final line, tracebacks included.
 """
 
 from __future__ import annotations

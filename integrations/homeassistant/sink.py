@@ -1,24 +1,11 @@
 """Announcements on Home Assistant speakers: :class:`MediaPlayerSink`.
 
-An announcement is synthesized once for all of its speakers, published on Oyez's HTTP server
-(:class:`bot.web.server.MediaStore`: an unguessable, expiring URL) and handed to each speaker with
-``media_player.play_media`` (``media_content_type: music``, ``announce: true``, a title in
-``extra``), all speakers at once. ``announce`` is a top-level field of ``play_media`` in Home
-Assistant 2025.4 (``MEDIA_PLAYER_PLAY_MEDIA_SCHEMA``: players that support it duck or pause
-what is playing and resume it after); the schema refuses unknown top-level fields such as
-``title``, so the title goes in ``extra`` (read by Cast and DLNA players, ignored by others).
-
-A chime goes into the same MP3, before the speech (:mod:`bot.audio.mix`); chimes are fetched
-once per URL and kept in memory, decoded.
-
-Each announcement reads every state once (``get_states``): Home Assistant answers
-``play_media`` on an entity it does not have with success, so a missing or ``unavailable``
-speaker is found here, and the volume to restore is read from the same answer.
-
-``volume`` is set with ``media_player.volume_set`` before and restored after the announcement's
-length (plus :attr:`MediaPlayerSink.restore_margin_s`), only on speakers whose state reports a
-``volume_level``. When a second announcement comes to a speaker before the first one's volume
-was restored, the level from before the first is the one restored.
+Made once for all speakers, published at an expiring URL (:class:`~bot.web.server.MediaStore`),
+then ``media_player.play_media`` with ``announce: true`` (top-level in Home Assistant 2025.4's
+``MEDIA_PLAYER_PLAY_MEDIA_SCHEMA``, which refuses other unknown fields: the title goes in
+``extra``). A chime is mixed into the same MP3 (:mod:`bot.audio.mix`). One ``get_states`` per
+announcement finds missing or ``unavailable`` speakers (``play_media`` on them "succeeds") and the
+volume to restore after ``volume_set``; overlapping announcements restore the first's level.
 """
 
 from __future__ import annotations
