@@ -281,7 +281,7 @@ def watch_pauses(limiter: RateLimiter, pauses: list[Pause]) -> None:
     limiter.pause = pause  # type: ignore[method-assign]
 
 
-async def run_scenario(
+async def run_scenario(  # noqa: PLR0913 - a scenario is these seven; its one caller is main()
     scenario: str,
     limits: dict[str, Any],
     requests: int,

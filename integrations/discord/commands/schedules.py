@@ -107,7 +107,7 @@ class ScheduleCommands(
         priority="high is spoken in quiet hours too",
         catch_up="Speak a missed alert once, late, when Oyez is back",
     )
-    async def add(
+    async def add(  # noqa: PLR0913 - the slash command's options
         self,
         interaction: discord.Interaction,
         name: str,

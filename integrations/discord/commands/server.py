@@ -70,7 +70,7 @@ def settings_command(
         name_prefix='Say "<name> said" before each message',
         voice_chat="Read the text chat of the voice channel I am in",
     )
-    async def settings(
+    async def settings(  # noqa: PLR0913 - the slash command's options
         interaction: discord.Interaction,
         voice: str | None = None,
         provider: str | None = None,

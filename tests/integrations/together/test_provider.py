@@ -180,7 +180,7 @@ async def test_default_request_is_exactly_the_documented_shape(
         ),
     ],
 )
-async def test_request_shape_and_audio_per_model(
+async def test_request_shape_and_audio_per_model(  # noqa: PLR0913 - fixtures + parametrize columns
     together: TogetherProvider,
     fake_together: FakeTogether,  # noqa: F811
     model: str,
