@@ -259,7 +259,7 @@ async def test_a_busy_schedule_file_does_not_stall_the_bot(
     data_dir = oyez_bot.pipeline.settings.data_dir
     book = ScheduleBook(data_dir)
     raid = {"name": "raid", "cron": "55 20 * * 5", "message": "Raid!", "discord": CHANNEL}
-    book.add(Schedule.parse(raid), "cli", datetime.now(UTC))
+    await book.add(Schedule.parse(raid), "cli", datetime.now(UTC))
     book.close()
     other = open_state(data_dir, "")
     other.execute("BEGIN IMMEDIATE")  # what `oyez schedule add` in another process holds
