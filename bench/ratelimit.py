@@ -129,7 +129,7 @@ class StrictProvider:
             headers.update(headroom)
         return web.Response(body=PCM, content_type="application/octet-stream", headers=headers)
 
-    async def health(self, request: web.Request) -> web.Response:
+    async def health(self, request: web.Request) -> web.Response:  # noqa: ARG002 - an aiohttp handler
         return web.Response(text="ok")
 
     def _serve(self, ready: threading.Event) -> None:

@@ -116,7 +116,7 @@ async def discord_bot(pipeline: SpeechPipeline) -> AsyncIterator[FakeDiscord]:
     async with FakeDiscord() as fake:
         with patched_discord(fake):
             client = OyezBot(pipeline, DiscordSettings(), **client_options())
-            async with running(client, fake):
+            async with running(client):
                 yield fake
 
 

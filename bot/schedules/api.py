@@ -59,7 +59,7 @@ class _ScheduleHandlers:
         self.prepare = prepare
         self.book, self.zone = scheduler.book, scheduler.settings.zone
 
-    async def listed(self, request: web.Request) -> web.StreamResponse:
+    async def listed(self, request: web.Request) -> web.StreamResponse:  # noqa: ARG002 - an aiohttp handler
         return web.json_response(
             {"schedules": [s.as_json(self.zone()) for s in await self.book.all()]}
         )

@@ -33,7 +33,7 @@ class RecordingOutput:
         if not self.stuck:
             self._timer = asyncio.get_running_loop().call_later(float(seconds), self._finish)
 
-    def play_feed(self, feed: OpusFeed, done: Callable[[Exception | None], None]) -> None:
+    def play_feed(self, feed: OpusFeed, done: Callable[[Exception | None], None]) -> None:  # noqa: ARG002 - the VoiceOutput protocol
         raise AssertionError("each text is one sentence made whole: it plays as a file")
 
     def _finish(self) -> None:

@@ -155,7 +155,7 @@ def tone() -> type[CountingTone]:
 
 
 @pytest.fixture
-async def speech(tmp_path: Path, tone: type[CountingTone]) -> AsyncIterator[SpeechPipeline]:
+async def speech(tmp_path: Path, tone: type[CountingTone]) -> AsyncIterator[SpeechPipeline]:  # noqa: ARG001 - requested to reset the voice
     settings = config.load(data_dir=tmp_path / "data", cache={"enabled": True})
     targets = {**PROVIDERS, "tone": "tests.synthesis.test_sentences:CountingTone"}
     pipeline = SpeechPipeline(settings, ProviderRegistry(settings, targets))
@@ -233,9 +233,8 @@ async def test_every_sentence_is_cached_on_its_own(
     assert join_utterances(ask("x"), [s.speech for s in again]).cached  # type: ignore[misc]
 
 
-async def test_a_failing_sentence_fails_in_its_turn(
-    speech: SpeechPipeline, tone: type[CountingTone]
-) -> None:
+@pytest.mark.usefixtures("tone")
+async def test_a_failing_sentence_fails_in_its_turn(speech: SpeechPipeline) -> None:
     segments = speech.speak_sentences(ask("This works. This is broken. This never runs."))
     first = await anext(segments)
     assert isinstance(first.speech, Utterance)
@@ -266,9 +265,8 @@ async def test_a_short_first_sentence_is_held_until_the_next_is_likely_made(
     assert quick.lead_s == 0.0  # 2 s of audio: "Hi." is made long before its end
 
 
-async def test_later_sentences_do_not_expire(
-    speech: SpeechPipeline, tone: type[CountingTone]
-) -> None:
+@pytest.mark.usefixtures("tone")
+async def test_later_sentences_do_not_expire(speech: SpeechPipeline) -> None:
     request = SpeechRequest(
         text="First one. Second one. Third one.",
         provider="tone",

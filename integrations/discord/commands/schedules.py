@@ -151,7 +151,9 @@ class ScheduleCommands(
 
     @add.autocomplete("time_zone")
     async def zone_choices(
-        self, interaction: discord.Interaction, current: str
+        self,
+        interaction: discord.Interaction,  # noqa: ARG002 - discord.py's autocomplete signature
+        current: str,
     ) -> list[app_commands.Choice[str]]:
         wanted = current.casefold()
         found = [z for z in _zones() if wanted in z.casefold()][:25]

@@ -114,7 +114,8 @@ def settings_command(
 
     @settings.autocomplete("voice")
     async def voice_choices(
-        interaction: discord.Interaction, current: str
+        interaction: discord.Interaction,  # noqa: ARG001 - discord.py's autocomplete signature
+        current: str,
     ) -> list[app_commands.Choice[str]]:
         return await catalogue.choices(current)
 

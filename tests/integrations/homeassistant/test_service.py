@@ -384,7 +384,7 @@ async def test_discord_target_is_spoken_in_the_voice_channel(
     bot = OyezBot(service.pipeline, DiscordSettings(idle_timeout_s=60), **client_options())
     service.announcer.add_sink(DiscordSink(bot))
     async with (
-        running(bot, fake_discord),
+        running(bot),
         running_oyez(settings, service),
         observing(homeassistant, DONE, FAILED) as ha,
     ):
