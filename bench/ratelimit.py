@@ -271,11 +271,11 @@ def watch_pauses(limiter: RateLimiter, pauses: list[Pause]) -> None:
     """Record every pause of ``limiter`` (instrumentation only: the behaviour is unchanged)."""
     original = limiter.pause
 
-    def pause(hint: float | None, refused: float | None = None) -> float:
+    def pause(retry_after_s: float | None, refused: float | None = None) -> float:
         now = clock()
-        paused = original(hint, refused)
+        paused = original(retry_after_s, refused)
         counted = limiter.learned_limit
-        pauses.append(Pause(now, hint, paused, limiter.learned_limit, counted))
+        pauses.append(Pause(now, retry_after_s, paused, limiter.learned_limit, counted))
         return paused
 
     limiter.pause = pause  # type: ignore[method-assign]

@@ -79,7 +79,7 @@ async def measure(count: int, spacing_s: float, ahead: bool, variant: str) -> li
                     name=f"alert-{i}",
                     at=at,
                     message=text,
-                    discord=[{"guild_id": int(GUILD_ID), "channel_id": int(VOICE_CHANNEL_ID)}],  # type: ignore[list-item]
+                    discord=[{"guild_id": int(GUILD_ID), "channel_id": int(VOICE_CHANNEL_ID)}],
                 ),
                 "cli",
                 datetime.now(UTC),

@@ -264,7 +264,7 @@ async def test_requests_are_counted_by_source_provider_and_outcome(
     from bot.speech import RequestSource
 
     def count(outcome: str) -> float:
-        return REQUESTS.labels(source="http", provider="piper", outcome=outcome)._value.get()
+        return float(REQUESTS.labels(source="http", provider="piper", outcome=outcome)._value.get())
 
     def timed() -> float:
         histogram = SYNTHESIS_SECONDS.labels(provider="piper")

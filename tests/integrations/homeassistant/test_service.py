@@ -114,7 +114,7 @@ def oyez_plays(observer: Observer, service: Service, entity: str) -> list[str]:
         url = ((event["data"].get("new_state") or {}).get("attributes") or {}).get(
             "media_content_id"
         )
-        if is_oyez_media(service, url) and (not urls or urls[-1] != url):
+        if isinstance(url, str) and is_oyez_media(service, url) and (not urls or urls[-1] != url):
             urls.append(url)
     return urls
 

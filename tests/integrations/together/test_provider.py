@@ -505,6 +505,7 @@ async def test_the_rate_limit_headroom_comes_with_the_audio(
     fake_together: FakeTogether,  # noqa: F811
 ) -> None:
     limit = fake_together.limiter.limit
+    assert limit is not None
     pieces = [piece async for piece in together.stream(await make_job(together))]
     assert len(pieces) > 1
     assert pieces[0].usage == Usage(rate_limit_remaining=limit - 1, rate_limit_reset_s=60)
