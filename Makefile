@@ -28,7 +28,7 @@ demo: $(VENV)/.installed
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check $(CHECKED) tests bench
 	$(BIN)/ruff format --check $(CHECKED) tests bench
-	$(BIN)/mypy --strict $(CHECKED)
+	$(BIN)/mypy --strict $(CHECKED) tests bench
 
 # Rewrites what lint would complain about: import order, fixable lint, formatting.
 format: $(VENV)/.installed-test

@@ -132,7 +132,7 @@ class StrictProvider:
             headers.update(headroom)
         return web.Response(body=PCM, content_type="application/octet-stream", headers=headers)
 
-    async def health(self, request: web.Request) -> web.Response:
+    async def health(self, request: web.Request) -> web.Response:  # noqa: ARG002 - an aiohttp handler
         return web.Response(text="ok")
 
     def _serve(self, ready: threading.Event) -> None:
@@ -274,17 +274,17 @@ def watch_pauses(limiter: RateLimiter, pauses: list[Pause]) -> None:
     """Record every pause of ``limiter`` (instrumentation only: the behaviour is unchanged)."""
     original = limiter.pause
 
-    def pause(hint: float | None, refused: float | None = None) -> float:
+    def pause(retry_after_s: float | None, refused: float | None = None) -> float:
         now = clock()
-        paused = original(hint, refused)
+        paused = original(retry_after_s, refused)
         counted = limiter.learned_limit
-        pauses.append(Pause(now, hint, paused, limiter.learned_limit, counted))
+        pauses.append(Pause(now, retry_after_s, paused, limiter.learned_limit, counted))
         return paused
 
     limiter.pause = pause  # type: ignore[method-assign]
 
 
-async def run_scenario(
+async def run_scenario(  # noqa: PLR0913 - a scenario is these seven; its one caller is main()
     scenario: str,
     limits: dict[str, Any],
     requests: int,

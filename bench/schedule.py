@@ -79,7 +79,7 @@ async def measure(count: int, spacing_s: float, ahead: bool, variant: str) -> li
                     name=f"alert-{i}",
                     at=at,
                     message=text,
-                    discord=[{"guild_id": int(GUILD_ID), "channel_id": int(VOICE_CHANNEL_ID)}],  # type: ignore[list-item]
+                    discord=[{"guild_id": int(GUILD_ID), "channel_id": int(VOICE_CHANNEL_ID)}],
                 ),
                 "cli",
                 datetime.now(UTC),
@@ -88,7 +88,7 @@ async def measure(count: int, spacing_s: float, ahead: bool, variant: str) -> li
             async with FakeDiscord() as fake:
                 with patched_discord(fake):
                     bot = OyezBot(pipeline, DiscordSettings(), **client_options())
-                    async with running(bot, fake):
+                    async with running(bot):
                         announcer = Announcer(settings, pipeline.prepare)
                         announcer.add_sink(DiscordSink(bot))
                         scheduler = Scheduler(

@@ -276,7 +276,7 @@ async def _voices(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-async def _run(args: argparse.Namespace, settings: Settings) -> int:
+async def _run(args: argparse.Namespace, settings: Settings) -> int:  # noqa: ARG001 - main()'s command table: one signature
     """Serve until interrupted (Ctrl-C or SIGTERM)."""
     import signal
 

@@ -244,68 +244,83 @@ def reference_rows(
     defs: dict[str, Any] = schema["$defs"]
     rows: list[ReferenceRow] = []
 
-    def resolve(node: dict[str, Any]) -> dict[str, Any]:
-        while True:
-            if "$ref" in node:
-                siblings = {k: v for k, v in node.items() if k != "$ref"}
-                node = {**defs[node["$ref"].rsplit("/", 1)[-1]], **siblings}
-            elif len(node.get("allOf", ())) == 1:
-                siblings = {k: v for k, v in node.items() if k != "allOf"}
-                node = {**node["allOf"][0], **siblings}
-            elif "anyOf" in node:
-                branches = [b for b in node["anyOf"] if b.get("type") != "null"]
-                if len(branches) != 1 or not ("$ref" in branches[0] or "properties" in branches[0]):
-                    return node
-                siblings = {k: v for k, v in node.items() if k != "anyOf"}
-                node = {**branches[0], **siblings}
-            else:
-                return node
-
     def walk(node: dict[str, Any], path: list[str], in_list: str | None = None) -> None:
-        node = resolve(node)
+        node = _resolve(node, defs)
         extra = node.get("additionalProperties")
         if "properties" in node:
             for name, child in node["properties"].items():
                 walk(child, [*path, name], in_list)
             if isinstance(extra, dict) and "anyOf" in extra:
                 kinds = [
-                    str(resolve(branch)["properties"]["type"]["const"]) for branch in extra["anyOf"]
+                    str(_resolve(branch, defs)["properties"]["type"]["const"])
+                    for branch in extra["anyOf"]
                 ]
-                rows.append(
-                    ReferenceRow(
-                        key=".".join([*path, "<name>"]),
-                        env=_env_name([*path, "<name>"]) + "__…",
-                        env_note="",
-                        default="none",
-                        meaning="Another instance of a provider under a name of your own: "
-                        f"`type:` ({', '.join(kinds)}) and that provider's keys",
-                    )
-                )
+                rows.append(_named_instance_row(path, kinds))
             return
-        if isinstance(extra, dict) and "properties" in resolve(extra):
+        if isinstance(extra, dict) and "properties" in _resolve(extra, defs):
             walk(extra, [*path, "<name>"], in_list)
             return
         items = node.get("items")
-        if in_list is None and isinstance(items, dict) and "properties" in resolve(items):
+        if in_list is None and isinstance(items, dict) and "properties" in _resolve(items, defs):
             walk(items, [*path[:-1], f"{path[-1]}[]"], _env_name(path))
             return
         if "const" in node:  # a provider section's `type`: the <name> row tells of it
             return
-        key = ".".join(path)
-        json_env = node.get("type") in ("array", "object") or "additionalProperties" in node
-        meaning = _summary(comments.get(key, "") or node.get("description", ""))
-        if in_list is not None:
-            env, note, default = in_list, "(a JSON list)", _format_default(node)
-        else:
-            env, note, default = (
-                _env_name(path),
-                "(JSON)" if json_env else "",
-                _format_default(node),
-            )
-        rows.append(ReferenceRow(key, env, note, default, meaning))
+        rows.append(_leaf_row(node, path, in_list, comments))
 
     walk(schema, [])
     return rows
+
+
+def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """``node`` with its ``$ref``, single ``allOf`` and nullable ``anyOf`` followed into
+    ``defs``, keeping its sibling keys (description, default)."""
+    while True:
+        if "$ref" in node:
+            siblings = {k: v for k, v in node.items() if k != "$ref"}
+            node = {**defs[node["$ref"].rsplit("/", 1)[-1]], **siblings}
+        elif len(node.get("allOf", ())) == 1:
+            siblings = {k: v for k, v in node.items() if k != "allOf"}
+            node = {**node["allOf"][0], **siblings}
+        elif "anyOf" in node:
+            branches = [b for b in node["anyOf"] if b.get("type") != "null"]
+            if len(branches) != 1 or not ("$ref" in branches[0] or "properties" in branches[0]):
+                return node
+            siblings = {k: v for k, v in node.items() if k != "anyOf"}
+            node = {**branches[0], **siblings}
+        else:
+            return node
+
+
+def _named_instance_row(path: list[str], kinds: list[str]) -> ReferenceRow:
+    """The ``<path>.<name>`` row of a mapping of provider sections of the ``kinds`` types."""
+    return ReferenceRow(
+        key=".".join([*path, "<name>"]),
+        env=_env_name([*path, "<name>"]) + "__…",
+        env_note="",
+        default="none",
+        meaning="Another instance of a provider under a name of your own: "
+        f"`type:` ({', '.join(kinds)}) and that provider's keys",
+    )
+
+
+def _leaf_row(
+    node: dict[str, Any], path: list[str], in_list: str | None, comments: dict[str, str]
+) -> ReferenceRow:
+    """The row of a key holding a value; ``in_list`` is the environment variable of the list
+    of models it is a field of, if any."""
+    key = ".".join(path)
+    json_env = node.get("type") in ("array", "object") or "additionalProperties" in node
+    meaning = _summary(comments.get(key, "") or node.get("description", ""))
+    if in_list is not None:
+        env, note, default = in_list, "(a JSON list)", _format_default(node)
+    else:
+        env, note, default = (
+            _env_name(path),
+            "(JSON)" if json_env else "",
+            _format_default(node),
+        )
+    return ReferenceRow(key, env, note, default, meaning)
 
 
 def _env_name(path: list[str]) -> str:

@@ -18,14 +18,14 @@ from tests.support.secrets import SecretScanner
 _scanner = SecretScanner()
 
 
-def pytest_configure(config: pytest.Config) -> None:
+def pytest_configure() -> None:
     """Watch every log record of the whole run for the suite's fake keys and tokens."""
     root = logging.getLogger()
     root.addHandler(_scanner)
     root.setLevel(logging.DEBUG)
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+def pytest_sessionfinish(session: pytest.Session) -> None:
     """Fail the run when any log record carried a secret (see tests/support/secrets.py)."""
     if _scanner.leaks:
         lines = "\n".join(f"  {leak}" for leak in _scanner.leaks[:20])

@@ -685,11 +685,11 @@ async def test_together_injected_429_then_success_and_503(
 
 
 async def test_synthesizer_is_injectable_sync_or_async(session: aiohttp.ClientSession) -> None:
-    async def async_voice(text: str) -> tuple[bytes, int]:
+    async def async_voice(text: str) -> tuple[bytes, int]:  # noqa: ARG001 - the Synthesizer signature
         await asyncio.sleep(0)
         return b"\x01\x00" * 1600, 16000
 
-    def sync_voice(text: str) -> tuple[bytes, int]:
+    def sync_voice(text: str) -> tuple[bytes, int]:  # noqa: ARG001 - the Synthesizer signature
         return b"\x02\x00" * 800, 8000
 
     async with FakeSegmind(synthesizer=async_voice) as segmind:

@@ -138,7 +138,7 @@ class Provider(ABC):
     def default_voice_id(self) -> str:
         """The voice used when a request names none."""
 
-    def options_model(self, voice: Voice) -> type[BaseModel]:
+    def options_model(self, voice: Voice) -> type[BaseModel]:  # noqa: ARG002 - a Provider hook; overrides read it
         """The pydantic model validating request options for ``voice``'s model."""
         return NoOptions
 
@@ -173,7 +173,7 @@ class Provider(ABC):
         cached audio is no longer used. Cloud providers cannot see their engines change."""
         return f"{self.kind}/{voice.model}"
 
-    def estimated_cost(self, voice: Voice) -> float | None:
+    def estimated_cost(self, voice: Voice) -> float | None:  # noqa: ARG002 - a Provider hook; overrides read it
         """The usual cost of one call with ``voice`` in USD, or None when unknown."""
         return None
 
@@ -201,7 +201,7 @@ class Provider(ABC):
         """Audio as it becomes available; by default the whole utterance as one chunk."""
         yield await self.synthesize(job)
 
-    def streams_live(self, job: SynthesisJob) -> bool:
+    def streams_live(self, job: SynthesisJob) -> bool:  # noqa: ARG002 - a Provider hook; overrides read it
         """Whether :meth:`stream` yields ``job``'s audio in pieces while a sentence is still
         being synthesized (a streaming API), so a sink can play it as it arrives. False by
         default, and for engines that yield whole sentences: their audio is better normalised

@@ -131,7 +131,7 @@ class Ledger:
 
     # -- spend ---------------------------------------------------------------------------------
 
-    async def record_spend(
+    async def record_spend(  # noqa: PLR0913 - keyword-only, one per column of a spend row
         self,
         *,
         provider: str,

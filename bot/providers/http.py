@@ -206,7 +206,7 @@ class HttpClient:
         return self._session
 
     @asynccontextmanager
-    async def request(
+    async def request(  # noqa: PLR0913 - keyword-only options, as aiohttp's request()
         self,
         method: str,
         path: str,

@@ -33,39 +33,66 @@ def schedule_routes(
 ) -> list[web.RouteDef]:
     """The routes, each behind ``server``'s token; ``prepare`` (the pipeline's) checks a new
     schedule's voice and provider."""
-    book, zone = scheduler.book, scheduler.settings.zone
+    handlers = _ScheduleHandlers(server, scheduler, prepare)
+    guard = server.authorized
+    path = f"{API_PREFIX}/schedules"
+    return [
+        web.get(path, guard(handlers.listed), allow_head=False),
+        web.post(path, guard(handlers.create)),
+        web.get(f"{path}/{{name}}", guard(handlers.one), allow_head=False),
+        web.patch(f"{path}/{{name}}", guard(handlers.change)),
+        web.delete(f"{path}/{{name}}", guard(handlers.remove)),
+    ]
 
-    async def listed(request: web.Request) -> web.StreamResponse:
-        return web.json_response({"schedules": [s.as_json(zone()) for s in await book.all()]})
 
-    async def one(request: web.Request) -> web.StreamResponse:
-        found = await book.get(request.match_info["name"])
+class _ScheduleHandlers:
+    """One aiohttp handler per route, sharing the scheduler and its book."""
+
+    def __init__(
+        self,
+        server: OyezServer,
+        scheduler: Scheduler,
+        prepare: Callable[[SpeechRequest], Awaitable[object]] | None,
+    ) -> None:
+        self.server = server
+        self.scheduler = scheduler
+        self.prepare = prepare
+        self.book, self.zone = scheduler.book, scheduler.settings.zone
+
+    async def listed(self, request: web.Request) -> web.StreamResponse:  # noqa: ARG002 - an aiohttp handler
+        return web.json_response(
+            {"schedules": [s.as_json(self.zone()) for s in await self.book.all()]}
+        )
+
+    async def one(self, request: web.Request) -> web.StreamResponse:
+        found = await self.book.get(request.match_info["name"])
         if found is None:
             return json_error(404, "no such schedule")
-        return web.json_response(found.as_json(zone()))
+        return web.json_response(found.as_json(self.zone()))
 
-    async def create(request: web.Request) -> web.StreamResponse:
-        data = await server.read_json(request)
+    async def create(self, request: web.Request) -> web.StreamResponse:
+        data = await self.server.read_json(request)
+        scheduler = self.scheduler
         now = scheduler.now()
         try:
             schedule = Schedule.parse(data)
             check_new(schedule, scheduler.settings, now)
-            if prepare is not None:
-                await check_speakable(schedule, scheduler.settings, prepare, now)
-            stored = await book.add(schedule, "http", now)
+            if self.prepare is not None:
+                await check_speakable(schedule, scheduler.settings, self.prepare, now)
+            stored = await self.book.add(schedule, "http", now)
         except ScheduleExists as exc:
             return json_error(409, str(exc))
         except InvalidRequest as exc:
             return json_error(422, str(exc))
         scheduler.wake()
         return web.json_response(
-            stored.as_json(zone()),
+            stored.as_json(self.zone()),
             status=201,
             headers={"Location": f"{API_PREFIX}/schedules/{schedule.name}"},
         )
 
-    async def change(request: web.Request) -> web.StreamResponse:
-        data = await server.read_json(request)
+    async def change(self, request: web.Request) -> web.StreamResponse:
+        data = await self.server.read_json(request)
         if not isinstance(data, dict) or set(data) != {"enabled"}:
             return json_error(
                 422, 'only {"enabled": true|false} can be changed: remove and add again'
@@ -73,28 +100,18 @@ def schedule_routes(
         if not isinstance(data["enabled"], bool):
             return json_error(422, "enabled: must be true or false")
         try:
-            stored = await book.set_enabled(
-                request.match_info["name"], data["enabled"], scheduler.now()
+            stored = await self.book.set_enabled(
+                request.match_info["name"], data["enabled"], self.scheduler.now()
             )
         except UnknownSchedule:
             return json_error(404, "no such schedule")
-        scheduler.wake()
-        return web.json_response(stored.as_json(zone()))
+        self.scheduler.wake()
+        return web.json_response(stored.as_json(self.zone()))
 
-    async def remove(request: web.Request) -> web.StreamResponse:
+    async def remove(self, request: web.Request) -> web.StreamResponse:
         try:
-            await book.remove(request.match_info["name"])
+            await self.book.remove(request.match_info["name"])
         except UnknownSchedule:
             return json_error(404, "no such schedule")
-        scheduler.wake()
+        self.scheduler.wake()
         return web.Response(status=204)
-
-    guard = server.authorized
-    path = f"{API_PREFIX}/schedules"
-    return [
-        web.get(path, guard(listed), allow_head=False),
-        web.post(path, guard(create)),
-        web.get(f"{path}/{{name}}", guard(one), allow_head=False),
-        web.patch(f"{path}/{{name}}", guard(change)),
-        web.delete(f"{path}/{{name}}", guard(remove)),
-    ]

@@ -67,7 +67,7 @@ class Scheduler:
 
     name = "scheduler"
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - clock, poll_s, lead_s: keyword-only test hooks
         self,
         settings: Settings,
         announcer: Announcer,

@@ -15,7 +15,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -280,7 +280,7 @@ class SpeechPipeline:
         lookahead: int = 2,
         live: bool = False,
         split: bool = True,
-    ) -> AsyncIterator[Segment]:
+    ) -> AsyncGenerator[Segment, None]:
         """One :class:`Segment` per sentence of ``request``, in order, each sentence its own
         :meth:`speak` (:meth:`speak_live` with ``live``): cache, rate limits, credits and
         fallbacks apply to each. The first is made alone; then ``lookahead`` more are under way,

@@ -91,7 +91,7 @@ class _ResumingConnectionState(VoiceConnectionState):
         self._socket_reader = _SocketReader(self, self.socket)
         self._socket_reader.start()
 
-    async def _watch(self, ws: DiscordVoiceWebSocket, msg: dict[str, Any]) -> None:
+    async def _watch(self, ws: DiscordVoiceWebSocket, msg: dict[str, Any]) -> None:  # noqa: ARG002 - discord.py's voice websocket hook signature
         if msg.get("op") == DiscordVoiceWebSocket.RESUMED:
             self._resumed.set()
 

@@ -78,7 +78,7 @@ class GuildPlayer:
     after ``idle_timeout_s`` seconds with nothing to play, ``on_idle`` is called.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only tunables and callbacks
         self,
         output: VoiceOutput,
         segments: Segments,

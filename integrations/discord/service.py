@@ -38,7 +38,10 @@ class DiscordSink:
         self.bot = bot
 
     async def deliver(
-        self, targets: list[Target], request: SpeechRequest, announcement: Announcement
+        self,
+        targets: list[Target],
+        request: SpeechRequest,
+        announcement: Announcement,  # noqa: ARG002 - the Sink protocol
     ) -> tuple[list[TargetResult], Utterance | None]:
         outcomes = await asyncio.gather(*(self._one(t, request) for t in targets))
         results = [result for result, _ in outcomes]

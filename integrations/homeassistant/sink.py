@@ -63,6 +63,19 @@ class _Restore:
     task: asyncio.Task[None]
 
 
+@dataclass(frozen=True, slots=True)
+class _Playback:
+    """What every speaker of one announcement plays: the published MP3 at ``url``, its
+    ``title``, at ``volume`` (0 to 1; None: as it is), ``length_s`` seconds long; ``request``
+    is the announcement's speech request (its id in the logs, its creation time)."""
+
+    url: str
+    title: str
+    volume: float | None
+    length_s: float
+    request: SpeechRequest
+
+
 class MediaPlayerSink:
     """Plays announcements on Home Assistant ``media_player`` entities."""
 
@@ -117,14 +130,14 @@ class MediaPlayerSink:
             states = {s.get("entity_id"): s for s in await self.client.get_states()}
         except HomeAssistantError as exc:
             return everyone(f"Home Assistant: {exc}"), utterance
-        url = self.media.publish(audio, "mp3")
-        title = speaker_title(announcement.message)
-        results = await asyncio.gather(
-            *(
-                self._play(e, states.get(e), url, title, announcement.volume, length_s, request)
-                for e in entities
-            )
+        playback = _Playback(
+            url=self.media.publish(audio, "mp3"),
+            title=speaker_title(announcement.message),
+            volume=announcement.volume,
+            length_s=length_s,
+            request=request,
         )
+        results = await asyncio.gather(*(self._play(e, states.get(e), playback) for e in entities))
         return list(results), utterance
 
     def _chime_url(self, announcement: Announcement) -> str | None:
@@ -177,29 +190,23 @@ class MediaPlayerSink:
             return pcm
 
     async def _play(
-        self,
-        entity: str,
-        state: dict[str, Any] | None,
-        url: str,
-        title: str,
-        volume: float | None,
-        length_s: float,
-        request: SpeechRequest,
+        self, entity: str, state: dict[str, Any] | None, playback: _Playback
     ) -> TargetResult:
+        request, length_s = playback.request, playback.length_s
         if state is None:
             return TargetResult(entity, False, "Home Assistant has no such entity")
         if state.get("state") == "unavailable":
             return TargetResult(entity, False, "the speaker is unavailable in Home Assistant")
-        previous = await self._set_volume(entity, state, volume, request)
+        previous = await self._set_volume(entity, state, playback.volume, request)
         try:
             await self.client.call_service(
                 "media_player",
                 "play_media",
                 {
-                    "media_content_id": url,
+                    "media_content_id": playback.url,
                     "media_content_type": "music",
                     "announce": True,
-                    "extra": {"title": title},
+                    "extra": {"title": playback.title},
                 },
                 target={"entity_id": entity},
             )

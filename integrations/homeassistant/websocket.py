@@ -121,7 +121,7 @@ class HomeAssistantClient:
     manager, or :meth:`connect` then :meth:`close`.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only tunables
         self,
         url: str,
         token: SecretStr,

@@ -213,7 +213,7 @@ class OpenAIProvider(Provider):
             return self._as_voices([self.settings.default_voice])[0]
         return await super().resolve_voice(voice, model)
 
-    def options_model(self, voice: Voice) -> type[BaseModel]:
+    def options_model(self, voice: Voice) -> type[BaseModel]:  # noqa: ARG002 - Provider.options_model: one model for all
         return OpenAIOptions
 
     # -- synthesis ---------------------------------------------------------------------------

@@ -203,7 +203,7 @@ class PiperProvider(Provider):
     def default_voice_id(self) -> str:
         return self.settings.default_voice
 
-    def options_model(self, voice: Voice) -> type[BaseModel]:
+    def options_model(self, voice: Voice) -> type[BaseModel]:  # noqa: ARG002 - Provider.options_model: one model for all
         return PiperOptions
 
     def engine_version(self, voice: Voice) -> str:

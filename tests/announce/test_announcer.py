@@ -343,7 +343,7 @@ async def test_statuses_are_kept_and_listener_errors_do_not_lose_the_result(
 ) -> None:
     announcer, _, _ = make(tmp_path)
 
-    async def broken(status: AnnouncementStatus) -> None:
+    async def broken(status: AnnouncementStatus) -> None:  # noqa: ARG001 - the announcer's listener signature
         raise RuntimeError("listener bug")
 
     announcer.add_listener(broken)

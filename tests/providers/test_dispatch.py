@@ -148,7 +148,7 @@ async def test_waiting_gives_up_at_its_timeout() -> None:
 
 @pytest.mark.looptime
 async def test_backoff_without_hint_grows_and_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("bot.providers.ratelimit.random.uniform", lambda low, high: high)
+    monkeypatch.setattr("bot.providers.ratelimit.random.uniform", lambda low, high: high)  # noqa: ARG005 - stands in for random.uniform(a, b)
     limiter = RateLimiter("p", backoff_base_s=1, backoff_cap_s=5)
     assert [limiter.pause(None) for _ in range(6)] == [1, 2, 4, 5, 5, 5]
     limiter.succeeded()
@@ -259,7 +259,7 @@ async def test_each_429_hint_is_waited_out(
 async def test_429_without_hint_backs_off_growing_and_capped(
     tmp_path: Path, scripted: type[ScriptedProvider], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("bot.providers.ratelimit.random.uniform", lambda low, high: high)
+    monkeypatch.setattr("bot.providers.ratelimit.random.uniform", lambda low, high: high)  # noqa: ARG005 - stands in for random.uniform(a, b)
     settings = config.load(data_dir=tmp_path, rate_limits={"backoff_base_s": 1, "backoff_cap_s": 5})
     scripted.script.extend(
         RateLimited("scripted", "slow down", retry_after_s=None) for _ in range(5)

@@ -34,7 +34,8 @@ def oyez(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]
     return code, out, err
 
 
-def test_add_list_pause_resume_remove(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.usefixtures("data_dir")
+def test_add_list_pause_resume_remove(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = oyez(
         capsys, "add", "bins", "--cron", "0 19 * * 2", "--tz", "Europe/London",
         "--discord", "123/456", "--media-player", "media_player.kitchen", "--priority", "high",
@@ -91,9 +92,8 @@ def test_bad_input_exits_2_naming_the_problem(
     book.close()
 
 
-def test_bad_placeholder_and_unknown_names_exit_2(
-    data_dir: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.mark.usefixtures("data_dir")
+def test_bad_placeholder_and_unknown_names_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = oyez(capsys, "add", "a", "--cron", "* * * * *", "--discord", "1/2", "{x.y}")
     assert (code, "attribute access" in err) == (2, True)
     code, _, err = oyez(capsys, "add", "a", "--cron", "* * * * *", "--discord", "1/2", "{hour}")

@@ -163,7 +163,7 @@ def test_discord_short_form_is_a_channel() -> None:
     assert named == "raid"
 
 
-def test_new_schedules_must_fire_in_the_future_on_known_targets(tmp_path: object) -> None:
+def test_new_schedules_must_fire_in_the_future_on_known_targets() -> None:
     settings = config.load(
         announce={"discord_channels": {"raid": {"guild_id": 1, "channel_id": 2}}}
     )

@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 
 from bot.speech import OutputProfile, SpeechRequest, Timings, Utterance, Voice
-from bot.synthesis.prepared import Segment
+from bot.synthesis.prepared import PreparedRequest, Segment
 from integrations.discord.feed import OpusFeed
 
 VOICE = Voice("tone", "sine", "a4", "A4")
@@ -33,7 +33,7 @@ class RecordingOutput:
         if not self.stuck:
             self._timer = asyncio.get_running_loop().call_later(float(seconds), self._finish)
 
-    def play_feed(self, feed: OpusFeed, done: Callable[[Exception | None], None]) -> None:
+    def play_feed(self, feed: OpusFeed, done: Callable[[Exception | None], None]) -> None:  # noqa: ARG002 - the VoiceOutput protocol
         raise AssertionError("each text is one sentence made whole: it plays as a file")
 
     def _finish(self) -> None:
@@ -79,5 +79,6 @@ class Speaker:
             Timings(self.synthesis_s, 0.0, self.synthesis_s),
         )
 
-    async def segments(self, request: SpeechRequest) -> AsyncIterator[Segment]:
-        yield Segment(0, 1, await self(request))
+    async def segments(self, request: SpeechRequest | PreparedRequest) -> AsyncIterator[Segment]:
+        plain = request.request if isinstance(request, PreparedRequest) else request
+        yield Segment(0, 1, await self(plain))

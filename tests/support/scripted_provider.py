@@ -32,10 +32,10 @@ class ScriptedProvider(Provider):
     def default_voice_id(self) -> str:
         return "v1"
 
-    def estimated_cost(self, voice: Voice) -> float | None:
+    def estimated_cost(self, voice: Voice) -> float | None:  # noqa: ARG002 - a Provider method
         return self.cost_usd
 
-    async def synthesize(self, job: SynthesisJob) -> Synthesized:
+    async def synthesize(self, job: SynthesisJob) -> Synthesized:  # noqa: ARG002 - a Provider method
         type(self).calls.append(asyncio.get_running_loop().time())
         if self.latency_s:
             await asyncio.sleep(self.latency_s)

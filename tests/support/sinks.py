@@ -51,7 +51,10 @@ class RecordingSink:
         self.crash: Exception | None = None
 
     async def deliver(
-        self, targets: list[Target], request: SpeechRequest, announcement: Announcement
+        self,
+        targets: list[Target],
+        request: SpeechRequest,
+        announcement: Announcement,  # noqa: ARG002 - the Sink protocol
     ) -> tuple[list[TargetResult], Utterance | None]:
         if self.crash is not None:
             raise self.crash

@@ -44,7 +44,7 @@ class ToneProvider(Provider):
     def default_voice_id(self) -> str:
         return "a4"
 
-    def options_model(self, voice: Voice) -> type[BaseModel]:
+    def options_model(self, voice: Voice) -> type[BaseModel]:  # noqa: ARG002 - a Provider method
         return ToneOptions
 
     async def synthesize(self, job: SynthesisJob) -> Synthesized:

@@ -81,9 +81,8 @@ async def test_anything_that_shapes_the_audio_misses(
     assert len(tone.calls) == 2
 
 
-async def test_whitespace_differences_hit(
-    pipeline: SpeechPipeline, tone: type[ToneProvider]
-) -> None:
+@pytest.mark.usefixtures("tone")
+async def test_whitespace_differences_hit(pipeline: SpeechPipeline) -> None:
     await pipeline.speak(SpeechRequest(text="Dinner is ready.", provider="tone"))
     again = await pipeline.speak(SpeechRequest(text="  Dinner   is ready. ", provider="tone"))
     assert again.cached  # the key holds the normalised text
@@ -112,9 +111,8 @@ async def test_opting_out_neither_reads_nor_writes(
     assert len(tone.calls) == 3
 
 
-async def test_eviction_keeps_under_the_cap_least_recently_used_first(
-    tmp_path: Path, tone: type[ToneProvider]
-) -> None:
+@pytest.mark.usefixtures("tone")
+async def test_eviction_keeps_under_the_cap_least_recently_used_first(tmp_path: Path) -> None:
     settings = cached_settings(tmp_path, cache={"max_mb": 0.03})  # ~31 KB: a few utterances
     speech = SpeechPipeline(settings, ProviderRegistry(settings, TARGETS))
     texts = [f"Announcement number {word}." for word in ("one", "two", "three", "four", "five")]

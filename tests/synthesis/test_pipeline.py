@@ -116,8 +116,9 @@ async def test_a_provider_is_a_module_plus_a_registry_entry(
     assert utterance.duration_s == pytest.approx(2.0, abs=0.05)
 
 
+@pytest.mark.usefixtures("tone")
 async def test_a_request_is_prepared_once(
-    tone_pipeline: SpeechPipeline, tone: type[ToneProvider], monkeypatch: pytest.MonkeyPatch
+    tone_pipeline: SpeechPipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     validated: list[dict[str, Any]] = []
     original = ToneProvider.validate_options
@@ -197,7 +198,8 @@ async def test_garbage_from_a_provider_is_a_transcode_error(
         await tone_pipeline.speak(SpeechRequest(text="x", provider="tone"))
 
 
-async def test_default_provider_and_voice_come_from_config(tone: type[ToneProvider]) -> None:
+@pytest.mark.usefixtures("tone")
+async def test_default_provider_and_voice_come_from_config() -> None:
     settings = config.load(default_provider="tone", default_voice="A4 SINE")
     targets = {**PROVIDERS, "tone": "tests.support.tone_provider:ToneProvider"}
     speech = SpeechPipeline(settings, ProviderRegistry(settings, targets))
@@ -211,7 +213,8 @@ async def test_default_provider_and_voice_come_from_config(tone: type[ToneProvid
         await speech.aclose()
 
 
-async def test_unknown_default_voice_is_named(tone: type[ToneProvider]) -> None:
+@pytest.mark.usefixtures("tone")
+async def test_unknown_default_voice_is_named() -> None:
     settings = config.load(default_voice="en_US-nobody")
     speech = SpeechPipeline(settings)
     try:
@@ -221,7 +224,8 @@ async def test_unknown_default_voice_is_named(tone: type[ToneProvider]) -> None:
         await speech.aclose()
 
 
-async def test_named_voice_brings_provider_model_and_options(tone: type[ToneProvider]) -> None:
+@pytest.mark.usefixtures("tone")
+async def test_named_voice_brings_provider_model_and_options() -> None:
     settings = config.load(
         voices={
             "Beeper": {
@@ -260,7 +264,7 @@ async def test_requests_are_counted_by_source_provider_and_outcome(
     from bot.speech import RequestSource
 
     def count(outcome: str) -> float:
-        return REQUESTS.labels(source="http", provider="piper", outcome=outcome)._value.get()
+        return float(REQUESTS.labels(source="http", provider="piper", outcome=outcome)._value.get())
 
     def timed() -> float:
         histogram = SYNTHESIS_SECONDS.labels(provider="piper")

@@ -156,7 +156,7 @@ def tone() -> type[CountingTone]:
 
 
 @pytest.fixture
-async def speech(tmp_path: Path, tone: type[CountingTone]) -> AsyncIterator[SpeechPipeline]:
+async def speech(tmp_path: Path, tone: type[CountingTone]) -> AsyncIterator[SpeechPipeline]:  # noqa: ARG001 - requested to reset the voice
     settings = config.load(data_dir=tmp_path / "data", cache={"enabled": True})
     targets = {**PROVIDERS, "tone": "tests.synthesis.test_sentences:CountingTone"}
     pipeline = SpeechPipeline(settings, ProviderRegistry(settings, targets))
@@ -182,12 +182,13 @@ async def test_each_sentence_is_spoken_on_its_own_in_order(
     assert [(s.index, s.count) for s in found] == [(i, 3) for i in range(3)]
     spoken = [s.speech for s in found]
     assert all(isinstance(u, Utterance) for u in spoken)
-    assert [u.text for u in spoken] == sentences  # type: ignore[union-attr]
+    utterances = [u for u in spoken if isinstance(u, Utterance)]  # all of them, as checked
+    assert [u.text for u in utterances] == sentences
     assert tone.most == 1  # one synthesis at a time: the order is the synthesis order
-    whole = join_utterances(ask(text), spoken)  # type: ignore[arg-type]
+    whole = join_utterances(ask(text), utterances)
     assert whole.text == text
-    assert whole.duration_s == pytest.approx(sum(u.duration_s for u in spoken))  # type: ignore[union-attr]
-    assert len(opus_packets(whole.audio)) == sum(len(opus_packets(u.audio)) for u in spoken)  # type: ignore[union-attr]
+    assert whole.duration_s == pytest.approx(sum(u.duration_s for u in utterances))
+    assert len(opus_packets(whole.audio)) == sum(len(opus_packets(u.audio)) for u in utterances)
 
 
 async def test_one_sentence_is_one_plain_request(
@@ -234,9 +235,8 @@ async def test_every_sentence_is_cached_on_its_own(
     assert join_utterances(ask("x"), [s.speech for s in again]).cached  # type: ignore[misc]
 
 
-async def test_a_failing_sentence_fails_in_its_turn(
-    speech: SpeechPipeline, tone: type[CountingTone]
-) -> None:
+@pytest.mark.usefixtures("tone")
+async def test_a_failing_sentence_fails_in_its_turn(speech: SpeechPipeline) -> None:
     segments = speech.speak_sentences(ask("This works. This is broken. This never runs."))
     first = await anext(segments)
     assert isinstance(first.speech, Utterance)
@@ -267,9 +267,8 @@ async def test_a_short_first_sentence_is_held_until_the_next_is_likely_made(
     assert quick.lead_s == 0.0  # 2 s of audio: "Hi." is made long before its end
 
 
-async def test_later_sentences_do_not_expire(
-    speech: SpeechPipeline, tone: type[CountingTone]
-) -> None:
+@pytest.mark.usefixtures("tone")
+async def test_later_sentences_do_not_expire(speech: SpeechPipeline) -> None:
     request = SpeechRequest(
         text="First one. Second one. Third one.",
         provider="tone",

@@ -17,7 +17,7 @@ from discord.oggparse import OggStream
 
 from bot.audio.live import LiveUtterance, OpusStreamEncoder, StreamFormat
 from bot.audio.ogg import OggOpusReader, opus_packets
-from bot.audio.transcode import Transcoder
+from bot.audio.transcode import Loudness, Transcoder
 from bot.errors import ProviderUnavailable
 from bot.ops import config
 from bot.ops.config import AudioSettings
@@ -93,7 +93,8 @@ async def test_the_encoder_hands_out_packets_before_the_stream_ends() -> None:
 @pytest.mark.parametrize("gain_db", [0.0, 10.0])
 async def test_the_encoder_applies_a_fixed_gain_then_the_limiter(gain_db: float) -> None:
     settings = AudioSettings()
-    quiet, loud = [], []
+    quiet: list[Loudness] = []
+    loud: list[Loudness] = []
     for amplitude, results in ((0.05, quiet), (0.8, loud)):
         encoder = OpusStreamEncoder(Transcoder(settings), lambda _: None, gain_db=gain_db)
         await encoder.feed(pcm(2.0, amplitude=amplitude))

@@ -107,7 +107,7 @@ class ScheduleCommands(
         priority="high is spoken in quiet hours too",
         catch_up="Speak a missed alert once, late, when Oyez is back",
     )
-    async def add(
+    async def add(  # noqa: PLR0913 - the slash command's options
         self,
         interaction: discord.Interaction,
         name: str,
@@ -151,7 +151,9 @@ class ScheduleCommands(
 
     @add.autocomplete("time_zone")
     async def zone_choices(
-        self, interaction: discord.Interaction, current: str
+        self,
+        interaction: discord.Interaction,  # noqa: ARG002 - discord.py's autocomplete signature
+        current: str,
     ) -> list[app_commands.Choice[str]]:
         wanted = current.casefold()
         found = [z for z in _zones() if wanted in z.casefold()][:25]

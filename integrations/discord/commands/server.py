@@ -70,7 +70,7 @@ def settings_command(
         name_prefix='Say "<name> said" before each message',
         voice_chat="Read the text chat of the voice channel I am in",
     )
-    async def settings(
+    async def settings(  # noqa: PLR0913 - the slash command's options
         interaction: discord.Interaction,
         voice: str | None = None,
         provider: str | None = None,
@@ -114,7 +114,8 @@ def settings_command(
 
     @settings.autocomplete("voice")
     async def voice_choices(
-        interaction: discord.Interaction, current: str
+        interaction: discord.Interaction,  # noqa: ARG001 - discord.py's autocomplete signature
+        current: str,
     ) -> list[app_commands.Choice[str]]:
         return await catalogue.choices(current)
 

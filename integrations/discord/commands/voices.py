@@ -49,7 +49,9 @@ class VoiceCommands(app_commands.Group, name="voice", description="Your voice", 
 
     @set_voice.autocomplete("voice")
     async def voice_choices(
-        self, interaction: discord.Interaction, current: str
+        self,
+        interaction: discord.Interaction,  # noqa: ARG002 - discord.py's autocomplete signature
+        current: str,
     ) -> list[app_commands.Choice[str]]:
         return await self.catalogue.choices(current)
 

@@ -73,9 +73,10 @@ def attach(client: discord.Client) -> None:
 
 @contextlib.asynccontextmanager
 async def running(
-    client: discord.Client, fake: FakeDiscord, *, timeout_s: float = 10.0
+    client: discord.Client, *, timeout_s: float = 10.0
 ) -> AsyncIterator[discord.Client]:
-    """Run ``client`` against ``fake`` (already patched in) until ``on_ready``; close after."""
+    """Run ``client`` until ``on_ready``, inside :func:`patched_discord` (so it reaches the
+    fake); close it after."""
     attach(client)
     task = asyncio.create_task(client.start(FAKE_TOKEN), name="discord client")
     try:

@@ -32,12 +32,13 @@ async def fake_discord() -> AsyncIterator[FakeDiscord]:
 
 
 @asynccontextmanager
-async def oyez_bot_running(fake: FakeDiscord, settings: Settings) -> AsyncIterator[OyezBot]:
-    """Oyez's bot (idle timeout 60 s) on its own pipeline, connected to ``fake``."""
+async def oyez_bot_running(settings: Settings) -> AsyncIterator[OyezBot]:
+    """Oyez's bot (idle timeout 60 s) on its own pipeline, connected to the fake Discord (inside
+    :func:`~tests.fakes.discord.client.patched_discord`)."""
     pipeline = SpeechPipeline(settings)
     client = OyezBot(pipeline, DiscordSettings(idle_timeout_s=60), **client_options())
     try:
-        async with running(client, fake):
+        async with running(client):
             yield client
     finally:
         await pipeline.aclose()
@@ -45,8 +46,8 @@ async def oyez_bot_running(fake: FakeDiscord, settings: Settings) -> AsyncIterat
 
 @pytest.fixture
 async def oyez_bot(
-    fake_discord: FakeDiscord,
+    fake_discord: FakeDiscord,  # noqa: ARG001 - requested to patch discord.py in
     tmp_path: Path,
 ) -> AsyncIterator[OyezBot]:
-    async with oyez_bot_running(fake_discord, config.load(data_dir=tmp_path / "data")) as client:
+    async with oyez_bot_running(config.load(data_dir=tmp_path / "data")) as client:
         yield client

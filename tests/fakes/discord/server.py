@@ -7,7 +7,7 @@ Serves on 127.0.0.1 at an ephemeral port, one guild as described in
     async with FakeDiscord() as fake, patched_discord(fake):
         bot = commands.Bot(command_prefix="!", intents=discord.Intents.default(),
                            **client_options())
-        async with running(bot, fake):
+        async with running(bot):
             sent = await fake.send_interaction("say", {"text": "hello"})
             response = await fake.wait_for_response(sent)      # the defer (type 5) ...
             followup = await fake.wait_for_followup(sent)
@@ -257,14 +257,14 @@ class FakeDiscord(FakeServer):
         log.warning("FakeDiscord: unknown route %s (answered 404)", route)
         return json_response({"message": f"404: Not Found ({route})", "code": 0}, 404)
 
-    async def _get_gateway(self, request: web.Request) -> web.Response:
+    async def _get_gateway(self, request: web.Request) -> web.Response:  # noqa: ARG002 - an aiohttp handler
         limits = {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}
         return json_response({"url": self.gateway_url, "shards": 1, "session_start_limit": limits})
 
-    async def _users_me(self, request: web.Request) -> web.Response:
+    async def _users_me(self, request: web.Request) -> web.Response:  # noqa: ARG002 - an aiohttp handler
         return json_response(BOT.to_json() | {"verified": True, "mfa_enabled": False, "flags": 0})
 
-    async def _application(self, request: web.Request) -> web.Response:
+    async def _application(self, request: web.Request) -> web.Response:  # noqa: ARG002 - an aiohttp handler
         return json_response(
             {
                 "id": BOT.id,

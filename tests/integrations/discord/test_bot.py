@@ -43,9 +43,9 @@ async def said(fake: FakeDiscord, interaction: object, words: str) -> str:
     return str(found[-1])
 
 
+@pytest.mark.usefixtures("oyez_bot")
 async def test_commands_are_synced(
     fake_discord: FakeDiscord,  # noqa: F811
-    oyez_bot: OyezBot,  # noqa: F811
 ) -> None:
     commands = {c["name"]: c for c in fake_discord.commands[None]}  # global commands
     assert set(commands) == {
@@ -76,9 +76,9 @@ async def test_commands_are_synced(
     assert not options["voice"].get("required", False)
 
 
+@pytest.mark.usefixtures("oyez_bot")
 async def test_say_speaks_in_the_callers_channel(
     fake_discord: FakeDiscord,  # noqa: F811
-    oyez_bot: OyezBot,  # noqa: F811
     transcriber: Transcriber,
 ) -> None:
     sent = await fake_discord.send_interaction("say", {"text": FIRST}, user=ALICE)
@@ -96,9 +96,9 @@ async def test_say_speaks_in_the_callers_channel(
     assert word_error_rate(FIRST, heard(run, transcriber)) <= 0.2
 
 
+@pytest.mark.usefixtures("oyez_bot")
 async def test_two_says_play_in_order(
     fake_discord: FakeDiscord,  # noqa: F811
-    oyez_bot: OyezBot,  # noqa: F811
     transcriber: Transcriber,
 ) -> None:
     one = await fake_discord.send_interaction("say", {"text": FIRST}, user=ALICE)
@@ -111,9 +111,9 @@ async def test_two_says_play_in_order(
     assert word_error_rate(SECOND, heard(second, transcriber)) <= 0.2
 
 
+@pytest.mark.usefixtures("oyez_bot")
 async def test_skip_stop_queue_and_leave(
     fake_discord: FakeDiscord,  # noqa: F811
-    oyez_bot: OyezBot,  # noqa: F811
 ) -> None:
     long_text = "This is a long announcement about the garden, the bins and the weather today."
     sent = [
@@ -148,9 +148,9 @@ async def test_skip_stop_queue_and_leave(
     )
 
 
+@pytest.mark.usefixtures("oyez_bot")
 async def test_caller_outside_voice_gets_an_ephemeral_answer(
     fake_discord: FakeDiscord,  # noqa: F811
-    oyez_bot: OyezBot,  # noqa: F811
 ) -> None:
     await fake_discord.move_member(ALICE, None)
     await asyncio.sleep(0.2)
@@ -162,9 +162,9 @@ async def test_caller_outside_voice_gets_an_ephemeral_answer(
     assert fake_discord.voice_state_updates() == []
 
 
+@pytest.mark.usefixtures("oyez_bot")
 async def test_bad_input_is_answered_before_joining(
     fake_discord: FakeDiscord,  # noqa: F811
-    oyez_bot: OyezBot,  # noqa: F811
 ) -> None:
     sent = await fake_discord.send_interaction(
         "say", {"text": "hello", "voice": "en_US-nobody"}, user=ALICE
@@ -241,7 +241,7 @@ async def test_leaves_when_idle(
     pipeline = SpeechPipeline(config.load(data_dir=tmp_path / "data"))
     client = OyezBot(pipeline, DiscordSettings(idle_timeout_s=1.0), **client_options())
     try:
-        async with running(client, fake_discord):
+        async with running(client):
             sent = await fake_discord.send_interaction("say", {"text": "Hello."}, user=ALICE)
             await said(fake_discord, sent, "Said:")
             await fake_discord.wait_for(
@@ -310,7 +310,7 @@ async def test_voice_set_with_autocomplete_then_say_uses_it(
     pipeline = SpeechPipeline(config.load(data_dir=tmp_path / "data"))
     client = OyezBot(pipeline, DiscordSettings(), **client_options())
     try:
-        async with running(client, fake_discord):
+        async with running(client):
             typed = await _subcommand(fake_discord, "set", "en_gb", autocomplete=True)
             offered = await fake_discord.wait_for_response(typed)  # type: ignore[arg-type]
             assert offered.type == 8  # autocomplete result
@@ -345,9 +345,9 @@ async def test_voice_set_with_autocomplete_then_say_uses_it(
     assert stored.voice == "en_GB-test-medium"
 
 
+@pytest.mark.usefixtures("oyez_bot")
 async def test_voices_lists_every_usable_provider(
     fake_discord: FakeDiscord,  # noqa: F811
-    oyez_bot: OyezBot,  # noqa: F811
 ) -> None:
     sent = await fake_discord.send_interaction("voices", {}, user=ALICE)
     content = await said(fake_discord, sent, "en_US-joe-medium")
@@ -355,9 +355,9 @@ async def test_voices_lists_every_usable_provider(
     assert "(segmind/" not in content  # not configured: no key
 
 
+@pytest.mark.usefixtures("oyez_bot")
 async def test_credits_report(
     fake_discord: FakeDiscord,  # noqa: F811
-    oyez_bot: OyezBot,  # noqa: F811
 ) -> None:
     sent = await fake_discord.send_interaction("credits", {}, user=ALICE)
     content = await said(fake_discord, sent, "piper (free)")
@@ -373,7 +373,7 @@ async def test_settings_shape_what_say_does(
     pipeline = SpeechPipeline(config.load(data_dir=tmp_path / "data"))
     client = OyezBot(pipeline, DiscordSettings(), **client_options())
     try:
-        async with running(client, fake_discord):
+        async with running(client):
             show = await fake_discord.send_interaction("settings", {}, user=ALICE)
             shown = (await fake_discord.wait_for_response(show)).data["content"]
             assert "voice: Oyez default" in shown
@@ -416,7 +416,7 @@ async def test_paid_providers_can_be_kept_to_roles(
     pipeline = SpeechPipeline(settings)
     client = OyezBot(pipeline, DiscordSettings(), **client_options())
     try:
-        async with running(client, fake_discord):
+        async with running(client):
             await client.guild_settings.put(int(GUILD_ID), GuildSettings(paid_roles=[424242]))
             sent = await fake_discord.send_interaction(
                 "say", {"text": "Hello.", "provider": "segmind"}, user=ALICE
@@ -442,7 +442,7 @@ async def test_a_text_channel_is_read_aloud(
     pipeline = SpeechPipeline(config.load(data_dir=tmp_path / "data"))
     client = OyezBot(pipeline, DiscordSettings(read_messages=True), **client_options())
     try:
-        async with running(client, fake_discord):
+        async with running(client):
             await client.guild_settings.put(
                 int(GUILD_ID), GuildSettings(read_channel=int(TEXT_CHANNEL_ID))
             )
@@ -474,7 +474,7 @@ async def test_a_slow_voice_list_does_not_miss_discords_3_seconds(
     pipeline = SpeechPipeline(settings, ProviderRegistry(settings, targets))
     client = OyezBot(pipeline, DiscordSettings(), **client_options())
     try:
-        async with running(client, fake_discord):
+        async with running(client):
             sent = await fake_discord.send_interaction(
                 "say", {"text": "Beep.", "provider": "slowtone"}, user=ALICE
             )
@@ -515,7 +515,7 @@ async def test_a_say_is_prepared_once_even_when_it_must_defer(
     monkeypatch.setattr(pipeline, "prepare", counted)
     client = OyezBot(pipeline, DiscordSettings(), **client_options())
     try:
-        async with running(client, fake_discord):
+        async with running(client):
             sent = await fake_discord.send_interaction(
                 "say", {"text": "Beep.", "provider": "slowtone"}, user=ALICE
             )
@@ -542,7 +542,7 @@ async def test_role_and_channel_options(
     pipeline = SpeechPipeline(config.load(data_dir=tmp_path / "data"))
     client = OyezBot(pipeline, DiscordSettings(read_messages=True), **client_options())
     try:
-        async with running(client, fake_discord):
+        async with running(client):
             role = await fake_discord.send_interaction(
                 "settings", {"paid_role": RoleRef(GUILD_ID)}, user=ALICE
             )
@@ -576,7 +576,7 @@ async def test_the_voice_channel_chat_is_read_aloud(
     pipeline = SpeechPipeline(config.load(data_dir=tmp_path / "data"))
     client = OyezBot(pipeline, DiscordSettings(read_messages=True), **client_options())
     try:
-        async with running(client, fake_discord):
+        async with running(client):
             join = await fake_discord.send_interaction("join", {}, user=ALICE)
             await said(fake_discord, join, "Joined")  # the bot is in Voice; no /setup channel
             # the chat of another voice channel is not the bot's

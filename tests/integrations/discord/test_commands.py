@@ -45,7 +45,7 @@ class Interaction:
 
 
 @app_commands.command(name="probe", description="A command to fail")
-async def probe(interaction: discord.Interaction) -> None:
+async def probe(interaction: discord.Interaction) -> None:  # noqa: ARG001 - a discord.py command's signature
     raise AssertionError("not called")
 
 

@@ -15,7 +15,7 @@ import pytest
 from bot.audio.live import LiveUtterance
 from bot.errors import ProviderError
 from bot.speech import OutputProfile, SpeechRequest, Timings, Utterance, Voice
-from bot.synthesis.prepared import Segment
+from bot.synthesis.prepared import PreparedRequest, Segment
 from integrations.discord.feed import OpusFeed
 from integrations.discord.player import GuildPlayer, QueuedItem
 
@@ -88,11 +88,14 @@ Reports = list[tuple[Utterance | None, BaseException | None]]
 def player_for(
     segments: Callable[[SpeechRequest], AsyncIterator[Segment]], reports: Reports, **kw: Any
 ) -> tuple[GuildPlayer, FeedOutput]:
-    async def on_done(item: QueuedItem, spoken: Utterance | None, error: Any) -> None:
+    async def on_done(item: QueuedItem, spoken: Utterance | None, error: Any) -> None:  # noqa: ARG001 - GuildPlayer's on_done signature
         reports.append((spoken, error))
 
+    def any_request(request: SpeechRequest | PreparedRequest) -> AsyncIterator[Segment]:
+        return segments(request.request if isinstance(request, PreparedRequest) else request)
+
     output = FeedOutput()
-    return GuildPlayer(output, segments, on_done=on_done, **kw), output
+    return GuildPlayer(output, any_request, on_done=on_done, **kw), output
 
 
 async def until(condition: Callable[[], object], timeout_s: float = 5.0) -> None:
@@ -102,7 +105,7 @@ async def until(condition: Callable[[], object], timeout_s: float = 5.0) -> None
 
 
 async def test_sentences_play_as_one_stream_and_are_reported_once() -> None:
-    async def segments(request: SpeechRequest) -> AsyncIterator[Segment]:
+    async def segments(request: SpeechRequest) -> AsyncIterator[Segment]:  # noqa: ARG001 - the Segments signature
         for i, text in enumerate(("One.", "Two.", "Three.")):
             await asyncio.sleep(0.03)
             yield Segment(i, 3, utterance(text))
@@ -125,7 +128,7 @@ async def test_sentences_play_as_one_stream_and_are_reported_once() -> None:
 async def test_late_frames_are_sent_as_silence_and_counted(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async def segments(request: SpeechRequest) -> AsyncIterator[Segment]:
+    async def segments(request: SpeechRequest) -> AsyncIterator[Segment]:  # noqa: ARG001 - the Segments signature
         yield Segment(0, 2, utterance("One."))
         await asyncio.sleep(0.2)  # the second sentence comes 0.1 s after the first has played
         yield Segment(1, 2, utterance("Two."))
@@ -145,7 +148,7 @@ async def test_late_frames_are_sent_as_silence_and_counted(
 
 
 async def test_one_whole_sentence_is_played_as_a_file() -> None:
-    async def segments(request: SpeechRequest) -> AsyncIterator[Segment]:
+    async def segments(request: SpeechRequest) -> AsyncIterator[Segment]:  # noqa: ARG001 - the Segments signature
         yield Segment(0, 1, utterance("Hello."))
 
     reports: Reports = []
@@ -185,7 +188,7 @@ async def test_skip_cuts_a_long_text_and_stops_making_it() -> None:
     made: list[int] = []
     closed = asyncio.Event()
 
-    async def segments(request: SpeechRequest) -> AsyncIterator[Segment]:
+    async def segments(request: SpeechRequest) -> AsyncIterator[Segment]:  # noqa: ARG001 - the Segments signature
         try:
             for i in range(50):
                 await asyncio.sleep(0.05)

@@ -104,7 +104,7 @@ async def say_bot(tmp_path: Path) -> AsyncIterator[SayBot]:
 @contextlib.asynccontextmanager
 async def said(fake: FakeDiscord, say_bot: SayBot, text: str) -> AsyncIterator[float]:
     """Run the bot, send ``/say text``, wait until it has left voice; yields the send time."""
-    async with running(say_bot.bot, fake):
+    async with running(say_bot.bot):
         start = time.monotonic()
         sent = await fake.send_interaction("say", {"text": text}, user=ALICE)
         await fake.wait_for_followup(sent, timeout_s=20)
@@ -123,7 +123,7 @@ async def test_bot_logs_in_and_syncs_the_say_command(
     fake_discord: FakeDiscord,  # noqa: F811
     say_bot: SayBot,
 ) -> None:
-    async with running(say_bot.bot, fake_discord) as client:
+    async with running(say_bot.bot) as client:
         assert client.user is not None and client.user.name == "oyez"
         guild = client.get_guild(int(GUILD_ID))
         assert guild is not None and guild.get_member(int(ALICE.id)) is not None

@@ -15,7 +15,7 @@ from integrations.discord.player import PLAY_MARGIN_S, GuildPlayer, QueuedItem
 from tests.support.player import RecordingOutput, Speaker, now
 
 
-async def settle(player: GuildPlayer, output: RecordingOutput, count: int) -> None:
+async def settle(output: RecordingOutput, count: int) -> None:
     while len([p for p in output.played if p[2] is not None]) < count:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
 
@@ -26,7 +26,7 @@ async def test_items_play_in_order_without_overlap() -> None:
     player = GuildPlayer(output, speaker.segments)
     for text in ("one two", "three four five", "six"):
         player.enqueue(SpeechRequest(text=text))
-    await settle(player, output, 3)
+    await settle(output, 3)
     await player.close()
     assert [p[0] for p in output.played] == ["one two", "three four five", "six"]
     ends = [p[2] for p in output.played]
@@ -45,7 +45,7 @@ async def test_prefetch_is_bounded() -> None:
         player.enqueue(SpeechRequest(text=text))
     await asyncio.sleep(1.0)  # the first plays (4 s): the second is made, not the third
     assert set(speaker.started) == {"a b c d", "e"}
-    await settle(player, output, 4)
+    await settle(output, 4)
     await player.close()
 
 
@@ -58,7 +58,7 @@ async def test_high_priority_goes_first_but_never_cuts_in() -> None:
     player.enqueue(SpeechRequest(text="normal"))
     position = player.enqueue(SpeechRequest(text="urgent", priority=Priority.HIGH))
     assert position == 1  # after the one playing, before the normal one
-    await settle(player, output, 3)
+    await settle(output, 3)
     await player.close()
     assert [p[0] for p in output.played] == ["first one playing", "urgent", "normal"]
 
@@ -71,7 +71,7 @@ async def test_skip_cuts_the_current_one() -> None:
     player.enqueue(SpeechRequest(text="next"))
     await asyncio.sleep(2)
     assert player.skip()
-    await settle(player, output, 2)
+    await settle(output, 2)
     await player.close()
     (_, start, end), following = output.played[0], output.played[1]
     assert end is not None
@@ -98,14 +98,14 @@ async def test_expired_while_queued_is_dropped_and_reported() -> None:
     output, speaker = RecordingOutput(), Speaker()
     reports: list[tuple[str, Any]] = []
 
-    async def on_done(item: QueuedItem, utterance: Utterance | None, error: Any) -> None:
+    async def on_done(item: QueuedItem, utterance: Utterance | None, error: Any) -> None:  # noqa: ARG001 - GuildPlayer's on_done signature
         reports.append((item.request.text, error))
 
     player = GuildPlayer(output, speaker.segments, on_done=on_done)
     player.enqueue(SpeechRequest(text="one two three four five six"))
     soon = datetime.now(UTC) + timedelta(milliseconds=1)
     player.enqueue(SpeechRequest(text="stale", expires_at=soon))
-    await settle(player, output, 1)
+    await settle(output, 1)
     await asyncio.sleep(1)
     await player.close()
     assert [p[0] for p in output.played] == ["one two three four five six"]
@@ -124,7 +124,7 @@ async def test_idle_leaves_after_the_timeout() -> None:
     start = now()
     player = GuildPlayer(output, speaker.segments, idle_timeout_s=300, on_idle=on_idle)
     player.enqueue(SpeechRequest(text="hello"))
-    await settle(player, output, 1)
+    await settle(output, 1)
     await asyncio.sleep(400)
     await player.close()
     assert len(left) == 1

@@ -37,7 +37,9 @@ def recorder(
     reports: Reports,
 ) -> Callable[[QueuedItem, Utterance | None, BaseException | None], Awaitable[None]]:
     async def on_done(
-        item: QueuedItem, utterance: Utterance | None, error: BaseException | None
+        item: QueuedItem,
+        utterance: Utterance | None,  # noqa: ARG001 - GuildPlayer's on_done signature
+        error: BaseException | None,
     ) -> None:
         reports.append((item.request.text, error))
 

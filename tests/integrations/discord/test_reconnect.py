@@ -24,6 +24,7 @@ Voice Connection"), which the simulated voice server follows:
 from __future__ import annotations
 
 import discord
+import pytest
 
 from integrations.discord.bot import OyezBot
 from integrations.discord.player import GuildPlayer
@@ -160,9 +161,9 @@ async def test_an_ended_session_reconnects_and_the_next_say_is_heard(
     assert word_error_rate(SECOND, heard(second, transcriber)) <= 0.2
 
 
+@pytest.mark.usefixtures("oyez_bot")
 async def test_speech_cut_by_a_drop_finishes_after_the_reconnect(
     fake_discord: FakeDiscord,  # noqa: F811
-    oyez_bot: OyezBot,  # noqa: F811
     transcriber: Transcriber,
 ) -> None:
     long = await fake_discord.send_interaction("say", {"text": LONG}, user=ALICE)

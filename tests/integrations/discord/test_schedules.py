@@ -42,11 +42,11 @@ CHANNEL = {"guild_id": int(GUILD_ID), "channel_id": int(VOICE_CHANNEL_ID)}
 
 @pytest.fixture
 async def oyez_bot(
-    fake_discord: FakeDiscord,  # noqa: F811
+    fake_discord: FakeDiscord,  # noqa: ARG001, F811 - requested to patch discord.py in
     tmp_path: Path,
 ) -> AsyncIterator[OyezBot]:
     settings = config.load(data_dir=tmp_path / "data", cache={"enabled": True})
-    async with oyez_bot_running(fake_discord, settings) as client:
+    async with oyez_bot_running(settings) as client:
         yield client
 
 

@@ -57,13 +57,14 @@ def _timed_piper() -> None:
 
 
 @contextlib.asynccontextmanager
-async def oyez(fake: FakeDiscord, tmp_path: Path, **settings: Any) -> AsyncIterator[OyezBot]:
-    """Oyez's bot with the timed local voice and the audio cache on, logged in to ``fake``."""
+async def oyez(tmp_path: Path, **settings: Any) -> AsyncIterator[OyezBot]:
+    """Oyez's bot with the timed local voice and the audio cache on, logged in to the fake
+    Discord (inside :func:`~tests.fakes.discord.client.patched_discord`)."""
     loaded = config.load(data_dir=tmp_path / "data", cache={"enabled": True}, **settings)
     pipeline = SpeechPipeline(loaded, ProviderRegistry(loaded, TIMED_PIPER))
     client = OyezBot(pipeline, DiscordSettings(idle_timeout_s=60), **client_options())
     try:
-        async with running(client, fake):
+        async with running(client):
             yield client
     finally:
         await pipeline.aclose()
@@ -142,7 +143,7 @@ async def test_a_long_text_starts_playing_before_its_last_sentence_is_made(
     tmp_path: Path,
     transcriber: Transcriber,
 ) -> None:
-    async with oyez(fake_discord, tmp_path) as bot:
+    async with oyez(tmp_path) as bot:
         sent, reply = await say(fake_discord, LONG)
         lengths = await sentence_lengths(bot.pipeline, SENTENCES)
     made = TimedPiper.finished
@@ -169,7 +170,7 @@ async def test_a_repeated_long_text_comes_from_the_cache(
     fake_discord: FakeDiscord,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    async with oyez(fake_discord, tmp_path):
+    async with oyez(tmp_path):
         await say(fake_discord, LONG)
         first = played(fake_discord.voice.packets)
         made = len(TimedPiper.finished)
@@ -191,7 +192,7 @@ async def test_one_sentence_keeps_the_whole_file_path_and_a_long_text_streams(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     whole, fed = record_calls(monkeypatch, "play_opus"), record_calls(monkeypatch, "play_feed")
-    async with oyez(fake_discord, tmp_path):
+    async with oyez(tmp_path):
         await say(fake_discord, "The washing machine has finished.")
         assert (len(whole), len(fed)) == (1, 0)
         await say(fake_discord, "The washing machine has finished. The dryer is next.")
@@ -206,7 +207,7 @@ async def test_a_streamed_voice_plays_before_the_server_has_finished_sending(
     # real speech, sent in 0.2 s pieces at the pace of playback: ~4 s of audio over ~4 s
     async with TimedTogether(synthesizer=piper_pcm, chunk_seconds=0.2, chunk_delay=0.2) as api:
         together = {"base_url": api.base_url, "api_key": "test-together-key"}
-        async with oyez(fake_discord, tmp_path, providers={"together": together}):
+        async with oyez(tmp_path, providers={"together": together}):
             _, reply = await say(fake_discord, STREAMED, provider="together")
             first = played(fake_discord.voice.packets)
             before = len(fake_discord.voice.packets)

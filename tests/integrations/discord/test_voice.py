@@ -43,7 +43,7 @@ async def play_through(
     played: list[Utterance] = []
     all_done = asyncio.Event()
 
-    async def on_done(item: QueuedItem, utterance: Utterance | None, error: object) -> None:
+    async def on_done(item: QueuedItem, utterance: Utterance | None, error: object) -> None:  # noqa: ARG001 - GuildPlayer's on_done signature
         assert error is None, error
         assert utterance is not None
         played.append(utterance)
@@ -51,7 +51,7 @@ async def play_through(
             all_done.set()
 
     try:
-        async with running(client, fake):
+        async with running(client):
             channel = client.get_channel(int(VOICE_CHANNEL_ID))
             assert isinstance(channel, discord.VoiceChannel)
             voice: discord.VoiceClient = await channel.connect(timeout=10)

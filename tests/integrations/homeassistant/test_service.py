@@ -116,7 +116,7 @@ def oyez_plays(observer: Observer, service: Service, entity: str) -> list[str]:
         url = ((event["data"].get("new_state") or {}).get("attributes") or {}).get(
             "media_content_id"
         )
-        if is_oyez_media(service, url) and (not urls or urls[-1] != url):
+        if isinstance(url, str) and is_oyez_media(service, url) and (not urls or urls[-1] != url):
             urls.append(url)
     return urls
 
@@ -386,7 +386,7 @@ async def test_discord_target_is_spoken_in_the_voice_channel(
     bot = OyezBot(service.pipeline, DiscordSettings(idle_timeout_s=60), **client_options())
     service.announcer.add_sink(DiscordSink(bot))
     async with (
-        running(bot, fake_discord),
+        running(bot),
         running_oyez(settings, service),
         observing(homeassistant, DONE, FAILED) as ha,
     ):

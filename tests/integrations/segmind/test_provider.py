@@ -400,7 +400,7 @@ async def test_failed_job_is_synthesis_failed_with_segmind_reason(
     assert len(fake.requests_to("/v2/openvoice")) == 1
 
 
-async def test_failed_job_served_as_422(segmind: SegmindProvider) -> None:
+async def test_failed_job_served_as_422() -> None:
     async with FakeSegmind(failed_status_http=422) as fake:
         provider = make_provider(fake)
         fake.fail_next_job("Inference failed: out of memory")

@@ -183,7 +183,7 @@ async def test_default_request_is_exactly_the_documented_shape(
         ),
     ],
 )
-async def test_request_shape_and_audio_per_model(
+async def test_request_shape_and_audio_per_model(  # noqa: PLR0913 - fixtures + parametrize columns
     together: TogetherProvider,
     fake_together: FakeTogether,  # noqa: F811
     model: str,
@@ -411,7 +411,7 @@ async def test_the_key_never_shows_in_logs_settings_or_errors(
     await provider.aclose()
 
 
-def test_unknown_default_model_is_a_configuration_error(tmp_path: Path) -> None:
+def test_unknown_default_model_is_a_configuration_error() -> None:
     settings = config.load(providers={"together": {"default_model": "kokoro"}})
     with pytest.raises(ConfigError, match="default_model: Value error, unknown model"):
         TogetherProvider.from_settings(settings)
@@ -508,6 +508,7 @@ async def test_the_rate_limit_headroom_comes_with_the_audio(
     fake_together: FakeTogether,  # noqa: F811
 ) -> None:
     limit = fake_together.limiter.limit
+    assert limit is not None
     pieces = [piece async for piece in together.stream(await make_job(together))]
     assert len(pieces) > 1
     assert pieces[0].usage == Usage(rate_limit_remaining=limit - 1, rate_limit_reset_s=60)
@@ -542,10 +543,7 @@ async def test_stream_reads_both_event_shapes(
     assert fake_together.streams_finished == 1
 
 
-async def test_cartesia_streams_at_the_rate_asked_for(
-    together: TogetherProvider,
-    fake_together: FakeTogether,  # noqa: F811
-) -> None:
+async def test_cartesia_streams_at_the_rate_asked_for(together: TogetherProvider) -> None:
     job = await make_job(together, "newsman", SONIC, "Hi there.", sample_rate=16000)
     chunks = [c.chunk async for c in together.stream(job)]
     assert {(c.encoding, c.sample_rate) for c in chunks} == {(AudioEncoding.PCM_S16LE, 16000)}
