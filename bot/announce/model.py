@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Protocol
+from typing import Annotated, Any, ClassVar, Protocol, TypeVar
 
 from pydantic import (
     AnyHttpUrl,
@@ -26,6 +26,8 @@ from bot.errors import InvalidRequest, validation_problems
 from bot.ops.config import DiscordChannel
 from bot.speech import OutputProfile, Priority, RequestSource, SpeechRequest, Utterance
 
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
 __all__ = [
     "Announcement",
     "AnnouncementState",
@@ -35,8 +37,8 @@ __all__ = [
     "Target",
     "TargetResult",
     "as_list",
-    "invalid_announcement_reason",
     "invalid_data_reason",
+    "parse_fields",
     "request_id_of",
 ]
 
@@ -106,14 +108,7 @@ class Announcement(BaseModel):
         Raises :class:`InvalidRequest` naming every wrong field (the values themselves are not
         echoed, as they may be long or private).
         """
-        if not isinstance(data, Mapping):
-            raise InvalidRequest(
-                f"invalid announcement: expected a mapping of fields, got {type(data).__name__}"
-            )
-        try:
-            return cls.model_validate(dict(data))
-        except ValidationError as exc:
-            raise InvalidRequest(invalid_announcement_reason(exc)) from None
+        return parse_fields(cls, data, "announcement")
 
 
 def invalid_data_reason(
@@ -126,9 +121,25 @@ def invalid_data_reason(
     return f"invalid {what}: " + "; ".join(problems)
 
 
-def invalid_announcement_reason(error: ValidationError) -> str:
-    """``invalid announcement: field: problem; ...`` for a validation error."""
-    return invalid_data_reason(error, "announcement")
+def parse_fields(
+    model: type[ModelT],
+    data: Any,
+    what: str,
+    messages: Mapping[tuple[str, str], str] | None = None,
+) -> ModelT:
+    """``data`` from an edge (a mapping of fields) validated as ``model``. Raises
+    :class:`InvalidRequest` ``invalid <what>: ...`` naming every wrong field (see
+    :func:`invalid_data_reason`)."""
+    if isinstance(data, model):
+        return data
+    if not isinstance(data, Mapping):
+        raise InvalidRequest(
+            f"invalid {what}: expected a mapping of fields, got {type(data).__name__}"
+        )
+    try:
+        return model.model_validate(dict(data))
+    except ValidationError as exc:
+        raise InvalidRequest(invalid_data_reason(exc, what, messages)) from None
 
 
 class AnnouncementState(StrEnum):

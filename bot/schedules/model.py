@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from bot.announce.model import Announcement, as_list, invalid_data_reason
+from bot.announce.model import Announcement, as_list, parse_fields
 from bot.errors import ConfigError, InvalidRequest
 from bot.ops.config import DiscordChannel, Settings
 from bot.speech import Priority, RequestSource, SpeechRequest
@@ -40,7 +40,6 @@ __all__ = [
     "check_new",
     "check_speakable",
     "check_targets",
-    "invalid_schedule_reason",
     "render",
     "target_kinds",
 ]
@@ -273,16 +272,7 @@ class Schedule(BaseModel):
     def parse(cls, data: Any) -> Schedule:
         """Validate schedule data from an edge; raises :class:`InvalidRequest` naming every
         wrong field."""
-        if isinstance(data, Schedule):
-            return data
-        if not isinstance(data, Mapping):
-            raise InvalidRequest(
-                f"invalid schedule: expected a mapping of fields, got {type(data).__name__}"
-            )
-        try:
-            return cls.model_validate(dict(data))
-        except ValidationError as exc:
-            raise InvalidRequest(invalid_schedule_reason(exc)) from None
+        return parse_fields(cls, data, "schedule", _NAME_MESSAGE)
 
     # -- time ----------------------------------------------------------------------------------
 
@@ -409,9 +399,3 @@ async def check_speakable(
         )
     except (InvalidRequest, ConfigError) as exc:
         raise InvalidRequest(f"invalid schedule: {exc}") from None
-
-
-def invalid_schedule_reason(error: ValidationError) -> str:
-    """``invalid schedule: field: problem; ...`` for a validation error (values not echoed,
-    except what the validators chose to name)."""
-    return invalid_data_reason(error, "schedule", _NAME_MESSAGE)
