@@ -53,11 +53,24 @@ __all__ = [
     "Settings",
     "format_validation_error",
     "from_sources",
+    "known_zone",
     "load",
     "source_file",
 ]
 
 DEFAULT_CONFIG_FILE = Path("oyez.yaml")
+
+
+def known_zone(name: str) -> ZoneInfo:
+    """The IANA time zone ``name``; raises ``ValueError`` naming it when there is none (an
+    unknown name, a malformed one, or one too long to be a file name)."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(
+            f"unknown time zone {name!r} (an IANA name such as Europe/Paris)"
+        ) from None
+
 
 _yaml_file: ContextVar[Path | None] = ContextVar("oyez_yaml_file", default=None)
 
@@ -289,12 +302,7 @@ class Settings(BaseSettings):
     @classmethod
     def _known_zone(cls, zone: str | None) -> str | None:
         if zone is not None:
-            try:
-                ZoneInfo(zone)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(
-                    f"unknown time zone {zone!r} (an IANA name such as Europe/Paris)"
-                ) from None
+            known_zone(zone)
         return zone
 
     def zone(self) -> tzinfo:

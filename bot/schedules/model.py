@@ -15,7 +15,6 @@ import string
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, CroniterError, croniter
 from pydantic import (
@@ -30,7 +29,7 @@ from pydantic import (
 
 from bot.announce.model import Announcement, as_list, parse_fields
 from bot.errors import ConfigError, InvalidRequest
-from bot.ops.config import DiscordChannel, Settings
+from bot.ops.config import DiscordChannel, Settings, known_zone
 from bot.speech import Priority, RequestSource, SpeechRequest
 
 __all__ = [
@@ -139,15 +138,6 @@ def _check_cron(expression: str) -> str:
     return normalized
 
 
-def _zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"unknown time zone {name!r} (an IANA name such as Europe/Paris)"
-        ) from None
-
-
 def _exists(local: datetime) -> bool:
     """Whether the aware wall time ``local`` exists (is not in a spring-forward gap)."""
     round_trip = local.astimezone(UTC).astimezone(local.tzinfo)
@@ -222,11 +212,14 @@ class Schedule(BaseModel):
     @classmethod
     def _channels(cls, value: Any) -> Any:
         """``GUILD_ID/CHANNEL_ID`` is a channel too (the CLI's and YAML's short form)."""
+        items = as_list(value)
+        if not isinstance(items, list):
+            return items  # not a list of targets: pydantic names the field
         return [
             dict(zip(("guild_id", "channel_id"), item.split("/"), strict=True))
             if isinstance(item, str) and _CHANNEL.match(item)
             else item
-            for item in as_list(value)
+            for item in items
         ]
 
     @field_validator("cron")
@@ -245,7 +238,7 @@ class Schedule(BaseModel):
     @classmethod
     def _known_zone(cls, value: str | None) -> str | None:
         if value is not None:
-            _zone(value)
+            known_zone(value)
         return value
 
     @field_validator("message")
@@ -278,7 +271,7 @@ class Schedule(BaseModel):
 
     def zone(self, default: tzinfo) -> tzinfo:
         """The zone fire times are read in: ``time_zone``, else ``default``."""
-        return _zone(self.time_zone) if self.time_zone else default
+        return known_zone(self.time_zone) if self.time_zone else default
 
     def next_fire(self, after: datetime, default_zone: tzinfo) -> datetime | None:
         """The first fire time strictly after ``after`` (aware), in the schedule's zone; None

@@ -46,6 +46,33 @@ def json_error(status: int, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
 
 
+class BadRequest(web.HTTPBadRequest):
+    """A 400 whose ``text`` is the reason, answered as ``{"error": reason}``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(text=reason)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error answer is ``{"error": "..."}``: aiohttp's own (404, 405, 413: plain text)
+    too. Bad input is one INFO line; only our own bugs are logged with a traceback (a 500)."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        reason = exc.text if isinstance(exc, BadRequest) and exc.text else exc.reason
+        log.info("http: %s %s answered %d: %s", request.method, request.path, exc.status, reason)
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+        response = json_error(exc.status, reason)
+        response.headers.update(headers)
+        return response
+    except Exception:
+        log.exception("http: %s %s failed", request.method, request.path)
+        return json_error(500, "internal error (logged)")
+
+
 def is_loopback_url(url: str) -> bool:
     """Whether ``url``'s host is a loopback address or ``localhost``."""
     host = urlsplit(url).hostname or ""
@@ -137,7 +164,7 @@ class OyezServer:
         self.settings = settings
         self.media = MediaStore(data_dir / "media", settings.base_url(), settings.media_ttl_s)
         self.announcer = announcer
-        self.app = web.Application(client_max_size=MAX_BODY)
+        self.app = web.Application(client_max_size=MAX_BODY, middlewares=[json_errors])
         self.app.router.add_get("/media/{name}", self.media.handle)  # HEAD too
         self._runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -168,23 +195,32 @@ class OyezServer:
             given = request.headers.get("Authorization", "")
             scheme, _, credentials = given.partition(" ")
             expected = token.get_secret_value().encode()
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                credentials.strip().encode(), expected
-            ):
+            # undecodable header bytes reach us as surrogates: kept, they can only mismatch
+            offered = credentials.strip().encode("utf-8", "surrogateescape")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(offered, expected):
                 return json_error(401, "missing or wrong bearer token")
             return await handler(request)
 
         return guarded
 
     async def read_json(self, request: web.Request) -> Any:
-        """The request's JSON body; raises ``HTTPBadRequest`` with a JSON reason."""
+        """The request's JSON body (at most :data:`MAX_BODY` bytes, else a 413). Raises
+        :class:`BadRequest` naming what is wrong: an unknown charset, text that is not in it,
+        JSON that does not parse or is nested too deeply to read."""
+        body = await request.read()
+        charset = request.charset or "utf-8"
         try:
-            return await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise web.HTTPBadRequest(
-                text=json.dumps({"error": "the body is not valid JSON"}),
-                content_type="application/json",
-            ) from None
+            text = body.decode(charset)
+        except LookupError:
+            raise BadRequest(f"unknown charset {charset[:40]!r} in Content-Type") from None
+        except UnicodeDecodeError:
+            raise BadRequest(f"the body is not valid {charset} text") from None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            raise BadRequest("the body is not valid JSON") from None
+        except RecursionError:
+            raise BadRequest("the body's JSON is nested too deeply") from None
 
     async def _announce(self, request: web.Request) -> web.StreamResponse:
         assert self.announcer is not None

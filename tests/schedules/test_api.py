@@ -119,6 +119,11 @@ async def test_create_list_pause_delete(api: tuple[str, Service]) -> None:
         ({"discord": [{"guild_id": "x", "channel_id": 2}]}, "discord"),
         ({"voice": "nobody"}, "unknown voice 'nobody'"),
         ({"repeat": 3}, "repeat: unknown field"),
+        # no file name is that long: ZoneInfo raises OSError, which once answered 500
+        ({"time_zone": "Europe/" + "x" * 300}, "unknown time zone"),
+        # not a list of targets: once a TypeError (500)
+        ({"discord": False}, "discord"),
+        ({"discord": 7}, "discord"),
     ],
 )
 async def test_invalid_schedules_are_422_naming_the_problem(

@@ -4,6 +4,7 @@ the announcement API behind its bearer token."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -213,3 +214,89 @@ async def test_without_a_token_the_api_is_off(tmp_path: Path) -> None:
         assert (await get(url))[0] == 200
     finally:
         await server.stop()
+
+
+# -- bad input: a 4xx naming what is wrong, always {"error": ...}, never a 500 ----------------
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "reason"),
+    [
+        (b"[" * 30_000 + b"]" * 30_000, "application/json", 400, "nested too deeply"),
+        (b'{"message": "x"}', "application/json; charset=bogus-8", 400, "unknown charset"),
+        (b'{"message": "\xff\xfe"}', "application/json; charset=utf-8", 400, "not valid utf-8"),
+        (b"{not json", "application/json", 400, "not valid JSON"),
+        (b"x" * (MAX_BODY + 10), "application/json", 413, "Request Entity Too Large"),
+    ],
+)
+async def test_bad_bodies_get_a_json_4xx_naming_the_problem(
+    served: tuple[OyezServer, RecordingSink],
+    body: bytes,
+    content_type: str,
+    status: int,
+    reason: str,
+) -> None:
+    server, sink = served
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": content_type}
+    async with aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{server.port}/api/v1/announce"
+        async with session.post(url, data=body, headers=headers) as reply:
+            assert reply.status == status
+            assert reply.content_type == "application/json"
+            assert reason in (await reply.json())["error"]
+    assert sink.delivered == []
+
+
+async def test_a_token_that_is_not_text_is_a_401(
+    served: tuple[OyezServer, RecordingSink],
+) -> None:
+    server, _ = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(
+        b"GET /api/v1/requests/x HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Authorization: Bearer \xff\xfe\r\nConnection: close\r\n\r\n"
+    )
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 401")
+    assert b"application/json" in head
+    assert b"bearer token" in body
+
+
+async def test_aiohttps_own_errors_are_json_too(
+    served: tuple[OyezServer, RecordingSink], caplog: pytest.LogCaptureFixture
+) -> None:
+    server, _ = served
+    base = f"http://127.0.0.1:{server.port}"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/no/such/route") as reply:
+            assert (reply.status, reply.content_type) == (404, "application/json")
+            assert (await reply.json())["error"] == "Not Found"
+        async with session.put(f"{base}/api/v1/announce") as reply:
+            assert (reply.status, reply.content_type) == (405, "application/json")
+            assert "POST" in reply.headers["Allow"]
+    # bad input is not our bug: no traceback, nothing at ERROR
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+async def test_our_own_bug_is_a_json_500_with_its_traceback_logged(
+    served: tuple[OyezServer, RecordingSink],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server, _ = served
+    assert server.announcer is not None
+
+    def broken(request_id: str) -> None:
+        raise RuntimeError(f"a bug of ours ({request_id})")
+
+    monkeypatch.setattr(server.announcer, "status", broken)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    url = f"http://127.0.0.1:{server.port}/api/v1/requests/x"
+    async with aiohttp.ClientSession(headers=headers) as session, session.get(url) as reply:
+        assert (reply.status, reply.content_type) == (500, "application/json")
+        assert "bug" not in (await reply.json())["error"]  # details stay in the log
+    (logged,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert logged.exc_info is not None and "a bug of ours" in str(logged.exc_info[1])
