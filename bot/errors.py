@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 __all__ = [
     "AudioError",
+    "BadAudio",
     "BudgetExceeded",
     "ConfigError",
     "EmptyText",
@@ -173,6 +174,11 @@ class ProviderError(OyezError):
         where = f"{provider}/{model}" if model else provider
         http = f" (HTTP {status})" if status is not None else ""
         super().__init__(f"{where}: {message}{http}")
+
+
+class BadAudio(ProviderError):
+    """The provider answered with audio that cannot be played: undecodable, or too short for
+    the text (a truncated file). It was billed; the fallback chain speaks instead."""
 
 
 class ProviderRequestError(ProviderError):

@@ -23,6 +23,7 @@ from bot.audio.live import LiveUtterance, OpusStreamEncoder, StreamEncoders
 from bot.audio.ogg import opus_packets
 from bot.audio.transcode import EncodedAudio, Transcoder, VoiceGains
 from bot.errors import (
+    BadAudio,
     BudgetExceeded,
     ConfigError,
     InvalidRequest,
@@ -30,6 +31,7 @@ from bot.errors import (
     OyezError,
     ProviderError,
     RequestExpired,
+    TranscodeError,
 )
 from bot.ops.config import Settings
 from bot.ops.logs import bind_request
@@ -54,18 +56,21 @@ SENTENCE_MAX_CHARS = 300
 FIRST_SENTENCE_MAX_CHARS = 50
 #: Safety factor on the expected synthesis time of a text's second sentence (Segment.lead_s).
 LEAD_MARGIN = 1.25
+#: Seconds of audio below which a text with any word in it was not said (the audio is broken).
+MIN_SPEECH_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
 class _Spoken:
     """The provider's take that spoke: its request, its audio, when (``time.perf_counter``) its
-    synthesis started and ended, and, streamed, its audio encoded while it arrived."""
+    synthesis started and ended, and its audio encoded (while it arrived, when ``streamed``)."""
 
     prepared: PreparedRequest
     dispatched: Dispatched
     synthesis_started: float
     synthesized: float
-    encoded: EncodedAudio | None
+    encoded: EncodedAudio
+    streamed: bool
 
 
 class SpeechPipeline:
@@ -388,18 +393,11 @@ class SpeechPipeline:
         a provider that streams within a sentence is encoded as it arrives into ``live``."""
         notes: list[FallbackNote] = []
         spoken = await self._dispatch(request, candidate, live, notes)
-        candidate, dispatched = spoken.prepared, spoken.dispatched
-        streamed = spoken.encoded is not None
-        if spoken.encoded is not None:
-            encoded = spoken.encoded
-        else:
-            encoded = await self.transcoder.transcode(
-                dispatched.chunks, request.output, gain_db=self.gains.get(candidate.voice.label)
-            )
-            self.gains.learn(candidate.voice.label, encoded)
-            if live is not None:
-                for packet in opus_packets(encoded.data):
-                    live.put(packet)
+        candidate, dispatched, encoded = spoken.prepared, spoken.dispatched, spoken.encoded
+        streamed = spoken.streamed
+        if live is not None and not streamed:
+            for packet in opus_packets(encoded.data):
+                live.put(packet)
         finished = time.perf_counter()
         if live is None:  # live audio is already playing: too late to drop it
             self.check_expiry(request, "after synthesis")
@@ -495,10 +493,19 @@ class SpeechPipeline:
                         ),
                     )
                     synthesized = time.perf_counter()
-                    encoded = None if encoder is None else await encoder.finish()
-                    if encoded is not None:
-                        self.gains.learn(candidate.voice.label, encoded)
-                return _Spoken(candidate, dispatched, synthesis_started, synthesized, encoded)
+                    if encoder is not None:
+                        encoded = await encoder.finish()
+                    else:
+                        encoded = await self._transcode(candidate, dispatched, request.output)
+                    self.gains.learn(candidate.voice.label, encoded)
+                return _Spoken(
+                    candidate,
+                    dispatched,
+                    synthesis_started,
+                    synthesized,
+                    encoded,
+                    encoder is not None,
+                )
             except (ProviderError, BudgetExceeded) as exc:
                 if encoder is not None and encoder.fed:
                     raise  # its audio is out: another voice cannot finish the sentence
@@ -510,6 +517,24 @@ class SpeechPipeline:
                 self._fall_back(request, candidate, following, exc)
                 candidate = following
                 tried.add(candidate.provider.name)
+
+    async def _transcode(
+        self, candidate: PreparedRequest, dispatched: Dispatched, output: OutputProfile
+    ) -> EncodedAudio:
+        """``dispatched``'s audio in ``output``. Audio that ffmpeg cannot decode, or that is too
+        short for any word, is the provider's failure (:class:`BadAudio`): the chain goes on."""
+        name = candidate.provider.name
+        try:
+            encoded = await self.transcoder.transcode(
+                dispatched.chunks, output, gain_db=self.gains.get(candidate.voice.label)
+            )
+        except TranscodeError as exc:
+            raise BadAudio(name, f"{_described(dispatched)} that could not be decoded") from exc
+        if encoded.duration_s < MIN_SPEECH_S and any(c.isalnum() for c in candidate.text):
+            raise BadAudio(
+                name, f"{encoded.duration_s:.2f} s of audio for {len(candidate.text)} characters"
+            )
+        return encoded
 
     @staticmethod
     def _fall_back(
@@ -532,6 +557,13 @@ class SpeechPipeline:
         if self._cache is not None:
             self._cache.close()
             self._cache = None
+
+
+def _described(dispatched: Dispatched) -> str:
+    """What a provider sent, for an error: size, claimed encoding and first bytes."""
+    data = b"".join(c.data for c in dispatched.chunks)
+    kind = dispatched.chunks[0].encoding.value if dispatched.chunks else "no"
+    return f"sent {len(data):,} bytes of {kind} audio (beginning {data[:12]!r})"
 
 
 def _count(request: SpeechRequest, provider: str, outcome: str) -> None:

@@ -25,7 +25,8 @@ class ToneOptions(BaseModel):
 
 
 class ToneProvider(Provider):
-    """Beeps instead of speaking; counts its calls; can be told to fail or to return garbage."""
+    """Beeps instead of speaking; counts its calls; can be told to fail, or to return garbage
+    or audio cut short (``mode``)."""
 
     kind = "tone"
     settings_model = ToneSettings
@@ -56,6 +57,8 @@ class ToneProvider(Provider):
                 AudioChunk(b"<html>502 Bad Gateway</html>" * 50, AudioEncoding.MP3, 0, 0)
             )
         seconds: Any = job.options.get("seconds_per_character", 0.05)
+        if self.mode == "truncated":  # a cut-off answer: 10 ms whatever the text
+            seconds = 0.01 / max(len(job.text), 1)
         rate = 16_000
         count = int(rate * seconds * len(job.text))
         samples = (

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from bot.errors import (
+    BadAudio,
     ConfigError,
     EmptyText,
     InvalidOptions,
@@ -190,12 +191,31 @@ async def test_failed_provider_falls_back_to_piper_and_says_why(
     assert "the tone generator is broken" in note.reason
 
 
-async def test_garbage_from_a_provider_is_a_transcode_error(
+async def test_garbage_from_a_provider_is_that_providers_failure(
     tone_pipeline: SpeechPipeline, tone: type[ToneProvider]
 ) -> None:
     tone.mode = "garbage"
-    with pytest.raises(TranscodeError, match="decoding the mp3 audio"):
-        await tone_pipeline.speak(SpeechRequest(text="x", provider="tone"))
+    with pytest.raises(
+        BadAudio, match=r"^tone: sent 1,400 bytes of mp3 audio \(beginning b'<html>"
+    ) as e:
+        await tone_pipeline.speak(SpeechRequest(text="x", provider="tone", fallback=False))
+    assert "could not be decoded" in str(e.value)
+    assert isinstance(e.value.__cause__, TranscodeError)
+    assert "decoding the mp3 audio" in str(e.value.__cause__)
+
+
+@pytest.mark.parametrize("mode", ["garbage", "truncated"])
+async def test_unplayable_audio_falls_back_and_says_why(
+    tone_pipeline: SpeechPipeline, tone: type[ToneProvider], mode: str
+) -> None:
+    tone.mode = mode
+    utterance = await tone_pipeline.speak(SpeechRequest(text="Hello there.", provider="tone"))
+    assert utterance.voice.provider == "piper"
+    assert utterance.duration_s > 0.5
+    (note,) = utterance.fallbacks
+    assert note.provider == "tone"
+    expected = "could not be decoded" if mode == "garbage" else "0.01 s of audio for 12 characters"
+    assert expected in note.reason
 
 
 @pytest.mark.usefixtures("tone")
