@@ -311,12 +311,14 @@ class SpeechPipeline:
         tasks: dict[int, asyncio.Task[Utterance | LiveUtterance]] = {}
         latest: asyncio.Task[Utterance | LiveUtterance] | None = None
 
+        took_over: list[Voice] = []  # the voice that took over from the asked one, once it did
+
         async def in_turn(
             previous: asyncio.Task[Utterance | LiveUtterance] | None, part: PreparedRequest
         ) -> Utterance | LiveUtterance:
             if previous is not None:  # one after the other: sentence order is synthesis order
                 await asyncio.wait([previous])
-            return await speak(part)
+            return await speak(await self._keep_voice(previous, part, prepared, took_over))
 
         scheduled = 0
 
@@ -518,6 +520,26 @@ class SpeechPipeline:
                 candidate = following
                 tried.add(candidate.provider.name)
 
+    async def _keep_voice(
+        self,
+        previous: asyncio.Task[Utterance | LiveUtterance] | None,
+        part: PreparedRequest,
+        asked: PreparedRequest,
+        took_over: list[Voice],
+    ) -> PreparedRequest:
+        """``part`` (a sentence of ``asked``), in the voice that took over the text once one did
+        (``previous`` sentence fell back: noted in ``took_over``), with its default options."""
+        if previous is not None and not took_over:
+            voice = _fallen_back_to(previous, asked)
+            if voice is not None:
+                took_over.append(voice)
+        if not took_over:
+            return part
+        voice = took_over[0]
+        fields = {"provider": voice.provider, "model": voice.model, "voice": voice.id}
+        request = part.request.model_copy(update={**fields, "options": {}})
+        return replace(await self.prepare(request), text=part.text)
+
     async def _transcode(
         self, candidate: PreparedRequest, dispatched: Dispatched, output: OutputProfile
     ) -> EncodedAudio:
@@ -557,6 +579,18 @@ class SpeechPipeline:
         if self._cache is not None:
             self._cache.close()
             self._cache = None
+
+
+def _fallen_back_to(
+    done: asyncio.Task[Utterance | LiveUtterance], asked: PreparedRequest
+) -> Voice | None:
+    """The voice that spoke ``done``'s sentence instead of ``asked``'s, if another did."""
+    if done.cancelled() or done.exception() is not None:
+        return None
+    speech = done.result()
+    if isinstance(speech, Utterance) and speech.fallbacks and speech.voice != asked.voice:
+        return speech.voice
+    return None
 
 
 def _described(dispatched: Dispatched) -> str:

@@ -245,6 +245,20 @@ async def test_a_failing_sentence_fails_in_its_turn(speech: SpeechPipeline) -> N
     await segments.aclose()
 
 
+async def test_a_text_that_fell_back_stays_with_the_voice_that_took_over(
+    speech: SpeechPipeline, tone: type[CountingTone]
+) -> None:
+    text = "This works. This is broken. This stays with the voice that took over."
+    asked = SpeechRequest(text=text, provider="tone")  # the fallback chain: piper
+    found = await segments_of(speech, asked)
+    utterances = [s.speech for s in found if isinstance(s.speech, Utterance)]
+    assert [u.voice.provider for u in utterances] == ["tone", "piper", "piper"]
+    # the tone speaks only the first: the second failed (uncounted), the third never reached it
+    assert tone.calls == split_sentences(text)[:1]
+    (note,) = join_utterances(asked, utterances).fallbacks  # the reply says so once
+    assert note.provider == "tone" and "broken" in note.reason
+
+
 async def test_a_short_first_sentence_is_held_until_the_next_is_likely_made(
     speech: SpeechPipeline, tone: type[CountingTone]
 ) -> None:
