@@ -200,7 +200,7 @@ async def test_chime_plays_first_and_volume_is_set_then_restored(
     transcriber: Transcriber,
 ) -> None:
     async with (
-        running_oyez(oyez_settings(homeassistant, tmp_path)) as service,
+        running_oyez(oyez_settings(homeassistant, tmp_path, chime_hosts=["127.0.0.1"])) as service,
         observing(homeassistant, DONE, FAILED, "state_changed") as ha,
     ):
         before = (await ha.state(LIVING_ROOM))["attributes"]["volume_level"]
