@@ -226,13 +226,13 @@ async def _say(args: argparse.Namespace, settings: Settings) -> int:
     if path is None:
         sys.stdout.buffer.write(utterance.audio)
         sys.stdout.buffer.flush()
-        print(_describe(utterance, "standard output", warm_up_s), file=sys.stderr)
+        print(mask_secrets(_describe(utterance, "standard output", warm_up_s)), file=sys.stderr)
         return EXIT_OK
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     partial.write_bytes(utterance.audio)
     partial.replace(path)
-    print(_describe(utterance, str(path), warm_up_s))
+    print(mask_secrets(_describe(utterance, str(path), warm_up_s)))
     return EXIT_OK
 
 
@@ -258,7 +258,8 @@ async def _voices(args: argparse.Namespace, settings: Settings) -> int:
                 if args.provider:
                     raise
                 problem = provider.configuration_problem()
-                print(f"oyez: {name}: cannot list voices: {problem or exc}", file=sys.stderr)
+                text = f"oyez: {name}: cannot list voices: {problem or exc}"
+                print(mask_secrets(text), file=sys.stderr)
                 continue
             default = provider.default_voice_id()
             for v in voices:
@@ -363,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:
         log.debug("unexpected failure", exc_info=True)
-        print(f"oyez: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(mask_secrets(f"oyez: failed: {type(exc).__name__}: {exc}"), file=sys.stderr)
         return EXIT_FAILURE
 
 

@@ -24,6 +24,7 @@ from pydantic import (
 
 from bot.errors import InvalidRequest, validation_problems
 from bot.ops.config import AnnounceSettings, DiscordChannel
+from bot.ops.logs import mask_secrets
 from bot.speech import OutputProfile, Priority, RequestSource, SpeechRequest, Utterance
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -224,7 +225,8 @@ class AnnouncementStatus:
     done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def as_json(self) -> dict[str, Any]:
-        """The JSON shape of ``GET /api/v1/requests/{id}`` (and of the Home Assistant events)."""
+        """The JSON shape of ``GET /api/v1/requests/{id}`` (and of the Home Assistant events);
+        secrets a provider's error quoted are masked (:func:`~bot.ops.logs.mask_secrets`)."""
         return {
             "request_id": self.id,
             "source": self.source.value,
@@ -237,15 +239,24 @@ class AnnouncementStatus:
             "duration_s": round(self.duration_s, 3) if self.duration_s is not None else None,
             "cached": self.cached,
             "targets": [
-                {"target": t.target, "ok": t.ok, "error": t.error, "duration_s": t.duration_s}
+                {
+                    "target": t.target,
+                    "ok": t.ok,
+                    "error": _masked(t.error),
+                    "duration_s": t.duration_s,
+                }
                 for t in self.targets
             ],
             "code": self.code,
-            "reason": self.reason,
+            "reason": _masked(self.reason),
         }
 
 
 Target = str | DiscordChannel
+
+
+def _masked(text: str | None) -> str | None:
+    return mask_secrets(text) if text is not None else None
 
 
 class Sink(Protocol):
