@@ -15,6 +15,7 @@ from bot.announce.announcer import Announcer
 from bot.announce.model import AnnouncementState
 from bot.ops import config
 from bot.ops.logs import MASK, mask_secrets, register_secret
+from bot.service import Service
 from bot.speech import FallbackNote, RequestSource
 from bot.web.server import OyezServer, json_error
 from integrations.discord.commands import errors as discord_errors
@@ -136,3 +137,38 @@ async def test_cli_fallback_line_masks_the_quoted_key(tmp_path: Path) -> None:
     assert "instead   of segmind, which did not speak" in out
     assert MASK in out
     assert leaks(out + err, SEGMIND_KEY) == []
+
+
+class QuotingFrontEnd:
+    """A front end whose state quotes the key, as a provider's error might."""
+
+    name = "quoting"
+    idle = False
+
+    async def start(self) -> None: ...
+
+    async def serve(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def ready(self) -> tuple[bool, str]:
+        return False, f"cannot connect: {QUOTED}"
+
+
+async def test_the_unauthenticated_readiness_report_is_masked(tmp_path: Path) -> None:
+    register_secret(KEY)
+    service = Service(config.load(data_dir=tmp_path / "data", http={"port": 0}))
+    service.front_ends.append(QuotingFrontEnd())
+    await service.server.start()
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{service.server.port}/readyz") as response,
+        ):
+            assert response.status == 503
+            body = await response.json()
+    finally:
+        await service.server.stop()
+        await service.pipeline.aclose()
+    assert leaks(str(body)) == []
+    assert MASK in body["checks"]["quoting"]["detail"]
