@@ -10,19 +10,24 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import aiohttp
+import pytest
 
 from bot.announce.announcer import Announcer
 from bot.announce.model import AnnouncementState
+from bot.errors import ProviderAuthError
 from bot.ops import config
 from bot.ops.logs import MASK, mask_secrets, register_secret
+from bot.providers.base import SynthesisJob
 from bot.service import Service
 from bot.speech import FallbackNote, RequestSource
 from bot.web.server import OyezServer, json_error
 from integrations.discord.commands import errors as discord_errors
 from integrations.discord.commands import say as discord_say
+from integrations.segmind import SegmindProvider
 from tests.fakes.segmind import DEFAULT_API_KEY as SEGMIND_KEY
 from tests.fakes.segmind import FakeSegmind
 from tests.support.clock import NOON, FakeClock
+from tests.support.secrets import register as watch
 from tests.support.sinks import RecordingSink, utterance
 from tests.test_cli_providers import oyez
 
@@ -172,3 +177,23 @@ async def test_the_unauthenticated_readiness_report_is_masked(tmp_path: Path) ->
         await service.pipeline.aclose()
     assert leaks(str(body)) == []
     assert MASK in body["checks"]["quoting"]["detail"]
+
+
+async def test_a_provider_error_quoting_the_key_is_masked_where_it_is_made() -> None:
+    """So no log record carries it raw either (the session's secret scan watches this key)."""
+    key = "sgm-live-7f3Qk2Vx9Lp4Zr8Tn1Wc6Yb5"
+    register_secret(key)
+    watch(key)
+    async with FakeSegmind(api_key=key) as fake:
+        fake.inject_error("/v1/orpheus-3b-0.1", 401, f"Unauthorized: invalid API key {key[:10]}…")
+        provider = SegmindProvider.from_settings(
+            config.load(providers={"segmind": {"api_key": key, "base_url": fake.base_url}})
+        )
+        try:
+            resolved = await provider.resolve_voice("tara", None)
+            with pytest.raises(ProviderAuthError) as caught:
+                await provider.synthesize(SynthesisJob("r", "Hello.", resolved, {}))
+        finally:
+            await provider.aclose()
+    assert leaks(str(caught.value), key) == []
+    assert MASK in str(caught.value)
