@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import logging
+import stat
 import sys
 import time
 from collections.abc import Sequence
@@ -226,14 +227,37 @@ async def _say(args: argparse.Namespace, settings: Settings) -> int:
     if path is None:
         sys.stdout.buffer.write(utterance.audio)
         sys.stdout.buffer.flush()
-        print(_describe(utterance, "standard output", warm_up_s), file=sys.stderr)
+        print(mask_secrets(_describe(utterance, "standard output", warm_up_s)), file=sys.stderr)
         return EXIT_OK
+    special = await asyncio.to_thread(write_output, path, utterance.audio)
+    # the audio may be on standard output (-o /dev/stdout): then the description is not
+    print(
+        mask_secrets(_describe(utterance, str(path), warm_up_s)),
+        file=sys.stderr if special else sys.stdout,
+    )
+    return EXIT_OK
+
+
+def write_output(path: Path, data: bytes) -> bool:
+    """Write ``data`` to ``path``; returns whether ``path`` is a special file.
+
+    A regular file (or a new one) is replaced atomically: written to ``<name>.partial`` and
+    renamed over it. Anything else (``/dev/stdout``, ``/dev/null``, a FIFO, a device) is written
+    to itself, never replaced by a regular file. Raises ``OSError``.
+    """
+    try:
+        mode = path.stat().st_mode  # follows /dev/stdout -> /proc/self/fd/1
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        with path.open("wb") as output:
+            output.write(data)
+        return True
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(utterance.audio)
+    partial.write_bytes(data)
     partial.replace(path)
-    print(_describe(utterance, str(path), warm_up_s))
-    return EXIT_OK
+    return False
 
 
 def _voice_line(v: Voice, default: bool, as_json: bool) -> str:
@@ -258,7 +282,8 @@ async def _voices(args: argparse.Namespace, settings: Settings) -> int:
                 if args.provider:
                     raise
                 problem = provider.configuration_problem()
-                print(f"oyez: {name}: cannot list voices: {problem or exc}", file=sys.stderr)
+                text = f"oyez: {name}: cannot list voices: {problem or exc}"
+                print(mask_secrets(text), file=sys.stderr)
                 continue
             default = provider.default_voice_id()
             for v in voices:
@@ -363,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:
         log.debug("unexpected failure", exc_info=True)
-        print(f"oyez: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(mask_secrets(f"oyez: failed: {type(exc).__name__}: {exc}"), file=sys.stderr)
         return EXIT_FAILURE
 
 

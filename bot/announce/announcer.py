@@ -26,6 +26,7 @@ from bot.announce.model import (
     Sink,
     Target,
     TargetResult,
+    chime_source,
     request_id_of,
 )
 from bot.announce.policy import Suppression
@@ -98,8 +99,10 @@ class Announcer:
         created = min(created_at, now) if created_at is not None else now
         try:
             announcement = data if isinstance(data, Announcement) else Announcement.parse(data)
+            chime_source(announcement.chime, self.settings.announce)  # refused now: 422
         except InvalidRequest as exc:
-            status = self._new_status(request_id_of(data), source, None, created)
+            given = data.id if isinstance(data, Announcement) else None
+            status = self._new_status(given or request_id_of(data), source, None, created)
             await self._finish(status, AnnouncementState.FAILED, "invalid", str(exc))
             return status
         status = self._new_status(

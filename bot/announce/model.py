@@ -23,7 +23,8 @@ from pydantic import (
 )
 
 from bot.errors import InvalidRequest, validation_problems
-from bot.ops.config import DiscordChannel
+from bot.ops.config import AnnounceSettings, DiscordChannel
+from bot.ops.logs import mask_secrets
 from bot.speech import OutputProfile, Priority, RequestSource, SpeechRequest, Utterance
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -37,6 +38,7 @@ __all__ = [
     "Target",
     "TargetResult",
     "as_list",
+    "chime_source",
     "invalid_data_reason",
     "parse_fields",
     "request_id_of",
@@ -71,8 +73,9 @@ class Announcement(BaseModel):
     priority: Priority = Priority.NORMAL
     #: Seconds from ``created_at`` it may wait; after that it is dropped, never spoken late.
     ttl: float | None = Field(None, gt=0, le=86400)
-    #: On speakers, ``announce.chime_url`` (true) or this URL first.
-    chime: bool | AnyHttpUrl = False
+    #: On speakers, first: ``announce.chime_url`` (true), a chime of ``announce.chimes`` (its
+    #: name) or a URL on a host of ``announce.chime_hosts`` (see :func:`chime_source`).
+    chime: bool | Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)] = False
     #: 0 to 1, set on each speaker before and restored after (where it reports its volume).
     volume: float | None = Field(None, ge=0, le=1)
     #: The request id the caller chose (else a random one).
@@ -109,6 +112,37 @@ class Announcement(BaseModel):
         echoed, as they may be long or private).
         """
         return parse_fields(cls, data, "announcement")
+
+
+def chime_source(chime: bool | str, settings: AnnounceSettings) -> str | None:
+    """Where ``chime`` comes from: a URL or a local file path, None for no chime. Only the
+    owner's configuration names them: ``true`` is ``announce.chime_url`` (else the chime named
+    ``default``), a name one of ``announce.chimes``, a URL one on a host of
+    ``announce.chime_hosts``. Raises :class:`InvalidRequest` naming why anything else is refused
+    (an announcement must not make Oyez fetch what its sender chose)."""
+    if chime is False:
+        return None
+    if chime is True:
+        return str(settings.chime_url) if settings.chime_url else settings.chimes.get("default")
+    named = settings.chimes.get(chime)
+    if named is not None:
+        return named
+    try:
+        url = AnyHttpUrl(chime)
+    except ValueError:
+        known = ", ".join(sorted(settings.chimes)) or "none are configured"
+        raise InvalidRequest(
+            f"invalid announcement: chime: {chime[:60]!r} is neither a named chime "
+            f"(announce.chimes: {known}) nor a URL"
+        ) from None
+    host = (url.host or "").lower().strip("[]").rstrip(".")
+    if host not in settings.chime_hosts:
+        raise InvalidRequest(
+            f"invalid announcement: chime: the host {host[:60]!r} is not in "
+            "announce.chime_hosts; name a configured chime (announce.chimes) or ask the owner "
+            "to list the host"
+        )
+    return str(url)
 
 
 def invalid_data_reason(
@@ -191,7 +225,8 @@ class AnnouncementStatus:
     done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def as_json(self) -> dict[str, Any]:
-        """The JSON shape of ``GET /api/v1/requests/{id}`` (and of the Home Assistant events)."""
+        """The JSON shape of ``GET /api/v1/requests/{id}`` (and of the Home Assistant events);
+        secrets a provider's error quoted are masked (:func:`~bot.ops.logs.mask_secrets`)."""
         return {
             "request_id": self.id,
             "source": self.source.value,
@@ -204,15 +239,24 @@ class AnnouncementStatus:
             "duration_s": round(self.duration_s, 3) if self.duration_s is not None else None,
             "cached": self.cached,
             "targets": [
-                {"target": t.target, "ok": t.ok, "error": t.error, "duration_s": t.duration_s}
+                {
+                    "target": t.target,
+                    "ok": t.ok,
+                    "error": _masked(t.error),
+                    "duration_s": t.duration_s,
+                }
                 for t in self.targets
             ],
             "code": self.code,
-            "reason": self.reason,
+            "reason": _masked(self.reason),
         }
 
 
 Target = str | DiscordChannel
+
+
+def _masked(text: str | None) -> str | None:
+    return mask_secrets(text) if text is not None else None
 
 
 class Sink(Protocol):

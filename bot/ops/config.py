@@ -242,6 +242,35 @@ class AnnounceSettings(BaseModel):
     chime_url: AnyHttpUrl | None = Field(
         None, description="Media played first when an announcement says chime: true"
     )
+    chimes: dict[str, str] = Field(
+        default_factory=dict,
+        description="Named chimes (chime: <name>): an http(s) URL or a local audio file",
+    )
+    chime_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts an announcement may name a chime URL on (chime: <url>); none: only "
+        "configured chimes play",
+    )
+
+    @field_validator("chimes")
+    @classmethod
+    def _chimes(cls, chimes: dict[str, str]) -> dict[str, str]:
+        for name, source in chimes.items():
+            if not name.strip() or not source.strip():
+                raise ValueError("a chime needs a name and a URL or file path")
+        return chimes
+
+    @field_validator("chime_hosts")
+    @classmethod
+    def _chime_hosts(cls, hosts: list[str]) -> list[str]:
+        cleaned = [host.strip().lower().strip("[]").rstrip(".") for host in hosts]
+        for host in cleaned:
+            if not host or any(c in host for c in "/@ ?#") or host.count(":") == 1:
+                raise ValueError(
+                    f"{host!r} is not a host name (like chimes.example.com; no scheme or port)"
+                )
+        return cleaned
+
     discord_channels: dict[str, DiscordChannel] = Field(
         default_factory=dict, description="Names usable as discord targets"
     )

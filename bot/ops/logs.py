@@ -4,7 +4,9 @@ The request id travels in a context variable (:data:`REQUEST_ID`, bound by
 :func:`bind_request`; tasks inherit it). ``log_format: json`` writes one object per line
 (python-json-logger: ``time``, ``level``, ``logger``, ``message``, ``request_id``,
 ``exc_info``). Every secret Oyez knows (:func:`register_secret`,
-:func:`register_settings_secrets`) becomes ``********`` in the final line, tracebacks included.
+:func:`register_settings_secrets`), and any piece of 8 or more characters from its start, becomes
+``********`` in the final line, tracebacks included; :func:`mask_secrets` does the same for every
+other text that leaves the process (API bodies, events, replies, CLI output).
 """
 
 from __future__ import annotations
@@ -39,8 +41,13 @@ SECRET_KEYS = re.compile(
 )
 #: Shorter values are not masked: they would mangle ordinary words.
 MIN_SECRET_LENGTH = 6
+#: A piece of a secret this long, from its start, is masked too (providers quote part of a key).
+MIN_PREFIX_LENGTH = 8
 _secrets: set[str] = set()
+#: What the pattern finds: a whole short secret, or the first MIN_PREFIX_LENGTH characters of a
+#: longer one (the match is then extended as far as the text goes on with that secret).
 _pattern: re.Pattern[str] | None = None
+_by_head: dict[str, list[str]] = {}
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
 
@@ -50,8 +57,9 @@ def register_secret(value: str | None) -> None:
     global _pattern
     if value and len(value) >= MIN_SECRET_LENGTH and value not in _secrets:
         _secrets.add(value)
-        ordered = sorted(_secrets, key=len, reverse=True)  # longest first: no partial leaks
-        _pattern = re.compile("|".join(re.escape(s) for s in ordered))
+        _by_head.setdefault(value[:MIN_PREFIX_LENGTH], []).append(value)
+        ordered = sorted(_by_head, key=len, reverse=True)  # longest first: no partial leaks
+        _pattern = re.compile("|".join(re.escape(head) for head in ordered))
 
 
 def register_settings_secrets(settings: BaseModel) -> None:
@@ -81,9 +89,29 @@ def _walk(value: Any, key: str = "") -> None:
 
 
 def mask_secrets(text: str) -> str:
-    """``text`` with every registered secret replaced by :data:`MASK`."""
+    """``text`` with every registered secret, and every piece of one of at least
+    :data:`MIN_PREFIX_LENGTH` characters from its start, replaced by :data:`MASK`."""
     pattern = _pattern
-    return pattern.sub(MASK, text) if pattern is not None else text
+    if pattern is None:
+        return text
+    parts: list[str] = []
+    position = 0
+    while (found := pattern.search(text, position)) is not None:
+        start = found.start()
+        end = max(start + _common_prefix(text, start, s) for s in _by_head[found.group()])
+        parts += [text[position:start], MASK]
+        position = end
+    return "".join(parts) + text[position:]
+
+
+def _common_prefix(text: str, start: int, secret: str) -> int:
+    """How many characters of ``text`` from ``start`` are the start of ``secret``."""
+    length = 0
+    for have, want in zip(text[start : start + len(secret)], secret, strict=False):
+        if have != want:
+            break
+        length += 1
+    return length
 
 
 @contextmanager

@@ -26,6 +26,7 @@ from bot.errors import (
     ProviderUnavailable,
     RateLimited,
 )
+from bot.ops.logs import mask_secrets
 from bot.providers.ratelimit import retry_after_s
 from bot.speech import AudioEncoding
 
@@ -73,7 +74,7 @@ def error_text(body: bytes, limit: int = _MAX_ERROR_TEXT) -> str:
                 break
     if message is None:
         message = _TAGS.sub(" ", text) if text.startswith("<") else text
-    cleaned = " ".join(str(message).split())
+    cleaned = mask_secrets(" ".join(str(message).split()))  # it may quote the key
     if not cleaned:
         return "no error message"
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"

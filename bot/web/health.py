@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bot.frontend import FrontEnd
+from bot.ops.logs import mask_secrets
 from bot.ops.metrics import REGISTRY
 from bot.synthesis.pipeline import SpeechPipeline
 from bot.web.server import OyezServer
@@ -69,9 +71,9 @@ def add_health_routes(
 
     async def readyz(_: web.Request) -> web.Response:
         ready, checks = await readiness(front_ends, pipeline, default)
-        return web.json_response(
-            {"status": "ready" if ready else "not ready", "checks": checks},
-            status=200 if ready else 503,
+        body = {"status": "ready" if ready else "not ready", "checks": checks}
+        return web.json_response(  # unauthenticated: a provider's quoted key must not show
+            text=mask_secrets(json.dumps(body)), status=200 if ready else 503
         )
 
     async def metrics(_: web.Request) -> web.Response:

@@ -26,6 +26,7 @@ from aiohttp import web
 
 from bot.announce.announcer import Announcer
 from bot.ops.config import HttpSettings
+from bot.ops.logs import mask_secrets
 from bot.speech import OutputProfile, RequestSource
 
 __all__ = ["API_PREFIX", "MediaStore", "OyezServer", "is_loopback_url", "json_error"]
@@ -43,7 +44,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def json_error(status: int, message: str, **extra: Any) -> web.Response:
     """A JSON error answer: ``{"error": message, ...}``."""
-    return web.json_response({"error": message, **extra}, status=status)
+    return web.json_response({"error": mask_secrets(message), **extra}, status=status)
 
 
 class BadRequest(web.HTTPBadRequest):

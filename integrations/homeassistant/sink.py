@@ -16,14 +16,15 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, ClassVar
 
 import aiohttp
 
-from bot.announce.model import Announcement, Target, TargetResult
+from bot.announce.model import Announcement, Target, TargetResult, chime_source
 from bot.audio.mix import decode_chime, mix_chime
 from bot.audio.transcode import PcmAudio
-from bot.errors import AudioError, OyezError, RequestExpired
+from bot.errors import AudioError, InvalidRequest, OyezError, RequestExpired
 from bot.ops.config import AnnounceSettings
 from bot.ops.metrics import TIME_TO_FIRST_AUDIO
 from bot.speech import AudioChunk, AudioEncoding, OutputProfile, SpeechRequest, Utterance
@@ -53,6 +54,25 @@ def speaker_title(message: str) -> str:
     if len(message) <= TITLE_LENGTH:
         return message
     return message[: TITLE_LENGTH - 1].rstrip() + "…"
+
+
+def is_url(source: str) -> bool:
+    """Whether a chime source is an http(s) URL (else it is a local file path)."""
+    return source.lower().startswith(("http://", "https://"))
+
+
+async def read_chime_file(path: str) -> bytes:
+    """Up to :data:`MAX_CHIME_BYTES` + 1 bytes of the local chime file ``path`` (``~``
+    expanded). Raises :class:`AudioError` naming the path when it cannot be read."""
+
+    def read() -> bytes:
+        with Path(path).expanduser().open("rb") as file:
+            return file.read(MAX_CHIME_BYTES + 1)
+
+    try:
+        return await asyncio.to_thread(read)
+    except OSError as exc:
+        raise AudioError(f"cannot read the chime file {path}: {exc.strerror or exc}") from None
 
 
 @dataclass(slots=True)
@@ -115,7 +135,10 @@ class MediaPlayerSink:
         def everyone(error: str, *, expired: bool = False) -> list[TargetResult]:
             return [TargetResult(e, False, error, expired=expired) for e in entities]
 
-        chime_url = self._chime_url(announcement)
+        try:
+            chime_url = self._chime_url(announcement)
+        except InvalidRequest as exc:
+            return everyone(str(exc)), None
         if chime_url is not None:  # mixed below: PCM in, one MP3 out
             request = request.model_copy(update={"output": OutputProfile.WAV})
         try:
@@ -141,14 +164,12 @@ class MediaPlayerSink:
         return list(results), utterance
 
     def _chime_url(self, announcement: Announcement) -> str | None:
-        if announcement.chime is True:
-            if self.settings.chime_url is None:
-                log.warning("chime: true, but announce.chime_url is not set: no chime")
-                return None
-            return str(self.settings.chime_url)
-        if announcement.chime is False:
-            return None
-        return str(announcement.chime)
+        """The chime's URL or file (:func:`~bot.announce.model.chime_source`). Raises
+        :class:`~bot.errors.InvalidRequest` for one the configuration does not allow."""
+        source = chime_source(announcement.chime, self.settings)
+        if announcement.chime is True and source is None:
+            log.warning("chime: true, but announce.chime_url is not set: no chime")
+        return source
 
     async def _audio(self, utterance: Utterance, chime_url: str | None) -> tuple[bytes, float]:
         """The MP3 to publish and its length in seconds."""
@@ -175,12 +196,7 @@ class MediaPlayerSink:
             if cached is not None:
                 self._chimes.move_to_end(url)
                 return cached
-            if self._session is None:
-                self._session = aiohttp.ClientSession()
-            async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=15)) as reply:
-                if reply.status != 200:
-                    raise AudioError(f"fetching the chime answered HTTP {reply.status}")
-                data = await reply.content.read(MAX_CHIME_BYTES + 1)
+            data = await (self._fetch(url) if is_url(url) else read_chime_file(url))
             if len(data) > MAX_CHIME_BYTES:
                 raise AudioError(f"the chime is larger than {MAX_CHIME_BYTES} bytes")
             pcm = await decode_chime(self.pipeline.transcoder, data)
@@ -188,6 +204,18 @@ class MediaPlayerSink:
             while len(self._chimes) > KEPT_CHIMES:
                 self._chimes.popitem(last=False)
             return pcm
+
+    async def _fetch(self, url: str) -> bytes:
+        """Up to :data:`MAX_CHIME_BYTES` + 1 bytes of ``url``; a redirect is not followed (it
+        could lead off the allowed hosts). Raises ``aiohttp.ClientError``, ``TimeoutError``,
+        :class:`AudioError`."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        timeout = aiohttp.ClientTimeout(total=15)
+        async with self._session.get(url, timeout=timeout, allow_redirects=False) as reply:
+            if reply.status != 200:
+                raise AudioError(f"fetching the chime answered HTTP {reply.status}")
+            return await reply.content.read(MAX_CHIME_BYTES + 1)
 
     async def _play(
         self, entity: str, state: dict[str, Any] | None, playback: _Playback

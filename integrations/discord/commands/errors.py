@@ -10,6 +10,7 @@ import discord
 from discord import app_commands
 
 from bot.errors import OyezError
+from bot.ops.logs import mask_secrets
 
 __all__ = ["OyezCommandTree", "PaidProviderRefused", "answer"]
 
@@ -25,7 +26,9 @@ class PaidProviderRefused(app_commands.CheckFailure):
 
 
 async def answer(interaction: discord.Interaction, message: str) -> None:
-    """Tell the caller ``message``: ephemerally if still possible, else in the deferred reply."""
+    """Tell the caller ``message`` (secrets masked): ephemerally if still possible, else in the
+    deferred reply."""
+    message = mask_secrets(message)
     if interaction.response.is_done():
         await interaction.edit_original_response(content=message)
     else:

@@ -15,6 +15,7 @@ import discord
 from discord import app_commands
 
 from bot.errors import InvalidRequest
+from bot.ops.logs import mask_secrets
 from bot.speech import RequestSource, SpeechRequest, Utterance
 from bot.synthesis.pipeline import SpeechPipeline
 from bot.synthesis.prepared import PreparedRequest
@@ -43,7 +44,7 @@ def _reply(utterance: Utterance) -> str:
         lines[-1] += " · from the cache"
     for note in utterance.fallbacks:
         lines.append(f"-# instead of {note.provider}: {note.reason}")
-    return "\n".join(lines)
+    return mask_secrets("\n".join(lines))
 
 
 def check_paid_roles(
@@ -91,7 +92,7 @@ class Say:
         if utterance is not None and error is None:
             await interaction.edit_original_response(content=_reply(utterance))
         else:
-            await interaction.edit_original_response(content=f"⚠️ Not said: {error}")
+            await interaction.edit_original_response(content=mask_secrets(f"⚠️ Not said: {error}"))
 
     async def _say(
         self,
@@ -120,7 +121,9 @@ class Say:
         try:
             player = await self.voice.player(interaction.guild, channel)
         except (discord.DiscordException, TimeoutError) as exc:
-            await interaction.edit_original_response(content=f"⚠️ Cannot join voice: {exc}")
+            await interaction.edit_original_response(
+                content=mask_secrets(f"⚠️ Cannot join voice: {exc}")
+            )
             return
         self._interactions[request.id] = interaction
         position = player.enqueue(prepared, label=interaction.user.display_name, arrived=arrived)

@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
+from aiohttp import web
 from pydantic import SecretStr
 
 from bot.errors import ConfigError
@@ -200,7 +201,7 @@ async def test_chime_plays_first_and_volume_is_set_then_restored(
     transcriber: Transcriber,
 ) -> None:
     async with (
-        running_oyez(oyez_settings(homeassistant, tmp_path)) as service,
+        running_oyez(oyez_settings(homeassistant, tmp_path, chime_hosts=["127.0.0.1"])) as service,
         observing(homeassistant, DONE, FAILED, "state_changed") as ha,
     ):
         before = (await ha.state(LIVING_ROOM))["attributes"]["volume_level"]
@@ -238,6 +239,39 @@ async def test_chime_plays_first_and_volume_is_set_then_restored(
         )
         speech = samples[int(0.9 * rate) :]
         assert word_error_rate(MESSAGE, transcriber.transcribe_samples(speech)) <= 0.2
+
+
+async def test_a_chime_url_the_owner_did_not_allow_fails_the_event_and_is_not_fetched(
+    homeassistant: HomeAssistant,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    hits: list[str] = []
+
+    async def internal(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return web.Response(text="admin")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", internal)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    admin = f"http://127.0.0.1:{runner.addresses[0][1]}/internal-admin"
+    try:
+        async with (
+            running_oyez(oyez_settings(homeassistant, tmp_path)),
+            observing(homeassistant, DONE, FAILED) as ha,
+        ):
+            data = {"message": MESSAGE, "media_player": LIVING_ROOM, "chime": admin, "id": "s1"}
+            await ha.fire("oyez_announce", data)
+            event = await ha.wait_event(lambda e: e["data"].get("request_id") == "s1")
+    finally:
+        await runner.cleanup()
+    assert event["event_type"] == FAILED, event
+    assert event["data"]["code"] == "invalid"
+    assert "not in announce.chime_hosts" in event["data"]["reason"]
+    assert hits == []
 
 
 async def test_refusing_speaker_fails_with_its_error_while_the_other_plays(
