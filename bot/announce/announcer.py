@@ -39,7 +39,7 @@ __all__ = ["Announcer", "Listener"]
 
 log = logging.getLogger(__name__)
 
-#: Finished announcements kept for ``GET /api/v1/requests/{id}``.
+#: Finished announcements kept for ``GET /api/v1/requests/{id}`` (running ones are always kept).
 KEPT_STATUSES = 1000
 
 Listener = Callable[[AnnouncementStatus], Awaitable[None]]
@@ -135,9 +135,17 @@ class Announcer:
         )
         self._statuses[request_id] = status
         self._statuses.move_to_end(request_id)
-        while len(self._statuses) > KEPT_STATUSES:
-            self._statuses.popitem(last=False)
+        self._evict()
         return status
+
+    def _evict(self) -> None:
+        """Drop the oldest finished statuses beyond :data:`KEPT_STATUSES`; never a running one."""
+        excess = len(self._statuses) - KEPT_STATUSES
+        if excess <= 0:
+            return
+        finished = [key for key, kept in self._statuses.items() if kept.done.is_set()]
+        for key in finished[:excess]:
+            del self._statuses[key]
 
     def _targets(self, announcement: Announcement) -> dict[str, list[Target]]:
         """Targets by sink kind; names resolved. Raises InvalidRequest."""
