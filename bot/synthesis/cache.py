@@ -4,7 +4,9 @@ Content-addressed: the key is the SHA-256 of all that shapes the audio (provider
 normalised options and text, output profile, audio settings, engine version), so a changed
 option or a new engine misses. Files live in ``<data_dir>/cache/`` beside an SQLite index
 (``index.sqlite3``), kept under ``cache.max_mb`` by evicting the least recently used first. A
-hit calls no provider, spends no credits or rate-limit budget, and plays the stored bytes.
+hit calls no provider, spends no credits or rate-limit budget, and plays the stored bytes once
+their size and BLAKE2b checksum match the index (else the entry is dropped and it is a miss). An
+index SQLite cannot open is moved aside (``index.sqlite3.corrupt-<unix time>``) and rebuilt.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -23,7 +26,7 @@ from bot.ops.metrics import CACHE_LOOKUPS
 from bot.ops.store import Database, connect
 from bot.speech import OutputProfile, Voice
 
-__all__ = ["AudioCache", "CacheEntry", "CacheStats", "cache_key"]
+__all__ = ["AudioCache", "CacheEntry", "CacheStats", "cache_key", "checksum", "open_index"]
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +47,47 @@ CREATE TABLE IF NOT EXISTS entries (
     language TEXT,
     created_at REAL NOT NULL,
     used_at REAL NOT NULL,
-    hits INTEGER NOT NULL DEFAULT 0
+    hits INTEGER NOT NULL DEFAULT 0,
+    checksum TEXT
 );
 CREATE INDEX IF NOT EXISTS entries_by_use ON entries (used_at);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+_INSERT = (
+    "INSERT OR REPLACE INTO entries (key, file, bytes, profile, sample_rate, channels, "
+    "duration_s, loudness_lufs, provider, model, voice_id, voice_name, language, created_at, "
+    "used_at, checksum) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+#: A cached audio file's name: its key and the profile's extension.
+_AUDIO_FILE = re.compile(r"[0-9a-f]{64}\.[a-z0-9]+")
+
+
+def checksum(audio: bytes) -> str:
+    """The BLAKE2b (256-bit) hex digest the index keeps of an entry's bytes."""
+    return hashlib.blake2b(audio, digest_size=32).hexdigest()
+
+
+def open_index(path: Path) -> sqlite3.Connection:
+    """The cache index at ``path``; a file that is not an SQLite database (or is corrupt) is
+    moved aside, logged, and a fresh index made; the audio files it described are removed."""
+    try:
+        db = connect(path, _SCHEMA)
+    except sqlite3.OperationalError:
+        raise  # locked, unreadable, no space: not the file's contents
+    except sqlite3.DatabaseError as exc:
+        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+        path.replace(aside)
+        for extra in ("-wal", "-shm"):
+            path.with_name(path.name + extra).unlink(missing_ok=True)
+        for audio in path.parent.iterdir():
+            if _AUDIO_FILE.fullmatch(audio.name):
+                audio.unlink(missing_ok=True)
+        log.warning("cache: index %s is unreadable (%s): moved to %s, rebuilt", path, exc, aside)
+        db = connect(path, _SCHEMA)
+    columns = {row[1] for row in db.execute("PRAGMA table_info(entries)")}
+    if "checksum" not in columns:  # an index from before checksums: its entries get size checks
+        db.execute("ALTER TABLE entries ADD COLUMN checksum TEXT")
+    return db
 
 
 def cache_key(
@@ -108,7 +147,7 @@ class AudioCache:
     def __init__(self, directory: Path, max_bytes: int) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
-        self._db = Database(partial(connect, directory / "index.sqlite3", _SCHEMA))
+        self._db = Database(partial(open_index, directory / "index.sqlite3"))
 
     def close(self) -> None:
         self._db.close()
@@ -129,22 +168,36 @@ class AudioCache:
         return row is not None
 
     async def get(self, key: str) -> CacheEntry | None:
-        """The entry for ``key``, or None (a miss). A file gone from disk is a miss too."""
+        """The entry for ``key``, or None (a miss). A file gone from disk, or whose size or
+        checksum is not the index's, is a miss too (the entry dropped, logged)."""
         return await self._db.call(lambda db: self._get(db, key))
 
     def _get(self, db: sqlite3.Connection, key: str) -> CacheEntry | None:
         row = db.execute(
             "SELECT file, profile, sample_rate, channels, duration_s, loudness_lufs, "
-            "provider, model, voice_id, voice_name, language FROM entries WHERE key = ?",
+            "provider, model, voice_id, voice_name, language, bytes, checksum "
+            "FROM entries WHERE key = ?",
             (key,),
         ).fetchone()
         if row is None:
             self._count(db, "miss")
             return None
+        path = self.directory / row[0]
         try:
-            audio = (self.directory / row[0]).read_bytes()
+            audio = path.read_bytes()
         except OSError:
+            audio = None
+        if audio is None or len(audio) != row[11] or row[12] not in (None, checksum(audio)):
+            if audio is not None:
+                log.warning(
+                    "cache: %s is damaged (%d bytes, index says %d, or its checksum differs):"
+                    " dropped, synthesizing again",
+                    path,
+                    len(audio),
+                    row[11],
+                )
             db.execute("DELETE FROM entries WHERE key = ?", (key,))
+            path.unlink(missing_ok=True)
             self._count(db, "miss")
             return None
         db.execute(
@@ -176,7 +229,7 @@ class AudioCache:
         now = time.time()
         v = entry.voice
         db.execute(
-            "INSERT OR REPLACE INTO entries VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0)",
+            _INSERT,
             (
                 entry.key,
                 name,
@@ -193,6 +246,7 @@ class AudioCache:
                 v.language,
                 now,
                 now,
+                checksum(entry.audio),
             ),
         )
         self._evict(db)
