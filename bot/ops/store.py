@@ -15,12 +15,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-__all__ = ["STATE_FILE", "Database", "connect", "open_state", "state_path"]
+__all__ = [
+    "BUSY_TIMEOUT_S",
+    "STATE_FILE",
+    "Database",
+    "connect",
+    "is_lock_timeout",
+    "open_state",
+    "state_path",
+]
 
 T = TypeVar("T")
 
 #: The file name of Oyez's state in the data directory.
 STATE_FILE = "oyez.sqlite3"
+#: How long a statement waits for another connection's lock before ``database is locked``, s.
+BUSY_TIMEOUT_S = 5.0
 
 
 def state_path(data_dir: Path) -> Path:
@@ -37,18 +47,28 @@ def connect(path: Path, schema: str) -> sqlite3.Connection:
     """Open (creating folders and tables as needed) an SQLite file shared between processes.
 
     Autocommit, WAL journal (readers do not block the writer: the CLI and a running bot share
-    files), a 5 s busy timeout, and usable from worker threads (callers hold their own lock).
+    files), a :data:`BUSY_TIMEOUT_S` busy timeout, and usable from worker threads (callers hold
+    their own lock).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     try:
-        db.execute("PRAGMA busy_timeout=5000")
+        db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
         db.execute("PRAGMA journal_mode=WAL")
         db.executescript(schema)
     except BaseException:
         db.close()
         raise
     return db
+
+
+def is_lock_timeout(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite giving up on another connection's lock (``database is
+    locked``/``busy``) after the busy timeout: worth retrying later, not a bug."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
 
 
 class Database:
