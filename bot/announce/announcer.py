@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -99,7 +99,11 @@ class Announcer:
         try:
             announcement = data if isinstance(data, Announcement) else Announcement.parse(data)
         except InvalidRequest as exc:
-            status = self._new_status(request_id_of(data), source, None, created)
+            request_id = request_id_of(data)
+            # kept for GET /requests/{id} only under an id the caller chose: a flood of bad
+            # data pushes out no one else's result
+            chosen = isinstance(data, Mapping) and data.get("id") == request_id
+            status = self._new_status(request_id, source, None, created, keep=chosen)
             await self._finish(status, AnnouncementState.FAILED, "invalid", str(exc))
             return status
         status = self._new_status(
@@ -128,11 +132,22 @@ class Announcer:
     # -- inside --------------------------------------------------------------------------------
 
     def _new_status(
-        self, request_id: str, source: RequestSource, message: str | None, created: datetime
+        self,
+        request_id: str,
+        source: RequestSource,
+        message: str | None,
+        created: datetime,
+        *,
+        keep: bool = True,
     ) -> AnnouncementStatus:
+        """A queued status; ``keep``: findable by :meth:`status` (until evicted when final),
+        unless a running one has its id (that one stays findable)."""
         status = AnnouncementStatus(
             request_id, source, AnnouncementState.QUEUED, message, created_at=created
         )
+        running = self._statuses.get(request_id)
+        if not keep or (running is not None and not running.done.is_set()):
+            return status
         self._statuses[request_id] = status
         self._statuses.move_to_end(request_id)
         self._evict()

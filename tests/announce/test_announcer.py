@@ -397,6 +397,12 @@ async def test_a_running_announcement_is_found_after_1001_invalid_ones(tmp_path:
     for _ in range(1001):
         await announcer.submit({"message": "hi", "volume": 9}, HTTP)
     assert announcer.status("slow-one") is running
+    assert len(announcer._statuses) == 1  # invalid data without an id of its own takes no slot
+    for number in range(1001):  # ...and with one, it is pushed out before a running one
+        await announcer.submit({"message": "hi", "volume": 9, "id": f"bad-{number}"}, HTTP)
+    again = await announcer.submit({"message": "hi", "volume": 9, "id": "slow-one"}, HTTP)
+    assert again.code == "invalid"
+    assert announcer.status("slow-one") is running
     release.set()
     await running.done.wait()
     assert running.state is AnnouncementState.DONE
