@@ -11,24 +11,36 @@ index SQLite cannot open is moved aside (``index.sqlite3.corrupt-<unix time>``) 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import re
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bot.ops.metrics import CACHE_LOOKUPS
 from bot.ops.store import Database, connect
 from bot.speech import OutputProfile, Voice
 
-__all__ = ["AudioCache", "CacheEntry", "CacheStats", "cache_key", "checksum", "open_index"]
+__all__ = [
+    "AudioCache",
+    "CacheEntry",
+    "CacheStats",
+    "cache_key",
+    "checksum",
+    "move_aside",
+    "open_index",
+]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -69,25 +81,31 @@ def checksum(audio: bytes) -> str:
 
 def open_index(path: Path) -> sqlite3.Connection:
     """The cache index at ``path``; a file that is not an SQLite database (or is corrupt) is
-    moved aside, logged, and a fresh index made; the audio files it described are removed."""
+    moved aside (:func:`move_aside`) and a fresh index made."""
     try:
         db = connect(path, _SCHEMA)
     except sqlite3.OperationalError:
         raise  # locked, unreadable, no space: not the file's contents
     except sqlite3.DatabaseError as exc:
-        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
-        path.replace(aside)
-        for extra in ("-wal", "-shm"):
-            path.with_name(path.name + extra).unlink(missing_ok=True)
-        for audio in path.parent.iterdir():
-            if _AUDIO_FILE.fullmatch(audio.name):
-                audio.unlink(missing_ok=True)
-        log.warning("cache: index %s is unreadable (%s): moved to %s, rebuilt", path, exc, aside)
+        move_aside(path, exc)
         db = connect(path, _SCHEMA)
     columns = {row[1] for row in db.execute("PRAGMA table_info(entries)")}
     if "checksum" not in columns:  # an index from before checksums: its entries get size checks
         db.execute("ALTER TABLE entries ADD COLUMN checksum TEXT")
     return db
+
+
+def move_aside(path: Path, exc: Exception) -> None:
+    """Rename the unreadable index ``path`` to ``<name>.corrupt-<unix time>`` (its journal files
+    go), remove the audio files it described, and log both paths with ``exc``."""
+    aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+    path.replace(aside)
+    for extra in ("-wal", "-shm"):
+        path.with_name(path.name + extra).unlink(missing_ok=True)
+    for audio in path.parent.iterdir():
+        if _AUDIO_FILE.fullmatch(audio.name):
+            audio.unlink(missing_ok=True)
+    log.warning("cache: index %s is unreadable (%s): moved to %s, rebuilt", path, exc, aside)
 
 
 def cache_key(
@@ -147,10 +165,27 @@ class AudioCache:
     def __init__(self, directory: Path, max_bytes: int) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
-        self._db = Database(partial(open_index, directory / "index.sqlite3"))
+        self._index = directory / "index.sqlite3"
+        self._db = Database(partial(open_index, self._index))
 
     def close(self) -> None:
         self._db.close()
+
+    async def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """``work`` on the index; an index found unreadable while in use (overwritten, corrupt)
+        is moved aside and rebuilt, and ``work`` runs once more on the new one."""
+        used = self._db
+        try:
+            return await used.call(work)
+        except (sqlite3.OperationalError, sqlite3.ProgrammingError):
+            if self._db is used:  # locked, or closed: not the index's contents
+                raise
+        except sqlite3.DatabaseError as exc:
+            if self._db is used:  # not already rebuilt by a call that failed at the same time
+                used.close()
+                await asyncio.to_thread(move_aside, self._index, exc)
+                self._db = Database(partial(open_index, self._index))
+        return await self._db.call(work)
 
     @staticmethod
     def _count(db: sqlite3.Connection, name: str) -> None:
@@ -162,7 +197,7 @@ class AudioCache:
 
     async def contains(self, key: str) -> bool:
         """Whether ``key`` is cached (not counted as a lookup)."""
-        row = await self._db.call(
+        row = await self._call(
             lambda db: db.execute("SELECT 1 FROM entries WHERE key = ?", (key,)).fetchone()
         )
         return row is not None
@@ -170,7 +205,7 @@ class AudioCache:
     async def get(self, key: str) -> CacheEntry | None:
         """The entry for ``key``, or None (a miss). A file gone from disk, or whose size or
         checksum is not the index's, is a miss too (the entry dropped, logged)."""
-        return await self._db.call(lambda db: self._get(db, key))
+        return await self._call(lambda db: self._get(db, key))
 
     def _get(self, db: sqlite3.Connection, key: str) -> CacheEntry | None:
         row = db.execute(
@@ -219,7 +254,7 @@ class AudioCache:
         """Store ``entry`` (written to a temporary name, then renamed) and evict to the cap."""
         if len(entry.audio) > self.max_bytes:
             return
-        await self._db.call(lambda db: self._put(db, entry))
+        await self._call(lambda db: self._put(db, entry))
 
     def _put(self, db: sqlite3.Connection, entry: CacheEntry) -> None:
         name = f"{entry.key}{entry.profile.extension}"
@@ -275,7 +310,7 @@ class AudioCache:
                 entries, size, self.max_bytes, counters.get("hit", 0), counters.get("miss", 0)
             )
 
-        return await self._db.call(read)
+        return await self._call(read)
 
     async def clear(self) -> int:
         """Delete every entry; returns how many there were."""
@@ -288,4 +323,4 @@ class AudioCache:
                 (self.directory / file).unlink(missing_ok=True)
             return len(files)
 
-        return await self._db.call(empty)
+        return await self._call(empty)

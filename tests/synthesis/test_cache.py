@@ -266,3 +266,22 @@ async def test_an_index_from_before_checksums_gains_the_column(tmp_path: Path) -
         assert (await cache.get(entry.key)) == entry
     finally:
         cache.close()
+
+
+async def test_an_index_overwritten_while_in_use_is_rebuilt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = AudioCache(tmp_path / "cache", 1_000_000)
+    voice = Voice("tone", "tone-1", "a", "A", None)
+    entry = CacheEntry("b" * 64, b"audio", OutputProfile.WAV, 48_000, 1, 0.5, None, voice)
+    try:
+        await cache.put(entry)
+        for file in (tmp_path / "cache").glob("index.sqlite3*"):
+            file.write_bytes(os.urandom(max(file.stat().st_size, 4096)))
+        assert await cache.get(entry.key) is None  # a miss, not "file is not a database"
+        assert "cache: index" in caplog.text
+        await cache.put(entry)
+        assert (await cache.get(entry.key)) == entry
+        assert (await cache.stats()).entries == 1
+    finally:
+        cache.close()
