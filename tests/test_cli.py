@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from bot.cli import main
 from tests.support.asr import Transcriber, word_error_rate
 from tests.support.probe import describe
+from tests.support.sqlite import read_only_connect
 
 TEXT = "The front door has been left open for ten minutes."
 
@@ -145,3 +148,20 @@ def test_voices_lists_the_local_voice(tmp_path: Path) -> None:
             "default": True,
         }
     ]
+
+
+def test_say_in_a_read_only_data_folder_names_it_and_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    monkeypatch.setattr(sqlite3, "connect", read_only_connect(data))  # read-only, even for root
+    for name in [k for k in os.environ if k.startswith("OYEZ_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("OYEZ_DATA_DIR", str(data))
+    monkeypatch.chdir(tmp_path)
+    assert main(["say", "hi", "-o", str(tmp_path / "hi.wav")]) == 1
+    error = capsys.readouterr().err
+    assert f"cannot write {data}" in error
+    assert "writable" in error
+    assert "OYEZ_DATA_DIR" in error
+    assert not (tmp_path / "hi.wav").exists()

@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,7 +40,7 @@ __all__ = ["Announcer", "Listener"]
 
 log = logging.getLogger(__name__)
 
-#: Finished announcements kept for ``GET /api/v1/requests/{id}``.
+#: Finished announcements kept for ``GET /api/v1/requests/{id}`` (running ones are always kept).
 KEPT_STATUSES = 1000
 
 Listener = Callable[[AnnouncementStatus], Awaitable[None]]
@@ -102,7 +102,13 @@ class Announcer:
             chime_source(announcement.chime, self.settings.announce)  # refused now: 422
         except InvalidRequest as exc:
             given = data.id if isinstance(data, Announcement) else None
-            status = self._new_status(given or request_id_of(data), source, None, created)
+            request_id = given or request_id_of(data)
+            # kept for GET /requests/{id} only under an id the caller chose: a flood of bad
+            # data pushes out no one else's result
+            chosen = given is not None or (
+                isinstance(data, Mapping) and data.get("id") == request_id
+            )
+            status = self._new_status(request_id, source, None, created, keep=chosen)
             await self._finish(status, AnnouncementState.FAILED, "invalid", str(exc))
             return status
         status = self._new_status(
@@ -131,16 +137,35 @@ class Announcer:
     # -- inside --------------------------------------------------------------------------------
 
     def _new_status(
-        self, request_id: str, source: RequestSource, message: str | None, created: datetime
+        self,
+        request_id: str,
+        source: RequestSource,
+        message: str | None,
+        created: datetime,
+        *,
+        keep: bool = True,
     ) -> AnnouncementStatus:
+        """A queued status; ``keep``: findable by :meth:`status` (until evicted when final),
+        unless a running one has its id (that one stays findable)."""
         status = AnnouncementStatus(
             request_id, source, AnnouncementState.QUEUED, message, created_at=created
         )
+        running = self._statuses.get(request_id)
+        if not keep or (running is not None and not running.done.is_set()):
+            return status
         self._statuses[request_id] = status
         self._statuses.move_to_end(request_id)
-        while len(self._statuses) > KEPT_STATUSES:
-            self._statuses.popitem(last=False)
+        self._evict()
         return status
+
+    def _evict(self) -> None:
+        """Drop the oldest finished statuses beyond :data:`KEPT_STATUSES`; never a running one."""
+        excess = len(self._statuses) - KEPT_STATUSES
+        if excess <= 0:
+            return
+        finished = [key for key, kept in self._statuses.items() if kept.done.is_set()]
+        for key in finished[:excess]:
+            del self._statuses[key]
 
     def _targets(self, announcement: Announcement) -> dict[str, list[Target]]:
         """Targets by sink kind; names resolved. Raises InvalidRequest."""

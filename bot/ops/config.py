@@ -11,6 +11,7 @@ each provider's own settings model, so adding a provider never edits this module
 
 from __future__ import annotations
 
+import json
 import os
 from contextvars import ContextVar
 from datetime import datetime, time, tzinfo
@@ -30,6 +31,7 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -279,6 +281,37 @@ class AnnounceSettings(BaseModel):
     )
 
 
+#: Sections kept as plain mappings (validated by their provider or front end): pydantic cannot
+#: tell that a key inside them takes a JSON value, so :class:`_EnvSource` decodes it.
+_RAW_SECTIONS = ("providers", "discord", "homeassistant")
+
+
+def _decode_json_values(value: Any) -> Any:
+    """``value`` with every string inside it that is a JSON array or object decoded; any other
+    string (``"1.3"``, a key, text that does not parse) is kept as it is."""
+    if isinstance(value, dict):
+        return {key: _decode_json_values(item) for key, item in value.items()}
+    if isinstance(value, str) and value.lstrip()[:1] in ("[", "{"):
+        try:
+            decoded = json.loads(value)
+        except ValueError:
+            return value
+        return decoded if isinstance(decoded, list | dict) else value
+    return value
+
+
+class _EnvSource(EnvSettingsSource):
+    """``OYEZ_*`` variables, where a variable inside a raw section takes JSON like a typed one:
+    ``OYEZ_PROVIDERS__SEGMIND__TIMEOUT_S='{"chatterbox-turbo-tts": 6}'``."""
+
+    def __call__(self) -> dict[str, Any]:
+        data = super().__call__()
+        for name in _RAW_SECTIONS:
+            if name in data:
+                data[name] = _decode_json_values(data[name])
+        return data
+
+
 class Settings(BaseSettings):
     """The effective configuration. Build it with :func:`load`."""
 
@@ -352,11 +385,11 @@ class Settings(BaseSettings):
         cls,
         settings_cls: type[BaseSettings],
         init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,  # noqa: ARG003 - pydantic-settings hook; _EnvSource instead
         dotenv_settings: PydanticBaseSettingsSource,  # noqa: ARG003 - pydantic-settings hook; no .env source
         file_secret_settings: PydanticBaseSettingsSource,  # noqa: ARG003 - pydantic-settings hook; no secrets dir
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources: list[PydanticBaseSettingsSource] = [init_settings, _EnvSource(settings_cls)]
         yaml_file = _yaml_file.get()
         if yaml_file is not None:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))

@@ -15,12 +15,41 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-__all__ = ["STATE_FILE", "Database", "connect", "open_state", "state_path"]
+from bot.errors import OyezError
+
+__all__ = [
+    "BUSY_TIMEOUT_S",
+    "STATE_FILE",
+    "Database",
+    "NotWritable",
+    "connect",
+    "is_lock_timeout",
+    "open_state",
+    "state_path",
+]
 
 T = TypeVar("T")
 
 #: The file name of Oyez's state in the data directory.
 STATE_FILE = "oyez.sqlite3"
+#: How long a statement waits for another connection's lock before ``database is locked``, s.
+BUSY_TIMEOUT_S = 5.0
+
+
+#: What SQLite says when it cannot create or write a file (a read-only folder or file).
+_NOT_WRITABLE = ("unable to open database file", "readonly database")
+
+
+class NotWritable(OyezError):
+    """A database file or its folder cannot be created or written (a read-only data folder)."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        super().__init__(
+            f"cannot write {path} ({reason}): Oyez keeps its state and cache in the data folder; "
+            f"make {path.parent} writable by this user, or set data_dir (OYEZ_DATA_DIR) or "
+            "cache.dir (OYEZ_CACHE__DIR) to a writable folder"
+        )
 
 
 def state_path(data_dir: Path) -> Path:
@@ -37,14 +66,46 @@ def connect(path: Path, schema: str) -> sqlite3.Connection:
     """Open (creating folders and tables as needed) an SQLite file shared between processes.
 
     Autocommit, WAL journal (readers do not block the writer: the CLI and a running bot share
-    files), a 5 s busy timeout, and usable from worker threads (callers hold their own lock).
+    files), a :data:`BUSY_TIMEOUT_S` busy timeout, and usable from worker threads (callers hold
+    their own lock). Raises :class:`NotWritable` naming the path when the folder or the file
+    cannot be created or written, ``sqlite3.Error`` for the rest.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA busy_timeout=5000")
-    db.executescript(schema)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    except OSError as exc:
+        raise NotWritable(path, exc.strerror or str(exc)) from exc
+    except sqlite3.OperationalError as exc:
+        if not _not_writable(exc):
+            raise
+        raise NotWritable(path, str(exc)) from exc
+    try:
+        db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(schema)
+    except sqlite3.OperationalError as exc:
+        db.close()
+        if not _not_writable(exc):
+            raise
+        raise NotWritable(path, str(exc)) from exc
+    except BaseException:
+        db.close()
+        raise
     return db
+
+
+def _not_writable(exc: sqlite3.OperationalError) -> bool:
+    """Whether ``exc`` is SQLite failing to create or write its file."""
+    return any(words in str(exc) for words in _NOT_WRITABLE)
+
+
+def is_lock_timeout(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite giving up on another connection's lock (``database is
+    locked``/``busy``) after the busy timeout: worth retrying later, not a bug."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
 
 
 class Database:

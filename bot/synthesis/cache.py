@@ -4,28 +4,43 @@ Content-addressed: the key is the SHA-256 of all that shapes the audio (provider
 normalised options and text, output profile, audio settings, engine version), so a changed
 option or a new engine misses. Files live in ``<data_dir>/cache/`` beside an SQLite index
 (``index.sqlite3``), kept under ``cache.max_mb`` by evicting the least recently used first. A
-hit calls no provider, spends no credits or rate-limit budget, and plays the stored bytes.
+hit calls no provider, spends no credits or rate-limit budget, and plays the stored bytes once
+their size and BLAKE2b checksum match the index (else the entry is dropped and it is a miss). An
+index SQLite cannot open is moved aside (``index.sqlite3.corrupt-<unix time>``) and rebuilt.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
+import re
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bot.ops.metrics import CACHE_LOOKUPS
 from bot.ops.store import Database, connect
 from bot.speech import OutputProfile, Voice
 
-__all__ = ["AudioCache", "CacheEntry", "CacheStats", "cache_key"]
+__all__ = [
+    "AudioCache",
+    "CacheEntry",
+    "CacheStats",
+    "cache_key",
+    "checksum",
+    "move_aside",
+    "open_index",
+]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -44,11 +59,53 @@ CREATE TABLE IF NOT EXISTS entries (
     language TEXT,
     created_at REAL NOT NULL,
     used_at REAL NOT NULL,
-    hits INTEGER NOT NULL DEFAULT 0
+    hits INTEGER NOT NULL DEFAULT 0,
+    checksum TEXT
 );
 CREATE INDEX IF NOT EXISTS entries_by_use ON entries (used_at);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+_INSERT = (
+    "INSERT OR REPLACE INTO entries (key, file, bytes, profile, sample_rate, channels, "
+    "duration_s, loudness_lufs, provider, model, voice_id, voice_name, language, created_at, "
+    "used_at, checksum) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+#: A cached audio file's name: its key and the profile's extension.
+_AUDIO_FILE = re.compile(r"[0-9a-f]{64}\.[a-z0-9]+")
+
+
+def checksum(audio: bytes) -> str:
+    """The BLAKE2b (256-bit) hex digest the index keeps of an entry's bytes."""
+    return hashlib.blake2b(audio, digest_size=32).hexdigest()
+
+
+def open_index(path: Path) -> sqlite3.Connection:
+    """The cache index at ``path``; a file that is not an SQLite database (or is corrupt) is
+    moved aside (:func:`move_aside`) and a fresh index made."""
+    try:
+        db = connect(path, _SCHEMA)
+    except sqlite3.OperationalError:
+        raise  # locked, unreadable, no space: not the file's contents
+    except sqlite3.DatabaseError as exc:
+        move_aside(path, exc)
+        db = connect(path, _SCHEMA)
+    columns = {row[1] for row in db.execute("PRAGMA table_info(entries)")}
+    if "checksum" not in columns:  # an index from before checksums: its entries get size checks
+        db.execute("ALTER TABLE entries ADD COLUMN checksum TEXT")
+    return db
+
+
+def move_aside(path: Path, exc: Exception) -> None:
+    """Rename the unreadable index ``path`` to ``<name>.corrupt-<unix time>`` (its journal files
+    go), remove the audio files it described, and log both paths with ``exc``."""
+    aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+    path.replace(aside)
+    for extra in ("-wal", "-shm"):
+        path.with_name(path.name + extra).unlink(missing_ok=True)
+    for audio in path.parent.iterdir():
+        if _AUDIO_FILE.fullmatch(audio.name):
+            audio.unlink(missing_ok=True)
+    log.warning("cache: index %s is unreadable (%s): moved to %s, rebuilt", path, exc, aside)
 
 
 def cache_key(
@@ -108,10 +165,27 @@ class AudioCache:
     def __init__(self, directory: Path, max_bytes: int) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
-        self._db = Database(partial(connect, directory / "index.sqlite3", _SCHEMA))
+        self._index = directory / "index.sqlite3"
+        self._db = Database(partial(open_index, self._index))
 
     def close(self) -> None:
         self._db.close()
+
+    async def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """``work`` on the index; an index found unreadable while in use (overwritten, corrupt)
+        is moved aside and rebuilt, and ``work`` runs once more on the new one."""
+        used = self._db
+        try:
+            return await used.call(work)
+        except (sqlite3.OperationalError, sqlite3.ProgrammingError):
+            if self._db is used:  # locked, or closed: not the index's contents
+                raise
+        except sqlite3.DatabaseError as exc:
+            if self._db is used:  # not already rebuilt by a call that failed at the same time
+                used.close()
+                await asyncio.to_thread(move_aside, self._index, exc)
+                self._db = Database(partial(open_index, self._index))
+        return await self._db.call(work)
 
     @staticmethod
     def _count(db: sqlite3.Connection, name: str) -> None:
@@ -123,28 +197,42 @@ class AudioCache:
 
     async def contains(self, key: str) -> bool:
         """Whether ``key`` is cached (not counted as a lookup)."""
-        row = await self._db.call(
+        row = await self._call(
             lambda db: db.execute("SELECT 1 FROM entries WHERE key = ?", (key,)).fetchone()
         )
         return row is not None
 
     async def get(self, key: str) -> CacheEntry | None:
-        """The entry for ``key``, or None (a miss). A file gone from disk is a miss too."""
-        return await self._db.call(lambda db: self._get(db, key))
+        """The entry for ``key``, or None (a miss). A file gone from disk, or whose size or
+        checksum is not the index's, is a miss too (the entry dropped, logged)."""
+        return await self._call(lambda db: self._get(db, key))
 
     def _get(self, db: sqlite3.Connection, key: str) -> CacheEntry | None:
         row = db.execute(
             "SELECT file, profile, sample_rate, channels, duration_s, loudness_lufs, "
-            "provider, model, voice_id, voice_name, language FROM entries WHERE key = ?",
+            "provider, model, voice_id, voice_name, language, bytes, checksum "
+            "FROM entries WHERE key = ?",
             (key,),
         ).fetchone()
         if row is None:
             self._count(db, "miss")
             return None
+        path = self.directory / row[0]
         try:
-            audio = (self.directory / row[0]).read_bytes()
+            audio = path.read_bytes()
         except OSError:
+            audio = None
+        if audio is None or len(audio) != row[11] or row[12] not in (None, checksum(audio)):
+            if audio is not None:
+                log.warning(
+                    "cache: %s is damaged (%d bytes, index says %d, or its checksum differs):"
+                    " dropped, synthesizing again",
+                    path,
+                    len(audio),
+                    row[11],
+                )
             db.execute("DELETE FROM entries WHERE key = ?", (key,))
+            path.unlink(missing_ok=True)
             self._count(db, "miss")
             return None
         db.execute(
@@ -166,7 +254,7 @@ class AudioCache:
         """Store ``entry`` (written to a temporary name, then renamed) and evict to the cap."""
         if len(entry.audio) > self.max_bytes:
             return
-        await self._db.call(lambda db: self._put(db, entry))
+        await self._call(lambda db: self._put(db, entry))
 
     def _put(self, db: sqlite3.Connection, entry: CacheEntry) -> None:
         name = f"{entry.key}{entry.profile.extension}"
@@ -176,7 +264,7 @@ class AudioCache:
         now = time.time()
         v = entry.voice
         db.execute(
-            "INSERT OR REPLACE INTO entries VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0)",
+            _INSERT,
             (
                 entry.key,
                 name,
@@ -193,6 +281,7 @@ class AudioCache:
                 v.language,
                 now,
                 now,
+                checksum(entry.audio),
             ),
         )
         self._evict(db)
@@ -221,7 +310,7 @@ class AudioCache:
                 entries, size, self.max_bytes, counters.get("hit", 0), counters.get("miss", 0)
             )
 
-        return await self._db.call(read)
+        return await self._call(read)
 
     async def clear(self) -> int:
         """Delete every entry; returns how many there were."""
@@ -234,4 +323,4 @@ class AudioCache:
                 (self.directory / file).unlink(missing_ok=True)
             return len(files)
 
-        return await self._db.call(empty)
+        return await self._call(empty)

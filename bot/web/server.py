@@ -27,6 +27,7 @@ from aiohttp import web
 from bot.announce.announcer import Announcer
 from bot.ops.config import HttpSettings
 from bot.ops.logs import mask_secrets
+from bot.ops.store import BUSY_TIMEOUT_S, is_lock_timeout
 from bot.speech import OutputProfile, RequestSource
 
 __all__ = ["API_PREFIX", "MediaStore", "OyezServer", "is_loopback_url", "json_error"]
@@ -57,7 +58,8 @@ class BadRequest(web.HTTPBadRequest):
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error answer is ``{"error": "..."}``: aiohttp's own (404, 405, 413: plain text)
-    too. Bad input is one INFO line; only our own bugs are logged with a traceback (a 500)."""
+    too. Bad input is one INFO line; only our own bugs are logged with a traceback (a 500). A
+    state file locked by another process past the busy timeout is a 503 with ``Retry-After``."""
     try:
         return await handler(request)
     except web.HTTPException as exc:
@@ -69,7 +71,14 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         response = json_error(exc.status, reason)
         response.headers.update(headers)
         return response
-    except Exception:
+    except Exception as exc:
+        if is_lock_timeout(exc):
+            log.warning("http: %s %s answered 503: %s", request.method, request.path, exc)
+            response = json_error(
+                503, "Oyez's database is locked by another process (e.g. an oyez command): retry"
+            )
+            response.headers["Retry-After"] = str(max(1, round(BUSY_TIMEOUT_S)))
+            return response
         log.exception("http: %s %s failed", request.method, request.path)
         return json_error(500, "internal error (logged)")
 

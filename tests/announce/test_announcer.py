@@ -378,3 +378,32 @@ async def test_what_did_not_play_is_not_a_duplicate(tmp_path: Path) -> None:
     assert retry_b.state is AnnouncementState.DONE
     retry_a = await announcer.announce({**data, "media_player": "media_player.a"}, HTTP)
     assert retry_a.state is AnnouncementState.SUPPRESSED
+
+
+async def test_a_running_announcement_is_found_after_1001_invalid_ones(tmp_path: Path) -> None:
+    settings: Settings = config.load(data_dir=tmp_path / "data")
+    release = asyncio.Event()
+
+    async def slow(request: SpeechRequest) -> None:  # noqa: ARG001 - the announcer's prepare signature
+        await release.wait()
+
+    announcer = Announcer(settings, slow, clock=FakeClock(NOON))
+    sink = RecordingSink()
+    announcer.add_sink(sink)
+    running = await announcer.submit(
+        {"message": "hi", "media_player": "media_player.a", "id": "slow-one"}, HTTP
+    )
+    await asyncio.sleep(0)
+    for _ in range(1001):
+        await announcer.submit({"message": "hi", "volume": 9}, HTTP)
+    assert announcer.status("slow-one") is running
+    assert len(announcer._statuses) == 1  # invalid data without an id of its own takes no slot
+    for number in range(1001):  # ...and with one, it is pushed out before a running one
+        await announcer.submit({"message": "hi", "volume": 9, "id": f"bad-{number}"}, HTTP)
+    again = await announcer.submit({"message": "hi", "volume": 9, "id": "slow-one"}, HTTP)
+    assert again.code == "invalid"
+    assert announcer.status("slow-one") is running
+    release.set()
+    await running.done.wait()
+    assert running.state is AnnouncementState.DONE
+    assert announcer.status("slow-one") is running

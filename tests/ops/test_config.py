@@ -1,7 +1,10 @@
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from bot.configschema import reference_rows
 from bot.errors import ConfigError
 from bot.ops import config
 from bot.providers.base import ProviderRegistry
@@ -118,3 +121,71 @@ def test_example_configuration_is_valid() -> None:
     from integrations.discord.settings import DiscordSettings
 
     assert DiscordSettings.from_settings(settings).token is None
+
+
+#: A value for each environment variable the README marks JSON (when its default is empty).
+JSON_SAMPLES: dict[str, Any] = {
+    "providers.segmind.v2_models": ["openvoice"],
+    "providers.segmind.timeout_s": {"chatterbox-turbo-tts": 6},
+    "voices.<name>.options": {"speed": 1.2},
+    "credits.costs": {"segmind/orpheus-3b-0.1": 0.1},
+    "budgets.providers": {"segmind": 1.5},
+    "budgets.guilds": {"123456789012345678": 2.0},
+    "budgets.users": {"discord:123456789012345678": 0.5},
+    "discord.sync_guilds": [123456789012345678],
+    "announce.media_players": ["media_player.kitchen"],
+    "schedules[]": [{"name": "tea", "cron": "0 17 * * *", "message": "Tea.", "discord": "1/2"}],
+}
+
+
+def _json_rows() -> list[tuple[str, str]]:
+    """(key, variable) of every README row marked JSON, one per variable."""
+    rows: dict[str, str] = {}
+    for row in reference_rows():
+        if "JSON" in row.env_note:
+            key = row.key.split("[]")[0] + "[]" if "[]" in row.key else row.key
+            rows.setdefault(row.env, key)
+    return [(key, env) for env, key in rows.items()]
+
+
+def _at(settings: config.Settings, key: str) -> Any:
+    value: Any = settings.model_dump(mode="json")
+    for part in key.removesuffix("[]").split("."):
+        value = value[part]
+    return value
+
+
+@pytest.mark.parametrize(("key", "env"), _json_rows())
+def test_every_json_environment_variable_is_read(
+    key: str, env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    default = next(r.default for r in reference_rows() if r.key.startswith(key.removesuffix("[]")))
+    fallback = json.loads(default.strip("`")) if default.startswith("`") else None
+    sample = JSON_SAMPLES.get(key, fallback or None)
+    assert sample, f"{env} is marked JSON: give it a sample in JSON_SAMPLES"
+    if "<NAME>" in env:
+        env = env.replace("<NAME>", "GRANDMA")
+        key = key.replace("<name>", "grandma")
+        monkeypatch.setenv("OYEZ_VOICES__GRANDMA__PROVIDER", "piper")
+    monkeypatch.setenv(env, json.dumps(sample))
+    settings = config.load()
+    got = _at(settings, key)
+    if key == "schedules[]":
+        assert [s["name"] for s in got] == ["tea"]
+    elif isinstance(sample, dict):
+        assert {k: got[k] for k in sample} == sample
+    else:
+        assert got == sample
+    if key.startswith("providers."):  # and the provider takes it
+        assert ProviderRegistry.default(settings).get(key.split(".")[1]).name
+    if key.startswith("discord."):
+        from integrations.discord.settings import DiscordSettings
+
+        assert DiscordSettings.from_settings(settings).sync_guilds == sample
+
+
+def test_a_raw_section_value_that_is_not_json_stays_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OYEZ_PROVIDERS__OPENAI__VOICE", "[not json")
+    monkeypatch.setenv("OYEZ_PROVIDERS__OPENAI__MODEL", '"quoted"')
+    section = config.load().provider_section("openai")
+    assert section == {"voice": "[not json", "model": '"quoted"'}

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import ast
+import os
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from bot.ops.store import STATE_FILE, Database, open_state, state_path
+from bot.ops.store import STATE_FILE, Database, NotWritable, open_state, state_path
 from tests.support.paths import ROOT
+from tests.support.sqlite import read_only_connect
 
 
 def _code_strings(source: str) -> list[str]:
@@ -58,3 +60,33 @@ async def test_a_database_opens_on_first_use_and_refuses_calls_once_closed(tmp_p
     with pytest.raises(sqlite3.ProgrammingError):
         await db.call(lambda c: c.execute("SELECT x FROM t"))
     assert len(opened) == 1  # not opened again
+
+
+def test_a_folder_sqlite_cannot_write_is_named_with_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite3, "connect", read_only_connect(tmp_path))
+    with pytest.raises(NotWritable) as caught:
+        open_state(tmp_path, "CREATE TABLE IF NOT EXISTS t (x)")
+    message = str(caught.value)
+    assert str(state_path(tmp_path)) in message
+    assert "unable to open database file" in message
+    assert f"make {tmp_path} writable" in message
+    assert "OYEZ_DATA_DIR" in message
+
+
+def test_a_path_through_a_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotWritable, match=r"cannot write .*file/data/oyez\.sqlite3"):
+        open_state(tmp_path / "file" / "data", "CREATE TABLE IF NOT EXISTS t (x)")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_data_folder_is_named(tmp_path: Path) -> None:
+    open_state(tmp_path, "CREATE TABLE IF NOT EXISTS t (x)").close()
+    tmp_path.chmod(0o555)
+    try:
+        with pytest.raises(NotWritable, match="OYEZ_DATA_DIR"):
+            open_state(tmp_path, "CREATE TABLE IF NOT EXISTS t (x)")
+    finally:
+        tmp_path.chmod(0o755)

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
-from bot.ops import config
+from bot.ops import config, store
+from bot.ops.store import state_path
 from bot.service import Service
+from tests.support.sqlite import write_locked
 
 TOKEN = "s3cret-token"
 BINS = {
@@ -23,14 +28,15 @@ BINS = {
 }
 
 
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[tuple[str, Service]]:
+@asynccontextmanager
+async def running(tmp_path: Path) -> AsyncIterator[tuple[str, Service]]:
+    """The service on a free port, and its schedules URL."""
     settings = config.load(
         data_dir=tmp_path / "data", http={"host": "127.0.0.1", "port": 0, "api_token": TOKEN}
     )
     service = Service(settings)
     await service.build()
-    running = asyncio.create_task(service.serve())
+    serving = asyncio.create_task(service.serve())
     try:
         for _ in range(1000):  # until the server listens
             if service.server.port:
@@ -38,9 +44,15 @@ async def api(tmp_path: Path) -> AsyncIterator[tuple[str, Service]]:
             await asyncio.sleep(0.01)
         yield f"http://127.0.0.1:{service.server.port}/api/v1/schedules", service
     finally:
-        running.cancel()
+        serving.cancel()
         with pytest.raises(asyncio.CancelledError):
-            await running
+            await serving
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[tuple[str, Service]]:
+    async with running(tmp_path) as started:
+        yield started
 
 
 async def scheduler_readiness(http: aiohttp.ClientSession, service: Service) -> str:
@@ -148,3 +160,45 @@ async def test_one_shot_in_a_minute_is_accepted(api: tuple[str, Service]) -> Non
     async with aiohttp.ClientSession(headers=auth) as http, http.post(url, json=clean) as r:
         assert r.status == 201
         assert datetime.fromisoformat((await r.json())["next_fire"]) == at
+
+
+async def slowest_health_check(base: str, until: asyncio.Future[Any]) -> float:
+    """The longest ``/healthz`` answer (s) while ``until`` is not done."""
+    slowest = 0.0
+    async with aiohttp.ClientSession() as http:
+        while not until.done():
+            started = time.monotonic()
+            async with http.get(f"{base}/healthz") as response:
+                assert response.status == 200
+            slowest = max(slowest, time.monotonic() - started)
+            await asyncio.sleep(0.02)
+    return slowest
+
+
+async def test_a_locked_state_file_leaves_the_server_answering(api: tuple[str, Service]) -> None:
+    url, service = api
+    base = f"http://127.0.0.1:{service.server.port}"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with aiohttp.ClientSession(headers=auth) as http:
+        with write_locked(state_path(service.settings.data_dir), seconds=1.0):
+            posting = asyncio.ensure_future(http.post(url, json=BINS))
+            slowest = await slowest_health_check(base, posting)
+            response = await posting
+        assert response.status == 201
+        response.release()
+    assert slowest < 0.5  # the event loop went on while the insert waited for the lock
+
+
+async def test_a_lock_that_outlasts_the_busy_timeout_is_503_with_retry_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store, "BUSY_TIMEOUT_S", 0.2)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with running(tmp_path) as (url, service), aiohttp.ClientSession(headers=auth) as http:
+        with write_locked(state_path(service.settings.data_dir), seconds=1.5):
+            async with http.post(url, json=BINS) as response:
+                assert response.status == 503
+                assert int(response.headers["Retry-After"]) >= 1
+                error = (await response.json())["error"]
+        assert "locked" in error
+        assert str(state_path(service.settings.data_dir)) not in error  # no paths to callers

@@ -6,10 +6,10 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -49,3 +49,17 @@ async def ticks_during(work: Awaitable[T], tick_s: float = 0.01) -> tuple[T, flo
     finally:
         counting.cancel()
     return result, time.monotonic() - started, ticks
+
+
+def read_only_connect(folder: Path) -> Callable[..., sqlite3.Connection]:
+    """A stand-in for ``sqlite3.connect`` that fails under ``folder`` as SQLite does in a
+    read-only folder (``unable to open database file``), even for root; elsewhere the real one."""
+    real = sqlite3.connect
+
+    def connect(path: str | Path, *args: Any, **kwargs: Any) -> sqlite3.Connection:
+        if Path(path).is_relative_to(folder):
+            raise sqlite3.OperationalError("unable to open database file")
+        connection: sqlite3.Connection = real(path, *args, **kwargs)
+        return connection
+
+    return connect

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ from bot.ops import config
 from bot.ops.config import Settings
 from bot.providers.base import ProviderRegistry
 from bot.speech import OutputProfile, SpeechRequest, Voice
-from bot.synthesis.cache import AudioCache, CacheEntry
+from bot.synthesis.cache import _SCHEMA, AudioCache, CacheEntry
 from bot.synthesis.pipeline import SpeechPipeline
 from integrations import PROVIDERS
 from tests.fakes.segmind import DEFAULT_API_KEY, FakeSegmind
@@ -209,3 +210,78 @@ def test_cli_cache_stats_and_clear(tmp_path: Path) -> None:
     assert "1 hits, 1 misses (50 % hits)" in stats
     assert "removed 1 cached utterances" in oyez("cache", "clear")
     assert "entries   0" in oyez("cache", "stats")
+
+
+@pytest.mark.parametrize("damage", ["empty", "noise"])
+async def test_a_damaged_cached_file_is_dropped_and_synthesized_again(
+    pipeline: SpeechPipeline,
+    tone: type[ToneProvider],
+    damage: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ask = {"text": "Bin day tomorrow.", "provider": "tone"}
+    first = await pipeline.speak(SpeechRequest(**ask))
+    (file,) = [p for p in pipeline.cache.directory.iterdir() if p.suffix == ".ogg"]
+    file.write_bytes(b"" if damage == "empty" else os.urandom(len(first.audio)))
+    again = await pipeline.speak(SpeechRequest(**ask))
+    assert not again.cached
+    assert again.duration_s == pytest.approx(first.duration_s)
+    assert tone.calls == ["Bin day tomorrow."] * 2
+    assert f"cache: {file} is damaged" in caplog.text
+    assert (await pipeline.speak(SpeechRequest(**ask))).cached  # stored again, whole
+
+
+async def test_a_garbage_index_is_moved_aside_and_rebuilt(
+    tmp_path: Path, tone: type[ToneProvider], caplog: pytest.LogCaptureFixture
+) -> None:
+    index = tmp_path / "data" / "cache" / "index.sqlite3"
+    index.parent.mkdir(parents=True)
+    index.write_bytes(os.urandom(4096))
+    settings = cached_settings(tmp_path)
+    speech = SpeechPipeline(settings, ProviderRegistry(settings, TARGETS))
+    try:
+        spoken = await speech.speak(SpeechRequest(text="Hello.", provider="tone"))
+        assert not spoken.cached
+        assert (await speech.speak(SpeechRequest(text="Hello.", provider="tone"))).cached
+        assert (await speech.cache.stats()).entries == 1
+    finally:
+        await speech.aclose()
+    assert tone.calls == ["Hello."]
+    (aside,) = index.parent.glob("index.sqlite3.corrupt-*")
+    assert f"cache: index {index} is unreadable" in caplog.text
+    assert str(aside) in caplog.text
+
+
+async def test_an_index_from_before_checksums_gains_the_column(tmp_path: Path) -> None:
+    index = tmp_path / "cache" / "index.sqlite3"
+    index.parent.mkdir()
+    old = sqlite3.connect(index)
+    old.executescript(_SCHEMA.replace(",\n    checksum TEXT", ""))
+    old.close()
+    cache = AudioCache(tmp_path / "cache", 1_000_000)
+    voice = Voice("tone", "tone-1", "a", "A", None)
+    entry = CacheEntry("a" * 64, b"audio", OutputProfile.WAV, 48_000, 1, 0.5, None, voice)
+    try:
+        await cache.put(entry)
+        assert (await cache.get(entry.key)) == entry
+    finally:
+        cache.close()
+
+
+async def test_an_index_overwritten_while_in_use_is_rebuilt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = AudioCache(tmp_path / "cache", 1_000_000)
+    voice = Voice("tone", "tone-1", "a", "A", None)
+    entry = CacheEntry("b" * 64, b"audio", OutputProfile.WAV, 48_000, 1, 0.5, None, voice)
+    try:
+        await cache.put(entry)
+        for file in (tmp_path / "cache").glob("index.sqlite3*"):
+            file.write_bytes(os.urandom(max(file.stat().st_size, 4096)))
+        assert await cache.get(entry.key) is None  # a miss, not "file is not a database"
+        assert "cache: index" in caplog.text
+        await cache.put(entry)
+        assert (await cache.get(entry.key)) == entry
+        assert (await cache.stats()).entries == 1
+    finally:
+        cache.close()

@@ -300,3 +300,38 @@ async def test_our_own_bug_is_a_json_500_with_its_traceback_logged(
         assert "bug" not in (await reply.json())["error"]  # details stay in the log
     (logged,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert logged.exc_info is not None and "a bug of ours" in str(logged.exc_info[1])
+
+
+async def test_a_running_request_is_found_after_1001_invalid_posts(tmp_path: Path) -> None:
+    settings = config.load(
+        data_dir=tmp_path / "data", http={"host": "127.0.0.1", "port": 0, "api_token": TOKEN}
+    )
+    release = asyncio.Event()
+
+    async def slow(request: object) -> None:  # noqa: ARG001 - the announcer's prepare signature
+        await release.wait()
+
+    announcer = Announcer(settings, slow, clock=FakeClock(NOON))
+    announcer.add_sink(RecordingSink())
+    server = OyezServer(settings.http, settings.data_dir, announcer)
+    await server.start()
+    base = f"http://127.0.0.1:{server.port}/api/v1"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        async with aiohttp.ClientSession(headers=auth) as http:
+            slow_one = {"message": "hi", "media_player": "media_player.a", "id": "slow-one"}
+            async with http.post(f"{base}/announce", json=slow_one) as response:
+                assert response.status == 202
+            for _ in range(1001):
+                async with http.post(f"{base}/announce", json={"message": "hi", "ttl": 0}) as bad:
+                    assert bad.status == 422
+            async with http.get(f"{base}/requests/slow-one") as response:
+                assert response.status == 200
+                assert (await response.json())["state"] == "queued"
+            release.set()
+            await announcer.status("slow-one").done.wait()  # type: ignore[union-attr]
+            async with http.get(f"{base}/requests/slow-one") as response:
+                assert (await response.json())["state"] == "done"
+    finally:
+        await server.stop()
+        await announcer.aclose()
