@@ -134,6 +134,8 @@ JSON_SAMPLES: dict[str, Any] = {
     "budgets.users": {"discord:123456789012345678": 0.5},
     "discord.sync_guilds": [123456789012345678],
     "announce.media_players": ["media_player.kitchen"],
+    "announce.chimes": {"doorbell": "https://chimes.example/ding.mp3"},
+    "announce.chime_hosts": ["chimes.example"],
     "schedules[]": [{"name": "tea", "cron": "0 17 * * *", "message": "Tea.", "discord": "1/2"}],
 }
 
