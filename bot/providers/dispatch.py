@@ -2,7 +2,8 @@
 
 1. money (paid providers): an open credit circuit, the known balance and the daily budgets per
    provider, guild and user may refuse the call before it starts;
-2. the rate limit: the request waits its turn in its bucket, at most until ``wait_until``;
+2. the rate limit: the request waits its turn in its bucket, at most until ``wait_until``; when
+   granted, the money is checked again (a 406 may have opened the circuit meanwhile);
 3. the call: a 429 pauses the bucket (the request keeps its place); a 5xx, timeout or lost
    connection is retried with backoff unless marked not retryable; no credits open the circuit;
 4. the books: the cost (reported, else estimated) and the remaining credits are recorded.
@@ -250,6 +251,9 @@ class Dispatcher:
     ) -> Dispatched:
         """One provider call for ``job``, through money checks, rate limiter, retries and books.
 
+        Money is checked before the wait and again when the limiter grants each attempt, so no
+        paid call leaves after the circuit opened or a budget filled up.
+
         ``wait_until`` bounds the wait for the rate limiter, ``expiry`` is the request's expiry
         (event-loop times). ``on_chunk`` gets each chunk as it arrives; once it has had one, a
         failed call is not retried (the audio would start again). Raises :class:`RateLimited`,
@@ -263,6 +267,11 @@ class Dispatcher:
         retries = 0
         while True:
             granted = await _turn(route, ticket)
+            try:  # a 406 may have opened the circuit while this request waited its turn
+                await self.check_money(provider, job.voice, request)
+            except BaseException:  # refused (or cancelled): hand the turn back
+                limiter.release()
+                raise
             call = _Call()
             delay = 0.0
             try:

@@ -303,6 +303,37 @@ async def test_patience_runs_out(settings: Settings, scripted: type[ScriptedProv
         await _dispatch(settings, wait_until=loop_time() + 20)
 
 
+@pytest.mark.looptime
+async def test_no_paid_call_leaves_the_queue_after_a_406(
+    tmp_path: Path, scripted: type[ScriptedProvider]
+) -> None:
+    """Requests already waiting on the limiter when a 406 opens the circuit are refused with
+    the circuit's reason when their turn comes: only the first call reached the provider."""
+    settings = config.load(
+        data_dir=tmp_path, rate_limits={"providers": {"scripted": {"max_concurrent": 1}}}
+    )
+    scripted.latency_s = 1.0
+    scripted.script.append(InsufficientCredits("scripted", "Insufficient credits", status=406))
+    registry = ProviderRegistry(settings, TARGETS)
+    dispatcher = Dispatcher(settings)
+    provider = registry.get("scripted")
+    voice = await provider.resolve_voice(None, None)
+
+    async def one() -> Any:
+        request = SpeechRequest(text="hi", provider="scripted")
+        job = SynthesisJob(request.id, "hi", voice)
+        return await dispatcher.synthesize(provider, request, job, wait_until=None)
+
+    try:
+        results = await asyncio.gather(*(one() for _ in range(6)), return_exceptions=True)
+    finally:
+        dispatcher.ledger.close()
+    assert len(scripted.calls) == 1
+    assert all(isinstance(r, InsufficientCredits) for r in results)
+    assert all("Insufficient credits" in str(r) for r in results[1:])
+    assert dispatcher.limiter(provider, voice).state().in_flight == 0
+
+
 # -- credits, budgets and fallback through the whole pipeline ------------------------------
 
 
