@@ -36,7 +36,13 @@ from bot.errors import (
 )
 from bot.ops.config import LimitSettings, Settings
 from bot.providers.base import Provider, SynthesisJob, Synthesized, Usage, api_key
-from bot.providers.http import ErrorResponse, HttpClient, StatusRule, encoding_from_response
+from bot.providers.http import (
+    ErrorResponse,
+    HttpClient,
+    NotSent,
+    StatusRule,
+    encoding_from_response,
+)
 from bot.speech import AudioChunk, Voice
 from integrations.segmind.models import MODELS, SegmindModel
 from integrations.segmind.poll import CompletionEstimate, PollPlan
@@ -269,11 +275,36 @@ class SegmindProvider(Provider):
             ) from None
         return self._audio(model, audio, "")
 
+    async def _submit(self, model: SegmindModel, payload: dict[str, Any], limit: float) -> bytes:
+        """``POST /v2/<model>`` within ``limit`` seconds; the answer's body.
+
+        A submit sent but never answered (timeout, dropped connection) raises a not retryable
+        :class:`ProviderUnavailable`: the job may exist and be billed, and Segmind documents no
+        idempotency key. A 5xx answer or a connection never made stays retryable.
+        """
+        try:
+            async with self.http.request(
+                "POST", f"/v2/{model.slug}", model=model.slug, json_body=payload, timeout_s=limit
+            ) as response:
+                return await response.read()
+        except NotSent:
+            raise
+        except ProviderUnavailable as exc:
+            if exc.status is not None:  # Segmind answered 5xx: no job was queued
+                raise
+            lost = ProviderUnavailable(
+                self.name,
+                f"the v2 submit got no answer ({exc.detail}); not submitted again, as the job "
+                "may exist and be billed (Segmind documents no idempotency key)",
+                model=model.slug,
+            )
+            lost.retryable = False
+            raise lost from None
+
     async def _run_v2(self, model: SegmindModel, payload: dict[str, Any]) -> Synthesized:
-        async with self.http.request(
-            "POST", f"/v2/{model.slug}", model=model.slug, json_body=payload
-        ) as response:
-            body = await response.read()
+        limit = self._timeout(model)  # for the whole job: the submit, the polls, the result
+        deadline = time.monotonic() + limit
+        body = await self._submit(model, payload, limit)
         try:
             submitted = json.loads(body)
         except ValueError:
@@ -283,7 +314,8 @@ class SegmindProvider(Provider):
             raise SynthesisFailed(self.name, "the queue returned no request_id", model=model.slug)
         log.info("segmind %s: queued job %s", model.slug, request_id)
         try:
-            result = await self._wait(model, request_id, len(str(payload.get("text", ""))))
+            characters = len(str(payload.get("text", "")))
+            result = await self._wait(model, request_id, characters, (deadline, limit))
         except ProviderError as exc:
             exc.retryable = False  # the job exists and is billed: never submit it again
             raise
@@ -300,10 +332,15 @@ class SegmindProvider(Provider):
             )
         return Synthesized(await self._audio_from_value(model, output), usage)
 
-    async def _wait(self, model: SegmindModel, request_id: str, characters: int) -> dict[str, Any]:
-        """Poll until COMPLETED; return the result body. Never resubmits."""
+    async def _wait(
+        self, model: SegmindModel, request_id: str, characters: int, until: tuple[float, float]
+    ) -> dict[str, Any]:
+        """Poll until COMPLETED; return the result body. Never resubmits.
+
+        ``until``: the job's deadline (``time.monotonic()``) and its timeout (s), for the error.
+        """
         submitted = time.monotonic()
-        limit = self._timeout(model)
+        deadline, limit = until
         estimate = self.estimates.setdefault(model.slug, CompletionEstimate())
         poll = self.settings.poll
         plan = PollPlan(
@@ -315,7 +352,7 @@ class SegmindProvider(Provider):
             elapsed = time.monotonic() - submitted
             wait = plan.next_wait(elapsed, hint)
             hint = None
-            if elapsed + wait > limit:
+            if submitted + elapsed + wait > deadline:
                 raise ProviderUnavailable(
                     self.name,
                     f"job {request_id} did not finish within {limit:g} s",
@@ -348,7 +385,7 @@ class SegmindProvider(Provider):
             except RateLimited as exc:
                 await asyncio.sleep(max(exc.retry_after_s or 1.0, 0.1))
             except ProviderUnavailable:
-                if time.monotonic() - submitted > limit:
+                if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(poll.first_s)
 

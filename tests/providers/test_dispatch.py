@@ -557,6 +557,40 @@ async def test_no_v2_job_is_ever_submitted_twice(
     assert len(fake.jobs) == 1
 
 
+async def test_a_hung_v2_submit_is_not_submitted_again(
+    tmp_path: Path, fake: FakeSegmind, clock: list[datetime]
+) -> None:
+    """Accepted and billed, never answered: the model's timeout_s ends the wait and the request
+    falls back with the reason instead of submitting (and paying for) the job again."""
+    settings = config.load(
+        data_dir=tmp_path / "data",
+        providers={
+            "segmind": {
+                "api_key": DEFAULT_API_KEY,
+                "base_url": fake.base_url,
+                "timeout_s": {"openvoice": 0.5},
+            }
+        },
+        rate_limits={"backoff_base_s": 0.01},
+    )
+    pipeline = make_pipeline(settings, clock)
+    fake.hang_next_submit(3.0)
+    started = asyncio.get_running_loop().time()
+    try:
+        spoken = await pipeline.speak(
+            SpeechRequest(text="Hello.", provider="segmind", model="openvoice")
+        )
+    finally:
+        await pipeline.aclose()
+    assert asyncio.get_running_loop().time() - started < 2.5
+    assert spoken.voice.provider == "piper"
+    reason = spoken.fallbacks[0].reason
+    assert "the v2 submit got no answer (no answer within 0.5 s)" in reason
+    assert "not submitted again" in reason
+    assert len(fake.requests_to("/v2/openvoice")) == 1
+    assert fake.billed_calls == 1
+
+
 async def test_unconfigured_fallback_entries_are_skipped_with_a_note(
     tmp_path: Path, fake: FakeSegmind, clock: list[datetime]
 ) -> None:
