@@ -294,7 +294,7 @@ class Dispatcher:
                 limiter.release()
             await asyncio.sleep(delay)
         usage = call.usage
-        limiter.succeeded(usage.rate_limit_remaining, usage.rate_limit_reset_s)
+        limiter.succeeded(usage.rate_limit_remaining, usage.rate_limit_reset_s, granted=granted)
         PROVIDER_CALLS.labels(provider.name, "ok").inc()
         usd, estimated = await self._account(
             provider, job.voice, request, usage.cost_usd, usage.remaining_credits

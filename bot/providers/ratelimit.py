@@ -34,6 +34,9 @@ __all__ = [
 ]
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+# Windows over which the calls that went through are remembered: a 429 teaches no lower limit
+# than went through in one window of these (a plan that really shrank shows within minutes).
+_PROVEN_WINDOWS = 10
 # Numbers this large are Unix timestamps, not durations (2001-09-09 onwards).
 _EPOCH_THRESHOLD = 1_000_000_000
 
@@ -171,7 +174,9 @@ class RateLimiter:
     At most ``requests_per_minute`` calls start per ``window_s`` and ``max_concurrent`` run at
     once. The window slides until a call has gone through, then follows the provider's fixed
     windows (phased by that call, corrected by a 429's reset), clear of a ``guard`` at each edge;
-    a 429's reset hint may teach a lower limit. :meth:`pause` stops the whole bucket after a 429
+    a 429's reset hint may teach a lower limit, never below what went through in one window of
+    the last ten, and each window without a 429 probes it upward by a quarter (at least one)
+    until it reaches the configured limit again. :meth:`pause` stops the whole bucket after a 429
     (for the hint, else a full-jitter backoff). Waiters go by priority, then arrival; a retried
     request keeps its place. Time is the event loop's clock, so tests can fast-forward it.
     """
@@ -201,6 +206,12 @@ class RateLimiter:
         self._timer: asyncio.TimerHandle | None = None
         #: A lower limit per window learned from the provider's 429s (see :meth:`pause`).
         self.learned_limit: int | None = None
+        # When the last 429's pause ends (windows from then on may prove quiet), and the last
+        # upward probe of the learned limit (loop times).
+        self._quiet_since = -math.inf
+        self._probed_at = -math.inf
+        # Grant instants of the calls that went through, kept _PROVEN_WINDOWS windows.
+        self._succeeded: deque[float] = deque()
         # An instant at which the provider's window resets: first estimated from the first
         # call that went through, then told by a 429. Windows are then the provider's fixed
         # ones, so waits do not drift the way a sliding window's do.
@@ -291,25 +302,43 @@ class RateLimiter:
             # calls still in flight count as accepted until their own 429 removes them, so
             # the figure only falls, towards what the provider really accepted
             accepted = sum(1 for t in self._starts if t >= since)
+            # a 429 at low traffic (another client, a burst rule) does not undo what the
+            # provider already took in one window
+            accepted = max(accepted, self._proven(now))
             if accepted >= 1 and (self.learned_limit is None or accepted < self.learned_limit):
                 current = self.requests_per_minute
                 if current is None or accepted < current:
                     self.learned_limit = accepted
         self._paused_until = max(self._paused_until, now + retry_after_s)
+        # the window that starts when the pause ends is the first that may prove quiet
+        self._quiet_since = max(self._quiet_since, self._paused_until)
         self._dispatch()
         return retry_after_s
 
-    def succeeded(self, remaining: int | None = None, reset_s: float | None = None) -> None:
+    def succeeded(
+        self,
+        remaining: int | None = None,
+        reset_s: float | None = None,
+        *,
+        granted: float | None = None,
+    ) -> None:
         """A call went through: the backoff starts again from its base, and the first such
-        call gives the provider's window its phase.
+        call gives the provider's window its phase. ``granted`` is its grant instant (default:
+        the latest grant), remembered as a call the provider took.
 
         ``remaining`` calls left in the provider's window, resetting in ``reset_s``, when its
         response said so: the bucket then starts no more than that (less the calls already on
         their way) before the reset, so a provider that reports its headroom sees no 429.
         """
         self._consecutive_429s = 0
+        now = self._now()
+        if granted is None and self._starts:
+            granted = self._starts[-1]
+        if granted is not None:
+            self._succeeded.append(granted)
+        while self._succeeded and self._succeeded[0] <= now - _PROVEN_WINDOWS * self.window_s:
+            self._succeeded.popleft()
         if remaining is not None and reset_s is not None:
-            now = self._now()
             self._quota = (now + reset_s, remaining - self._in_flight)
             self._phase, self._phase_from_hint = now + reset_s, True
         if self._phase is None and self._starts:
@@ -319,12 +348,37 @@ class RateLimiter:
             self._phase = self._starts[0]
             self._phase_from_hint = False
 
+    def _proven(self, now: float) -> int:
+        """The most calls that went through within one ``window_s`` lately."""
+        times = sorted(t for t in self._succeeded if t > now - _PROVEN_WINDOWS * self.window_s)
+        best, first = 0, 0
+        for last, t in enumerate(times):
+            while t - times[first] >= self.window_s:
+                first += 1
+            best = max(best, last - first + 1)
+        return best
+
+    def _probe(self, now: float) -> None:
+        """Raise the learned limit by a quarter (at least one) per full window since the last
+        429's pause or probe; forget it once it reaches the configured limit."""
+        learned = self.learned_limit
+        since = max(self._quiet_since, self._probed_at)
+        if learned is None or now - since < self.window_s:
+            return
+        windows = int((now - since) // self.window_s)
+        for _ in range(min(windows, 64)):  # bounded after a long idle spell
+            learned += max(1, learned // 4)
+        self._probed_at = since + windows * self.window_s
+        ceiling = self.requests_per_minute
+        self.learned_limit = None if ceiling is not None and learned >= ceiling else learned
+
     def backoff_s(self, attempt: int) -> float:
         """:func:`jittered_backoff_s` with full jitter and this bucket's base and cap."""
         return jittered_backoff_s(attempt, self.backoff_base_s, self.backoff_cap_s)
 
     def _next_start(self, now: float) -> float:
         """The earliest instant the head of the queue may start (``now`` if it may now)."""
+        self._probe(now)
         when = max(now, self._paused_until)
         # Kept for two windows: pause() looks back one window from a reset in the future.
         while self._starts and self._starts[0] <= now - 2 * self.window_s:
@@ -389,6 +443,7 @@ class RateLimiter:
 
     def state(self) -> LimiterState:
         now = self._now()
+        self._probe(now)
         return LimiterState(
             self.name,
             self.requests_per_minute,
