@@ -151,6 +151,12 @@ class _Waiter:
     rank: int
     seq: int
     future: asyncio.Future[float] = field(compare=False)
+    #: False for a follow-up request (:meth:`RateLimiter.count`): no concurrency slot.
+    slot: bool = field(default=True, compare=False)
+
+
+# Follow-up requests go before every call: they belong to calls already under way.
+_FOLLOW_UP_RANK = -(2**31)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,12 +255,25 @@ class RateLimiter:
         Raises :class:`WaitExpired` after ``timeout_s`` seconds of waiting. Every successful
         ``acquire`` must be followed by one :meth:`release`.
         """
-        started = self._now()
         waiter = _Waiter(
             -priority,
             self.ticket() if ticket is None else ticket,
             asyncio.get_running_loop().create_future(),
         )
+        return await self._wait(waiter, timeout_s)
+
+    async def count(self, *, timeout_s: float | None = None) -> float:
+        """Wait until one more request of a call under way (a job's status poll) may start
+        within the window; return its start instant. It counts in the window, takes no
+        concurrency slot (nothing to :meth:`release`) and goes before every waiting call.
+
+        Raises :class:`WaitExpired` after ``timeout_s`` seconds of waiting.
+        """
+        future = asyncio.get_running_loop().create_future()
+        return await self._wait(_Waiter(_FOLLOW_UP_RANK, self.ticket(), future, False), timeout_s)
+
+    async def _wait(self, waiter: _Waiter, timeout_s: float | None) -> float:
+        started = self._now()
         heapq.heappush(self._waiters, waiter)
         self._dispatch()
         try:
@@ -263,7 +282,8 @@ class RateLimiter:
             return await asyncio.wait_for(asyncio.shield(waiter.future), max(timeout_s, 0.0))
         except (TimeoutError, asyncio.CancelledError) as exc:
             if waiter.future.done() and not waiter.future.cancelled():
-                self.release()  # granted just as we gave up: hand the turn back
+                if waiter.slot:
+                    self.release()  # granted just as we gave up: hand the turn back
             else:
                 waiter.future.cancel()
                 self._waiters.remove(waiter)
@@ -427,7 +447,8 @@ class RateLimiter:
             if head.future.done():
                 heapq.heappop(self._waiters)
                 continue
-            if self.max_concurrent is not None and self._in_flight >= self.max_concurrent:
+            busy = self.max_concurrent is not None and self._in_flight >= self.max_concurrent
+            if head.slot and busy:
                 return  # release() dispatches again
             now = self._now()
             when = self._next_start(now)
@@ -438,7 +459,7 @@ class RateLimiter:
             self._starts.append(now)
             if self._quota is not None:
                 self._quota = (self._quota[0], self._quota[1] - 1)
-            self._in_flight += 1
+            self._in_flight += head.slot
             head.future.set_result(now)
 
     def state(self) -> LimiterState:

@@ -591,6 +591,35 @@ async def test_a_hung_v2_submit_is_not_submitted_again(
     assert fake.billed_calls == 1
 
 
+async def test_v2_status_polls_count_in_the_bucket(tmp_path: Path, clock: list[datetime]) -> None:
+    """Segmind counts every authenticated request against the plan (v2 polls too): a job of
+    one submit, five status polls and one result takes seven places in its bucket, so with room
+    for three per one-second window it spreads over three windows (3 + 3 + 1)."""
+    async with FakeSegmind(v2_queued_polls=2, v2_processing_polls=2) as fake:
+        settings = config.load(
+            data_dir=tmp_path / "data",
+            providers={
+                "segmind": {
+                    "api_key": DEFAULT_API_KEY,
+                    "base_url": fake.base_url,
+                    "poll": {"first_s": 0.01, "factor": 1.0, "max_s": 0.01},
+                }
+            },
+            rate_limits={"providers": {"segmind": {"requests_per_minute": 3, "window_s": 1.0}}},
+        )
+        pipeline = make_pipeline(settings, clock)
+        try:
+            spoken = await pipeline.speak(
+                SpeechRequest(text="Hello.", provider="segmind", model="openvoice")
+            )
+        finally:
+            await pipeline.aclose()
+        api_calls = sorted(r.time for r in fake.requests if not r.path.startswith("/media/"))
+    assert spoken.voice.provider == "segmind"
+    assert len(api_calls) == 7
+    assert api_calls[-1] - api_calls[0] >= 2.0
+
+
 async def test_unconfigured_fallback_entries_are_skipped_with_a_note(
     tmp_path: Path, fake: FakeSegmind, clock: list[datetime]
 ) -> None:

@@ -98,3 +98,14 @@ async def test_a_429_at_low_traffic_keeps_what_already_went_through() -> None:
     limiter.release()
     limiter.pause(59, refused=refused)
     assert limiter.learned_limit == 6
+
+
+@pytest.mark.looptime
+async def test_a_follow_up_request_counts_but_takes_no_slot() -> None:
+    """A job's status poll counts in the window, yet needs no concurrency slot: the call it
+    belongs to holds one, so waiting for a slot could never end."""
+    limiter = RateLimiter("p", requests_per_minute=3, max_concurrent=1)
+    await limiter.acquire()  # the job's own call holds the only slot
+    polls = [round(await limiter.count()) for _ in range(4)]
+    assert polls == [0, 0, 61, 61]  # the call and two polls fill the window (1 s guard)
+    assert limiter.state().in_flight == 1
