@@ -180,9 +180,10 @@ class RateLimiter:
     At most ``requests_per_minute`` calls start per ``window_s`` and ``max_concurrent`` run at
     once. The window slides until a call has gone through, then follows the provider's fixed
     windows (phased by that call, corrected by a 429's reset), clear of a ``guard`` at each edge;
-    a 429's reset hint may teach a lower limit, never below what went through in one window of
-    the last ten, and each window without a 429 probes it upward by a quarter (at least one)
-    until it reaches the configured limit again. :meth:`pause` stops the whole bucket after a 429
+    a 429's reset hint may teach a lower limit, never below what went through in one of the
+    provider's last ten windows, and windows without a 429 probe it upward again (by 1, 2,
+    4, … while probes pass; after a probe met a 429, after twice as many quiet windows) until
+    it reaches the configured limit. :meth:`pause` stops the whole bucket after a 429
     (for the hint, else a full-jitter backoff). Waiters go by priority, then arrival; a retried
     request keeps its place. Time is the event loop's clock, so tests can fast-forward it.
     """
@@ -216,6 +217,11 @@ class RateLimiter:
         # upward probe of the learned limit (loop times).
         self._quiet_since = -math.inf
         self._probed_at = -math.inf
+        # The next probe's step (doubles while probes pass) and the quiet windows it waits
+        # for (doubles after a probe met a 429); whether the limit was probed since the 429.
+        self._probe_step = 1
+        self._probe_every = 1
+        self._probed = False
         # Grant instants of the calls that went through, kept _PROVEN_WINDOWS windows.
         self._succeeded: deque[float] = deque()
         # An instant at which the provider's window resets: first estimated from the first
@@ -324,11 +330,15 @@ class RateLimiter:
             accepted = sum(1 for t in self._starts if t >= since)
             # a 429 at low traffic (another client, a burst rule) does not undo what the
             # provider already took in one window
-            accepted = max(accepted, self._proven(now))
+            accepted = max(accepted, self._proven(reset))
             if accepted >= 1 and (self.learned_limit is None or accepted < self.learned_limit):
                 current = self.requests_per_minute
                 if current is None or accepted < current:
                     self.learned_limit = accepted
+        if self._probed:  # the probe went too far: probe again later, from one step
+            self._probe_every = min(2 * self._probe_every, 32)
+            self._probed = False
+        self._probe_step = 1
         self._paused_until = max(self._paused_until, now + retry_after_s)
         # the window that starts when the pause ends is the first that may prove quiet
         self._quiet_since = max(self._quiet_since, self._paused_until)
@@ -368,29 +378,30 @@ class RateLimiter:
             self._phase = self._starts[0]
             self._phase_from_hint = False
 
-    def _proven(self, now: float) -> int:
-        """The most calls that went through within one ``window_s`` lately."""
-        times = sorted(t for t in self._succeeded if t > now - _PROVEN_WINDOWS * self.window_s)
-        best, first = 0, 0
-        for last, t in enumerate(times):
-            while t - times[first] >= self.window_s:
-                first += 1
-            best = max(best, last - first + 1)
-        return best
+    def _proven(self, reset: float) -> int:
+        """The most calls that went through in one of the provider's windows ending at
+        ``reset`` (and the windows before it, as far as they are remembered)."""
+        ends = (reset - k * self.window_s for k in range(_PROVEN_WINDOWS + 1))
+        return max(
+            sum(1 for t in self._succeeded if end - self.window_s <= t < end) for end in ends
+        )
 
     def _probe(self, now: float) -> None:
-        """Raise the learned limit by a quarter (at least one) per full window since the last
-        429's pause or probe; forget it once it reaches the configured limit."""
-        learned = self.learned_limit
+        """Raise the learned limit by a step after every ``_probe_every`` windows with no 429;
+        the step doubles while probes pass. Forget the limit once it reaches the configured
+        one (or grows past a million when none is configured)."""
         since = max(self._quiet_since, self._probed_at)
-        if learned is None or now - since < self.window_s:
-            return
-        windows = int((now - since) // self.window_s)
-        for _ in range(min(windows, 64)):  # bounded after a long idle spell
-            learned += max(1, learned // 4)
-        self._probed_at = since + windows * self.window_s
-        ceiling = self.requests_per_minute
-        self.learned_limit = None if ceiling is not None and learned >= ceiling else learned
+        span = self._probe_every * self.window_s
+        while self.learned_limit is not None and now - since >= span:
+            since += span
+            self._probed = True
+            learned = self.learned_limit + self._probe_step
+            self._probe_step *= 2
+            ceiling = self.requests_per_minute or 1_000_000
+            self.learned_limit = None if learned >= ceiling else learned
+        self._probed_at = since
+        if self.learned_limit is None:
+            self._probe_step, self._probe_every = 1, 1
 
     def backoff_s(self, attempt: int) -> float:
         """:func:`jittered_backoff_s` with full jitter and this bucket's base and cap."""
