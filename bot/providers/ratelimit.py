@@ -6,6 +6,9 @@ RFC 9110 §10.2.3), ``x-rate-limit-reset-at-utc`` (the reset instant, per Segmin
 ``x-ratelimit-reset`` (time to the reset, Together/OpenAI style: ``1.5``, ``1m30s``, ``250ms``, or
 Unix seconds when that large). Waits are never negative and are capped at ``cap_s``, so a wrong
 clock cannot stall a queue for a day.
+
+Over 450 lines: the limiter's windows, pauses, learned limit and follow-up requests share one
+state, so they stay in one class.
 """
 
 from __future__ import annotations
