@@ -12,7 +12,7 @@ import importlib
 import logging
 import os
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, Self
@@ -35,6 +35,7 @@ __all__ = [
     "NoOptions",
     "Provider",
     "ProviderRegistry",
+    "RequestGate",
     "SynthesisJob",
     "Synthesized",
     "Usage",
@@ -63,14 +64,22 @@ class Usage:
     rate_limit_reset_s: float | None = None
 
 
+#: Awaited before each further request a call makes (a queued job's status polls): returns
+#: when the rate limit lets it start, raises ``TimeoutError`` after the given seconds (None:
+#: no bound).
+RequestGate = Callable[[float | None], Awaitable[None]]
+
+
 @dataclass(frozen=True, slots=True)
 class SynthesisJob:
-    """What a provider synthesizes: ``text`` already normalised, ``options`` already validated."""
+    """What a provider synthesizes: ``text`` already normalised, ``options`` already validated.
+    ``gate``, set by the dispatcher, paces the call's further requests (None: unpaced)."""
 
     request_id: str
     text: str
     voice: Voice
     options: Mapping[str, Any] = field(default_factory=dict)
+    gate: RequestGate | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

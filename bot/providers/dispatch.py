@@ -2,8 +2,10 @@
 
 1. money (paid providers): an open credit circuit, the known balance and the daily budgets per
    provider, guild and user may refuse the call before it starts;
-2. the rate limit: the request waits its turn in its bucket, at most until ``wait_until``;
-3. the call: a 429 pauses the bucket (the request keeps its place); a 5xx, timeout or lost
+2. the rate limit: the request waits its turn in its bucket, at most until ``wait_until``; when
+   granted, the money is checked again (a 406 may have opened the circuit meanwhile);
+3. the call (its further requests, such as a queued job's polls, count in the bucket too): a
+   429 pauses the bucket (the request keeps its place); a 5xx, timeout or lost
    connection is retried with backoff unless marked not retryable; no credits open the circuit;
 4. the books: the cost (reported, else estimated) and the remaining credits are recorded.
 """
@@ -11,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,7 +28,7 @@ from bot.errors import (
 )
 from bot.ops.config import LimitSettings, Settings
 from bot.ops.metrics import PROVIDER_CALLS, RATE_LIMITED, RETRIES, SPEND_USD
-from bot.providers.base import Provider, SynthesisJob, Usage
+from bot.providers.base import Provider, RequestGate, SynthesisJob, Usage
 from bot.providers.credits import Ledger
 from bot.providers.ratelimit import RateLimiter, WaitExpired
 from bot.speech import AudioChunk, SpeechRequest, Voice
@@ -250,6 +253,9 @@ class Dispatcher:
     ) -> Dispatched:
         """One provider call for ``job``, through money checks, rate limiter, retries and books.
 
+        Money is checked before the wait and again when the limiter grants each attempt, so no
+        paid call leaves after the circuit opened or a budget filled up.
+
         ``wait_until`` bounds the wait for the rate limiter, ``expiry`` is the request's expiry
         (event-loop times). ``on_chunk`` gets each chunk as it arrives; once it has had one, a
         failed call is not retried (the audio would start again). Raises :class:`RateLimited`,
@@ -258,11 +264,17 @@ class Dispatcher:
         """
         await self.check_money(provider, job.voice, request)
         limiter = self.limiter(provider, job.voice)
+        job = dataclasses.replace(job, gate=_gate(limiter))  # its polls count in the bucket too
         route = _Route(provider, request, limiter, wait_until, expiry)
         ticket = limiter.ticket()  # kept across retries: a retried request keeps its place
         retries = 0
         while True:
             granted = await _turn(route, ticket)
+            try:  # a 406 may have opened the circuit while this request waited its turn
+                await self.check_money(provider, job.voice, request)
+            except BaseException:  # refused (or cancelled): hand the turn back
+                limiter.release()
+                raise
             call = _Call()
             delay = 0.0
             try:
@@ -285,7 +297,7 @@ class Dispatcher:
                 limiter.release()
             await asyncio.sleep(delay)
         usage = call.usage
-        limiter.succeeded(usage.rate_limit_remaining, usage.rate_limit_reset_s)
+        limiter.succeeded(usage.rate_limit_remaining, usage.rate_limit_reset_s, granted=granted)
         PROVIDER_CALLS.labels(provider.name, "ok").inc()
         usd, estimated = await self._account(
             provider, job.voice, request, usage.cost_usd, usage.remaining_credits
@@ -315,6 +327,18 @@ class Dispatcher:
             delay,
         )
         return delay
+
+
+def _gate(limiter: RateLimiter) -> RequestGate:
+    """The job's gate: each further request waits for room in ``limiter``'s window."""
+
+    async def gate(timeout_s: float | None) -> None:
+        try:
+            await limiter.count(timeout_s=timeout_s)
+        except WaitExpired as exc:
+            raise TimeoutError(str(exc)) from None
+
+    return gate
 
 
 async def _turn(route: _Route, ticket: int) -> float:

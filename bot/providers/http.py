@@ -34,6 +34,7 @@ __all__ = [
     "STATUSES",
     "ErrorResponse",
     "HttpClient",
+    "NotSent",
     "StatusRule",
     "encoding_from_response",
     "error_text",
@@ -171,6 +172,11 @@ def encoding_from_response(content_type: str, data: bytes) -> AudioEncoding | No
     return _MIME.get(mime) or sniff_encoding(data)
 
 
+class NotSent(ProviderUnavailable):
+    """No connection could be made: the request never reached the API, so sending it again
+    cannot do anything twice (unlike a timeout or a dropped connection after sending)."""
+
+
 class HttpClient:
     """One aiohttp session per provider, opened on first use and reused.
 
@@ -221,8 +227,8 @@ class HttpClient:
         """Send a request to ``base_url + path``; yield the response when its status is < 400.
 
         A status >= 400 raises what :meth:`error` maps it to; connection failures and timeouts
-        raise :class:`ProviderUnavailable`. With ``streaming``, the timeout bounds the wait for
-        each read rather than the whole body.
+        raise :class:`ProviderUnavailable` (:class:`NotSent` when no connection was made). With
+        ``streaming``, the timeout bounds the wait for each read rather than the whole body.
         """
         limit = timeout_s or self.timeout_s
         timeout = (
@@ -247,6 +253,10 @@ class HttpClient:
                     body = await response.read()
                     raise self.error(response.status, response.headers, body, model)
                 yield response
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            raise NotSent(
+                self.provider, f"cannot reach the API: {type(exc).__name__}", model=model
+            ) from None
         except TimeoutError:
             raise ProviderUnavailable(
                 self.provider, f"no answer within {limit:g} s", model=model

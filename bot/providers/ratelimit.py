@@ -6,6 +6,9 @@ RFC 9110 §10.2.3), ``x-rate-limit-reset-at-utc`` (the reset instant, per Segmin
 ``x-ratelimit-reset`` (time to the reset, Together/OpenAI style: ``1.5``, ``1m30s``, ``250ms``, or
 Unix seconds when that large). Waits are never negative and are capped at ``cap_s``, so a wrong
 clock cannot stall a queue for a day.
+
+Over 450 lines: the limiter's windows, pauses, learned limit and follow-up requests share one
+state, so they stay in one class.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ __all__ = [
 ]
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+# Windows over which the calls that went through are remembered: a 429 teaches no lower limit
+# than went through in one window of these (a plan that really shrank shows within minutes).
+_PROVEN_WINDOWS = 10
 # Numbers this large are Unix timestamps, not durations (2001-09-09 onwards).
 _EPOCH_THRESHOLD = 1_000_000_000
 
@@ -148,6 +154,12 @@ class _Waiter:
     rank: int
     seq: int
     future: asyncio.Future[float] = field(compare=False)
+    #: False for a follow-up request (:meth:`RateLimiter.count`): no concurrency slot.
+    slot: bool = field(default=True, compare=False)
+
+
+# Follow-up requests go before every call: they belong to calls already under way.
+_FOLLOW_UP_RANK = -(2**31)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +183,10 @@ class RateLimiter:
     At most ``requests_per_minute`` calls start per ``window_s`` and ``max_concurrent`` run at
     once. The window slides until a call has gone through, then follows the provider's fixed
     windows (phased by that call, corrected by a 429's reset), clear of a ``guard`` at each edge;
-    a 429's reset hint may teach a lower limit. :meth:`pause` stops the whole bucket after a 429
+    a 429's reset hint may teach a lower limit, never below what went through in one of the
+    provider's last ten windows, and windows without a 429 probe it upward again (by 1, 2,
+    4, … while probes pass; after a probe met a 429, after twice as many quiet windows) until
+    it reaches the configured limit. :meth:`pause` stops the whole bucket after a 429
     (for the hint, else a full-jitter backoff). Waiters go by priority, then arrival; a retried
     request keeps its place. Time is the event loop's clock, so tests can fast-forward it.
     """
@@ -201,6 +216,17 @@ class RateLimiter:
         self._timer: asyncio.TimerHandle | None = None
         #: A lower limit per window learned from the provider's 429s (see :meth:`pause`).
         self.learned_limit: int | None = None
+        # When the last 429's pause ends (windows from then on may prove quiet), and the last
+        # upward probe of the learned limit (loop times).
+        self._quiet_since = -math.inf
+        self._probed_at = -math.inf
+        # The next probe's step (doubles while probes pass) and the quiet windows it waits
+        # for (doubles after a probe met a 429); whether the limit was probed since the 429.
+        self._probe_step = 1
+        self._probe_every = 1
+        self._probed = False
+        # Grant instants of the calls that went through, kept _PROVEN_WINDOWS windows.
+        self._succeeded: deque[float] = deque()
         # An instant at which the provider's window resets: first estimated from the first
         # call that went through, then told by a 429. Windows are then the provider's fixed
         # ones, so waits do not drift the way a sliding window's do.
@@ -238,12 +264,25 @@ class RateLimiter:
         Raises :class:`WaitExpired` after ``timeout_s`` seconds of waiting. Every successful
         ``acquire`` must be followed by one :meth:`release`.
         """
-        started = self._now()
         waiter = _Waiter(
             -priority,
             self.ticket() if ticket is None else ticket,
             asyncio.get_running_loop().create_future(),
         )
+        return await self._wait(waiter, timeout_s)
+
+    async def count(self, *, timeout_s: float | None = None) -> float:
+        """Wait until one more request of a call under way (a job's status poll) may start
+        within the window; return its start instant. It counts in the window, takes no
+        concurrency slot (nothing to :meth:`release`) and goes before every waiting call.
+
+        Raises :class:`WaitExpired` after ``timeout_s`` seconds of waiting.
+        """
+        future = asyncio.get_running_loop().create_future()
+        return await self._wait(_Waiter(_FOLLOW_UP_RANK, self.ticket(), future, False), timeout_s)
+
+    async def _wait(self, waiter: _Waiter, timeout_s: float | None) -> float:
+        started = self._now()
         heapq.heappush(self._waiters, waiter)
         self._dispatch()
         try:
@@ -252,7 +291,8 @@ class RateLimiter:
             return await asyncio.wait_for(asyncio.shield(waiter.future), max(timeout_s, 0.0))
         except (TimeoutError, asyncio.CancelledError) as exc:
             if waiter.future.done() and not waiter.future.cancelled():
-                self.release()  # granted just as we gave up: hand the turn back
+                if waiter.slot:
+                    self.release()  # granted just as we gave up: hand the turn back
             else:
                 waiter.future.cancel()
                 self._waiters.remove(waiter)
@@ -291,25 +331,47 @@ class RateLimiter:
             # calls still in flight count as accepted until their own 429 removes them, so
             # the figure only falls, towards what the provider really accepted
             accepted = sum(1 for t in self._starts if t >= since)
+            # a 429 at low traffic (another client, a burst rule) does not undo what the
+            # provider already took in one window
+            accepted = max(accepted, self._proven(reset))
             if accepted >= 1 and (self.learned_limit is None or accepted < self.learned_limit):
                 current = self.requests_per_minute
                 if current is None or accepted < current:
                     self.learned_limit = accepted
+        if self._probed:  # the probe went too far: probe again later, from one step
+            self._probe_every = min(2 * self._probe_every, 32)
+            self._probed = False
+        self._probe_step = 1
         self._paused_until = max(self._paused_until, now + retry_after_s)
+        # the window that starts when the pause ends is the first that may prove quiet
+        self._quiet_since = max(self._quiet_since, self._paused_until)
         self._dispatch()
         return retry_after_s
 
-    def succeeded(self, remaining: int | None = None, reset_s: float | None = None) -> None:
+    def succeeded(
+        self,
+        remaining: int | None = None,
+        reset_s: float | None = None,
+        *,
+        granted: float | None = None,
+    ) -> None:
         """A call went through: the backoff starts again from its base, and the first such
-        call gives the provider's window its phase.
+        call gives the provider's window its phase. ``granted`` is its grant instant (default:
+        the latest grant), remembered as a call the provider took.
 
         ``remaining`` calls left in the provider's window, resetting in ``reset_s``, when its
         response said so: the bucket then starts no more than that (less the calls already on
         their way) before the reset, so a provider that reports its headroom sees no 429.
         """
         self._consecutive_429s = 0
+        now = self._now()
+        if granted is None and self._starts:
+            granted = self._starts[-1]
+        if granted is not None:
+            self._succeeded.append(granted)
+        while self._succeeded and self._succeeded[0] <= now - _PROVEN_WINDOWS * self.window_s:
+            self._succeeded.popleft()
         if remaining is not None and reset_s is not None:
-            now = self._now()
             self._quota = (now + reset_s, remaining - self._in_flight)
             self._phase, self._phase_from_hint = now + reset_s, True
         if self._phase is None and self._starts:
@@ -319,12 +381,38 @@ class RateLimiter:
             self._phase = self._starts[0]
             self._phase_from_hint = False
 
+    def _proven(self, reset: float) -> int:
+        """The most calls that went through in one of the provider's windows ending at
+        ``reset`` (and the windows before it, as far as they are remembered)."""
+        ends = (reset - k * self.window_s for k in range(_PROVEN_WINDOWS + 1))
+        return max(
+            sum(1 for t in self._succeeded if end - self.window_s <= t < end) for end in ends
+        )
+
+    def _probe(self, now: float) -> None:
+        """Raise the learned limit by a step after every ``_probe_every`` windows with no 429;
+        the step doubles while probes pass. Forget the limit once it reaches the configured
+        one (or grows past a million when none is configured)."""
+        since = max(self._quiet_since, self._probed_at)
+        span = self._probe_every * self.window_s
+        while self.learned_limit is not None and now - since >= span:
+            since += span
+            self._probed = True
+            learned = self.learned_limit + self._probe_step
+            self._probe_step *= 2
+            ceiling = self.requests_per_minute or 1_000_000
+            self.learned_limit = None if learned >= ceiling else learned
+        self._probed_at = since
+        if self.learned_limit is None:
+            self._probe_step, self._probe_every = 1, 1
+
     def backoff_s(self, attempt: int) -> float:
         """:func:`jittered_backoff_s` with full jitter and this bucket's base and cap."""
         return jittered_backoff_s(attempt, self.backoff_base_s, self.backoff_cap_s)
 
     def _next_start(self, now: float) -> float:
         """The earliest instant the head of the queue may start (``now`` if it may now)."""
+        self._probe(now)
         when = max(now, self._paused_until)
         # Kept for two windows: pause() looks back one window from a reset in the future.
         while self._starts and self._starts[0] <= now - 2 * self.window_s:
@@ -373,7 +461,8 @@ class RateLimiter:
             if head.future.done():
                 heapq.heappop(self._waiters)
                 continue
-            if self.max_concurrent is not None and self._in_flight >= self.max_concurrent:
+            busy = self.max_concurrent is not None and self._in_flight >= self.max_concurrent
+            if head.slot and busy:
                 return  # release() dispatches again
             now = self._now()
             when = self._next_start(now)
@@ -384,11 +473,12 @@ class RateLimiter:
             self._starts.append(now)
             if self._quota is not None:
                 self._quota = (self._quota[0], self._quota[1] - 1)
-            self._in_flight += 1
+            self._in_flight += head.slot
             head.future.set_result(now)
 
     def state(self) -> LimiterState:
         now = self._now()
+        self._probe(now)
         return LimiterState(
             self.name,
             self.requests_per_minute,

@@ -17,6 +17,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr
@@ -35,8 +36,21 @@ from bot.errors import (
     UnknownVoice,
 )
 from bot.ops.config import LimitSettings, Settings
-from bot.providers.base import Provider, SynthesisJob, Synthesized, Usage, api_key
-from bot.providers.http import ErrorResponse, HttpClient, StatusRule, encoding_from_response
+from bot.providers.base import (
+    Provider,
+    RequestGate,
+    SynthesisJob,
+    Synthesized,
+    Usage,
+    api_key,
+)
+from bot.providers.http import (
+    ErrorResponse,
+    HttpClient,
+    NotSent,
+    StatusRule,
+    encoding_from_response,
+)
 from bot.speech import AudioChunk, Voice
 from integrations.segmind.models import MODELS, SegmindModel
 from integrations.segmind.poll import CompletionEstimate, PollPlan
@@ -209,7 +223,7 @@ class SegmindProvider(Provider):
         model = self._model(job.voice.model)
         payload = self._payload(job)
         if model.slug in self.settings.v2_models:
-            return await self._run_v2(model, payload)
+            return await self._run_v2(model, payload, job.gate)
         return await self._run_v1(model, payload)
 
     async def _run_v1(self, model: SegmindModel, payload: dict[str, Any]) -> Synthesized:
@@ -269,11 +283,39 @@ class SegmindProvider(Provider):
             ) from None
         return self._audio(model, audio, "")
 
-    async def _run_v2(self, model: SegmindModel, payload: dict[str, Any]) -> Synthesized:
-        async with self.http.request(
-            "POST", f"/v2/{model.slug}", model=model.slug, json_body=payload
-        ) as response:
-            body = await response.read()
+    async def _submit(self, model: SegmindModel, payload: dict[str, Any], limit: float) -> bytes:
+        """``POST /v2/<model>`` within ``limit`` seconds; the answer's body.
+
+        A submit sent but never answered (timeout, dropped connection) raises a not retryable
+        :class:`ProviderUnavailable`: the job may exist and be billed, and Segmind documents no
+        idempotency key. A 5xx answer or a connection never made stays retryable.
+        """
+        try:
+            async with self.http.request(
+                "POST", f"/v2/{model.slug}", model=model.slug, json_body=payload, timeout_s=limit
+            ) as response:
+                return await response.read()
+        except NotSent:
+            raise
+        except ProviderUnavailable as exc:
+            if exc.status is not None:  # Segmind answered 5xx: no job was queued
+                raise
+            lost = ProviderUnavailable(
+                self.name,
+                f"the v2 submit got no answer ({exc.detail}); not submitted again, as the job "
+                "may exist and be billed (Segmind documents no idempotency key)",
+                model=model.slug,
+            )
+            lost.retryable = False
+            raise lost from None
+
+    async def _run_v2(
+        self, model: SegmindModel, payload: dict[str, Any], gate: RequestGate | None
+    ) -> Synthesized:
+        """Submit, poll (each poll through ``gate``), fetch the result, download the audio."""
+        limit = self._timeout(model)  # for the whole job: the submit, the polls, the result
+        deadline = time.monotonic() + limit
+        body = await self._submit(model, payload, limit)
         try:
             submitted = json.loads(body)
         except ValueError:
@@ -283,7 +325,9 @@ class SegmindProvider(Provider):
             raise SynthesisFailed(self.name, "the queue returned no request_id", model=model.slug)
         log.info("segmind %s: queued job %s", model.slug, request_id)
         try:
-            result = await self._wait(model, request_id, len(str(payload.get("text", ""))))
+            characters = len(str(payload.get("text", "")))
+            queued = _Queued(request_id, deadline, limit, gate)
+            result = await self._wait(model, queued, characters)
         except ProviderError as exc:
             exc.retryable = False  # the job exists and is billed: never submit it again
             raise
@@ -300,10 +344,10 @@ class SegmindProvider(Provider):
             )
         return Synthesized(await self._audio_from_value(model, output), usage)
 
-    async def _wait(self, model: SegmindModel, request_id: str, characters: int) -> dict[str, Any]:
+    async def _wait(self, model: SegmindModel, job: _Queued, characters: int) -> dict[str, Any]:
         """Poll until COMPLETED; return the result body. Never resubmits."""
         submitted = time.monotonic()
-        limit = self._timeout(model)
+        request_id, deadline, limit = job.request_id, job.deadline, job.limit
         estimate = self.estimates.setdefault(model.slug, CompletionEstimate())
         poll = self.settings.poll
         plan = PollPlan(
@@ -315,7 +359,7 @@ class SegmindProvider(Provider):
             elapsed = time.monotonic() - submitted
             wait = plan.next_wait(elapsed, hint)
             hint = None
-            if elapsed + wait > limit:
+            if submitted + elapsed + wait > deadline:
                 raise ProviderUnavailable(
                     self.name,
                     f"job {request_id} did not finish within {limit:g} s",
@@ -324,7 +368,7 @@ class SegmindProvider(Provider):
             await asyncio.sleep(wait)
             polled_at = time.monotonic() - submitted
             try:
-                status = await self._get(f"/v2/requests/{request_id}/status", model, request_id)
+                status = await self._get(f"/v2/requests/{request_id}/status", model, job)
             except RateLimited as exc:
                 hint = exc.retry_after_s
                 continue
@@ -344,15 +388,26 @@ class SegmindProvider(Provider):
             last_pending = polled_at
         while True:  # the result, with the same patience for 429 and 5xx
             try:
-                return await self._get(f"/v2/requests/{request_id}", model, request_id)
+                return await self._get(f"/v2/requests/{request_id}", model, job)
             except RateLimited as exc:
                 await asyncio.sleep(max(exc.retry_after_s or 1.0, 0.1))
             except ProviderUnavailable:
-                if time.monotonic() - submitted > limit:
+                if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(poll.first_s)
 
-    async def _get(self, path: str, model: SegmindModel, request_id: str) -> dict[str, Any]:
+    async def _get(self, path: str, model: SegmindModel, job: _Queued) -> dict[str, Any]:
+        """GET a job's status or result, after its gate lets it start; the JSON object."""
+        request_id = job.request_id
+        if job.gate is not None:
+            try:
+                await job.gate(max(job.deadline - time.monotonic(), 0.0))
+            except TimeoutError as exc:
+                raise ProviderUnavailable(
+                    self.name,
+                    f"job {request_id} did not finish within {job.limit:g} s: {exc}",
+                    model=model.slug,
+                ) from None
         try:
             async with self.http.request("GET", path, model=model.slug) as response:
                 raw = await response.read()
@@ -379,6 +434,16 @@ class SegmindProvider(Provider):
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    """A submitted v2 job: its id, deadline (``time.monotonic()``), timeout (s) and gate."""
+
+    request_id: str
+    deadline: float
+    limit: float
+    gate: RequestGate | None
 
 
 def _number(value: Any) -> float | None:

@@ -315,6 +315,7 @@ class FakeSegmind(FakeServer):
         self.jobs: dict[str, Job] = {}
         self._media: dict[str, _Media] = {}
         self._failures: deque[str] = deque()
+        self._hangs: deque[float] = deque()
         self._free_part: dict[int, float] = {}
 
     # -- public helpers for tests ---------------------------------------------------------------
@@ -325,6 +326,10 @@ class FakeSegmind(FakeServer):
     def fail_next_job(self, error: str = "Inference failed: content blocked") -> None:
         """The next v2 submit is accepted and billed, then ends FAILED with ``error``."""
         self._failures.append(error)
+
+    def hang_next_submit(self, seconds: float) -> None:
+        """The next v2 submit is accepted and billed, then answered only after ``seconds``."""
+        self._hangs.append(seconds)
 
     def fail_job(self, request_id: str, error: str = "Inference failed") -> None:
         """Make a submitted, not yet finished job end FAILED."""
@@ -518,6 +523,8 @@ class FakeSegmind(FakeServer):
             error=self._failures.popleft() if self._failures else None,
         )
         self.jobs[request_id] = job
+        if self._hangs:
+            await asyncio.sleep(self._hangs.popleft())
         origin = request.url.origin()
         reply = {
             "request_id": request_id,

@@ -303,6 +303,37 @@ async def test_patience_runs_out(settings: Settings, scripted: type[ScriptedProv
         await _dispatch(settings, wait_until=loop_time() + 20)
 
 
+@pytest.mark.looptime
+async def test_no_paid_call_leaves_the_queue_after_a_406(
+    tmp_path: Path, scripted: type[ScriptedProvider]
+) -> None:
+    """Requests already waiting on the limiter when a 406 opens the circuit are refused with
+    the circuit's reason when their turn comes: only the first call reached the provider."""
+    settings = config.load(
+        data_dir=tmp_path, rate_limits={"providers": {"scripted": {"max_concurrent": 1}}}
+    )
+    scripted.latency_s = 1.0
+    scripted.script.append(InsufficientCredits("scripted", "Insufficient credits", status=406))
+    registry = ProviderRegistry(settings, TARGETS)
+    dispatcher = Dispatcher(settings)
+    provider = registry.get("scripted")
+    voice = await provider.resolve_voice(None, None)
+
+    async def one() -> Any:
+        request = SpeechRequest(text="hi", provider="scripted")
+        job = SynthesisJob(request.id, "hi", voice)
+        return await dispatcher.synthesize(provider, request, job, wait_until=None)
+
+    try:
+        results = await asyncio.gather(*(one() for _ in range(6)), return_exceptions=True)
+    finally:
+        dispatcher.ledger.close()
+    assert len(scripted.calls) == 1
+    assert all(isinstance(r, InsufficientCredits) for r in results)
+    assert all("Insufficient credits" in str(r) for r in results[1:])
+    assert dispatcher.limiter(provider, voice).state().in_flight == 0
+
+
 # -- credits, budgets and fallback through the whole pipeline ------------------------------
 
 
@@ -524,6 +555,69 @@ async def test_no_v2_job_is_ever_submitted_twice(
     assert len(fake.requests_to("/v2/openvoice")) == 2  # the failed submit and the job
     assert fake.billed_calls == 1
     assert len(fake.jobs) == 1
+
+
+async def test_a_hung_v2_submit_is_not_submitted_again(
+    tmp_path: Path, fake: FakeSegmind, clock: list[datetime]
+) -> None:
+    """Accepted and billed, never answered: the model's timeout_s ends the wait and the request
+    falls back with the reason instead of submitting (and paying for) the job again."""
+    settings = config.load(
+        data_dir=tmp_path / "data",
+        providers={
+            "segmind": {
+                "api_key": DEFAULT_API_KEY,
+                "base_url": fake.base_url,
+                "timeout_s": {"openvoice": 0.5},
+            }
+        },
+        rate_limits={"backoff_base_s": 0.01},
+    )
+    pipeline = make_pipeline(settings, clock)
+    fake.hang_next_submit(3.0)
+    started = asyncio.get_running_loop().time()
+    try:
+        spoken = await pipeline.speak(
+            SpeechRequest(text="Hello.", provider="segmind", model="openvoice")
+        )
+    finally:
+        await pipeline.aclose()
+    assert asyncio.get_running_loop().time() - started < 2.5
+    assert spoken.voice.provider == "piper"
+    reason = spoken.fallbacks[0].reason
+    assert "the v2 submit got no answer (no answer within 0.5 s)" in reason
+    assert "not submitted again" in reason
+    assert len(fake.requests_to("/v2/openvoice")) == 1
+    assert fake.billed_calls == 1
+
+
+async def test_v2_status_polls_count_in_the_bucket(tmp_path: Path, clock: list[datetime]) -> None:
+    """Segmind counts every authenticated request against the plan (v2 polls too): a job of
+    one submit, five status polls and one result takes seven places in its bucket, so with room
+    for three per one-second window it spreads over three windows (3 + 3 + 1)."""
+    async with FakeSegmind(v2_queued_polls=2, v2_processing_polls=2) as fake:
+        settings = config.load(
+            data_dir=tmp_path / "data",
+            providers={
+                "segmind": {
+                    "api_key": DEFAULT_API_KEY,
+                    "base_url": fake.base_url,
+                    "poll": {"first_s": 0.01, "factor": 1.0, "max_s": 0.01},
+                }
+            },
+            rate_limits={"providers": {"segmind": {"requests_per_minute": 3, "window_s": 1.0}}},
+        )
+        pipeline = make_pipeline(settings, clock)
+        try:
+            spoken = await pipeline.speak(
+                SpeechRequest(text="Hello.", provider="segmind", model="openvoice")
+            )
+        finally:
+            await pipeline.aclose()
+        api_calls = sorted(r.time for r in fake.requests if not r.path.startswith("/media/"))
+    assert spoken.voice.provider == "segmind"
+    assert len(api_calls) == 7
+    assert api_calls[-1] - api_calls[0] >= 2.0
 
 
 async def test_unconfigured_fallback_entries_are_skipped_with_a_note(

@@ -1,9 +1,10 @@
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
 
-from bot.providers.ratelimit import parse_duration_s, retry_after_s
+from bot.providers.ratelimit import RateLimiter, parse_duration_s, retry_after_s
 
 NOW = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
 
@@ -55,3 +56,56 @@ def test_no_hint_and_bounds() -> None:
     past = (NOW - timedelta(seconds=30)).isoformat()
     assert retry_after_s({"x-rate-limit-reset-at-utc": past}, NOW) == 0.0
     assert retry_after_s({"Retry-After": "999999"}, NOW, cap_s=600) == 600
+
+
+async def _calls(limiter: RateLimiter, count: int) -> list[float]:
+    """``count`` calls that go through, one after another: their grant instants."""
+    starts = []
+    for _ in range(count):
+        starts.append(await limiter.acquire())
+        limiter.succeeded()  # the default grant: the latest, this call's
+        limiter.release()
+    return starts
+
+
+@pytest.mark.looptime
+async def test_a_learned_limit_grows_back_after_windows_without_429() -> None:
+    limiter = RateLimiter("p", requests_per_minute=10)
+    await _calls(limiter, 3)
+    refused = await limiter.acquire()
+    limiter.release()
+    limiter.pause(60, refused=refused)
+    assert limiter.learned_limit == 3
+    starts = await _calls(limiter, 60)
+    per_window = Counter(int(t // 60) for t in starts)
+    assert per_window[1] == 3  # the first window after the reset keeps to what was learned
+    assert max(per_window.values()) == 10  # probed upward, up to the configured limit
+    assert limiter.learned_limit is None
+
+
+@pytest.mark.looptime
+async def test_a_429_at_low_traffic_keeps_what_already_went_through() -> None:
+    """Six went through in one window; a later 429 after three in the next window (another
+    client, a burst rule) does not cut the limit to three."""
+    limiter = RateLimiter("p", requests_per_minute=50)
+    await _calls(limiter, 6)
+    refused = await limiter.acquire()
+    limiter.release()
+    limiter.pause(60, refused=refused)
+    assert limiter.learned_limit == 6
+    await _calls(limiter, 3)
+    refused = await limiter.acquire()
+    limiter.release()
+    limiter.pause(59, refused=refused)
+    assert limiter.learned_limit == 6
+
+
+@pytest.mark.looptime
+async def test_a_follow_up_request_counts_but_takes_no_slot() -> None:
+    """A job's status poll counts in the window, yet needs no concurrency slot: the call it
+    belongs to holds one, so waiting for a slot could never end."""
+    limiter = RateLimiter("p", requests_per_minute=3, max_concurrent=1)
+    await limiter.acquire()  # the job's own call holds the only slot
+    polls = [round(await limiter.count()) for _ in range(4)]
+    assert polls == [0, 0, 61, 61]  # the call and two polls fill the window (1 s guard)
+    assert limiter.state().in_flight == 1

@@ -330,6 +330,21 @@ async def test_unreachable_api_is_unavailable() -> None:
         await provider.aclose()
 
 
+async def test_a_v2_submit_never_sent_stays_retryable() -> None:
+    """No connection, so no job: unlike a submit that got no answer, it may be sent again."""
+    async with FakeSegmind() as fake:
+        base = fake.base_url
+    provider = SegmindProvider.from_settings(
+        config.load(providers={"segmind": {"api_key": KEY, "base_url": base}})
+    )
+    try:
+        with pytest.raises(ProviderUnavailable, match="cannot reach the API") as caught:
+            await say(provider, "Hello.", None, "openvoice")
+    finally:
+        await provider.aclose()
+    assert caught.value.retryable
+
+
 # -- response bodies and accounting --------------------------------------------------------
 
 
