@@ -25,9 +25,12 @@ from bot.web.health import add_health_routes
 from bot.web.server import OyezServer
 from integrations import FRONT_ENDS
 
-__all__ = ["Service"]
+__all__ = ["STOP_GRACE_S", "Service"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds a front end's serving task gets to end once cancelled before its front end is stopped.
+STOP_GRACE_S = 5.0
 
 
 def _factory(target: str) -> FrontEndFactory:
@@ -91,16 +94,30 @@ class Service:
                 if task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
         finally:
-            for task in tasks:
+            await self._shut_down(started, tasks)
+
+    async def _shut_down(self, started: list[FrontEnd], tasks: list[asyncio.Task[None]]) -> None:
+        """Cancel the front ends' serving, stop them (in reverse), then the shared parts.
+
+        A serving task that outlives its cancellation (Python 3.11's ``wait_for`` can lose a
+        cancel that races its inner future, as discord.py's gateway connect does) is waited for
+        :data:`STOP_GRACE_S`, then again after its front end was stopped (which ends it)."""
+        for task in tasks:
+            task.cancel()
+        pending = {t for t in tasks if not t.done()}
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=STOP_GRACE_S)
+        await self.announcer.aclose()
+        for front_end in reversed(started):
+            try:
+                await front_end.stop()
+            except Exception:
+                log.exception("stopping %s failed", front_end.name)
+        for task in tasks:
+            if task in pending:
+                log.warning("%s kept serving after it was cancelled; stopped it", task.get_name())
                 task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            await self.announcer.aclose()
-            for front_end in reversed(started):
-                try:
-                    await front_end.stop()
-                except Exception:
-                    log.exception("stopping %s failed", front_end.name)
-            await self.server.stop()
-            await self.pipeline.aclose()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.server.stop()
+        await self.pipeline.aclose()
