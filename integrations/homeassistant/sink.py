@@ -128,8 +128,10 @@ class MediaPlayerSink:
         except OyezError as exc:
             log.warning("announcement %s: not synthesized: %s", request.id, exc)
             return everyone(str(exc)), None
+        # valid for as long as it may wait in a speaker's line, and media_ttl_s after that
+        wait_s = max(-request.overdue_s(), 0.0) if request.expires_at is not None else 0.0
         playback = Playback(
-            url=self.media.publish(audio, "mp3"),
+            url=self.media.publish(audio, "mp3", ttl_s=self.media.ttl_s + wait_s),
             title=speaker_title(announcement.message),
             volume=announcement.volume,
             length_s=length_s,

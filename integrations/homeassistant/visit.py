@@ -285,16 +285,14 @@ class SpeakerVisit:
         }
         if not await self._try("play_media", data):
             return
+        where = "(its position not restored)"
         if snapshot.position_s and snapshot.features & SEEK:
-            await self._try("media_seek", {"seek_position": round(snapshot.position_s, 1)})
+            seek = {"seek_position": round(snapshot.position_s, 1)}
+            if await self._try("media_seek", seek):
+                where = f"at {snapshot.position_s:.0f} s"
         if snapshot.state == "paused" and snapshot.features & PAUSE:
             await self._try("media_pause")
-        log.info(
-            "%s: resumed %s at %.0f s",
-            self.entity_id,
-            snapshot.content_id,
-            snapshot.position_s or 0.0,
-        )
+        log.info("%s: %s played again %s", self.entity_id, snapshot.content_id, where)
 
     async def _try(self, service: str, data: dict[str, Any] | None = None) -> bool:
         """``service`` on the speaker; a failure is logged (False)."""

@@ -8,6 +8,7 @@ What Oyez asked of Home Assistant is read from Home Assistant's own ``call_servi
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -49,6 +50,23 @@ def calls(observer: Observer, entity: str, service: str | None = None) -> list[d
         if entity in targets and service in (None, data.get("service")):
             found.append(event)
     return found
+
+
+SAX = {"media_content_id": "kxopViU98Xo", "media_content_type": "movie"}
+
+
+async def prepare(observer: Observer, entity: str, *actions: tuple[str, dict[str, Any]]) -> None:
+    """The demo player ``entity`` on :data:`SAX`, then ``actions`` (service, data) on it."""
+    for action, data in [("play_media", SAX), *actions]:
+        await observer.command(
+            {
+                "type": "call_service",
+                "domain": "media_player",
+                "service": action,
+                "service_data": data,
+                "target": {"entity_id": entity},
+            }
+        )
 
 
 def answering(request_id: str) -> Callable[[dict[str, Any]], bool]:
@@ -112,21 +130,7 @@ async def test_a_speaker_without_announce_plays_its_media_again_at_its_volume(
     tmp_path: Path,
 ) -> None:
     async with observing(homeassistant, DONE, FAILED, "call_service") as ha:
-        target = {"entity_id": BEDROOM}
-        for action, data in [
-            ("play_media", {"media_content_id": "kxopViU98Xo", "media_content_type": "movie"}),
-            ("media_play", {}),
-            ("volume_set", {"volume_level": 0.45}),
-        ]:
-            await ha.command(
-                {
-                    "type": "call_service",
-                    "domain": "media_player",
-                    "service": action,
-                    "service_data": data,
-                    "target": target,
-                }
-            )
+        await prepare(ha, BEDROOM, ("media_play", {}), ("volume_set", {"volume_level": 0.45}))
         before = await ha.state(BEDROOM)
         assert before["state"] == "playing"
         speakers = {BEDROOM: {"mode": "auto", "restore_delay_s": 0.5}}
@@ -171,3 +175,79 @@ async def test_a_speaker_without_announce_plays_its_media_again_at_its_volume(
         assert put_back_s >= done["data"]["duration_s"] + 1.0 + 0.5
         position = before["attributes"]["media_position"]
         assert asked[3 + 4][1]["seek_position"] >= position
+
+
+async def test_a_paused_speaker_is_paused_again_on_its_media(
+    homeassistant: HomeAssistant,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    async with observing(homeassistant, DONE, FAILED, "call_service") as ha:
+        await prepare(ha, BEDROOM, ("media_pause", {}))
+        assert (await ha.state(BEDROOM))["state"] == "paused"
+        async with running_oyez(settings(homeassistant, tmp_path)) as service:
+            await ha.fire(
+                "oyez_announce", {"message": "Lights out.", "media_player": BEDROOM, "id": "p1"}
+            )
+            assert (await ha.wait_event(answering("p1")))["event_type"] == DONE
+            await ha.wait_event(
+                lambda e: (
+                    e["event_type"] == "call_service"
+                    and e["data"]["service"] == "media_pause"
+                    and fired_s(e) > fired_s(calls(ha, BEDROOM, "play_media")[-1])
+                )
+            )
+        after = await ha.state(BEDROOM)
+        assert after["state"] == "paused"
+        assert after["attributes"]["media_content_id"] == SAX["media_content_id"]
+        assert not is_oyez_media(service, after["attributes"]["media_content_id"])
+
+
+async def test_force_announce_sends_announce_and_leaves_the_rest_to_the_speaker(
+    homeassistant: HomeAssistant,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    speakers = {BEDROOM: {"mode": "announce"}}
+    async with observing(homeassistant, DONE, FAILED, "call_service") as ha:
+        await prepare(ha, BEDROOM, ("media_play", {}))
+        async with running_oyez(settings(homeassistant, tmp_path, **speakers)) as service:
+            await ha.fire(
+                "oyez_announce", {"message": "Lights out.", "media_player": BEDROOM, "id": "f1"}
+            )
+            done = await ha.wait_event(answering("f1"))
+            assert done["event_type"] == DONE
+            await asyncio.sleep(done["data"]["duration_s"] + 2.0)
+        plays = calls(ha, BEDROOM, "play_media")
+        assert is_oyez_media(service, plays[-1]["data"]["service_data"]["media_content_id"])
+        assert plays[-1]["data"]["service_data"]["announce"] is True  # and nothing played after
+
+
+async def test_an_announcement_whose_ttl_runs_out_in_line_is_not_spoken_late(
+    homeassistant: HomeAssistant,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    long = (
+        "This is a long announcement, so that the speaker stays busy for a good while: the "
+        "washing machine, the dryer and the dishwasher have all finished their programmes."
+    )
+    async with (
+        running_oyez(settings(homeassistant, tmp_path)) as service,
+        observing(homeassistant, DONE, FAILED, "call_service") as ha,
+    ):
+        await ha.fire("oyez_announce", {"message": long, "media_player": LIVING_ROOM, "id": "l1"})
+        first = await ha.wait_event(answering("l1"))  # playing now
+        await ha.fire(
+            "oyez_announce",
+            {"message": "Quick!", "media_player": LIVING_ROOM, "ttl": 3, "id": "l2"},
+        )
+        second = await ha.wait_event(answering("l2"))
+        assert first["event_type"] == DONE
+        assert first["data"]["duration_s"] > 5
+        assert second["event_type"] == FAILED
+        assert second["data"]["state"] == "expired"
+        assert "while the speaker was busy" in second["data"]["reason"]
+        oyez = [
+            e
+            for e in calls(ha, LIVING_ROOM, "play_media")
+            if is_oyez_media(service, e["data"]["service_data"]["media_content_id"])
+        ]
+        assert len(oyez) == 1
