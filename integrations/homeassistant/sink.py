@@ -30,7 +30,7 @@ from bot.synthesis.pipeline import SpeechPipeline
 from bot.web.server import MediaStore
 from integrations.homeassistant.settings import SpeakerSettings
 from integrations.homeassistant.speakers import SpeakerQueues
-from integrations.homeassistant.visit import Playback, SpeakerVisit
+from integrations.homeassistant.visit import Playback, SpeakerVisit, StateReader
 from integrations.homeassistant.websocket import HomeAssistantClient
 
 __all__ = ["MediaPlayerSink", "speaker_title"]
@@ -99,6 +99,7 @@ class MediaPlayerSink:
         #: speaker's own delay in fetching and starting it).
         self.restore_margin_s = restore_margin_s
         self.queues: SpeakerQueues[Playback] = SpeakerQueues(self._visit)
+        self.states = StateReader(client)
         self._session = session
         self._owns_session = session is None
         self._chimes: OrderedDict[str, PcmAudio] = OrderedDict()
@@ -142,7 +143,7 @@ class MediaPlayerSink:
 
     async def _visit(self, entity_id: str) -> SpeakerVisit:
         return SpeakerVisit(
-            self.client,
+            self.states,
             entity_id,
             self.speakers.get(entity_id) or SpeakerSettings(),
             margin_s=self.restore_margin_s,

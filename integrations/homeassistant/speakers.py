@@ -54,7 +54,7 @@ class Visit(Protocol[P_contra]):
 
     async def finished(self, playback: P_contra) -> None: ...
 
-    async def restore(self) -> None: ...
+    async def restore(self, *, wait: bool = True) -> None: ...
 
 
 @dataclass(order=True, slots=True)
@@ -106,6 +106,7 @@ class SpeakerQueues(Generic[P]):
     async def _run(self, entity_id: str, line: list[_Waiting[P]]) -> None:
         """Play the line's announcements, one after the other, in one visit."""
         visit: Visit[P] | None = None
+        stopping = False
         try:
             while line:
                 waiting = heapq.heappop(line)
@@ -116,9 +117,12 @@ class SpeakerQueues(Generic[P]):
                     if visit is None:
                         continue
                 await self._one(entity_id, visit, waiting)
+        except asyncio.CancelledError:
+            stopping = True
+            raise
         finally:
             if visit is not None:
-                await _restored(entity_id, visit)
+                await _restored(entity_id, visit, stopping=stopping)
 
     async def _opened(self, entity_id: str, waiting: _Waiting[P]) -> Visit[P] | None:
         try:
@@ -154,22 +158,28 @@ class SpeakerQueues(Generic[P]):
                 await task
 
 
-async def _restored(entity_id: str, visit: Visit[Any]) -> None:
-    """``visit.restore()``, shielded from a cancel (Oyez stopping mid-announcement must still
-    put the speaker back) but bounded by :data:`RESTORE_ON_STOP_S` then."""
-    task = asyncio.create_task(visit.restore(), name=f"oyez-ha-restore-{entity_id}")
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
+async def _restored(entity_id: str, visit: Visit[Any], *, stopping: bool) -> None:
+    """``visit.restore()``. Oyez stopping (``stopping``, or a cancel during the restore) must
+    still put the speaker back: then at once (no ``restore_delay_s``), within
+    :data:`RESTORE_ON_STOP_S`."""
+    if not stopping:
+        task = asyncio.create_task(visit.restore(), name=f"oyez-ha-restore-{entity_id}")
         try:
-            async with asyncio.timeout(RESTORE_ON_STOP_S):
+            await asyncio.shield(task)
+            return
+        except asyncio.CancelledError:
+            task.cancel()  # perhaps in its delay: what it has not done yet is done below
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        except TimeoutError:
-            log.warning("%s: not put back within %g s", entity_id, RESTORE_ON_STOP_S)
+            await _restored(entity_id, visit, stopping=True)
+            raise
         except Exception:
             log.exception("%s: restoring failed", entity_id)
-        finally:
-            task.cancel()
-        raise
+            return
+    try:
+        async with asyncio.timeout(RESTORE_ON_STOP_S):
+            await visit.restore(wait=False)
+    except TimeoutError:
+        log.warning("%s: not put back within %g s", entity_id, RESTORE_ON_STOP_S)
     except Exception:
         log.exception("%s: restoring failed", entity_id)

@@ -32,7 +32,14 @@ from integrations.homeassistant.websocket import (
     HomeAssistantError,
 )
 
-__all__ = ["MEDIA_ANNOUNCE", "Playback", "Snapshot", "SpeakerVisit", "play_media_data"]
+__all__ = [
+    "MEDIA_ANNOUNCE",
+    "Playback",
+    "Snapshot",
+    "SpeakerVisit",
+    "StateReader",
+    "play_media_data",
+]
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +144,32 @@ class Snapshot:
         return speaker.mode is SpeakerMode.ANNOUNCE
 
 
+class StateReader:
+    """Speakers' states from ``get_states``: callers that ask while one is under way share it
+    (an announcement to ten speakers reads every state once, not ten times)."""
+
+    def __init__(self, client: HomeAssistantClient) -> None:
+        self.client = client
+        self._pending: asyncio.Task[list[dict[str, Any]]] | None = None
+
+    async def state(self, entity_id: str) -> dict[str, Any] | None:
+        """``entity_id``'s state, None when Home Assistant has no such entity. Raises
+        :class:`HomeAssistantError`."""
+        pending = self._pending
+        if pending is None:
+            pending = asyncio.create_task(self.client.get_states(), name="oyez-ha-states")
+            self._pending = pending
+            pending.add_done_callback(self._done)
+        states = await asyncio.shield(pending)
+        return next((s for s in states if s.get("entity_id") == entity_id), None)
+
+    def _done(self, task: asyncio.Task[list[dict[str, Any]]]) -> None:
+        if self._pending is task:
+            self._pending = None
+        if not task.cancelled():
+            task.exception()  # retrieved: every caller that still waits gets it raised
+
+
 class SpeakerVisit:
     """Announcements on ``entity_id``, one after the other, then the speaker put back.
 
@@ -146,13 +179,14 @@ class SpeakerVisit:
 
     def __init__(
         self,
-        client: HomeAssistantClient,
+        states: StateReader,
         entity_id: str,
         speaker: SpeakerSettings,
         *,
         margin_s: float = 1.0,
     ) -> None:
-        self.client = client
+        self.states = states
+        self.client = states.client
         self.entity_id = entity_id
         self.speaker = speaker
         self.margin_s = margin_s
@@ -163,10 +197,7 @@ class SpeakerVisit:
         self._started = 0.0  # loop time of its play_media
 
     async def _state(self) -> dict[str, Any] | None:
-        """The speaker's state, None when Home Assistant has no such entity. Raises
-        :class:`HomeAssistantError`."""
-        states = await self.client.get_states()
-        return next((s for s in states if s.get("entity_id") == self.entity_id), None)
+        return await self.states.state(self.entity_id)
 
     def _result(self, error: str | None, **fields: Any) -> TargetResult:
         return TargetResult(self.entity_id, error is None, error, **fields)
@@ -251,10 +282,11 @@ class SpeakerVisit:
                 return
             await asyncio.sleep(POLL_S)
 
-    async def restore(self) -> None:
-        """After ``restore_delay_s``: the volume back, and on a speaker that does not announce,
-        what was playing played again (sought to where it was, paused if it was), or a
-        speaker that was not playing stopped. Logs what fails; never raises."""
+    async def restore(self, *, wait: bool = True) -> None:
+        """After ``restore_delay_s`` (unless not ``wait``): the volume back, and on a speaker
+        that does not announce, what was playing played again (sought to where it was, paused
+        if it was), or a speaker that was not playing stopped. Each step is done once, even
+        when called again after a cancel. Logs what fails; never raises."""
         snapshot = self.snapshot
         if snapshot is None:
             return
@@ -262,11 +294,14 @@ class SpeakerVisit:
         resume = self._played is not None and not snapshot.announces(self.speaker)
         if not (changed or resume):
             return
-        await asyncio.sleep(self.speaker.restore_delay_s)
+        if wait:
+            await asyncio.sleep(self.speaker.restore_delay_s)
         if changed:  # first, so the music does not come back at the announcement's level
+            self._level = snapshot.volume
             await self._try("volume_set", {"volume_level": snapshot.volume})
         if resume:
             await self._resume(snapshot)
+            self._played = None
 
     async def _resume(self, snapshot: Snapshot) -> None:
         if not snapshot.resumable:

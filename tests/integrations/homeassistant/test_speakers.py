@@ -9,6 +9,7 @@ import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -16,6 +17,7 @@ from bot.announce.model import TargetResult
 from bot.errors import ConfigError
 from bot.ops import config
 from bot.speech import Priority, SpeechRequest
+from integrations.homeassistant import visit as visit_module
 from integrations.homeassistant.settings import (
     HomeAssistantSettings,
     SpeakerMode,
@@ -26,8 +28,11 @@ from integrations.homeassistant.visit import (
     MEDIA_ANNOUNCE,
     Playback,
     Snapshot,
+    SpeakerVisit,
+    StateReader,
     play_media_data,
 )
+from integrations.homeassistant.websocket import HomeAssistantClient
 
 # -- the line ------------------------------------------------------------------------------------
 
@@ -47,6 +52,7 @@ class Speakers:
     log: list[str] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
     visits: int = 0
+    restore_delay_s: float = 0.0
 
     async def visit(self, entity_id: str) -> Visit:
         self.visits += 1
@@ -73,8 +79,10 @@ class Visit:
             raise RuntimeError("lost track")
         self.speakers.log.append(f"{self.entity_id} end {item.name}")
 
-    async def restore(self) -> None:
-        self.speakers.log.append(f"{self.entity_id} restore")
+    async def restore(self, *, wait: bool = True) -> None:
+        if wait:
+            await asyncio.sleep(self.speakers.restore_delay_s)
+        self.speakers.log.append(f"{self.entity_id} restore{'' if wait else ' now'}")
 
 
 async def settle() -> None:
@@ -170,7 +178,19 @@ async def test_a_caller_that_gives_up_leaves_the_line_and_stopping_fails_the_res
     await queues.aclose()
     assert (await left) == TargetResult("media_player.a", False, "Oyez stopped")
     assert "media_player.a play gone" not in speakers.log
-    assert speakers.log[-1] == "media_player.a restore"  # put back even when stopped mid-way
+    assert speakers.log[-1] == "media_player.a restore now"  # put back, at once, when stopped
+
+
+async def test_stopping_during_the_restore_delay_puts_the_speaker_back_at_once() -> None:
+    speakers = Speakers(restore_delay_s=60)
+    speakers.release.set()
+    queues: SpeakerQueues[Item] = SpeakerQueues(speakers.visit)
+    await queues.play("media_player.a", Item("one"))
+    await settle()
+    assert speakers.log[-1] == "media_player.a end one"  # now in the restore's delay
+    async with asyncio.timeout(5):
+        await queues.aclose()
+    assert speakers.log[-1] == "media_player.a restore now"
 
 
 # -- snapshot and play_media ----------------------------------------------------------------------
@@ -293,3 +313,127 @@ def test_a_speaker_is_configured_from_the_environment(
     assert ha.speakers == {
         "media_player.kitchen_nest": SpeakerSettings(mode=SpeakerMode.RESUME, restore_delay_s=1.5)
     }
+
+
+# -- a visit, against a scripted Home Assistant ---------------------------------------------------
+
+KITCHEN = "media_player.kitchen"
+
+
+@dataclass
+class ScriptedHomeAssistant:
+    """``get_states`` answers :attr:`state` (a callable may change it per call);
+    ``call_service`` is recorded. The real Home Assistant is in ``test_speakers_ha.py``."""
+
+    state: dict[str, Any]
+    calls: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list)
+    reads: int = 0
+
+    async def get_states(self) -> list[dict[str, Any]]:
+        self.reads += 1
+        await asyncio.sleep(0)
+        return [{"entity_id": KITCHEN, **self.state}]
+
+    async def call_service(
+        self,
+        domain: str,
+        service: str,
+        service_data: dict[str, Any] | None = None,
+        *,
+        target: dict[str, Any] | None = None,
+    ) -> None:
+        assert (domain, target) == ("media_player", {"entity_id": KITCHEN})
+        self.calls.append((service, service_data))
+        if service == "play_media" and service_data is not None:
+            self.state["attributes"]["media_content_id"] = service_data["media_content_id"]
+
+
+def kitchen(state: str, features: int, **attributes: Any) -> ScriptedHomeAssistant:
+    base = {"supported_features": features, "volume_level": 0.5, **attributes}
+    return ScriptedHomeAssistant({"state": state, "attributes": base})
+
+
+def visit_of(ha: ScriptedHomeAssistant, **speaker: Any) -> SpeakerVisit:
+    states = StateReader(cast(HomeAssistantClient, ha))
+    return SpeakerVisit(states, KITCHEN, SpeakerSettings(**speaker), margin_s=0.0)
+
+
+def services(ha: ScriptedHomeAssistant) -> list[str]:
+    return [service for service, _ in ha.calls]
+
+
+async def test_an_announcing_speaker_gets_announce_and_only_its_volume_back() -> None:
+    ha = kitchen(
+        "playing", MEDIA_ANNOUNCE | 512 | 2, media_content_id="radio", media_content_type="music"
+    )
+    visit = visit_of(ha)
+    result = await visit.play(playback(0.3))
+    assert result.ok
+    await visit.restore()
+    assert ha.calls == [
+        ("volume_set", {"volume_level": 0.3}),
+        ("play_media", play_media_data(playback(0.3), announce=True)),
+        ("volume_set", {"volume_level": 0.5}),
+    ]
+
+
+async def test_set_volume_false_leaves_the_volume_to_extra() -> None:
+    ha = kitchen("idle", MEDIA_ANNOUNCE | 512)
+    visit = visit_of(ha, set_volume=False)
+    await visit.play(playback(0.3))
+    await visit.restore()
+    assert services(ha) == ["play_media"]
+    assert ha.calls[0][1] is not None and ha.calls[0][1]["extra"]["volume"] == 30
+
+
+async def test_in_a_run_each_announcement_has_its_own_volume_and_the_last_is_put_back() -> None:
+    ha = kitchen("playing", MEDIA_ANNOUNCE | 512)
+    visit = visit_of(ha)
+    for volume in (0.3, None, 0.3):
+        assert (await visit.play(playback(volume))).ok
+    await visit.restore()
+    levels = [d["volume_level"] for s, d in ha.calls if s == "volume_set" and d]
+    assert levels == [0.3, 0.5, 0.3, 0.5]
+
+
+async def test_an_idle_speaker_that_still_plays_the_announcement_is_stopped() -> None:
+    ha = kitchen("idle", 512 | 4096)
+    visit = visit_of(ha)
+    await visit.play(playback(None))
+    ha.state["state"] = "playing"  # it says so, long after the announcement's end
+    await visit.restore()
+    assert services(ha) == ["play_media", "media_stop"]
+
+
+async def test_a_speaker_that_reports_the_announcement_is_waited_for_until_it_stops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(visit_module, "POLL_S", 0.05)
+    ha = kitchen("idle", 512)
+    visit = visit_of(ha)
+    item = playback(None)  # 1.5 s long
+    await visit.play(item)
+    ha.state["state"] = "playing"
+    ha.state["attributes"]["media_duration"] = 1.5  # the announcement's own: it is reliable
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    loop.call_later(2.5, ha.state.__setitem__, "state", "idle")
+    await visit.finished(item)
+    assert 2.5 <= loop.time() - started < 3.0
+    # a player that keeps an old media_duration (the demo players) is judged by the length
+    ha.state.update(state="playing")
+    ha.state["attributes"]["media_duration"] = 300
+    await visit.play(item)
+    started = loop.time()
+    await visit.finished(item)
+    assert 1.5 <= loop.time() - started < 1.9
+
+
+async def test_an_announcement_to_several_speakers_reads_the_states_once() -> None:
+    ha = kitchen("idle", 512)
+    states = StateReader(cast(HomeAssistantClient, ha))
+    found = await asyncio.gather(*(states.state(KITCHEN) for _ in range(5)))
+    assert ha.reads == 1
+    assert all(f is not None and f["entity_id"] == KITCHEN for f in found)
+    await states.state(KITCHEN)
+    assert ha.reads == 2  # a later question is a new read
