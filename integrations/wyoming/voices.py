@@ -5,14 +5,16 @@ Home Assistant gives ``describe`` one second (``homeassistant/components/wyoming
 so :meth:`VoiceCatalogue.refresh` lists every usable provider's voices at start and then every
 ``wyoming.voices_refresh_s``. A voice is named on the wire by its label (``piper/en_US-joe-medium``,
 ``segmind/orpheus-3b-0.1/dan``) and a named voice (``voices:`` in the configuration) by its name.
-Home Assistant takes an engine's languages from its voices, so every voice lists at least one.
+Home Assistant takes an engine's languages from its voices, so every voice lists at least one
+(``wyoming.default_language`` when its provider names none), and every tag of it that another
+voice has.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from wyoming.info import Attribution, Info, TtsProgram, TtsVoice
 
@@ -71,6 +73,36 @@ def describe_voice(voice: Voice) -> str:
     return f"{title} {voice.model} — {voice.name}"
 
 
+def _base(language: str) -> str:
+    return language.replace("-", "_").split("_")[0].casefold()
+
+
+def _shared_languages(choices: dict[str, Choice]) -> dict[str, Choice]:
+    """Each voice under every tag of its language that any voice has (``en`` and ``en_US``):
+    Home Assistant lists an engine's voices per tag, exactly, and its pipelines pick one tag;
+    a voice under ``en`` only would not show in an ``en_US`` pipeline."""
+    tags: dict[str, list[str]] = {}
+    for choice in choices.values():
+        for language in choice.languages:
+            group = tags.setdefault(_base(language), [])
+            if language not in group:
+                group.append(language)
+    return {
+        key: replace(
+            choice,
+            languages=tuple(
+                dict.fromkeys(
+                    [
+                        *choice.languages,
+                        *(t for lang in choice.languages for t in tags[_base(lang)]),
+                    ]
+                )
+            ),
+        )
+        for key, choice in choices.items()
+    }
+
+
 class VoiceCatalogue:
     """The voices of ``pipeline``'s usable providers and the named voices, as of the last
     :meth:`refresh`."""
@@ -109,6 +141,7 @@ class VoiceCatalogue:
                     voice.id,
                 )
                 choices[choice.name.casefold()] = choice
+        choices = _shared_languages(choices)
         named = self._named(choices)
         self._choices = named | choices
         if not self._refreshed:

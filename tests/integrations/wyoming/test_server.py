@@ -7,9 +7,8 @@ connection usable, streamed text spoken sentence by sentence, a cloud voice and 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +31,12 @@ from bot.errors import ConfigError
 from bot.ops import config
 from bot.ops.config import Settings
 from bot.ops.metrics import REGISTRY
-from bot.service import Service
-from integrations.wyoming.service import WyomingFrontEnd
 from integrations.wyoming.settings import WyomingSettings
 from tests.fakes.segmind import DEFAULT_API_KEY, FakeSegmind
 from tests.support.asr import Transcriber, word_error_rate
 from tests.support.homeassistant import free_port
 from tests.support.speech import piper_pcm
+from tests.support.wyoming_peers import running_wyoming
 
 PIPER = "piper/en_US-joe-medium"
 ORPHEUS = "segmind/orpheus-3b-0.1/dan"
@@ -55,26 +53,6 @@ def wyoming_settings(tmp_path: Path, port: int, **more: Any) -> Settings:
         wyoming={"uri": f"tcp://127.0.0.1:{port}"},
         **more,
     )
-
-
-@contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Service]:
-    """``oyez run`` in a task until its Wyoming server listens."""
-    service = Service(settings)
-    await service.build()
-    serving = asyncio.create_task(service.serve())
-    wyoming = next(f for f in service.front_ends if isinstance(f, WyomingFrontEnd))
-    try:
-        async with asyncio.timeout(30):
-            while not wyoming.ready()[0]:
-                if serving.done():
-                    serving.result()
-                await asyncio.sleep(0.05)
-        yield service
-    finally:
-        serving.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await serving
 
 
 def client(settings: Settings) -> AsyncTcpClient:
@@ -133,7 +111,7 @@ async def test_describe_lists_every_voice_with_languages(tmp_path: Path) -> None
             providers={"segmind": {"api_key": DEFAULT_API_KEY, "base_url": segmind.base_url}},
             voices={"Narrator": {"provider": "piper", "voice": "en_US-joe-medium"}},
         )
-        async with running(settings), client(settings) as connection:
+        async with running_wyoming(settings), client(settings) as connection:
             started = time.perf_counter()
             info = await describe(connection)
             assert time.perf_counter() - started < 0.5  # from memory: Home Assistant waits 1 s
@@ -142,10 +120,11 @@ async def test_describe_lists_every_voice_with_languages(tmp_path: Path) -> None
             assert program.installed
             assert program.supports_synthesize_streaming
             voices = {v.name: v for v in program.voices}
-            assert voices[PIPER].languages == ["en_US"]
+            assert voices[PIPER].languages == ["en_US", "en"]  # listed under each tag there is
+            assert voices[ORPHEUS].languages == ["en", "en_US"]
             assert voices[PIPER].description == "Piper — joe (medium)"
             assert voices[ORPHEUS].description == "Segmind Orpheus 3B — dan"
-            assert voices["narrator"].languages == ["en_US"]
+            assert voices["narrator"].languages == ["en_US", "en"]
             assert all(v.languages and v.installed and v.description for v in voices.values())
         assert segmind.requests == []  # listing Segmind's voices costs nothing
 
@@ -155,7 +134,7 @@ async def test_synthesize_returns_pcm_that_says_the_text(
 ) -> None:
     settings = wyoming_settings(tmp_path, free_port())
     counted = requests_counted("piper", "ok")
-    async with running(settings), client(settings) as connection:
+    async with running_wyoming(settings), client(settings) as connection:
         message = "The washing machine has finished."
         await connection.write_event(Synthesize(message, voice=SynthesizeVoice(name=PIPER)).event())
         events = await read_until(connection, ends_audio)
@@ -173,7 +152,7 @@ async def test_a_long_text_starts_with_its_first_sentence(
     tmp_path: Path, transcriber: Transcriber
 ) -> None:
     settings = wyoming_settings(tmp_path, free_port())
-    async with running(settings), client(settings) as connection:
+    async with running_wyoming(settings), client(settings) as connection:
         await connection.write_event(Synthesize("Warm up.").event())  # Piper's model loads
         await read_until(connection, ends_audio)
         arrivals: list[tuple[float, Event]] = []
@@ -197,7 +176,7 @@ async def test_errors_come_back_as_events_and_the_connection_goes_on(
     tmp_path: Path, transcriber: Transcriber
 ) -> None:
     settings = wyoming_settings(tmp_path, free_port())
-    async with running(settings), client(settings) as connection:
+    async with running_wyoming(settings), client(settings) as connection:
         await connection.write_event(
             Synthesize("Hello.", voice=SynthesizeVoice(name="grandma")).event()
         )
@@ -221,7 +200,7 @@ async def test_errors_come_back_as_events_and_the_connection_goes_on(
 async def test_a_silent_connection_is_closed_after_an_error(tmp_path: Path) -> None:
     """Home Assistant's client waits for audio until the connection closes."""
     settings = wyoming_settings(tmp_path, free_port())
-    async with running(settings), client(settings) as connection:
+    async with running_wyoming(settings), client(settings) as connection:
         await connection.write_event(
             Synthesize("Hello.", voice=SynthesizeVoice(name="nobody")).event()
         )
@@ -237,7 +216,7 @@ async def test_streamed_text_is_spoken_sentence_by_sentence(
 ) -> None:
     settings = wyoming_settings(tmp_path, free_port())
     first, second = "Good morning, the kitchen lights are on.", "The coffee is ready now."
-    async with running(settings), client(settings) as connection:
+    async with running_wyoming(settings), client(settings) as connection:
         await connection.write_event(SynthesizeStart(voice=SynthesizeVoice(name=PIPER)).event())
         for piece in ("Good morning, ", "the kitchen lights ", "are on. ", "The coffee"):
             await connection.write_event(SynthesizeChunk(piece).event())
@@ -267,7 +246,7 @@ async def test_a_cloud_voice_is_spoken_by_its_provider_then_by_the_fallback(
             providers={"segmind": {"api_key": DEFAULT_API_KEY, "base_url": segmind.base_url}},
         )
         fallbacks = requests_counted("piper", "ok")
-        async with running(settings), client(settings) as connection:
+        async with running_wyoming(settings), client(settings) as connection:
             orpheus = Synthesize(message, voice=SynthesizeVoice(name=ORPHEUS)).event()
             await connection.write_event(orpheus)
             spoken = await read_until(connection, ends_audio)
