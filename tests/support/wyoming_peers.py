@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import aiohttp
+import numpy as np
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.event import Event
 from wyoming.info import Attribution, Describe, Info, Satellite
@@ -33,9 +34,24 @@ from wyoming.snd import Played
 from bot.ops.config import Settings
 from bot.service import Service
 from integrations.wyoming.service import WyomingFrontEnd
+from tests.support.asr import SAMPLE_RATE, Transcriber
 from tests.support.homeassistant import HomeAssistant, free_port
 
-__all__ = ["Recording", "RecordingSatellite", "add_wyoming", "remove_entry", "running_wyoming"]
+__all__ = [
+    "Recording",
+    "RecordingSatellite",
+    "add_wyoming",
+    "heard",
+    "remove_entry",
+    "running_wyoming",
+]
+
+
+def heard(transcriber: Transcriber, rate: int, pcm: bytes) -> str:
+    """What the recogniser hears in PCM s16le mono at ``rate`` Hz (Wyoming's audio chunks)."""
+    samples = np.frombuffer(pcm, "<i2").astype(np.float32) / 32768
+    at = np.arange(0, len(samples), rate / SAMPLE_RATE)
+    return transcriber.transcribe_samples(np.interp(at, np.arange(len(samples)), samples))
 
 
 @contextlib.asynccontextmanager

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from wyoming.audio import AudioChunk, AudioStart
 from wyoming.client import AsyncTcpClient
@@ -36,7 +35,7 @@ from tests.fakes.segmind import DEFAULT_API_KEY, FakeSegmind
 from tests.support.asr import Transcriber, word_error_rate
 from tests.support.homeassistant import free_port
 from tests.support.speech import piper_pcm
-from tests.support.wyoming_peers import running_wyoming
+from tests.support.wyoming_peers import heard, running_wyoming
 
 PIPER = "piper/en_US-joe-medium"
 ORPHEUS = "segmind/orpheus-3b-0.1/dan"
@@ -84,12 +83,6 @@ def pcm(events: list[Event]) -> tuple[int, bytes]:
     assert chunks, [e.type for e in events]
     assert {(c.width, c.channels) for c in chunks} == {(2, 1)}
     return chunks[0].rate, b"".join(c.audio for c in chunks)
-
-
-def heard(transcriber: Transcriber, rate: int, audio: bytes) -> str:
-    samples = np.frombuffer(audio, "<i2").astype(np.float32) / 32768
-    at_16k = np.interp(np.arange(0, len(samples), rate / 16_000), np.arange(len(samples)), samples)
-    return transcriber.transcribe_samples(at_16k.astype(np.float32))
 
 
 def requests_counted(provider: str, outcome: str) -> float:
