@@ -25,11 +25,14 @@ from wyoming.tts import (
     SynthesizeStop,
     SynthesizeVoice,
 )
+from zeroconf import IPVersion
+from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
 from bot.errors import ConfigError
 from bot.ops import config
 from bot.ops.config import Settings
 from bot.ops.metrics import REGISTRY
+from integrations.wyoming.service import SERVICE_TYPE
 from integrations.wyoming.settings import WyomingSettings
 from tests.fakes.segmind import DEFAULT_API_KEY, FakeSegmind
 from tests.support.asr import Transcriber, word_error_rate
@@ -277,3 +280,32 @@ def test_a_wrong_wyoming_section_is_a_config_error(
 
 def test_wyoming_is_off_without_a_uri(tmp_path: Path) -> None:
     assert not WyomingSettings.from_settings(config.load(data_dir=tmp_path)).enabled
+
+
+async def test_zeroconf_announces_the_server_until_it_stops(tmp_path: Path) -> None:
+    port = free_port()
+    settings = config.load(
+        data_dir=tmp_path / "data",
+        http={"host": "127.0.0.1", "port": 0},
+        wyoming={
+            "uri": f"tcp://127.0.0.1:{port}",
+            "zeroconf": True,
+            "zeroconf_name": "oyez-test",
+            "zeroconf_host": "127.0.0.1",
+        },
+    )
+    name = f"oyez-test.{SERVICE_TYPE}"
+
+    async def look_up() -> AsyncServiceInfo | None:
+        browser = AsyncZeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
+        try:
+            found = AsyncServiceInfo(SERVICE_TYPE, name)
+            return found if await found.async_request(browser.zeroconf, 3000) else None
+        finally:
+            await browser.async_close()
+
+    async with running_wyoming(settings):
+        found = await look_up()
+        assert found is not None
+        assert (found.port, found.parsed_addresses()) == (port, ["127.0.0.1"])
+    assert await look_up() is None
