@@ -9,10 +9,11 @@ Home Assistant expects):
 - ``synthesize-start``, ``synthesize-chunk`` s, ``synthesize-stop`` → per complete sentence
   ``audio-start``, chunks, ``audio-stop``, then ``synthesize-stopped``. The plain ``synthesize``
   a client sends inside a stream (for servers without streaming) is ignored.
-- Any failure → ``error`` (``text``: what was wrong; ``code``: the error's class name), and the
-  connection stays usable. Home Assistant's client (wyoming 1.5.4) has no use for ``error`` and
-  waits for audio until the connection closes, so a connection that stays silent for
-  :data:`ERROR_LINGER_S` after an error is closed.
+- Any failure → ``error`` (``text``: what was wrong, secrets masked; ``code``: the error's
+  class name, ``InvalidEvent`` for a malformed event), and the connection stays usable. Home
+  Assistant's client (wyoming 1.5.4) has no use for ``error`` and waits for audio until the
+  connection closes, so a connection that stays silent for :data:`ERROR_LINGER_S` after an
+  error is closed.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from wyoming.tts import (
 
 from bot import __version__
 from bot.errors import InvalidRequest, OyezError, UnknownVoice
+from bot.ops.logs import mask_secrets
 from bot.ops.metrics import TIME_TO_FIRST_AUDIO
 from bot.speech import OutputProfile, RequestSource, SpeechRequest, Utterance
 from bot.synthesis.pipeline import SpeechPipeline
@@ -211,6 +213,14 @@ class OyezEventHandler(AsyncEventHandler):
 
     async def handle_event(self, event: Event) -> bool:
         self._failed = False
+        try:
+            await self._dispatch(event)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a malformed event
+            log.warning("wyoming: %s sent a malformed %s event: %r", self.peer, event.type, exc)
+            await self._fail(f"malformed {event.type} event: {exc!r}", "InvalidEvent")
+        return True
+
+    async def _dispatch(self, event: Event) -> None:
         if Describe.is_type(event.type):
             await self.write_event(self.speaker.info())
         elif Synthesize.is_type(event.type):
@@ -233,7 +243,6 @@ class OyezEventHandler(AsyncEventHandler):
             log.debug(
                 "wyoming: %s sent %s, which a TTS server does not take", self.peer, event.type
             )
-        return True
 
     async def speak(self, text: str, voice: SynthesizeVoice | None) -> bool:
         """Speak ``text``; False when it failed (an ``error`` was sent instead)."""
@@ -249,7 +258,7 @@ class OyezEventHandler(AsyncEventHandler):
             await self.speaker.say(request, self.write_event)
         except OyezError as exc:
             log.warning("wyoming: %s's request was not spoken: %s", self.peer, exc)
-            await self._fail(str(exc), type(exc).__name__)
+            await self._fail(mask_secrets(str(exc)), type(exc).__name__)
             return False
         except ConnectionError:
             log.info("wyoming: %s went away before its audio was sent", self.peer)

@@ -187,6 +187,11 @@ async def test_errors_come_back_as_events_and_the_connection_goes_on(
         assert Error.from_event(event).code == "EmptyText"
         assert "text is empty" in Error.from_event(event).text
 
+        await connection.write_event(Event(type="synthesize", data={"voice": {}}))  # no text
+        (event,) = await read_until(connection, ends_audio)
+        assert Error.from_event(event).code == "InvalidEvent"
+        assert "malformed synthesize event" in Error.from_event(event).text
+
         await connection.write_event(Synthesize("Still here.").event())
         events = await read_until(connection, ends_audio)
         assert events[-1].type == "audio-stop"
