@@ -63,14 +63,14 @@ def _title(provider: str) -> str:
 
 def describe_voice(voice: Voice) -> str:
     """What a person chooses from: ``Piper — lessac (medium)``, ``Segmind Orpheus 3B — dan``,
-    ``OpenAI tts-1 — alloy``."""
+    ``OpenAI tts-1 — alloy``, ``Together Kokoro-82M — af_bella``."""
     title = _title(voice.provider)
     if voice.model == voice.id:
         return f"{title} — {voice.name}"
     head, colon, tail = voice.name.partition(": ")
     if colon:  # "Orpheus 3B: dan": the model's title and the voice
         return f"{title} {head} — {tail}"
-    return f"{title} {voice.model} — {voice.name}"
+    return f"{title} {voice.model.rsplit('/', 1)[-1]} — {voice.name}"  # hexgrad/Kokoro-82M
 
 
 def _base(language: str) -> str:

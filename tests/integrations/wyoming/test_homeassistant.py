@@ -1,7 +1,8 @@
 """Oyez as a text-to-speech engine of a real Home Assistant (2025.4.4, wyoming 1.5.4), added
-through Home Assistant's own Wyoming config flow: its ``tts`` entity offers Piper's voices and a
-cloud provider's (Segmind, simulated, speaking with Piper), and ``tts.speak`` on a demo speaker
-gives a URL whose audio, fetched from Home Assistant as the speaker would, says the message.
+through Home Assistant's own Wyoming config flow: its ``tts`` entity offers Piper's voices and
+the cloud providers' (Segmind and Together, simulated; Segmind speaking with Piper), and
+``tts.speak`` on a demo speaker gives a URL whose audio, fetched from Home Assistant as the
+speaker would, says the message.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import aiohttp
 from bot.ops import config
 from bot.ops.config import Settings
 from tests.fakes.segmind import DEFAULT_API_KEY, FakeSegmind
+from tests.fakes.together import DEFAULT_API_KEY as TOGETHER_KEY
+from tests.fakes.together import FakeTogether
 from tests.support.asr import Transcriber, word_error_rate
 from tests.support.homeassistant import (
     HomeAssistant,
@@ -32,14 +35,20 @@ LIVING_ROOM = "media_player.living_room"
 ENGINE = "tts.oyez"
 PIPER = "piper/en_US-joe-medium"
 ORPHEUS = "segmind/orpheus-3b-0.1/dan"
+KOKORO = "together/hexgrad/Kokoro-82M/af_bella"
 
 
-def oyez_settings(tmp_path: Path, port: int, segmind: FakeSegmind) -> Settings:
+def oyez_settings(
+    tmp_path: Path, port: int, segmind: FakeSegmind, together: FakeTogether
+) -> Settings:
     return config.load(
         data_dir=tmp_path / "data",
         http={"host": "127.0.0.1", "port": 0},
         wyoming={"uri": f"tcp://127.0.0.1:{port}"},
-        providers={"segmind": {"api_key": DEFAULT_API_KEY, "base_url": segmind.base_url}},
+        providers={
+            "segmind": {"api_key": DEFAULT_API_KEY, "base_url": segmind.base_url},
+            "together": {"api_key": TOGETHER_KEY, "base_url": together.base_url},
+        },
     )
 
 
@@ -47,9 +56,13 @@ def oyez_settings(tmp_path: Path, port: int, segmind: FakeSegmind) -> Settings:
 async def oyez_in_homeassistant(
     ha: HomeAssistant, tmp_path: Path, segmind: FakeSegmind
 ) -> AsyncIterator[dict[str, Any]]:
-    """Oyez running, added to Home Assistant as a Wyoming engine (removed again after)."""
+    """Oyez running (Segmind and Together configured), added to Home Assistant as a Wyoming
+    engine (removed again after)."""
     port = free_port()
-    async with running_wyoming(oyez_settings(tmp_path, port, segmind)):
+    async with (
+        FakeTogether() as together,
+        running_wyoming(oyez_settings(tmp_path, port, segmind, together)),
+    ):
         entry = await add_wyoming(ha, port)
         try:
             yield entry
@@ -114,6 +127,7 @@ async def test_home_assistant_speaks_with_oyez_voices(
             voices = {v["voice_id"]: v["name"] for v in listed["voices"]}
             assert voices[PIPER] == "Piper — joe (medium)"
             assert voices[ORPHEUS] == "Segmind Orpheus 3B — dan"
+            assert voices[KOKORO] == "Together Kokoro-82M — af_bella"
 
         message = "The garage door is still open."
         audio = await speak(ha, message, PIPER)

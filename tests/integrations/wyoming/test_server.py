@@ -35,6 +35,8 @@ from bot.ops.metrics import REGISTRY
 from integrations.wyoming.service import SERVICE_TYPE
 from integrations.wyoming.settings import WyomingSettings
 from tests.fakes.segmind import DEFAULT_API_KEY, FakeSegmind
+from tests.fakes.together import DEFAULT_API_KEY as TOGETHER_KEY
+from tests.fakes.together import FakeTogether
 from tests.support.asr import Transcriber, word_error_rate
 from tests.support.homeassistant import free_port
 from tests.support.speech import piper_pcm
@@ -100,11 +102,14 @@ async def describe(connection: AsyncTcpClient) -> Info:
 
 
 async def test_describe_lists_every_voice_with_languages(tmp_path: Path) -> None:
-    async with FakeSegmind() as segmind:
+    async with FakeSegmind() as segmind, FakeTogether() as together:
         settings = wyoming_settings(
             tmp_path,
             free_port(),
-            providers={"segmind": {"api_key": DEFAULT_API_KEY, "base_url": segmind.base_url}},
+            providers={
+                "segmind": {"api_key": DEFAULT_API_KEY, "base_url": segmind.base_url},
+                "together": {"api_key": TOGETHER_KEY, "base_url": together.base_url},
+            },
             voices={"Narrator": {"provider": "piper", "voice": "en_US-joe-medium"}},
         )
         async with running_wyoming(settings), client(settings) as connection:
@@ -120,9 +125,13 @@ async def test_describe_lists_every_voice_with_languages(tmp_path: Path) -> None
             assert voices[ORPHEUS].languages == ["en", "en_US"]
             assert voices[PIPER].description == "Piper — joe (medium)"
             assert voices[ORPHEUS].description == "Segmind Orpheus 3B — dan"
+            kokoro = voices["together/hexgrad/Kokoro-82M/af_bella"]
+            assert kokoro.description == "Together Kokoro-82M — af_bella"
+            assert kokoro.languages == ["en", "en_US"]  # Together names none: default_language
             assert voices["narrator"].languages == ["en_US", "en"]
             assert all(v.languages and v.installed and v.description for v in voices.values())
         assert segmind.requests == []  # listing Segmind's voices costs nothing
+        assert {r.path for r in together.requests} == {"/v1/voices"}  # listed, nothing spoken
 
 
 async def test_synthesize_returns_pcm_that_says_the_text(
@@ -314,3 +323,24 @@ async def test_zeroconf_announces_the_server_until_it_stops(tmp_path: Path) -> N
         assert found is not None
         assert (found.port, found.parsed_addresses()) == (port, ["127.0.0.1"])
     assert await look_up() is None
+
+
+async def test_wyoming_requests_spend_budgets(tmp_path: Path) -> None:
+    """A Wyoming client is a user (``wyoming:<address>``): its daily budget holds one Orpheus
+    call ($0.124), and the next request falls back to Piper without calling Segmind."""
+    async with FakeSegmind() as segmind:
+        settings = wyoming_settings(
+            tmp_path,
+            free_port(),
+            providers={"segmind": {"api_key": DEFAULT_API_KEY, "base_url": segmind.base_url}},
+            budgets={"per_user_usd": 0.2},
+        )
+        async with running_wyoming(settings), client(settings) as connection:
+            for text in ("First call.", "Second call."):
+                voice = SynthesizeVoice(name=ORPHEUS)
+                await connection.write_event(Synthesize(text, voice=voice).event())
+                events = await read_until(connection, ends_audio)
+                assert events[-1].type == "audio-stop", events[-1]
+        assert [c.json["text"] for c in segmind.requests_to("/v1/orpheus-3b-0.1")] == [
+            "First call."
+        ]
