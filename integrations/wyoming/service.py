@@ -79,9 +79,13 @@ class WyomingFrontEnd:
         log.info("wyoming: announced as %s on %s:%d", self._service.name, host, port)
 
     async def serve(self) -> None:
+        """Renew the voice list until cancelled; a failed renewal keeps the last list."""
         while True:
             await asyncio.sleep(self.settings.voices_refresh_s)
-            await self.catalogue.refresh()
+            try:
+                await self.catalogue.refresh()
+            except Exception:  # the server must not stop over a voice list
+                log.exception("wyoming: renewing the voice list failed; the last one stays")
 
     async def stop(self) -> None:
         if self._zeroconf is not None:
