@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+from urllib.parse import urlsplit
 
 from wyoming.server import AsyncServer
 from zeroconf import IPVersion
@@ -65,7 +66,9 @@ class WyomingFrontEnd:
     async def _announce(self) -> None:
         port = self.settings.tcp_port
         assert port is not None
-        host = self.settings.zeroconf_host or lan_address()
+        listening = urlsplit(self.settings.uri).hostname or ""
+        specific = listening not in ("", "0.0.0.0", "::")  # noqa: S104 - compared, not bound
+        host = self.settings.zeroconf_host or (listening if specific else lan_address())
         name = self.settings.zeroconf_name
         self._service = AsyncServiceInfo(
             SERVICE_TYPE,

@@ -30,7 +30,9 @@ class WyomingSettings(BaseModel):
         "oyez", min_length=1, max_length=63, description="The instance name zeroconf announces"
     )
     zeroconf_host: str | None = Field(
-        None, description="The address zeroconf announces; default: this machine's LAN address"
+        None,
+        description="The address zeroconf announces; default: the uri's host, or this "
+        "machine's LAN address when it listens on all",
     )
     voices_refresh_s: float = Field(
         600.0, gt=0, le=86400, description="How often the voice list describe answers is renewed"

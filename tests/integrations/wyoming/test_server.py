@@ -304,8 +304,7 @@ async def test_zeroconf_announces_the_server_until_it_stops(tmp_path: Path) -> N
         wyoming={
             "uri": f"tcp://127.0.0.1:{port}",
             "zeroconf": True,
-            "zeroconf_name": "oyez-test",
-            "zeroconf_host": "127.0.0.1",
+            "zeroconf_name": "oyez-test",  # no zeroconf_host: the uri's host is announced
         },
     )
     name = f"oyez-test.{SERVICE_TYPE}"
