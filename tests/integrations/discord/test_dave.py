@@ -1,0 +1,128 @@
+"""Voice under DAVE, Discord's end-to-end encryption, with the real discord.py client (and its
+``davey``) against the simulated Discord, whose voice server speaks DAVE as Discord documents it
+(https://daveprotocol.com; see :mod:`tests.fakes.discord.e2ee`): what a second member of the
+call decrypts is what is heard.
+"""
+
+from __future__ import annotations
+
+import davey
+import discord
+import pytest
+
+from integrations.discord.bot import OyezBot
+from tests.fakes.discord import ALICE, BOT, GUILD_ID, VOICE_CHANNEL_ID, FakeDiscord
+from tests.fakes.discord.dave import (
+    ExternalSender,
+    group_id,
+    key_package_identity,
+    proposals_payload,
+    split_commit_welcome,
+)
+from tests.fakes.discord.fixtures import DAVE_ON, fake_discord, oyez_bot  # noqa: F401
+from tests.fakes.discord.listening import heard, runs
+from tests.fakes.discord.server import SentInteraction
+from tests.support.asr import Transcriber, word_error_rate
+
+FIRST = "The washing machine has finished."
+SECOND = "Someone is at the front door."
+
+
+async def say(fake: FakeDiscord, text: str) -> SentInteraction:
+    """``/say text`` from alice; returns once the reply says it was said."""
+    sent = await fake.send_interaction("say", {"text": text}, user=ALICE)
+    await fake.wait_for(
+        lambda: [f for f in fake.followups_to(sent) if f.content and "Said:" in f.content],
+        timeout_s=40,
+        what=f"/say {text!r} said",
+    )
+    return sent
+
+
+CHANNEL = int(VOICE_CHANNEL_ID)
+APPEND = davey.ProposalsOperationType.append
+
+
+def member(user_id: str, sender: ExternalSender) -> davey.DaveSession:
+    session = davey.DaveSession(1, int(user_id), CHANNEL)
+    session.set_external_sender(sender.package())
+    return session
+
+
+def test_external_proposals_let_two_davey_members_share_a_group() -> None:
+    sender = ExternalSender()
+    bot, alice = member(BOT.id, sender), member(ALICE.id, sender)
+    alice_kp = alice.get_serialized_key_package()
+    assert key_package_identity(alice_kp) == int(ALICE.id).to_bytes(8, "big")
+
+    add = sender.add(group_id(CHANNEL), 0, alice_kp)
+    result = bot.process_proposals(APPEND, proposals_payload([add])[1:])
+    assert result is not None and result.welcome is not None
+    commit, welcome = split_commit_welcome(result.commit + result.welcome)
+    assert (commit, welcome) == (result.commit, result.welcome) and welcome is not None
+    bot.process_commit(commit)
+    alice.process_welcome(welcome)
+    assert bot.ready and alice.ready and bot.epoch == alice.epoch == 1
+    frame = b"\xfc" + bytes(range(60))
+    assert alice.decrypt(int(BOT.id), davey.MediaType.audio, bot.encrypt_opus(frame)) == frame
+
+    # the bot again, with a new key: alice commits removing its old leaf (0) and adding it
+    again = member(BOT.id, sender)
+    epoch = int(alice.epoch or 0)
+    proposals = [
+        sender.remove(group_id(CHANNEL), epoch, 0),
+        sender.add(group_id(CHANNEL), epoch, again.get_serialized_key_package()),
+    ]
+    result = alice.process_proposals(APPEND, proposals_payload(proposals)[1:])
+    assert result is not None and result.welcome is not None
+    alice.process_commit(result.commit)
+    again.process_welcome(result.welcome)
+    assert again.ready and again.epoch == alice.epoch == 2
+    assert sorted(again.get_user_ids()) == sorted([BOT.id, ALICE.id])
+    assert alice.decrypt(int(BOT.id), davey.MediaType.audio, again.encrypt_opus(frame)) == frame
+
+
+@pytest.mark.parametrize("tamper", ["signature", "epoch", "sender key"])
+def test_a_proposal_that_is_not_the_external_senders_is_refused(tamper: str) -> None:
+    sender = ExternalSender()
+    bot = member(BOT.id, sender)
+    kp = member(ALICE.id, sender).get_serialized_key_package()
+    signer = ExternalSender() if tamper == "sender key" else sender
+    add = bytearray(signer.add(group_id(CHANNEL), 1 if tamper == "epoch" else 0, kp))
+    if tamper == "signature":
+        add[-5] ^= 0x01  # inside the DER signature's s value
+    with pytest.raises(Exception, match=r"(?i)process|verif|signature|epoch"):
+        bot.process_proposals(APPEND, proposals_payload([bytes(add)])[1:])
+
+
+def test_a_truncated_commit_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="MLS data ends"):
+        split_commit_welcome(b"\x00\x01\x00\x01\x08" + b"\x00" * 3)
+
+
+def voice_of(bot: OyezBot) -> discord.VoiceClient:
+    guild = bot.get_guild(int(GUILD_ID))
+    assert guild is not None and isinstance(guild.voice_client, discord.VoiceClient)
+    return guild.voice_client
+
+
+@DAVE_ON
+async def test_say_is_heard_end_to_end_encrypted(
+    fake_discord: FakeDiscord,  # noqa: F811
+    oyez_bot: OyezBot,  # noqa: F811
+    transcriber: Transcriber,
+) -> None:
+    await say(fake_discord, FIRST)
+    voice = fake_discord.voice
+    assert voice.errors == []
+    (session,) = voice.sessions
+    assert session.dave is not None and session.dave.version == 1
+    assert session.dave.key_packages == 1 and len(session.dave.executed) == 1
+    frames = voice.voice_frames()
+    assert frames and all(p.e2ee for p in frames)
+    call = voice.dave.calls[session.dave.channel_id]
+    state = voice_of(oyez_bot)._connection
+    assert state.dave_session is not None
+    assert state.dave_session.voice_privacy_code == call.listener.voice_privacy_code
+    (run,) = runs(voice.packets)
+    assert word_error_rate(FIRST, heard(run, transcriber)) <= 0.2
