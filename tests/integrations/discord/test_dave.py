@@ -26,6 +26,10 @@ from tests.support.asr import Transcriber, word_error_rate
 
 FIRST = "The washing machine has finished."
 SECOND = "Someone is at the front door."
+LONG = (
+    "This announcement is long on purpose: it talks about the weather, the garden, the bins "
+    "and the cat, so that someone can join the call while it is being said."
+)
 
 
 async def say(fake: FakeDiscord, text: str) -> SentInteraction:
@@ -126,3 +130,40 @@ async def test_say_is_heard_end_to_end_encrypted(
     assert state.dave_session.voice_privacy_code == call.listener.voice_privacy_code
     (run,) = runs(voice.packets)
     assert word_error_rate(FIRST, heard(run, transcriber)) <= 0.2
+
+
+@DAVE_ON
+async def test_a_member_without_dave_downgrades_the_call_and_speech_goes_on(
+    fake_discord: FakeDiscord,  # noqa: F811
+    oyez_bot: OyezBot,  # noqa: F811
+    transcriber: Transcriber,
+) -> None:
+    voice = fake_discord.voice
+    long = await fake_discord.send_interaction("say", {"text": LONG}, user=ALICE)
+    await fake_discord.wait_for(lambda: len(voice.voice_frames()) > 25, what="speech")
+    (session,) = voice.sessions
+    dave = session.dave
+    assert dave is not None
+    assert await voice.downgrade() == 1  # op 21, protocol version 0
+    await fake_discord.wait_for(lambda: dave.version == 0, what="op 22")
+    await fake_discord.wait_for(
+        lambda: [f for f in fake_discord.followups_to(long) if "Said:" in (f.content or "")],
+        timeout_s=40,
+        what="the long /say said",
+    )
+    (run,) = runs(voice.packets)
+    flags = [p.e2ee for p in run]
+    switch = flags.index(False)
+    assert switch > 25 and not any(flags[switch:])  # encrypted, then plain to the end
+    assert word_error_rate(LONG, heard(run, transcriber)) <= 0.25
+    assert voice_of(oyez_bot)._connection.dave_downgraded
+
+    # the member without DAVE leaves: a new group (op 24, epoch 1), encrypted again
+    assert await voice.upgrade() == 1
+    await fake_discord.wait_for(lambda: len(dave.executed) == 3, what="the upgrade")
+    await say(fake_discord, SECOND)
+    assert dave.version == 1 and dave.key_packages == 2
+    second = runs(voice.packets)[-1]
+    assert all(p.e2ee for p in second)
+    assert word_error_rate(SECOND, heard(second, transcriber)) <= 0.2
+    assert voice.errors == []
