@@ -378,6 +378,16 @@ class FakeVoiceServer:
         returns how many were told."""
         return await self._to_dave_sessions(self.dave.upgrade)
 
+    async def member_joins(self, user_id: int) -> int:
+        """A member with DAVE joins the call of every open DAVE session: the server proposes
+        adding it (op 27) and the client commits; returns how many sessions were told."""
+        return await self._to_dave_sessions(lambda state: self.dave.member_joins(state, user_id))
+
+    async def member_leaves(self, user_id: int) -> int:
+        """A member (one :meth:`member_joins` added) leaves: the server proposes its removal
+        (op 27); returns how many sessions were told."""
+        return await self._to_dave_sessions(lambda state: self.dave.member_leaves(state, user_id))
+
     async def _to_dave_sessions(self, make: Callable[[DaveState], list[e2ee.Reply]]) -> int:
         told = 0
         for connection in list(self._connections):

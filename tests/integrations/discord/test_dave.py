@@ -26,6 +26,8 @@ from tests.support.asr import Transcriber, word_error_rate
 
 FIRST = "The washing machine has finished."
 SECOND = "Someone is at the front door."
+THIRD = "The kettle has boiled."
+BOB = 3001  # a member with DAVE who joins the call
 LONG = (
     "This announcement is long on purpose: it talks about the weather, the garden, the bins "
     "and the cat, so that someone can join the call while it is being said."
@@ -127,7 +129,7 @@ async def test_say_is_heard_end_to_end_encrypted(
     call = voice.dave.calls[session.dave.channel_id]
     state = voice_of(oyez_bot)._connection
     assert state.dave_session is not None
-    assert state.dave_session.voice_privacy_code == call.listener.voice_privacy_code
+    assert state.dave_session.voice_privacy_code == call.members[int(ALICE.id)].voice_privacy_code
     (run,) = runs(voice.packets)
     assert word_error_rate(FIRST, heard(run, transcriber)) <= 0.2
 
@@ -166,4 +168,57 @@ async def test_a_member_without_dave_downgrades_the_call_and_speech_goes_on(
     second = runs(voice.packets)[-1]
     assert all(p.e2ee for p in second)
     assert word_error_rate(SECOND, heard(second, transcriber)) <= 0.2
+    assert voice.errors == []
+
+
+@DAVE_ON
+async def test_members_joining_and_leaving_rekey_the_call_and_each_member_hears_the_bot(
+    fake_discord: FakeDiscord,  # noqa: F811
+    oyez_bot: OyezBot,  # noqa: F811
+    transcriber: Transcriber,
+) -> None:
+    voice = fake_discord.voice
+    await say(fake_discord, FIRST)
+    (session,) = voice.sessions
+    dave = session.dave
+    assert dave is not None
+    call = voice.dave.calls[dave.channel_id]
+    bot, alice = int(BOT.id), int(ALICE.id)
+    assert call.leaves == [bot, alice]
+
+    assert await voice.member_joins(BOB) == 1  # op 27 Add: the bot commits and welcomes bob
+    await fake_discord.wait_for(lambda: len(dave.executed) == 2, what="bob's transition")
+    heard_by_alice = call.decrypted[alice]
+    await say(fake_discord, SECOND)
+    assert call.leaves == [bot, alice, BOB]
+    second = runs(voice.packets)[-1]
+    assert all(p.e2ee for p in second)
+    assert call.decrypted[BOB] >= len(second) and call.decrypted[alice] > heard_by_alice
+    assert word_error_rate(SECOND, heard(second, transcriber)) <= 0.2
+
+    # the bot's voice session ends: it comes back into the group of alice and bob (op 30)
+    await voice.drop_connections(4006)
+    await fake_discord.wait_for(
+        lambda: len(voice.sessions) == 2 and voice_of(oyez_bot).is_connected(), what="rejoined"
+    )
+    again = voice.sessions[-1].dave
+    assert again is not None
+    heard_by_bob = call.decrypted[BOB]
+    await say(fake_discord, THIRD)
+    assert call.leaves == [bot, alice, BOB]  # its old leaf removed, the new one in its place
+    third = runs(voice.packets)[-1]
+    assert all(p.e2ee for p in third) and call.decrypted[BOB] - heard_by_bob >= len(third)
+    assert word_error_rate(THIRD, heard(third, transcriber)) <= 0.2
+
+    assert await voice.member_leaves(BOB) == 1  # op 27 Remove: the bot commits
+    await fake_discord.wait_for(lambda: len(again.executed) == 2, what="bob's removal")
+    await say(fake_discord, FIRST)
+    assert call.leaves == [bot, alice, None] and BOB not in call.members
+    last = runs(voice.packets)[-1]
+    assert all(p.e2ee for p in last)
+    assert word_error_rate(FIRST, heard(last, transcriber)) <= 0.2
+    state = voice_of(oyez_bot)._connection
+    assert state.dave_session is not None and state.dave_session.epoch == 4
+    assert call.members[alice].epoch == 4
+    assert sorted(state.dave_session.get_user_ids()) == sorted([BOT.id, ALICE.id])
     assert voice.errors == []
