@@ -169,7 +169,8 @@ class DaveServer:
 
     Methods take a session's :class:`DaveState` and return the :data:`Reply` messages to send
     on its websocket, in order. ``listener_id`` is the user id of the member that listens in
-    every channel.
+    every channel. Set :attr:`spoil_next_commit` to send the next announced commit (op 29) with
+    a broken membership tag, as a commit the client cannot process.
     """
 
     def __init__(self, listener_id: int) -> None:
@@ -177,6 +178,7 @@ class DaveServer:
         self.listener_id = listener_id
         self.calls: dict[int, _Call] = {}
         self._transition_ids = itertools.count(1)
+        self.spoil_next_commit = False
 
     def call(self, channel_id: int) -> _Call:
         """The channel's group, with the listener in it (pending until the client commits)."""
@@ -211,7 +213,8 @@ class DaveServer:
         if op == INVALID_COMMIT_WELCOME:
             log.warning("fake voice: the client refused commit/welcome %r", d)
             state.invalid.append(d)
-            return []  # the client starts over with a new key package (op 26)
+            state.pending.pop(int(d.get("transition_id", -1)), None)
+            return []  # the client starts over with a new key package (op 26): re-added
         raise ValueError(f"unexpected DAVE voice op {op} from the client")
 
     # -- the call changes (test API) -----------------------------------------------------------
@@ -308,6 +311,9 @@ class DaveServer:
         call.apply(call.proposed)
         call.proposed, call.welcoming = [], set()
         transition_id = self._announce(state)
+        if self.spoil_next_commit:
+            self.spoil_next_commit = False
+            commit = commit[:-1] + bytes([commit[-1] ^ 0xFF])  # the membership tag's last byte
         return [Binary(ANNOUNCE_COMMIT_TRANSITION, struct.pack(">H", transition_id) + commit)]
 
     def _announce(self, state: DaveState) -> int:

@@ -222,3 +222,30 @@ async def test_members_joining_and_leaving_rekey_the_call_and_each_member_hears_
     assert call.members[alice].epoch == 4
     assert sorted(state.dave_session.get_user_ids()) == sorted([BOT.id, ALICE.id])
     assert voice.errors == []
+
+
+@DAVE_ON
+async def test_an_invalid_commit_gets_the_bot_re_added_and_speech_encrypted(
+    fake_discord: FakeDiscord,  # noqa: F811
+    oyez_bot: OyezBot,  # noqa: F811
+    transcriber: Transcriber,
+) -> None:
+    voice = fake_discord.voice
+    voice.dave.spoil_next_commit = True  # the first op 29 cannot be processed
+    await say(fake_discord, FIRST)
+    (session,) = voice.sessions
+    dave = session.dave
+    assert dave is not None
+    (invalid,) = dave.invalid  # op 31 for the spoilt transition
+    assert invalid["transition_id"] not in dave.executed
+    assert dave.key_packages == 2  # then a new key package, and a welcome (op 30)
+    assert len(dave.executed) == 1 and dave.version == 1
+    call = voice.dave.calls[dave.channel_id]
+    assert call.leaves == [int(BOT.id), int(ALICE.id)]  # its first leaf removed, then re-added
+    state = voice_of(oyez_bot)._connection
+    assert state.dave_session is not None
+    assert call.members[int(ALICE.id)].epoch == state.dave_session.epoch == 2
+    (run,) = runs(voice.packets)
+    assert all(p.e2ee for p in run)
+    assert word_error_rate(FIRST, heard(run, transcriber)) <= 0.2
+    assert voice.errors == []
