@@ -1,4 +1,4 @@
-"""The DAVE side of the simulated voice server: external sender, transitions, a listening member.
+"""The DAVE side of the simulated voice server: external sender, transitions, the other members.
 
 Discord's DAVE protocol (https://daveprotocol.com; Discord's voice-connections page, "End-to-End
 Encryption (DAVE Protocol)") on the voice websocket, as this fake speaks it:
@@ -170,7 +170,8 @@ class DaveServer:
     Methods take a session's :class:`DaveState` and return the :data:`Reply` messages to send
     on its websocket, in order. ``listener_id`` is the user id of the member that listens in
     every channel. Set :attr:`spoil_next_commit` to send the next announced commit (op 29) with
-    a broken membership tag, as a commit the client cannot process.
+    a broken membership tag, as a commit the client cannot process; :attr:`withhold_proposals`
+    to leave key packages unanswered (a group that never forms).
     """
 
     def __init__(self, listener_id: int) -> None:
@@ -179,6 +180,7 @@ class DaveServer:
         self.calls: dict[int, _Call] = {}
         self._transition_ids = itertools.count(1)
         self.spoil_next_commit = False
+        self.withhold_proposals = False
 
     def call(self, channel_id: int) -> _Call:
         """The channel's group, with the listener in it (pending until the client commits)."""
@@ -266,6 +268,8 @@ class DaveServer:
         if int.from_bytes(identity, "big") != state.user_id:
             raise ValueError(f"key package of user {identity.hex()}, not of {state.user_id}")
         call = self.call(state.channel_id)
+        if self.withhold_proposals:
+            return []
         if call.established:
             return self._welcome_client(state, call, key_package)
         # a new group: the client's (epoch 0, just itself) adds the server's members

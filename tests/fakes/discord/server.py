@@ -177,6 +177,8 @@ class FakeDiscord(FakeServer):
     - :attr:`interactions`, :attr:`interaction_responses`, :attr:`followups`;
     - :attr:`channel_messages` (``POST /channels/{id}/messages``);
     - :attr:`voice_states` (user id → voice channel id) and :attr:`voice` (the voice server).
+
+    ``dave``: the voice server offers DAVE end-to-end encryption (protocol version 1).
     """
 
     secret_headers: ClassVar[frozenset[str]] = frozenset({"authorization"})

@@ -10,6 +10,7 @@ import davey
 import discord
 import pytest
 
+from integrations.discord import connection
 from integrations.discord.bot import OyezBot
 from tests.fakes.discord import ALICE, BOT, GUILD_ID, VOICE_CHANNEL_ID, FakeDiscord
 from tests.fakes.discord.dave import (
@@ -249,3 +250,25 @@ async def test_an_invalid_commit_gets_the_bot_re_added_and_speech_encrypted(
     assert all(p.e2ee for p in run)
     assert word_error_rate(FIRST, heard(run, transcriber)) <= 0.2
     assert voice.errors == []
+
+
+@DAVE_ON
+async def test_a_group_that_never_forms_delays_the_connection_then_speech_goes_out_plain(
+    fake_discord: FakeDiscord,  # noqa: F811
+    oyez_bot: OyezBot,  # noqa: F811
+    transcriber: Transcriber,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(connection, "DAVE_READY_TIMEOUT_S", 0.5)
+    voice = fake_discord.voice
+    voice.dave.withhold_proposals = True
+    await say(fake_discord, FIRST)
+    (session,) = voice.sessions
+    assert session.dave is not None and session.dave.key_packages == 1
+    assert not session.dave.executed
+    assert "without end-to-end encryption" in caplog.text
+    assert voice_of(oyez_bot).is_connected()
+    (run,) = runs(voice.packets)
+    assert not any(p.e2ee for p in run)
+    assert word_error_rate(FIRST, heard(run, transcriber)) <= 0.2
