@@ -36,6 +36,7 @@ __all__ = [
     "ExternalSender",
     "MlsReader",
     "group_id",
+    "key_package_identity",
     "opaque",
     "proposals_payload",
     "split_commit_welcome",

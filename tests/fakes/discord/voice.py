@@ -33,7 +33,9 @@ SESSION_DESCRIPTION then offers version 1 (if the client's IDENTIFY allows it), 
 opcodes 21–31 run on the websocket and each RTP payload is decrypted twice: the transport
 encryption here, then the DAVE frame by the channel's listening member (:attr:`RtpPacket.e2ee`
 says which frames were end-to-end encrypted). :meth:`FakeVoiceServer.grant` tells the server
-which voice channel a token is for (the MLS group is the channel's).
+which voice channel a token is for (the MLS group is the channel's). As on Discord since March
+2026, a client whose IDENTIFY has no ``max_dave_protocol_version`` (or 0) is closed with 4017
+(E2EE/DAVE protocol required): the call's other members speak DAVE.
 
 discord.py hard-codes the voice websocket URL as ``wss://{endpoint}/?v=8``; this server speaks
 plain ``ws://``, and :func:`tests.fakes.discord.client.attach` rewrites the scheme for it.
@@ -85,6 +87,7 @@ IDENTIFY, SELECT_PROTOCOL, READY, HEARTBEAT, SESSION_DESCRIPTION, SPEAKING = 0, 
 HEARTBEAT_ACK, RESUME, HELLO, RESUMED = 6, 7, 8, 9
 # voice close codes
 NOT_AUTHENTICATED, SESSION_NO_LONGER_VALID, SERVER_CRASHED = 4003, 4006, 4015
+DAVE_REQUIRED = 4017  # the channel's call is E2EE and the client does not speak DAVE
 
 
 @dataclass(frozen=True)
@@ -297,7 +300,10 @@ class FakeVoiceServer:
         op, d = msg.get("op"), msg.get("d") or {}
         self.ops.append(VoiceOp(time.monotonic(), int(op or 0), d))
         session = connection.session
-        if op == IDENTIFY:
+        if op == IDENTIFY and self.dave_protocol_version and not d.get("max_dave_protocol_version"):
+            log.info("fake voice: IDENTIFY without DAVE in an E2EE call: closing 4017")
+            await connection.ws.close(code=DAVE_REQUIRED)
+        elif op == IDENTIFY:
             session = VoiceSession(ssrc=self._next_ssrc, secret_key=os.urandom(32), identify=d)
             self._next_ssrc += 1
             self.sessions.append(session)

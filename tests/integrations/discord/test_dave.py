@@ -6,6 +6,7 @@ call decrypts is what is heard.
 
 from __future__ import annotations
 
+import aiohttp
 import davey
 import discord
 import pytest
@@ -15,10 +16,12 @@ from integrations.discord.bot import OyezBot
 from tests.fakes.discord import ALICE, BOT, GUILD_ID, VOICE_CHANNEL_ID, FakeDiscord
 from tests.fakes.discord.dave import (
     ExternalSender,
+    MlsReader,
     group_id,
     key_package_identity,
     proposals_payload,
     split_commit_welcome,
+    varint,
 )
 from tests.fakes.discord.fixtures import DAVE_ON, fake_discord, oyez_bot  # noqa: F401
 from tests.fakes.discord.listening import heard, runs
@@ -100,6 +103,20 @@ def test_a_proposal_that_is_not_the_external_senders_is_refused(tamper: str) -> 
         add[-5] ^= 0x01  # inside the DER signature's s value
     with pytest.raises(Exception, match=r"(?i)process|verif|signature|epoch"):
         bot.process_proposals(APPEND, proposals_payload([bytes(add)])[1:])
+
+
+@pytest.mark.parametrize(
+    ("value", "encoded"),  # RFC 9420 §2.1.2's examples
+    [(37, "25"), (15_293, "7bbd"), (494_878_333, "9d7f3e7d")],
+)
+def test_varints_are_rfc_9420s(value: int, encoded: str) -> None:
+    assert varint(value).hex() == encoded
+    assert MlsReader(bytes.fromhex(encoded)).varint() == value
+
+
+def test_a_vector_too_long_for_mls_is_refused() -> None:
+    with pytest.raises(ValueError, match="over 2\\^30"):
+        varint(1 << 30)
 
 
 def test_a_truncated_commit_is_a_clear_error() -> None:
@@ -272,3 +289,19 @@ async def test_a_group_that_never_forms_delays_the_connection_then_speech_goes_o
     (run,) = runs(voice.packets)
     assert not any(p.e2ee for p in run)
     assert word_error_rate(FIRST, heard(run, transcriber)) <= 0.2
+
+
+@pytest.mark.parametrize("identify", [{}, {"max_dave_protocol_version": 0}])
+async def test_a_client_without_dave_is_closed_4017(identify: dict[str, object]) -> None:
+    async with (
+        FakeDiscord(dave=True) as fake,
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"ws://{fake.voice.endpoint}/?v=8") as ws,
+    ):
+        hello = await ws.receive_json()
+        assert hello["op"] == 8
+        d = {"server_id": GUILD_ID, "user_id": BOT.id, "session_id": "s", "token": "t"}
+        await ws.send_json({"op": 0, "d": d | identify})
+        message = await ws.receive()
+        assert message.type == aiohttp.WSMsgType.CLOSE and ws.close_code == 4017
+    assert fake.voice.sessions == []
