@@ -121,7 +121,7 @@ class _ResumingConnectionState(VoiceConnectionState):
                     await self.ws.poll_event()
         except TimeoutError:
             log.warning(
-                "voice: no DAVE group after %.0f s: audio goes out without end-to-end encryption",
+                "voice: no DAVE group after %g s: audio goes out without end-to-end encryption",
                 DAVE_READY_TIMEOUT_S,
             )
 
