@@ -31,7 +31,7 @@ code 4006 (session no longer valid), after which the client must start over thro
 DAVE end-to-end encryption (``dave_protocol_version=1``): see :mod:`tests.fakes.discord.e2ee`;
 SESSION_DESCRIPTION then offers version 1 (if the client's IDENTIFY allows it), the DAVE
 opcodes 21–31 run on the websocket and each RTP payload is decrypted twice: the transport
-encryption here, then the DAVE frame by the channel's listening member (:attr:`RtpPacket.e2ee`
+encryption here, then the DAVE frame by each of the call's other members (:attr:`RtpPacket.e2ee`
 says which frames were end-to-end encrypted). :meth:`FakeVoiceServer.grant` tells the server
 which voice channel a token is for (the MLS group is the channel's). As on Discord since March
 2026, a client whose IDENTIFY has no ``max_dave_protocol_version`` (or 0) is closed with 4017
@@ -102,7 +102,7 @@ class VoiceOp:
 @dataclass(frozen=True)
 class RtpPacket:
     """One decrypted RTP packet; ``time`` is ``time.monotonic()`` at arrival; ``e2ee``: the
-    Opus frame came end-to-end encrypted (DAVE) and the channel's listener decrypted it."""
+    Opus frame came end-to-end encrypted (DAVE) and the call's other members decrypted it."""
 
     time: float
     seq: int
