@@ -46,6 +46,7 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/say.py --write-readme
 	$(BIN)/python bench/poll.py --write-readme
 	$(BIN)/python bench/ttfa.py --write-readme
+	$(BIN)/python bench/dave.py --write-readme
 	$(BIN)/python bench/ratelimit.py --write-readme
 	$(BIN)/python bench/schedule.py --write-readme
 

@@ -5,6 +5,14 @@ On close code 4015 it resumes (op 7 RESUME until op 9 RESUMED: the UDP flow, the
 secret key carry on) where discord.py 2.7.1 waits for ever and then leaves; a refused or timed
 out resume starts over (leave and join). Each UDP socket gets its own reader thread, so that a
 reconnect does not miss its IP discovery answer. ``on_gone`` says when it is gone for good.
+
+Under DAVE, Discord's end-to-end encryption (https://daveprotocol.com), discord.py 2.7.1 calls a
+connection up as soon as SESSION_DESCRIPTION has given the transport key, and its audio player
+starts (or, after a reconnect, resumes) sending then, before the MLS group is joined: those
+frames go out without end-to-end encryption, which the other members of an E2EE call cannot
+play. This client holds the connection back until the DAVE session is ready (up to
+:data:`DAVE_READY_TIMEOUT_S`), on every connect and reconnect; a resumed session keeps its
+group and is ready at once.
 """
 
 from __future__ import annotations
@@ -22,13 +30,17 @@ import discord
 from discord.gateway import DiscordVoiceWebSocket
 from discord.voice_state import ConnectionFlowState, SocketReader, VoiceConnectionState
 
-__all__ = ["RESUME_TIMEOUT_S", "ResumingVoiceClient"]
+__all__ = ["DAVE_READY_TIMEOUT_S", "RESUME_TIMEOUT_S", "ResumingVoiceClient"]
 
 log = logging.getLogger(__name__)
 
 #: Seconds a voice resume may take before the client starts over instead (a live voice server
 #: answers in milliseconds).
 RESUME_TIMEOUT_S = 5.0
+
+#: Seconds a new voice session may take to join its DAVE (MLS) group before the connection is
+#: called up anyway (a live voice server welcomes a member in milliseconds).
+DAVE_READY_TIMEOUT_S = 5.0
 
 
 # discord.py's UDP reader thread waits in select() with a 30 s timeout, still on the socket of
@@ -90,6 +102,28 @@ class _ResumingConnectionState(VoiceConnectionState):
         self._socket_reader.stop()  # its select() may still wait on the previous socket
         self._socket_reader = _SocketReader(self, self.socket)
         self._socket_reader.start()
+
+    async def _handshake_websocket(self) -> None:
+        # discord.py's handshake, then the DAVE handshake before `connected` lets audio out
+        while not self.ip:
+            await self.ws.poll_event()
+        self.state = ConnectionFlowState.got_ip_discovery
+        while self.ws.secret_key is None:
+            await self.ws.poll_event()
+        await self._wait_for_dave()
+        self.state = ConnectionFlowState.connected
+
+    async def _wait_for_dave(self) -> None:
+        """Read the voice websocket until the DAVE session can encrypt, when DAVE is on."""
+        try:
+            async with asyncio.timeout(DAVE_READY_TIMEOUT_S):
+                while self.dave_protocol_version and not self.can_encrypt:
+                    await self.ws.poll_event()
+        except TimeoutError:
+            log.warning(
+                "voice: no DAVE group after %g s: audio goes out without end-to-end encryption",
+                DAVE_READY_TIMEOUT_S,
+            )
 
     async def _watch(self, ws: DiscordVoiceWebSocket, msg: dict[str, Any]) -> None:  # noqa: ARG002 - discord.py's voice websocket hook signature
         if msg.get("op") == DiscordVoiceWebSocket.RESUMED:

@@ -5,6 +5,9 @@
 - :class:`FakeVoiceServer` (:mod:`.voice`): voice websocket + UDP, RTP decryption, resume,
   dropped connections (``drop_connections``); :func:`decode_opus` / :func:`count_silence` for
   what it received;
+- :mod:`.e2ee`: DAVE end-to-end encryption on that server (``FakeDiscord(dave=True)``): the
+  external sender, transitions and the call's other members; :mod:`.dave`: the MLS (RFC 9420)
+  messages it signs and reads;
 - :mod:`.client`: :func:`patched_discord`, :func:`client_options`, :func:`attach`,
   :func:`running` point a ``discord.Client`` at the fake;
 - :mod:`.payloads`: the fixed world (guild, channels, alice, the bot) and payload builders;

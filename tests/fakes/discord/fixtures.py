@@ -2,7 +2,9 @@
 Oyez's bot connected to it.
 
 Import them into a test module (``from tests.fakes.discord.fixtures import fake_discord``); the
-globals (``Route.BASE``, ``DEFAULT_GATEWAY``) are restored when the test ends.
+globals (``Route.BASE``, ``DEFAULT_GATEWAY``) are restored when the test ends. The voice server
+declines DAVE unless the test is parametrized with :data:`DAVE_ON` (DAVE only) or
+:data:`DAVE_BOTH` (once without, once with end-to-end encryption).
 """
 
 from __future__ import annotations
@@ -21,12 +23,20 @@ from integrations.discord.settings import DiscordSettings
 from tests.fakes.discord.client import client_options, patched_discord, running
 from tests.fakes.discord.server import FakeDiscord
 
-__all__ = ["fake_discord", "oyez_bot", "oyez_bot_running"]
+__all__ = ["DAVE_BOTH", "DAVE_ON", "fake_discord", "oyez_bot", "oyez_bot_running"]
+
+#: Run a test with DAVE end-to-end encryption on (the voice server offers protocol version 1).
+DAVE_ON = pytest.mark.parametrize("fake_discord", [True], indirect=True, ids=["dave"])
+#: Run a test twice: DAVE declined (version 0), then on.
+DAVE_BOTH = pytest.mark.parametrize(
+    "fake_discord", [False, True], indirect=True, ids=["plain", "dave"]
+)
 
 
 @pytest.fixture
-async def fake_discord() -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord() as fake:
+async def fake_discord(request: pytest.FixtureRequest) -> AsyncIterator[FakeDiscord]:
+    """The simulated Discord; DAVE on when indirectly parametrized with ``True``."""
+    async with FakeDiscord(dave=bool(getattr(request, "param", False))) as fake:
         with patched_discord(fake):
             yield fake
 

@@ -177,6 +177,8 @@ class FakeDiscord(FakeServer):
     - :attr:`interactions`, :attr:`interaction_responses`, :attr:`followups`;
     - :attr:`channel_messages` (``POST /channels/{id}/messages``);
     - :attr:`voice_states` (user id → voice channel id) and :attr:`voice` (the voice server).
+
+    ``dave``: the voice server offers DAVE end-to-end encryption (protocol version 1).
     """
 
     secret_headers: ClassVar[frozenset[str]] = frozenset({"authorization"})
@@ -186,13 +188,14 @@ class FakeDiscord(FakeServer):
         *,
         members: list[FakeUser] | None = None,
         voice_states: Mapping[str, str | None] | None = None,
+        dave: bool = False,
     ) -> None:
         super().__init__()
         self.members = members or [ALICE, BOT]
         self.voice_states: dict[str, str | None] = dict(
             voice_states if voice_states is not None else {ALICE.id: payloads.VOICE_CHANNEL_ID}
         )
-        self.voice = FakeVoiceServer()
+        self.voice = FakeVoiceServer(dave_protocol_version=1 if dave else 0)
         self.session_id = secrets.token_hex(8)
         self.gateway_ops: list[GatewayOp] = []
         self.dispatched: list[tuple[str, Any]] = []
@@ -452,6 +455,7 @@ class FakeDiscord(FakeServer):
         if channel_id is not None:
             token = secrets.token_hex(8)
             self.voice_tokens.append(token)
+            self.voice.grant(token, channel_id)
             await self.dispatch(
                 "VOICE_SERVER_UPDATE",
                 {"token": token, "guild_id": guild_id, "endpoint": self.voice.endpoint},
@@ -554,6 +558,7 @@ class FakeDiscord(FakeServer):
         if channel is not None:
             token = secrets.token_hex(8)
             self.voice_tokens.append(token)
+            self.voice.grant(token, channel)
             await self.dispatch(
                 "VOICE_SERVER_UPDATE",
                 {"token": token, "guild_id": GUILD_ID, "endpoint": self.voice.endpoint},

@@ -28,8 +28,19 @@ code 4006 (session no longer valid), after which the client must start over thro
 (op 4). Server messages carry a ``seq`` (voice gateway v8) that the client acknowledges as
 ``seq_ack``.
 
+DAVE end-to-end encryption (``dave_protocol_version=1``): see :mod:`tests.fakes.discord.e2ee`;
+SESSION_DESCRIPTION then offers version 1 (if the client's IDENTIFY allows it), the DAVE
+opcodes 21–31 run on the websocket and each RTP payload is decrypted twice: the transport
+encryption here, then the DAVE frame by each of the call's other members (:attr:`RtpPacket.e2ee`
+says which frames were end-to-end encrypted). :meth:`FakeVoiceServer.grant` tells the server
+which voice channel a token is for (the MLS group is the channel's). As on Discord since March
+2026, a client whose IDENTIFY has no ``max_dave_protocol_version`` (or 0) is closed with 4017
+(E2EE/DAVE protocol required): the call's other members speak DAVE.
+
 discord.py hard-codes the voice websocket URL as ``wss://{endpoint}/?v=8``; this server speaks
 plain ``ws://``, and :func:`tests.fakes.discord.client.attach` rewrites the scheme for it.
+
+Over 450 lines: the websocket, its resume and DAVE's routing share each session's sequence.
 """
 
 from __future__ import annotations
@@ -40,7 +51,7 @@ import logging
 import os
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self, cast
@@ -49,6 +60,10 @@ import nacl.exceptions
 import nacl.secret
 import numpy as np
 from aiohttp import WSMsgType, web
+
+from tests.fakes.discord import e2ee
+from tests.fakes.discord.e2ee import DaveServer, DaveState
+from tests.fakes.discord.payloads import ALICE
 
 __all__ = [
     "AEAD_MODE",
@@ -72,6 +87,7 @@ IDENTIFY, SELECT_PROTOCOL, READY, HEARTBEAT, SESSION_DESCRIPTION, SPEAKING = 0, 
 HEARTBEAT_ACK, RESUME, HELLO, RESUMED = 6, 7, 8, 9
 # voice close codes
 NOT_AUTHENTICATED, SESSION_NO_LONGER_VALID, SERVER_CRASHED = 4003, 4006, 4015
+DAVE_REQUIRED = 4017  # the channel's call is E2EE and the client does not speak DAVE
 
 
 @dataclass(frozen=True)
@@ -85,13 +101,15 @@ class VoiceOp:
 
 @dataclass(frozen=True)
 class RtpPacket:
-    """One decrypted RTP packet; ``time`` is ``time.monotonic()`` at arrival."""
+    """One decrypted RTP packet; ``time`` is ``time.monotonic()`` at arrival; ``e2ee``: the
+    Opus frame came end-to-end encrypted (DAVE) and the call's other members decrypted it."""
 
     time: float
     seq: int
     timestamp: int
     ssrc: int
     opus: bytes
+    e2ee: bool = False
 
     @property
     def is_silence(self) -> bool:
@@ -104,7 +122,7 @@ class VoiceSession:
 
     ``closed``: its websocket is closed now (a resume opens it again); ``resumable``: a RESUME
     may still pick it up; ``resumes``: the RESUME payloads that did; ``seq``: the last message
-    number the server sent on it.
+    number the server sent on it; ``dave``: its DAVE state (None: DAVE not offered).
     """
 
     ssrc: int
@@ -117,6 +135,7 @@ class VoiceSession:
     speaking: list[int] = field(default_factory=list)
     resumes: list[dict[str, Any]] = field(default_factory=list)
     seq: int = 0
+    dave: DaveState | None = None
 
     def matches(self, resume: dict[str, Any]) -> bool:
         """Whether a RESUME payload names this session (server, session id and token)."""
@@ -156,9 +175,17 @@ class FakeVoiceServer:
     :meth:`drop_connections` simulates a crash or an ended session.
     """
 
-    def __init__(self, *, modes: Iterable[str] = (AEAD_MODE,), dave_protocol_version: int = 0):
+    def __init__(
+        self,
+        *,
+        modes: Iterable[str] = (AEAD_MODE,),
+        dave_protocol_version: int = 0,
+        dave_listener_id: int = int(ALICE.id),
+    ) -> None:
         self.modes = list(modes)
         self.dave_protocol_version = dave_protocol_version
+        self.dave = DaveServer(dave_listener_id)
+        self.channels: dict[str, int] = {}  # voice token → voice channel id
         self.ops: list[VoiceOp] = []
         self.sessions: list[VoiceSession] = []
         self.packets: list[RtpPacket] = []
@@ -224,8 +251,7 @@ class FakeVoiceServer:
                 if msg.type == WSMsgType.TEXT:
                     await self._on_message(connection, json.loads(msg.data))
                 elif msg.type == WSMsgType.BINARY:
-                    self.ops.append(VoiceOp(time.monotonic(), msg.data[0], bytes(msg.data[1:])))
-                    log.warning("fake voice: unexpected binary (DAVE) op %d", msg.data[0])
+                    await self._on_binary(connection, bytes(msg.data))
         finally:
             if connection.session is not None:
                 connection.session.closed = True
@@ -240,11 +266,44 @@ class FakeVoiceServer:
             message["seq"] = session.seq
         await connection.ws.send_str(json.dumps(message))
 
+    async def _send_binary(self, connection: _Connection, op: int, payload: bytes) -> None:
+        """A binary (DAVE) message: ``>H seq``, the opcode byte, the payload."""
+        assert connection.session is not None
+        connection.session.seq += 1
+        seq = connection.session.seq & 0xFFFF
+        await connection.ws.send_bytes(struct.pack(">HB", seq, op) + payload)
+
+    async def _send_replies(self, connection: _Connection, replies: list[e2ee.Reply]) -> None:
+        for reply in replies:
+            if isinstance(reply, e2ee.Binary):
+                await self._send_binary(connection, reply.op, reply.payload)
+            else:
+                await self._send(connection, reply.op, reply.d)
+
+    async def _on_binary(self, connection: _Connection, data: bytes) -> None:
+        op, payload = data[0], data[1:]
+        self.ops.append(VoiceOp(time.monotonic(), op, payload))
+        session = connection.session
+        if session is None or session.dave is None:
+            log.warning("fake voice: binary (DAVE) op %d without DAVE", op)
+            self.errors.append(f"binary op {op} without DAVE")
+            return
+        try:
+            replies = self.dave.on_binary(session.dave, op, payload)
+        except Exception as exc:  # davey raises plain exceptions
+            log.exception("fake voice: DAVE op %d failed", op)
+            self.errors.append(f"DAVE op {op}: {exc}")
+            return
+        await self._send_replies(connection, replies)
+
     async def _on_message(self, connection: _Connection, msg: dict[str, Any]) -> None:
         op, d = msg.get("op"), msg.get("d") or {}
         self.ops.append(VoiceOp(time.monotonic(), int(op or 0), d))
         session = connection.session
-        if op == IDENTIFY:
+        if op == IDENTIFY and self.dave_protocol_version and not d.get("max_dave_protocol_version"):
+            log.info("fake voice: IDENTIFY without DAVE in an E2EE call: closing 4017")
+            await connection.ws.close(code=DAVE_REQUIRED)
+        elif op == IDENTIFY:
             session = VoiceSession(ssrc=self._next_ssrc, secret_key=os.urandom(32), identify=d)
             self._next_ssrc += 1
             self.sessions.append(session)
@@ -260,22 +319,40 @@ class FakeVoiceServer:
             log.warning("fake voice: op %s before IDENTIFY or RESUME: closing 4003", op)
             await connection.ws.close(code=NOT_AUTHENTICATED)
         elif op == SELECT_PROTOCOL:
-            session.mode = d["data"]["mode"]
-            await self._send(
-                connection,
-                SESSION_DESCRIPTION,
-                {
-                    "mode": session.mode,
-                    "secret_key": list(session.secret_key),
-                    "dave_protocol_version": self.dave_protocol_version,
-                    "audio_codec": "opus",
-                    "media_session_id": f"media-{session.ssrc}",
-                },
-            )
+            await self._select_protocol(connection, session, d)
         elif op == SPEAKING:
             session.speaking.append(int(d.get("speaking", 0)))
+        elif op in (e2ee.TRANSITION_READY, e2ee.INVALID_COMMIT_WELCOME) and session.dave:
+            try:
+                replies = self.dave.on_json(session.dave, int(op), d)
+            except ValueError as exc:
+                self.errors.append(f"DAVE op {op}: {exc}")
+                return
+            await self._send_replies(connection, replies)
         else:
             log.warning("fake voice: unhandled op %s: %r", op, d)
+
+    async def _select_protocol(
+        self, connection: _Connection, session: VoiceSession, d: dict[str, Any]
+    ) -> None:
+        """SESSION_DESCRIPTION, offering DAVE if both sides speak it; then DAVE's op 25."""
+        session.mode = d["data"]["mode"]
+        identify = session.identify or {}
+        version = min(self.dave_protocol_version, int(identify.get("max_dave_protocol_version", 0)))
+        description = {
+            "mode": session.mode,
+            "secret_key": list(session.secret_key),
+            "dave_protocol_version": version,
+            "audio_codec": "opus",
+            "media_session_id": f"media-{session.ssrc}",
+        }
+        await self._send(connection, SESSION_DESCRIPTION, description)
+        if version:
+            channel_id = self.channels.get(str(identify.get("token")))
+            if channel_id is None:
+                raise ValueError("DAVE needs the voice channel: grant() the token first")
+            session.dave = DaveState(int(identify["user_id"]), channel_id, version)
+            await self._send_replies(connection, self.dave.start(session.dave))
 
     async def _resume(self, connection: _Connection, d: dict[str, Any]) -> None:
         """RESUME: pick the session up on this websocket (RESUMED), or refuse it (4006)."""
@@ -293,6 +370,39 @@ class FakeVoiceServer:
         await self._send(connection, RESUMED, None)
 
     # -- test API ------------------------------------------------------------------------------
+    def grant(self, token: str, channel_id: str | int) -> None:
+        """Tell the server the voice channel a VOICE_SERVER_UPDATE token is for."""
+        self.channels[token] = int(channel_id)
+
+    async def downgrade(self) -> int:
+        """A member without DAVE joined: every open DAVE session is told to transition to
+        protocol version 0 (op 21); returns how many were."""
+        return await self._to_dave_sessions(self.dave.downgrade)
+
+    async def upgrade(self) -> int:
+        """Every member speaks DAVE again: prepare epoch 1 (op 24) on every open DAVE session;
+        returns how many were told."""
+        return await self._to_dave_sessions(self.dave.upgrade)
+
+    async def member_joins(self, user_id: int) -> int:
+        """A member with DAVE joins the call of every open DAVE session: the server proposes
+        adding it (op 27) and the client commits; returns how many sessions were told."""
+        return await self._to_dave_sessions(lambda state: self.dave.member_joins(state, user_id))
+
+    async def member_leaves(self, user_id: int) -> int:
+        """A member (one :meth:`member_joins` added) leaves: the server proposes its removal
+        (op 27); returns how many sessions were told."""
+        return await self._to_dave_sessions(lambda state: self.dave.member_leaves(state, user_id))
+
+    async def _to_dave_sessions(self, make: Callable[[DaveState], list[e2ee.Reply]]) -> int:
+        told = 0
+        for connection in list(self._connections):
+            session = connection.session
+            if session is not None and session.dave is not None and not connection.ws.closed:
+                await self._send_replies(connection, make(session.dave))
+                told += 1
+        return told
+
     async def drop_connections(
         self, code: int = SERVER_CRASHED, *, resumable: bool | None = None
     ) -> int:
@@ -345,7 +455,14 @@ class FakeVoiceServer:
         except nacl.exceptions.CryptoError as exc:
             self.errors.append(f"RTP seq {seq} failed to decrypt: {exc}")
             return
-        self.packets.append(RtpPacket(time.monotonic(), seq, timestamp, ssrc, opus))
+        end_to_end = False
+        if session.dave is not None:
+            try:
+                opus, end_to_end = self.dave.open_frame(session.dave, opus)
+            except ValueError as exc:
+                self.errors.append(f"RTP seq {seq}: {exc}")
+                return
+        self.packets.append(RtpPacket(time.monotonic(), seq, timestamp, ssrc, opus, end_to_end))
 
     # -- queries -------------------------------------------------------------------------------
     def received_opus(self, *, include_silence: bool = False) -> list[bytes]:

@@ -19,6 +19,9 @@ Voice Connection"), which the simulated voice server follows:
 - moved or disconnected by a moderator: moved, the bot connects anew in the other channel and
   the next ``/say`` brings it back to the caller's; disconnected (VOICE_STATE_UPDATE without a
   channel, websocket closed 4014), the player is dropped and the next request joins again.
+
+Each test runs twice: DAVE declined, and with DAVE end-to-end encryption, where every voice frame
+after the reconnect must still arrive end-to-end encrypted (decrypted by the call's other member).
 """
 
 from __future__ import annotations
@@ -36,11 +39,13 @@ from tests.fakes.discord import (
     VOICE_CHANNEL_ID,
     FakeDiscord,
 )
-from tests.fakes.discord.fixtures import fake_discord, oyez_bot  # noqa: F401
+from tests.fakes.discord.fixtures import DAVE_BOTH, fake_discord, oyez_bot  # noqa: F401
 from tests.fakes.discord.listening import heard, runs
 from tests.fakes.discord.server import SentInteraction
-from tests.fakes.discord.voice import VoiceSession
+from tests.fakes.discord.voice import RtpPacket, VoiceSession
 from tests.support.asr import Transcriber, word_error_rate
+
+pytestmark = DAVE_BOTH
 
 FIRST = "The washing machine has finished."
 SECOND = "Someone is at the front door."
@@ -59,6 +64,22 @@ async def say(fake: FakeDiscord, text: str) -> SentInteraction:
         what=f"/say {text!r} said",
     )
     return sent
+
+
+def assert_encrypted(fake: FakeDiscord, frames: list[RtpPacket]) -> None:
+    """Every voice frame came end-to-end encrypted when DAVE is on, none when it is off."""
+    assert frames
+    dave = fake.voice.dave_protocol_version > 0
+    assert [p.seq for p in frames if p.e2ee != dave] == []
+    assert fake.voice.errors == []
+
+
+def assert_welcomed(session: VoiceSession) -> None:
+    """Under DAVE, a new voice session joined the call's group anew (the other member committed
+    and welcomed it, op 30) and that transition was executed."""
+    if session.dave is not None:
+        assert session.dave.key_packages == 1 and len(session.dave.executed) == 1
+        assert session.dave.version == 1
 
 
 def player_of(bot: OyezBot) -> GuildPlayer:
@@ -107,9 +128,12 @@ async def test_a_crashed_voice_server_is_resumed(
     }
     assert resume["seq_ack"] == last_seq  # the last message the client got before the crash
     assert fake_discord.voice.sessions == [session]  # resumed: no new IDENTIFY
+    if session.dave is not None:  # and the same MLS group: no new key package, no transition
+        assert session.dave.key_packages == 1 and len(session.dave.executed) == 1
     assert fake_discord.voice_state_updates() == joins  # and no gateway op 4 round
     assert player_of(oyez_bot) is player
     first, second = runs(fake_discord.voice.packets)
+    assert_encrypted(fake_discord, fake_discord.voice.voice_frames())
     assert {p.ssrc for p in second} == {session.ssrc}  # same SSRC and key: it decrypted
     assert word_error_rate(FIRST, heard(first, transcriber)) <= 0.2
     assert word_error_rate(SECOND, heard(second, transcriber)) <= 0.2
@@ -135,6 +159,8 @@ async def test_a_refused_resume_starts_a_new_session(
     assert [str(d["channel_id"]) for d in after] == ["None", VOICE_CHANNEL_ID]  # left, joined
     assert player_of(oyez_bot) is player
     second = runs(fake_discord.voice.packets)[-1]
+    assert_encrypted(fake_discord, fake_discord.voice.voice_frames())
+    assert_welcomed(new)
     assert {p.ssrc for p in second} == {new.ssrc} and new.ssrc != old.ssrc
     assert word_error_rate(SECOND, heard(second, transcriber)) <= 0.2
 
@@ -157,6 +183,8 @@ async def test_an_ended_session_reconnects_and_the_next_say_is_heard(
     assert [str(d["channel_id"]) for d in after] == ["None", VOICE_CHANNEL_ID]
     assert player_of(oyez_bot) is player
     second = runs(fake_discord.voice.packets)[-1]
+    assert_encrypted(fake_discord, fake_discord.voice.voice_frames())
+    assert_welcomed(new)
     assert {p.ssrc for p in second} == {new.ssrc}
     assert word_error_rate(SECOND, heard(second, transcriber)) <= 0.2
 
@@ -188,6 +216,7 @@ async def test_speech_cut_by_a_drop_finishes_after_the_reconnect(
     after = [p for p in frames if p.ssrc == new.ssrc]
     assert before and after  # the long one began before the drop and went on after it
     long_run, second = runs([p for p in fake_discord.voice.packets if p.ssrc == new.ssrc])
+    assert_encrypted(fake_discord, fake_discord.voice.voice_frames())
     assert word_error_rate(LONG, heard(before + long_run, transcriber)) <= 0.25
     assert word_error_rate(SECOND, heard(second, transcriber)) <= 0.2
 
@@ -206,6 +235,7 @@ async def test_moved_by_a_moderator_the_bot_comes_back_to_speak(
     assert voice_of(oyez_bot).channel.id == int(VOICE_CHANNEL_ID)
     assert str(fake_discord.voice_state_updates()[-1]["channel_id"]) == VOICE_CHANNEL_ID
     second = runs(fake_discord.voice.packets)[-1]
+    assert_encrypted(fake_discord, fake_discord.voice.voice_frames())
     assert {p.ssrc for p in second} == {fake_discord.voice.sessions[-1].ssrc}
     assert word_error_rate(SECOND, heard(second, transcriber)) <= 0.2
 
@@ -227,5 +257,7 @@ async def test_disconnected_by_a_moderator_the_next_say_joins_again(
     new = fake_discord.voice.sessions[-1]
     assert len(fake_discord.voice.sessions) == 2
     second = runs(fake_discord.voice.packets)[-1]
+    assert_encrypted(fake_discord, fake_discord.voice.voice_frames())
+    assert_welcomed(new)
     assert {p.ssrc for p in second} == {new.ssrc}
     assert word_error_rate(SECOND, heard(second, transcriber)) <= 0.2
