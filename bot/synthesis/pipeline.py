@@ -41,6 +41,7 @@ from bot.providers.dispatch import Dispatched, Dispatcher
 from bot.speech import FallbackNote, OutputProfile, SpeechRequest, Timings, Utterance, Voice
 from bot.synthesis.cache import AudioCache, CacheEntry, cache_key
 from bot.synthesis.prepared import PreparedRequest, Segment
+from bot.synthesis.pronounce import Pronunciations
 from bot.synthesis.sentences import split_sentences
 from bot.synthesis.text import normalize_text
 
@@ -88,6 +89,7 @@ class SpeechPipeline:
         self.transcoder = transcoder or Transcoder(settings.audio)
         self.dispatcher = dispatcher or Dispatcher(settings)
         self._cache: AudioCache | None = None
+        self.pronunciations = Pronunciations(settings.pronunciations)
         self.gains = VoiceGains(settings.audio.loudness_target_lufs)
         self.stream_encoders = StreamEncoders(self.transcoder, self.gains)
         # per voice label: its last synthesis time per character and transcoding time (s)
@@ -151,7 +153,9 @@ class SpeechPipeline:
 
         Raises :class:`bot.errors.InvalidRequest` subclasses (empty or over-long text, unknown
         provider, voice or model, invalid options), :class:`ConfigError` (the provider is not
-        configured, e.g. has no API key) and :class:`RequestExpired`.
+        configured, e.g. has no API key) and :class:`RequestExpired`. The prepared text is
+        the one to say: rewritten by the pronunciation dictionaries (:attr:`pronunciations`)
+        after the length check; ``request.speed`` becomes the provider's rate options.
         """
         self.check_expiry(request, "before synthesis")
         text = normalize_text(request.text, self.settings.max_text_length)
@@ -175,7 +179,10 @@ class SpeechPipeline:
         if problem:
             raise ConfigError(f"provider {provider.name!r} cannot be used: {problem}")
         voice = await provider.resolve_voice(voice_name, model)
+        if request.speed is not None:
+            options = {**(provider.rate_options(voice, request.speed) or {}), **options}
         validated = provider.validate_options(voice, options)
+        text = await self.pronunciations.apply(text, request.guild)
         return PreparedRequest(request, text, provider, voice, validated)
 
     async def _fallback(

@@ -21,6 +21,7 @@ from bot.synthesis.pipeline import SpeechPipeline
 from integrations.discord.announcements import AnnouncementWaiters
 from integrations.discord.catalogue import VoiceCatalogue
 from integrations.discord.commands.errors import OyezCommandTree
+from integrations.discord.commands.people import DictionaryCommands, nick_command
 from integrations.discord.commands.playback import playback_commands
 from integrations.discord.commands.say import Say, say_command
 from integrations.discord.commands.schedules import ScheduleCommands
@@ -30,6 +31,7 @@ from integrations.discord.commands.server import (
     setup_command,
 )
 from integrations.discord.commands.voices import VoiceCommands, voices_command
+from integrations.discord.dictionary import PronunciationBook
 from integrations.discord.guilds import GuildSettingsStore
 from integrations.discord.player import QueuedItem
 from integrations.discord.preferences import Preferences
@@ -62,6 +64,8 @@ class OyezBot(discord.Client):
         self.preferences = Preferences(data_dir)
         self.guild_settings = GuildSettingsStore(data_dir)
         self.schedules = ScheduleBook(data_dir)
+        self.dictionary = PronunciationBook(data_dir)
+        pipeline.pronunciations.guild_lookup = self.dictionary.of_guild
         self.voice = VoiceConnections(pipeline, settings, self.guild_settings, self._played)
         self.announcements = AnnouncementWaiters(self.voice)
         self.reader = ChannelReader(pipeline, self.guild_settings, self.preferences, self.voice)
@@ -72,7 +76,9 @@ class OyezBot(discord.Client):
         catalogue = VoiceCatalogue(self.pipeline)
         commands: list[app_commands.Command[Any, ..., None] | app_commands.Group] = [
             say_command(self.say),
-            VoiceCommands(self.pipeline, self.preferences, catalogue),
+            VoiceCommands(self.pipeline, self.preferences, catalogue, self.guild_settings),
+            nick_command(self.preferences),
+            DictionaryCommands(self.dictionary),
             voices_command(catalogue),
             credits_command(self.pipeline),
             settings_command(self.pipeline, self.guild_settings, catalogue),
@@ -117,4 +123,7 @@ class OyezBot(discord.Client):
         await super().close()
         await self.preferences.close()
         await self.guild_settings.close()
+        if self.pipeline.pronunciations.guild_lookup == self.dictionary.of_guild:
+            self.pipeline.pronunciations.guild_lookup = None
+        await self.dictionary.close()
         await asyncio.to_thread(self.schedules.close)

@@ -34,6 +34,9 @@ class GuildSettings(BaseModel):
         default_factory=list, description="Roles allowed to use paid providers (empty: everyone)"
     )
     idle_timeout_s: float | None = Field(None, gt=0, le=86_400)
+    speed: float | None = Field(
+        None, ge=0.5, le=2.0, description="Speaking rate of members who set none (1.0 normal)"
+    )
     name_prefix: bool = Field(False, description='Speak "<name> said" before each message')
     read_channel: int | None = Field(None, description="Text channel read aloud (/setup)")
     skip_prefix: str = Field("!", max_length=10, description="Messages starting so are not read")

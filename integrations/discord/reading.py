@@ -17,6 +17,7 @@ from bot.errors import ConfigError, InvalidRequest
 from bot.speech import RequestSource, SpeechRequest
 from bot.synthesis.pipeline import SpeechPipeline
 from integrations.discord.guilds import GuildSettings, GuildSettingsStore
+from integrations.discord.names import spoken_name
 from integrations.discord.preferences import Preferences
 from integrations.discord.voice import VoiceConnections
 
@@ -53,7 +54,7 @@ def speakable(content: str, attachment_names: list[str], limit: int) -> str:
 
 class ChannelReader:
     """Speaks the messages of the channels read aloud, in the author's voice (``/voice set``)
-    or the server's, prefixed ``<name> said:``."""
+    or the server's, at their speed, prefixed ``<name> said:`` (their ``/nick``)."""
 
     def __init__(
         self,
@@ -84,14 +85,16 @@ class ChannelReader:
         if not isinstance(channel, discord.VoiceChannel):
             return  # nobody to speak to
         chosen = await self.preferences.voice_of(author.id)
+        name = await spoken_name(author, guild.id, self.preferences)
         try:
             request = SpeechRequest.build(
-                text=f"{author.display_name} said: {words}",
+                text=f"{name} said: {words}",
                 voice=chosen.voice if chosen else server.voice,
                 provider=chosen.provider if chosen else server.provider,
                 source=RequestSource.DISCORD,
                 requester=f"discord:{author.id}",
                 guild=str(guild.id),
+                speed=await self.preferences.speed_of(author.id) or server.speed,
             )
             await self.pipeline.prepare(request)
         except (InvalidRequest, ConfigError) as exc:

@@ -3,7 +3,8 @@
 Bad input is answered first, privately (within :data:`PREPARE_BUDGET_S`, else after a defer);
 the reply is then edited to say what was said, by which voice, and why another voice spoke
 when the asked one could not. The voice is the one asked, else the caller's (``/voice set``),
-else the server's (``/settings``).
+else the server's (``/settings``); the speed the caller's (``/voice speed``), else the server's;
+"<name> said" (``/settings name_prefix``) says the caller's ``/nick``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from integrations.discord.catalogue import parse_voice
 from integrations.discord.commands.errors import PaidProviderRefused
 from integrations.discord.commands.playback import caller_channel
 from integrations.discord.guilds import GuildSettings, GuildSettingsStore
+from integrations.discord.names import spoken_name
 from integrations.discord.player import QueuedItem
 from integrations.discord.preferences import Preferences
 from integrations.discord.voice import VoiceConnections
@@ -143,7 +145,7 @@ class Say:
         """The request of ``text`` in the voice asked, else the caller's, else the server's."""
         user = interaction.user
         if server.name_prefix:
-            text = f"{user.display_name} said: {text}"
+            text = f"{await spoken_name(user, interaction.guild_id, self.preferences)} said: {text}"
         model = None
         chosen = await self.preferences.voice_of(user.id) if voice is None else None
         if chosen is not None and provider in (None, chosen.provider):
@@ -160,6 +162,7 @@ class Say:
             source=RequestSource.DISCORD,
             requester=f"discord:{user.id}",
             guild=str(interaction.guild_id),
+            speed=await self.preferences.speed_of(user.id) or server.speed,
         )
 
     async def _prepare(

@@ -11,6 +11,7 @@ from bot.providers.report import credits_report
 from bot.speech import SpeechRequest
 from bot.synthesis.pipeline import SpeechPipeline
 from integrations.discord.catalogue import VoiceCatalogue, parse_voice
+from integrations.discord.commands.voices import MAX_SPEED, MIN_SPEED, check_speed
 from integrations.discord.guilds import GuildSettings, GuildSettingsStore
 from integrations.discord.settings import DiscordSettings
 
@@ -32,6 +33,7 @@ def _describe_settings(settings: GuildSettings) -> str:
             f"max length: {settings.max_length or 'Oyez default'}",
             f"paid providers: {roles}",
             f"idle timeout: {settings.idle_timeout_s or 'Oyez default'}",
+            f"speed: {f'{settings.speed:g}×' if settings.speed else 'normal'}",
             f'"<name> said": {"on" if settings.name_prefix else "off"}',
             f"voice channel chat read: {'on' if settings.read_voice_chat else 'off'}",
         ]
@@ -69,6 +71,7 @@ def settings_command(
         idle_timeout_s="Leave the voice channel after this many idle seconds",
         name_prefix='Say "<name> said" before each message',
         voice_chat="Read the text chat of the voice channel I am in",
+        speed="Speaking rate of members who set none: 0.5 to 2 (1 is normal)",
     )
     async def settings(  # noqa: PLR0913 - the slash command's options
         interaction: discord.Interaction,
@@ -80,10 +83,13 @@ def settings_command(
         idle_timeout_s: app_commands.Range[int, 10, 86_400] | None = None,
         name_prefix: bool | None = None,
         voice_chat: bool | None = None,
+        speed: app_commands.Range[float, MIN_SPEED, MAX_SPEED] | None = None,
     ) -> None:
         assert interaction.guild is not None
         current = await guild_settings.get(interaction.guild.id)
         changes: dict[str, Any] = {}
+        if speed is not None:
+            changes["speed"] = None if check_speed(speed) == 1 else speed
         if voice is not None or provider is not None:
             chosen_provider, model, chosen_voice = parse_voice(voice, provider)
             await pipeline.prepare(

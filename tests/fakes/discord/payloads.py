@@ -214,6 +214,10 @@ def resolved(values: list[Any]) -> Json:
         if isinstance(value, RoleRef):
             assert value.id == GUILD_ID, "the fake guild has only the @everyone role"
             data.setdefault("roles", {})[value.id] = everyone_role()
+        elif isinstance(value, FakeUser):
+            data.setdefault("users", {})[value.id] = value.to_json()
+            found = {k: v for k, v in member(value).items() if k != "user"}
+            data.setdefault("members", {})[value.id] = found | {"permissions": ALL_PERMISSIONS}
         elif isinstance(value, ChannelRef):
             found = channel(value.id)
             data.setdefault("channels", {})[value.id] = found | {"permissions": ALL_PERMISSIONS}
@@ -224,6 +228,8 @@ def option_type(value: Any) -> int:
     """The application command option type for a Python value (string, integer, boolean...)."""
     if isinstance(value, RoleRef):
         return 8
+    if isinstance(value, FakeUser):
+        return 6
     if isinstance(value, ChannelRef):
         return 7
     if isinstance(value, bool):
@@ -246,7 +252,9 @@ def interaction_create(
     channel_id: str,
     command_guild_id: str | None = None,
     resolved_data: Json | None = None,
+    permissions: str = ALL_PERMISSIONS,
 ) -> Json:
+    """``permissions``: the caller's, in the channel (a decimal bit field, as Discord sends)."""
     data: Json = {"id": command_id, "name": name, "type": 1, "options": options}
     if resolved_data:
         data["resolved"] = resolved_data
@@ -261,7 +269,7 @@ def interaction_create(
         "guild_id": GUILD_ID,
         "channel_id": channel_id,
         "channel": channel(channel_id),
-        "member": member(user) | {"permissions": ALL_PERMISSIONS},
+        "member": member(user) | {"permissions": permissions},
         "data": data,
         "attachment_size_limit": 10_485_760,
         "locale": "en-US",

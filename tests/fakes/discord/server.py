@@ -477,11 +477,14 @@ class FakeDiscord(FakeServer):
         *,
         user: FakeUser = ALICE,
         channel: str = TEXT_CHANNEL_ID,
+        permissions: str = payloads.ALL_PERMISSIONS,
+        subcommand: str | None = None,
     ) -> SentInteraction:
-        """Dispatch INTERACTION_CREATE for the slash command ``/name`` with ``options``.
+        """Dispatch INTERACTION_CREATE for the slash command ``/name`` with ``options``
+        (``/name subcommand`` with them when given), by ``user`` with ``permissions``.
 
         The command must have been synced (globally or for the guild): its id, and ``guild_id``
-        for a guild command, come from the sync.
+        for a guild command, come from the sync. A :class:`FakeUser` option is a user option.
         """
         await self.wait_identified()
         command, guild_id = self._find_command(name)
@@ -494,6 +497,8 @@ class FakeDiscord(FakeServer):
             }
             for key, value in (options or {}).items()
         ]
+        if subcommand is not None:
+            options_json = [{"name": subcommand, "type": 1, "options": options_json}]
         payload = payloads.interaction_create(
             interaction_id=interaction_id,
             token=token,
@@ -504,6 +509,7 @@ class FakeDiscord(FakeServer):
             channel_id=channel,
             command_guild_id=guild_id,
             resolved_data=payloads.resolved(list((options or {}).values())),
+            permissions=permissions,
         )
         sent = SentInteraction(interaction_id, token, name, payload, time.monotonic())
         self.interactions.append(sent)
