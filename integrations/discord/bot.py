@@ -4,7 +4,8 @@ Intents are the minimum: guilds and voice states; messages and their content onl
 channel reading is on (``discord.read_messages``). The work is done elsewhere: the commands in
 :mod:`integrations.discord.commands`, voice connections in :mod:`~integrations.discord.voice`,
 channels read aloud in :mod:`~integrations.discord.reading`, announcements in
-:mod:`~integrations.discord.announcements`.
+:mod:`~integrations.discord.announcements`, leaving a channel left empty in
+:mod:`~integrations.discord.presence`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from integrations.discord.dictionary import PronunciationBook
 from integrations.discord.guilds import GuildSettingsStore
 from integrations.discord.player import QueuedItem
 from integrations.discord.preferences import Preferences
+from integrations.discord.presence import AloneWatch
 from integrations.discord.reading import ChannelReader
 from integrations.discord.settings import DiscordSettings
 from integrations.discord.voice import VoiceConnections
@@ -68,6 +70,7 @@ class OyezBot(discord.Client):
         pipeline.pronunciations.guild_lookup = self.dictionary.of_guild
         self.voice = VoiceConnections(pipeline, settings, self.guild_settings, self._played)
         self.announcements = AnnouncementWaiters(self.voice)
+        self.alone = AloneWatch(self.voice, settings.alone_timeout_s)
         self.reader = ChannelReader(pipeline, self.guild_settings, self.preferences, self.voice)
         self.say = Say(pipeline, self.guild_settings, self.preferences, self.voice)
         self._add_commands()
@@ -102,6 +105,14 @@ class OyezBot(discord.Client):
         if self.settings.read_messages:
             await self.reader.read(message)
 
+    async def on_voice_state_update(
+        self,
+        member: discord.Member,
+        before: discord.VoiceState,
+        after: discord.VoiceState,  # noqa: ARG002 - discord.py's event; the bot's channel counts
+    ) -> None:
+        self.alone.changed(member, before)
+
     async def speak_in(
         self,
         guild: discord.Guild,
@@ -119,6 +130,7 @@ class OyezBot(discord.Client):
         await self.say.played(item, utterance, error)
 
     async def close(self) -> None:
+        self.alone.close()
         await self.voice.close()
         await super().close()
         await self.preferences.close()
