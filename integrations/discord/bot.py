@@ -34,6 +34,7 @@ from integrations.discord.commands.server import (
 from integrations.discord.commands.voices import VoiceCommands, voices_command
 from integrations.discord.dictionary import PronunciationBook
 from integrations.discord.guilds import GuildSettingsStore
+from integrations.discord.names import SpeakerTurns
 from integrations.discord.player import QueuedItem
 from integrations.discord.preferences import Preferences
 from integrations.discord.presence import AloneWatch
@@ -71,8 +72,11 @@ class OyezBot(discord.Client):
         self.voice = VoiceConnections(pipeline, settings, self.guild_settings, self._played)
         self.announcements = AnnouncementWaiters(self.voice)
         self.alone = AloneWatch(self.voice, settings.alone_timeout_s)
-        self.reader = ChannelReader(pipeline, self.guild_settings, self.preferences, self.voice)
-        self.say = Say(pipeline, self.guild_settings, self.preferences, self.voice)
+        turns = SpeakerTurns()  # one per guild for /say and reading alike
+        self.reader = ChannelReader(
+            pipeline, self.guild_settings, self.preferences, self.voice, turns
+        )
+        self.say = Say(pipeline, self.guild_settings, self.preferences, self.voice, turns)
         self._add_commands()
 
     def _add_commands(self) -> None:

@@ -1,15 +1,18 @@
 """How the bot says a member's name in "<name> said": their ``/nick``, else their display name
-cleaned so it can be spoken (emoji, symbols and decorations dropped, ``_`` read as a space)."""
+cleaned so it can be spoken (emoji, symbols and decorations dropped, ``_`` read as a space);
+and when (:class:`SpeakerTurns`): only when the speaker changes, or after a pause."""
 
 from __future__ import annotations
 
+import time
 import unicodedata
+from collections.abc import Callable
 
 import discord
 
 from integrations.discord.preferences import Preferences
 
-__all__ = ["MAX_NICK_CHARS", "clean_name", "spoken_name"]
+__all__ = ["MAX_NICK_CHARS", "SpeakerTurns", "clean_name", "spoken_name"]
 
 #: Longest ``/nick``, characters (Discord's own nickname limit is 32).
 MAX_NICK_CHARS = 32
@@ -41,3 +44,19 @@ async def spoken_name(
         if nick:
             return nick
     return clean_name(user.display_name) or clean_name(user.name) or "someone"
+
+
+class SpeakerTurns:
+    """Who spoke last in each guild, and when: the name is said again only for another
+    speaker, or after ``gap_s`` seconds (``/settings xsaid_gap_s``; 0: every time)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._last: dict[int, tuple[int, float]] = {}  # guild id → (user id, when)
+
+    def name_due(self, guild_id: int, user_id: int, gap_s: float) -> bool:
+        """Whether ``user_id``'s message now needs "<name> said"; records it as the last."""
+        now = self._clock()
+        last = self._last.get(guild_id)
+        self._last[guild_id] = (user_id, now)
+        return last is None or last[0] != user_id or now - last[1] >= gap_s

@@ -135,7 +135,7 @@ async def test_a_provider_without_a_rate_option_says_it_ignores_the_speed(
 async def test_nick_is_the_name_said(
     fake: FakeDiscord, tmp_path: Path, transcriber: Transcriber
 ) -> None:
-    await answer(fake, "settings", {"name_prefix": True})
+    await answer(fake, "settings", {"name_prefix": True, "xsaid_gap_s": 0})  # every time
     assert "Bob said: Hello." in await say(fake, "Hello.", user=BOB)  # 🎉 and _ are not said
     assert await answer(fake, "nick", {"name": "Captain"}, user=BOB) == (
         'I now say your name as "Captain".'
@@ -144,6 +144,8 @@ async def test_nick_is_the_name_said(
     assert "Captain said: The bins go out tonight." in reply
     _, named = runs(fake.voice.packets)
     assert word_error_rate("Captain said the bins go out tonight", heard(named, transcriber)) <= 0.3
+    await answer(fake, "settings", {"xsaid_gap_s": 60})  # the default: the same speaker, soon
+    assert "🔊 Said: And the recycling." in await say(fake, "And the recycling.", user=BOB)
 
     # a member without Manage Server may not name others; a manager may
     refused = await answer(
