@@ -1,5 +1,5 @@
 """Reading text channels aloud: the guild's reading channel (``/setup``) and the text chat of
-the voice channel the bot is in (``/settings voice_chat``).
+the voice or stage channel the bot is in (``/settings voice_chat``).
 
 Who is read is the server's choice (``/settings``): not messages starting with the skip prefix,
 not bots or webhooks (unless ``read_bots``), only members with ``read_role`` when one is set,
@@ -24,7 +24,7 @@ from integrations.discord.chat import chars_for, speakable
 from integrations.discord.guilds import GuildSettings, GuildSettingsStore
 from integrations.discord.names import SpeakerTurns, spoken_name
 from integrations.discord.preferences import Preferences
-from integrations.discord.voice import VoiceConnections
+from integrations.discord.voice import VocalChannel, VoiceConnections
 
 __all__ = ["ChannelReader", "speakable"]
 
@@ -70,7 +70,7 @@ class ChannelReader:
         channel = current or (
             author.voice.channel if isinstance(author, discord.Member) and author.voice else None
         )
-        if not isinstance(channel, discord.VoiceChannel) or not _is_read(message, server, current):
+        if not isinstance(channel, VocalChannel) or not _is_read(message, server, current):
             return  # nobody to speak to, or not a message to read
         speed = await self.preferences.speed_of(author.id) or server.speed
         limit = min(server.read_max_length, chars_for(server.read_max_s, speed or 1.0))
@@ -91,7 +91,7 @@ class ChannelReader:
         self,
         message: discord.Message,
         server: GuildSettings,
-        channel: discord.VoiceChannel,
+        channel: VocalChannel,
         words: str,
         speed: float | None,
     ) -> None:
@@ -145,7 +145,7 @@ def _is_read(
     """Whether ``message`` is one the server reads: in a channel read, by someone read."""
     in_voice_chat = (
         server.read_voice_chat
-        and isinstance(current, discord.VoiceChannel)
+        and isinstance(current, VocalChannel)
         and message.channel.id == current.id
     )
     if message.channel.id != server.read_channel and not in_voice_chat:

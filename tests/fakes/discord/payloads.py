@@ -1,8 +1,8 @@
 """JSON payloads as Discord sends them, just complete enough for discord.py 2.7 to parse.
 
 The simulated world is fixed: one guild (:data:`GUILD_ID`) owned by alice, with a text channel
-``#general``, two voice channels (``Voice`` and ``Lounge``), the human member alice (sitting in
-``Voice``) and the bot. Ids are strings, as on the wire.
+``#general``, two voice channels (``Voice`` and ``Lounge``), a stage channel (``Stage``), the
+human member alice (sitting in ``Voice``) and the bot. Ids are strings, as on the wire.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ __all__ = [
     "BOT",
     "GUILD_ID",
     "LOUNGE_CHANNEL_ID",
+    "STAGE_CHANNEL_ID",
     "TEXT_CHANNEL_ID",
     "VOICE_CHANNEL_ID",
     "FakeUser",
@@ -35,6 +36,7 @@ GUILD_ID = "2000"
 TEXT_CHANNEL_ID = "2001"
 VOICE_CHANNEL_ID = "2002"
 LOUNGE_CHANNEL_ID = "2003"
+STAGE_CHANNEL_ID = "2004"
 ALL_PERMISSIONS = "2199023255551"
 JOINED_AT = "2024-01-01T00:00:00+00:00"
 
@@ -90,6 +92,9 @@ def channels() -> list[Json]:
         {"id": LOUNGE_CHANNEL_ID, "type": 2, "name": "Lounge", "position": 2}
         | {"bitrate": 64000, "user_limit": 0, "rtc_region": None}
         | common,
+        {"id": STAGE_CHANNEL_ID, "type": 13, "name": "Stage", "position": 3, "topic": None}
+        | {"bitrate": 64000, "user_limit": 0, "rtc_region": None}
+        | common,
     ]
 
 
@@ -107,7 +112,10 @@ def voice_state(
     session_id: str,
     guild_id: str = GUILD_ID,
     with_member: bool = False,
+    suppress: bool | None = None,
 ) -> Json:
+    """``suppress`` (not a speaker): by default, in the stage channel only (as Discord does
+    for a member who joins a stage)."""
     data: Json = {
         "guild_id": guild_id,
         "user_id": user.id,
@@ -119,7 +127,7 @@ def voice_state(
         "self_mute": False,
         "self_video": False,
         "self_stream": False,
-        "suppress": False,
+        "suppress": channel_id == STAGE_CHANNEL_ID if suppress is None else suppress,
         "request_to_speak_timestamp": None,
     }
     if with_member:
