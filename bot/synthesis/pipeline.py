@@ -186,14 +186,16 @@ class SpeechPipeline:
         return PreparedRequest(request, text, provider, voice, validated)
 
     async def _fallback(
-        self, specs: list[str], tried: set[str], request: SpeechRequest, notes: list[FallbackNote]
+        self, specs: list[str], tried: set[str], asked: PreparedRequest, notes: list[FallbackNote]
     ) -> PreparedRequest | None:
         """Prepare the next usable entry of the fallback chain (consumed from ``specs``).
 
         A spec is a provider (``piper``), a provider and model (``segmind/chatterbox-tts``) or a
         named voice. The asked request's voice and options belong to the asked provider, so a
-        fallback speaks with its own defaults.
+        fallback speaks with its own defaults; it says the asked text as prepared (a sentence's
+        text is prepared already: the pronunciations are not applied twice).
         """
+        request = asked.request
         while specs:
             spec = specs.pop(0)
             if spec.casefold() in self.settings.voices:
@@ -209,7 +211,7 @@ class SpeechPipeline:
                 continue
             if prepared.provider.name in tried:
                 continue
-            return prepared
+            return replace(prepared, text=asked.text)
         return None
 
     async def speak(self, request: SpeechRequest | PreparedRequest) -> Utterance:
@@ -467,7 +469,7 @@ class SpeechPipeline:
         expires_in = request.overdue_s()
         expiry = None if expires_in == float("-inf") else loop.time() - expires_in
         while True:
-            following = await self._fallback(specs, tried, request, notes)
+            following = await self._fallback(specs, tried, candidate, notes)
             wait_until = expiry
             if following is not None:
                 patience = loop.time() + self.settings.patience_s

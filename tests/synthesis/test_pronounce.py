@@ -47,3 +47,27 @@ async def test_the_pipeline_prepares_the_spoken_text_at_the_asked_speed(tmp_path
         assert given.options["length_scale"] == 1.5  # the options given win
     finally:
         await pipeline.aclose()
+
+
+async def test_a_fallback_says_the_text_once_rewritten(tmp_path: Path) -> None:
+    """An entry whose spoken form holds the word itself is applied once, also by the voice
+    that takes over a sentence when the asked provider fails."""
+    from bot.providers.base import ProviderRegistry
+    from integrations import PROVIDERS
+    from tests.support.tone_provider import ToneProvider
+
+    settings = config.load(data_dir=tmp_path, pronunciations={"Bob": "Bob the builder"})
+    targets = {**PROVIDERS, "tone": "tests.support.tone_provider:ToneProvider"}
+    pipeline = SpeechPipeline(settings, ProviderRegistry(settings, targets))
+    ToneProvider.mode = "fail"
+    try:
+        request = SpeechRequest(text="Bob is here. Bob is not.", provider="tone")
+        utterance = await pipeline.speak(request)
+        sentences = [s async for s in pipeline.speak_sentences(request.model_copy())]
+    finally:
+        ToneProvider.mode = "ok"
+        await pipeline.aclose()
+    assert utterance.voice.provider == "piper"
+    assert utterance.text == "Bob the builder is here. Bob the builder is not."
+    said = ["Bob the builder is here.", "Bob the builder is not."]
+    assert [s.speech.text for s in sentences] == said
