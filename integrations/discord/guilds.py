@@ -38,7 +38,9 @@ class GuildSettings(BaseModel):
     speed: float | None = Field(
         None, ge=0.5, le=2.0, description="Speaking rate of members who set none (1.0 normal)"
     )
-    name_prefix: bool = Field(False, description='Speak "<name> said" before each message')
+    name_prefix: bool = Field(
+        False, description='/say speaks "<name> said" first (when the speaker changes)'
+    )
     read_channel: int | None = Field(None, description="Text channel read aloud (/setup)")
     skip_prefix: str = Field("!", max_length=10, description="Messages starting so are not read")
     read_max_length: int = Field(300, ge=10, le=2000, description="Longest message read, chars")

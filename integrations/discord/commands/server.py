@@ -122,7 +122,7 @@ def settings_command(
         paid_role="Also allow this role to use paid providers",
         clear_paid_roles="Allow everyone to use paid providers again",
         idle_timeout_s="Leave the voice channel after this many idle seconds",
-        name_prefix='Say "<name> said" before each message',
+        name_prefix='Say "<name> said" before /say messages (when the speaker changes)',
         voice_chat="Read the text chat of the voice channel I am in",
         speed="Speaking rate of members who set none: 0.5 to 2 (1 is normal)",
         xsaid_gap_s='Say "<name> said" again for the same speaker after this many seconds',
