@@ -225,3 +225,52 @@ async def test_the_dictionary_speaks_for_announcements_in_the_server(
     (run,) = runs(fake.voice.packets)
     said = heard(run, transcriber)
     assert word_error_rate("The bus expected arrival is ten minutes", said) <= 0.3
+
+
+async def test_a_scheduled_alert_is_made_ahead_in_the_servers_words(
+    fake: FakeDiscord, tmp_path: Path, transcriber: Transcriber
+) -> None:
+    import asyncio
+    import time
+    from datetime import UTC, datetime
+
+    from bot.announce.announcer import Announcer
+    from bot.schedules.model import Schedule
+    from bot.schedules.scheduler import Scheduler
+    from bot.schedules.store import ScheduleBook
+    from integrations.discord.service import DiscordSink
+
+    settings = config.load(data_dir=tmp_path / "data", cache={"enabled": True})
+    async with oyez_bot_running(settings) as client:
+        await client.dictionary.add(int(GUILD_ID), "ETA", "expected arrival")
+        announcer = Announcer(settings, client.pipeline.prepare)
+        announcer.add_sink(DiscordSink(client))
+        book = ScheduleBook(settings.data_dir)
+        scheduler = Scheduler(settings, announcer, book, synthesize=client.pipeline.speak)
+        at = datetime.fromtimestamp(int(time.time()) + 4, UTC)
+        channel = {"guild_id": int(GUILD_ID), "channel_id": 2002}
+        await book.add(
+            Schedule.parse({"name": "bus", "at": at.isoformat(), "discord": channel,
+                            "message": "The bus ETA is ten minutes."}),
+            "cli",
+            datetime.now(UTC),
+        )  # fmt: skip
+        await scheduler.start()
+        task = asyncio.create_task(scheduler.serve())
+        try:
+            await fake.wait_for(lambda: fake.voice.voice_frames(), timeout_s=15, what="the alert")
+            status = announcer.status(f"schedule:bus:{int(at.timestamp())}")
+            assert status is not None
+            await asyncio.wait_for(status.done.wait(), 30)
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await scheduler.stop()
+            await announcer.aclose()
+            book.close()
+    assert status.state.value == "done", status.reason
+    assert status.cached is True  # made ahead with the server's dictionary: a cache hit
+    (run,) = runs(fake.voice.packets)
+    said = heard(run, transcriber)
+    assert word_error_rate("The bus expected arrival is ten minutes", said) <= 0.3
