@@ -79,6 +79,12 @@ def _parser() -> argparse.ArgumentParser:
         help="provider option, e.g. length_scale=1.2 (repeatable)",
     )
     say.add_argument(
+        "--speed",
+        type=float,
+        help="speaking rate, 0.5 to 2 (1 normal), for whichever provider speaks; "
+        "ignored by one without a rate option",
+    )
+    say.add_argument(
         "--format",
         choices=[p.value for p in OutputProfile],
         help="output profile (default: from the extension of -o; .ogg is discord)",
@@ -207,6 +213,7 @@ async def _say(args: argparse.Namespace, settings: Settings) -> int:
         model=args.model,
         voice=args.voice,
         options=dict(args.option),
+        speed=args.speed,
         output=profile,
         source=RequestSource.CLI,
         requester="cli",

@@ -121,10 +121,13 @@ class SpeechRequest(BaseModel):
     """One thing to say, from any source.
 
     ``provider``, ``model`` and ``voice`` default from the configuration; ``options`` are the
-    provider's (Piper's ``length_scale``), validated before synthesis. Past ``expires_at`` (UTC)
-    a request is dropped (:class:`bot.errors.RequestExpired`), never spoken late. ``requester``
-    and ``guild`` (a Discord server id) are who asked. ``fallback`` off: a provider that cannot
-    speak is an error, not a turn for the fallback chain; ``cache`` off: no cache read or write.
+    provider's (Piper's ``length_scale``), validated before synthesis; ``speed`` (0.5 to 2, 1
+    normal) is a speaking rate for whichever provider speaks, ignored by one without a rate
+    option (:meth:`~bot.providers.base.Provider.rate_options`); options given win. Past
+    ``expires_at`` (UTC) a request is dropped (:class:`bot.errors.RequestExpired`), never
+    spoken late. ``requester`` and ``guild`` (a Discord server id) are who asked. ``fallback``
+    off: a provider that cannot speak is an error, not a turn for the fallback chain; ``cache``
+    off: no cache read or write.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -135,6 +138,7 @@ class SpeechRequest(BaseModel):
     model: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)] | None = None
     voice: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)] | None = None
     options: dict[str, OptionValue] = Field(default_factory=dict)
+    speed: float | None = Field(None, ge=0.5, le=2.0)
     output: OutputProfile = OutputProfile.OGG_OPUS
     source: RequestSource = RequestSource.CLI
     requester: str | None = None

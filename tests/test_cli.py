@@ -60,6 +60,14 @@ def test_say_reads_stdin_and_picks_format_from_extension(tmp_path: Path) -> None
     assert "Said: Hello from stdin." in result.stdout
 
 
+def test_say_at_twice_the_speed_takes_half_the_time(tmp_path: Path) -> None:
+    for name, speed in (("normal", "1"), ("fast", "2")):
+        result = oyez("say", TEXT, "--speed", speed, "-o", f"{name}.wav", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    normal, fast = ((tmp_path / f"{n}.wav").stat().st_size for n in ("normal", "fast"))
+    assert 0.45 < fast / normal < 0.75  # Piper's pauses and the file's edges shrink less
+
+
 def test_say_format_without_output_names_the_file(tmp_path: Path) -> None:
     result = oyez(
         "say", "Hi there.", "--format", "wav", "--option", "length_scale=1.2", cwd=tmp_path
@@ -92,6 +100,7 @@ def test_say_to_standard_output(tmp_path: Path) -> None:
         (["say", "hi", "--option", "length_scale=9"], {}, "length_scale: Input should be"),
         (["say", "hi", "--option", "pitch=2"], {}, "pitch: unknown option"),
         (["say", "hi", "--option", "pitch"], {}, "must look like KEY=VALUE"),
+        (["say", "hi", "--speed", "3"], {}, "speed: Input should be less than or equal to 2"),
         (["say", "hi", "-o", "x.flac"], {}, "cannot tell the format"),
         (["say", "hi", "-o", "x.ogg", "--format", "mp3"], {}, "does not match"),
         (["say", "hi", "--format", "aiff"], {}, "invalid choice"),

@@ -167,7 +167,7 @@ class Announcer:
         for key in finished[:excess]:
             del self._statuses[key]
 
-    def _targets(self, announcement: Announcement) -> dict[str, list[Target]]:
+    def targets(self, announcement: Announcement) -> dict[str, list[Target]]:
         """Targets by sink kind; names resolved. Raises InvalidRequest."""
         channels: list[Target] = []
         named = self.settings.announce.discord_channels
@@ -232,7 +232,7 @@ class Announcer:
             )  # fmt: skip
             return
         try:
-            targets = self._targets(announcement)
+            targets = self.targets(announcement)
         except InvalidRequest as exc:
             await self._finish(status, AnnouncementState.FAILED, "invalid", str(exc))
             return

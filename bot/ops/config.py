@@ -16,7 +16,7 @@ import os
 from contextvars import ContextVar
 from datetime import datetime, time, tzinfo
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -26,6 +26,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    StringConstraints,
     ValidationError,
     field_validator,
 )
@@ -336,6 +337,13 @@ class Settings(BaseSettings):
     audio: AudioSettings = Field(default_factory=AudioSettings)
     providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
     voices: dict[str, NamedVoice] = Field(default_factory=dict)
+    pronunciations: dict[
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)],
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)],
+    ] = Field(
+        default_factory=dict,
+        description="Words said otherwise than written (whole words, any case): word: spoken as",
+    )
     fallback: list[str] = Field(
         default_factory=lambda: ["piper"],
         description="Providers (or provider/model, or named voices) that speak instead",

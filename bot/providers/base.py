@@ -151,6 +151,12 @@ class Provider(ABC):
         """The pydantic model validating request options for ``voice``'s model."""
         return NoOptions
 
+    def rate_options(self, voice: Voice, speed: float) -> dict[str, Any] | None:  # noqa: ARG002 - a Provider hook; overrides read them
+        """The options that make ``voice`` speak ``speed`` times its normal rate (1.0 normal,
+        2.0 twice as fast), or None when its model has no rate option (the speed is ignored).
+        None by default."""
+        return None
+
     def validate_options(self, voice: Voice, options: Mapping[str, Any]) -> dict[str, Any]:
         """Validated options with defaults filled in. Raises :class:`InvalidOptions`."""
         try:

@@ -24,7 +24,7 @@ from typing import Protocol, runtime_checkable
 from pydantic import ValidationError
 
 from bot.announce.announcer import Announcer
-from bot.announce.model import Announcement, Sink
+from bot.announce.model import Announcement, Sink, Target
 from bot.errors import ConfigError, InvalidRequest
 from bot.ops.config import Settings, format_validation_error
 from bot.schedules.model import Schedule, check_targets, target_kinds
@@ -44,9 +44,10 @@ LEAD_S = 30.0
 @runtime_checkable
 class WarmSink(Protocol):
     """A sink that makes an announcement's audio ahead the way its ``deliver`` will ask the
-    pipeline for it (the Discord sink: sentence by sentence), so that it is a cache hit then."""
+    pipeline for it (the Discord sink: sentence by sentence, in each target guild's words), so
+    that it is a cache hit then. ``targets``: the announcement's targets of that sink."""
 
-    async def warm(self, request: SpeechRequest) -> None: ...
+    async def warm(self, request: SpeechRequest, targets: list[Target]) -> None: ...
 
 
 @dataclass(slots=True)
@@ -325,7 +326,9 @@ class Scheduler:
             )
             try:
                 if isinstance(sink, WarmSink):
-                    await sink.warm(request)
+                    await sink.warm(
+                        request, self.announcer.targets(announcement).get(sink.kind, [])
+                    )
                 else:
                     await self.synthesize(request)
             except Exception as exc:  # the alert is still tried when it fires

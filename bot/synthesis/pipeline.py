@@ -41,6 +41,7 @@ from bot.providers.dispatch import Dispatched, Dispatcher
 from bot.speech import FallbackNote, OutputProfile, SpeechRequest, Timings, Utterance, Voice
 from bot.synthesis.cache import AudioCache, CacheEntry, cache_key
 from bot.synthesis.prepared import PreparedRequest, Segment
+from bot.synthesis.pronounce import Pronunciations
 from bot.synthesis.sentences import split_sentences
 from bot.synthesis.text import normalize_text
 
@@ -88,6 +89,7 @@ class SpeechPipeline:
         self.transcoder = transcoder or Transcoder(settings.audio)
         self.dispatcher = dispatcher or Dispatcher(settings)
         self._cache: AudioCache | None = None
+        self.pronunciations = Pronunciations(settings.pronunciations)
         self.gains = VoiceGains(settings.audio.loudness_target_lufs)
         self.stream_encoders = StreamEncoders(self.transcoder, self.gains)
         # per voice label: its last synthesis time per character and transcoding time (s)
@@ -151,7 +153,9 @@ class SpeechPipeline:
 
         Raises :class:`bot.errors.InvalidRequest` subclasses (empty or over-long text, unknown
         provider, voice or model, invalid options), :class:`ConfigError` (the provider is not
-        configured, e.g. has no API key) and :class:`RequestExpired`.
+        configured, e.g. has no API key) and :class:`RequestExpired`. The prepared text is
+        the one to say: rewritten by the pronunciation dictionaries (:attr:`pronunciations`)
+        after the length check; ``request.speed`` becomes the provider's rate options.
         """
         self.check_expiry(request, "before synthesis")
         text = normalize_text(request.text, self.settings.max_text_length)
@@ -175,18 +179,23 @@ class SpeechPipeline:
         if problem:
             raise ConfigError(f"provider {provider.name!r} cannot be used: {problem}")
         voice = await provider.resolve_voice(voice_name, model)
+        if request.speed is not None:
+            options = {**(provider.rate_options(voice, request.speed) or {}), **options}
         validated = provider.validate_options(voice, options)
+        text = await self.pronunciations.apply(text, request.guild)
         return PreparedRequest(request, text, provider, voice, validated)
 
     async def _fallback(
-        self, specs: list[str], tried: set[str], request: SpeechRequest, notes: list[FallbackNote]
+        self, specs: list[str], tried: set[str], asked: PreparedRequest, notes: list[FallbackNote]
     ) -> PreparedRequest | None:
         """Prepare the next usable entry of the fallback chain (consumed from ``specs``).
 
         A spec is a provider (``piper``), a provider and model (``segmind/chatterbox-tts``) or a
         named voice. The asked request's voice and options belong to the asked provider, so a
-        fallback speaks with its own defaults.
+        fallback speaks with its own defaults; it says the asked text as prepared (a sentence's
+        text is prepared already: the pronunciations are not applied twice).
         """
+        request = asked.request
         while specs:
             spec = specs.pop(0)
             if spec.casefold() in self.settings.voices:
@@ -202,7 +211,7 @@ class SpeechPipeline:
                 continue
             if prepared.provider.name in tried:
                 continue
-            return prepared
+            return replace(prepared, text=asked.text)
         return None
 
     async def speak(self, request: SpeechRequest | PreparedRequest) -> Utterance:
@@ -460,7 +469,7 @@ class SpeechPipeline:
         expires_in = request.overdue_s()
         expiry = None if expires_in == float("-inf") else loop.time() - expires_in
         while True:
-            following = await self._fallback(specs, tried, request, notes)
+            following = await self._fallback(specs, tried, candidate, notes)
             wait_until = expiry
             if following is not None:
                 patience = loop.time() + self.settings.patience_s

@@ -42,8 +42,6 @@ class AnnouncementWaiters:
         busy = self.voice.busy_elsewhere(guild, channel)
         if busy is not None:
             raise InvalidRequest(f"the bot is busy in another voice channel ({busy.name})")
-        if not isinstance(channel, discord.VoiceChannel):
-            raise InvalidRequest("stage channels are not supported")
         player = await self.voice.player(guild, channel)
         key = (guild.id, request.id)
         waiter: asyncio.Future[Utterance] = asyncio.get_running_loop().create_future()

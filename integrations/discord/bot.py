@@ -4,7 +4,8 @@ Intents are the minimum: guilds and voice states; messages and their content onl
 channel reading is on (``discord.read_messages``). The work is done elsewhere: the commands in
 :mod:`integrations.discord.commands`, voice connections in :mod:`~integrations.discord.voice`,
 channels read aloud in :mod:`~integrations.discord.reading`, announcements in
-:mod:`~integrations.discord.announcements`.
+:mod:`~integrations.discord.announcements`, leaving a channel left empty in
+:mod:`~integrations.discord.presence`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from bot.synthesis.pipeline import SpeechPipeline
 from integrations.discord.announcements import AnnouncementWaiters
 from integrations.discord.catalogue import VoiceCatalogue
 from integrations.discord.commands.errors import OyezCommandTree
+from integrations.discord.commands.people import DictionaryCommands, nick_command
 from integrations.discord.commands.playback import playback_commands
 from integrations.discord.commands.say import Say, say_command
 from integrations.discord.commands.schedules import ScheduleCommands
@@ -30,9 +32,12 @@ from integrations.discord.commands.server import (
     setup_command,
 )
 from integrations.discord.commands.voices import VoiceCommands, voices_command
+from integrations.discord.dictionary import PronunciationBook
 from integrations.discord.guilds import GuildSettingsStore
+from integrations.discord.names import SpeakerTurns
 from integrations.discord.player import QueuedItem
 from integrations.discord.preferences import Preferences
+from integrations.discord.presence import AloneWatch
 from integrations.discord.reading import ChannelReader
 from integrations.discord.settings import DiscordSettings
 from integrations.discord.voice import VoiceConnections
@@ -62,17 +67,25 @@ class OyezBot(discord.Client):
         self.preferences = Preferences(data_dir)
         self.guild_settings = GuildSettingsStore(data_dir)
         self.schedules = ScheduleBook(data_dir)
+        self.dictionary = PronunciationBook(data_dir)
+        pipeline.pronunciations.guild_lookup = self.dictionary.of_guild
         self.voice = VoiceConnections(pipeline, settings, self.guild_settings, self._played)
         self.announcements = AnnouncementWaiters(self.voice)
-        self.reader = ChannelReader(pipeline, self.guild_settings, self.preferences, self.voice)
-        self.say = Say(pipeline, self.guild_settings, self.preferences, self.voice)
+        self.alone = AloneWatch(self.voice, settings.alone_timeout_s)
+        turns = SpeakerTurns()  # one per guild for /say and reading alike
+        self.reader = ChannelReader(
+            pipeline, self.guild_settings, self.preferences, self.voice, turns
+        )
+        self.say = Say(pipeline, self.guild_settings, self.preferences, self.voice, turns)
         self._add_commands()
 
     def _add_commands(self) -> None:
         catalogue = VoiceCatalogue(self.pipeline)
         commands: list[app_commands.Command[Any, ..., None] | app_commands.Group] = [
             say_command(self.say),
-            VoiceCommands(self.pipeline, self.preferences, catalogue),
+            VoiceCommands(self.pipeline, self.preferences, catalogue, self.guild_settings),
+            nick_command(self.preferences),
+            DictionaryCommands(self.dictionary),
             voices_command(catalogue),
             credits_command(self.pipeline),
             settings_command(self.pipeline, self.guild_settings, catalogue),
@@ -96,6 +109,14 @@ class OyezBot(discord.Client):
         if self.settings.read_messages:
             await self.reader.read(message)
 
+    async def on_voice_state_update(
+        self,
+        member: discord.Member,
+        before: discord.VoiceState,
+        after: discord.VoiceState,  # noqa: ARG002 - discord.py's event; the bot's channel counts
+    ) -> None:
+        self.alone.changed(member, before)
+
     async def speak_in(
         self,
         guild: discord.Guild,
@@ -113,8 +134,12 @@ class OyezBot(discord.Client):
         await self.say.played(item, utterance, error)
 
     async def close(self) -> None:
+        self.alone.close()
         await self.voice.close()
         await super().close()
         await self.preferences.close()
         await self.guild_settings.close()
+        if self.pipeline.pronunciations.guild_lookup == self.dictionary.of_guild:
+            self.pipeline.pronunciations.guild_lookup = None
+        await self.dictionary.close()
         await asyncio.to_thread(self.schedules.close)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,10 +35,27 @@ class GuildSettings(BaseModel):
         default_factory=list, description="Roles allowed to use paid providers (empty: everyone)"
     )
     idle_timeout_s: float | None = Field(None, gt=0, le=86_400)
-    name_prefix: bool = Field(False, description='Speak "<name> said" before each message')
+    speed: float | None = Field(
+        None, ge=0.5, le=2.0, description="Speaking rate of members who set none (1.0 normal)"
+    )
+    name_prefix: bool = Field(
+        False, description='/say speaks "<name> said" first (when the speaker changes)'
+    )
     read_channel: int | None = Field(None, description="Text channel read aloud (/setup)")
     skip_prefix: str = Field("!", max_length=10, description="Messages starting so are not read")
     read_max_length: int = Field(300, ge=10, le=2000, description="Longest message read, chars")
+    read_max_s: float = Field(
+        30.0, ge=5, le=120, description="Longest message read, seconds of speech (estimated)"
+    )
+    xsaid_gap_s: float = Field(
+        60.0, ge=0, le=3600, description='"<name> said" again for the same speaker after this'
+    )
+    require_voice: bool = Field(
+        False, description="Read only members in the voice channel the bot is in"
+    )
+    read_bots: bool = Field(False, description="Read messages of bots and webhooks too")
+    read_role: int | None = Field(None, description="Read only members with this role")
+    emoji: Literal["name", "drop"] = Field("name", description="Unicode emoji: said or dropped")
     # settings stored before this field existed read as on
     read_voice_chat: bool = Field(
         True, description="Read the text chat of the voice channel the bot is in"

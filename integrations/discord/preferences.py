@@ -1,4 +1,5 @@
-"""Per-user voice choices, kept in SQLite in the data directory (``oyez.sqlite3``)."""
+"""Per-user choices (voice, speaking rate, the name said), kept in SQLite in the data directory
+(``oyez.sqlite3``)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,16 @@ CREATE TABLE IF NOT EXISTS discord_user_voices (
     model TEXT,
     voice TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS discord_user_speeds (
+    user_id INTEGER PRIMARY KEY,
+    speed REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS discord_nicknames (
+    guild_id INTEGER NOT NULL,
+    user_id INTEGER NOT NULL,
+    nick TEXT NOT NULL,
+    PRIMARY KEY (guild_id, user_id)
+);
 """
 
 
@@ -35,8 +46,9 @@ class VoiceChoice:
 
 
 class Preferences:
-    """What each user chose with ``/voice set``; survives restarts. The SQLite work runs in a
-    worker thread (:class:`~bot.ops.store.Database`): a busy file never stalls the event loop."""
+    """What each user chose with ``/voice set``, ``/voice speed`` and ``/nick``; survives
+    restarts. The SQLite work runs in a worker thread (:class:`~bot.ops.store.Database`): a
+    busy file never stalls the event loop."""
 
     def __init__(self, data_dir: Path) -> None:
         self._db = Database(partial(open_state, data_dir, _SCHEMA))
@@ -56,6 +68,56 @@ class Preferences:
         await self._db.call(
             lambda db: db.execute(
                 "INSERT OR REPLACE INTO discord_user_voices VALUES (?, ?, ?, ?)", row
+            )
+        )
+
+    async def speed_of(self, user_id: int) -> float | None:
+        """``user_id``'s speaking rate (``/voice speed``, 1.0 normal); None when never set."""
+        row = await self._db.call(
+            lambda db: db.execute(
+                "SELECT speed FROM discord_user_speeds WHERE user_id = ?", (user_id,)
+            ).fetchone()
+        )
+        return None if row is None else float(row[0])
+
+    async def set_speed(self, user_id: int, speed: float | None) -> None:
+        """Keep ``speed`` for ``user_id``; None forgets it (the server's default applies)."""
+        if speed is None:
+            await self._db.call(
+                lambda db: db.execute(
+                    "DELETE FROM discord_user_speeds WHERE user_id = ?", (user_id,)
+                )
+            )
+            return
+        await self._db.call(
+            lambda db: db.execute(
+                "INSERT OR REPLACE INTO discord_user_speeds VALUES (?, ?)", (user_id, speed)
+            )
+        )
+
+    async def nick_of(self, guild_id: int, user_id: int) -> str | None:
+        """How ``user_id`` is named in ``guild_id`` (``/nick``); None when never set."""
+        row = await self._db.call(
+            lambda db: db.execute(
+                "SELECT nick FROM discord_nicknames WHERE guild_id = ? AND user_id = ?",
+                (guild_id, user_id),
+            ).fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    async def set_nick(self, guild_id: int, user_id: int, nick: str | None) -> None:
+        """Keep ``nick`` for ``user_id`` in ``guild_id``; None forgets it."""
+        key = (guild_id, user_id)
+        if nick is None:
+            await self._db.call(
+                lambda db: db.execute(
+                    "DELETE FROM discord_nicknames WHERE guild_id = ? AND user_id = ?", key
+                )
+            )
+            return
+        await self._db.call(
+            lambda db: db.execute(
+                "INSERT OR REPLACE INTO discord_nicknames VALUES (?, ?, ?)", (*key, nick)
             )
         )
 

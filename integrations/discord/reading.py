@@ -1,13 +1,17 @@
 """Reading text channels aloud: the guild's reading channel (``/setup``) and the text chat of
-the voice channel the bot is in (``/settings voice_chat``), bots and the skip prefix excepted.
+the voice or stage channel the bot is in (``/settings voice_chat``).
 
-:func:`speakable` is what a message sounds like: links become "a link to example.com" (nobody
-wants a URL spelled out), custom emoji their name, attachments are named, whitespace collapses,
-and a message longer than the limit is cut at a word boundary.
+Who is read is the server's choice (``/settings``): not messages starting with the skip prefix,
+not bots or webhooks (unless ``read_bots``), only members with ``read_role`` when one is set,
+and only members in the bot's voice channel with ``require_voice``. What is said is
+:func:`~integrations.discord.chat.speakable`, at most ``read_max_length`` characters and about
+``read_max_s`` seconds at the author's speed; "<name> said" comes first when the speaker
+changes or after ``xsaid_gap_s`` (:class:`~integrations.discord.names.SpeakerTurns`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 
@@ -16,44 +20,22 @@ import discord
 from bot.errors import ConfigError, InvalidRequest
 from bot.speech import RequestSource, SpeechRequest
 from bot.synthesis.pipeline import SpeechPipeline
+from integrations.discord.chat import chars_for, speakable
 from integrations.discord.guilds import GuildSettings, GuildSettingsStore
+from integrations.discord.names import SpeakerTurns, spoken_name
 from integrations.discord.preferences import Preferences
-from integrations.discord.voice import VoiceConnections
+from integrations.discord.voice import VocalChannel, VoiceConnections
 
 __all__ = ["ChannelReader", "speakable"]
 
 log = logging.getLogger(__name__)
 
-_URL = re.compile(r"<?https?://(?:www\.)?([^/\s>:?#]+)[^\s>]*>?", re.IGNORECASE)
-_CUSTOM_EMOJI = re.compile(r"<a?:(\w+):\d+>")
-
-
-def _attachments(names: list[str]) -> str:
-    if not names:
-        return ""
-    if len(names) == 1:
-        return f"an attachment named {names[0]}"
-    return f"{len(names)} attachments: " + ", ".join(names[:-1]) + f" and {names[-1]}"
-
-
-def speakable(content: str, attachment_names: list[str], limit: int) -> str:
-    """The words to say for a message; empty when there is nothing to say.
-
-    ``content`` should already have mentions resolved to names (discord.py's ``clean_content``).
-    """
-    text = _URL.sub(lambda m: f"a link to {m.group(1).lower()}", content)
-    text = _CUSTOM_EMOJI.sub(lambda m: m.group(1).replace("_", " "), text)
-    text = " ".join(text.split())
-    if len(text) > limit:
-        cut = text[:limit].rsplit(" ", 1)[0] if " " in text[:limit] else text[:limit]
-        text = cut + ", and so on"
-    extra = _attachments(attachment_names)
-    return f"{text}, with {extra}" if text and extra else text or extra
+_MENTION = re.compile(r"<(@!?|@&|#)(\d+)>")
 
 
 class ChannelReader:
     """Speaks the messages of the channels read aloud, in the author's voice (``/voice set``)
-    or the server's, prefixed ``<name> said:``."""
+    or the server's, at their speed, named by their ``/nick``."""
 
     def __init__(
         self,
@@ -61,59 +43,131 @@ class ChannelReader:
         guild_settings: GuildSettingsStore,
         preferences: Preferences,
         voice: VoiceConnections,
+        turns: SpeakerTurns,
     ) -> None:
         self.pipeline = pipeline
         self.guild_settings = guild_settings
         self.preferences = preferences
         self.voice = voice
+        self.turns = turns
+        self._in_order: dict[int, asyncio.Lock] = {}
 
     async def read(self, message: discord.Message) -> None:
-        """Queue ``message`` in the guild's player if it is to be read aloud."""
+        """Queue ``message`` in the guild's player if it is to be read aloud, after the guild's
+        earlier messages: discord.py handles each event in its own task, and without the
+        guild's lock (taken before any await, so in arrival order) a quick message could
+        overtake a slower one, and its "<name> said" be decided out of turn."""
         guild = message.guild
-        if guild is None or message.author.bot:
+        if guild is None or (guild.me is not None and message.author.id == guild.me.id):
             return
+        async with self._in_order.setdefault(guild.id, asyncio.Lock()):
+            await self._read(message, guild)
+
+    async def _read(self, message: discord.Message, guild: discord.Guild) -> None:
         server = await self.guild_settings.get(guild.id)
         current = guild.voice_client.channel if guild.voice_client else None
-        words = _words(message, server, current)
-        if not words:
-            return
         author = message.author
         channel = current or (
             author.voice.channel if isinstance(author, discord.Member) and author.voice else None
         )
-        if not isinstance(channel, discord.VoiceChannel):
-            return  # nobody to speak to
+        if not isinstance(channel, VocalChannel) or not _is_read(message, server, current):
+            return  # nobody to speak to, or not a message to read
+        speed = await self.preferences.speed_of(author.id) or server.speed
+        limit = min(server.read_max_length, chars_for(server.read_max_s, speed or 1.0))
+        words = speakable(
+            message.content,
+            [a.filename for a in message.attachments],
+            limit,
+            emoji=server.emoji,
+            names=await self._mention_names(message),
+        )
+        if not words:
+            return
+        if self.turns.name_due(guild.id, author.id, server.xsaid_gap_s):
+            words = f"{await spoken_name(author, guild.id, self.preferences)} said: {words}"
+        await self._enqueue(message, server, channel, words, speed)
+
+    async def _enqueue(
+        self,
+        message: discord.Message,
+        server: GuildSettings,
+        channel: VocalChannel,
+        words: str,
+        speed: float | None,
+    ) -> None:
+        author = message.author
+        assert message.guild is not None
         chosen = await self.preferences.voice_of(author.id)
         try:
             request = SpeechRequest.build(
-                text=f"{author.display_name} said: {words}",
+                text=words,
                 voice=chosen.voice if chosen else server.voice,
                 provider=chosen.provider if chosen else server.provider,
                 source=RequestSource.DISCORD,
                 requester=f"discord:{author.id}",
-                guild=str(guild.id),
+                guild=str(message.guild.id),
+                speed=speed,
             )
             await self.pipeline.prepare(request)
         except (InvalidRequest, ConfigError) as exc:
             log.info("message %s not read: %s", message.id, exc)
             return
-        player = await self.voice.player(guild, channel)
+        player = await self.voice.player(message.guild, channel)
         player.enqueue(request, label=author.display_name)
 
+    async def _mention_names(self, message: discord.Message) -> dict[str, str]:
+        """Mention id → the name to say: a member's ``/nick`` or cleaned display name, a role's
+        or a channel's name."""
+        guild = message.guild
+        assert guild is not None
+        names: dict[str, str] = {}
+        for kind, raw in _MENTION.findall(message.content):
+            name: str | None
+            if kind == "@&":
+                role = guild.get_role(int(raw))
+                name = role.name if role else None
+            elif kind == "#":
+                channel = guild.get_channel(int(raw))
+                name = channel.name if channel else None
+            else:
+                member = guild.get_member(int(raw)) or discord.utils.get(
+                    message.mentions, id=int(raw)
+                )
+                name = await spoken_name(member, guild.id, self.preferences) if member else None
+            if name:
+                names[raw] = name
+        return names
 
-def _words(
+
+def _is_read(
     message: discord.Message, server: GuildSettings, current: discord.abc.Connectable | None
-) -> str:
-    """What to say of ``message``; empty when its channel is not read or it is skipped."""
+) -> bool:
+    """Whether ``message`` is one the server reads: in a channel read, by someone read."""
     in_voice_chat = (
         server.read_voice_chat
-        and isinstance(current, discord.VoiceChannel)
+        and isinstance(current, VocalChannel)
         and message.channel.id == current.id
     )
     if message.channel.id != server.read_channel and not in_voice_chat:
-        return ""
+        return False
     if server.skip_prefix and message.content.startswith(server.skip_prefix):
-        return ""
-    return speakable(
-        message.clean_content, [a.filename for a in message.attachments], server.read_max_length
-    )
+        return False
+    return _author_is_read(message.author, server, current)
+
+
+def _author_is_read(
+    author: discord.User | discord.Member,
+    server: GuildSettings,
+    current: discord.abc.Connectable | None,
+) -> bool:
+    if author.bot and not server.read_bots:
+        return False
+    roles = {role.id for role in getattr(author, "roles", [])}
+    if server.read_role is not None and server.read_role not in roles:
+        return False
+    if server.require_voice:
+        where = (
+            author.voice.channel if isinstance(author, discord.Member) and author.voice else None
+        )
+        return where is not None and (current is None or where.id == getattr(current, "id", None))
+    return True

@@ -48,15 +48,18 @@ class DiscordSink:
         spoken = next((u for _, u in outcomes if u is not None), None)
         return results, spoken
 
-    async def warm(self, request: SpeechRequest) -> None:
+    async def warm(self, request: SpeechRequest, targets: list[Target]) -> None:
         """Make ``request``'s audio ahead (scheduled alerts), into the audio cache, the way the
         guild players will ask for it: sentence by sentence unless ``discord.split_sentences``
-        is off. Raises the pipeline's errors."""
-        sentences = self.bot.pipeline.speak_sentences(
-            request, split=self.bot.settings.split_sentences
-        )
-        async for _ in sentences:
-            pass
+        is off, once per guild of ``targets`` (each guild's pronunciation dictionary may say it
+        otherwise). Raises the pipeline's errors."""
+        guilds = dict.fromkeys(str(t.guild_id) for t in targets if isinstance(t, DiscordChannel))
+        for guild in guilds or [request.guild]:
+            sentences = self.bot.pipeline.speak_sentences(
+                request.model_copy(update={"guild": guild}), split=self.bot.settings.split_sentences
+            )
+            async for _ in sentences:
+                pass
 
     async def _one(
         self, target: Target, request: SpeechRequest

@@ -22,6 +22,9 @@ class DiscordSettings(BaseModel):
         default_factory=list, description="Sync commands to these guilds only (fast iteration)"
     )
     idle_timeout_s: float = Field(300.0, gt=0, description="Leave voice after this long idle")
+    alone_timeout_s: float = Field(
+        30.0, ge=0, description="Leave voice this long after the last human left; 0: stay"
+    )
     prefetch: int = Field(2, ge=0, le=5, description="Utterances synthesized ahead")
     read_messages: bool = Field(
         False,

@@ -21,7 +21,10 @@ from integrations.discord.guilds import GuildSettingsStore
 from integrations.discord.player import GuildPlayer, Report
 from integrations.discord.settings import DiscordSettings
 
-__all__ = ["JOIN_TIMEOUT_S", "RECONNECT_WAIT_S", "VoiceConnections"]
+__all__ = ["JOIN_TIMEOUT_S", "RECONNECT_WAIT_S", "VocalChannel", "VoiceConnections"]
+
+#: What the bot speaks in: a voice channel, or a stage (where it makes itself a speaker).
+VocalChannel = discord.VoiceChannel | discord.StageChannel
 
 #: Seconds a request waits for a dropped voice connection that discord.py is reconnecting
 #: before the bot leaves and joins again.
@@ -50,8 +53,9 @@ class VoiceConnections:
         self._joining: dict[int, asyncio.Lock] = {}
         self._closing: set[asyncio.Task[None]] = set()  # players of voice clients gone
 
-    async def player(self, guild: discord.Guild, channel: discord.VoiceChannel) -> GuildPlayer:
-        """The guild's player, connected to ``channel`` (joining or moving as needed).
+    async def player(self, guild: discord.Guild, channel: VocalChannel) -> GuildPlayer:
+        """The guild's player, connected to ``channel`` (joining or moving as needed; on a
+        stage, a speaker: see :meth:`_take_the_stage`).
 
         Raises ``discord.ClientException``/``TimeoutError`` when joining fails.
         """
@@ -87,8 +91,10 @@ class VoiceConnections:
             player = self.players.pop(guild_id)
             await player.close()
 
-    async def _connect(self, guild: discord.Guild, channel: discord.VoiceChannel) -> GuildPlayer:
+    async def _connect(self, guild: discord.Guild, channel: VocalChannel) -> GuildPlayer:
         voice = await self._voice_client(guild, channel)
+        if isinstance(channel, discord.StageChannel):
+            await self._take_the_stage(guild)
         player = self.players.get(guild.id)
         if player is not None and not _plays_through(player, voice):
             del self.players[guild.id]  # the player of a voice client that is gone
@@ -118,7 +124,7 @@ class VoiceConnections:
         return player
 
     async def _voice_client(
-        self, guild: discord.Guild, channel: discord.VoiceChannel
+        self, guild: discord.Guild, channel: VocalChannel
     ) -> discord.VoiceClient:
         """The guild's voice client, in ``channel``: the current one (moved if need be, and
         waited for while discord.py reconnects a dropped connection), else a new one."""
@@ -136,6 +142,23 @@ class VoiceConnections:
             return voice
         connect = functools.partial(ResumingVoiceClient, on_gone=self._voice_gone)
         return await channel.connect(timeout=JOIN_TIMEOUT_S, self_deaf=True, cls=connect)
+
+    @staticmethod
+    async def _take_the_stage(guild: discord.Guild) -> None:
+        """Become a speaker of the stage the bot is in: unsuppress itself (Discord requires
+        Mute Members for that), else raise its hand (Request to Speak) and play anyway, heard
+        once a moderator accepts. Discord: "Modify Current User Voice State"."""
+        me = guild.me
+        state = me.voice
+        if state is None or not state.suppress:
+            return
+        try:
+            await me.edit(suppress=False)
+        except discord.Forbidden:
+            log.info(
+                "guild %s: may not speak on stage %s: requested to speak", guild.id, state.channel
+            )
+            await me.request_to_speak()
 
     def _voice_gone(self, voice: ResumingVoiceClient) -> None:
         """A voice client left for good: its player goes. A reconnect, which discord.py does

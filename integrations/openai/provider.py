@@ -213,6 +213,10 @@ class OpenAIProvider(Provider):
             return self._as_voices([self.settings.default_voice])[0]
         return await super().resolve_voice(voice, model)
 
+    def rate_options(self, voice: Voice, speed: float) -> dict[str, Any]:  # noqa: ARG002 - Provider.rate_options: one rate for all
+        """The API's ``speed`` (1.0 normal)."""
+        return {"speed": speed}
+
     def options_model(self, voice: Voice) -> type[BaseModel]:  # noqa: ARG002 - Provider.options_model: one model for all
         return OpenAIOptions
 

@@ -206,6 +206,11 @@ class PiperProvider(Provider):
     def options_model(self, voice: Voice) -> type[BaseModel]:  # noqa: ARG002 - Provider.options_model: one model for all
         return PiperOptions
 
+    def rate_options(self, voice: Voice, speed: float) -> dict[str, Any]:  # noqa: ARG002 - Provider.rate_options: one rate for all
+        """Piper's ``length_scale`` is a duration factor: the configured one divided by
+        ``speed``."""
+        return {"length_scale": self.settings.length_scale / speed}
+
     def engine_version(self, voice: Voice) -> str:
         files = self._scan().get(voice.id)
         size = files.model_path.stat().st_size if files else 0

@@ -176,6 +176,13 @@ class SegmindProvider(Provider):
     def options_model(self, voice: Voice) -> type[BaseModel]:
         return self._model(voice.model).options
 
+    def rate_options(self, voice: Voice, speed: float) -> dict[str, Any] | None:
+        """``speed`` for the models that take it (OpenVoice: 0.5 to 2, 1 normal, from its API
+        page); None for the others."""
+        if "speed" in self._model(voice.model).options.model_fields:
+            return {"speed": speed}
+        return None
+
     def estimated_cost(self, voice: Voice) -> float | None:
         return self._model(voice.model).cost_usd
 

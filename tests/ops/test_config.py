@@ -130,6 +130,7 @@ JSON_SAMPLES: dict[str, Any] = {
     "voices.<name>.options": {"speed": 1.2},
     "credits.costs": {"segmind/orpheus-3b-0.1": 0.1},
     "budgets.providers": {"segmind": 1.5},
+    "pronunciations": {"HA": "Home Assistant"},
     "budgets.guilds": {"123456789012345678": 2.0},
     "budgets.users": {"discord:123456789012345678": 0.5},
     "discord.sync_guilds": [123456789012345678],

@@ -7,7 +7,7 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from integrations.discord.voice import VoiceConnections
+from integrations.discord.voice import VocalChannel, VoiceConnections
 
 __all__ = ["caller_channel", "playback_commands"]
 
@@ -17,11 +17,12 @@ QUEUE_TEXT_CHARS = 80
 
 async def caller_channel(
     interaction: discord.Interaction, voice: VoiceConnections
-) -> discord.VoiceChannel | None:
-    """The caller's voice channel, or None after telling them (ephemerally) why not."""
+) -> VocalChannel | None:
+    """The caller's voice or stage channel, or None after telling them (ephemerally) why
+    not."""
     member = interaction.user
     channel = member.voice.channel if isinstance(member, discord.Member) and member.voice else None
-    if not isinstance(channel, discord.VoiceChannel):
+    if not isinstance(channel, discord.VoiceChannel | discord.StageChannel):
         await interaction.response.send_message(
             "Join a voice channel first, then ask again.", ephemeral=True
         )

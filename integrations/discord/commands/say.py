@@ -3,7 +3,9 @@
 Bad input is answered first, privately (within :data:`PREPARE_BUDGET_S`, else after a defer);
 the reply is then edited to say what was said, by which voice, and why another voice spoke
 when the asked one could not. The voice is the one asked, else the caller's (``/voice set``),
-else the server's (``/settings``).
+else the server's (``/settings``); the speed the caller's (``/voice speed``), else the server's;
+"<name> said" (``/settings name_prefix``) says the caller's ``/nick``, when the speaker
+changed or after ``/settings xsaid_gap_s``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from integrations.discord.catalogue import parse_voice
 from integrations.discord.commands.errors import PaidProviderRefused
 from integrations.discord.commands.playback import caller_channel
 from integrations.discord.guilds import GuildSettings, GuildSettingsStore
+from integrations.discord.names import SpeakerTurns, spoken_name
 from integrations.discord.player import QueuedItem
 from integrations.discord.preferences import Preferences
 from integrations.discord.voice import VoiceConnections
@@ -67,11 +70,13 @@ class Say:
         guild_settings: GuildSettingsStore,
         preferences: Preferences,
         voice: VoiceConnections,
+        turns: SpeakerTurns,
     ) -> None:
         self.pipeline = pipeline
         self.guild_settings = guild_settings
         self.preferences = preferences
         self.voice = voice
+        self.turns = turns
         self.arrival = ArrivalOrder()
         self._interactions: dict[str, discord.Interaction] = {}  # by request id
 
@@ -142,8 +147,9 @@ class Say:
     ) -> SpeechRequest:
         """The request of ``text`` in the voice asked, else the caller's, else the server's."""
         user = interaction.user
-        if server.name_prefix:
-            text = f"{user.display_name} said: {text}"
+        guild_id = interaction.guild_id or 0
+        if server.name_prefix and self.turns.name_due(guild_id, user.id, server.xsaid_gap_s):
+            text = f"{await spoken_name(user, guild_id, self.preferences)} said: {text}"
         model = None
         chosen = await self.preferences.voice_of(user.id) if voice is None else None
         if chosen is not None and provider in (None, chosen.provider):
@@ -160,6 +166,7 @@ class Say:
             source=RequestSource.DISCORD,
             requester=f"discord:{user.id}",
             guild=str(interaction.guild_id),
+            speed=await self.preferences.speed_of(user.id) or server.speed,
         )
 
     async def _prepare(

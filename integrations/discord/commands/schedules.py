@@ -101,7 +101,7 @@ class ScheduleCommands(
         cron='When, repeating: five cron fields, e.g. "0 19 * * 2" (Tuesdays 19:00)',
         at="When, once: ISO 8601 with a UTC offset, e.g. 2026-03-03T19:00:00+01:00",
         time_zone="IANA time zone of the cron (default: Oyez's)",
-        channel="The voice channel (default: yours)",
+        channel="The voice or stage channel (default: yours)",
         voice="Voice id or name",
         provider="TTS provider",
         priority="high is spoken in quiet hours too",
@@ -115,7 +115,7 @@ class ScheduleCommands(
         cron: str | None = None,
         at: str | None = None,
         time_zone: str | None = None,
-        channel: discord.VoiceChannel | None = None,
+        channel: discord.VoiceChannel | discord.StageChannel | None = None,
         voice: str | None = None,
         provider: str | None = None,
         priority: Literal["low", "normal", "high"] = "normal",
@@ -125,7 +125,11 @@ class ScheduleCommands(
         member = interaction.user
         if channel is None and isinstance(member, discord.Member) and member.voice:
             current = member.voice.channel
-            channel = current if isinstance(current, discord.VoiceChannel) else None
+            channel = (
+                current
+                if isinstance(current, discord.VoiceChannel | discord.StageChannel)
+                else None
+            )
         if channel is None:
             raise InvalidRequest("Give a voice channel, or join one first.")
         await interaction.response.defer(ephemeral=True, thinking=True)

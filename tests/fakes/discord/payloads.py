@@ -1,8 +1,8 @@
 """JSON payloads as Discord sends them, just complete enough for discord.py 2.7 to parse.
 
 The simulated world is fixed: one guild (:data:`GUILD_ID`) owned by alice, with a text channel
-``#general``, two voice channels (``Voice`` and ``Lounge``), the human member alice (sitting in
-``Voice``) and the bot. Ids are strings, as on the wire.
+``#general``, two voice channels (``Voice`` and ``Lounge``), a stage channel (``Stage``), the
+human member alice (sitting in ``Voice``) and the bot. Ids are strings, as on the wire.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ __all__ = [
     "BOT",
     "GUILD_ID",
     "LOUNGE_CHANNEL_ID",
+    "STAGE_CHANNEL_ID",
     "TEXT_CHANNEL_ID",
     "VOICE_CHANNEL_ID",
     "FakeUser",
@@ -35,6 +36,7 @@ GUILD_ID = "2000"
 TEXT_CHANNEL_ID = "2001"
 VOICE_CHANNEL_ID = "2002"
 LOUNGE_CHANNEL_ID = "2003"
+STAGE_CHANNEL_ID = "2004"
 ALL_PERMISSIONS = "2199023255551"
 JOINED_AT = "2024-01-01T00:00:00+00:00"
 
@@ -90,6 +92,9 @@ def channels() -> list[Json]:
         {"id": LOUNGE_CHANNEL_ID, "type": 2, "name": "Lounge", "position": 2}
         | {"bitrate": 64000, "user_limit": 0, "rtc_region": None}
         | common,
+        {"id": STAGE_CHANNEL_ID, "type": 13, "name": "Stage", "position": 3, "topic": None}
+        | {"bitrate": 64000, "user_limit": 0, "rtc_region": None}
+        | common,
     ]
 
 
@@ -107,7 +112,10 @@ def voice_state(
     session_id: str,
     guild_id: str = GUILD_ID,
     with_member: bool = False,
+    suppress: bool | None = None,
 ) -> Json:
+    """``suppress`` (not a speaker): by default, in the stage channel only (as Discord does
+    for a member who joins a stage)."""
     data: Json = {
         "guild_id": guild_id,
         "user_id": user.id,
@@ -119,7 +127,7 @@ def voice_state(
         "self_mute": False,
         "self_video": False,
         "self_stream": False,
-        "suppress": False,
+        "suppress": channel_id == STAGE_CHANNEL_ID if suppress is None else suppress,
         "request_to_speak_timestamp": None,
     }
     if with_member:
@@ -214,6 +222,10 @@ def resolved(values: list[Any]) -> Json:
         if isinstance(value, RoleRef):
             assert value.id == GUILD_ID, "the fake guild has only the @everyone role"
             data.setdefault("roles", {})[value.id] = everyone_role()
+        elif isinstance(value, FakeUser):
+            data.setdefault("users", {})[value.id] = value.to_json()
+            found = {k: v for k, v in member(value).items() if k != "user"}
+            data.setdefault("members", {})[value.id] = found | {"permissions": ALL_PERMISSIONS}
         elif isinstance(value, ChannelRef):
             found = channel(value.id)
             data.setdefault("channels", {})[value.id] = found | {"permissions": ALL_PERMISSIONS}
@@ -224,6 +236,8 @@ def option_type(value: Any) -> int:
     """The application command option type for a Python value (string, integer, boolean...)."""
     if isinstance(value, RoleRef):
         return 8
+    if isinstance(value, FakeUser):
+        return 6
     if isinstance(value, ChannelRef):
         return 7
     if isinstance(value, bool):
@@ -246,7 +260,9 @@ def interaction_create(
     channel_id: str,
     command_guild_id: str | None = None,
     resolved_data: Json | None = None,
+    permissions: str = ALL_PERMISSIONS,
 ) -> Json:
+    """``permissions``: the caller's, in the channel (a decimal bit field, as Discord sends)."""
     data: Json = {"id": command_id, "name": name, "type": 1, "options": options}
     if resolved_data:
         data["resolved"] = resolved_data
@@ -261,7 +277,7 @@ def interaction_create(
         "guild_id": GUILD_ID,
         "channel_id": channel_id,
         "channel": channel(channel_id),
-        "member": member(user) | {"permissions": ALL_PERMISSIONS},
+        "member": member(user) | {"permissions": permissions},
         "data": data,
         "attachment_size_limit": 10_485_760,
         "locale": "en-US",

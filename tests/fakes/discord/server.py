@@ -206,6 +206,10 @@ class FakeDiscord(FakeServer):
         self.interaction_responses: list[InteractionResponse] = []
         self.followups: list[Followup] = []
         self.channel_messages: list[dict[str, Any]] = []
+        #: Whether the bot may make itself a stage speaker (Mute Members); its PATCHes of
+        #: ``voice-states/@me`` are in ``my_voice_state_edits``.
+        self.stage_moderator = True
+        self.my_voice_state_edits: list[dict[str, Any]] = []
         self.voice_tokens: list[str] = []
         self.identified = asyncio.Event()
         self._ids = itertools.count(10_000)
@@ -251,6 +255,7 @@ class FakeDiscord(FakeServer):
         r.add_post(API + "/webhooks/{app}/{token}", self._followup)
         r.add_route("*", API + "/webhooks/{app}/{token}/messages/{message}", self._webhook_message)
         r.add_post(API + "/channels/{channel}/messages", self._channel_message)
+        r.add_patch(API + "/guilds/{guild}/voice-states/@me", self._my_voice_state)
         r.add_route("*", "/{tail:.*}", self._unknown)
 
     # -- REST ----------------------------------------------------------------------------------
@@ -396,6 +401,29 @@ class FakeDiscord(FakeServer):
         )
 
     # -- gateway -------------------------------------------------------------------------------
+    async def _my_voice_state(self, request: web.Request) -> web.Response:
+        """Modify Current User Voice State: in a stage, ``suppress: false`` makes the bot a
+        speaker (Mute Members needed: without :attr:`stage_moderator`, 403 code 50013, as
+        Discord answers), ``request_to_speak_timestamp`` raises its hand."""
+        payload = await request.json()
+        self.my_voice_state_edits.append(payload)
+        if self.voice_states.get(BOT.id) != payloads.STAGE_CHANNEL_ID:
+            return json_response({"message": "Cannot modify a non-stage channel", "code": 0}, 400)
+        unsuppress = payload.get("suppress") is False
+        if unsuppress and not self.stage_moderator:
+            return json_response({"message": "Missing Permissions", "code": 50013}, 403)
+        state = payloads.voice_state(
+            BOT,
+            payloads.STAGE_CHANNEL_ID,
+            session_id=self.session_id,
+            with_member=True,
+            suppress=not unsuppress,
+        )
+        state["self_deaf"] = True
+        state["request_to_speak_timestamp"] = payload.get("request_to_speak_timestamp")
+        await self.dispatch("VOICE_STATE_UPDATE", state)
+        return web.Response(status=204)
+
     async def _gateway_socket(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
@@ -481,11 +509,14 @@ class FakeDiscord(FakeServer):
         *,
         user: FakeUser = ALICE,
         channel: str = TEXT_CHANNEL_ID,
+        permissions: str = payloads.ALL_PERMISSIONS,
+        subcommand: str | None = None,
     ) -> SentInteraction:
-        """Dispatch INTERACTION_CREATE for the slash command ``/name`` with ``options``.
+        """Dispatch INTERACTION_CREATE for the slash command ``/name`` with ``options``
+        (``/name subcommand`` with them when given), by ``user`` with ``permissions``.
 
         The command must have been synced (globally or for the guild): its id, and ``guild_id``
-        for a guild command, come from the sync.
+        for a guild command, come from the sync. A :class:`FakeUser` option is a user option.
         """
         await self.wait_identified()
         command, guild_id = self._find_command(name)
@@ -498,6 +529,8 @@ class FakeDiscord(FakeServer):
             }
             for key, value in (options or {}).items()
         ]
+        if subcommand is not None:
+            options_json = [{"name": subcommand, "type": 1, "options": options_json}]
         payload = payloads.interaction_create(
             interaction_id=interaction_id,
             token=token,
@@ -508,6 +541,7 @@ class FakeDiscord(FakeServer):
             channel_id=channel,
             command_guild_id=guild_id,
             resolved_data=payloads.resolved(list((options or {}).values())),
+            permissions=permissions,
         )
         sent = SentInteraction(interaction_id, token, name, payload, time.monotonic())
         self.interactions.append(sent)

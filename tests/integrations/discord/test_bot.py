@@ -61,13 +61,15 @@ async def test_commands_are_synced(
         "stop",
         "queue",
         "schedule",
+        "nick",
+        "dictionary",
     }
     # Discord shows /credits only to members who may manage the server (1 << 5)
     assert int(commands["credits"]["default_member_permissions"]) == 1 << 5
     assert int(commands["settings"]["default_member_permissions"]) == 1 << 5
     assert commands["say"].get("default_member_permissions") is None
     subcommands = {o["name"] for o in commands["voice"]["options"]}
-    assert subcommands == {"set", "show"}
+    assert subcommands == {"set", "speed", "show"}
     (set_voice,) = [o for o in commands["voice"]["options"] if o["name"] == "set"]
     assert set_voice["options"][0]["autocomplete"] is True
     options = {o["name"]: o for o in commands["say"]["options"]}
