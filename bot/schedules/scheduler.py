@@ -16,7 +16,7 @@ import dataclasses
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Protocol, runtime_checkable
@@ -61,8 +61,9 @@ class Scheduler:
     """Fires the schedules of ``book`` through ``announcer``.
 
     ``synthesize`` (the pipeline's ``speak``) fills the audio cache ahead of each fire time;
-    None turns pre-synthesis off (the benchmark's baseline). ``clock`` is Unix seconds; tests
-    pass one tied to the event loop's (fast-forwarded) clock.
+    None turns pre-synthesis off (the benchmark's baseline). ``configured`` (the ``schedules:``
+    of the configuration) is synced into ``book`` by :meth:`start`. ``clock`` is Unix seconds;
+    tests pass one tied to the event loop's (fast-forwarded) clock.
     """
 
     name = "scheduler"
@@ -74,6 +75,7 @@ class Scheduler:
         book: ScheduleBook,
         *,
         synthesize: Callable[[SpeechRequest], Awaitable[object]] | None = None,
+        configured: Sequence[Schedule] = (),
         clock: Callable[[], float] = time.time,
         poll_s: float = POLL_S,
         lead_s: float = LEAD_S,
@@ -82,6 +84,7 @@ class Scheduler:
         self.announcer = announcer
         self.book = book
         self.synthesize = synthesize
+        self.configured = list(configured)
         self.clock = clock
         self.poll_s = poll_s
         self.lead_s = lead_s
@@ -104,6 +107,7 @@ class Scheduler:
         return datetime.fromtimestamp(self.clock(), UTC)
 
     async def start(self) -> None:
+        await self._sync_config()
         await self._reload(force=True)
         for entry in self._entries.values():
             missing = target_kinds(entry.stored.schedule) - set(self.announcer.sinks)
@@ -140,10 +144,22 @@ class Scheduler:
         due, name = min(upcoming)
         return True, f"{len(self._entries)} schedule(s); next: {name} at {due.isoformat()}"
 
-    @property
-    def idle(self) -> bool:
-        """No schedule in the book: alone, the scheduler gives ``oyez run`` nothing to do."""
-        return not self.book.count()
+    async def idle(self) -> bool:
+        """No schedule configured and none added (CLI, API, Discord): alone, the scheduler
+        gives ``oyez run`` nothing to do."""
+        return not self.configured and not await self.book.count(besides_config=True)
+
+    async def _sync_config(self) -> None:
+        now = self.now()
+        for change in await self.book.sync_config(self.configured, now):
+            log.info("schedules: from the configuration: %s", change)
+        for schedule in self.configured:
+            if schedule.at is not None and schedule.at <= now:
+                log.warning(
+                    "schedule %s: at %s is in the past: it will not fire",
+                    schedule.name,
+                    schedule.at.isoformat(),
+                )
 
     def wake(self) -> None:
         """Reload the schedules now (a change made through this process)."""
