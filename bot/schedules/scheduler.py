@@ -27,6 +27,7 @@ from bot.announce.announcer import Announcer
 from bot.announce.model import Announcement, Sink
 from bot.errors import ConfigError, InvalidRequest
 from bot.ops.config import Settings, format_validation_error
+from bot.ops.store import is_lock_timeout
 from bot.schedules.model import Schedule, check_targets, target_kinds
 from bot.schedules.store import Outcome, ScheduleBook, StoredSchedule
 from bot.speech import RequestSource, SpeechRequest
@@ -85,6 +86,7 @@ class Scheduler:
         self.book = book
         self.synthesize = synthesize
         self.configured = list(configured)
+        self._synced = False
         self.clock = clock
         self.poll_s = poll_s
         self.lead_s = lead_s
@@ -108,6 +110,14 @@ class Scheduler:
 
     async def start(self) -> None:
         await self._sync_config()
+        now = self.now()
+        for schedule in self.configured:
+            if schedule.at is not None and schedule.at <= now:
+                log.warning(
+                    "schedule %s: at %s is in the past: it will not fire",
+                    schedule.name,
+                    schedule.at.isoformat(),
+                )
         await self._reload(force=True)
         for entry in self._entries.values():
             missing = target_kinds(entry.stored.schedule) - set(self.announcer.sinks)
@@ -124,6 +134,8 @@ class Scheduler:
     async def serve(self) -> None:
         while True:
             self._wake.clear()
+            if not self._synced:
+                await self._sync_config()
             await self._reload()
             now = self.now()
             self._tick(now)
@@ -150,16 +162,22 @@ class Scheduler:
         return not self.configured and not await self.book.count(besides_config=True)
 
     async def _sync_config(self) -> None:
-        now = self.now()
-        for change in await self.book.sync_config(self.configured, now):
+        """Sync the configured schedules into the book, once; a file locked past the busy
+        timeout (another process writing) is tried again at the next poll, not fatal."""
+        try:
+            changes = await self.book.sync_config(self.configured, self.now())
+        except sqlite3.OperationalError as exc:
+            if not is_lock_timeout(exc):
+                raise
+            log.warning(
+                "schedules: %s is locked (%s): the configured schedules are synced once it is free",
+                self.book.path,
+                exc,
+            )
+            return
+        self._synced = True
+        for change in changes:
             log.info("schedules: from the configuration: %s", change)
-        for schedule in self.configured:
-            if schedule.at is not None and schedule.at <= now:
-                log.warning(
-                    "schedule %s: at %s is in the past: it will not fire",
-                    schedule.name,
-                    schedule.at.isoformat(),
-                )
 
     def wake(self) -> None:
         """Reload the schedules now (a change made through this process)."""

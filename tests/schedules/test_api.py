@@ -240,3 +240,32 @@ async def test_start_up_on_a_locked_state_file_blocks_nothing(tmp_path: Path) ->
     serving.cancel()
     with pytest.raises(asyncio.CancelledError):
         await serving
+
+
+async def test_a_lock_past_the_busy_timeout_at_start_up_delays_the_sync_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store, "BUSY_TIMEOUT_S", 0.2)
+    data = tmp_path / "data"
+    earlier = ScheduleBook(data)
+    await earlier.count()
+    earlier.close()
+    settings = config.load(
+        data_dir=data, http={"host": "127.0.0.1", "port": 0}, schedules=[BINS | {"discord": "1/2"}]
+    )
+    service = Service(settings)
+    await service.build()
+    with write_locked(state_path(data), seconds=1.5):
+        serving = asyncio.create_task(service.serve())
+        await asyncio.sleep(1.0)  # the sync gave up after 0.2 s: the service serves on
+        assert not serving.done()
+    (scheduler,) = service.front_ends
+    assert isinstance(scheduler, Scheduler)
+    for _ in range(300):  # synced at a later poll, once the lock was gone
+        if await scheduler.book.count():
+            break
+        await asyncio.sleep(0.01)
+    assert [s.name for s in await scheduler.book.all()] == ["bins"]
+    serving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await serving
