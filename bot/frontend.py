@@ -34,13 +34,13 @@ class Parts:
 class FrontEnd(Protocol):
     """A part of ``oyez run``: ``start`` returns once it is up (or raises); ``serve`` serves
     until cancelled; ``stop`` releases what it holds, started or not. ``name`` is for logs,
-    ``ready`` for ``/readyz``; ``idle`` is True when it has nothing to do (a scheduler without
-    schedules): ``oyez run`` refuses to run only idle front ends."""
+    ``ready`` for ``/readyz``; ``idle`` answers True when it has nothing to do (a scheduler
+    without schedules): ``oyez run`` refuses to run only idle front ends. ``idle`` is asked
+    before the HTTP server listens; what it reads it reads off the event loop."""
 
     name: str
 
-    @property
-    def idle(self) -> bool: ...
+    async def idle(self) -> bool: ...
 
     async def start(self) -> None: ...
 

@@ -67,7 +67,7 @@ class Service:
             front_end = _factory(target)(parts)
             if front_end is not None:
                 self.front_ends.append(front_end)
-        if not self.server.api_enabled and all(f.idle for f in self.front_ends):
+        if not self.server.api_enabled and await self._all_idle():
             for front_end in reversed(self.front_ends):
                 await front_end.stop()
             self.front_ends.clear()
@@ -76,6 +76,12 @@ class Service:
                 "OYEZ_HOMEASSISTANT__TOKEN (Home Assistant), or OYEZ_HTTP__API_TOKEN (the HTTP "
                 "API), or add a schedule (schedules: in the configuration, or oyez schedule add)"
             )
+
+    async def _all_idle(self) -> bool:
+        for front_end in self.front_ends:
+            if not await front_end.idle():
+                return False
+        return True
 
     async def serve(self) -> None:
         """Start the server and the front ends, and serve until cancelled. Raises what a front

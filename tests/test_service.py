@@ -30,8 +30,8 @@ async def test_front_ends_are_built_in_registry_order_with_their_sinks(tmp_path:
         names = ["discord", "homeassistant", "wyoming", "scheduler"]
         assert [f.name for f in service.front_ends] == names
         assert set(service.announcer.sinks) == {"discord", "media_player", "satellite"}
-        assert not any(f.idle for f in service.front_ends[:3])
-        assert service.front_ends[3].idle  # no schedule: alone it would be nothing to run
+        assert [await f.idle() for f in service.front_ends] == [False, False, False, True]
+        # the scheduler has no schedule: alone it would be nothing to run
     finally:
         for front_end in reversed(service.front_ends):
             await front_end.stop()
@@ -62,7 +62,9 @@ class Stubborn:
     connect can, through Python 3.11's ``wait_for``) and ends only once it is stopped."""
 
     name = "stubborn"
-    idle = False
+
+    async def idle(self) -> bool:
+        return False
 
     def __init__(self) -> None:
         self.stopped = asyncio.Event()

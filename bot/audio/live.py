@@ -232,20 +232,27 @@ class LiveUtterance:
     as they are encoded, then the complete :class:`Utterance` (Ogg Opus, also cached).
 
     ``voice`` is the voice asked for (a fallback voice may speak instead when the asked one
-    fails before any audio; the result says which spoke). :meth:`packets` is for one consumer
-    and yields every packet from the first; when synthesis fails it raises the error after the
-    packets that did come. :meth:`cancel` stops synthesis.
+    fails, before any audio or with its stream broken off; the result says which spoke).
+    :meth:`packets` is for one consumer and yields every packet from the first; when synthesis
+    fails it raises the error after the packets that did come. :meth:`cancel` stops synthesis.
     """
 
     def __init__(self, request_id: str, text: str, voice: Voice) -> None:
         self.request_id = request_id
         self.text = text
         self.voice = voice
+        self.put_count = 0
         self._packets: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._task: asyncio.Task[Utterance] | None = None
 
+    @property
+    def put_s(self) -> float:
+        """Seconds of audio handed on so far."""
+        return self.put_count * FRAME_S
+
     def put(self, packet: bytes) -> None:
         """Hand on one Opus packet (called by the pipeline)."""
+        self.put_count += 1
         self._packets.put_nowait(packet)
 
     def attach(self, synthesis: asyncio.Task[Utterance]) -> None:
@@ -263,6 +270,14 @@ class LiveUtterance:
         """The complete utterance, once synthesis and encoding are done."""
         assert self._task is not None, "LiveUtterance.attach was never called"
         return await asyncio.shield(self._task)
+
+    def outcome(self) -> Utterance | None:
+        """The complete utterance if synthesis has ended well, else None (still running,
+        failed or cancelled)."""
+        task = self._task
+        if task is None or not task.done() or task.cancelled() or task.exception() is not None:
+            return None
+        return task.result()
 
     def cancel(self) -> None:
         if self._task is not None:

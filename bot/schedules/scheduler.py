@@ -16,7 +16,7 @@ import dataclasses
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Protocol, runtime_checkable
@@ -27,6 +27,7 @@ from bot.announce.announcer import Announcer
 from bot.announce.model import Announcement, Sink, Target
 from bot.errors import ConfigError, InvalidRequest
 from bot.ops.config import Settings, format_validation_error
+from bot.ops.store import is_lock_timeout
 from bot.schedules.model import Schedule, check_targets, target_kinds
 from bot.schedules.store import Outcome, ScheduleBook, StoredSchedule
 from bot.speech import RequestSource, SpeechRequest
@@ -62,8 +63,9 @@ class Scheduler:
     """Fires the schedules of ``book`` through ``announcer``.
 
     ``synthesize`` (the pipeline's ``speak``) fills the audio cache ahead of each fire time;
-    None turns pre-synthesis off (the benchmark's baseline). ``clock`` is Unix seconds; tests
-    pass one tied to the event loop's (fast-forwarded) clock.
+    None turns pre-synthesis off (the benchmark's baseline). ``configured`` (the ``schedules:``
+    of the configuration) is synced into ``book`` by :meth:`start`. ``clock`` is Unix seconds;
+    tests pass one tied to the event loop's (fast-forwarded) clock.
     """
 
     name = "scheduler"
@@ -75,6 +77,7 @@ class Scheduler:
         book: ScheduleBook,
         *,
         synthesize: Callable[[SpeechRequest], Awaitable[object]] | None = None,
+        configured: Sequence[Schedule] = (),
         clock: Callable[[], float] = time.time,
         poll_s: float = POLL_S,
         lead_s: float = LEAD_S,
@@ -83,6 +86,8 @@ class Scheduler:
         self.announcer = announcer
         self.book = book
         self.synthesize = synthesize
+        self.configured = list(configured)
+        self._synced = False
         self.clock = clock
         self.poll_s = poll_s
         self.lead_s = lead_s
@@ -105,6 +110,15 @@ class Scheduler:
         return datetime.fromtimestamp(self.clock(), UTC)
 
     async def start(self) -> None:
+        await self._sync_config()
+        now = self.now()
+        for schedule in self.configured:
+            if schedule.at is not None and schedule.at <= now:
+                log.warning(
+                    "schedule %s: at %s is in the past: it will not fire",
+                    schedule.name,
+                    schedule.at.isoformat(),
+                )
         await self._reload(force=True)
         for entry in self._entries.values():
             missing = target_kinds(entry.stored.schedule) - set(self.announcer.sinks)
@@ -121,6 +135,8 @@ class Scheduler:
     async def serve(self) -> None:
         while True:
             self._wake.clear()
+            if not self._synced:
+                await self._sync_config()
             await self._reload()
             now = self.now()
             self._tick(now)
@@ -141,10 +157,28 @@ class Scheduler:
         due, name = min(upcoming)
         return True, f"{len(self._entries)} schedule(s); next: {name} at {due.isoformat()}"
 
-    @property
-    def idle(self) -> bool:
-        """No schedule in the book: alone, the scheduler gives ``oyez run`` nothing to do."""
-        return not self.book.count()
+    async def idle(self) -> bool:
+        """No schedule configured and none added (CLI, API, Discord): alone, the scheduler
+        gives ``oyez run`` nothing to do."""
+        return not self.configured and not await self.book.count(besides_config=True)
+
+    async def _sync_config(self) -> None:
+        """Sync the configured schedules into the book, once; a file locked past the busy
+        timeout (another process writing) is tried again at the next poll, not fatal."""
+        try:
+            changes = await self.book.sync_config(self.configured, self.now())
+        except sqlite3.OperationalError as exc:
+            if not is_lock_timeout(exc):
+                raise
+            log.warning(
+                "schedules: %s is locked (%s): the configured schedules are synced once it is free",
+                self.book.path,
+                exc,
+            )
+            return
+        self._synced = True
+        for change in changes:
+            log.info("schedules: from the configuration: %s", change)
 
     def wake(self) -> None:
         """Reload the schedules now (a change made through this process)."""

@@ -140,8 +140,8 @@ class StoredSchedule:
 
 class ScheduleBook:
     """The ``schedules`` table. Each method is one short transaction, run in a worker thread
-    (:class:`~bot.ops.store.Database`) except :meth:`sync_config` and :meth:`count`, which
-    block: they are for start-up, before anything is served."""
+    (:class:`~bot.ops.store.Database`): another process's lock stalls the caller, never the
+    event loop (start-up included: ``/healthz`` answers meanwhile)."""
 
     def __init__(self, data_dir: Path) -> None:
         self.path = state_path(data_dir)
@@ -258,14 +258,14 @@ class ScheduleBook:
             )
         )
 
-    def sync_config(self, schedules: list[Schedule], now: datetime) -> list[str]:
-        """Make the ``config`` rows match the configuration file; returns what changed. Blocks.
+    async def sync_config(self, schedules: list[Schedule], now: datetime) -> list[str]:
+        """Make the ``config`` rows match the configuration file; returns what changed.
 
         Idempotent, by name: a configured schedule replaces a row of that name whatever its
         origin (the file wins); an unchanged one keeps its bookkeeping; a changed one counts
         its fire times from ``now``; a ``config`` row no longer in the file is removed.
         """
-        return self._db.blocking(lambda db: self._sync_config(db, schedules, now))
+        return await self._db.call(lambda db: self._sync_config(db, schedules, now))
 
     @staticmethod
     def _sync_config(db: sqlite3.Connection, schedules: list[Schedule], now: datetime) -> list[str]:
@@ -298,7 +298,11 @@ class ScheduleBook:
                 db.execute(_BUMP)
         return changes
 
-    def count(self) -> int:
-        """How many schedules there are. Blocks."""
-        row = self._db.blocking(lambda db: db.execute("SELECT COUNT(*) FROM schedules").fetchone())
+    async def count(self, *, besides_config: bool = False) -> int:
+        """How many schedules there are; with ``besides_config``, how many were added other
+        than by the configuration file (those :meth:`sync_config` leaves alone)."""
+        query = "SELECT COUNT(*) FROM schedules"
+        if besides_config:
+            query += " WHERE origin != 'config'"
+        row = await self._db.call(lambda db: db.execute(query).fetchone())
         return int(row[0])

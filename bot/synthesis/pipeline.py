@@ -299,8 +299,10 @@ class SpeechPipeline:
         :meth:`speak` (:meth:`speak_live` with ``live``): cache, rate limits, credits and
         fallbacks apply to each. The first is made alone; then ``lookahead`` more are under way,
         made in order. One sentence (or ``split`` off) is one plain :meth:`speak`. Later
-        sentences do not expire. Raises what :meth:`prepare` raises before the first segment,
-        a sentence's error in its turn; closing the generator cancels what is under way.
+        sentences do not expire. Once a sentence fell back (a live one too, its stream broken
+        off midway), the rest is said by the voice that took over. Raises what :meth:`prepare`
+        raises before the first segment, a sentence's error in its turn; closing the generator
+        cancels what is under way.
         """
         started = time.perf_counter()
         prepared = await self._ensure_prepared(request)
@@ -340,11 +342,17 @@ class SpeechPipeline:
                 )
                 scheduled += 1
 
+        speech: Utterance | LiveUtterance | None = None
         try:
             for i in range(count):
+                if not took_over and (voice := _live_fell_back(speech, prepared)) is not None:
+                    # a stream fell back (its sentence said again by another voice): the rest
+                    # is said by that voice, and what was under way in the old one is redone
+                    took_over.append(voice)
+                    await _cancel_all(tasks)
+                    scheduled, latest = i, None
                 start_until(i + 1)
-                speech = await tasks[i]
-                del tasks[i]
+                speech = await tasks.pop(i)
                 start_until(i + 1 + lookahead)  # the first went alone: the fastest start
                 if i == 0 and 1 in tasks:
                     made = asyncio.Event()
@@ -353,11 +361,7 @@ class SpeechPipeline:
                 else:
                     yield Segment(i, count, speech)
         finally:
-            for task in tasks.values():
-                task.cancel()
-            for result in await asyncio.gather(*tasks.values(), return_exceptions=True):
-                if isinstance(result, LiveUtterance):
-                    result.cancel()
+            await _cancel_all(tasks)
 
     def _lead_s(self, first: Utterance | LiveUtterance, following: str) -> float:
         """How long the first sentence should wait so that ``following`` (whose synthesis
@@ -460,8 +464,11 @@ class SpeechPipeline:
     ) -> _Spoken:
         """Ask ``candidate``'s provider, then each of the fallback chain until one speaks.
 
-        Each one that did not is noted in ``notes``. Raises the last provider's error (or
-        :class:`NoProviderSpoke`) when none spoke, and at once when streamed audio is out.
+        Each one that did not is noted in ``notes``. A live stream that breaks off after some
+        of its audio is out is said again, from the sentence's start, by the next of the chain
+        (its packets follow in ``live``: half a sentence tells a listener little), or, with
+        none left, raises at once. Raises the last provider's error (or
+        :class:`NoProviderSpoke`) when none spoke.
         """
         loop = asyncio.get_running_loop()
         specs = list(self.settings.fallback) if request.fallback else []
@@ -518,14 +525,22 @@ class SpeechPipeline:
                     encoder is not None,
                 )
             except (ProviderError, BudgetExceeded) as exc:
-                if encoder is not None and encoder.fed:
-                    raise  # its audio is out: another voice cannot finish the sentence
-                notes.append(FallbackNote(candidate.provider.name, str(exc)))
+                broke = live is not None and encoder is not None and encoder.fed
+                if broke and following is None:
+                    raise  # its audio is out and no other voice can take over: it ends there
+                reason = str(exc)
+                if broke and live is not None:
+                    # half a sentence tells little: the fallback says it again from its start
+                    reason = (
+                        f"its stream broke off after {live.put_s:.1f} s of audio ({exc}); "
+                        "the sentence was said again from its start"
+                    )
+                notes.append(FallbackNote(candidate.provider.name, reason))
                 if following is None:
                     if len(notes) > 1 and request.fallback:
                         raise NoProviderSpoke([(n.provider, n.reason) for n in notes]) from exc
                     raise
-                self._fall_back(request, candidate, following, exc)
+                self._fall_back(request, candidate, following, exc, reason)
                 candidate = following
                 tried.add(candidate.provider.name)
 
@@ -569,7 +584,11 @@ class SpeechPipeline:
 
     @staticmethod
     def _fall_back(
-        request: SpeechRequest, failed: PreparedRequest, following: PreparedRequest, exc: Exception
+        request: SpeechRequest,
+        failed: PreparedRequest,
+        following: PreparedRequest,
+        exc: Exception,
+        reason: str,
     ) -> None:
         """Count and log that ``following`` speaks because ``failed`` raised ``exc``."""
         FALLBACKS.labels(failed.provider.name, following.provider.name, type(exc).__name__).inc()
@@ -577,7 +596,7 @@ class SpeechPipeline:
             "request %s: %s did not speak (%s); %s speaks instead",
             request.id,
             failed.provider.name,
-            exc,
+            reason,
             following.provider.name,
         )
 
@@ -600,6 +619,28 @@ def _fallen_back_to(
     if isinstance(speech, Utterance) and speech.fallbacks and speech.voice != asked.voice:
         return speech.voice
     return None
+
+
+def _live_fell_back(
+    speech: Utterance | LiveUtterance | None, asked: PreparedRequest
+) -> Voice | None:
+    """The voice that said a finished live sentence instead of ``asked``'s, if another did."""
+    if not isinstance(speech, LiveUtterance):
+        return None
+    said = speech.outcome()
+    if said is not None and said.fallbacks and said.voice != asked.voice:
+        return said.voice
+    return None
+
+
+async def _cancel_all(tasks: dict[int, asyncio.Task[Utterance | LiveUtterance]]) -> None:
+    """Cancel the sentences under way (and the live ones they started); empties ``tasks``."""
+    for task in tasks.values():
+        task.cancel()
+    for result in await asyncio.gather(*tasks.values(), return_exceptions=True):
+        if isinstance(result, LiveUtterance):
+            result.cancel()
+    tasks.clear()
 
 
 def _described(dispatched: Dispatched) -> str:

@@ -6,13 +6,14 @@ after ``etc.``/``p.m.`` only before a capital, not in numbers (``3.5``), before 
 (``Well… maybe``) or inside a sound tag (``[long pause.]``). Tags stay with a sentence (between
 two, with the next one). Over ``max_chars`` (``first_max_chars`` for the first one, the time to
 first audio) a sentence is cut at its last clause break (``;``, ``:``, ``,``, a dash).
+:func:`split_pieces` bounds every piece, for engines whose memory grows with the text (Piper).
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["split_sentences"]
+__all__ = ["split_pieces", "split_sentences"]
 
 #: Abbreviations that never end a sentence (lower case, without the final dot).
 _NEVER_FINAL = frozenset(
@@ -144,3 +145,29 @@ def split_sentences(
         if rest:
             sentences[:1] = [head, " ".join(rest)]
     return sentences
+
+
+def _cut_words(piece: str, max_chars: int) -> list[str]:
+    """``piece`` cut at its last space before each ``max_chars`` limit (hard at the limit
+    where a word is longer)."""
+    cuts: list[str] = []
+    rest = piece
+    while len(rest) > max_chars:
+        space = rest.rfind(" ", 0, max_chars + 1)
+        cut = space if space > 0 else max_chars
+        cuts.append(rest[:cut].strip())
+        rest = rest[cut:].strip()
+    cuts.append(rest)
+    return [c for c in cuts if c]
+
+
+def split_pieces(text: str, max_chars: int) -> list[str]:
+    """``text`` in pieces of at most ``max_chars`` characters, in order: its sentences, one
+    longer than that cut at clause breaks (:func:`split_sentences`), and what is still longer
+    (no break to cut at) at its last space before the limit, or at the limit inside a word
+    longer than it. Joining with single spaces gives ``text`` back but for those hard cuts;
+    ``[]`` for blank text. Raises ``ValueError`` when ``max_chars`` < 1.
+    """
+    if max_chars < 1:
+        raise ValueError(f"max_chars must be at least 1, not {max_chars}")
+    return [cut for s in split_sentences(text, max_chars) for cut in _cut_words(s, max_chars)]

@@ -88,7 +88,9 @@ class DiscordFrontEnd:
     """Connects the bot and serves until cancelled. The token is never logged."""
 
     name = "discord"
-    idle = False
+
+    async def idle(self) -> bool:
+        return False
 
     def __init__(self, bot: OyezBot, settings: DiscordSettings) -> None:
         self.bot = bot

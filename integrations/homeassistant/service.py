@@ -52,7 +52,9 @@ class HomeAssistantFrontEnd:
     """Listens to ``settings.event_type`` and reports every finished announcement back."""
 
     name = "homeassistant"
-    idle = False
+
+    async def idle(self) -> bool:
+        return False
 
     def __init__(
         self,

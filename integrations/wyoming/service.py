@@ -43,7 +43,6 @@ class WyomingFrontEnd:
     """Serves Wyoming on ``settings.uri`` for as long as ``oyez run`` runs."""
 
     name = "wyoming"
-    idle = False
 
     def __init__(self, settings: WyomingSettings, pipeline: SpeechPipeline) -> None:
         self.settings = settings
@@ -52,6 +51,10 @@ class WyomingFrontEnd:
         self._server: AsyncServer | None = None
         self._zeroconf: AsyncZeroconf | None = None
         self._service: AsyncServiceInfo | None = None
+
+    async def idle(self) -> bool:
+        """Never: a configured Wyoming server always has something to serve."""
+        return False
 
     async def start(self) -> None:
         """List the voices, listen, announce. Raises ``OSError`` when the address is taken."""

@@ -148,7 +148,9 @@ class QuotingFrontEnd:
     """A front end whose state quotes the key, as a provider's error might."""
 
     name = "quoting"
-    idle = False
+
+    async def idle(self) -> bool:
+        return False
 
     async def start(self) -> None: ...
 

@@ -36,6 +36,7 @@ from bot.synthesis.pipeline import SpeechPipeline
 from integrations import PROVIDERS
 from integrations.segmind import SEGMIND_STATUSES, SegmindProvider
 from integrations.together import TOGETHER_STATUSES
+from tests.fakes.base import ScriptedResponse
 from tests.fakes.segmind import DEFAULT_API_KEY, FakeSegmind
 from tests.support.scripted_provider import ScriptedProvider
 
@@ -531,8 +532,6 @@ async def test_down_provider_falls_back_after_bounded_retries(
 async def test_no_v2_job_is_ever_submitted_twice(
     tmp_path: Path, fake: FakeSegmind, clock: list[datetime]
 ) -> None:
-    from tests.fakes.base import ScriptedResponse
-
     settings = segmind_settings(tmp_path, fake, rate_limits={"backoff_base_s": 0.01})
     pipeline = make_pipeline(settings, clock)
     # the submit fails before a job exists (retried), then polling fails around the job
@@ -618,6 +617,77 @@ async def test_v2_status_polls_count_in_the_bucket(tmp_path: Path, clock: list[d
     assert spoken.voice.provider == "segmind"
     assert len(api_calls) == 7
     assert api_calls[-1] - api_calls[0] >= 2.0
+
+
+def status_polls(fake: FakeSegmind) -> list[float]:
+    return [r.time for r in fake.requests if r.path.endswith("/status")]
+
+
+async def test_a_429_on_a_status_poll_delays_that_job_only(
+    tmp_path: Path, clock: list[datetime]
+) -> None:
+    """The hint of a 429 on one job's status poll stretches that job's next poll; it does not
+    pause the bucket, so another request's submit goes out at once."""
+    async with FakeSegmind(v2_queued_polls=1, v2_processing_polls=1) as fake:
+        fake.script(
+            "GET",
+            "/v2/requests/{request_id}/status",
+            ScriptedResponse(429, {"error": "Rate limit exceeded"}, {"Retry-After": "2"}),
+        )
+        settings = config.load(
+            data_dir=tmp_path / "data",
+            providers={
+                "segmind": {
+                    "api_key": DEFAULT_API_KEY,
+                    "base_url": fake.base_url,
+                    "poll": {"first_s": 0.05, "factor": 1.0, "max_s": 0.05},
+                }
+            },
+            rate_limits={"providers": {"segmind": {"requests_per_minute": 50}}},
+        )
+        pipeline = make_pipeline(settings, clock)
+        try:
+            queued = SpeechRequest(text="Hello.", provider="segmind", model="openvoice")
+            polling = asyncio.create_task(pipeline.speak(queued))
+            for _ in range(500):  # until its first poll met the 429
+                if status_polls(fake):
+                    break
+                await asyncio.sleep(0.01)
+            started = loop_time()
+            other = await pipeline.speak(SpeechRequest(text="Goodbye.", provider="segmind"))
+            other_s = loop_time() - started
+            spoken = await polling
+        finally:
+            await pipeline.aclose()
+        polls = status_polls(fake)
+    assert other.voice.provider == spoken.voice.provider == "segmind"
+    assert other_s < 1.0  # the bucket was not paused for the poll's 2 s
+    assert polls[1] - polls[0] >= 1.9  # the job itself waited out the hint
+
+
+async def test_credit_checks_take_no_place_in_the_bucket(
+    tmp_path: Path, fake: FakeSegmind, clock: list[datetime]
+) -> None:
+    """``/v1/get-user-credits`` is free: with room for two calls a minute, a 406, the credit
+    check that closes the circuit and the next paid call all go out at once."""
+    settings = segmind_settings(
+        tmp_path, fake, rate_limits={"providers": {"segmind": {"requests_per_minute": 2}}}
+    )
+    pipeline = make_pipeline(settings, clock)
+    ask = SpeechRequest(text="Hello.", provider="segmind")
+    try:
+        fake.inject_error("/v1/chatterbox-tts", 406, "Insufficient credits")
+        assert (await pipeline.speak(ask)).voice.provider == "piper"
+        clock[0] += timedelta(seconds=61)  # the credit check is due
+        started = loop_time()
+        spoken = await pipeline.speak(ask)
+        waited_s = loop_time() - started
+    finally:
+        await pipeline.aclose()
+    assert spoken.voice.provider == "segmind"
+    assert len(fake.requests_to("/v1/get-user-credits")) == 1
+    assert paid_calls(fake) == 2
+    assert waited_s < 5.0  # not the minute a third place in the bucket would have cost
 
 
 async def test_unconfigured_fallback_entries_are_skipped_with_a_note(

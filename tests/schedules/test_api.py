@@ -15,8 +15,10 @@ import pytest
 
 from bot.ops import config, store
 from bot.ops.store import state_path
+from bot.schedules.scheduler import Scheduler
+from bot.schedules.store import ScheduleBook
 from bot.service import Service
-from tests.support.sqlite import write_locked
+from tests.support.sqlite import ticks_during, write_locked
 
 TOKEN = "s3cret-token"
 BINS = {
@@ -202,3 +204,68 @@ async def test_a_lock_that_outlasts_the_busy_timeout_is_503_with_retry_after(
                 error = (await response.json())["error"]
         assert "locked" in error
         assert str(state_path(service.settings.data_dir)) not in error  # no paths to callers
+
+
+async def test_start_up_on_a_locked_state_file_blocks_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    earlier = ScheduleBook(data)  # the state file of an earlier run
+    await earlier.count()
+    earlier.close()
+    settings = config.load(
+        data_dir=data, http={"host": "127.0.0.1", "port": 0}, schedules=[BINS | {"discord": "1/2"}]
+    )
+    service = Service(settings)
+    with write_locked(state_path(data), seconds=1.0):  # `oyez schedule add` meanwhile
+        locked = time.monotonic()
+        _, _, ticks = await ticks_during(service.build())
+        assert ticks >= 1 or time.monotonic() - locked < 0.05  # before: blocked for the second
+        serving = asyncio.create_task(service.serve())
+        for _ in range(100):  # until the server listens
+            if service.server.port:
+                break
+            await asyncio.sleep(0.01)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{service.server.port}/healthz") as response,
+        ):
+            assert response.status == 200
+        assert time.monotonic() - locked < 0.9  # answered while the sync waited for the lock
+    (scheduler,) = service.front_ends
+    assert isinstance(scheduler, Scheduler)
+    for _ in range(300):  # synced once the lock was gone
+        if await scheduler.book.count():
+            break
+        await asyncio.sleep(0.01)
+    assert await scheduler.book.count() == 1
+    serving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await serving
+
+
+async def test_a_lock_past_the_busy_timeout_at_start_up_delays_the_sync_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store, "BUSY_TIMEOUT_S", 0.2)
+    data = tmp_path / "data"
+    earlier = ScheduleBook(data)
+    await earlier.count()
+    earlier.close()
+    settings = config.load(
+        data_dir=data, http={"host": "127.0.0.1", "port": 0}, schedules=[BINS | {"discord": "1/2"}]
+    )
+    service = Service(settings)
+    await service.build()
+    with write_locked(state_path(data), seconds=1.5):
+        serving = asyncio.create_task(service.serve())
+        await asyncio.sleep(1.0)  # the sync gave up after 0.2 s: the service serves on
+        assert not serving.done()
+    (scheduler,) = service.front_ends
+    assert isinstance(scheduler, Scheduler)
+    for _ in range(300):  # synced at a later poll, once the lock was gone
+        if await scheduler.book.count():
+            break
+        await asyncio.sleep(0.01)
+    assert [s.name for s in await scheduler.book.all()] == ["bins"]
+    serving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await serving

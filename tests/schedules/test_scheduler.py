@@ -279,6 +279,7 @@ async def test_configured_schedules_load_idempotently_and_win_by_name(tmp_path: 
         service = Service(settings)
         await service.build()
         (scheduler,) = [f for f in service.front_ends if isinstance(f, Scheduler)]
+        await scheduler.start()  # syncs the file's schedules
         revision = await scheduler.book.revision()
         rows = {s.name: s for s in await scheduler.book.all()}
         assert set(rows) == {"bins", "raid"}
@@ -292,6 +293,7 @@ async def test_configured_schedules_load_idempotently_and_win_by_name(tmp_path: 
     service = Service(fewer)
     await service.build()
     (scheduler,) = [f for f in service.front_ends if isinstance(f, Scheduler)]
+    await scheduler.start()
     assert [s.name for s in await scheduler.book.all()] == ["raid"]
     scheduler.book.close()
     await service.pipeline.aclose()

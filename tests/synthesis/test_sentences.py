@@ -18,7 +18,7 @@ from bot.providers.base import ProviderRegistry, SynthesisJob, Synthesized
 from bot.speech import SpeechRequest, Utterance
 from bot.synthesis.pipeline import SpeechPipeline
 from bot.synthesis.prepared import Segment, join_utterances
-from bot.synthesis.sentences import split_sentences
+from bot.synthesis.sentences import split_pieces, split_sentences
 from integrations import PROVIDERS
 from tests.support.tone_provider import ToneProvider
 
@@ -294,3 +294,31 @@ async def test_later_sentences_do_not_expire(speech: SpeechPipeline) -> None:
     await asyncio.sleep(0.6)  # the request expires while its first sentence plays
     rest = [s async for s in segments]
     assert [s.index for s in rest] == [1, 2]
+
+
+# -- pieces of a bounded length ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Short. Also short.", ["Short.", "Also short."]),
+        ("one two, three four, five six", ["one two,", "three four,", "five six"]),
+        ("one two three four five six", ["one two", "three four", "five six"]),  # no break
+        ("abcdefghijklmnop qr", ["abcdefghij", "klmnop qr"]),  # a word longer than the limit
+    ],
+    ids=["sentences", "clauses", "words", "hard cut"],
+)
+def test_pieces_are_cut_at_clauses_else_between_words(text: str, expected: list[str]) -> None:
+    assert split_pieces(text, 10 if text.startswith("abc") else 12) == expected
+
+
+def test_pieces_of_a_long_text_without_any_break_are_bounded_and_keep_every_word() -> None:
+    text = " ".join(["the quick brown fox jumps over the lazy dog"] * 25)  # 1,099 characters
+    pieces = split_pieces(text, 200)
+    assert len(pieces) == 6
+    assert all(len(p) <= 200 for p in pieces)
+    assert " ".join(pieces) == text
+    assert split_pieces("", 200) == []
+    with pytest.raises(ValueError, match="at least 1"):
+        split_pieces(text, 0)

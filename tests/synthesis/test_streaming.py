@@ -23,6 +23,8 @@ from bot.ops import config
 from bot.ops.config import AudioSettings
 from bot.speech import AudioChunk, AudioEncoding, OutputProfile, SpeechRequest, Utterance
 from bot.synthesis.pipeline import SpeechPipeline
+from bot.synthesis.prepared import join_utterances
+from bot.synthesis.sentences import split_sentences
 from tests.fakes import FakeOpenAISpeech
 from tests.support.timing import TimedTogether
 
@@ -222,7 +224,8 @@ async def test_a_stream_that_breaks_off_is_not_retried_or_cached(
     together.chunk_delay = 1.0  # the second event comes after the client stopped waiting
     pipeline = SpeechPipeline(settings_for(together, tmp_path, stream_read_timeout_s=0.3))
     try:
-        live = await pipeline.speak_live(SpeechRequest(text=TEXT, provider="together"))
+        asked = SpeechRequest(text=TEXT, provider="together", fallback=False)
+        live = await pipeline.speak_live(asked)
         assert isinstance(live, LiveUtterance)
         packets: list[bytes] = []
 
@@ -233,13 +236,64 @@ async def test_a_stream_that_breaks_off_is_not_retried_or_cached(
         with pytest.raises(ProviderUnavailable):
             await play()
         assert packets  # the audio that came was played
-        # a retry (a timeout is retryable) would start the sentence again: none was made,
-        # and no other voice took over halfway
+        # a retry (a timeout is retryable) would start the sentence again: none was made;
+        # with no fallback it ends there
         assert len(together.requests_to(SPEECH)) == 1
         prepared = await pipeline.prepare(SpeechRequest(text=TEXT, provider="together"))
         assert not await pipeline.will_hit(prepared)
     finally:
         await pipeline.aclose()
+
+
+async def test_a_stream_that_breaks_off_is_said_again_by_the_fallback(
+    together: TimedTogether, tmp_path: Path
+) -> None:
+    together.inject_stream_error(after_chunks=3, message="Inference failed on GPU 3")
+    pipeline = SpeechPipeline(settings_for(together, tmp_path))
+    try:
+        live = await pipeline.speak_live(SpeechRequest(text=TEXT, provider="together"))
+        assert isinstance(live, LiveUtterance)
+        _, packets = await listen(live)  # no error: the sentence was said in the end
+        utterance = await live.result()
+    finally:
+        await pipeline.aclose()
+    assert utterance.voice.provider == "piper"
+    said_again = opus_packets(utterance.audio)
+    assert packets[-len(said_again) :] == said_again  # piper's whole sentence, after
+    broken_s = (len(packets) - len(said_again)) * 0.02
+    assert 0.1 < broken_s <= 0.6  # what came of together's 0.6 s before it broke
+    (note,) = utterance.fallbacks
+    assert note.provider == "together"
+    assert f"stream broke off after {broken_s:.1f} s of audio" in note.reason
+    assert "Inference failed on GPU 3" in note.reason
+    assert "said again from its start" in note.reason
+    assert len(together.requests_to(SPEECH)) == 1
+
+
+async def test_a_text_whose_stream_broke_off_stays_with_the_voice_that_took_over(
+    together: TimedTogether, tmp_path: Path
+) -> None:
+    text = "The parcel has arrived. It is at the front door. Please collect it soon."
+    together.inject_stream_error(after_chunks=2)  # the first sentence's stream
+    pipeline = SpeechPipeline(settings_for(together, tmp_path))
+    asked = SpeechRequest(text=text, provider="together")
+    said: list[Utterance] = []
+    heard = 0
+    try:
+        async for segment in pipeline.speak_sentences(asked, live=True):
+            if isinstance(segment.speech, LiveUtterance):
+                heard += len((await listen(segment.speech))[1])
+                said.append(await segment.speech.result())
+            else:
+                heard += len(opus_packets(segment.speech.audio))
+                said.append(segment.speech)
+    finally:
+        await pipeline.aclose()
+    assert [u.text for u in said] == split_sentences(text)  # nothing cut
+    assert [u.voice.provider for u in said] == ["piper"] * 3  # no back and forth
+    assert heard > sum(len(opus_packets(u.audio)) for u in said)  # the broken part came first
+    (note,) = join_utterances(asked, said).fallbacks  # the reply says so once
+    assert note.provider == "together" and "stream broke off" in note.reason
 
 
 async def test_a_provider_failing_before_any_audio_hands_over_to_the_fallback(

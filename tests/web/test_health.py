@@ -17,7 +17,9 @@ class StubFrontEnd:
     """A front end whose connection state the test sets."""
 
     name = "stub"
-    idle = False
+
+    async def idle(self) -> bool:
+        return False
 
     def __init__(self) -> None:
         self.connected = False

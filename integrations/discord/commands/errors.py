@@ -1,7 +1,8 @@
 """The ``⚠️`` replies: Oyez's errors raised by a command are answered in one place.
 
 A reply is ephemeral while the interaction is unanswered; after a (public) defer it is the
-deferred reply. Other errors are logged as discord.py logs them.
+deferred reply. Other errors are logged as discord.py logs them. Every reply goes through
+:func:`fit`: Discord refuses a longer message, and the member would see no answer at all.
 """
 
 from __future__ import annotations
@@ -12,7 +13,22 @@ from discord import app_commands
 from bot.errors import OyezError
 from bot.ops.logs import mask_secrets
 
-__all__ = ["OyezCommandTree", "PaidProviderRefused", "answer"]
+__all__ = ["MESSAGE_MAX_CHARS", "OyezCommandTree", "PaidProviderRefused", "answer", "fit"]
+
+#: The longest message Discord takes, characters ("up to 2000 characters",
+#: https://discord.com/developers/docs/resources/message#create-message).
+MESSAGE_MAX_CHARS = 2000
+_CUT = " … "
+
+
+def fit(message: str) -> str:
+    """``message`` shortened to :data:`MESSAGE_MAX_CHARS` by cutting out its middle (an error
+    quoting a long input keeps its start and the end, where the hint is)."""
+    if len(message) <= MESSAGE_MAX_CHARS:
+        return message
+    tail = (MESSAGE_MAX_CHARS - len(_CUT)) // 3
+    head = MESSAGE_MAX_CHARS - len(_CUT) - tail
+    return message[:head] + _CUT + message[-tail:]
 
 
 class PaidProviderRefused(app_commands.CheckFailure):
@@ -28,7 +44,7 @@ class PaidProviderRefused(app_commands.CheckFailure):
 async def answer(interaction: discord.Interaction, message: str) -> None:
     """Tell the caller ``message`` (secrets masked): ephemerally if still possible, else in the
     deferred reply."""
-    message = mask_secrets(message)
+    message = fit(mask_secrets(message))
     if interaction.response.is_done():
         await interaction.edit_original_response(content=message)
     else:

@@ -23,7 +23,7 @@ from bot.synthesis.pipeline import SpeechPipeline
 from bot.synthesis.prepared import PreparedRequest
 from integrations.discord.arrival import Arrival, ArrivalOrder, arrival_of
 from integrations.discord.catalogue import parse_voice
-from integrations.discord.commands.errors import PaidProviderRefused
+from integrations.discord.commands.errors import PaidProviderRefused, fit
 from integrations.discord.commands.playback import caller_channel
 from integrations.discord.guilds import GuildSettings, GuildSettingsStore
 from integrations.discord.names import SpeakerTurns, spoken_name
@@ -47,7 +47,7 @@ def _reply(utterance: Utterance) -> str:
         lines[-1] += " · from the cache"
     for note in utterance.fallbacks:
         lines.append(f"-# instead of {note.provider}: {note.reason}")
-    return mask_secrets("\n".join(lines))
+    return fit(mask_secrets("\n".join(lines)))
 
 
 def check_paid_roles(
@@ -97,7 +97,9 @@ class Say:
         if utterance is not None and error is None:
             await interaction.edit_original_response(content=_reply(utterance))
         else:
-            await interaction.edit_original_response(content=mask_secrets(f"⚠️ Not said: {error}"))
+            await interaction.edit_original_response(
+                content=fit(mask_secrets(f"⚠️ Not said: {error}"))
+            )
 
     async def _say(
         self,
@@ -127,14 +129,14 @@ class Say:
             player = await self.voice.player(interaction.guild, channel)
         except (discord.DiscordException, TimeoutError) as exc:
             await interaction.edit_original_response(
-                content=mask_secrets(f"⚠️ Cannot join voice: {exc}")
+                content=fit(mask_secrets(f"⚠️ Cannot join voice: {exc}"))
             )
             return
         self._interactions[request.id] = interaction
         position = player.enqueue(prepared, label=interaction.user.display_name, arrived=arrived)
         if position:
             await interaction.edit_original_response(
-                content=f"⏳ Queued ({position} before it): {request.text}"
+                content=fit(f"⏳ Queued ({position} before it): {request.text}")
             )
 
     async def _request(

@@ -23,12 +23,11 @@ from bot.ops.config import DiscordChannel, Settings
 from bot.schedules.model import PLACEHOLDERS, Schedule, check_new, check_speakable
 from bot.schedules.store import ScheduleBook, StoredSchedule, UnknownSchedule
 from bot.synthesis.pipeline import SpeechPipeline
+from integrations.discord.commands.errors import fit
 
 __all__ = ["ScheduleCommands"]
 
 _PLACEHOLDERS = ", ".join("{" + name + "}" for name in PLACEHOLDERS)
-#: Characters of a reply Discord takes (2000), with room to spare.
-REPLY_CHARS = 1990
 
 
 @functools.cache
@@ -151,7 +150,7 @@ class ScheduleCommands(
         await check_speakable(schedule, self.settings, self.pipeline.prepare, now)
         stored = await self.book.add(schedule, "discord", now)
         described = _describe(stored, self.settings)
-        await interaction.edit_original_response(content=f"⏰ Added: {described}")
+        await interaction.edit_original_response(content=fit(f"⏰ Added: {described}"))
 
     @add.autocomplete("time_zone")
     async def zone_choices(
@@ -171,7 +170,7 @@ class ScheduleCommands(
         guild_id = interaction.guild.id
         lines = [_describe(s, self.settings) for s in stored if _in_guild(s, guild_id, named)]
         text = "\n".join(lines) or "No scheduled alerts on this server."
-        await interaction.response.send_message(text[:REPLY_CHARS], ephemeral=True)
+        await interaction.response.send_message(fit(text), ephemeral=True)
 
     @app_commands.command(name="remove", description="Delete a scheduled alert")
     @app_commands.describe(name="The schedule's name")
@@ -179,7 +178,7 @@ class ScheduleCommands(
         with _known(name):
             found = await self._visible(interaction.guild, name)
             await self.book.remove(found.name)
-        await interaction.response.send_message(f"Removed **{found.name}**.", ephemeral=True)
+        await interaction.response.send_message(fit(f"Removed **{found.name}**."), ephemeral=True)
 
     @app_commands.command(name="pause", description="Stop a scheduled alert until resumed")
     @app_commands.describe(name="The schedule's name")
@@ -198,7 +197,7 @@ class ScheduleCommands(
             stored = await self.book.set_enabled(found.name, on, now)
         done = "Resumed" if on else "Paused"
         described = _describe(stored, self.settings)
-        await interaction.response.send_message(f"{done}: {described}", ephemeral=True)
+        await interaction.response.send_message(fit(f"{done}: {described}"), ephemeral=True)
 
     async def _visible(self, guild: discord.Guild | None, name: str) -> StoredSchedule:
         """The schedule ``name`` if it speaks in ``guild``; raises :class:`UnknownSchedule`."""

@@ -19,7 +19,9 @@ and answered 404 JSON): ``GET /users/@me``, ``GET /oauth2/applications/@me``,
 ``POST /webhooks/{app}/{token}`` (followups), ``GET|PATCH|DELETE
 /webhooks/{app}/{token}/messages/{id|@original}``, ``POST /channels/{id}/messages``,
 ``GET /gateway`` and ``GET /gateway/bot``. Every JSON answer has the Content-Type exactly
-``application/json`` (discord.py compares the header; ``; charset=utf-8`` breaks login).
+``application/json`` (discord.py compares the header; ``; charset=utf-8`` breaks login). A
+message (response, followup, edit) of over :data:`MESSAGE_MAX_CHARS` characters is refused with
+400, as Discord does.
 
 Gateway: HELLO, IDENTIFY → READY then GUILD_CREATE, heartbeat op 1 → op 11, op 4 voice state
 updates → VOICE_STATE_UPDATE (+ VOICE_SERVER_UPDATE pointing at :attr:`FakeDiscord.voice` when
@@ -138,6 +140,25 @@ class Followup:
     @property
     def content(self) -> str | None:
         return self.payload.get("content")
+
+
+#: The longest message content Discord takes, characters ("up to 2000 characters",
+#: https://discord.com/developers/docs/resources/message#create-message).
+MESSAGE_MAX_CHARS = 2000
+
+
+def too_long(payload: Mapping[str, Any]) -> web.Response | None:
+    """Discord's 400 (50035 Invalid Form Body) for content over :data:`MESSAGE_MAX_CHARS`."""
+    content = payload.get("content")
+    if not isinstance(content, str) or len(content) <= MESSAGE_MAX_CHARS:
+        return None
+    error = {"code": "BASE_TYPE_MAX_LENGTH", "message": "Must be 2000 or fewer in length."}
+    body = {
+        "message": "Invalid Form Body",
+        "code": 50035,
+        "errors": {"content": {"_errors": [error]}},
+    }
+    return json_response(body, status=400)
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
@@ -322,6 +343,9 @@ class FakeDiscord(FakeServer):
             body, files = _multipart(ctype, await request.read())
         else:
             body, files = await request.json(), {}
+        refused = too_long(body.get("data") or {})
+        if refused is not None:
+            return refused
         response = InteractionResponse(
             interaction_id, token, int(body["type"]), body.get("data") or {}, time.monotonic()
         )
@@ -365,6 +389,8 @@ class FakeDiscord(FakeServer):
 
     async def _followup(self, request: web.Request) -> web.Response:
         payload, files = await self._read_payload(request)
+        if (refused := too_long(payload)) is not None:
+            return refused
         followup = Followup(
             request.match_info["token"], "POST", None, payload, files, time.monotonic()
         )
@@ -381,6 +407,8 @@ class FakeDiscord(FakeServer):
             payload = edits[-1].payload if edits else {}
             return json_response(self._webhook_msg(payload, self.snowflake()))
         payload, files = await self._read_payload(request)
+        if (refused := too_long(payload)) is not None:
+            return refused
         self.followups.append(
             Followup(token, request.method, message_id, payload, files, time.monotonic())
         )
@@ -388,6 +416,8 @@ class FakeDiscord(FakeServer):
 
     async def _channel_message(self, request: web.Request) -> web.Response:
         payload, _ = await self._read_payload(request)
+        if (refused := too_long(payload)) is not None:
+            return refused
         payload = payload | {"channel_id": request.match_info["channel"]}
         self.channel_messages.append(payload)
         return json_response(

