@@ -44,6 +44,7 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/say.py --write-readme
+	$(BIN)/python bench/transcode.py --write-readme
 	$(BIN)/python bench/poll.py --write-readme
 	$(BIN)/python bench/ttfa.py --write-readme
 	$(BIN)/python bench/ratelimit.py --write-readme

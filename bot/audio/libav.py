@@ -22,7 +22,7 @@ from bot.speech import AudioEncoding
 if TYPE_CHECKING:
     from av.audio.frame import AudioFrame
 
-__all__ = ["Metered", "encodable", "encode", "gained", "in_process", "metered"]
+__all__ = ["Metered", "decoded", "encodable", "encode", "gained", "in_process", "metered"]
 
 # PyAV's sample format and the byte width per raw PCM encoding it takes as it is.
 _SAMPLE_FORMATS = {AudioEncoding.PCM_S16LE: ("s16", 2), AudioEncoding.PCM_F32LE: ("flt", 4)}
@@ -72,21 +72,21 @@ def _frames(
 
 def _run(
     frames: Sequence[AudioFrame],
-    source: tuple[str, int, int],
+    source: tuple[str, int, str],
     chain: Sequence[tuple[str, str]],
 ) -> Metered:
-    """``frames`` (PyAV's sample format, rate in Hz, channels) through ``chain`` then out as s16
-    mono at the rate the chain ends at, metered by ``ebur128``."""
+    """``frames`` (PyAV's sample format, rate in Hz, channel layout) through ``chain`` then out
+    as s16 mono at the rate the chain ends at, metered by ``ebur128``."""
     import av
     import av.filter
 
-    fmt, sample_rate, channels = source
+    fmt, sample_rate, layout = source
     graph = av.filter.Graph()
     nodes = [
         graph.add_abuffer(
             format=fmt,
             sample_rate=sample_rate,
-            layout=_LAYOUTS[channels],
+            layout=layout,
             time_base=Fraction(1, sample_rate),
         ),
         *(graph.add(name, args) for name, args in chain),
@@ -131,7 +131,33 @@ def metered(
     and measured. Raises ``av.FFmpegError`` if libavfilter refuses it."""
     frames = _frames(data, encoding, sample_rate, channels)
     chain = [("aresample", str(out_rate))] if out_rate != sample_rate else []
-    return _run(frames, (_SAMPLE_FORMATS[encoding][0], sample_rate, channels), chain)
+    return _run(frames, (_SAMPLE_FORMATS[encoding][0], sample_rate, _LAYOUTS[channels]), chain)
+
+
+def decoded(data: bytes, demuxer: str, raw: tuple[int, int] | None, out_rate: int) -> Metered:
+    """Audio in ffmpeg's ``demuxer`` format (``mp3``, ``ogg``, ``wav``, ``flac``, ``aac``; raw
+    ``mulaw``/``alaw`` with ``raw`` = (rate in Hz, channels)) decoded, resampled to s16 mono at
+    ``out_rate`` Hz and measured, as :func:`metered`. Raises ``av.FFmpegError`` for what cannot
+    be decoded, ``ValueError`` for a stream whose shape changes midway."""
+    import av
+
+    options = {}
+    if raw is not None:
+        options = {"sample_rate": str(raw[0]), "ch_layout": _LAYOUTS.get(raw[1], "mono")}
+    with av.open(io.BytesIO(data), "r", format=demuxer, options=options) as container:
+        frames = list(container.decode(audio=0))
+    if not frames:
+        return Metered(b"", out_rate, _NO_MEASUREMENT_LUFS, -math.inf)
+    first = frames[0]
+    shape = (first.format.name, first.sample_rate, first.layout.name)
+    written = 0
+    for frame in frames:
+        if (frame.format.name, frame.sample_rate, frame.layout.name) != shape:
+            raise ValueError("the audio changes its sample format, rate or channels midway")
+        frame.pts, frame.time_base = written, Fraction(1, first.sample_rate)
+        written += frame.samples
+    chain = [("aresample", str(out_rate))] if out_rate != first.sample_rate else []
+    return _run(frames, shape, chain)
 
 
 def gained(data: bytes, sample_rate: int, gain_db: float, ceiling_dbtp: float | None) -> Metered:
@@ -142,7 +168,7 @@ def gained(data: bytes, sample_rate: int, gain_db: float, ceiling_dbtp: float | 
         ceiling = 10 ** (ceiling_dbtp / 20)
         chain.append(("alimiter", f"limit={ceiling:.4f}:attack=5:release=50:level=false"))
     frames = _frames(data, AudioEncoding.PCM_S16LE, sample_rate, 1)
-    return _run(frames, ("s16", sample_rate, 1), chain)
+    return _run(frames, ("s16", sample_rate, "mono"), chain)
 
 
 def encodable(codec: str, muxer: str) -> bool:

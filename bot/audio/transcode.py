@@ -391,9 +391,10 @@ class Transcoder:
         """Decode provider audio to canonical PCM and measure its loudness.
 
         Chunks of raw PCM or of a stream format (MP3, AAC) are joined; containers (WAV, Ogg)
-        are decoded one by one. Raw s16le or f32le PCM (mono or stereo) is read in this process;
-        the rest is decoded by ffmpeg. Raises :class:`AudioError` when there is no audio, and
-        :class:`TranscodeError` when it cannot be decoded.
+        are decoded one by one. All of it is read in this process (libav), and what libav
+        cannot decode is given to ffmpeg, which says why it cannot either. Raises
+        :class:`AudioError` when there is no audio, and :class:`TranscodeError` when it cannot be
+        decoded.
         """
         chunks = [c for c in chunks if c.data]
         if not chunks:
@@ -424,6 +425,9 @@ class Transcoder:
                 if not pcm.data:
                     raise AudioError(f"no whole sample {what}")
                 return pcm
+            decoded = await self._decoded(first, data)
+            if decoded is not None:
+                return decoded
             source = self._input(first.encoding, first.sample_rate, first.channels)
             return await self._to_canonical(source, data, what)
         parts = [await self.analyse([c]) for c in chunks]
@@ -434,6 +438,23 @@ class Transcoder:
                 )
             ]
         )
+
+    async def _decoded(self, first: AudioChunk, data: bytes) -> PcmAudio | None:
+        """``data`` (in ``first``'s encoding) decoded in this process; None when libav cannot,
+        and ffmpeg is to decode it (and say why it cannot either)."""
+        import av
+
+        raw = (first.sample_rate, first.channels) if first.encoding.is_raw_pcm else None
+        if raw is not None and (raw[0] <= 0 or raw[1] <= 0):
+            return None  # ffmpeg_input_args names what is missing
+        try:
+            metered = await asyncio.to_thread(
+                libav.decoded, data, _INPUT_FORMAT[first.encoding], raw, CANONICAL_RATE
+            )
+        except (av.FFmpegError, ValueError) as exc:
+            log.debug("libav cannot decode %s audio (%s): ffmpeg will", first.encoding.value, exc)
+            return None
+        return self._pcm(metered) if metered.data else None
 
     async def normalise(self, pcm: PcmAudio) -> PcmAudio:
         """Bring ``pcm`` to ``audio.loudness_target_lufs`` under ``audio.true_peak_dbtp``.
@@ -521,8 +542,8 @@ class Transcoder:
         gain_db: float | None = None,
     ) -> EncodedAudio:
         """Provider audio in, normalised audio for ``profile`` out: :meth:`analyse`,
-        :meth:`normalise`, :meth:`encode`. Raw PCM takes one ffmpeg run (to encode; none for
-        ``wav``), other encodings one more (to decode). ``gain_db``, the voice's last gain
+        :meth:`normalise`, :meth:`encode`: one ffmpeg run for ``mp3``, none for the others
+        (one more when libav cannot decode the input). ``gain_db``, the voice's last gain
         (:class:`VoiceGains`), may save a limiter round. The result's ``gain_db`` is the gain
         applied (None: none) and its loudness what was encoded."""
         pcm = await self.analyse(chunks)

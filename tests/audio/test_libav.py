@@ -143,3 +143,27 @@ def _wav(data: bytes, rate: int = 48_000) -> bytes:
         wav.setframerate(rate)
         wav.writeframes(data)
     return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "encoding", [AudioEncoding.MP3, AudioEncoding.WAV, AudioEncoding.PCM_MULAW]
+)
+async def test_encoded_provider_audio_is_decoded_in_process(encoding: AudioEncoding) -> None:
+    transcoder = CountingTranscoder(AudioSettings())
+    speechlike = tone(3.0, 300.0, -20.0)
+    source = AudioChunk(speechlike, AudioEncoding.PCM_S16LE, RATE, 1)
+    if encoding is AudioEncoding.PCM_MULAW:
+        made = await transcoder.pipe_args(
+            ["-f", "s16le", "-ar", str(RATE), "-ac", "1", "-i", "pipe:0", "-f", "mulaw", "pipe:1"],
+            speechlike,
+            "making mu-law",
+        )
+        chunk = AudioChunk(made[0], encoding, RATE, 1)
+    else:
+        profile = OutputProfile.MP3 if encoding is AudioEncoding.MP3 else OutputProfile.WAV
+        chunk = AudioChunk((await transcoder.transcode([source], profile)).data, encoding, 0, 0)
+    transcoder.runs = 0
+    encoded = await transcoder.transcode([chunk], OutputProfile.OGG_OPUS)
+    assert transcoder.runs == 0  # decoded, normalised and encoded in this process
+    assert abs(integrated_loudness(encoded.data) - AudioSettings().loudness_target_lufs) <= 1.0
+    assert encoded.duration_s == pytest.approx(3.0, abs=0.1)
