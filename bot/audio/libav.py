@@ -22,7 +22,16 @@ from bot.speech import AudioEncoding
 if TYPE_CHECKING:
     from av.audio.frame import AudioFrame
 
-__all__ = ["Metered", "decoded", "encodable", "encode", "gained", "in_process", "metered"]
+__all__ = [
+    "Metered",
+    "decoded",
+    "encodable",
+    "encode",
+    "gained",
+    "in_process",
+    "metered",
+    "warm_up",
+]
 
 # PyAV's sample format and the byte width per raw PCM encoding it takes as it is.
 _SAMPLE_FORMATS = {AudioEncoding.PCM_S16LE: ("s16", 2), AudioEncoding.PCM_F32LE: ("flt", 4)}
@@ -42,6 +51,14 @@ class Metered:
     sample_rate: int
     integrated_lufs: float
     true_peak_dbtp: float
+
+
+def warm_up() -> None:
+    """Import PyAV, its filters and its frames now rather than with the first utterance."""
+    import av.filter
+    from av.audio.frame import AudioFrame
+
+    del av, AudioFrame  # imported for their cost, now
 
 
 def in_process(encoding: AudioEncoding, sample_rate: int, channels: int) -> bool:

@@ -24,8 +24,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-import ffmpeg
-
 from bot.audio import libav
 from bot.errors import AudioError, FFmpegNotFound, TranscodeError
 from bot.ops.config import AudioSettings
@@ -310,6 +308,8 @@ class Transcoder:
         ``what`` says what the run does ("decoding the mp3 audio"), for error messages.
         Raises :class:`TranscodeError` on a non-zero exit or after ``audio.ffmpeg_timeout_s``.
         """
+        import ffmpeg  # ffmpeg-python (~10 ms), for the runs that are left: not Opus, not WAV
+
         return await self.pipe_args(ffmpeg.get_args(stream), data, what, loglevel=loglevel)
 
     async def pipe_args(
@@ -356,6 +356,8 @@ class Transcoder:
                     f"raw {encoding.value} audio needs a sample rate and a channel count"
                 )
             kwargs.update(ar=sample_rate, ac=channels)
+        import ffmpeg
+
         return ffmpeg.input("pipe:0", **kwargs)
 
     async def _to_canonical(self, stream: Any, data: bytes, what: str) -> PcmAudio:
@@ -369,6 +371,11 @@ class Transcoder:
                 f"ffmpeg found no audio {what}", returncode=0, stderr_tail=stderr_tail(stderr)
             )
         return PcmAudio(stdout, CANONICAL_RATE, 1, parse_ebur128(stderr))
+
+    async def warm_up(self) -> None:
+        """Import libav (PyAV, ~30 ms) in a worker thread now, while a model loads (onnxruntime
+        leaves the interpreter free meanwhile), rather than with the first utterance."""
+        await asyncio.to_thread(libav.warm_up)
 
     async def _in_process(self, work: Callable[..., _T], *args: Any, what: str) -> _T:
         """``work(*args)`` from :mod:`bot.audio.libav` in a worker thread."""
