@@ -1,14 +1,14 @@
 """Transcoding: provider audio in a sink's profile, with one ffmpeg run (or none) per utterance.
 
 **analyse** makes canonical PCM (s16le, 48 kHz, mono) and measures EBU R128 loudness and true
-peak: raw PCM in this process (:mod:`bot.audio.libav`, libavfilter through PyAV), anything else
-decoded by ffmpeg; **normalise** applies the gain to the target with a limiter for the peaks, in
-this process, measuring each round, so a gain the limiter ate into is corrected before anything
-is encoded; **encode** makes the profile, with one ffmpeg run (WAV, which is canonical PCM, with
-none). ffmpeg is ``audio.ffmpeg_path``, else on the PATH, else imageio-ffmpeg's; a failed or
-timed-out run raises :class:`~bot.errors.TranscodeError` with ffmpeg's stderr tail.
-Over 450 lines because the ffmpeg graphs, their loudness reading and the learned per-voice gain
-are one job that only makes sense together.
+peak, in this process (:mod:`bot.audio.libav`: libav through PyAV), ffmpeg decoding only what
+libav cannot; **normalise** applies the gain to the target with a limiter for the peaks, in
+this process too, measuring each round, so a gain the limiter ate into is corrected before
+anything is encoded; **encode** makes the profile: Ogg Opus in this process, MP3 with one
+ffmpeg run, WAV by writing its header. ffmpeg is ``audio.ffmpeg_path``, else on the PATH, else
+imageio-ffmpeg's; a failed or timed-out run raises :class:`~bot.errors.TranscodeError` with
+ffmpeg's stderr tail. Over 450 lines because the ffmpeg graphs (which live streams still use),
+their loudness reading and the learned per-voice gain are one job that only makes sense together.
 """
 
 from __future__ import annotations
