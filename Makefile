@@ -45,6 +45,7 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/say.py --write-readme
 	$(BIN)/python bench/memory.py --write-readme
+	$(BIN)/python bench/transcode.py --write-readme
 	$(BIN)/python bench/poll.py --write-readme
 	$(BIN)/python bench/ttfa.py --write-readme
 	$(BIN)/python bench/dave.py --write-readme

@@ -83,11 +83,11 @@ def _unbounded() -> None:
     """The Piper code path before #14: no pieces, no arena shrinkage, no trim."""
     import onnxruntime
 
-    from integrations.piper import provider
+    from integrations.piper import engine, provider
 
     provider.PIECE_MAX_CHARS = 10**9  # split_pieces then gives the sentences, as Piper splits
-    provider._TRIM = None
-    provider._SHRINK = onnxruntime.RunOptions()
+    engine._TRIM = None
+    engine._SHRINK = onnxruntime.RunOptions()
 
 
 async def measure(path: str, count: int) -> dict[str, Any]:

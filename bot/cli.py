@@ -7,7 +7,6 @@ Exit status: 0 done, 2 bad input or configuration (the message on stderr names t
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import stat
@@ -15,22 +14,25 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bot import __version__
 from bot.errors import ConfigError, InvalidRequest, OyezError
-from bot.ops import config as config_module
-from bot.ops.config import Settings
-from bot.ops.logs import mask_secrets, register_settings_secrets, setup_logging
-from bot.providers.report import credits_report
-from bot.schedules.cli import add_schedule_parser, schedule_command
-from bot.speech import OutputProfile, RequestSource, SpeechRequest, Utterance, Voice
-from bot.synthesis.pipeline import SpeechPipeline
+from bot.schedules.cli import add_schedule_parser
+
+# Start-up: `oyez --help` imports only the standard library and bot.errors; each command imports
+# what it uses when it runs (pydantic, the pipeline, a provider's engine), so a command pays for
+# its own parts only. tests/test_cli_startup.py holds that line.
+if TYPE_CHECKING:
+    from bot.ops.config import Settings
+    from bot.speech import OutputProfile, Utterance, Voice
 
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 DEFAULT_OUTPUT = Path("announcement.ogg")
+#: ``--format``: the values of :class:`bot.speech.OutputProfile`, written out so that building the
+#: parser imports no pydantic (tests/test_cli_startup.py checks they are the same).
+FORMATS = ("discord", "mp3", "wav")
 
 log = logging.getLogger("oyez")
 
@@ -54,11 +56,24 @@ def _option(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+class _VersionAction(argparse.Action):
+    """``--version``, reading the installed version only when it is asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from bot import __version__
+
+        print(f"oyez {__version__}")
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="oyez", description="Oyez: text to speech for Discord voice and smart speakers."
     )
-    parser.add_argument("--version", action="version", version=f"oyez {__version__}")
+    parser.add_argument("--version", action=_VersionAction, help="show the version and exit")
     parser.add_argument(
         "--config", type=Path, help="YAML configuration file (default: $OYEZ_CONFIG, ./oyez.yaml)"
     )
@@ -86,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     say.add_argument(
         "--format",
-        choices=[p.value for p in OutputProfile],
+        choices=FORMATS,
         help="output profile (default: from the extension of -o; .ogg is discord)",
     )
     say.add_argument("--no-cache", action="store_true", help="neither use nor fill the audio cache")
@@ -141,6 +156,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _output_target(args: argparse.Namespace) -> tuple[Path | None, OutputProfile]:
     """Where audio goes (None: standard output) and in which profile."""
+    from bot.speech import OutputProfile
+
     chosen = OutputProfile(args.format) if args.format else None
     if args.output is not None and str(args.output) == "-":
         return None, chosen or OutputProfile.OGG_OPUS
@@ -206,6 +223,12 @@ def _describe(utterance: Utterance, target: str, warm_up_s: float | None) -> str
 
 
 async def _say(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from bot.ops.logs import mask_secrets
+    from bot.speech import RequestSource, SpeechRequest
+    from bot.synthesis.pipeline import SpeechPipeline
+
     path, profile = _output_target(args)
     request = SpeechRequest.build(
         text=_read_text(args.text),
@@ -226,7 +249,9 @@ async def _say(args: argparse.Namespace, settings: Settings) -> int:
         warm_up_s: float | None = None
         if not await pipeline.will_hit(prepared):  # a cached utterance needs no model
             started = time.perf_counter()
-            await prepared.provider.warm_up(prepared.voice)
+            # the transcoder's libav is imported while the model loads (cold: ~30 ms saved)
+            warming = pipeline.transcoder.warm_up(), prepared.provider.warm_up(prepared.voice)
+            await asyncio.gather(*warming)
             warm_up_s = time.perf_counter() - started
         utterance = await pipeline.speak(prepared)
     finally:
@@ -278,11 +303,14 @@ def _voice_line(v: Voice, default: bool, as_json: bool) -> str:
 async def _voices(args: argparse.Namespace, settings: Settings) -> int:
     """List voices. A provider that cannot list (no key, unreachable) is reported on stderr; it
     fails the command only when it was asked for by name."""
-    pipeline = SpeechPipeline(settings)
+    from bot.ops.logs import mask_secrets
+    from bot.providers.base import ProviderRegistry
+
+    registry = ProviderRegistry.default(settings)  # no pipeline: listing needs no transcoder
     try:
-        names = [args.provider] if args.provider else pipeline.registry.names()
+        names = [args.provider] if args.provider else registry.names()
         for name in names:
-            provider = pipeline.registry.get(name)
+            provider = registry.get(name)
             try:
                 voices = await provider.list_voices()
             except OyezError as exc:
@@ -304,12 +332,13 @@ async def _voices(args: argparse.Namespace, settings: Settings) -> int:
             else:
                 print(f"  {alias:<35} → {target} {named.description or ''}".rstrip())
     finally:
-        await pipeline.aclose()
+        await registry.aclose()
     return EXIT_OK
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:  # noqa: ARG001 - main()'s command table: one signature
     """Serve until interrupted (Ctrl-C or SIGTERM)."""
+    import asyncio
     import signal
 
     from bot.service import Service
@@ -332,6 +361,8 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:  # noqa: AR
 
 
 async def _cache(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.synthesis.pipeline import SpeechPipeline
+
     pipeline = SpeechPipeline(settings)
     try:
         cache = pipeline.cache
@@ -352,6 +383,9 @@ async def _cache(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _credits(args: argparse.Namespace, settings: Settings) -> int:
     """Per provider: balance, today's spend against budgets, rate limits, credit circuit."""
+    from bot.providers.report import credits_report
+    from bot.synthesis.pipeline import SpeechPipeline
+
     pipeline = SpeechPipeline(settings)
     try:
         names = [args.provider] if args.provider else None
@@ -363,9 +397,20 @@ async def _credits(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+async def _schedule(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.schedules.cli import schedule_command
+
+    return await schedule_command(args, settings)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (the console script exits with it)."""
     args = _parser().parse_args(argv)
+    import asyncio
+
+    from bot.ops import config as config_module
+    from bot.ops.logs import mask_secrets, register_settings_secrets, setup_logging
+
     setup_logging(logging.INFO if args.verbose else logging.WARNING)
     if args.command == "check-config":  # before load(): it reports what load() would refuse
         from bot.checkconfig import check_config
@@ -382,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "credits": _credits,
             "cache": _cache,
             "run": _run,
-            "schedule": schedule_command,
+            "schedule": _schedule,
         }[args.command]
         return asyncio.run(command(args, settings))
     except (InvalidRequest, ConfigError) as exc:

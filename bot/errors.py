@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from difflib import get_close_matches
+from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
+if TYPE_CHECKING:  # at run time an error arrives already made: pydantic is not imported for it
+    from pydantic import ValidationError
 
 __all__ = [
     "AudioError",

@@ -1,26 +1,30 @@
-"""Transcoding with ffmpeg (stdin to stdout): provider audio in a sink's profile.
+"""Transcoding: provider audio in a sink's profile, with one ffmpeg run (or none) per utterance.
 
-**analyse** decodes to canonical PCM (s16le, 48 kHz, mono) and measures EBU R128 loudness and
-true peak; **normalise** applies the gain to the target with a limiter for the peaks; **encode**
-makes the profile. ffmpeg is ``audio.ffmpeg_path``, else on the PATH, else imageio-ffmpeg's;
-a failed or timed-out run raises :class:`~bot.errors.TranscodeError` with ffmpeg's stderr tail.
-Over 450 lines because the ffmpeg graphs, their loudness reading and the learned per-voice gain
-are one job that only makes sense together.
+**analyse** makes canonical PCM (s16le, 48 kHz, mono) and measures EBU R128 loudness and true
+peak, in this process (:mod:`bot.audio.libav`: libav through PyAV), ffmpeg decoding only what
+libav cannot; **normalise** applies the gain to the target with a limiter for the peaks, in
+this process too, measuring each round, so a gain the limiter ate into is corrected before
+anything is encoded; **encode** makes the profile: Ogg Opus in this process, MP3 with one
+ffmpeg run, WAV by writing its header. ffmpeg is ``audio.ffmpeg_path``, else on the PATH, else
+imageio-ffmpeg's; a failed or timed-out run raises :class:`~bot.errors.TranscodeError` with
+ffmpeg's stderr tail. Over 450 lines because the ffmpeg graphs (which live streams still use),
+their loudness reading and the learned per-voice gain are one job that only makes sense together.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import re
 import shutil
-from collections.abc import Sequence
-from dataclasses import dataclass
+import wave
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import ffmpeg
-
+from bot.audio import libav
 from bot.errors import AudioError, FFmpegNotFound, TranscodeError
 from bot.ops.config import AudioSettings
 from bot.speech import AudioChunk, AudioEncoding, OutputProfile
@@ -41,6 +45,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 #: Sample rate (Hz) of the canonical PCM that non-PCM input is decoded to.
 CANONICAL_RATE = 48_000
@@ -62,13 +67,12 @@ _INPUT_FORMAT: dict[AudioEncoding, str] = {
 
 # ebur128 reports integrated loudness of silence as -70 LUFS, its gate.
 _SILENCE_LUFS = -69.9
-# Loudness error (LU) accepted before another limiter round; at most _MAX_ROUNDS rounds.
+# Loudness error (LU) accepted before another limiter round; at most _MAX_ROUNDS rounds. The
+# rounds run in this process (~10 ms per 5 s of speech), not as ffmpeg runs.
 _TOLERANCE_LU = 0.5
-# The same for a gain predicted from the voice's last utterance, not measured ahead: EBU R128
-# allows ±1 LU where a programme cannot be measured ahead (live), and a voice's sentences differ
-# by about that.
-_PREDICTED_TOLERANCE_LU = 1.0
 _MAX_ROUNDS = 3
+# What the limiter may be expected to take (dB) at most, from the voice's last gain.
+_MAX_EXPECTED_LOSS_DB = 3.0
 # Never amplify by more than this (dB): near-silence is noise, not quiet speech.
 _MAX_GAIN_DB = 24.0
 
@@ -78,7 +82,9 @@ _CONCATENABLE = {AudioEncoding.MP3, AudioEncoding.AAC}
 
 @dataclass(frozen=True, slots=True)
 class ProfileSpec:
-    """How an :class:`OutputProfile` is encoded: muxer, codec, rate (Hz), channels, bitrate."""
+    """How an :class:`OutputProfile` is encoded: muxer, codec, rate (Hz), channels, bitrate;
+    ``in_process``: by PyAV in this process (:func:`bot.audio.libav.encode`) rather than an
+    ffmpeg run, where ``bench/transcode.py`` measured it faster."""
 
     profile: OutputProfile
     muxer: str
@@ -87,6 +93,7 @@ class ProfileSpec:
     channels: int
     bitrate_kbps: int | None
     codec_args: tuple[tuple[str, Any], ...] = ()
+    in_process: bool = False
 
     def output_args(self) -> list[str]:
         """ffmpeg's output arguments (before the output name), as :meth:`output_kwargs`."""
@@ -115,6 +122,8 @@ def profile_spec(profile: OutputProfile, settings: AudioSettings) -> ProfileSpec
 
     ``discord``: Discord voice carries Opus at 48 kHz, 2 channels, 20 ms frames (Discord developer
     docs, "Voice connections"), so Ogg Opus in exactly that shape is played without re-encoding.
+    PyAV's libopus encodes it in this process; its LAME is ~2.5x slower than the ffmpeg
+    command's, so MP3 stays an ffmpeg run (bench/transcode.py).
     """
     if profile is OutputProfile.OGG_OPUS:
         return ProfileSpec(
@@ -125,6 +134,7 @@ def profile_spec(profile: OutputProfile, settings: AudioSettings) -> ProfileSpec
             2,
             settings.discord_bitrate_kbps,
             (("frame_duration", 20), ("application", "audio"), ("vbr", "on")),
+            in_process=True,
         )
     if profile is OutputProfile.MP3:
         return ProfileSpec(profile, "mp3", "libmp3lame", 44_100, 2, settings.mp3_bitrate_kbps)
@@ -277,7 +287,8 @@ def parse_ebur128(stderr: bytes) -> Loudness:
 
 
 class Transcoder:
-    """Runs ffmpeg for the pipeline. One instance is shared; it holds no per-call state."""
+    """Runs libav (in this process) and ffmpeg for the pipeline. One instance is shared; it holds
+    no per-call state."""
 
     def __init__(self, settings: AudioSettings) -> None:
         self.settings = settings
@@ -297,6 +308,8 @@ class Transcoder:
         ``what`` says what the run does ("decoding the mp3 audio"), for error messages.
         Raises :class:`TranscodeError` on a non-zero exit or after ``audio.ffmpeg_timeout_s``.
         """
+        import ffmpeg  # ffmpeg-python (~10 ms), for the runs that are left: not Opus, not WAV
+
         return await self.pipe_args(ffmpeg.get_args(stream), data, what, loglevel=loglevel)
 
     async def pipe_args(
@@ -343,6 +356,8 @@ class Transcoder:
                     f"raw {encoding.value} audio needs a sample rate and a channel count"
                 )
             kwargs.update(ar=sample_rate, ac=channels)
+        import ffmpeg
+
         return ffmpeg.input("pipe:0", **kwargs)
 
     async def _to_canonical(self, stream: Any, data: bytes, what: str) -> PcmAudio:
@@ -357,12 +372,36 @@ class Transcoder:
             )
         return PcmAudio(stdout, CANONICAL_RATE, 1, parse_ebur128(stderr))
 
+    async def warm_up(self) -> None:
+        """Import libav (PyAV, ~30 ms) in a worker thread now, while a model loads (onnxruntime
+        leaves the interpreter free meanwhile), rather than with the first utterance."""
+        await asyncio.to_thread(libav.warm_up)
+
+    async def _in_process(self, work: Callable[..., _T], *args: Any, what: str) -> _T:
+        """``work(*args)`` from :mod:`bot.audio.libav` in a worker thread."""
+        import av
+
+        try:
+            result = await asyncio.to_thread(work, *args)
+        except av.FFmpegError as exc:
+            raise TranscodeError(
+                f"libav (PyAV) failed {what}: {exc}", returncode=None, stderr_tail=""
+            ) from None
+        return result
+
+    @staticmethod
+    def _pcm(metered: libav.Metered) -> PcmAudio:
+        level = Loudness(metered.integrated_lufs, metered.true_peak_dbtp)
+        return PcmAudio(metered.data, metered.sample_rate, 1, level)
+
     async def analyse(self, chunks: Sequence[AudioChunk]) -> PcmAudio:
         """Decode provider audio to canonical PCM and measure its loudness.
 
         Chunks of raw PCM or of a stream format (MP3, AAC) are joined; containers (WAV, Ogg)
-        are decoded one by one. Raises :class:`AudioError` when there is no audio, and
-        :class:`TranscodeError` when ffmpeg cannot decode it.
+        are decoded one by one. All of it is read in this process (libav), and what libav
+        cannot decode is given to ffmpeg, which says why it cannot either. Raises
+        :class:`AudioError` when there is no audio, and :class:`TranscodeError` when it cannot be
+        decoded.
         """
         chunks = [c for c in chunks if c.data]
         if not chunks:
@@ -377,10 +416,27 @@ class Transcoder:
             same and (first.encoding.is_raw_pcm or first.encoding in _CONCATENABLE)
         ):
             data = b"".join(c.data for c in chunks)
+            what = f"decoding the {first.encoding.value} audio"
+            if libav.in_process(first.encoding, first.sample_rate, first.channels):
+                pcm = self._pcm(
+                    await self._in_process(
+                        libav.metered,
+                        data,
+                        first.encoding,
+                        first.sample_rate,
+                        first.channels,
+                        CANONICAL_RATE,
+                        what=what,
+                    )
+                )
+                if not pcm.data:
+                    raise AudioError(f"no whole sample {what}")
+                return pcm
+            decoded = await self._decoded(first, data)
+            if decoded is not None:
+                return decoded
             source = self._input(first.encoding, first.sample_rate, first.channels)
-            return await self._to_canonical(
-                source, data, f"decoding the {first.encoding.value} audio"
-            )
+            return await self._to_canonical(source, data, what)
         parts = [await self.analyse([c]) for c in chunks]
         return await self.analyse(
             [
@@ -390,42 +446,91 @@ class Transcoder:
             ]
         )
 
+    async def _decoded(self, first: AudioChunk, data: bytes) -> PcmAudio | None:
+        """``data`` (in ``first``'s encoding) decoded in this process; None when libav cannot,
+        and ffmpeg is to decode it (and say why it cannot either)."""
+        import av
+
+        raw = (first.sample_rate, first.channels) if first.encoding.is_raw_pcm else None
+        if raw is not None and (raw[0] <= 0 or raw[1] <= 0):
+            return None  # ffmpeg_input_args names what is missing
+        try:
+            metered = await asyncio.to_thread(
+                libav.decoded, data, _INPUT_FORMAT[first.encoding], raw, CANONICAL_RATE
+            )
+        except (av.FFmpegError, ValueError) as exc:
+            log.debug("libav cannot decode %s audio (%s): ffmpeg will", first.encoding.value, exc)
+            return None
+        return self._pcm(metered) if metered.data else None
+
     async def normalise(self, pcm: PcmAudio) -> PcmAudio:
         """Bring ``pcm`` to ``audio.loudness_target_lufs`` under ``audio.true_peak_dbtp``.
 
         Returns ``pcm`` unchanged when normalisation is off or the audio is silent.
         """
+        return (await self._normalised(pcm, None))[0]
+
+    async def _normalised(
+        self, pcm: PcmAudio, expected_gain_db: float | None
+    ) -> tuple[PcmAudio, float | None]:
+        """:meth:`normalise`, and the gain it applied (None: none). A gain that puts the true
+        peak over the ceiling gets the limiter, which takes loudness off the peaks: each round
+        is measured and the next corrects the gain, up to three, all in this process.
+        ``expected_gain_db`` (the voice's last gain) may start the rounds higher, by what the
+        limiter took last time (at most 3 dB)."""
         s = self.settings
-        loud = pcm.loudness
-        if not s.normalize_loudness or loud.is_silent:
-            return pcm
-        gain = min(s.loudness_target_lufs - loud.integrated_lufs, _MAX_GAIN_DB)
-        if loud.true_peak_dbtp + gain <= s.true_peak_dbtp:
-            return await self._apply(pcm, gain, limit=False)
+        level = pcm.loudness
+        if not s.normalize_loudness or level.is_silent:
+            return pcm, None
+        gain = min(s.loudness_target_lufs - level.integrated_lufs, _MAX_GAIN_DB)
+        limit = level.true_peak_dbtp + gain > s.true_peak_dbtp
+        if limit and expected_gain_db is not None:
+            gain += max(0.0, min(expected_gain_db - gain, _MAX_EXPECTED_LOSS_DB))
         result = pcm
-        for _ in range(_MAX_ROUNDS):
-            result = await self._apply(pcm, gain, limit=True)
+        for _ in range(_MAX_ROUNDS if limit else 1):
+            gain = max(-_MAX_GAIN_DB, min(gain, _MAX_GAIN_DB))
+            ceiling = s.true_peak_dbtp if limit else None
+            result = self._pcm(
+                await self._in_process(
+                    libav.gained,
+                    pcm.data,
+                    pcm.sample_rate,
+                    gain,
+                    ceiling,
+                    what="normalising loudness",
+                )
+            )
             error = s.loudness_target_lufs - result.loudness.integrated_lufs
             if abs(error) <= _TOLERANCE_LU or result.loudness.is_silent:
                 break
-            gain = min(gain + error, _MAX_GAIN_DB)
-        return result
-
-    async def _apply(self, pcm: PcmAudio, gain_db: float, *, limit: bool) -> PcmAudio:
-        stream = self._input(AudioEncoding.PCM_S16LE, pcm.sample_rate, pcm.channels)
-        stream = stream.filter("volume", f"{gain_db:.2f}dB")
-        if limit:
-            ceiling = 10 ** (self.settings.true_peak_dbtp / 20)
-            stream = stream.filter(
-                "alimiter", limit=f"{ceiling:.4f}", attack=5, release=50, level="false"
-            )
-        return await self._to_canonical(stream, pcm.data, "normalising loudness")
+            gain += error
+        return result, gain
 
     async def encode(self, pcm: PcmAudio, profile: OutputProfile) -> EncodedAudio:
-        """Encode canonical PCM for ``profile``."""
+        """Encode canonical PCM for ``profile``: one ffmpeg run; none for ``wav``, whose
+        encoding canonical PCM already is (only the WAV header is written)."""
         spec = profile_spec(profile, self.settings)
-        stream = self._input(AudioEncoding.PCM_S16LE, pcm.sample_rate, pcm.channels)
+        if (spec.codec, spec.sample_rate, spec.channels) == (
+            "pcm_s16le",
+            pcm.sample_rate,
+            pcm.channels,
+        ):
+            return EncodedAudio(_wav(pcm), spec, pcm.duration_s, pcm.loudness)
         what = f"encoding for the {profile.value} profile"
+        if spec.in_process and pcm.channels == 1 and libav.encodable(spec.codec, spec.muxer):
+            target = (spec.muxer, spec.codec, spec.sample_rate, spec.channels)
+            options = {key: str(value) for key, value in spec.codec_args}
+            data = await self._in_process(
+                libav.encode,
+                pcm.data,
+                pcm.sample_rate,
+                target,
+                spec.bitrate_kbps,
+                options,
+                what=what,
+            )
+            return EncodedAudio(data, spec, pcm.duration_s, pcm.loudness)
+        stream = self._input(AudioEncoding.PCM_S16LE, pcm.sample_rate, pcm.channels)
         graph = stream.output("pipe:1", **spec.output_kwargs())
         stdout, stderr = await self.pipe(graph, pcm.data, what)
         if not stdout:
@@ -436,39 +541,6 @@ class Transcoder:
             stdout = _fix_wav_sizes(stdout)
         return EncodedAudio(stdout, spec, pcm.duration_s, pcm.loudness)
 
-    async def _encode_metered(
-        self,
-        source: tuple[list[str], bytes, float],
-        profile: OutputProfile,
-        gain_db: float,
-        *,
-        limit: bool,
-        canonical: bool,
-    ) -> EncodedAudio:
-        """Apply ``gain_db`` (and the limiter) to ``source`` (ffmpeg input arguments, the audio,
-        its duration in seconds) and encode it for ``profile``, in one run; the loudness is
-        measured on what was encoded."""
-        input_args, data, duration_s = source
-        spec = profile_spec(profile, self.settings)
-        graph = metered_graph(
-            gain_db, self.settings.true_peak_dbtp, limit=limit, canonical=canonical
-        )
-        args = [
-            *input_args,
-            *("-i", "pipe:0", "-filter_complex", graph, "-map", "[out]"),
-            *spec.output_args(),
-            "pipe:1",
-        ]
-        what = f"normalising and encoding for the {profile.value} profile"
-        stdout, stderr = await self.pipe_args(args, data, what, loglevel="info")
-        if not stdout:
-            raise TranscodeError(
-                f"ffmpeg produced no output {what}", returncode=0, stderr_tail=stderr_tail(stderr)
-            )
-        if spec.muxer == "wav":
-            stdout = _fix_wav_sizes(stdout)
-        return EncodedAudio(stdout, spec, duration_s, parse_ebur128(stderr), gain_db)
-
     async def transcode(
         self,
         chunks: Sequence[AudioChunk],
@@ -476,55 +548,22 @@ class Transcoder:
         *,
         gain_db: float | None = None,
     ) -> EncodedAudio:
-        """Provider audio in, normalised audio for ``profile`` out.
+        """Provider audio in, normalised audio for ``profile`` out: :meth:`analyse`,
+        :meth:`normalise`, :meth:`encode`: one ffmpeg run for ``mp3``, none for the others
+        (one more when libav cannot decode the input). ``gain_db``, the voice's last gain
+        (:class:`VoiceGains`), may save a limiter round. The result's ``gain_db`` is the gain
+        applied (None: none) and its loudness what was encoded."""
+        pcm = await self.analyse(chunks)
+        normalised, applied = await self._normalised(pcm, gain_db)
+        return replace(await self.encode(normalised, profile), gain_db=applied)
 
-        Without ``gain_db``: :meth:`analyse`, then :meth:`normalise` and :meth:`encode` in one
-        run. With ``gain_db`` (the voice's last gain, :class:`VoiceGains`), raw PCM skips the
-        analysis: one run applies it, limits, encodes and measures; a result over 1 LU off is
-        corrected (0.5 LU for a limited one otherwise). At most three runs encode.
-        """
-        s = self.settings
-        chunks = [c for c in chunks if c.data]
-        first = chunks[0] if chunks else None
-        shape = (first.encoding, first.sample_rate, first.channels) if first else None
-        if (
-            gain_db is not None
-            and s.normalize_loudness
-            and first is not None
-            and first.duration_s is not None  # raw PCM, its rate and channels known
-            and all((c.encoding, c.sample_rate, c.channels) == shape for c in chunks)
-        ):
-            source = (
-                ffmpeg_input_args(first.encoding, first.sample_rate, first.channels),
-                b"".join(c.data for c in chunks),
-                sum(c.duration_s or 0.0 for c in chunks),
-            )
-            limit = True  # the peak is not known ahead: the limiter holds it if need be
-            tolerance = _PREDICTED_TOLERANCE_LU
-            canonical = True
-        else:
-            pcm = await self.analyse(chunks)
-            loud = pcm.loudness
-            if not s.normalize_loudness or loud.is_silent:
-                return await self.encode(pcm, profile)
-            gain_db = min(s.loudness_target_lufs - loud.integrated_lufs, _MAX_GAIN_DB)
-            limit = loud.true_peak_dbtp + gain_db > s.true_peak_dbtp
-            tolerance = _TOLERANCE_LU
-            canonical = False  # it is already
-            source = (
-                ffmpeg_input_args(AudioEncoding.PCM_S16LE, pcm.sample_rate, pcm.channels),
-                pcm.data,
-                pcm.duration_s,
-            )
-        encoded = await self._encode_metered(
-            source, profile, gain_db, limit=limit, canonical=canonical
-        )
-        for _ in range(_MAX_ROUNDS - 1):
-            error = s.loudness_target_lufs - encoded.loudness.integrated_lufs
-            if not limit or abs(error) <= tolerance or encoded.loudness.is_silent:
-                break  # a plain gain lands on the target
-            gain_db = max(-_MAX_GAIN_DB, min(gain_db + error, _MAX_GAIN_DB))
-            encoded = await self._encode_metered(
-                source, profile, gain_db, limit=True, canonical=canonical
-            )
-        return encoded
+
+def _wav(pcm: PcmAudio) -> bytes:
+    """``pcm`` in a WAV file (RIFF, PCM s16le), with its real sizes."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(pcm.channels)
+        wav.setsampwidth(2)
+        wav.setframerate(pcm.sample_rate)
+        wav.writeframes(pcm.data)
+    return out.getvalue()

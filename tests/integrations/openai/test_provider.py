@@ -5,6 +5,7 @@ Over 450 lines: every model option and error of the API.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -279,6 +280,9 @@ def test_openai_itself_needs_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
     assert provider.configuration_problem() == (
         "no API key: set OPENAI_API_KEY or providers.openai.api_key"
     )
+    # nor does it ask OpenAI for voices (`oyez voices` then costs no request and no aiohttp)
+    with pytest.raises(ProviderAuthError, match="no API key"):
+        asyncio.run(provider.list_voices())
     keyed = OpenAIProvider.from_settings(config.load(providers={"openai": {"api_key": "sk-x"}}))
     assert keyed.configuration_problem() is None
     assert "sk-x" not in repr(keyed.settings)

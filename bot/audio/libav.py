@@ -1,0 +1,233 @@
+"""libav in this process (PyAV): EBU R128 loudness, gain, peak limiting and encoding of PCM.
+
+These are the filters and encoders the ffmpeg command runs (``aresample``, ``volume``,
+``alimiter``, ``ebur128``; libopus, libmp3lame), with no subprocess: normalisation measures
+what its limiter did and corrects the gain before anything is encoded, and the encoding needs
+no ffmpeg run either (issue #16; ``bench/transcode.py`` measures this against one and two ffmpeg
+runs). Every function here blocks for a few milliseconds per second of audio: call it in a
+worker thread. Errors are ``av.FFmpegError``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import TYPE_CHECKING
+
+from bot.speech import AudioEncoding
+
+if TYPE_CHECKING:
+    from av.audio.frame import AudioFrame
+
+__all__ = [
+    "Metered",
+    "decoded",
+    "encodable",
+    "encode",
+    "gained",
+    "in_process",
+    "metered",
+    "warm_up",
+]
+
+# PyAV's sample format and the byte width per raw PCM encoding it takes as it is.
+_SAMPLE_FORMATS = {AudioEncoding.PCM_S16LE: ("s16", 2), AudioEncoding.PCM_F32LE: ("flt", 4)}
+_LAYOUTS = {1: "mono", 2: "stereo"}
+# ebur128's integrated loudness before its first 400 ms block: its gate, "silence".
+_NO_MEASUREMENT_LUFS = -70.0
+# Samples per frame pushed into a graph: 100 ms at 48 kHz; the meter reports per 100 ms anyway.
+_FRAME_SAMPLES = 4800
+
+
+@dataclass(frozen=True, slots=True)
+class Metered:
+    """PCM s16le at ``sample_rate`` Hz, mono, with its integrated loudness (LUFS) and true peak
+    (dBTP) as ``ebur128=peak=true`` measures them."""
+
+    data: bytes
+    sample_rate: int
+    integrated_lufs: float
+    true_peak_dbtp: float
+
+
+def warm_up() -> None:
+    """Import PyAV, its filters and its frames now rather than with the first utterance."""
+    import av.filter
+    from av.audio.frame import AudioFrame
+
+    del av, AudioFrame  # imported for their cost, now
+
+
+def in_process(encoding: AudioEncoding, sample_rate: int, channels: int) -> bool:
+    """Whether raw audio in this shape can be read here (else ffmpeg decodes it)."""
+    return encoding in _SAMPLE_FORMATS and channels in _LAYOUTS and sample_rate > 0
+
+
+def _frames(
+    data: bytes, encoding: AudioEncoding, sample_rate: int, channels: int
+) -> list[AudioFrame]:
+    from av.audio.frame import AudioFrame
+
+    fmt, width = _SAMPLE_FORMATS[encoding]
+    frame_bytes = width * channels  # packed: one frame's samples, interleaved
+    step = _FRAME_SAMPLES * frame_bytes
+    whole = len(data) // frame_bytes * frame_bytes  # a torn last sample is dropped
+    frames = []
+    for start in range(0, whole, step):
+        piece = data[start : min(start + step, whole)]
+        frame = AudioFrame(format=fmt, layout=_LAYOUTS[channels], samples=len(piece) // frame_bytes)
+        frame.planes[0].update(piece)
+        frame.sample_rate = sample_rate
+        frame.pts = start // frame_bytes
+        frame.time_base = Fraction(1, sample_rate)
+        frames.append(frame)
+    return frames
+
+
+def _run(
+    frames: Sequence[AudioFrame],
+    source: tuple[str, int, str],
+    chain: Sequence[tuple[str, str]],
+) -> Metered:
+    """``frames`` (PyAV's sample format, rate in Hz, channel layout) through ``chain`` then out
+    as s16 mono at the rate the chain ends at, metered by ``ebur128``."""
+    import av
+    import av.filter
+
+    fmt, sample_rate, layout = source
+    graph = av.filter.Graph()
+    nodes = [
+        graph.add_abuffer(
+            format=fmt,
+            sample_rate=sample_rate,
+            layout=layout,
+            time_base=Fraction(1, sample_rate),
+        ),
+        *(graph.add(name, args) for name, args in chain),
+        # s16 before the meter: it measures what is encoded; after it, as ebur128 gives doubles
+        graph.add("aformat", "sample_fmts=s16:channel_layouts=mono"),
+        graph.add("ebur128", "metadata=1:peak=true"),
+        graph.add("aformat", "sample_fmts=s16:channel_layouts=mono"),
+        graph.add("abuffersink"),
+    ]
+    graph.link_nodes(*nodes).configure()
+    out: list[bytes] = []
+    integrated, peak, rate = _NO_MEASUREMENT_LUFS, 0.0, sample_rate
+
+    def drain() -> None:
+        nonlocal integrated, peak, rate
+        while True:
+            try:
+                frame = graph.pull()
+            except (av.BlockingIOError, av.EOFError):
+                return
+            assert isinstance(frame, av.AudioFrame)  # an audio graph gives audio
+            out.append(bytes(frame.planes[0])[: frame.samples * 2])
+            rate = frame.sample_rate
+            tags = frame.metadata
+            if "lavfi.r128.I" in tags:
+                integrated = float(tags["lavfi.r128.I"])
+                peak = max(peak, float(tags.get("lavfi.r128.true_peak", 0.0)))
+
+    for frame in frames:
+        graph.push(frame)
+        drain()
+    graph.push(None)
+    drain()
+    peak_dbtp = 20 * math.log10(peak) if peak > 0 else -math.inf
+    return Metered(b"".join(out), rate, integrated, peak_dbtp)
+
+
+def metered(
+    data: bytes, encoding: AudioEncoding, sample_rate: int, channels: int, out_rate: int
+) -> Metered:
+    """Raw PCM (``in_process`` must allow its shape) resampled to s16 mono at ``out_rate`` Hz
+    and measured. Raises ``av.FFmpegError`` if libavfilter refuses it."""
+    frames = _frames(data, encoding, sample_rate, channels)
+    chain = [("aresample", str(out_rate))] if out_rate != sample_rate else []
+    return _run(frames, (_SAMPLE_FORMATS[encoding][0], sample_rate, _LAYOUTS[channels]), chain)
+
+
+def decoded(data: bytes, demuxer: str, raw: tuple[int, int] | None, out_rate: int) -> Metered:
+    """Audio in ffmpeg's ``demuxer`` format (``mp3``, ``ogg``, ``wav``, ``flac``, ``aac``; raw
+    ``mulaw``/``alaw`` with ``raw`` = (rate in Hz, channels)) decoded, resampled to s16 mono at
+    ``out_rate`` Hz and measured, as :func:`metered`. Raises ``av.FFmpegError`` for what cannot
+    be decoded, ``ValueError`` for a stream whose shape changes midway."""
+    import av
+
+    options = {}
+    if raw is not None:
+        options = {"sample_rate": str(raw[0]), "ch_layout": _LAYOUTS.get(raw[1], "mono")}
+    with av.open(io.BytesIO(data), "r", format=demuxer, options=options) as container:
+        frames = list(container.decode(audio=0))
+    if not frames:
+        return Metered(b"", out_rate, _NO_MEASUREMENT_LUFS, -math.inf)
+    first = frames[0]
+    shape = (first.format.name, first.sample_rate, first.layout.name)
+    written = 0
+    for frame in frames:
+        if (frame.format.name, frame.sample_rate, frame.layout.name) != shape:
+            raise ValueError("the audio changes its sample format, rate or channels midway")
+        frame.pts, frame.time_base = written, Fraction(1, first.sample_rate)
+        written += frame.samples
+    chain = [("aresample", str(out_rate))] if out_rate != first.sample_rate else []
+    return _run(frames, shape, chain)
+
+
+def gained(data: bytes, sample_rate: int, gain_db: float, ceiling_dbtp: float | None) -> Metered:
+    """PCM s16le mono with ``gain_db`` applied and, with a ``ceiling_dbtp``, its peaks held under
+    it by the limiter :func:`bot.audio.transcode.metered_graph` uses, then measured."""
+    chain = [("volume", f"{gain_db:.2f}dB")]
+    if ceiling_dbtp is not None:
+        ceiling = 10 ** (ceiling_dbtp / 20)
+        chain.append(("alimiter", f"limit={ceiling:.4f}:attack=5:release=50:level=false"))
+    frames = _frames(data, AudioEncoding.PCM_S16LE, sample_rate, 1)
+    return _run(frames, ("s16", sample_rate, "mono"), chain)
+
+
+def encodable(codec: str, muxer: str) -> bool:
+    """Whether :func:`encode` can make this codec in this container here."""
+    import av
+
+    return codec in av.codecs_available and muxer in av.formats_available
+
+
+def encode(
+    data: bytes,
+    sample_rate: int,
+    target: tuple[str, str, int, int],
+    bitrate_kbps: int | None,
+    options: Mapping[str, str],
+) -> bytes:
+    """PCM s16le mono at ``sample_rate`` Hz encoded as ``target`` (muxer, codec, rate in Hz,
+    channels) at ``bitrate_kbps`` with the codec's private ``options`` (libopus's
+    ``frame_duration``…): what ``ffmpeg -c:a CODEC -ar RATE -ac CHANNELS -f MUXER`` makes."""
+    import av
+
+    muxer, codec, rate, channels = target
+    out = io.BytesIO()
+    with av.open(out, "w", format=muxer) as container:
+        stream = container.add_stream(
+            codec, rate=rate, layout=_LAYOUTS[channels], options=dict(options)
+        )
+        assert isinstance(stream, av.AudioStream)  # an audio codec gives an audio stream
+        if bitrate_kbps is not None:
+            stream.bit_rate = bitrate_kbps * 1000
+        # the encoder's own sample format and frame size; the resampler cuts frames to it
+        resampler = av.AudioResampler(
+            format=stream.format.name,
+            layout=_LAYOUTS[channels],
+            rate=rate,
+            frame_size=stream.frame_size or None,
+        )
+        written = 0  # samples; the encoder counts its priming samples from the first pts
+        for frame in [*_frames(data, AudioEncoding.PCM_S16LE, sample_rate, 1), None]:
+            for cut in resampler.resample(frame):
+                cut.pts, cut.time_base = written, Fraction(1, rate)
+                written += cut.samples
+                container.mux(stream.encode(cut))
+        container.mux(stream.encode(None))
+    return out.getvalue()
