@@ -1,0 +1,75 @@
+"""engine.url: embedded when empty, a checked Redis connection when set, a clear error when the
+server does not answer (its password never shown)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.errors import ConfigError
+from bot.ops import config
+from bot.ops.config import EngineSettings
+from bot.ops.engine import Engine, EngineUnavailable, masked_url
+from bot.ops.logs import mask_secrets
+from bot.providers.credits import Ledger
+from bot.providers.redis_ledger import RedisLedger
+from tests.support.homeassistant import free_port
+from tests.support.redis_server import redis_server, redis_url  # noqa: F401
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:s3cret-pass@redis:6379/0", "redis://:***@redis:6379/0"),
+        ("rediss://oyez:s3cret-pass@cache.example:6380/1", "rediss://***:***@cache.example:6380/1"),
+        ("redis://redis:6379/0", "redis://redis:6379/0"),
+        ("unix:///run/redis.sock?db=2", "unix:///run/redis.sock?db=2"),
+    ],
+)
+def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
+    assert masked_url(url) == shown
+
+
+def test_an_empty_url_is_embedded_and_a_foreign_one_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OYEZ_ENGINE__URL", "")
+    assert config.load().engine.url is None
+    monkeypatch.setenv("OYEZ_ENGINE__URL", " redis://redis:6379/0 ")
+    assert config.load().engine.url == "redis://redis:6379/0"
+    monkeypatch.setenv("OYEZ_ENGINE__URL", "http://redis:6379")
+    with pytest.raises(ConfigError, match=r"engine\.url.*not a Redis URL"):
+        config.load()
+
+
+async def test_embedded_keeps_the_books_in_the_state_file(tmp_path: Path) -> None:
+    async with await Engine.open(EngineSettings()) as engine:
+        assert engine.embedded
+        books = engine.books(tmp_path)
+        assert isinstance(books, Ledger)
+        books.close()
+
+
+async def test_a_server_that_does_not_answer_stops_the_start_naming_it_masked() -> None:
+    port = free_port()  # nothing listens there
+    url = f"redis://:s3cret-engine-pass@127.0.0.1:{port}/0"
+    with pytest.raises(EngineUnavailable) as caught:
+        await Engine.open(EngineSettings(url=url))
+    message = str(caught.value)
+    assert f"redis://:***@127.0.0.1:{port}/0 does not answer" in message
+    assert "s3cret-engine-pass" not in message
+    assert "unset it to run as one process" in message
+    assert "s3cret-engine-pass" not in mask_secrets(f"{url} again")  # and logs hide it
+
+
+async def test_a_server_shares_the_books(tmp_path: Path, redis_url: str) -> None:  # noqa: F811 - the fixture imported above
+    async with await Engine.open(EngineSettings(url=redis_url)) as engine:
+        assert not engine.embedded
+        books = engine.books(tmp_path)
+        assert isinstance(books, RedisLedger)
+        await books.set_balance("segmind", 1.5)
+        async with await Engine.open(EngineSettings(url=redis_url)) as other:
+            seen = await other.books(tmp_path / "elsewhere").balance("segmind")
+            assert seen is not None
+            assert seen[0] == 1.5
