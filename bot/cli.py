@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import stat
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,9 @@ from bot import __version__
 from bot.errors import ConfigError, InvalidRequest, OyezError
 from bot.ops import config as config_module
 from bot.ops.config import Settings
+from bot.ops.engine import Engine
 from bot.ops.logs import mask_secrets, register_settings_secrets, setup_logging
+from bot.providers.dispatch import Dispatcher
 from bot.providers.report import credits_report
 from bot.schedules.cli import add_schedule_parser, schedule_command
 from bot.speech import OutputProfile, RequestSource, SpeechRequest, Utterance, Voice
@@ -199,6 +202,19 @@ def _describe(utterance: Utterance, target: str, warm_up_s: float | None) -> str
     )
 
 
+@contextlib.asynccontextmanager
+async def _speech(settings: Settings) -> AsyncIterator[SpeechPipeline]:
+    """A pipeline whose books are the engine's (shared when ``engine.url`` is set), closed with
+    the engine after use. Raises :class:`~bot.ops.engine.EngineUnavailable`."""
+    async with await Engine.open(settings.engine) as engine:
+        books = engine.books(settings.data_dir)
+        pipeline = SpeechPipeline(settings, dispatcher=Dispatcher(settings, books))
+        try:
+            yield pipeline
+        finally:
+            await pipeline.aclose()
+
+
 async def _say(args: argparse.Namespace, settings: Settings) -> int:
     path, profile = _output_target(args)
     request = SpeechRequest.build(
@@ -213,8 +229,7 @@ async def _say(args: argparse.Namespace, settings: Settings) -> int:
         fallback=not args.no_fallback,
         cache=not args.no_cache,
     )
-    pipeline = SpeechPipeline(settings)
-    try:
+    async with _speech(settings) as pipeline:
         prepared = await pipeline.prepare(request)
         warm_up_s: float | None = None
         if not await pipeline.will_hit(prepared):  # a cached utterance needs no model
@@ -222,8 +237,6 @@ async def _say(args: argparse.Namespace, settings: Settings) -> int:
             await prepared.provider.warm_up(prepared.voice)
             warm_up_s = time.perf_counter() - started
         utterance = await pipeline.speak(prepared)
-    finally:
-        await pipeline.aclose()
     if path is None:
         sys.stdout.buffer.write(utterance.audio)
         sys.stdout.buffer.flush()
@@ -307,20 +320,21 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:  # noqa: AR
 
     from bot.service import Service
 
-    service = Service(settings)
-    try:
-        await service.build()
-    except ConfigError:
-        await service.pipeline.aclose()
-        raise
-    loop = asyncio.get_running_loop()
-    serving = asyncio.ensure_future(service.serve())
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, serving.cancel)
-    try:
-        await serving
-    except asyncio.CancelledError:
-        log.info("stopping")
+    async with await Engine.open(settings.engine) as engine:
+        service = Service(settings, engine=engine)
+        try:
+            await service.build()
+        except ConfigError:
+            await service.pipeline.aclose()
+            raise
+        loop = asyncio.get_running_loop()
+        serving = asyncio.ensure_future(service.serve())
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, serving.cancel)
+        try:
+            await serving
+        except asyncio.CancelledError:
+            log.info("stopping")
     return EXIT_OK
 
 
@@ -345,14 +359,11 @@ async def _cache(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _credits(args: argparse.Namespace, settings: Settings) -> int:
     """Per provider: balance, today's spend against budgets, rate limits, credit circuit."""
-    pipeline = SpeechPipeline(settings)
-    try:
+    async with _speech(settings) as pipeline:
         names = [args.provider] if args.provider else None
         live = not args.offline
         lines = await credits_report(pipeline.registry, pipeline.dispatcher, names, live=live)
         print("\n".join(lines))
-    finally:
-        await pipeline.aclose()
     return EXIT_OK
 
 

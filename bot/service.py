@@ -20,6 +20,8 @@ from bot.announce.announcer import Announcer
 from bot.errors import ConfigError
 from bot.frontend import FrontEnd, FrontEndFactory, Parts
 from bot.ops.config import Settings
+from bot.ops.engine import Engine
+from bot.providers.dispatch import Dispatcher
 from bot.synthesis.pipeline import SpeechPipeline
 from bot.web.health import add_health_routes
 from bot.web.server import OyezServer
@@ -42,8 +44,19 @@ def _factory(target: str) -> FrontEndFactory:
 class Service:
     """Builds the shared parts and the configured front ends, and serves them."""
 
-    def __init__(self, settings: Settings, pipeline: SpeechPipeline | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: SpeechPipeline | None = None,
+        engine: Engine | None = None,
+    ) -> None:
+        """``engine`` (opened by the caller, who closes it after :meth:`serve`): where the
+        shared state lives; None: embedded. Ignored for the parts a given ``pipeline`` has."""
         self.settings = settings
+        self.engine = engine
+        if pipeline is None and engine is not None:
+            books = engine.books(settings.data_dir)
+            pipeline = SpeechPipeline(settings, dispatcher=Dispatcher(settings, books))
         self.pipeline = pipeline or SpeechPipeline(settings)
         self.announcer = Announcer(settings, self.pipeline.prepare)
         self.server = OyezServer(settings.http, settings.data_dir, self.announcer)

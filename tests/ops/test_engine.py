@@ -14,8 +14,11 @@ from bot.ops.engine import Engine, EngineUnavailable, masked_url
 from bot.ops.logs import mask_secrets
 from bot.providers.credits import Ledger
 from bot.providers.redis_ledger import RedisLedger
+from tests.fakes.segmind import DEFAULT_API_KEY as SEGMIND_KEY
+from tests.fakes.segmind import FakeSegmind
 from tests.support.homeassistant import free_port
 from tests.support.redis_server import redis_server, redis_url  # noqa: F401
+from tests.test_cli_providers import oyez
 
 
 @pytest.mark.parametrize(
@@ -73,3 +76,41 @@ async def test_a_server_shares_the_books(tmp_path: Path, redis_url: str) -> None
             seen = await other.books(tmp_path / "elsewhere").balance("segmind")
             assert seen is not None
             assert seen[0] == 1.5
+
+
+async def test_oyez_run_stops_at_start_when_the_engine_does_not_answer(tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        "OYEZ_ENGINE__URL": f"redis://:s3cret-engine-pass@127.0.0.1:{port}/0",
+        "OYEZ_HTTP__API_TOKEN": "test-api-token-0123456789",
+        "OYEZ_HTTP__PORT": "0",
+    }
+    code, _, err = await oyez("run", cwd=tmp_path, env=env)
+    assert code == 2
+    assert f"oyez: error: engine.url redis://:***@127.0.0.1:{port}/0 does not answer" in err
+    assert "s3cret-engine-pass" not in err
+
+
+async def test_processes_in_two_folders_share_one_circuit_through_the_engine(
+    tmp_path: Path,
+    redis_url: str,  # noqa: F811 - the fixture imported above
+) -> None:
+    async with FakeSegmind() as fake:
+        env = {
+            "SEGMIND_API_KEY": SEGMIND_KEY,
+            "OYEZ_PROVIDERS__SEGMIND__BASE_URL": fake.base_url,
+            "OYEZ_ENGINE__URL": redis_url,
+        }
+        fake.inject_error("/v1/chatterbox-tts", 406, "Insufficient credits")
+        here, there = tmp_path / "here", tmp_path / "there"
+        here.mkdir()
+        there.mkdir()
+        code, out, err = await oyez("say", "Hello.", "--provider", "segmind", cwd=here, env=env)
+        assert code == 0, err
+        assert "Insufficient credits" in out
+        code, out, err = await oyez(
+            "credits", "--provider", "segmind", "--offline", cwd=there, env=env
+        )
+        assert code == 0, err
+        assert "circuit   OPEN" in out  # not in ./data of this folder: in the engine
+        assert not (there / "data" / "oyez.sqlite3").exists()
