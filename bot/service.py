@@ -66,7 +66,7 @@ class Service:
     @property
     def parts(self) -> Parts:
         """What each front end's factory gets."""
-        return Parts(self.settings, self.pipeline, self.announcer, self.server)
+        return Parts(self.settings, self.pipeline, self.announcer, self.server, self.engine)
 
     async def build(self) -> None:
         """Create the configured front ends (their modules imported now, not before).

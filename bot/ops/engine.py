@@ -2,8 +2,9 @@
 
 ``engine.url`` unset (the default): embedded, exactly as a single process has always kept it
 (SQLite in ``data_dir``, memory). Set to a Redis or Valkey URL: every process given the same URL
-(and ``engine.key_prefix``) shares the stores built here. So far that is the books
-(:class:`~bot.providers.books.Books`: the credit circuit, balances, budgets' spend and holds).
+(and ``engine.key_prefix``) shares the stores built here: the books
+(:class:`~bot.providers.books.Books`: the credit circuit, balances, budgets' spend and holds)
+and the schedules' fire claims (:class:`~bot.schedules.claims.FireClaims`).
 
 :meth:`Engine.open` connects and checks the server answers, so a wrong URL stops ``oyez run``
 at start-up with :class:`EngineUnavailable` naming the URL (its password masked) rather than
@@ -30,6 +31,7 @@ from bot.ops.logs import register_secret
 from bot.providers.books import Books
 from bot.providers.credits import Ledger
 from bot.providers.redis_ledger import RedisLedger
+from bot.schedules.claims import FireClaims, LocalClaims, RedisClaims
 
 __all__ = [
     "CONNECT_TIMEOUT_S",
@@ -122,6 +124,12 @@ class Engine:
         if self.client is None:
             return Ledger(data_dir, now=now)
         return RedisLedger(self.client, self.settings.key_prefix, now=now)
+
+    def fire_claims(self) -> FireClaims:
+        """Which process speaks each schedule firing: shared when a server is configured."""
+        if self.client is None:
+            return LocalClaims()
+        return RedisClaims(self.client, self.settings.key_prefix)
 
     async def aclose(self) -> None:
         if self.client is not None:

@@ -32,6 +32,9 @@ def scheduler_front_end(parts: Parts) -> Scheduler:
                 schedule.name,
                 schedule.at.isoformat(),
             )
-    scheduler = Scheduler(settings, parts.announcer, book, synthesize=parts.pipeline.speak)
+    claims = parts.engine.fire_claims() if parts.engine is not None else None
+    scheduler = Scheduler(
+        settings, parts.announcer, book, synthesize=parts.pipeline.speak, claims=claims
+    )
     parts.server.add_routes(schedule_routes(parts.server, scheduler, parts.pipeline.prepare))
     return scheduler
