@@ -59,7 +59,12 @@ class Service:
             pipeline = SpeechPipeline(settings, dispatcher=Dispatcher(settings, books))
         self.pipeline = pipeline or SpeechPipeline(settings)
         self.announcer = Announcer(settings, self.pipeline.prepare)
-        self.server = OyezServer(settings.http, settings.data_dir, self.announcer)
+        media = None
+        if engine is not None and not engine.embedded:  # else each part keeps its own
+            self.announcer.board = engine.status_board()
+            self.announcer.suppression.window = engine.duplicate_window()
+            media = engine.media_store(settings)
+        self.server = OyezServer(settings.http, settings.data_dir, self.announcer, media)
         self.front_ends: list[FrontEnd] = []
         add_health_routes(self.server, self.front_ends, self.pipeline, settings.default_provider)
 

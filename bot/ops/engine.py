@@ -4,7 +4,10 @@
 (SQLite in ``data_dir``, memory). Set to a Redis or Valkey URL: every process given the same URL
 (and ``engine.key_prefix``) shares the stores built here: the books
 (:class:`~bot.providers.books.Books`: the credit circuit, balances, budgets' spend and holds)
-and the schedules' fire claims (:class:`~bot.schedules.claims.FireClaims`).
+the schedules' fire claims (:class:`~bot.schedules.claims.FireClaims`), the announcements'
+duplicate window and statuses (:mod:`bot.announce.shared`), and media URLs that any process
+serves (:class:`~bot.web.media.SharedMediaStore`; its files on the data folder all of them
+mount).
 
 :meth:`Engine.open` connects and checks the server answers, so a wrong URL stops ``oyez run``
 at start-up with :class:`EngineUnavailable` naming the URL (its password masked) rather than
@@ -25,13 +28,23 @@ from urllib.parse import urlsplit, urlunsplit
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
+from bot.announce.shared import (
+    DuplicateWindow,
+    LocalDuplicateWindow,
+    LocalStatusBoard,
+    RedisDuplicateWindow,
+    RedisStatusBoard,
+    StatusBoard,
+)
 from bot.errors import ConfigError
-from bot.ops.config import EngineSettings
+from bot.ops.config import EngineSettings, Settings
 from bot.ops.logs import register_secret
 from bot.providers.books import Books
 from bot.providers.credits import Ledger
 from bot.providers.redis_ledger import RedisLedger
 from bot.schedules.claims import FireClaims, LocalClaims, RedisClaims
+from bot.web.media import SharedMediaStore
+from bot.web.server import MediaStore
 
 __all__ = [
     "CONNECT_TIMEOUT_S",
@@ -130,6 +143,26 @@ class Engine:
         if self.client is None:
             return LocalClaims()
         return RedisClaims(self.client, self.settings.key_prefix)
+
+    def duplicate_window(self) -> DuplicateWindow:
+        """Which message went to which target lately: shared when a server is configured."""
+        if self.client is None:
+            return LocalDuplicateWindow()
+        return RedisDuplicateWindow(self.client, self.settings.key_prefix)
+
+    def status_board(self) -> StatusBoard:
+        """Announcements' latest statuses: shared when a server is configured."""
+        if self.client is None:
+            return LocalStatusBoard()
+        return RedisStatusBoard(self.client, self.settings.key_prefix)
+
+    def media_store(self, settings: Settings) -> MediaStore | None:
+        """Media URLs every process serves (files in ``<data_dir>/media``, which they all
+        mount) when a server is configured; None when embedded (the server's own store)."""
+        if self.client is None:
+            return None
+        http = settings.http
+        return SharedMediaStore(settings.data_dir / "media", http.base_url(), http.media_ttl_s)
 
     async def aclose(self) -> None:
         if self.client is not None:
