@@ -45,6 +45,10 @@ class Claim(StrEnum):
 
 
 class FireClaims(Protocol):
+    #: True when other processes claim the same firings (a firing this one cannot deliver is
+    #: then left to them).
+    shared: bool
+
     async def claim(self, firing: str, lease_s: float) -> Claim:
         """Claim ``firing`` for ``lease_s`` seconds if nobody holds it and it is not done."""
 
@@ -58,6 +62,8 @@ class FireClaims(Protocol):
 class LocalClaims:
     """Claims within one process (``clock``: monotonic seconds). Remembers the last
     ``keep`` firings."""
+
+    shared = False
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, keep: int = 10_000) -> None:
         self.clock = clock
@@ -112,6 +118,8 @@ class RedisClaims:
     """Claims shared through Redis: key ``<prefix>firing:<firing>`` holds the holder's id
     (expiring with its lease, on the server's clock) or ``done``. The client must decode
     responses; it belongs to the caller."""
+
+    shared = True
 
     def __init__(self, client: Redis, prefix: str = "oyez:") -> None:
         self.client = client

@@ -297,6 +297,11 @@ class Scheduler:
             return
         announcement = stored.schedule.announcement(moment, self.zone)
         firing = firing_id(stored.name, moment)
+        missing = target_kinds(stored.schedule) - set(self.announcer.sinks)
+        if missing and self.claims.shared:  # another process, with those sinks, speaks it
+            log.info("schedule %s: %s left to a process with a %s sink", stored.name, firing,
+                     " and ".join(sorted(missing)))  # fmt: skip
+            return
         if not await self._won(firing, stored.schedule, moment):
             log.info("schedule %s: %s is spoken by another process", stored.name, firing)
             return

@@ -166,3 +166,50 @@ async def test_a_firing_whose_claimer_died_is_taken_over_within_its_grace(
         assert text == "Alert 0."
         assert moment.timestamp() >= lease_ends - 0.05  # not before the dead one's lease ran out
         assert (moment - at).total_seconds() <= GRACE_S  # and within the firing's grace
+
+
+async def test_a_process_without_the_targets_sink_leaves_the_firing_to_one_with_it(
+    tmp_path: Path,
+    redis_url: str,  # noqa: F811 - the fixture imported above
+) -> None:
+    settings = config.load(data_dir=tmp_path / "data", announce={"duplicate_window_s": 0})
+    first = datetime.now(UTC) + timedelta(seconds=1)
+    firings = await add_one_shots(settings.data_dir, first, 5)
+    sink = RecordingSink()
+    schedulers, announcers, tasks = [], [], []
+    async with (
+        await Engine.open(EngineSettings(url=redis_url)) as speaking,
+        await Engine.open(EngineSettings(url=redis_url)) as deaf,
+    ):
+        for engine, sinks in ((deaf, []), (speaking, [sink])):  # the deaf one first, each time
+            announcer = Announcer(settings)
+            for each in sinks:
+                announcer.add_sink(each)
+            scheduler = Scheduler(
+                settings,
+                announcer,
+                ScheduleBook(settings.data_dir),
+                claims=engine.fire_claims(),
+                claim_lease_s=LEASE_S,
+                poll_s=0.2,
+            )
+            await scheduler.start()
+            schedulers.append(scheduler)
+            announcers.append(announcer)
+            tasks.append(asyncio.create_task(scheduler.serve()))
+        try:
+            last = first + timedelta(seconds=4 * SPACING_S)
+            await asyncio.sleep((last - datetime.now(UTC)).total_seconds() + 1.0)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for scheduler, announcer in zip(schedulers, announcers, strict=True):
+                await scheduler.stop()
+                await announcer.aclose()
+    assert [text for _, text in sink.heard] == [f"Alert {n}." for n in range(len(firings))]
+    due = [first + timedelta(seconds=n * SPACING_S) for n in range(len(firings))]
+    assert all(
+        (heard - when).total_seconds() < 0.5
+        for (heard, _), when in zip(sink.heard, due, strict=True)
+    )
