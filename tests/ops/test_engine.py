@@ -3,6 +3,9 @@ server does not answer (its password never shown)."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +21,18 @@ from tests.fakes.segmind import DEFAULT_API_KEY as SEGMIND_KEY
 from tests.fakes.segmind import FakeSegmind
 from tests.support.homeassistant import free_port
 from tests.support.redis_server import redis_server, redis_url  # noqa: F401
-from tests.test_cli_providers import oyez
+
+
+async def oyez(*args: str, cwd: Path, env: dict[str, str]) -> tuple[int, str, str]:
+    """``python -m bot ARGS`` in ``cwd`` with ``env`` over this environment less ``OYEZ_*``."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("OYEZ_")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", *args, cwd=cwd, env=environment | env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
 
 
 @pytest.mark.parametrize(
