@@ -207,7 +207,13 @@ def homeassistant_front_end(parts: Parts) -> HomeAssistantFrontEnd | None:
         ping_interval_s=settings.ping_interval_s,
         request_timeout_s=settings.request_timeout_s,
     )
-    sink = MediaPlayerSink(client, parts.pipeline, parts.server.media, parts.settings.announce)
+    sink = MediaPlayerSink(
+        client,
+        parts.pipeline,
+        parts.server.media,
+        parts.settings.announce,
+        speakers=settings.speakers,
+    )
     parts.announcer.add_sink(sink)
     front_end = HomeAssistantFrontEnd(client, parts.announcer, settings, parts.settings.http, sink)
     if parts.engine is not None and not parts.engine.embedded:

@@ -1,8 +1,11 @@
-"""``homeassistant`` in the configuration (``OYEZ_HOMEASSISTANT__URL``, ``..._TOKEN``…)."""
+"""``homeassistant`` in the configuration (``OYEZ_HOMEASSISTANT__URL``, ``..._TOKEN``…), and
+``homeassistant.speakers.<entity_id>`` for speakers that need handling of their own."""
 
 from __future__ import annotations
 
-from typing import Annotated, Self
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Self
 
 from pydantic import (
     AnyHttpUrl,
@@ -12,15 +15,58 @@ from pydantic import (
     SecretStr,
     StringConstraints,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
 from bot.errors import ConfigError
 from bot.ops.config import Settings, format_validation_error
 
-__all__ = ["HomeAssistantSettings"]
+__all__ = ["HomeAssistantSettings", "SpeakerMode", "SpeakerSettings"]
 
 EventType = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]{1,64}$")]
+_OBJECT_ID = re.compile(r"^[a-z0-9_]+$")
+
+
+class SpeakerMode(StrEnum):
+    """How a speaker gets an announcement.
+
+    ``auto``: ``announce`` when its ``supported_features`` has ``MEDIA_ANNOUNCE`` (1048576 in
+    Home Assistant 2025.4's ``MediaPlayerEntityFeature``), else ``resume``. ``announce``:
+    ``play_media`` with ``announce: true``, the player pauses or ducks what it plays and resumes
+    it itself. ``resume``: Oyez takes a snapshot (state, media, position, volume), plays the
+    announcement, then plays what was playing again from where it was.
+    """
+
+    AUTO = "auto"
+    ANNOUNCE = "announce"
+    RESUME = "resume"
+
+
+class SpeakerSettings(BaseModel):
+    """``homeassistant.speakers.<entity_id>``: one speaker that needs handling of its own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: SpeakerMode = Field(
+        SpeakerMode.AUTO,
+        description="auto: announce: true where the speaker supports announcements "
+        "(MEDIA_ANNOUNCE), else snapshot, play and resume; announce: always announce: true "
+        "(force announce); resume: always snapshot and resume (force resume)",
+    )
+    restore_delay_s: float = Field(
+        0.0,
+        ge=0,
+        le=60,
+        description="Extra wait after the announcement has finished, before the volume and "
+        "what was playing are restored, seconds",
+    )
+    set_volume: bool = Field(
+        True,
+        description="Set an announcement's volume with volume_set and restore it after. The "
+        "volume always goes in play_media's extra.volume too (0-100), which Sonos uses for "
+        "announcements; false for a Sonos, whose volume_set changes only its music",
+    )
 
 
 class HomeAssistantSettings(BaseModel):
@@ -48,6 +94,31 @@ class HomeAssistantSettings(BaseModel):
     request_timeout_s: float = Field(
         30.0, gt=0, le=600, description="Longest wait for an answer to one command"
     )
+    speakers: dict[str, SpeakerSettings] = Field(
+        default_factory=dict,
+        description="Per speaker (an entity id such as media_player.kitchen, or just kitchen): "
+        "mode, restore_delay_s, set_volume",
+    )
+
+    @field_validator("speakers", mode="before")
+    @classmethod
+    def _entity_ids(cls, value: Any) -> Any:
+        """Keys as full entity ids (``kitchen`` is ``media_player.kitchen``, for environment
+        variables, which cannot hold a dot); anything else names the key."""
+        if not isinstance(value, dict):
+            return value
+        speakers: dict[str, Any] = {}
+        for key, item in value.items():
+            entity = str(key).strip().lower()
+            entity = entity if entity.startswith("media_player.") else f"media_player.{entity}"
+            if not _OBJECT_ID.match(entity.removeprefix("media_player.")):
+                raise ValueError(
+                    f"{str(key)[:60]!r} is not a media player entity id (like media_player.kitchen)"
+                )
+            if entity in speakers:
+                raise ValueError(f"{entity} is given twice")
+            speakers[entity] = item
+        return speakers
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> Self:
@@ -70,6 +141,10 @@ class HomeAssistantSettings(BaseModel):
         except ValidationError as exc:
             raise ConfigError(format_validation_error(exc, "homeassistant")) from None
 
+    def speaker(self, entity_id: str) -> SpeakerSettings:
+        """The settings of ``entity_id`` (the defaults when it has none)."""
+        return self.speakers.get(entity_id) or _DEFAULT_SPEAKER
+
     def base_url(self) -> str:
         assert self.url is not None
         return str(self.url).rstrip("/")
@@ -79,3 +154,6 @@ class HomeAssistantSettings(BaseModel):
         base = self.base_url()
         scheme, rest = base.split("://", 1)
         return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/api/websocket"
+
+
+_DEFAULT_SPEAKER = SpeakerSettings()

@@ -1,23 +1,22 @@
 """Announcements on Home Assistant speakers: :class:`MediaPlayerSink`.
 
 Made once for all speakers, published at an expiring URL (:class:`~bot.web.server.MediaStore`),
-then ``media_player.play_media`` with ``announce: true`` (top-level in Home Assistant 2025.4's
-``MEDIA_PLAYER_PLAY_MEDIA_SCHEMA``, which refuses other unknown fields: the title goes in
-``extra``). A chime is mixed into the same MP3 (:mod:`bot.audio.mix`). One ``get_states`` per
-announcement finds missing or ``unavailable`` speakers (``play_media`` on them "succeeds") and the
-volume to restore after ``volume_set``; overlapping announcements restore the first's level.
+then given to each speaker's line (:class:`~integrations.homeassistant.speakers.SpeakerQueues`):
+one announcement at a time per speaker, all speakers at once. At each speaker a
+:class:`~integrations.homeassistant.visit.SpeakerVisit` reads its state (``play_media`` on a
+missing or ``unavailable`` entity "succeeds", so that is checked first), sets the volume, calls
+``play_media`` and puts the speaker back after. A chime is mixed into the same MP3
+(:mod:`bot.audio.mix`): a second ``play_media`` would cut the first one short.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import aiohttp
 
@@ -26,15 +25,13 @@ from bot.audio.mix import decode_chime, mix_chime
 from bot.audio.transcode import PcmAudio
 from bot.errors import AudioError, InvalidRequest, OyezError, RequestExpired
 from bot.ops.config import AnnounceSettings
-from bot.ops.metrics import TIME_TO_FIRST_AUDIO
 from bot.speech import AudioChunk, AudioEncoding, OutputProfile, SpeechRequest, Utterance
 from bot.synthesis.pipeline import SpeechPipeline
 from bot.web.server import MediaStore
-from integrations.homeassistant.websocket import (
-    CommandFailed,
-    HomeAssistantClient,
-    HomeAssistantError,
-)
+from integrations.homeassistant.settings import SpeakerSettings
+from integrations.homeassistant.speakers import SpeakerQueues
+from integrations.homeassistant.visit import Playback, SpeakerVisit, StateReader
+from integrations.homeassistant.websocket import HomeAssistantClient
 
 __all__ = ["MediaPlayerSink", "speaker_title"]
 
@@ -75,34 +72,13 @@ async def read_chime_file(path: str) -> bytes:
         raise AudioError(f"cannot read the chime file {path}: {exc.strerror or exc}") from None
 
 
-@dataclass(slots=True)
-class _Restore:
-    """A speaker's volume to put back: ``level`` (0 to 1) by ``task``."""
-
-    level: float
-    task: asyncio.Task[None]
-
-
-@dataclass(frozen=True, slots=True)
-class _Playback:
-    """What every speaker of one announcement plays: the published MP3 at ``url``, its
-    ``title``, at ``volume`` (0 to 1; None: as it is), ``length_s`` seconds long; ``request``
-    is the announcement's speech request (its id in the logs, its creation time)."""
-
-    url: str
-    title: str
-    volume: float | None
-    length_s: float
-    request: SpeechRequest
-
-
 class MediaPlayerSink:
     """Plays announcements on Home Assistant ``media_player`` entities."""
 
     kind: ClassVar[str] = "media_player"
     profile = OutputProfile.MP3
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only tunables
         self,
         client: HomeAssistantClient,
         pipeline: SpeechPipeline,
@@ -110,20 +86,24 @@ class MediaPlayerSink:
         settings: AnnounceSettings,
         *,
         session: aiohttp.ClientSession | None = None,
+        speakers: Mapping[str, SpeakerSettings] | None = None,
         restore_margin_s: float = 1.0,
     ) -> None:
         self.client = client
         self.pipeline = pipeline
         self.media = media
         self.settings = settings
-        #: Seconds added to the announcement's length before the volume is restored (the
+        #: ``homeassistant.speakers``: the speakers that need handling of their own.
+        self.speakers = dict(speakers or {})
+        #: Seconds added to an announcement's length before it counts as finished (the
         #: speaker's own delay in fetching and starting it).
         self.restore_margin_s = restore_margin_s
+        self.queues: SpeakerQueues[Playback] = SpeakerQueues(self._visit)
+        self.states = StateReader(client)
         self._session = session
         self._owns_session = session is None
         self._chimes: OrderedDict[str, PcmAudio] = OrderedDict()
         self._chime_lock = asyncio.Lock()
-        self._restores: dict[str, _Restore] = {}
 
     # -- delivery ------------------------------------------------------------------------------
 
@@ -149,19 +129,25 @@ class MediaPlayerSink:
         except OyezError as exc:
             log.warning("announcement %s: not synthesized: %s", request.id, exc)
             return everyone(str(exc)), None
-        try:
-            states = {s.get("entity_id"): s for s in await self.client.get_states()}
-        except HomeAssistantError as exc:
-            return everyone(f"Home Assistant: {exc}"), utterance
-        playback = _Playback(
-            url=self.media.publish(audio, "mp3"),
+        # valid for as long as it may wait in a speaker's line, and media_ttl_s after that
+        wait_s = max(-request.overdue_s(), 0.0) if request.expires_at is not None else 0.0
+        playback = Playback(
+            url=self.media.publish(audio, "mp3", ttl_s=self.media.ttl_s + wait_s),
             title=speaker_title(announcement.message),
             volume=announcement.volume,
             length_s=length_s,
             request=request,
         )
-        results = await asyncio.gather(*(self._play(e, states.get(e), playback) for e in entities))
+        results = await asyncio.gather(*(self.queues.play(e, playback) for e in entities))
         return list(results), utterance
+
+    async def _visit(self, entity_id: str) -> SpeakerVisit:
+        return SpeakerVisit(
+            self.states,
+            entity_id,
+            self.speakers.get(entity_id) or SpeakerSettings(),
+            margin_s=self.restore_margin_s,
+        )
 
     def _chime_url(self, announcement: Announcement) -> str | None:
         """The chime's URL or file (:func:`~bot.announce.model.chime_source`). Raises
@@ -217,102 +203,9 @@ class MediaPlayerSink:
                 raise AudioError(f"fetching the chime answered HTTP {reply.status}")
             return await reply.content.read(MAX_CHIME_BYTES + 1)
 
-    async def _play(
-        self, entity: str, state: dict[str, Any] | None, playback: _Playback
-    ) -> TargetResult:
-        request, length_s = playback.request, playback.length_s
-        if state is None:
-            return TargetResult(entity, False, "Home Assistant has no such entity")
-        if state.get("state") == "unavailable":
-            return TargetResult(entity, False, "the speaker is unavailable in Home Assistant")
-        previous = await self._set_volume(entity, state, playback.volume, request)
-        try:
-            await self.client.call_service(
-                "media_player",
-                "play_media",
-                {
-                    "media_content_id": playback.url,
-                    "media_content_type": "music",
-                    "announce": True,
-                    "extra": {"title": playback.title},
-                },
-                target={"entity_id": entity},
-            )
-        except HomeAssistantError as exc:
-            if previous is not None:
-                self._restore_later(entity, previous, 0.0)
-            what = "Home Assistant refused play_media" if isinstance(exc, CommandFailed) else ""
-            error = f"{what}: {exc}" if what else str(exc)
-            log.warning("announcement %s: %s: %s", request.id, entity, error)
-            return TargetResult(entity, False, error)
-        waited = (datetime.now(UTC) - request.created_at).total_seconds()
-        TIME_TO_FIRST_AUDIO.labels(sink="media_player").observe(max(waited, 0.0))
-        if previous is not None:
-            self._restore_later(entity, previous, length_s + self.restore_margin_s)
-        return TargetResult(entity, True, duration_s=round(length_s, 3))
-
-    # -- volume --------------------------------------------------------------------------------
-
-    async def _set_volume(
-        self,
-        entity: str,
-        state: dict[str, Any],
-        volume: float | None,
-        request: SpeechRequest,
-    ) -> float | None:
-        """Set ``volume``; returns the level to restore later (None: nothing to restore)."""
-        if volume is None:
-            return None
-        attributes = state.get("attributes") or {}
-        level = attributes.get("volume_level")
-        if not isinstance(level, int | float) or isinstance(level, bool):
-            log.info("announcement %s: %s reports no volume; left as it is", request.id, entity)
-            return None
-        pending = self._restores.pop(entity, None)
-        original = float(level)
-        if pending is not None:  # an earlier announcement's level is still on: keep the first
-            pending.task.cancel()
-            original = pending.level
-        try:
-            await self.client.call_service(
-                "media_player", "volume_set", {"volume_level": volume}, target={"entity_id": entity}
-            )
-        except HomeAssistantError as exc:
-            log.warning("announcement %s: %s: volume not set: %s", request.id, entity, exc)
-            if pending is not None:
-                self._restore_later(entity, original, 0.0)
-            return None
-        return original
-
-    def _restore_later(self, entity: str, level: float, delay_s: float) -> None:
-        task = asyncio.create_task(
-            self._restore(entity, level, delay_s), name=f"oyez-ha-volume-{entity}"
-        )
-        self._restores[entity] = _Restore(level, task)
-
-    async def _restore(self, entity: str, level: float, delay_s: float) -> None:
-        await asyncio.sleep(delay_s)
-        current = self._restores.get(entity)
-        if current is not None and current.task is asyncio.current_task():
-            del self._restores[entity]
-        try:
-            await self.client.call_service(
-                "media_player", "volume_set", {"volume_level": level}, target={"entity_id": entity}
-            )
-        except HomeAssistantError as exc:
-            log.warning("%s: volume not restored to %g: %s", entity, level, exc)
-
     async def aclose(self) -> None:
-        """Restore every volume still waiting (at once), close what was opened."""
-        restores, self._restores = self._restores, {}
-        for entity, pending in restores.items():
-            pending.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pending.task
-            if self.client.connected:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(5):
-                        await self._restore(entity, pending.level, 0.0)
+        """Stop every speaker's line (each speaker put back at once), close what was opened."""
+        await self.queues.aclose()
         if self._owns_session and self._session is not None:
             await self._session.close()
             self._session = None

@@ -219,13 +219,12 @@ async def test_chime_plays_first_and_volume_is_set_then_restored(
         )
         done = await ha.wait_event(lambda e: e["data"].get("request_id") == "c1")
         assert done["event_type"] == DONE, done
-        played = await ha.wait_state(
-            LIVING_ROOM, lambda s: s["attributes"]["volume_level"] == before
-        )
-        url = played["attributes"]["media_content_id"]
-        assert is_oyez_media(service, url)
-        # the volume went to 0.3 before the announcement was given, and back after it
+        await ha.wait_state(LIVING_ROOM, lambda s: s["attributes"]["volume_level"] == before)
+        # the volume went to 0.3 before the announcement was given, and back after it (then
+        # the demo player, which lacks announce support, got its own media back)
         changes = volumes(ha, LIVING_ROOM)
+        url = changes[1][1]
+        assert is_oyez_media(service, url)
         assert changes[:3] == [("volume", 0.3), ("media", url), ("volume", before)], changes
 
         _, _, audio = await fetch(url)

@@ -1,0 +1,352 @@
+"""What Oyez does at one Home Assistant speaker: :class:`SpeakerVisit`.
+
+A visit is a run of announcements played back to back on one ``media_player``
+(:class:`~integrations.homeassistant.speakers.SpeakerQueues` makes them). Before the first,
+its state is kept (:class:`Snapshot`); each announcement is a ``play_media`` (its volume set
+first); after the last, the volume is put back and, on a speaker without announce support, what
+was playing is played again from where it was.
+
+Home Assistant 2025.4 facts used here (``homeassistant/components/media_player/const.py``,
+``__init__.py``; ``components/sonos/media_player.py``): ``MediaPlayerEntityFeature`` bits
+``PAUSE`` 1, ``SEEK`` 2, ``STOP`` 4096, ``MEDIA_ANNOUNCE`` 1048576; ``announce`` is a
+top-level field of ``play_media``, ``extra`` a free mapping (the title goes there); Sonos plays
+an announcement at ``extra.volume`` (0-100, its audio clip's volume) and ignores
+``volume_set`` for it; ``media_seek`` takes ``seek_position`` in seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.announce.model import TargetResult
+from bot.ops.metrics import TIME_TO_FIRST_AUDIO
+from bot.speech import Priority, SpeechRequest
+from integrations.homeassistant.settings import SpeakerMode, SpeakerSettings
+from integrations.homeassistant.websocket import (
+    CommandFailed,
+    HomeAssistantClient,
+    HomeAssistantError,
+)
+
+__all__ = [
+    "MEDIA_ANNOUNCE",
+    "Playback",
+    "Snapshot",
+    "SpeakerVisit",
+    "StateReader",
+    "play_media_data",
+]
+
+log = logging.getLogger(__name__)
+
+PAUSE, SEEK, STOP, MEDIA_ANNOUNCE = 1, 2, 4096, 1048576
+#: Seconds between looks at a player that reports playing the announcement past its length.
+POLL_S = 0.5
+#: Longest wait past an announcement's length for such a player, seconds.
+FINISH_GRACE_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Playback:
+    """What every speaker of one announcement plays: the published MP3 at ``url``, its
+    ``title``, at ``volume`` (0 to 1; None: as it is), ``length_s`` seconds long; ``request``
+    is the announcement's speech request (its id in the logs, its priority, its expiry)."""
+
+    url: str
+    title: str
+    volume: float | None
+    length_s: float
+    request: SpeechRequest
+
+    @property
+    def priority(self) -> Priority:
+        return self.request.priority
+
+
+def play_media_data(playback: Playback, *, announce: bool) -> dict[str, Any]:
+    """The ``media_player.play_media`` data of ``playback``: ``extra.volume`` (0-100, what
+    Sonos takes) when it has a volume; ``announce: true`` only when ``announce``."""
+    extra: dict[str, Any] = {"title": playback.title}
+    if playback.volume is not None:
+        extra["volume"] = round(playback.volume * 100)
+    data: dict[str, Any] = {
+        "media_content_id": playback.url,
+        "media_content_type": "music",
+        "extra": extra,
+    }
+    if announce:
+        data["announce"] = True
+    return data
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A speaker before an announcement: its ``state`` (``playing``, ``paused``, ``idle``…),
+    the media it had, where in it (``position_s``, seconds, as of when it was taken), its
+    ``volume`` (0 to 1; None: not reported) and its ``supported_features`` bits."""
+
+    state: str
+    content_id: str | None
+    content_type: str | None
+    position_s: float | None
+    volume: float | None
+    features: int
+
+    @classmethod
+    def of(cls, state: dict[str, Any], now: datetime | None = None) -> Snapshot:
+        """From a Home Assistant state (``{"state", "attributes": {…}}``); a playing
+        player's position is carried forward from ``media_position_updated_at`` to ``now``."""
+        attributes = state.get("attributes") or {}
+        position = _number(attributes.get("media_position"))
+        status = str(state.get("state"))
+        updated = attributes.get("media_position_updated_at")
+        if position is not None and status == "playing" and isinstance(updated, str):
+            try:
+                since = datetime.fromisoformat(updated)
+            except ValueError:
+                since = None
+            if since is not None and since.tzinfo is not None:
+                position += max(((now or datetime.now(UTC)) - since).total_seconds(), 0.0)
+        content_id, content_type = (
+            attributes.get("media_content_id"),
+            attributes.get("media_content_type"),
+        )
+        features = attributes.get("supported_features")
+        return cls(
+            state=status,
+            content_id=content_id if isinstance(content_id, str) and content_id else None,
+            content_type=content_type if isinstance(content_type, str) and content_type else None,
+            position_s=position,
+            volume=_number(attributes.get("volume_level")),
+            features=features if isinstance(features, int) else 0,
+        )
+
+    @property
+    def resumable(self) -> bool:
+        """Whether it was playing (or paused on) media that can be played again."""
+        return self.state in ("playing", "paused") and None not in (
+            self.content_id,
+            self.content_type,
+        )
+
+    def announces(self, speaker: SpeakerSettings) -> bool:
+        """Whether the speaker gets ``announce: true`` (else: snapshot and resume)."""
+        if speaker.mode is SpeakerMode.AUTO:
+            return bool(self.features & MEDIA_ANNOUNCE)
+        return speaker.mode is SpeakerMode.ANNOUNCE
+
+
+class StateReader:
+    """Speakers' states from ``get_states``: callers that ask while one is under way share it
+    (an announcement to ten speakers reads every state once, not ten times)."""
+
+    def __init__(self, client: HomeAssistantClient) -> None:
+        self.client = client
+        self._pending: asyncio.Task[list[dict[str, Any]]] | None = None
+
+    async def state(self, entity_id: str) -> dict[str, Any] | None:
+        """``entity_id``'s state, None when Home Assistant has no such entity. Raises
+        :class:`HomeAssistantError`."""
+        pending = self._pending
+        if pending is None:
+            pending = asyncio.create_task(self.client.get_states(), name="oyez-ha-states")
+            self._pending = pending
+            pending.add_done_callback(self._done)
+        states = await asyncio.shield(pending)
+        return next((s for s in states if s.get("entity_id") == entity_id), None)
+
+    def _done(self, task: asyncio.Task[list[dict[str, Any]]]) -> None:
+        if self._pending is task:
+            self._pending = None
+        if not task.cancelled():
+            task.exception()  # retrieved: every caller that still waits gets it raised
+
+
+class SpeakerVisit:
+    """Announcements on ``entity_id``, one after the other, then the speaker put back.
+
+    ``margin_s`` is added to each announcement's length before it counts as finished (the
+    speaker's own delay in fetching and starting it).
+    """
+
+    def __init__(
+        self,
+        states: StateReader,
+        entity_id: str,
+        speaker: SpeakerSettings,
+        *,
+        margin_s: float = 1.0,
+    ) -> None:
+        self.states = states
+        self.client = states.client
+        self.entity_id = entity_id
+        self.speaker = speaker
+        self.margin_s = margin_s
+        self.snapshot: Snapshot | None = None
+        #: The volume Oyez last set (None: it set none yet).
+        self._level: float | None = None
+        self._played: str | None = None  # the last announcement's URL
+        self._started = 0.0  # loop time of its play_media
+
+    async def _state(self) -> dict[str, Any] | None:
+        return await self.states.state(self.entity_id)
+
+    def _result(self, error: str | None, **fields: Any) -> TargetResult:
+        return TargetResult(self.entity_id, error is None, error, **fields)
+
+    async def play(self, playback: Playback) -> TargetResult:
+        """Start ``playback`` (its volume set first). Never raises: a failure is the result."""
+        request = playback.request
+        late = request.overdue_s()
+        if late > 0:
+            return self._result(
+                f"its ttl ran out while the speaker was busy ({late:.0f} s late)", expired=True
+            )
+        try:
+            state = await self._state()
+        except HomeAssistantError as exc:
+            return self._result(f"Home Assistant: {exc}")
+        if state is None:
+            return self._result("Home Assistant has no such entity")
+        if state.get("state") == "unavailable":
+            return self._result("the speaker is unavailable in Home Assistant")
+        if self.snapshot is None:
+            self.snapshot = Snapshot.of(state)
+        announce = self.snapshot.announces(self.speaker)
+        await self._set_volume(playback)
+        try:
+            await self._call("play_media", play_media_data(playback, announce=announce))
+        except HomeAssistantError as exc:
+            what = "Home Assistant refused play_media" if isinstance(exc, CommandFailed) else ""
+            error = f"{what}: {exc}" if what else str(exc)
+            log.warning("announcement %s: %s: %s", request.id, self.entity_id, error)
+            return self._result(error)
+        self._played, self._started = playback.url, asyncio.get_running_loop().time()
+        waited = (datetime.now(UTC) - request.created_at).total_seconds()
+        TIME_TO_FIRST_AUDIO.labels(sink="media_player").observe(max(waited, 0.0))
+        return self._result(None, duration_s=round(playback.length_s, 3))
+
+    async def _call(self, service: str, data: dict[str, Any] | None = None) -> None:
+        await self.client.call_service(
+            "media_player", service, data, target={"entity_id": self.entity_id}
+        )
+
+    async def _set_volume(self, playback: Playback) -> None:
+        """The announcement's volume (or, for one without, the speaker's own again)."""
+        assert self.snapshot is not None
+        original = self.snapshot.volume
+        if not self.speaker.set_volume:
+            return
+        if original is None:
+            if playback.volume is not None:
+                log.info(
+                    "announcement %s: %s reports no volume; left as it is",
+                    playback.request.id,
+                    self.entity_id,
+                )
+            return
+        wanted = playback.volume if playback.volume is not None else original
+        if wanted == (self._level if self._level is not None else original):
+            return
+        try:
+            await self._call("volume_set", {"volume_level": wanted})
+        except HomeAssistantError as exc:
+            log.warning(
+                "announcement %s: %s: volume not set: %s", playback.request.id, self.entity_id, exc
+            )
+            return
+        self._level = wanted
+
+    async def finished(self, playback: Playback) -> None:
+        """Returns when ``playback`` is over: its length (plus ``margin_s``) after
+        ``play_media``, or, on a player that reports playing it (its URL, a
+        ``media_duration`` of its length), when it stops doing so (at most
+        :data:`FINISH_GRACE_S` later)."""
+        loop = asyncio.get_running_loop()
+        end = self._started + playback.length_s + self.margin_s
+        await asyncio.sleep(max(end - loop.time(), 0.0))
+        while loop.time() < end + FINISH_GRACE_S:
+            try:
+                state = await self._state()
+            except HomeAssistantError:
+                return
+            if state is None or not _reports_playing(state, playback):
+                return
+            await asyncio.sleep(POLL_S)
+
+    async def restore(self, *, wait: bool = True) -> None:
+        """After ``restore_delay_s`` (unless not ``wait``): the volume back, and on a speaker
+        that does not announce, what was playing played again (sought to where it was, paused
+        if it was), or a speaker that was not playing stopped. Each step is done once, even
+        when called again after a cancel. Logs what fails; never raises."""
+        snapshot = self.snapshot
+        if snapshot is None:
+            return
+        changed = self._level is not None and self._level != snapshot.volume
+        resume = self._played is not None and not snapshot.announces(self.speaker)
+        if not (changed or resume):
+            return
+        if wait:
+            await asyncio.sleep(self.speaker.restore_delay_s)
+        if changed:  # first, so the music does not come back at the announcement's level
+            self._level = snapshot.volume
+            await self._try("volume_set", {"volume_level": snapshot.volume})
+        if resume:
+            await self._resume(snapshot)
+            self._played = None
+
+    async def _resume(self, snapshot: Snapshot) -> None:
+        if not snapshot.resumable:
+            try:
+                state = await self._state()
+            except HomeAssistantError:
+                return
+            still = state is not None and state.get("state") == "playing"
+            ours = (state or {}).get("attributes", {}).get("media_content_id") == self._played
+            if still and ours and snapshot.features & STOP:
+                await self._try("media_stop")
+            return
+        data = {
+            "media_content_id": snapshot.content_id,
+            "media_content_type": snapshot.content_type,
+        }
+        if not await self._try("play_media", data):
+            return
+        where = "(its position not restored)"
+        if snapshot.position_s and snapshot.features & SEEK:
+            seek = {"seek_position": round(snapshot.position_s, 1)}
+            if await self._try("media_seek", seek):
+                where = f"at {snapshot.position_s:.0f} s"
+        if snapshot.state == "paused" and snapshot.features & PAUSE:
+            await self._try("media_pause")
+        log.info("%s: %s played again %s", self.entity_id, snapshot.content_id, where)
+
+    async def _try(self, service: str, data: dict[str, Any] | None = None) -> bool:
+        """``service`` on the speaker; a failure is logged (False)."""
+        try:
+            await self._call(service, data)
+        except HomeAssistantError as exc:
+            log.warning("%s: %s failed while putting it back: %s", self.entity_id, service, exc)
+            return False
+        return True
+
+
+def _reports_playing(state: dict[str, Any], playback: Playback) -> bool:
+    """Whether ``state`` says the player is still playing ``playback`` itself: its URL, and a
+    ``media_duration`` of its length (a player that keeps an old duration, as Home Assistant's
+    demo players do, is judged by the length alone)."""
+    attributes = state.get("attributes") or {}
+    if state.get("state") != "playing" or attributes.get("media_content_id") != playback.url:
+        return False
+    duration = _number(attributes.get("media_duration"))
+    return duration is not None and abs(duration - playback.length_s) <= max(
+        1.0, 0.1 * playback.length_s
+    )
