@@ -208,7 +208,8 @@ async def _speech(settings: Settings) -> AsyncIterator[SpeechPipeline]:
     the engine after use. Raises :class:`~bot.ops.engine.EngineUnavailable`."""
     async with await Engine.open(settings.engine) as engine:
         books = engine.books(settings.data_dir)
-        pipeline = SpeechPipeline(settings, dispatcher=Dispatcher(settings, books))
+        dispatcher = Dispatcher(settings, books, engine.limiter_factory())
+        pipeline = SpeechPipeline(settings, dispatcher=dispatcher)
         try:
             yield pipeline
         finally:

@@ -56,7 +56,8 @@ class Service:
         self.engine = engine
         if pipeline is None and engine is not None:
             books = engine.books(settings.data_dir)
-            pipeline = SpeechPipeline(settings, dispatcher=Dispatcher(settings, books))
+            dispatcher = Dispatcher(settings, books, engine.limiter_factory())
+            pipeline = SpeechPipeline(settings, dispatcher=dispatcher)
         self.pipeline = pipeline or SpeechPipeline(settings)
         self.announcer = Announcer(settings, self.pipeline.prepare)
         media = None

@@ -2,7 +2,8 @@
 
 ``engine.url`` unset (the default): embedded, exactly as a single process has always kept it
 (SQLite in ``data_dir``, memory). Set to a Redis or Valkey URL: every process given the same URL
-(and ``engine.key_prefix``) shares the stores built here: the books
+(and ``engine.key_prefix``) shares the stores built here: the rate limiters' buckets
+(:class:`~bot.providers.shared_ratelimit.SharedRateLimiter`), the books
 (:class:`~bot.providers.books.Books`: the credit circuit, balances, budgets' spend and holds)
 the schedules' fire claims (:class:`~bot.schedules.claims.FireClaims`), the announcements'
 duplicate window and statuses (:mod:`bot.announce.shared`), and media URLs that any process
@@ -17,6 +18,7 @@ failing every paid request later. Client: redis-py's asyncio client
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -41,7 +43,9 @@ from bot.ops.config import EngineSettings, Settings
 from bot.ops.logs import register_secret
 from bot.providers.books import Books
 from bot.providers.credits import Ledger
+from bot.providers.ratelimit import RateLimiter
 from bot.providers.redis_ledger import RedisLedger
+from bot.providers.shared_ratelimit import SharedRateLimiter
 from bot.schedules.claims import FireClaims, LocalClaims, RedisClaims
 from bot.web.media import SharedMediaStore
 from bot.web.server import MediaStore
@@ -137,6 +141,15 @@ class Engine:
         if self.client is None:
             return Ledger(data_dir, now=now)
         return RedisLedger(self.client, self.settings.key_prefix, now=now)
+
+    def limiter_factory(self) -> Callable[..., RateLimiter] | None:
+        """What makes the dispatcher's buckets: shared ones (one per provider or model for
+        every process) when a server is configured; None when embedded (its own)."""
+        if self.client is None:
+            return None
+        return functools.partial(
+            SharedRateLimiter, client=self.client, prefix=self.settings.key_prefix
+        )
 
     def fire_claims(self) -> FireClaims:
         """Which process speaks each schedule firing: shared when a server is configured."""

@@ -82,9 +82,17 @@ class Dispatcher:
     books (``ledger``: the embedded SQLite :class:`Ledger` unless given, e.g. shared ones from
     :meth:`bot.ops.engine.Engine.books`). Shared by every source of requests."""
 
-    def __init__(self, settings: Settings, ledger: Books | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Books | None = None,
+        limiter_factory: Callable[..., RateLimiter] | None = None,
+    ) -> None:
+        """``limiter_factory`` makes each bucket (``RateLimiter``'s arguments; default: a
+        :class:`RateLimiter` of this process's own)."""
         self.settings = settings
         self._ledger = ledger
+        self._limiter_factory = limiter_factory or RateLimiter
         self._limiters: dict[str, RateLimiter] = {}
 
     @property
@@ -109,7 +117,7 @@ class Dispatcher:
         return limiter
 
     def _make_limiter(self, key: str, limits: LimitSettings) -> RateLimiter:
-        return RateLimiter(
+        return self._limiter_factory(
             key,
             requests_per_minute=limits.requests_per_minute,
             max_concurrent=limits.max_concurrent,

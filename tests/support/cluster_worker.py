@@ -28,7 +28,8 @@ async def run(job: dict[str, Any]) -> dict[str, Any]:
     settings = config.load(**job["settings"])
     outcome: dict[str, Any] = {"spoken": 0, "refused": [], "failed": []}
     async with await Engine.open(settings.engine) as engine:
-        dispatcher = Dispatcher(settings, engine.books(settings.data_dir))
+        books = engine.books(settings.data_dir)
+        dispatcher = Dispatcher(settings, books, engine.limiter_factory())
         pipeline = SpeechPipeline(settings, dispatcher=dispatcher)
 
         async def one(i: int) -> None:
