@@ -210,6 +210,8 @@ async def _speech(settings: Settings) -> AsyncIterator[SpeechPipeline]:
         books = engine.books(settings.data_dir)
         dispatcher = Dispatcher(settings, books, engine.limiter_factory())
         pipeline = SpeechPipeline(settings, dispatcher=dispatcher)
+        if not engine.embedded:
+            pipeline.flights = engine.flights()
         try:
             yield pipeline
         finally:

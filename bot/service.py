@@ -58,6 +58,8 @@ class Service:
             books = engine.books(settings.data_dir)
             dispatcher = Dispatcher(settings, books, engine.limiter_factory())
             pipeline = SpeechPipeline(settings, dispatcher=dispatcher)
+            if not engine.embedded:
+                pipeline.flights = engine.flights()
         self.pipeline = pipeline or SpeechPipeline(settings)
         self.announcer = Announcer(settings, self.pipeline.prepare)
         media = None

@@ -20,6 +20,7 @@ from bot.providers.redis_ledger import RedisLedger
 from bot.schedules.claims import RedisClaims
 from bot.schedules.scheduler import Scheduler
 from bot.service import Service
+from bot.synthesis.flights import RedisFlights
 from bot.web.media import SharedMediaStore
 from tests.support.redis_server import redis_server, redis_url  # noqa: F401
 from tests.support.sinks import RecordingSink
@@ -84,6 +85,7 @@ async def test_every_part_is_the_shared_kind(pair: list[Running]) -> None:
     assert isinstance(service.announcer.board, RedisStatusBoard)
     assert isinstance(service.announcer.suppression.window, RedisDuplicateWindow)
     assert isinstance(service.server.media, SharedMediaStore)
+    assert isinstance(service.pipeline.flights, RedisFlights)
     (scheduler,) = [f for f in service.front_ends if isinstance(f, Scheduler)]
     assert isinstance(scheduler.claims, RedisClaims)
 

@@ -5,7 +5,8 @@
 (and ``engine.key_prefix``) shares the stores built here: the rate limiters' buckets
 (:class:`~bot.providers.shared_ratelimit.SharedRateLimiter`), the books
 (:class:`~bot.providers.books.Books`: the credit circuit, balances, budgets' spend and holds)
-the schedules' fire claims (:class:`~bot.schedules.claims.FireClaims`), the announcements'
+the schedules' fire claims (:class:`~bot.schedules.claims.FireClaims`), synthesis flights
+(:mod:`bot.synthesis.flights`), the announcements'
 duplicate window and statuses (:mod:`bot.announce.shared`), and media URLs that any process
 serves (:class:`~bot.web.media.SharedMediaStore`; its files on the data folder all of them
 mount).
@@ -47,6 +48,7 @@ from bot.providers.ratelimit import RateLimiter
 from bot.providers.redis_ledger import RedisLedger
 from bot.providers.shared_ratelimit import SharedRateLimiter
 from bot.schedules.claims import FireClaims, LocalClaims, RedisClaims
+from bot.synthesis.flights import Flights, LocalFlights, RedisFlights
 from bot.web.media import SharedMediaStore
 from bot.web.server import MediaStore
 
@@ -156,6 +158,13 @@ class Engine:
         if self.client is None:
             return LocalClaims()
         return RedisClaims(self.client, self.settings.key_prefix)
+
+    def flights(self) -> Flights:
+        """Who synthesizes a cache key several callers missed at once: shared when a server
+        is configured."""
+        if self.client is None:
+            return LocalFlights()
+        return RedisFlights(self.client, self.settings.key_prefix)
 
     def duplicate_window(self) -> DuplicateWindow:
         """Which message went to which target lately: shared when a server is configured."""
