@@ -22,6 +22,8 @@ from bot.schedules.scheduler import Scheduler
 from bot.service import Service
 from bot.synthesis.flights import RedisFlights
 from bot.web.media import SharedMediaStore
+from integrations.discord.service import DiscordFrontEnd
+from integrations.discord.shared_stores import RedisGuildSettings, RedisPreferences
 from tests.support.redis_server import redis_server, redis_url  # noqa: F401
 from tests.support.sinks import RecordingSink
 
@@ -126,3 +128,23 @@ async def test_the_same_message_posted_to_both_at_once_is_spoken_once(
         await asyncio.sleep(0.05)
     assert sorted(states.values()) == ["done"] + ["suppressed"] * 5
     assert sum(len(r.sink.delivered) for r in pair) == 1
+
+
+async def test_the_discord_bot_keeps_its_users_and_servers_choices_in_the_engine(
+    tmp_path: Path,
+    redis_url: str,  # noqa: F811 - the fixture imported above
+) -> None:
+    settings = config.load(
+        data_dir=tmp_path, discord={"token": "MTAwMA.secret-bot-token"}, http={"port": 0}
+    )
+    async with await Engine.open(EngineSettings(url=redis_url)) as engine:
+        service = Service(settings, engine=engine)
+        await service.build()
+        try:
+            (discord,) = [f for f in service.front_ends if isinstance(f, DiscordFrontEnd)]
+            assert isinstance(discord.bot.preferences, RedisPreferences)
+            assert isinstance(discord.bot.guild_settings, RedisGuildSettings)
+        finally:
+            for front_end in reversed(service.front_ends):
+                await front_end.stop()
+            await service.pipeline.aclose()
