@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from bot.errors import ConfigError
@@ -128,3 +129,69 @@ async def test_processes_in_two_folders_share_one_circuit_through_the_engine(
         assert code == 0, err
         assert "circuit   OPEN" in out  # not in ./data of this folder: in the engine
         assert not (there / "data" / "oyez.sqlite3").exists()
+
+
+async def test_two_oyez_run_processes_answer_for_each_others_requests(
+    tmp_path: Path,
+    redis_url: str,  # noqa: F811 - the fixture imported above
+) -> None:
+    token = "test-api-token-0123456789"
+    ports = [free_port(), free_port()]
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("OYEZ_")}
+    processes = []
+    for n, port in enumerate(ports):
+        env = environment | {
+            "OYEZ_ENGINE__URL": redis_url,
+            "OYEZ_HTTP__API_TOKEN": token,
+            "OYEZ_HTTP__HOST": "127.0.0.1",
+            "OYEZ_HTTP__PORT": str(port),
+            "OYEZ_DATA_DIR": str(tmp_path / f"data-{n}"),
+        }
+        processes.append(
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bot",
+                "run",
+                cwd=tmp_path,
+                env=env,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+        )
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        async with aiohttp.ClientSession(headers=headers) as session:
+            for port in ports:
+                await until_healthy(session, port)
+            body = {"id": "door-1", "message": "Someone is at the door."}
+            async with session.post(f"http://127.0.0.1:{ports[0]}/api/v1/announce", json=body):
+                pass
+            found: dict[str, object] = {}
+            for _ in range(100):
+                url = f"http://127.0.0.1:{ports[1]}/api/v1/requests/door-1"
+                async with session.get(url) as reply:
+                    if reply.status == 200:
+                        found = await reply.json()
+                        if found["state"] != "queued":
+                            break
+                await asyncio.sleep(0.05)
+        # no speaker here (no Home Assistant): it failed, and the other process says so
+        assert (found.get("request_id"), found.get("state")) == ("door-1", "failed")
+        assert "media_player" in str(found.get("reason"))
+    finally:
+        for process in processes:
+            process.terminate()
+            await process.wait()
+
+
+async def until_healthy(session: aiohttp.ClientSession, port: int) -> None:
+    async with asyncio.timeout(60):
+        while True:
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/healthz") as reply:
+                    if reply.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
