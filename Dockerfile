@@ -55,8 +55,9 @@ USER 10001:10001
 WORKDIR /data
 VOLUME ["/data"]
 
-# Oyez's HTTP server: health and metrics, the API, and the audio that smart speakers fetch.
-EXPOSE 8080
+# Oyez's HTTP server: health and metrics, the API, and the audio that smart speakers fetch;
+# and the Wyoming server (when OYEZ_WYOMING__URI is set, e.g. tcp://0.0.0.0:10200).
+EXPOSE 8080 10200
 
 # Python's urllib, since the slim image has no curl. urlopen raises, and the check fails, on
 # a refused connection or any non-2xx answer.

@@ -51,6 +51,7 @@ SECTION_MODELS: dict[str, str] = {
     "discord": "integrations.discord.settings:DiscordSettings",
     "homeassistant": "integrations.homeassistant.settings:HomeAssistantSettings",
     "schedules": "bot.schedules.model:Schedule",
+    "wyoming": "integrations.wyoming.settings:WyomingSettings",
 }
 
 

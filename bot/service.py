@@ -4,7 +4,8 @@ One :class:`~bot.synthesis.pipeline.SpeechPipeline`, one :class:`~bot.announce.a
 and one HTTP server (:mod:`bot.web.server`) are shared as :class:`~bot.frontend.Parts`. The
 front ends of :data:`integrations.FRONT_ENDS` are built in its order: Discord when
 ``discord.token`` is set, Home Assistant when ``homeassistant.url`` and ``token`` are, the
-scheduler always (alone, it is enough when schedules exist). They start in that order and stop
+Wyoming server when ``wyoming.uri`` is, the scheduler always (alone, it is enough when schedules
+exist). They start in that order and stop
 in reverse; one that ends with an error stops the service (logged, secrets never are).
 """
 

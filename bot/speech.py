@@ -111,6 +111,7 @@ class RequestSource(StrEnum):
     HOMEASSISTANT = "homeassistant"
     SCHEDULE = "schedule"
     HTTP = "http"
+    WYOMING = "wyoming"
 
 
 OptionValue = str | int | float | bool | None

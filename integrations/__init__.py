@@ -1,5 +1,6 @@
 """Outside systems, one sub-package each: the TTS providers (Piper, Segmind, Together, OpenAI),
-Discord and Home Assistant; ``bot/`` reaches them only through the two registries below.
+Discord, Home Assistant and the Wyoming server; ``bot/`` reaches them only through the two
+registries below.
 
 Each entry is ``"module:attribute"``, its module imported only when first used. Adding a
 provider or a front end is a module plus one line here (third-party providers register under
@@ -22,5 +23,6 @@ PROVIDERS: dict[str, str] = {
 FRONT_ENDS: dict[str, str] = {
     "discord": "integrations.discord.service:discord_front_end",
     "homeassistant": "integrations.homeassistant.service:homeassistant_front_end",
+    "wyoming": "integrations.wyoming.service:wyoming_front_end",
     "scheduler": "bot.schedules.service:scheduler_front_end",
 }

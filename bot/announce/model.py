@@ -45,6 +45,7 @@ __all__ = [
 ]
 
 _ENTITY_ID = re.compile(r"^media_player\.[a-z0-9_]+$")
+_SATELLITE_ID = re.compile(r"^assist_satellite\.[a-z0-9_]+$")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
@@ -64,8 +65,10 @@ class Announcement(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     message: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
-    #: Entity ids (one, or a list). With no ``discord`` either: ``announce.media_players``.
+    #: Entity ids (one, or a list). With no other target: ``announce.media_players``.
     media_player: list[str] = Field(default_factory=list)
+    #: Voice satellites: ``assist_satellite.*`` entity ids (one, or a list).
+    satellite: list[str] = Field(default_factory=list)
     #: ``{guild_id, channel_id}`` mappings or names from ``announce.discord_channels`` (or one).
     discord: list[DiscordChannel | str] = Field(default_factory=list)
     voice: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)] | None = None
@@ -74,7 +77,8 @@ class Announcement(BaseModel):
     #: Seconds from ``created_at`` it may wait; after that it is dropped, never spoken late.
     ttl: float | None = Field(None, gt=0, le=86400)
     #: On speakers, first: ``announce.chime_url`` (true), a chime of ``announce.chimes`` (its
-    #: name) or a URL on a host of ``announce.chime_hosts`` (see :func:`chime_source`).
+    #: name) or a URL on a host of ``announce.chime_hosts`` (see :func:`chime_source`); on
+    #: satellites, true without ``announce.chime_url`` is the satellite's own chime.
     chime: bool | Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)] = False
     #: 0 to 1, set on each speaker before and restored after (where it reports its volume).
     volume: float | None = Field(None, ge=0, le=1)
@@ -82,7 +86,7 @@ class Announcement(BaseModel):
     id: str | None = None
     cache: bool = True
 
-    @field_validator("media_player", "discord", mode="before")
+    @field_validator("media_player", "satellite", "discord", mode="before")
     @classmethod
     def _listify(cls, value: Any) -> Any:
         return as_list(value)
@@ -94,6 +98,16 @@ class Announcement(BaseModel):
             if not _ENTITY_ID.match(entity):
                 raise ValueError(
                     f"{entity!r} is not a media player entity id (like media_player.kitchen)"
+                )
+        return list(dict.fromkeys(ids))
+
+    @field_validator("satellite")
+    @classmethod
+    def _satellite_ids(cls, ids: list[str]) -> list[str]:
+        for entity in ids:
+            if not _SATELLITE_ID.match(entity):
+                raise ValueError(
+                    f"{entity!r} is not a voice satellite entity id (like assist_satellite.kitchen)"
                 )
         return list(dict.fromkeys(ids))
 
@@ -194,7 +208,8 @@ class AnnouncementState(StrEnum):
 
 @dataclass(slots=True)
 class TargetResult:
-    """How one target fared: ``target`` is ``media_player.x`` or ``discord:GUILD/CHANNEL``;
+    """How one target fared: ``target`` is ``media_player.x``, ``assist_satellite.x`` or
+    ``discord:GUILD/CHANNEL``;
     ``expired`` that it failed because the announcement's ttl ran out while it waited."""
 
     target: str
@@ -262,7 +277,8 @@ def _masked(text: str | None) -> str | None:
 class Sink(Protocol):
     """Plays announcements on one kind of target.
 
-    ``kind`` is the announcement field it serves (``media_player`` or ``discord``);
+    ``kind`` is the announcement field it serves (``media_player``, ``satellite`` or
+    ``discord``);
     ``profile`` the audio it wants. :meth:`deliver` gets every target of that kind at once (a
     speaker sink synthesizes once for all of its speakers) and returns one result per target,
     in order, plus the utterance that played (None when none did). It must not raise for a

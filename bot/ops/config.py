@@ -323,7 +323,7 @@ class AnnounceSettings(BaseModel):
 
 #: Sections kept as plain mappings (validated by their provider or front end): pydantic cannot
 #: tell that a key inside them takes a JSON value, so :class:`_EnvSource` decodes it.
-_RAW_SECTIONS = ("providers", "discord", "homeassistant")
+_RAW_SECTIONS = ("providers", "discord", "homeassistant", "wyoming")
 
 
 def _decode_json_values(value: Any) -> Any:
@@ -393,6 +393,9 @@ class Settings(BaseSettings):
     )
     homeassistant: dict[str, Any] = Field(
         default_factory=dict, description="Home Assistant (integrations.homeassistant)"
+    )
+    wyoming: dict[str, Any] = Field(
+        default_factory=dict, description="The Wyoming TTS server (integrations.wyoming)"
     )
     http: HttpSettings = Field(default_factory=HttpSettings)
     announce: AnnounceSettings = Field(default_factory=AnnounceSettings)

@@ -48,6 +48,13 @@ def add_schedule_parser(commands: Any) -> None:
         "--media-player", action="append", default=[], metavar="ENTITY", help="repeatable"
     )
     add.add_argument(
+        "--satellite",
+        action="append",
+        default=[],
+        metavar="ENTITY",
+        help="a voice satellite (assist_satellite.*); repeatable",
+    )
+    add.add_argument(
         "--discord",
         action="append",
         default=[],
@@ -83,7 +90,7 @@ def _discord_target(text: str) -> dict[str, int] | str:
 def _line(stored: StoredSchedule, settings: Settings) -> str:
     data = stored.as_json(settings.zone())
     when = f"cron {data['cron']}" if data["cron"] else f"at {data['at']}"
-    targets = [*data["media_player"]] + [
+    targets = [*data["media_player"], *data.get("satellite", [])] + [
         t if isinstance(t, str) else f"discord:{t['guild_id']}/{t['channel_id']}"
         for t in data["discord"]
     ]
@@ -101,6 +108,7 @@ async def _add(args: argparse.Namespace, settings: Settings, book: ScheduleBook)
         "message": args.message,
         "time_zone": args.tz,
         "media_player": args.media_player,
+        "satellite": args.satellite,
         "discord": [_discord_target(t) for t in args.discord],
         "voice": args.voice,
         "provider": args.provider,

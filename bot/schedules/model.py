@@ -162,8 +162,9 @@ class Schedule(BaseModel):
     /api/v1/schedules`` and ``/schedule add``.
 
     Exactly one of ``cron`` (five fields, read in ``time_zone``) and ``at`` (a one-shot,
-    ISO 8601 with a UTC offset). ``time_zone`` None means Oyez's ``time_zone``. ``media_player``
-    and ``discord`` take what an announcement takes; with neither, ``announce.media_players``.
+    ISO 8601 with a UTC offset). ``time_zone`` None means Oyez's ``time_zone``. ``media_player``,
+    ``satellite`` and ``discord`` take what an announcement takes; with none,
+    ``announce.media_players``.
     An alert missed by more than ``grace_s`` seconds (Oyez was not running) is skipped, or
     spoken once late with ``catch_up``.
     """
@@ -184,6 +185,9 @@ class Schedule(BaseModel):
         description="What to say; placeholders {time}, {date}, {weekday}"
     )
     media_player: list[str] = Field(default_factory=list, description="Speakers (entity ids)")
+    satellite: list[str] = Field(
+        default_factory=list, description="Voice satellites (assist_satellite entity ids)"
+    )
     discord: list[DiscordChannel | str] = Field(
         default_factory=list,
         description="Voice channels: GUILD_ID/CHANNEL_ID, {guild_id, channel_id} or a name",
@@ -203,7 +207,7 @@ class Schedule(BaseModel):
         60.0, ge=0, le=86400, description="Lateness still spoken; beyond it, a miss"
     )
 
-    @field_validator("media_player", mode="before")
+    @field_validator("media_player", "satellite", mode="before")
     @classmethod
     def _listify(cls, value: Any) -> Any:
         return as_list(value)
@@ -252,6 +256,14 @@ class Schedule(BaseModel):
     def _entity_ids(cls, value: list[str]) -> list[str]:
         try:
             return Announcement(message="-", media_player=value).media_player
+        except ValidationError as exc:
+            raise ValueError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
+
+    @field_validator("satellite")
+    @classmethod
+    def _satellite_ids(cls, value: list[str]) -> list[str]:
+        try:
+            return Announcement(message="-", satellite=value).satellite
         except ValidationError as exc:
             raise ValueError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
 
@@ -318,6 +330,7 @@ class Schedule(BaseModel):
         return Announcement(
             message=render(self.message, self.local(moment, default_zone)),
             media_player=self.media_player,
+            satellite=self.satellite,
             discord=self.discord,
             voice=self.voice,
             provider=self.provider,
@@ -327,9 +340,12 @@ class Schedule(BaseModel):
 
 
 def target_kinds(schedule: Schedule) -> set[str]:
-    """The sink kinds an alert of ``schedule`` goes to (``media_player``, ``discord``)."""
+    """The sink kinds an alert of ``schedule`` goes to (``media_player``, ``satellite``,
+    ``discord``)."""
     kinds = {"discord"} if schedule.discord else set()
-    if schedule.media_player or not schedule.discord:
+    if schedule.satellite:
+        kinds.add("satellite")
+    if schedule.media_player or not (schedule.discord or schedule.satellite):
         kinds.add("media_player")  # no target at all: announce.media_players
     return kinds
 
@@ -363,9 +379,10 @@ def check_targets(schedule: Schedule, settings: Settings) -> None:
                 f"invalid schedule: discord: unknown target {target!r} "
                 f"(give GUILD_ID/CHANNEL_ID, or a name from announce.discord_channels: {known})"
             )
-    if not schedule.discord and not schedule.media_player and not settings.announce.media_players:
+    given = schedule.discord or schedule.media_player or schedule.satellite
+    if not given and not settings.announce.media_players:
         raise InvalidRequest(
-            "invalid schedule: no target: give media_player and/or discord "
+            "invalid schedule: no target: give media_player, satellite and/or discord "
             "(or set announce.media_players)"
         )
 

@@ -1,5 +1,5 @@
-"""Home Assistant as a front end of ``oyez run``: ``oyez_announce`` events in, speakers out,
-and ``oyez_announce_done`` / ``oyez_announce_failed`` events back.
+"""Home Assistant as a front end of ``oyez run``: ``oyez_announce`` events in, speakers and
+voice satellites out, and ``oyez_announce_done`` / ``oyez_announce_failed`` events back.
 
 Every announcement that ends, whatever its source, is reported so automations can chain on it:
 ``oyez_announce_done`` when every target played it, else ``oyez_announce_failed`` (invalid,
@@ -26,6 +26,7 @@ from bot.frontend import Parts
 from bot.ops.config import HttpSettings
 from bot.speech import RequestSource
 from bot.web.server import is_loopback_url
+from integrations.homeassistant.satellite import SatelliteSink
 from integrations.homeassistant.settings import HomeAssistantSettings
 from integrations.homeassistant.sink import MediaPlayerSink
 from integrations.homeassistant.websocket import (
@@ -193,8 +194,8 @@ def _safe_url(url: str) -> str:
 
 def homeassistant_front_end(parts: Parts) -> HomeAssistantFrontEnd | None:
     """The Home Assistant front end when ``homeassistant.url`` and ``token`` are set (its
-    speaker sink added to the announcer). Raises :class:`~bot.errors.ConfigError` for a wrong
-    ``homeassistant`` section."""
+    speaker and satellite sinks added to the announcer). Raises
+    :class:`~bot.errors.ConfigError` for a wrong ``homeassistant`` section."""
     settings = HomeAssistantSettings.from_settings(parts.settings)
     if not settings.enabled:
         return None
@@ -215,6 +216,9 @@ def homeassistant_front_end(parts: Parts) -> HomeAssistantFrontEnd | None:
         speakers=settings.speakers,
     )
     parts.announcer.add_sink(sink)
+    parts.announcer.add_sink(
+        SatelliteSink(client, parts.pipeline, parts.server.media, parts.settings.announce)
+    )
     front_end = HomeAssistantFrontEnd(client, parts.announcer, settings, parts.settings.http, sink)
     if parts.engine is not None and not parts.engine.embedded:
         front_end.events = parts.engine.duplicate_window()

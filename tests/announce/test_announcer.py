@@ -155,6 +155,9 @@ async def test_no_target_and_unknown_names_and_missing_sinks_are_invalid(tmp_pat
     assert no_bot.code == "invalid"
     assert "the Discord bot is not running" in (no_bot.reason or "")
     assert sink.delivered == []
+    no_ha = await announcer.announce({"message": "hi", "satellite": "assist_satellite.k"}, HTTP)
+    assert no_ha.code == "invalid"
+    assert "cannot announce to satellite targets: Home Assistant" in (no_ha.reason or "")
 
     discord = DiscordRecordingSink()
     announcer.add_sink(discord)

@@ -10,7 +10,7 @@ import pytest
 
 from bot.errors import InvalidRequest
 from bot.ops import config
-from bot.schedules.model import Schedule, check_new, render
+from bot.schedules.model import Schedule, check_new, render, target_kinds
 
 PARIS = ZoneInfo("Europe/Paris")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -183,3 +183,17 @@ def test_new_schedules_must_fire_in_the_future_on_known_targets() -> None:
     with pytest.raises(InvalidRequest, match="no target"):
         check_new(nowhere, settings, now)
     check_new(cron("0 19 * * 2", discord="raid"), settings, now)  # fine
+
+
+def test_a_satellite_is_a_target_of_its_own() -> None:
+    settings = config.load()
+    now = datetime(2026, 3, 3, 12, 0, tzinfo=UTC)
+    schedule = cron("0 19 * * 2", satellite="assist_satellite.kitchen")
+    check_new(schedule, settings, now)  # a target, though announce.media_players is empty
+    assert target_kinds(schedule) == {"satellite"}
+    both = cron("0 19 * * 2", satellite="assist_satellite.kitchen", media_player="media_player.x")
+    assert target_kinds(both) == {"satellite", "media_player"}
+    alert = schedule.announcement(now, UTC)
+    assert alert.satellite == ["assist_satellite.kitchen"]
+    with pytest.raises(InvalidRequest, match="is not a voice satellite entity id"):
+        cron("0 19 * * 2", satellite="media_player.kitchen")

@@ -3,8 +3,9 @@
 - :func:`install` runs ``tests/support/install_homeassistant.sh`` (idempotent: a cached virtual
   environment under ``~/.cache/oyez`` is reused) and returns the venv.
 - :class:`HomeAssistant` writes a ``configuration.yaml`` (the demo integration on a free
-  loopback port), starts ``hass -c DIR --skip-pip``, waits for ``GET /api/onboarding``, gets
-  an administrator's long-lived token through the onboarding API, and can restart mid-test.
+  loopback port, media sources, Oyez's ffmpeg as Home Assistant's), starts ``hass -c DIR
+  --skip-pip``, waits for ``GET /api/onboarding``, gets an administrator's long-lived token
+  through the onboarding API, and can restart mid-test.
 - :class:`Observer` is the test's own websocket connection (deliberately not Oyez's client):
   it records events of chosen types, fires events, reads states and calls services.
 - The ``homeassistant`` session fixture: skips with the reason when Home Assistant cannot be
@@ -30,6 +31,8 @@ from typing import Any, Self
 
 import aiohttp
 import pytest
+
+from bot.audio.transcode import find_ffmpeg
 
 __all__ = [
     "REQUIRED",
@@ -61,6 +64,9 @@ http:
 api:
 websocket_api:
 demo:
+media_source:
+ffmpeg:
+  ffmpeg_bin: {ffmpeg}
 """
 
 
@@ -106,7 +112,10 @@ class HomeAssistant:
         self.token: str | None = None
         self._process: subprocess.Popen[bytes] | None = None
         config_dir.mkdir(parents=True, exist_ok=True)
-        (config_dir / "configuration.yaml").write_text(CONFIGURATION.format(port=port))
+        # Home Assistant's own ffmpeg (TTS audio to MP3, announcements to satellites): the one
+        # Oyez uses, as the machine may have none on the PATH
+        configuration = CONFIGURATION.format(port=port, ffmpeg=find_ffmpeg())
+        (config_dir / "configuration.yaml").write_text(configuration)
 
     @property
     def url(self) -> str:

@@ -1,0 +1,1 @@
+"""Wyoming: Oyez as a text-to-speech engine for Home Assistant and other Wyoming clients."""
