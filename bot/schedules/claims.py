@@ -6,7 +6,8 @@ process that means to speak it first :meth:`~FireClaims.claim`\\ s it for a leas
 ``lease_s`` seconds, :meth:`~FireClaims.renew`\\ s the lease while the announcement is under
 way and marks it :meth:`~FireClaims.done` once delivered. Another process that finds it
 ``HELD`` waits; a lease that ran out (its holder died) is won by the next claim, so the firing
-is still spoken within its grace.
+is still spoken within its grace. A holder that dies after speaking but before marking it done
+has it spoken again: at least once, never lost.
 
 Two implementations: :class:`LocalClaims` (embedded: one process, in memory) and
 :class:`RedisClaims` (every process sharing one Redis; chosen by :mod:`bot.ops.engine`).
