@@ -21,6 +21,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from redis.exceptions import RedisError
+
 from bot.errors import (
     BudgetExceeded,
     InsufficientCredits,
@@ -294,8 +296,26 @@ class Dispatcher:
         (event-loop times). ``on_chunk`` gets each chunk as it arrives; once it has had one, a
         failed call is not retried (the audio would start again). Raises :class:`RateLimited`,
         :class:`RequestExpired`, :class:`InsufficientCredits`, :class:`BudgetExceeded` or the
-        provider's :class:`ProviderError`.
+        provider's :class:`ProviderError` (also when the shared engine holding the books or the
+        bucket cannot be reached: the fallback chain then speaks).
         """
+        try:
+            return await self._synthesize(provider, request, job, wait_until, expiry, on_chunk)
+        except RedisError as exc:
+            log.warning("request %s: the shared engine cannot be reached: %s", request.id, exc)
+            raise ProviderError(
+                provider.name, f"the shared engine (engine.url) cannot be reached: {exc}"
+            ) from None
+
+    async def _synthesize(
+        self,
+        provider: Provider,
+        request: SpeechRequest,
+        job: SynthesisJob,
+        wait_until: float | None,
+        expiry: float | None,
+        on_chunk: Callable[[AudioChunk], Awaitable[None]] | None,
+    ) -> Dispatched:
         await self.check_money(provider, job.voice, request)
         limiter = self.limiter(provider, job.voice)
         job = dataclasses.replace(job, gate=_gate(limiter))  # its polls count in the bucket too

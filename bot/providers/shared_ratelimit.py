@@ -172,6 +172,8 @@ class SharedRateLimiter(RateLimiter):
     ) -> float:
         started = _loop_time()
         granted = await super().acquire(ticket=ticket, priority=priority, timeout_s=timeout_s)
+        if not self.shared:
+            return granted
         lease = uuid.uuid4().hex
         try:
             at = await self._turn(lease, started, timeout_s)
@@ -189,8 +191,16 @@ class SharedRateLimiter(RateLimiter):
     async def count(self, *, timeout_s: float | None = None) -> float:
         started = _loop_time()
         counted = await super().count(timeout_s=timeout_s)
-        await self._turn("", started, timeout_s)
+        if self.shared:
+            await self._turn("", started, timeout_s)
         return counted
+
+    @property
+    def shared(self) -> bool:
+        """Whether there is anything to share: a limit or a concurrency cap. A bucket with
+        neither (a local engine such as Piper) stays this process's, and never waits on the
+        server."""
+        return self.shared_limit is not None or self.max_concurrent is not None
 
     async def _turn(self, lease: str, started: float, timeout_s: float | None) -> int:
         """Ask the cluster until it grants a turn; the grant instant (server ms)."""
@@ -239,6 +249,8 @@ class SharedRateLimiter(RateLimiter):
         """Pause this process (as :class:`RateLimiter` does) and every other one: the same
         wait, the refused call out of the shared window, a lower limit learned cluster-wide."""
         wait = super().pause(retry_after_s, refused)
+        if not self.shared:
+            return wait  # a bucket of this process's own, which keeps what it learns
         self.learned_limit = None  # the cluster learns it, from every process's calls
         at = self.server_grants.pop(refused, None) if refused is not None else None
         hint = "" if retry_after_s is None else _ms(retry_after_s)

@@ -19,7 +19,10 @@ from bot.providers.base import ProviderRegistry
 from bot.providers.dispatch import Dispatcher
 from bot.providers.ratelimit import RateLimiter, WaitExpired
 from bot.providers.shared_ratelimit import SharedRateLimiter
-from bot.speech import Voice
+from bot.speech import SpeechRequest, Voice
+from bot.synthesis.pipeline import SpeechPipeline
+from tests.fakes.segmind import DEFAULT_API_KEY, FakeSegmind
+from tests.support.homeassistant import free_port
 from tests.support.redis_server import redis_server, redis_url  # noqa: F401
 
 WINDOW_S, LIMIT, AT_ONCE = 0.5, 5, 2
@@ -149,3 +152,39 @@ async def test_the_engine_makes_the_dispatchers_buckets_shared(
     async with await Engine.open(config.load(data_dir=tmp_path).engine) as embedded:
         own = Dispatcher(settings, embedded.books(tmp_path), embedded.limiter_factory())
         assert type(own.limiter(provider, voice)) is RateLimiter
+
+
+async def test_a_bucket_with_nothing_to_share_never_asks_the_server() -> None:
+    port = free_port()  # nothing listens there: any command would fail
+    client = Redis.from_url(f"redis://127.0.0.1:{port}/0", decode_responses=True)
+    try:
+        local = SharedRateLimiter("piper", client)
+        granted = await local.acquire(timeout_s=1)
+        local.release()
+        local.succeeded(granted=granted)
+        await local.count(timeout_s=1)
+        local.pause(0.01)
+        assert not local.shared
+    finally:
+        await client.aclose()
+
+
+async def test_a_paid_provider_falls_back_when_the_engine_is_down(tmp_path: Path) -> None:
+    port = free_port()
+    async with FakeSegmind() as fake:
+        settings = config.load(
+            data_dir=tmp_path,
+            providers={"segmind": {"api_key": DEFAULT_API_KEY, "base_url": fake.base_url}},
+        )
+        client = Redis.from_url(f"redis://127.0.0.1:{port}/0", decode_responses=True)
+        engine = Engine(settings.engine, client)  # as if its server went away after the start
+        dispatcher = Dispatcher(settings, engine.books(tmp_path), engine.limiter_factory())
+        pipeline = SpeechPipeline(settings, dispatcher=dispatcher)
+        try:
+            spoken = await pipeline.speak(SpeechRequest(text="Hello.", provider="segmind"))
+            assert spoken.voice.provider == "piper"  # local: it needs no engine
+            assert "the shared engine (engine.url) cannot be reached" in spoken.fallbacks[0].reason
+            assert fake.billed_calls == 0
+        finally:
+            await pipeline.aclose()
+            await client.aclose()
