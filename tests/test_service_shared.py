@@ -24,7 +24,7 @@ from bot.synthesis.flights import RedisFlights
 from bot.web.media import SharedMediaStore
 from integrations.discord.service import DiscordFrontEnd
 from integrations.discord.shared_stores import RedisGuildSettings, RedisPreferences
-from tests.support.redis_server import redis_server, redis_url  # noqa: F401
+from tests.support.redis_server import RedisServer, redis_server, redis_url  # noqa: F401
 from tests.support.sinks import RecordingSink
 
 TOKEN = "api-token-for-tests-0123"
@@ -148,3 +148,44 @@ async def test_the_discord_bot_keeps_its_users_and_servers_choices_in_the_engine
             for front_end in reversed(service.front_ends):
                 await front_end.stop()
             await service.pipeline.aclose()
+
+
+async def test_with_the_engine_down_an_announcement_is_still_spoken(
+    tmp_path: Path,
+    redis_server: RedisServer,  # noqa: F811 - for its binary: the test stops a server of its own
+) -> None:
+    (tmp_path / "redis").mkdir()
+    own = RedisServer(redis_server.binary, tmp_path / "redis")
+    own.start()
+    settings = config.load(
+        data_dir=tmp_path / "data",
+        engine={"url": own.url},
+        http={"host": "127.0.0.1", "port": 0, "api_token": TOKEN},
+    )
+    try:
+        async with await Engine.open(settings.engine) as engine:
+            service = Service(settings, engine=engine)
+            sink = RecordingSink()
+            service.announcer.add_sink(sink)
+            await service.build()
+            serving = asyncio.create_task(service.serve())
+            try:
+                while service.server.port is None:  # noqa: ASYNC110 - started by serve()
+                    await asyncio.sleep(0.01)
+                running = Running(service, sink, serving)
+                own.stop()  # the engine goes away
+                body = {"id": "down-1", "message": MESSAGE, "media_player": "media_player.kitchen"}
+                status, _ = await call("POST", running.url("/announce"), body)
+                assert status == 202
+                await asyncio.wait_for(sink.arrived.wait(), 10)
+                for _ in range(100):
+                    status, found = await call("GET", running.url("/requests/down-1"))
+                    if found.get("state") == "done":
+                        break
+                    await asyncio.sleep(0.05)
+                assert found["state"] == "done"  # spoken: maybe twice, never lost
+            finally:
+                serving.cancel()
+                await asyncio.gather(serving, return_exceptions=True)
+    finally:
+        own.stop()

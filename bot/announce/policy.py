@@ -3,6 +3,7 @@ passes) and the same message to the same target within ``announce.duplicate_wind
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -13,6 +14,8 @@ from bot.ops.config import Settings
 from bot.speech import Priority
 
 __all__ = ["Suppression"]
+
+log = logging.getLogger(__name__)
 
 
 class Suppression:
@@ -55,7 +58,11 @@ class Suppression:
             return None
         text = " ".join(announcement.message.casefold().split())
         keys = {str(t): f"{text}\n{t}" for t in targets}
-        earlier = await self.window.claim(list(keys.values()), request_id, window)
+        try:
+            earlier = await self.window.claim(list(keys.values()), request_id, window)
+        except Exception as exc:  # a shared window that cannot be reached: spoken, maybe twice
+            log.warning("request %s: the duplicate window cannot be read: %s", request_id, exc)
+            return None
         if earlier is not None:
             return "duplicate", (
                 f"the same message went to the same target within {window:g} s (request {earlier})"
@@ -71,4 +78,7 @@ class Suppression:
         chosen = [key for target, key in keys.items() if targets is None or target in targets]
         for target in [t for t in keys if targets is None or t in targets]:
             del keys[target]
-        await self.window.forget(chosen, request_id)
+        try:
+            await self.window.forget(chosen, request_id)
+        except Exception as exc:  # it stays a duplicate until the window passes
+            log.warning("request %s: the duplicate window cannot be written: %s", request_id, exc)

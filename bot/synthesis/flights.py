@@ -163,7 +163,12 @@ async def flown(
             return await make()
         if leading:
             return await _lead(flights, key, make, lease_s)
-        if not await flights.wait(key, wait_s):
+        try:
+            landed = await flights.wait(key, wait_s)
+        except Exception as exc:
+            log.warning("synthesis flights cannot be reached (%s): synthesizing here", exc)
+            return await make()
+        if not landed:
             log.warning("%s: another process is still synthesizing it: synthesizing here", key)
             return await make()
         found = await cached()
