@@ -161,8 +161,8 @@ async def flown(
         except Exception as exc:
             log.warning("synthesis flights cannot be reached (%s): synthesizing here", exc)
             return await make()
-        if leading:
-            return await _lead(flights, key, make, lease_s)
+        if leading:  # a flight may have landed since the caller missed: look again first
+            return await _lead(flights, key, _first_cached(cached, make), lease_s)
         try:
             landed = await flights.wait(key, wait_s)
         except Exception as exc:
@@ -174,6 +174,16 @@ async def flown(
         found = await cached()
         if found is not None:
             return found
+
+
+def _first_cached(
+    cached: Callable[[], Awaitable[T | None]], make: Callable[[], Awaitable[T]]
+) -> Callable[[], Awaitable[T]]:
+    async def either() -> T:
+        found = await cached()
+        return found if found is not None else await make()
+
+    return either
 
 
 async def _lead(flights: Flights, key: str, make: Callable[[], Awaitable[T]], lease_s: float) -> T:

@@ -90,9 +90,8 @@ async def test_three_processes_missing_one_sentence_at_once_pay_once(
         assert sum(u.cached for u in spoken) == 9
         assert {u.voice.provider for u in spoken} == {"segmind"}
         assert len({u.audio for u in spoken}) == 1
-        started = time.perf_counter()
         later = await pipelines[2].speak(SpeechRequest(text=ask, provider="segmind"))
-        assert later.cached and time.perf_counter() - started < 0.5  # another process's audio
+        assert later.cached  # another process's audio
         assert fake.billed_calls == 1
     finally:
         for pipeline in pipelines:
