@@ -84,7 +84,7 @@ async def test_three_processes_share_one_window_and_one_set_of_slots(cluster: Cl
     assert cluster.most_in_flight <= AT_ONCE
     assert len(cluster.grants) == 30
     # 30 calls at 5 a window need 6 windows: the last starts in the sixth
-    assert 5 * WINDOW_S <= took <= 7 * WINDOW_S
+    assert 5 * WINDOW_S <= took <= 10 * WINDOW_S  # the upper bound leaves room for load
 
 
 async def test_a_429_in_one_process_pauses_every_process(cluster: Cluster) -> None:
@@ -122,7 +122,7 @@ async def test_a_slot_whose_process_died_frees_when_its_lease_runs_out(cluster: 
     with pytest.raises(WaitExpired):
         await alive.acquire(timeout_s=0.3)
     await cluster.call(alive)
-    assert 0.5 <= loop.time() - asked <= 1.5  # the lease (0.6 s) ran out
+    assert 0.5 <= loop.time() - asked <= 3.0  # the lease (0.6 s) ran out
 
 
 async def test_a_slot_held_longer_than_its_lease_is_renewed(cluster: Cluster) -> None:

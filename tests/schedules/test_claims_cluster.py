@@ -210,9 +210,5 @@ async def test_a_process_without_the_targets_sink_leaves_the_firing_to_one_with_
             for scheduler, announcer in zip(schedulers, announcers, strict=True):
                 await scheduler.stop()
                 await announcer.aclose()
+    # each one, by the process with the sink (had the deaf one claimed any, it would be lost)
     assert [text for _, text in sink.heard] == [f"Alert {n}." for n in range(len(firings))]
-    due = [first + timedelta(seconds=n * SPACING_S) for n in range(len(firings))]
-    assert all(
-        (heard - when).total_seconds() < 0.5
-        for (heard, _), when in zip(sink.heard, due, strict=True)
-    )
