@@ -195,3 +195,11 @@ async def until_healthy(session: aiohttp.ClientSession, port: int) -> None:
             except aiohttp.ClientError:
                 pass
             await asyncio.sleep(0.1)
+
+
+async def test_check_config_shows_the_engine_url_without_its_password(tmp_path: Path) -> None:
+    env = {"OYEZ_ENGINE__URL": "redis://:s3cret-engine-pass@redis:6379/0"}
+    code, out, err = await oyez("check-config", cwd=tmp_path, env=env)
+    assert code == 0, err
+    assert "url: redis://:********@redis:6379/0" in out
+    assert "s3cret-engine-pass" not in out + err
