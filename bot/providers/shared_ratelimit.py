@@ -17,7 +17,8 @@ script, run atomically on the server's clock, holds what all the processes share
   coarser probe than :class:`RateLimiter`'s, which raises it step by step).
 
 Keys under the engine's prefix ``P``: ``P limit:<name>`` (hash: phase, pause, learned limit),
-``P limit:<name>:w:<k>`` (calls started in window k), ``P limit:<name>:leases`` (sorted set).
+``P limit:<name>:w:<phase>:<k>`` (calls started in window k of that phase), ``P
+limit:<name>:leases`` (sorted set).
 
 Not shared (kept per process): the headroom a provider reports on a success
 (``x-ratelimit-remaining``), and the consecutive 429s that grow the backoff without a hint.
@@ -77,7 +78,7 @@ if limit then
   local opening = k == 0 and redis.call('HGET', KEYS[1], 'hinted') ~= '1'
   if now < start + guard and not opening then return {0, start + guard - now} end
   if now > start + window - guard then return {0, start + window + guard - now} end
-  local count_key = KEYS[1] .. ':w:' .. k
+  local count_key = KEYS[1] .. ':w:' .. phase .. ':' .. k
   if tonumber(redis.call('GET', count_key) or '0') >= limit then
     return {0, start + window + guard - now}
   end
@@ -99,7 +100,7 @@ local s = redis.call('HMGET', KEYS[1], 'phase', 'paused_until')
 local phase = tonumber(s[1])
 if phase and ARGV[2] ~= '' then
   local k = math.floor((tonumber(ARGV[2]) - phase) / window)
-  local count_key = KEYS[1] .. ':w:' .. k
+  local count_key = KEYS[1] .. ':w:' .. phase .. ':' .. k
   if tonumber(redis.call('GET', count_key) or '0') > 0 then redis.call('DECR', count_key) end
 end
 local wait = tonumber(ARGV[6])
@@ -107,7 +108,7 @@ if ARGV[1] ~= '' then
   wait = tonumber(ARGV[1])
   if phase then
     local k = math.floor((now - phase) / window)
-    local accepted = tonumber(redis.call('GET', KEYS[1] .. ':w:' .. k) or '0')
+    local accepted = tonumber(redis.call('GET', KEYS[1] .. ':w:' .. phase .. ':' .. k) or '0')
     local limit = tonumber(ARGV[4])
     if accepted >= 1 and (not limit or accepted < limit) then
       redis.call('HSET', KEYS[1], 'learned', accepted,
