@@ -20,9 +20,10 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from redis.asyncio import Redis
+if TYPE_CHECKING:  # redis is imported only when engine.url is set (bot.ops.engine)
+    from redis.asyncio import Redis
 
 __all__ = [
     "KEPT",

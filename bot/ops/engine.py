@@ -25,18 +25,13 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 from urllib.parse import urlsplit, urlunsplit
-
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.exceptions import RedisError
 
 from bot.announce.shared import (
     DuplicateWindow,
     LocalDuplicateWindow,
     LocalStatusBoard,
-    RedisDuplicateWindow,
-    RedisStatusBoard,
     StatusBoard,
 )
 from bot.errors import ConfigError
@@ -44,13 +39,16 @@ from bot.ops.config import EngineSettings, Settings
 from bot.ops.logs import register_secret
 from bot.providers.books import Books
 from bot.providers.credits import Ledger
-from bot.providers.ratelimit import RateLimiter
-from bot.providers.redis_ledger import RedisLedger
-from bot.providers.shared_ratelimit import SharedRateLimiter
-from bot.schedules.claims import FireClaims, LocalClaims, RedisClaims
-from bot.synthesis.flights import Flights, LocalFlights, RedisFlights
-from bot.web.media import SharedMediaStore
-from bot.web.server import MediaStore
+from bot.schedules.claims import FireClaims, LocalClaims
+from bot.synthesis.flights import Flights, LocalFlights
+
+# redis-py (~0.15 s to import) and the shared stores are imported when engine.url is set: one
+# process (`oyez say`, the default `oyez run`) never pays for them.
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from bot.providers.ratelimit import RateLimiter
+    from bot.web.server import MediaStore
 
 __all__ = [
     "CONNECT_TIMEOUT_S",
@@ -105,6 +103,9 @@ class Engine:
         answer within :data:`CONNECT_TIMEOUT_S`."""
         if settings.url is None:
             return cls(settings)
+        from redis.asyncio import BlockingConnectionPool, Redis
+        from redis.exceptions import RedisError
+
         password = urlsplit(settings.url).password
         if password:
             register_secret(password)
@@ -142,6 +143,8 @@ class Engine:
         the SQLite ledger in ``data_dir``."""
         if self.client is None:
             return Ledger(data_dir, now=now)
+        from bot.providers.redis_ledger import RedisLedger
+
         return RedisLedger(self.client, self.settings.key_prefix, now=now)
 
     def limiter_factory(self) -> Callable[..., RateLimiter] | None:
@@ -149,6 +152,8 @@ class Engine:
         every process) when a server is configured; None when embedded (its own)."""
         if self.client is None:
             return None
+        from bot.providers.shared_ratelimit import SharedRateLimiter
+
         return functools.partial(
             SharedRateLimiter, client=self.client, prefix=self.settings.key_prefix
         )
@@ -157,6 +162,8 @@ class Engine:
         """Which process speaks each schedule firing: shared when a server is configured."""
         if self.client is None:
             return LocalClaims()
+        from bot.schedules.claims import RedisClaims
+
         return RedisClaims(self.client, self.settings.key_prefix)
 
     def flights(self) -> Flights:
@@ -164,18 +171,24 @@ class Engine:
         is configured."""
         if self.client is None:
             return LocalFlights()
+        from bot.synthesis.flights import RedisFlights
+
         return RedisFlights(self.client, self.settings.key_prefix)
 
     def duplicate_window(self) -> DuplicateWindow:
         """Which message went to which target lately: shared when a server is configured."""
         if self.client is None:
             return LocalDuplicateWindow()
+        from bot.announce.shared import RedisDuplicateWindow
+
         return RedisDuplicateWindow(self.client, self.settings.key_prefix)
 
     def status_board(self) -> StatusBoard:
         """Announcements' latest statuses: shared when a server is configured."""
         if self.client is None:
             return LocalStatusBoard()
+        from bot.announce.shared import RedisStatusBoard
+
         return RedisStatusBoard(self.client, self.settings.key_prefix)
 
     def media_store(self, settings: Settings) -> MediaStore | None:
@@ -183,6 +196,8 @@ class Engine:
         mount) when a server is configured; None when embedded (the server's own store)."""
         if self.client is None:
             return None
+        from bot.web.media import SharedMediaStore
+
         http = settings.http
         return SharedMediaStore(settings.data_dir / "media", http.base_url(), http.media_ttl_s)
 

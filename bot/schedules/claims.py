@@ -21,9 +21,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from redis.asyncio import Redis
+if TYPE_CHECKING:  # redis is imported only when engine.url is set (bot.ops.engine)
+    from redis.asyncio import Redis
 
 __all__ = ["DONE_KEPT_S", "Claim", "FireClaims", "LocalClaims", "RedisClaims", "firing_id"]
 

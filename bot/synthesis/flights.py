@@ -19,9 +19,10 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from redis.asyncio import Redis
+if TYPE_CHECKING:  # redis is imported only when engine.url is set (bot.ops.engine)
+    from redis.asyncio import Redis
 
 __all__ = ["FLIGHT_LEASE_S", "Flights", "LocalFlights", "RedisFlights", "flown"]
 
