@@ -165,14 +165,21 @@ class OyezServer:
     """The aiohttp application and its lifecycle.
 
     ``announcer`` enables ``POST /api/v1/announce`` and ``GET /api/v1/requests/{id}`` (when
-    ``settings.api_token`` is set).
+    ``settings.api_token`` is set). ``media`` replaces the default :class:`MediaStore` in
+    ``<data_dir>/media`` (several processes share :class:`bot.web.media.SharedMediaStore`).
     """
 
     def __init__(
-        self, settings: HttpSettings, data_dir: Path, announcer: Announcer | None = None
+        self,
+        settings: HttpSettings,
+        data_dir: Path,
+        announcer: Announcer | None = None,
+        media: MediaStore | None = None,
     ) -> None:
         self.settings = settings
-        self.media = MediaStore(data_dir / "media", settings.base_url(), settings.media_ttl_s)
+        self.media = media or MediaStore(
+            data_dir / "media", settings.base_url(), settings.media_ttl_s
+        )
         self.announcer = announcer
         self.app = web.Application(client_max_size=MAX_BODY, middlewares=[json_errors])
         self.app.router.add_get("/media/{name}", self.media.handle)  # HEAD too
@@ -246,10 +253,10 @@ class OyezServer:
 
     async def _request(self, request: web.Request) -> web.StreamResponse:
         assert self.announcer is not None
-        status = self.announcer.status(request.match_info["id"])
+        status = await self.announcer.find(request.match_info["id"])
         if status is None:
             return json_error(404, "no such request (requests are kept for a while, not forever)")
-        return web.json_response(status.as_json())
+        return web.json_response(status)
 
     async def start(self) -> None:
         """Listen on ``host:port`` (port 0: any free port, then in :attr:`port`)."""
