@@ -54,13 +54,24 @@ FINISH_GRACE_S = 30.0
 class Playback:
     """What every speaker of one announcement plays: the published MP3 at ``url``, its
     ``title``, at ``volume`` (0 to 1; None: as it is), ``length_s`` seconds long; ``request``
-    is the announcement's speech request (its id in the logs, its priority, its expiry)."""
+    is the announcement's speech request (its id in the logs, its priority, its expiry).
+
+    An MP3 still being made (served as it grows) has ``made``: its length in seconds once all
+    of it is made (what was made, should the rest fail); ``length_s`` is then unknown (0).
+    """
 
     url: str
     title: str
     volume: float | None
     length_s: float
     request: SpeechRequest
+    made: asyncio.Future[float] | None = None
+
+    async def length(self) -> float:
+        """Seconds long; for one still being made, once it is made."""
+        if self.made is None:
+            return self.length_s
+        return await asyncio.shield(self.made)
 
     @property
     def priority(self) -> Priority:
@@ -205,6 +216,9 @@ class SpeakerVisit:
     async def play(self, playback: Playback) -> TargetResult:
         """Start ``playback`` (its volume set first). Never raises: a failure is the result."""
         request = playback.request
+        # only a whole file has a length to tell such a speaker
+        if self.speaker.content_length and await playback.length() <= 0:
+            return self._result("no audio was made")
         late = request.overdue_s()
         if late > 0:
             return self._result(
@@ -271,14 +285,15 @@ class SpeakerVisit:
         ``media_duration`` of its length), when it stops doing so (at most
         :data:`FINISH_GRACE_S` later)."""
         loop = asyncio.get_running_loop()
-        end = self._started + playback.length_s + self.margin_s
+        length_s = await playback.length()
+        end = self._started + length_s + self.margin_s
         await asyncio.sleep(max(end - loop.time(), 0.0))
         while loop.time() < end + FINISH_GRACE_S:
             try:
                 state = await self._state()
             except HomeAssistantError:
                 return
-            if state is None or not _reports_playing(state, playback):
+            if state is None or not _reports_playing(state, playback.url, length_s):
                 return
             await asyncio.sleep(POLL_S)
 
@@ -339,14 +354,12 @@ class SpeakerVisit:
         return True
 
 
-def _reports_playing(state: dict[str, Any], playback: Playback) -> bool:
-    """Whether ``state`` says the player is still playing ``playback`` itself: its URL, and a
-    ``media_duration`` of its length (a player that keeps an old duration, as Home Assistant's
-    demo players do, is judged by the length alone)."""
+def _reports_playing(state: dict[str, Any], url: str, length_s: float) -> bool:
+    """Whether ``state`` says the player is still playing the announcement at ``url`` itself:
+    its URL, and a ``media_duration`` of its length (a player that keeps an old duration, as
+    Home Assistant's demo players do, is judged by the length alone)."""
     attributes = state.get("attributes") or {}
-    if state.get("state") != "playing" or attributes.get("media_content_id") != playback.url:
+    if state.get("state") != "playing" or attributes.get("media_content_id") != url:
         return False
     duration = _number(attributes.get("media_duration"))
-    return duration is not None and abs(duration - playback.length_s) <= max(
-        1.0, 0.1 * playback.length_s
-    )
+    return duration is not None and abs(duration - length_s) <= max(1.0, 0.1 * length_s)
