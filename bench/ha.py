@@ -268,11 +268,13 @@ async def rounds(ways: list[Way], kind: str, messages: list[str]) -> None:
     """Every way says each message, in turn; every other round in reverse order."""
     for i, message in enumerate(messages):
         order = ways if i % 2 == 0 else ways[::-1]
+        measured = []
         for way in order:
             sample = await way.run(message)
             way.samples.setdefault(kind, []).append(sample)
+            measured.append(f"{way.name} {sample.first_s * 1000:.0f}/{sample.full_s * 1000:.0f}")
             await asyncio.sleep(SETTLE_S)
-        print(f"{kind} {i + 1}/{len(messages)}", file=sys.stderr)
+        print(f"{kind} {i + 1}/{len(messages)}: {'; '.join(measured)} ms", file=sys.stderr)
 
 
 @contextlib.asynccontextmanager

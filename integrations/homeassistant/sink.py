@@ -4,7 +4,8 @@ Made once for all speakers, published at an expiring URL (:class:`~bot.web.serve
 then given to each speaker's line (:class:`~integrations.homeassistant.speakers.SpeakerQueues`):
 one announcement at a time per speaker, all speakers at once. At each speaker a
 :class:`~integrations.homeassistant.visit.SpeakerVisit` reads its state (``play_media`` on a
-missing or ``unavailable`` entity "succeeds", so that is checked first), sets the volume, calls
+missing or ``unavailable`` entity "succeeds", so that is checked: first, or alongside
+``play_media`` when nothing else is needed from the state), sets the volume, calls
 ``play_media`` and puts the speaker back after. A chime is mixed into the same MP3
 (:mod:`bot.audio.mix`): a second ``play_media`` would cut the first one short.
 

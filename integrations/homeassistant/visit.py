@@ -3,8 +3,9 @@
 A visit is a run of announcements played back to back on one ``media_player``
 (:class:`~integrations.homeassistant.speakers.SpeakerQueues` makes them). Before the first,
 its state is kept (:class:`Snapshot`); each announcement is a ``play_media`` (its volume set
-first); after the last, the volume is put back and, on a speaker without announce support, what
-was playing is played again from where it was.
+first; sent while the state is read when the speaker announces and no volume is to be set);
+after the last, the volume is put back and, on a speaker without announce support, what was
+playing is played again from where it was.
 
 Home Assistant 2025.4 facts used here (``homeassistant/components/media_player/const.py``,
 ``__init__.py``; ``components/sonos/media_player.py``): ``MediaPlayerEntityFeature`` bits
@@ -161,6 +162,8 @@ class StateReader:
 
     def __init__(self, client: HomeAssistantClient) -> None:
         self.client = client
+        #: Each speaker's ``supported_features`` as last read (they hardly ever change).
+        self.features: dict[str, int] = {}
         self._pending: asyncio.Task[list[dict[str, Any]]] | None = None
 
     async def state(self, entity_id: str) -> dict[str, Any] | None:
@@ -172,7 +175,10 @@ class StateReader:
             self._pending = pending
             pending.add_done_callback(self._done)
         states = await asyncio.shield(pending)
-        return next((s for s in states if s.get("entity_id") == entity_id), None)
+        found = next((s for s in states if s.get("entity_id") == entity_id), None)
+        if found is not None:
+            self.features[entity_id] = Snapshot.of(found).features
+        return found
 
     def _done(self, task: asyncio.Task[list[dict[str, Any]]]) -> None:
         if self._pending is task:
@@ -224,18 +230,54 @@ class SpeakerVisit:
             return self._result(
                 f"its ttl ran out while the speaker was busy ({late:.0f} s late)", expired=True
             )
+        if self._blind(playback):
+            return await self._play_while_reading(playback)
         try:
             state = await self._state()
         except HomeAssistantError as exc:
             return self._result(f"Home Assistant: {exc}")
-        if state is None:
-            return self._result("Home Assistant has no such entity")
-        if state.get("state") == "unavailable":
-            return self._result("the speaker is unavailable in Home Assistant")
+        problem = _unplayable(state)
+        if problem is not None:
+            return self._result(problem)
+        assert state is not None
         if self.snapshot is None:
             self.snapshot = Snapshot.of(state)
-        announce = self.snapshot.announces(self.speaker)
         await self._set_volume(playback)
+        return await self._start(playback, announce=self.snapshot.announces(self.speaker))
+
+    def _blind(self, playback: Playback) -> bool:
+        """Whether ``play_media`` needs nothing from the speaker's state: it announces (said
+        so, or its features as last read say so) and no volume is to be set or put back."""
+        if self._level is not None or (playback.volume is not None and self.speaker.set_volume):
+            return False
+        if self.snapshot is not None:
+            return self.snapshot.announces(self.speaker)
+        if self.speaker.mode is SpeakerMode.AUTO:
+            return bool(self.states.features.get(self.entity_id, 0) & MEDIA_ANNOUNCE)
+        return self.speaker.mode is SpeakerMode.ANNOUNCE
+
+    async def _play_while_reading(self, playback: Playback) -> TargetResult:
+        """``play_media`` while the state is read (one round trip fewer before the speaker
+        has the URL); a missing or unavailable speaker still fails."""
+        reading = asyncio.ensure_future(self._state())
+        try:
+            result = await self._start(playback, announce=True)
+            state = await reading
+        except HomeAssistantError as exc:
+            return self._result(f"Home Assistant: {exc}")
+        finally:
+            reading.cancel()
+        problem = _unplayable(state)
+        if problem is not None:
+            return self._result(problem)
+        assert state is not None
+        if self.snapshot is None:
+            self.snapshot = Snapshot.of(state)
+        return result
+
+    async def _start(self, playback: Playback, *, announce: bool) -> TargetResult:
+        """``play_media``; its failure is the result."""
+        request = playback.request
         try:
             await self._call("play_media", play_media_data(playback, announce=announce))
         except HomeAssistantError as exc:
@@ -352,6 +394,15 @@ class SpeakerVisit:
             log.warning("%s: %s failed while putting it back: %s", self.entity_id, service, exc)
             return False
         return True
+
+
+def _unplayable(state: dict[str, Any] | None) -> str | None:
+    """Why a speaker in ``state`` cannot play (None: it can)."""
+    if state is None:
+        return "Home Assistant has no such entity"
+    if state.get("state") == "unavailable":
+        return "the speaker is unavailable in Home Assistant"
+    return None
 
 
 def _reports_playing(state: dict[str, Any], url: str, length_s: float) -> bool:

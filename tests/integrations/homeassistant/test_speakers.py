@@ -437,3 +437,60 @@ async def test_an_announcement_to_several_speakers_reads_the_states_once() -> No
     assert all(f is not None and f["entity_id"] == KITCHEN for f in found)
     await states.state(KITCHEN)
     assert ha.reads == 2  # a later question is a new read
+
+
+@dataclass
+class SlowStates(ScriptedHomeAssistant):
+    """``get_states`` answers only once :attr:`gate` is set."""
+
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def get_states(self) -> list[dict[str, Any]]:
+        await self.gate.wait()
+        return await super().get_states()
+
+
+async def test_an_announcing_speaker_without_a_volume_gets_the_url_while_its_state_is_read() -> (
+    None
+):
+    ha = SlowStates({"state": "idle", "attributes": {"supported_features": 512}})
+    visit = SpeakerVisit(
+        StateReader(cast(HomeAssistantClient, ha)),
+        KITCHEN,
+        SpeakerSettings(mode=SpeakerMode.ANNOUNCE),
+        margin_s=0.0,
+    )
+    playing = asyncio.create_task(visit.play(playback(None)))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert services(ha) == ["play_media"]  # before get_states has answered
+    assert ha.calls[0][1] is not None and ha.calls[0][1]["announce"] is True
+    assert not playing.done()  # the result waits for the state: is there such a speaker?
+    ha.gate.set()
+    assert (await playing).ok
+    # a speaker Home Assistant does not have still fails, though it was asked
+    ha.state = {"entity_id": "media_player.other", "state": "idle", "attributes": {}}
+    missing = SpeakerVisit(
+        StateReader(cast(HomeAssistantClient, ha)),
+        KITCHEN,
+        SpeakerSettings(mode=SpeakerMode.ANNOUNCE),
+        margin_s=0.0,
+    )
+    result = await missing.play(playback(None))
+    assert (result.ok, result.error) == (False, "Home Assistant has no such entity")
+
+
+async def test_a_speaker_seen_to_announce_gets_the_url_at_once_next_time_not_with_a_volume() -> (
+    None
+):
+    ha = kitchen("idle", MEDIA_ANNOUNCE | 512)
+    states = StateReader(cast(HomeAssistantClient, ha))
+    first = SpeakerVisit(states, KITCHEN, SpeakerSettings(), margin_s=0.0)
+    assert not first._blind(playback(None))  # its features are not known yet
+    assert (await first.play(playback(None))).ok
+    later = SpeakerVisit(states, KITCHEN, SpeakerSettings(), margin_s=0.0)
+    assert later._blind(playback(None))
+    assert not later._blind(playback(0.3))  # its volume is to be set, then put back
+    assert not SpeakerVisit(states, KITCHEN, SpeakerSettings(mode=SpeakerMode.RESUME))._blind(
+        playback(None)
+    )
