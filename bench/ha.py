@@ -310,12 +310,14 @@ def p90(values: list[float]) -> float:
     return statistics.quantiles(values, n=10, method="inclusive")[-1]
 
 
+def ms(seconds: float) -> str:
+    """Milliseconds, with a decimal below 20 ms (repeats take a few)."""
+    return f"{seconds * 1000:.1f}" if seconds < 0.02 else f"{seconds * 1000:.0f}"
+
+
 def row(name: str, values: list[float], baseline: float, goal: str) -> str:
     median = statistics.median(values)
-    return (
-        f"| {name} | {median * 1000:.0f} | {p90(values) * 1000:.0f} "
-        f"| {median / baseline:.2f}× | {goal} |"
-    )
+    return f"| {name} | {ms(median)} | {ms(p90(values))} | {median / baseline:.2f}× | {goal} |"
 
 
 def table(ways: list[Way], runs: int, load: tuple[float, float]) -> str:
