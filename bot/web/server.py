@@ -4,7 +4,9 @@
 bits) until ``http.media_ttl_s`` (600 s) passes; aiohttp's ``FileResponse`` answers the Range
 requests (206, 416) players send. A file can also be published while it is still being made
 (:class:`GrowingMedia`): a plain GET is answered at once, chunked (no ``Content-Length``), each
-part sent as soon as it is made; HEAD and Range requests wait for the whole file.
+part sent as soon as it is made (``Range: bytes=0-``, which players send for the whole file, is
+answered the same way: a server may ignore a Range, RFC 9110 §14.2); HEAD and other Range
+requests wait for the whole file.
 
 The API under ``/api/v1`` needs ``Authorization: Bearer <http.api_token>`` and is off (404)
 without one. Other parts add their routes with :meth:`OyezServer.add_routes` before
@@ -246,7 +248,8 @@ class MediaStore:
         path = self.path(name)
         growing = self._growing.get(name) if path is not None else None
         if growing is not None:
-            if request.method == "GET" and "Range" not in request.headers:
+            whole = request.headers.get("Range", "bytes=0-").replace(" ", "") == "bytes=0-"
+            if request.method == "GET" and whole:
                 return await self._stream(request, name, growing)
             await growing.wait()  # HEAD, Range: only a whole file has a length
             path = self.path(name)
@@ -263,11 +266,14 @@ class MediaStore:
             return json_error(503, f"the media could not be made: {growing.error or 'empty'}")
         response = web.StreamResponse(headers={"Content-Type": _content_type(name)})
         response.enable_chunked_encoding()
-        await response.prepare(request)
-        await response.write(first)
-        async for part in parts:
-            await response.write(part)
-        await response.write_eof()
+        try:
+            await response.prepare(request)
+            await response.write(first)
+            async for part in parts:
+                await response.write(part)
+            await response.write_eof()
+        except ConnectionResetError:  # the player went away (or skipped): nothing to answer
+            log.debug("http: %s: the player closed the connection", request.path)
         return response
 
 

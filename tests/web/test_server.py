@@ -112,6 +112,8 @@ async def test_growing_media_is_sent_as_it_is_made_and_whole_once_made(
     url, media = server.media.publish_growing("mp3")
     media.append(AUDIO[:1000])
     arrived: list[bytes] = []
+    # what players send for the whole file: answered as it is made too
+    whole = asyncio.create_task(get(url, headers={"Range": "bytes=0-"}))
     async with aiohttp.ClientSession() as session, session.get(url) as reply:
         assert reply.status == 200
         assert reply.headers["Content-Type"] == "audio/mpeg"
@@ -125,10 +127,29 @@ async def test_growing_media_is_sent_as_it_is_made_and_whole_once_made(
         media.finish()
         arrived.append(await reply.read())
     assert b"".join(arrived) == AUDIO
+    status, headers, body = await whole
+    assert (status, "Content-Length" in headers, body) == (200, False, AUDIO)
     status, headers, body = await ranged
     assert (status, headers["Content-Range"], body) == (206, f"bytes 0-9/{len(AUDIO)}", AUDIO[:10])
     status, headers, body = await get(url)  # made: a file like any other
     assert (status, int(headers["Content-Length"]), body) == (200, len(AUDIO), AUDIO)
+
+
+async def test_a_player_that_leaves_a_growing_media_early_is_no_error(
+    served: tuple[OyezServer, RecordingSink], caplog: pytest.LogCaptureFixture
+) -> None:
+    server, _ = served
+    url, media = server.media.publish_growing("mp3")
+    media.append(AUDIO[:1000])
+    async with aiohttp.ClientSession() as session, session.get(url) as reply:
+        assert await reply.content.read(1000) == AUDIO[:1000]
+    for _ in range(5):  # the rest is made after the player has gone
+        media.append(AUDIO[1000:2000])
+        await asyncio.sleep(0.02)
+    media.finish()
+    await asyncio.sleep(0.1)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert (await get(url))[0] == 200
 
 
 async def test_growing_media_that_fails_before_any_audio_answers_503(
