@@ -199,8 +199,8 @@ class MediaStore:
         the :class:`GrowingMedia` to give it to. Raises ValueError for an unknown extension."""
         name = self._name(extension)
 
-        def finished(audio: bytes) -> None:
-            if self._growing.pop(name, None) is not None and name in self._expiry:
+        def finished(audio: bytes) -> None:  # nothing made: nothing to serve (404)
+            if self._growing.pop(name, None) is not None and name in self._expiry and audio:
                 self._write(name, audio)
 
         media = GrowingMedia(finished)

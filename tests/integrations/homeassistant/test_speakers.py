@@ -6,6 +6,7 @@ Assistant is in ``test_speakers_ha.py``."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,16 +14,19 @@ from typing import Any, cast
 
 import pytest
 
-from bot.announce.model import TargetResult
-from bot.errors import ConfigError
+from bot.announce.model import Announcement, TargetResult
+from bot.errors import ConfigError, NoProviderSpoke
 from bot.ops import config
-from bot.speech import Priority, SpeechRequest
+from bot.speech import OutputProfile, Priority, SpeechRequest, Timings, Utterance, Voice
+from bot.synthesis.prepared import Segment
+from bot.web.server import MediaStore
 from integrations.homeassistant import visit as visit_module
 from integrations.homeassistant.settings import (
     HomeAssistantSettings,
     SpeakerMode,
     SpeakerSettings,
 )
+from integrations.homeassistant.sink import MediaPlayerSink
 from integrations.homeassistant.speakers import SpeakerQueues
 from integrations.homeassistant.visit import (
     MEDIA_ANNOUNCE,
@@ -494,3 +498,52 @@ async def test_a_speaker_seen_to_announce_gets_the_url_at_once_next_time_not_wit
     assert not SpeakerVisit(states, KITCHEN, SpeakerSettings(mode=SpeakerMode.RESUME))._blind(
         playback(None)
     )
+
+
+# -- the growing MP3 when synthesis fails ---------------------------------------------------------
+
+
+@dataclass
+class FailingPipeline:
+    """``speak_sentences`` gives ``made`` sentences (a few bytes of "MP3" each), then raises."""
+
+    made: int
+
+    async def speak_sentences(self, request: SpeechRequest) -> AsyncIterator[Segment]:
+        for i in range(self.made):
+            await asyncio.sleep(0)
+            audio = b"ID3\x04\x00\x00\x00\x00\x00\x00" + bytes([0xFF, 0xFB, i]) * 4
+            voice = Voice("piper", "m", "v", "V")
+            timings = Timings(0.1, 0.0, 0.1, 0.1)
+            speech = Utterance(
+                request.id, "Hi.", audio, OutputProfile.MP3, 44_100, 2, 1.0, voice, timings
+            )
+            yield Segment(i, 3, speech)
+        raise NoProviderSpoke([("piper", "the model is broken")])
+
+
+@pytest.mark.parametrize("made", [0, 1])
+async def test_a_failed_synthesis_fails_every_speaker_which_gets_only_what_was_made(
+    tmp_path: Path, made: int
+) -> None:
+    ha = kitchen("idle", MEDIA_ANNOUNCE)
+    ha.state["entity_id"] = KITCHEN
+    settings = config.load(data_dir=tmp_path)
+    store = MediaStore(tmp_path / "media", "http://oyez.lan")
+    sink = MediaPlayerSink(
+        cast(HomeAssistantClient, ha), cast(Any, FailingPipeline(made)), store, settings.announce
+    )
+    request = SpeechRequest(id="f1", text="Hi. Hello. Bye.", output=OutputProfile.MP3)
+    announcement = Announcement.parse({"message": "Hi. Hello. Bye.", "media_player": KITCHEN})
+    results, utterance = await sink.deliver([KITCHEN], request, announcement)
+    assert utterance is None
+    error = "no provider could speak (piper: the model is broken)"
+    assert [(r.ok, r.error) for r in results] == [(False, error)]
+    (url,) = [d["media_content_id"] for s, d in ha.calls if s == "play_media" and d]
+    path = store.path(url.rsplit("/", 1)[-1])
+    assert path is not None
+    # what was made before the failure is all the speaker gets; nothing made: nothing there
+    assert path.is_file() == (made > 0)
+    if made:
+        assert path.read_bytes()[:3] == b"ID3" and path.read_bytes().count(b"ID3") == 1
+    await sink.aclose()
