@@ -164,16 +164,16 @@ class MediaPlayerSink:
     ) -> tuple[list[TargetResult], Utterance | None]:
         """The MP3 served while it is made; every speaker's result once all of it is."""
         url, media = self.media.publish_growing("mp3", ttl_s=self._ttl_s(request))
-        made: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        making = asyncio.create_task(self._make(request, media, made), name="oyez-ha-mp3")
         playback = Playback(
             url=url,
             title=speaker_title(announcement.message),
             volume=announcement.volume,
             length_s=0.0,
             request=request,
-            made=made,
+            made=asyncio.get_running_loop().create_future(),
+            first_made=asyncio.Event(),
         )
+        making = asyncio.create_task(self._make(playback, media), name="oyez-ha-mp3")
         try:
             results = await asyncio.gather(*(self.queues.play(e, playback) for e in entities))
             utterance = await making
@@ -192,28 +192,31 @@ class MediaPlayerSink:
             dataclasses.replace(r, duration_s=length_s) if r.ok else r for r in results
         ], utterance
 
-    async def _make(
-        self, request: SpeechRequest, media: GrowingMedia, made: asyncio.Future[float]
-    ) -> Utterance:
-        """``request`` sentence by sentence into ``media``; ``made`` gets the seconds made
-        (also when a sentence fails: what was made before it). Raises what
+    async def _make(self, playback: Playback, media: GrowingMedia) -> Utterance:
+        """``playback``'s request sentence by sentence into ``media``; its ``first_made`` is
+        set after the first (or a failure), its ``made`` gets the seconds made (also when a
+        sentence fails: what was made before it). Raises what
         :meth:`~bot.synthesis.pipeline.SpeechPipeline.speak_sentences` raises."""
+        assert playback.made is not None
+        assert playback.first_made is not None
         parts: list[Utterance] = []
         try:
-            async for segment in self.pipeline.speak_sentences(request):
+            async for segment in self.pipeline.speak_sentences(playback.request):
                 speech = segment.speech
                 assert isinstance(speech, Utterance)  # not live: always whole
                 media.append(continued(speech.audio) if parts else speech.audio)
                 parts.append(speech)
+                playback.first_made.set()
         except BaseException as exc:
             media.fail(str(exc) or type(exc).__name__)
             raise
         else:
             media.finish()
         finally:
-            if not made.done():
-                made.set_result(sum(p.duration_s for p in parts))
-        return join_utterances(request, parts)
+            playback.first_made.set()
+            if not playback.made.done():
+                playback.made.set_result(sum(p.duration_s for p in parts))
+        return join_utterances(playback.request, parts)
 
     async def _visit(self, entity_id: str) -> SpeakerVisit:
         return SpeakerVisit(

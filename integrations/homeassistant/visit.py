@@ -59,6 +59,8 @@ class Playback:
 
     An MP3 still being made (served as it grows) has ``made``: its length in seconds once all
     of it is made (what was made, should the rest fail); ``length_s`` is then unknown (0).
+    ``first_made`` is set once its first audio is there to fetch (or its making failed): the
+    time to first audio counts to then.
     """
 
     url: str
@@ -67,6 +69,7 @@ class Playback:
     length_s: float
     request: SpeechRequest
     made: asyncio.Future[float] | None = None
+    first_made: asyncio.Event | None = None
 
     async def length(self) -> float:
         """Seconds long; for one still being made, once it is made."""
@@ -286,6 +289,8 @@ class SpeakerVisit:
             log.warning("announcement %s: %s: %s", request.id, self.entity_id, error)
             return self._result(error)
         self._played, self._started = playback.url, asyncio.get_running_loop().time()
+        if playback.first_made is not None:  # the speaker has the URL: is there audio yet?
+            await playback.first_made.wait()
         waited = (datetime.now(UTC) - request.created_at).total_seconds()
         TIME_TO_FIRST_AUDIO.labels(sink="media_player").observe(max(waited, 0.0))
         return self._result(None, duration_s=round(playback.length_s, 3))

@@ -17,6 +17,7 @@ import pytest
 from bot.announce.model import Announcement, TargetResult
 from bot.errors import ConfigError, NoProviderSpoke
 from bot.ops import config
+from bot.ops.metrics import REGISTRY
 from bot.speech import OutputProfile, Priority, SpeechRequest, Timings, Utterance, Voice
 from bot.synthesis.prepared import Segment
 from bot.web.server import MediaStore
@@ -547,3 +548,32 @@ async def test_a_failed_synthesis_fails_every_speaker_which_gets_only_what_was_m
     if made:
         assert path.read_bytes()[:3] == b"ID3" and path.read_bytes().count(b"ID3") == 1
     await sink.aclose()
+
+
+async def test_an_announcement_still_being_made_has_started_once_its_first_audio_is_there() -> None:
+    ha = kitchen("idle", MEDIA_ANNOUNCE | 512)
+    visit = visit_of(ha)
+    first_made = asyncio.Event()
+    item = Playback(
+        "http://oyez.lan/media/g.mp3",
+        "Hello.",
+        None,
+        0.0,
+        SpeechRequest(id="g1", text="Hello."),
+        first_made=first_made,
+    )
+
+    def waited_s() -> float:
+        labels = {"sink": "media_player"}
+        return REGISTRY.get_sample_value("oyez_time_to_first_audio_seconds_sum", labels) or 0.0
+
+    before = waited_s()
+    playing = asyncio.create_task(visit.play(item))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert services(ha) == ["play_media"]  # the speaker has the URL at once
+    assert not playing.done()  # but the time to first audio counts until there is audio
+    await asyncio.sleep(0.05)
+    first_made.set()
+    assert (await playing).ok
+    assert waited_s() - before >= 0.05
