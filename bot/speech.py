@@ -45,7 +45,8 @@ class OutputProfile(StrEnum):
 
     - ``discord`` (``OGG_OPUS``): Ogg Opus, 48 kHz, stereo, 20 ms frames, as Discord voice plays.
     - ``mp3``: MP3 for smart speakers, 44.1 kHz, >= 128 kbit/s.
-    - ``wav``: PCM s16le in a WAV container, 48 kHz mono.
+    - ``wav``: PCM s16le in a WAV container, mono, at the voice's own rate (Piper's 22.05 kHz…;
+      48 kHz for audio only ffmpeg decodes).
     """
 
     OGG_OPUS = "discord"  # the value is what config, --format and cache keys say

@@ -141,21 +141,29 @@ def _run(
     return Metered(b"".join(out), rate, integrated, peak_dbtp)
 
 
+def _resampled(in_rate: int, out_rate: int | None) -> list[tuple[str, str]]:
+    return [("aresample", str(out_rate))] if out_rate not in (None, in_rate) else []
+
+
 def metered(
-    data: bytes, encoding: AudioEncoding, sample_rate: int, channels: int, out_rate: int
+    data: bytes, encoding: AudioEncoding, sample_rate: int, channels: int, out_rate: int | None
 ) -> Metered:
-    """Raw PCM (``in_process`` must allow its shape) resampled to s16 mono at ``out_rate`` Hz
-    and measured. Raises ``av.FFmpegError`` if libavfilter refuses it."""
+    """Raw PCM (``in_process`` must allow its shape) as s16 mono at ``out_rate`` Hz (None: its
+    own rate, not resampled) and measured. Raises ``av.FFmpegError`` if libavfilter refuses
+    it."""
     frames = _frames(data, encoding, sample_rate, channels)
-    chain = [("aresample", str(out_rate))] if out_rate != sample_rate else []
+    chain = _resampled(sample_rate, out_rate)
     return _run(frames, (_SAMPLE_FORMATS[encoding][0], sample_rate, _LAYOUTS[channels]), chain)
 
 
-def decoded(data: bytes, demuxer: str, raw: tuple[int, int] | None, out_rate: int) -> Metered:
+def decoded(
+    data: bytes, demuxer: str, raw: tuple[int, int] | None, out_rate: int | None
+) -> Metered:
     """Audio in ffmpeg's ``demuxer`` format (``mp3``, ``ogg``, ``wav``, ``flac``, ``aac``; raw
-    ``mulaw``/``alaw`` with ``raw`` = (rate in Hz, channels)) decoded, resampled to s16 mono at
-    ``out_rate`` Hz and measured, as :func:`metered`. Raises ``av.FFmpegError`` for what cannot
-    be decoded, ``ValueError`` for a stream whose shape changes midway."""
+    ``mulaw``/``alaw`` with ``raw`` = (rate in Hz, channels)) decoded, as s16 mono at
+    ``out_rate`` Hz (None: its own rate) and measured, as :func:`metered`. Raises
+    ``av.FFmpegError`` for what cannot be decoded, ``ValueError`` for a stream whose shape
+    changes midway."""
     import av
 
     options = {}
@@ -164,7 +172,7 @@ def decoded(data: bytes, demuxer: str, raw: tuple[int, int] | None, out_rate: in
     with av.open(io.BytesIO(data), "r", format=demuxer, options=options) as container:
         frames = list(container.decode(audio=0))
     if not frames:
-        return Metered(b"", out_rate, _NO_MEASUREMENT_LUFS, -math.inf)
+        return Metered(b"", out_rate or 0, _NO_MEASUREMENT_LUFS, -math.inf)
     first = frames[0]
     shape = (first.format.name, first.sample_rate, first.layout.name)
     written = 0
@@ -173,8 +181,7 @@ def decoded(data: bytes, demuxer: str, raw: tuple[int, int] | None, out_rate: in
             raise ValueError("the audio changes its sample format, rate or channels midway")
         frame.pts, frame.time_base = written, Fraction(1, first.sample_rate)
         written += frame.samples
-    chain = [("aresample", str(out_rate))] if out_rate != first.sample_rate else []
-    return _run(frames, shape, chain)
+    return _run(frames, shape, _resampled(first.sample_rate, out_rate))
 
 
 def gained(data: bytes, sample_rate: int, gain_db: float, ceiling_dbtp: float | None) -> Metered:

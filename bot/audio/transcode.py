@@ -1,14 +1,15 @@
 """Transcoding: provider audio in a sink's profile, with one ffmpeg run (or none) per utterance.
 
-**analyse** makes canonical PCM (s16le, 48 kHz, mono) and measures EBU R128 loudness and true
-peak, in this process (:mod:`bot.audio.libav`: libav through PyAV), ffmpeg decoding only what
-libav cannot; **normalise** applies the gain to the target with a limiter for the peaks, in
-this process too, measuring each round, so a gain the limiter ate into is corrected before
-anything is encoded; **encode** makes the profile: Ogg Opus in this process, MP3 with one
-ffmpeg run, WAV by writing its header. ffmpeg is ``audio.ffmpeg_path``, else on the PATH, else
-imageio-ffmpeg's; a failed or timed-out run raises :class:`~bot.errors.TranscodeError` with
-ffmpeg's stderr tail. Over 450 lines because the ffmpeg graphs (which live streams still use),
-their loudness reading and the learned per-voice gain are one job that only makes sense together.
+**analyse** makes canonical PCM (s16le, 48 kHz, mono; for ``wav``, the audio's own rate) and
+measures EBU R128 loudness and true peak, in this process (:mod:`bot.audio.libav`: libav through
+PyAV), ffmpeg decoding only what libav cannot; **normalise** applies the gain to the target with
+a limiter for the peaks, in this process too, measuring each round, so a gain the limiter ate
+into is corrected before anything is encoded; **encode** makes the profile: Ogg Opus in this
+process, MP3 with one ffmpeg run, WAV by writing its header. ffmpeg is ``audio.ffmpeg_path``,
+else on the PATH, else imageio-ffmpeg's; a failed or timed-out run raises
+:class:`~bot.errors.TranscodeError` with ffmpeg's stderr tail. Over 450 lines because the
+ffmpeg graphs (which live streams still use), their loudness reading and the learned per-voice
+gain are one job that only makes sense together.
 """
 
 from __future__ import annotations
@@ -138,7 +139,9 @@ def profile_spec(profile: OutputProfile, settings: AudioSettings) -> ProfileSpec
         )
     if profile is OutputProfile.MP3:
         return ProfileSpec(profile, "mp3", "libmp3lame", 44_100, 2, settings.mp3_bitrate_kbps)
-    return ProfileSpec(profile, "wav", "pcm_s16le", 48_000, 1, None)
+    # wav keeps the voice's own rate where libav reads its audio (Transcoder.transcode): no
+    # resampling, and a Wyoming client gets what wyoming-piper would send; 48 kHz otherwise
+    return ProfileSpec(profile, "wav", "pcm_s16le", CANONICAL_RATE, 1, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,8 +397,9 @@ class Transcoder:
         level = Loudness(metered.integrated_lufs, metered.true_peak_dbtp)
         return PcmAudio(metered.data, metered.sample_rate, 1, level)
 
-    async def analyse(self, chunks: Sequence[AudioChunk]) -> PcmAudio:
-        """Decode provider audio to canonical PCM and measure its loudness.
+    async def analyse(self, chunks: Sequence[AudioChunk], *, own_rate: bool = False) -> PcmAudio:
+        """Decode provider audio to canonical PCM and measure its loudness; with ``own_rate``,
+        PCM at the audio's own rate (not resampled) where libav reads it, else canonical.
 
         Chunks of raw PCM or of a stream format (MP3, AAC) are joined; containers (WAV, Ogg)
         are decoded one by one. All of it is read in this process (libav), and what libav
@@ -417,6 +421,7 @@ class Transcoder:
         ):
             data = b"".join(c.data for c in chunks)
             what = f"decoding the {first.encoding.value} audio"
+            out_rate = None if own_rate else CANONICAL_RATE
             if libav.in_process(first.encoding, first.sample_rate, first.channels):
                 pcm = self._pcm(
                     await self._in_process(
@@ -425,14 +430,14 @@ class Transcoder:
                         first.encoding,
                         first.sample_rate,
                         first.channels,
-                        CANONICAL_RATE,
+                        out_rate,
                         what=what,
                     )
                 )
                 if not pcm.data:
                     raise AudioError(f"no whole sample {what}")
                 return pcm
-            decoded = await self._decoded(first, data)
+            decoded = await self._decoded(first, data, out_rate)
             if decoded is not None:
                 return decoded
             source = self._input(first.encoding, first.sample_rate, first.channels)
@@ -446,9 +451,12 @@ class Transcoder:
             ]
         )
 
-    async def _decoded(self, first: AudioChunk, data: bytes) -> PcmAudio | None:
-        """``data`` (in ``first``'s encoding) decoded in this process; None when libav cannot,
-        and ffmpeg is to decode it (and say why it cannot either)."""
+    async def _decoded(
+        self, first: AudioChunk, data: bytes, out_rate: int | None
+    ) -> PcmAudio | None:
+        """``data`` (in ``first``'s encoding) decoded in this process at ``out_rate`` Hz (None:
+        its own); None when libav cannot, and ffmpeg is to decode it (and say why it cannot
+        either)."""
         import av
 
         raw = (first.sample_rate, first.channels) if first.encoding.is_raw_pcm else None
@@ -456,7 +464,7 @@ class Transcoder:
             return None  # ffmpeg_input_args names what is missing
         try:
             metered = await asyncio.to_thread(
-                libav.decoded, data, _INPUT_FORMAT[first.encoding], raw, CANONICAL_RATE
+                libav.decoded, data, _INPUT_FORMAT[first.encoding], raw, out_rate
             )
         except (av.FFmpegError, ValueError) as exc:
             log.debug("libav cannot decode %s audio (%s): ffmpeg will", first.encoding.value, exc)
@@ -507,14 +515,11 @@ class Transcoder:
         return result, gain
 
     async def encode(self, pcm: PcmAudio, profile: OutputProfile) -> EncodedAudio:
-        """Encode canonical PCM for ``profile``: one ffmpeg run; none for ``wav``, whose
-        encoding canonical PCM already is (only the WAV header is written)."""
+        """Encode PCM s16le for ``profile``: Ogg Opus in this process, MP3 with one ffmpeg run;
+        ``wav`` at ``pcm``'s own rate, by writing its header."""
         spec = profile_spec(profile, self.settings)
-        if (spec.codec, spec.sample_rate, spec.channels) == (
-            "pcm_s16le",
-            pcm.sample_rate,
-            pcm.channels,
-        ):
+        if (spec.codec, spec.channels) == ("pcm_s16le", pcm.channels):
+            spec = replace(spec, sample_rate=pcm.sample_rate)
             return EncodedAudio(_wav(pcm), spec, pcm.duration_s, pcm.loudness)
         what = f"encoding for the {profile.value} profile"
         if spec.in_process and pcm.channels == 1 and libav.encodable(spec.codec, spec.muxer):
@@ -553,7 +558,8 @@ class Transcoder:
         (one more when libav cannot decode the input). ``gain_db``, the voice's last gain
         (:class:`VoiceGains`), may save a limiter round. The result's ``gain_db`` is the gain
         applied (None: none) and its loudness what was encoded."""
-        pcm = await self.analyse(chunks)
+        own_rate = profile_spec(profile, self.settings).codec == "pcm_s16le"
+        pcm = await self.analyse(chunks, own_rate=own_rate)
         normalised, applied = await self._normalised(pcm, gain_db)
         return replace(await self.encode(normalised, profile), gain_db=applied)
 

@@ -104,14 +104,30 @@ async def test_mp3_profile(speech: AudioChunk) -> None:
     assert encoded.spec.sample_rate == 44_100
 
 
-async def test_wav_profile(speech: AudioChunk) -> None:
+async def test_wav_profile_keeps_the_voices_rate_and_reaches_the_loudness(
+    speech: AudioChunk,
+) -> None:
+    """PCM at the voice's own rate (nothing resampled, as wyoming-piper sends it), normalised."""
     encoded = await Transcoder(AudioSettings()).transcode([speech], OutputProfile.WAV)
+    assert speech.sample_rate == 22_050
+    assert encoded.spec.sample_rate == speech.sample_rate
     with wave.open(io.BytesIO(encoded.data)) as wav:
         assert wav.getsampwidth() == 2
-        assert wav.getframerate() == 48_000
+        assert wav.getframerate() == speech.sample_rate
         assert wav.getnchannels() == 1
         assert speech.duration_s is not None
-        assert wav.getnframes() / 48_000 == pytest.approx(speech.duration_s, rel=0.05)
+        assert wav.getnframes() / speech.sample_rate == pytest.approx(speech.duration_s, rel=0.01)
+    assert integrated_loudness(encoded.data) == pytest.approx(-16, abs=1.0)
+    assert encoded.loudness.integrated_lufs == pytest.approx(-16, abs=1.0)
+
+
+async def test_wav_from_mp3_keeps_the_decoded_rate(speech: AudioChunk) -> None:
+    mp3 = await Transcoder(AudioSettings()).transcode([speech], OutputProfile.MP3)
+    encoded = await Transcoder(AudioSettings()).transcode(
+        [AudioChunk(mp3.data, AudioEncoding.MP3, 0, 0)], OutputProfile.WAV
+    )
+    with wave.open(io.BytesIO(encoded.data)) as wav:
+        assert wav.getframerate() == encoded.spec.sample_rate == 44_100
 
 
 async def test_encoded_provider_audio_is_decoded(speech: AudioChunk) -> None:

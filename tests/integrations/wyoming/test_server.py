@@ -7,7 +7,9 @@ connection usable, streamed text spoken sentence by sentence, a cloud voice and 
 from __future__ import annotations
 
 import asyncio
+import io
 import time
+import wave
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,7 @@ from tests.fakes.together import DEFAULT_API_KEY as TOGETHER_KEY
 from tests.fakes.together import FakeTogether
 from tests.support.asr import Transcriber, word_error_rate
 from tests.support.homeassistant import free_port
+from tests.support.probe import integrated_loudness
 from tests.support.speech import piper_pcm
 from tests.support.wyoming_peers import heard, running_wyoming
 
@@ -88,6 +91,17 @@ def pcm(events: list[Event]) -> tuple[int, bytes]:
     assert chunks, [e.type for e in events]
     assert {(c.width, c.channels) for c in chunks} == {(2, 1)}
     return chunks[0].rate, b"".join(c.audio for c in chunks)
+
+
+def loudness_of(rate: int, audio: bytes) -> float:
+    """Integrated loudness (LUFS) of PCM s16le mono at ``rate`` Hz."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(audio)
+    return integrated_loudness(out.getvalue())
 
 
 def requests_counted(provider: str, outcome: str) -> float:
@@ -147,8 +161,11 @@ async def test_synthesize_returns_pcm_that_says_the_text(
     assert events[-1].type == "audio-stop"
     start = AudioStart.from_event(events[0])
     rate, audio = pcm(events)
-    assert (start.rate, start.width, start.channels) == (rate, 2, 1)
+    # the voice's own rate, as wyoming-piper sends it: nothing resampled here, half the samples
+    # for Home Assistant to convert
+    assert (start.rate, start.width, start.channels) == (rate, 2, 1) == (22_050, 2, 1)
     assert 1.0 < len(audio) / (2 * rate) < 5.0
+    assert loudness_of(rate, audio) == pytest.approx(-16, abs=1.0)  # still normalised
     assert word_error_rate(message, heard(transcriber, rate, audio)) <= 0.2
     assert requests_counted("piper", "ok") == counted + 1
 
