@@ -1,4 +1,4 @@
-"""Benchmark: loudness normalisation and encoding of one utterance, three ways (issue #16).
+"""Benchmark: loudness normalisation and encoding of one utterance, four ways (issue #16).
 
 - **two ffmpeg runs** (Oyez before #16): ffmpeg decodes and measures (``ebur128``), a second run
   applies the gain and the limiter, encodes and measures again; a third when the limiter took
@@ -7,11 +7,13 @@
   PyAV, :mod:`bot.audio.libav`), each limiter round measured in-process, then one ffmpeg run
   encodes.
 - **no ffmpeg run**: the same, then PyAV's encoder too.
+- **now**: what ``Transcoder.transcode`` does: loudness at the voice's own rate (no resampling
+  to 48 kHz first), Opus by PyAV, MP3 by LAME through ``lameenc`` (PyAV's LAME is slower than
+  the ffmpeg run), all in this process.
 
-``Transcoder.transcode`` takes, per profile, the fastest of the last two (marked "now"). Each
-of 10 Piper sentences (PCM s16le 22.05 kHz) is made Ogg Opus (``discord``) and MP3; the ways
-are run interleaved (A, B, C, then B, C, A…), and the loudness of every output is measured
-afterwards by the ``ffmpeg`` command's ebur128. Run: ``python bench/transcode.py
+Each of 10 Piper sentences (PCM s16le 22.05 kHz) is made Ogg Opus (``discord``) and MP3; the
+ways are run interleaved (A, B, C, D, then B, C, D, A…), and the loudness of every output is
+measured afterwards by the ``ffmpeg`` command's ebur128. Run: ``python bench/transcode.py
 [--write-readme]``, which puts the table between the README's bench:transcode markers.
 """
 
@@ -61,7 +63,7 @@ SENTENCES = [
     "Meeting in five minutes.",
 ]
 PROFILES = (OutputProfile.OGG_OPUS, OutputProfile.MP3)
-WAYS = ("two", "one", "none")
+WAYS = ("two", "one", "none", "now")
 
 
 class Counting(Transcoder):
@@ -119,6 +121,12 @@ async def no_run(transcoder: Counting, chunk: AudioChunk, profile: OutputProfile
     )
 
 
+async def now(transcoder: Counting, chunk: AudioChunk, profile: OutputProfile) -> bytes:
+    """What ``Transcoder.transcode`` does now: loudness at the voice's own rate, then Opus by
+    PyAV, MP3 by LAME through lameenc, both in this process."""
+    return (await transcoder.transcode([chunk], profile)).data
+
+
 def loudness_of(audio: bytes) -> float:
     result = subprocess.run(
         [find_ffmpeg(), "-hide_banner", "-nostats", "-i", "pipe:0"]
@@ -145,7 +153,7 @@ Results = dict[tuple[str, OutputProfile], tuple[list[float], list[bytes], float]
 async def measure(rounds: int) -> Results:
     """Per (way, profile): wall seconds, outputs, ffmpeg runs per utterance."""
     audio = AudioSettings()
-    ways = {"two": two_runs, "one": one_run, "none": no_run}
+    ways = {"two": two_runs, "one": one_run, "none": no_run, "now": now}
     counters = {key: Counting(audio) for key in itertools.product(WAYS, PROFILES)}
     chunks = await speech()
     for (name, profile), counter in counters.items():  # warm: imports, threads, page cache
@@ -172,7 +180,8 @@ def table(results: Results, load: str) -> str:
     labels = {
         "two": "two ffmpeg runs (before #16)",
         "one": "libav loudness + one ffmpeg run",
-        "none": "libav loudness + libav encoding",
+        "none": "libav loudness + libav (PyAV) encoding",
+        "now": "**now**: libav loudness at the voice's rate + PyAV Opus / lameenc MP3",
     }
     rows = [
         "| profile | way | ffmpeg runs | median (ms) | p90 (ms) | within 1 LU | time ratio |",
@@ -180,14 +189,13 @@ def table(results: Results, load: str) -> str:
     ]
     for profile in PROFILES:
         base = statistics.median(results["two", profile][0])
-        now = "none" if profile_spec(profile, AudioSettings()).in_process else "one"
         for name in WAYS:
             walls, outputs, runs = results[name, profile]
             errors = [abs(loudness_of(o) - target) for o in outputs]
             within = 100 * sum(e <= 1.0 for e in errors) / len(errors)
             median = statistics.median(walls)
             p90 = statistics.quantiles(walls, n=10)[-1]
-            label = labels[name] + (" **(now)**" if name == now else "")
+            label = labels[name]
             rows.append(
                 f"| {profile.value} | {label} | {runs:.1f} | {median * 1000:.0f} | "
                 f"{p90 * 1000:.0f} | {within:.0f} % | {median / base:.2f}× |"

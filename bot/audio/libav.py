@@ -30,6 +30,7 @@ __all__ = [
     "gained",
     "in_process",
     "metered",
+    "resampled",
     "warm_up",
 ]
 
@@ -238,3 +239,18 @@ def encode(
                 container.mux(stream.encode(cut))
         container.mux(stream.encode(None))
     return out.getvalue()
+
+
+def resampled(data: bytes, sample_rate: int, rate: int, channels: int) -> bytes:
+    """PCM s16le mono at ``sample_rate`` Hz as PCM s16le at ``rate`` Hz, ``channels``
+    interleaved (the mono copied into each): libswresample, as the ffmpeg command resamples."""
+    import av
+
+    layout = _LAYOUTS[channels]
+    resampler = av.AudioResampler(format="s16", layout=layout, rate=rate)
+    width = 2 * channels
+    out = []
+    for frame in [*_frames(data, AudioEncoding.PCM_S16LE, sample_rate, 1), None]:
+        for cut in resampler.resample(frame):
+            out.append(bytes(cut.planes[0])[: cut.samples * width])
+    return b"".join(out)

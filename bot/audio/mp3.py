@@ -1,4 +1,12 @@
-"""MP3 files one after another as one stream: :func:`continued`.
+"""MP3: encoding in this process (:func:`encode`), and MP3 files one after another as one
+stream (:func:`continued`).
+
+:func:`encode` is LAME through the ``lameenc`` binding, at LAME's default quality (3), which
+is what ``ffmpeg -c:a libmp3lame`` uses when no ``-q``/``-compression_level`` is given
+(ffmpeg's libavcodec/libmp3lame.c sets the quality only then; LAME's lame_init_params takes 3
+for an unset one). It writes bare frames: no ID3v2 tag, no Xing/Info frame. ``bench/transcode.py``
+measures it against the ffmpeg run and PyAV's own libmp3lame (slower than both: its per-frame
+Python work).
 
 An MP3 stream is a run of self-contained frames, so MP3 files are played as one when their
 frames follow each other; only a tag at the start of a later file would stand in the stream.
@@ -10,7 +18,10 @@ and footer in 4 bytes of 7 bits each ("synchsafe").
 
 from __future__ import annotations
 
-__all__ = ["continued", "id3_size"]
+__all__ = ["LAME_QUALITY", "continued", "encode", "id3_size"]
+
+#: LAME's quality (0 best, 9 fastest): its default, as the ffmpeg command encodes.
+LAME_QUALITY = 3
 
 _HEADER = 10
 _FOOTER_FLAG = 0x10
@@ -32,3 +43,22 @@ def continued(data: bytes) -> bytes:
     """The MP3 file ``data`` as the continuation of a stream: its frames, without the ID3v2
     tag it may start with."""
     return data[id3_size(data) :]
+
+
+def encode(data: bytes, sample_rate: int, target: tuple[int, int], bitrate_kbps: int) -> bytes:
+    """PCM s16le mono at ``sample_rate`` Hz as a CBR MP3 at ``target`` (rate in Hz, channels)
+    and ``bitrate_kbps``: resampled by libswresample (:func:`bot.audio.libav.resampled`), then
+    LAME. Blocks (a few ms per second of audio): call it in a worker thread. Raises
+    ``RuntimeError`` (lameenc's) for settings LAME refuses."""
+    import lameenc
+
+    from bot.audio import libav
+
+    rate, channels = target
+    pcm = libav.resampled(data, sample_rate, rate, channels)
+    encoder = lameenc.Encoder()
+    encoder.set_bit_rate(bitrate_kbps)
+    encoder.set_in_sample_rate(rate)
+    encoder.set_channels(channels)
+    encoder.set_quality(LAME_QUALITY)
+    return bytes(encoder.encode(pcm) + encoder.flush())

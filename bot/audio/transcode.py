@@ -1,11 +1,11 @@
-"""Transcoding: provider audio in a sink's profile, with one ffmpeg run (or none) per utterance.
+"""Transcoding: provider audio in a sink's profile, with no ffmpeg run per utterance (or one).
 
-**analyse** makes canonical PCM (s16le, 48 kHz, mono; for ``wav``, the audio's own rate) and
+**analyse** makes canonical PCM (s16le, 48 kHz, mono; for a transcode, the audio's own rate) and
 measures EBU R128 loudness and true peak, in this process (:mod:`bot.audio.libav`: libav through
 PyAV), ffmpeg decoding only what libav cannot; **normalise** applies the gain to the target with
 a limiter for the peaks, in this process too, measuring each round, so a gain the limiter ate
 into is corrected before anything is encoded; **encode** makes the profile: Ogg Opus in this
-process, MP3 with one ffmpeg run, WAV by writing its header. ffmpeg is ``audio.ffmpeg_path``,
+process, MP3 too (LAME through lameenc), WAV by writing its header. ffmpeg is ``audio.ffmpeg_path``,
 else on the PATH, else imageio-ffmpeg's; a failed or timed-out run raises
 :class:`~bot.errors.TranscodeError` with ffmpeg's stderr tail. Over 450 lines because the
 ffmpeg graphs (which live streams still use), their loudness reading and the learned per-voice
@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bot.audio import libav
+from bot.audio import libav, mp3
 from bot.errors import AudioError, FFmpegNotFound, TranscodeError
 from bot.ops.config import AudioSettings
 from bot.speech import AudioChunk, AudioEncoding, OutputProfile
@@ -84,8 +84,9 @@ _CONCATENABLE = {AudioEncoding.MP3, AudioEncoding.AAC}
 @dataclass(frozen=True, slots=True)
 class ProfileSpec:
     """How an :class:`OutputProfile` is encoded: muxer, codec, rate (Hz), channels, bitrate;
-    ``in_process``: by PyAV in this process (:func:`bot.audio.libav.encode`) rather than an
-    ffmpeg run, where ``bench/transcode.py`` measured it faster."""
+    ``in_process``: in this process (:func:`bot.audio.libav.encode`; MP3:
+    :func:`bot.audio.mp3.encode`) rather than an ffmpeg run, where ``bench/transcode.py``
+    measured it faster."""
 
     profile: OutputProfile
     muxer: str
@@ -123,8 +124,9 @@ def profile_spec(profile: OutputProfile, settings: AudioSettings) -> ProfileSpec
 
     ``discord``: Discord voice carries Opus at 48 kHz, 2 channels, 20 ms frames (Discord developer
     docs, "Voice connections"), so Ogg Opus in exactly that shape is played without re-encoding.
-    PyAV's libopus encodes it in this process; its LAME is ~2.5x slower than the ffmpeg
-    command's, so MP3 stays an ffmpeg run (bench/transcode.py).
+    PyAV's libopus encodes it in this process. ``mp3``: LAME in this process too, through
+    ``lameenc`` (:func:`bot.audio.mp3.encode`), faster than the ffmpeg run and than PyAV's
+    LAME (bench/transcode.py).
     """
     if profile is OutputProfile.OGG_OPUS:
         return ProfileSpec(
@@ -138,7 +140,9 @@ def profile_spec(profile: OutputProfile, settings: AudioSettings) -> ProfileSpec
             in_process=True,
         )
     if profile is OutputProfile.MP3:
-        return ProfileSpec(profile, "mp3", "libmp3lame", 44_100, 2, settings.mp3_bitrate_kbps)
+        return ProfileSpec(
+            profile, "mp3", "libmp3lame", 44_100, 2, settings.mp3_bitrate_kbps, in_process=True
+        )
     # wav keeps the voice's own rate where libav reads its audio (Transcoder.transcode): no
     # resampling, and a Wyoming client gets what wyoming-piper would send; 48 kHz otherwise
     return ProfileSpec(profile, "wav", "pcm_s16le", CANONICAL_RATE, 1, None)
@@ -381,14 +385,17 @@ class Transcoder:
         await asyncio.to_thread(libav.warm_up)
 
     async def _in_process(self, work: Callable[..., _T], *args: Any, what: str) -> _T:
-        """``work(*args)`` from :mod:`bot.audio.libav` in a worker thread."""
+        """``work(*args)`` from :mod:`bot.audio.libav` (or :mod:`bot.audio.mp3`, whose LAME
+        raises ``RuntimeError``) in a worker thread."""
         import av
 
         try:
             result = await asyncio.to_thread(work, *args)
-        except av.FFmpegError as exc:
+        except (av.FFmpegError, RuntimeError) as exc:
             raise TranscodeError(
-                f"libav (PyAV) failed {what}: {exc}", returncode=None, stderr_tail=""
+                f"{'LAME' if work is mp3.encode else 'libav (PyAV)'} failed {what}: {exc}",
+                returncode=None,
+                stderr_tail="",
             ) from None
         return result
 
@@ -515,13 +522,20 @@ class Transcoder:
         return result, gain
 
     async def encode(self, pcm: PcmAudio, profile: OutputProfile) -> EncodedAudio:
-        """Encode PCM s16le for ``profile``: Ogg Opus in this process, MP3 with one ffmpeg run;
-        ``wav`` at ``pcm``'s own rate, by writing its header."""
+        """Encode PCM s16le for ``profile``: Ogg Opus and MP3 in this process (an ffmpeg run for
+        a shape they do not take); ``wav`` at ``pcm``'s own rate, by writing its header."""
         spec = profile_spec(profile, self.settings)
         if (spec.codec, spec.channels) == ("pcm_s16le", pcm.channels):
             spec = replace(spec, sample_rate=pcm.sample_rate)
             return EncodedAudio(_wav(pcm), spec, pcm.duration_s, pcm.loudness)
         what = f"encoding for the {profile.value} profile"
+        if spec.in_process and pcm.channels == 1 and spec.codec == "libmp3lame":
+            assert spec.bitrate_kbps is not None  # the mp3 profile has one
+            target_mp3 = (spec.sample_rate, spec.channels)
+            data = await self._in_process(
+                mp3.encode, pcm.data, pcm.sample_rate, target_mp3, spec.bitrate_kbps, what=what
+            )
+            return EncodedAudio(data, spec, pcm.duration_s, pcm.loudness)
         if spec.in_process and pcm.channels == 1 and libav.encodable(spec.codec, spec.muxer):
             target = (spec.muxer, spec.codec, spec.sample_rate, spec.channels)
             options = {key: str(value) for key, value in spec.codec_args}
@@ -554,12 +568,13 @@ class Transcoder:
         gain_db: float | None = None,
     ) -> EncodedAudio:
         """Provider audio in, normalised audio for ``profile`` out: :meth:`analyse`,
-        :meth:`normalise`, :meth:`encode`: one ffmpeg run for ``mp3``, none for the others
-        (one more when libav cannot decode the input). ``gain_db``, the voice's last gain
+        :meth:`normalise`, :meth:`encode`: no ffmpeg run (one when libav cannot decode the
+        input). ``gain_db``, the voice's last gain
         (:class:`VoiceGains`), may save a limiter round. The result's ``gain_db`` is the gain
         applied (None: none) and its loudness what was encoded."""
-        own_rate = profile_spec(profile, self.settings).codec == "pcm_s16le"
-        pcm = await self.analyse(chunks, own_rate=own_rate)
+        # at the audio's own rate: the meter and each limiter round run on its samples (Piper's
+        # 22.05 kHz: under half of 48 kHz's), and the encoder resamples once, to its own rate
+        pcm = await self.analyse(chunks, own_rate=True)
         normalised, applied = await self._normalised(pcm, gain_db)
         return replace(await self.encode(normalised, profile), gain_db=applied)
 
