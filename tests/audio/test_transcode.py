@@ -20,7 +20,7 @@ from bot.ops.config import AudioSettings, Settings
 from bot.providers.base import SynthesisJob
 from bot.speech import AudioChunk, AudioEncoding, OutputProfile
 from integrations.piper import PiperProvider
-from tests.support.asr import decode
+from tests.support.asr import Transcriber, decode, word_error_rate
 from tests.support.probe import (
     describe,
     integrated_loudness,
@@ -96,8 +96,11 @@ async def test_normalisation_can_be_turned_off(speech: AudioChunk) -> None:
     assert integrated_loudness(on.data) == pytest.approx(-16, abs=1.5)
 
 
-async def test_mp3_profile(speech: AudioChunk) -> None:
+async def test_mp3_profile(speech: AudioChunk, transcriber: Transcriber) -> None:
+    """LAME in this process (lameenc): the words are heard, at the loudness, 128 kbit/s."""
     encoded = await Transcoder(AudioSettings()).transcode([speech], OutputProfile.MP3)
+    assert word_error_rate(SENTENCE, transcriber.transcribe(encoded.data)) <= 0.2
+    assert integrated_loudness(encoded.data) == pytest.approx(-16, abs=1.0)
     info = describe(encoded.data)
     assert info.startswith("mp3") and "44100 Hz" in info
     bitrate = int(info.rsplit(",", 1)[1].strip().split()[0])
