@@ -8,12 +8,15 @@ import stat
 import subprocess
 import time
 import wave
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from bot.audio import libav
 from bot.audio.mix import decode_chime
-from bot.audio.transcode import Transcoder, find_ffmpeg
+from bot.audio.transcode import Transcoder, VoiceGains, find_ffmpeg
 from bot.errors import AudioError, FFmpegNotFound, TranscodeError
 from bot.ops import config
 from bot.ops.config import AudioSettings, Settings
@@ -207,3 +210,34 @@ def test_ffmpeg_falls_back_to_the_bundled_binary(monkeypatch: pytest.MonkeyPatch
     path = find_ffmpeg()
     assert "imageio_ffmpeg" in path
     assert config.load().audio.ffmpeg_path is None
+
+
+async def test_a_voices_learned_gain_skips_the_measuring_pass(
+    settings: Settings, speech: AudioChunk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The voice's next sentence gets its last gain at once (with the limiter), measured as it
+    is made: no pass that only measures, and still within 1 LU of the target."""
+    transcoder = Transcoder(AudioSettings())
+    gains = VoiceGains(-16.0)
+    gains.learn("joe", await transcoder.transcode([speech], OutputProfile.WAV))
+    provider = PiperProvider.from_settings(settings)
+    voice = await provider.resolve_voice(None, None)
+    job = SynthesisJob("t2", "Dinner is ready, please come down to the kitchen now.", voice)
+    other = (await provider.synthesize(job)).chunk
+    passes: list[str] = []
+
+    def counted(name: str) -> Callable[..., libav.Metered]:
+        work = getattr(libav, name)
+
+        def run(*args: Any) -> libav.Metered:
+            passes.append(name)
+            return work(*args)  # type: ignore[no-any-return]
+
+        return run
+
+    for name in ("metered", "gained"):
+        monkeypatch.setattr(libav, name, counted(name))
+    encoded = await transcoder.transcode([other], OutputProfile.WAV, gain_db=gains.get("joe"))
+    assert "metered" not in passes and 1 <= len(passes) <= 3, passes  # at most the rounds
+    assert integrated_loudness(encoded.data) == pytest.approx(-16, abs=1.0)
+    assert encoded.gain_db is not None
