@@ -303,7 +303,7 @@ async def test_a_speaker_fetches_the_announcement_while_its_later_sentences_are_
         done = await ha.wait_event(answering("g1"))
         assert done["event_type"] == DONE, done
         assert fired_s(done) > first_at - 0.05
-    assert audio[:3] == b"ID3"
+    assert audio[0] == 0xFF and audio[1] & 0xE0 == 0xE0  # MPEG frames (lameenc writes no tag)
     assert word_error_rate(THREE_SENTENCES, transcriber.transcribe(audio)) <= 0.2
     assert 5.0 < done["data"]["duration_s"] < 15.0
 
