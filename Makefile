@@ -53,6 +53,7 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/schedule.py --write-readme
 	$(BIN)/python bench/cluster.py --write-readme
 	$(BIN)/python bench/ha.py --write-readme
+	$(BIN)/python bench/wyoming_server.py --write-readme
 
 # After a setting changes: config/oyez.schema.json and README.md's configuration reference.
 config-docs: $(VENV)/.installed

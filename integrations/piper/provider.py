@@ -151,6 +151,8 @@ class PiperProvider(Provider):
         self.settings: PiperSettings = settings
         self._models: dict[str, PiperVoice] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # the last scan, and the voices folder's modification time (ns; None: no folder) then
+        self._scanned: tuple[int | None, dict[str, _VoiceFiles]] | None = None
 
     @property
     def voices_dir(self) -> Path:
@@ -210,9 +212,22 @@ class PiperProvider(Provider):
         that is none of the voices found."""
         return await asyncio.to_thread(self._file_problems)
 
+    def _folder_stamp(self) -> int | None:
+        try:
+            return self.voices_dir.stat().st_mtime_ns
+        except OSError:
+            return None
+
     async def _files(self) -> dict[str, _VoiceFiles]:
-        # Re-scanned on each call: a voice dropped into the folder is usable without a restart.
-        return await asyncio.to_thread(self._scan)
+        """The voices, scanned again when the folder changed (a voice dropped in, renamed or
+        removed is seen without a restart): each request resolves its voice here, and a scan
+        reads every voice's JSON in a worker thread (issue #16)."""
+        stamp = self._folder_stamp()  # one stat, on the loop: microseconds
+        if self._scanned is not None and self._scanned[0] == stamp:
+            return self._scanned[1]
+        found = await asyncio.to_thread(self._scan)
+        self._scanned = (stamp, found)
+        return found
 
     async def list_voices(self) -> list[Voice]:
         # A second instance (`type: piper`) names its own voices.
@@ -230,7 +245,11 @@ class PiperProvider(Provider):
         return {"length_scale": self.settings.length_scale / speed}
 
     def engine_version(self, voice: Voice) -> str:
-        files = self._scan().get(voice.id)
+        """Part of every cache key (several per request): from the last scan while the folder
+        is unchanged, not a scan on the event loop each time."""
+        scanned = self._scanned
+        found = scanned[1] if scanned and scanned[0] == self._folder_stamp() else self._scan()
+        files = found.get(voice.id)
         size = files.model_path.stat().st_size if files else 0
         return f"piper-tts {_PIPER_VERSION}/{voice.id}/{size}"
 

@@ -56,6 +56,29 @@ async def test_voices_in_the_voices_folder_are_found_without_restart(settings: S
     assert chunk.duration_s > 0.3
 
 
+async def test_the_voices_are_scanned_again_only_when_the_folder_changes(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    provider = PiperProvider.from_settings(settings)
+    scans: list[int] = []
+    scan = provider._scan
+
+    def counted() -> Any:
+        scans.append(1)
+        return scan()
+
+    monkeypatch.setattr(provider, "_scan", counted)
+    for _ in range(3):
+        voice = await provider.resolve_voice(None, None)
+        assert provider.engine_version(voice).startswith("piper-tts ")  # in every cache key
+    assert len(scans) == 1  # a request resolves its voice without reading every voice's JSON
+    _add_voice(settings.data_dir / "voices", "en_GB-test-medium")
+    assert "en_GB-test-medium" in {v.id for v in await provider.list_voices()}
+    (settings.data_dir / "voices" / "en_GB-test-medium.onnx").unlink()
+    assert "en_GB-test-medium" not in {v.id for v in await provider.list_voices()}
+    assert len(scans) == 3
+
+
 async def test_configured_voices_dir(tmp_path: Path) -> None:
     _add_voice(tmp_path / "elsewhere", "custom")
     settings = config.load(providers={"piper": {"voices_dir": str(tmp_path / "elsewhere")}})
