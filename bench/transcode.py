@@ -7,9 +7,9 @@
   PyAV, :mod:`bot.audio.libav`), each limiter round measured in-process, then one ffmpeg run
   encodes.
 - **no ffmpeg run**: the same, then PyAV's encoder too.
-- **now**: what ``Transcoder.transcode`` does: loudness at the voice's own rate (no resampling
-  to 48 kHz first), Opus by PyAV, MP3 by LAME through ``lameenc`` (PyAV's LAME is slower than
-  the ffmpeg run), all in this process.
+- **now**: what ``Transcoder.transcode`` does: loudness (for MP3 at the voice's own rate, no
+  resampling to 48 kHz first), Opus by PyAV, MP3 by LAME through ``lameenc`` (PyAV's LAME is
+  slower than the ffmpeg run), all in this process.
 
 Each of 10 Piper sentences (PCM s16le 22.05 kHz) is made Ogg Opus (``discord``) and MP3; the
 ways are run interleaved (A, B, C, D, then B, C, D, A…), and the loudness of every output is
@@ -181,7 +181,7 @@ def table(results: Results, load: str) -> str:
         "two": "two ffmpeg runs (before #16)",
         "one": "libav loudness + one ffmpeg run",
         "none": "libav loudness + libav (PyAV) encoding",
-        "now": "**now**: libav loudness at the voice's rate + PyAV Opus / lameenc MP3",
+        "now": "**now**: libav loudness + PyAV Opus / lameenc MP3 (at the voice's rate)",
     }
     rows = [
         "| profile | way | ffmpeg runs | median (ms) | p90 (ms) | within 1 LU | time ratio |",

@@ -5,8 +5,7 @@ stream (:func:`continued`).
 is what ``ffmpeg -c:a libmp3lame`` uses when no ``-q``/``-compression_level`` is given
 (ffmpeg's libavcodec/libmp3lame.c sets the quality only then; LAME's lame_init_params takes 3
 for an unset one). It writes bare frames: no ID3v2 tag, no Xing/Info frame. ``bench/transcode.py``
-measures it against the ffmpeg run and PyAV's own libmp3lame (slower than both: its per-frame
-Python work).
+measures it against the ffmpeg run and PyAV's own libmp3lame (slower than both there).
 
 An MP3 stream is a run of self-contained frames, so MP3 files are played as one when their
 frames follow each other; only a tag at the start of a later file would stand in the stream.

@@ -1,6 +1,6 @@
 """Transcoding: provider audio in a sink's profile, with no ffmpeg run per utterance (or one).
 
-**analyse** makes canonical PCM (s16le, 48 kHz, mono; for a transcode, the audio's own rate) and
+**analyse** makes canonical PCM (s16le, 48 kHz, mono; for MP3 and WAV, the audio's own rate) and
 measures EBU R128 loudness and true peak, in this process (:mod:`bot.audio.libav`: libav through
 PyAV), ffmpeg decoding only what libav cannot; **normalise** applies the gain to the target with
 a limiter for the peaks, in this process too, measuring each round, so a gain the limiter ate
@@ -594,9 +594,12 @@ class Transcoder:
         if predicted is not None:
             normalised, applied = predicted
         else:
-            # at the audio's own rate: the meter and each limiter round run on its samples
-            # (Piper's 22.05 kHz: under half of 48 kHz's); the encoder resamples once
-            pcm = await self.analyse(chunks, own_rate=True)
+            # at the audio's own rate (Piper's 22.05 kHz: the meter and each limiter round run on
+            # under half of 48 kHz's samples; the encoder resamples once), but for Opus, whose
+            # 48 kHz the filter graph resamples to faster than PyAV's resampler in the encoder
+            # (bench/transcode.py)
+            own_rate = profile is not OutputProfile.OGG_OPUS
+            pcm = await self.analyse(chunks, own_rate=own_rate)
             normalised, applied = await self._normalised(pcm, gain_db)
         return replace(await self.encode(normalised, profile), gain_db=applied)
 
