@@ -11,6 +11,7 @@ import json
 import logging
 import stat
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -403,9 +404,32 @@ async def _schedule(args: argparse.Namespace, settings: Settings) -> int:
     return await schedule_command(args, settings)
 
 
+def _head_start(args: argparse.Namespace) -> threading.Thread | None:
+    """``oyez say``: the model most likely needed starts loading now, in a background thread,
+    while the configuration and the pipeline are imported (:mod:`bot.providers.preload`)."""
+    if args.command != "say":
+        return None
+    from bot.providers.preload import head_start
+
+    try:
+        return head_start(args.config, args.provider, args.voice, args.model)
+    except Exception:  # only a guess: the command goes on without it
+        log.debug("no head start", exc_info=True)
+        return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (the console script exits with it)."""
     args = _parser().parse_args(argv)
+    loading = _head_start(args)
+    try:
+        return _main(args)
+    finally:
+        if loading is not None:  # not left running into the interpreter's shutdown
+            loading.join()
+
+
+def _main(args: argparse.Namespace) -> int:
     import asyncio
 
     from bot.ops import config as config_module

