@@ -12,7 +12,6 @@ import logging
 import os
 import stat
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ from bot.schedules.cli import add_schedule_parser
 # its own parts only. tests/test_cli_startup.py holds that line.
 if TYPE_CHECKING:
     from bot.ops.config import Settings
+    from bot.providers.preload import HeadStart
     from bot.speech import OutputProfile, Utterance, Voice
 
 __all__ = ["main"]
@@ -37,9 +37,6 @@ DEFAULT_OUTPUT = Path("announcement.ogg")
 FORMATS = ("discord", "mp3", "wav")
 
 log = logging.getLogger("oyez")
-#: Set once ``oyez say`` has written its output and closed everything: :func:`run` may skip the
-#: interpreter's teardown.
-_FAST_EXIT = threading.Event()
 
 
 class UsageError(InvalidRequest):
@@ -408,7 +405,7 @@ async def _schedule(args: argparse.Namespace, settings: Settings) -> int:
     return await schedule_command(args, settings)
 
 
-def _head_start(args: argparse.Namespace) -> threading.Thread | None:
+def _head_start(args: argparse.Namespace) -> HeadStart | None:
     """``oyez say``: the model most likely needed starts loading now, in a background thread,
     while the configuration and the pipeline are imported (:mod:`bot.providers.preload`)."""
     if args.command != "say":
@@ -427,13 +424,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     loading = _head_start(args)
     try:
-        status = _main(args)
+        return _main(args)
     finally:
         if loading is not None:  # not left running into the interpreter's shutdown
             loading.join()
-    if args.command == "say":
-        _FAST_EXIT.set()
-    return status
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -478,23 +472,36 @@ def _main(args: argparse.Namespace) -> int:
 def run() -> NoReturn:
     """The ``oyez`` command (and ``python -m bot``): :func:`main`, then exit with its status.
 
-    A one-shot ``oyez say`` then leaves at once (``os._exit``) instead of tearing the interpreter
+    A one-shot ``oyez say`` leaves at once (``os._exit``) instead of tearing the interpreter
     down, which takes ~60 ms with onnxruntime, numpy and libav loaded. It is safe because by
     then everything the command writes is done: the output file was written, closed and renamed
-    into place (:func:`write_output`), the pipeline closed its SQLite files, asyncio's worker
-    threads and the model's head start were joined; what is left are buffers (standard output
-    and error, log handlers), flushed here first. Nothing of Oyez registers ``atexit`` work.
-    The other commands (``run`` above all) exit normally.
+    into place (:func:`write_output`), the pipeline closed its SQLite files and asyncio joined
+    its worker threads; the head start, when the model it loads was not needed (a cache hit, a
+    wrong guess), is cut off, but only once it writes no file (``HeadStart.settle``); what is
+    left are buffers (standard output and error, log handlers), flushed here first. Nothing of
+    Oyez registers ``atexit`` work. The other commands (``run`` above all) exit normally.
     """
-    status = main()
-    if _FAST_EXIT.is_set():
+    args = _parser().parse_args()
+    loading = _head_start(args)
+    try:
+        status = _main(args)
+    except BaseException:
+        if loading is not None:
+            loading.join()
+        raise
+    if args.command == "say":
         try:
             sys.stdout.flush()
             sys.stderr.flush()
             logging.shutdown()
         except (OSError, ValueError):  # a closed or broken pipe: exit as Python would
-            raise SystemExit(status) from None
-        os._exit(status)
+            pass
+        else:
+            if loading is not None:
+                loading.settle()
+            os._exit(status)
+    if loading is not None:
+        loading.join()
     raise SystemExit(status)
 
 

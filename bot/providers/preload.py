@@ -10,15 +10,26 @@ CPU time only: what speaks is what the validated configuration resolves.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Mapping
 from importlib import import_module
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from integrations import PRELOADS
 
-__all__ = ["head_start"]
+__all__ = ["HeadStart", "head_start"]
+
+
+class HeadStart(Protocol):
+    """A model loading in a background thread."""
+
+    def join(self) -> None:
+        """Wait until it is loaded (or failed)."""
+
+    def settle(self) -> None:
+        """Wait until no file it writes is half-written, and keep it from starting another:
+        after this the process may end with ``os._exit`` while it still loads."""
+
 
 DEFAULT_CONFIG_FILE = Path("oyez.yaml")  # bot.ops.config's, which this module must not import
 
@@ -59,10 +70,10 @@ def head_start(
     voice: str | None,
     model: str | None,
     environ: Mapping[str, str] = os.environ,
-) -> threading.Thread | None:
+) -> HeadStart | None:
     """Start loading the model ``oyez say`` (``--config``, ``--provider``, ``--voice``,
-    ``--model``; None: not given) will most likely need; returns the loading thread, which the
-    caller joins before the interpreter exits, or None when no guess was made."""
+    ``--model``; None: not given) will most likely need; returns the load, which the caller
+    joins (or settles) before the process ends, or None when no guess was made."""
     raw = _raw_settings(config, environ)
     if raw is None:
         return None
@@ -91,5 +102,5 @@ def head_start(
     )
     module, _, attribute = target.partition(":")
     start = getattr(import_module(module), attribute)
-    thread: threading.Thread | None = start(section, voice, model)
-    return thread
+    loading: HeadStart | None = start(section, voice, model)
+    return loading

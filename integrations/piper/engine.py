@@ -9,6 +9,7 @@ allocator returns the freed pages after each (``malloc_trim``). ``bench/memory.p
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -18,6 +19,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +86,9 @@ def _session(path: Path, level: Any, save_to: Path | None = None) -> _ShrinkingS
     return _ShrinkingSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def _cached_session(model_path: Path, cache_dir: Path) -> _ShrinkingSession:
+def _cached_session(
+    model_path: Path, cache_dir: Path, copying: AbstractContextManager[Any]
+) -> _ShrinkingSession:
     name, prefix = optimized_name(model_path)
     cached = cache_dir / name
     if cached.is_file():
@@ -100,8 +104,9 @@ def _cached_session(model_path: Path, cache_dir: Path) -> _ShrinkingSession:
         return _session(model_path, onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL)
     partial = cache_dir / f"{name}.{os.getpid()}.{threading.get_ident()}.partial"
     try:
-        session = _session(model_path, _CACHED_LEVEL, save_to=partial)
-        partial.replace(cached)  # atomic: a concurrent reader sees the whole copy or none
+        with copying:
+            session = _session(model_path, _CACHED_LEVEL, save_to=partial)
+            partial.replace(cached)  # atomic: a concurrent reader sees the whole copy or none
     except Exception as exc:  # no room for the copy, say: the model is still read as it is
         partial.unlink(missing_ok=True)
         log.debug("no optimized copy of %s: %s", model_path, exc)
@@ -112,7 +117,12 @@ def _cached_session(model_path: Path, cache_dir: Path) -> _ShrinkingSession:
     return session
 
 
-def open_voice(model_path: Path, config_path: Path, cache_dir: Path | None = None) -> PiperVoice:
+def open_voice(
+    model_path: Path,
+    config_path: Path,
+    cache_dir: Path | None = None,
+    copying: AbstractContextManager[Any] | None = None,
+) -> PiperVoice:
     """What ``PiperVoice.load`` does on the CPU (piper-tts 1.8), with a shrinking session.
 
     With ``cache_dir``, the session is built from an optimized copy of the model kept there
@@ -120,14 +130,15 @@ def open_voice(model_path: Path, config_path: Path, cache_dir: Path | None = Non
     hardware-independent optimizations, so a copy moved to another CPU still runs) and read with
     the graph optimizations off: ~0.1 s less per cold load, the same audio. The first load
     writes the copy (as big as the model); a copy that onnxruntime cannot read is removed and
-    rebuilt; a folder that cannot be written means no copy. Raises ``OSError`` and onnxruntime's
+    rebuilt; a folder that cannot be written means no copy. ``copying`` is held while a copy
+    is written (:data:`integrations.piper.models.COPYING`). Raises ``OSError`` and onnxruntime's
     errors for a model that cannot be read.
     """
     config = json.loads(config_path.read_text(encoding="utf-8"))
     if cache_dir is None:
         session = _session(model_path, onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL)
     else:
-        session = _cached_session(model_path, cache_dir)
+        session = _cached_session(model_path, cache_dir, copying or contextlib.nullcontext())
     return PiperVoice(session=session, config=PiperConfig.from_dict(config))
 
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUILTIN_VOICE",
+    "COPYING",
     "builtin_model_path",
     "cache_dir",
     "config_path_of",
@@ -38,6 +39,9 @@ BUILTIN_VOICE = "en_US-joe-medium"
 
 _loaded: dict[tuple[Path, int], PiperVoice] = {}
 _loading = threading.Lock()
+#: Held while an optimized copy of a model is written (engine.open_voice); a process about to
+#: end takes it for good (:meth:`_HeadStart.settle`), so no copy is left half-written.
+COPYING = threading.Lock()
 
 
 def builtin_model_path() -> Path:
@@ -75,7 +79,7 @@ def load_model(model_path: Path, config_path: Path) -> PiperVoice:
             started = time.perf_counter()
             from .engine import open_voice
 
-            model = open_voice(model_path, config_path, cache_dir())
+            model = open_voice(model_path, config_path, cache_dir(), COPYING)
             elapsed = time.perf_counter() - started
             log.info("loaded Piper voice %s in %.2f s", model_path.name, elapsed)
             _loaded[key] = model
@@ -89,18 +93,25 @@ def _load_quietly(model_path: Path) -> None:
         log.debug("head start: loading %s failed", model_path, exc_info=True)
 
 
-def preload(
-    section: Mapping[str, Any], voice: str | None, model: str | None
-) -> threading.Thread | None:
+class _HeadStart(threading.Thread):
+    """The built-in voice loading in the background (bot.providers.preload.HeadStart)."""
+
+    def __init__(self, model_path: Path) -> None:
+        super().__init__(target=_load_quietly, args=(model_path,), name="piper-preload")
+        self.daemon = True
+
+    def settle(self) -> None:
+        COPYING.acquire()  # never released: the process ends
+
+
+def preload(section: Mapping[str, Any], voice: str | None, model: str | None) -> _HeadStart | None:
     """Start loading the built-in voice in a background thread when it is the one a request for
     ``voice`` and ``model`` (None: the defaults) would get with the raw ``providers.piper``
-    ``section``; returns the thread (the caller joins it before the interpreter exits), or None
-    when another voice would speak."""
+    ``section``; returns the load (joined or settled before the process ends), or None when
+    another voice would speak."""
     wanted = {name for name in (voice, model, section.get("default_voice")) if name is not None}
     if wanted - {BUILTIN_VOICE}:
         return None
-    thread = threading.Thread(
-        target=_load_quietly, args=(builtin_model_path(),), name="piper-preload", daemon=True
-    )
-    thread.start()
-    return thread
+    loading = _HeadStart(builtin_model_path())
+    loading.start()
+    return loading

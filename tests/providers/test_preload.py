@@ -85,3 +85,18 @@ def test_the_provider_gets_the_model_the_head_start_loaded() -> None:
     path = models.builtin_model_path()
     ready = models._loaded[(path.resolve(), path.stat().st_mtime_ns)]
     assert models.load_model(path, models.config_path_of(path)) is ready
+
+
+@pytest.mark.usefixtures("started")
+def test_a_settled_head_start_writes_no_further_file() -> None:
+    """``settle`` (before ``os._exit``) waits for a copy being written and keeps the thread from
+    starting another: it takes the lock that writing holds, for good."""
+    loading = models.preload({}, None, None)
+    assert loading is not None
+    loading.join()
+    try:
+        loading.settle()
+        assert models.COPYING.locked()
+        assert not models.COPYING.acquire(blocking=False)
+    finally:
+        models.COPYING.release()
