@@ -81,7 +81,8 @@ def load_model(model_path: Path, config_path: Path) -> PiperVoice:
 
             model = open_voice(model_path, config_path, cache_dir(), COPYING)
             elapsed = time.perf_counter() - started
-            log.info("loaded Piper voice %s in %.2f s", model_path.name, elapsed)
+            voice_id = model_path.name.removesuffix(".onnx")
+            log.info("loaded Piper voice %s in %.2f s", voice_id, elapsed)
             _loaded[key] = model
         return model
 
