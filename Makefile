@@ -51,6 +51,8 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/dave.py --write-readme
 	$(BIN)/python bench/ratelimit.py --write-readme
 	$(BIN)/python bench/schedule.py --write-readme
+	$(BIN)/python bench/cluster.py --write-readme
+	$(BIN)/python bench/ha.py --write-readme
 
 # After a setting changes: config/oyez.schema.json and README.md's configuration reference.
 config-docs: $(VENV)/.installed

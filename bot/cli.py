@@ -7,13 +7,14 @@ Exit status: 0 done, 2 bad input or configuration (the message on stderr names t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import stat
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from bot.ops.config import Settings
     from bot.providers.preload import HeadStart
     from bot.speech import OutputProfile, Utterance, Voice
+    from bot.synthesis.pipeline import SpeechPipeline
 
 __all__ = ["main"]
 
@@ -224,12 +226,31 @@ def _describe(utterance: Utterance, target: str, warm_up_s: float | None) -> str
     )
 
 
+@contextlib.asynccontextmanager
+async def _speech(settings: Settings) -> AsyncIterator[SpeechPipeline]:
+    """A pipeline whose books are the engine's (shared when ``engine.url`` is set), closed with
+    the engine after use. Raises :class:`~bot.ops.engine.EngineUnavailable`."""
+    from bot.ops.engine import Engine
+    from bot.providers.dispatch import Dispatcher
+    from bot.synthesis.pipeline import SpeechPipeline
+
+    async with await Engine.open(settings.engine) as engine:
+        books = engine.books(settings.data_dir)
+        dispatcher = Dispatcher(settings, books, engine.limiter_factory())
+        pipeline = SpeechPipeline(settings, dispatcher=dispatcher)
+        if not engine.embedded:
+            pipeline.flights = engine.flights()
+        try:
+            yield pipeline
+        finally:
+            await pipeline.aclose()
+
+
 async def _say(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
     from bot.ops.logs import mask_secrets
     from bot.speech import RequestSource, SpeechRequest
-    from bot.synthesis.pipeline import SpeechPipeline
 
     path, profile = _output_target(args)
     request = SpeechRequest.build(
@@ -245,8 +266,7 @@ async def _say(args: argparse.Namespace, settings: Settings) -> int:
         fallback=not args.no_fallback,
         cache=not args.no_cache,
     )
-    pipeline = SpeechPipeline(settings)
-    try:
+    async with _speech(settings) as pipeline:
         prepared = await pipeline.prepare(request)
         warm_up_s: float | None = None
         if not await pipeline.will_hit(prepared):  # a cached utterance needs no model
@@ -256,8 +276,6 @@ async def _say(args: argparse.Namespace, settings: Settings) -> int:
             await asyncio.gather(*warming)
             warm_up_s = time.perf_counter() - started
         utterance = await pipeline.speak(prepared)
-    finally:
-        await pipeline.aclose()
     if path is None:
         sys.stdout.buffer.write(utterance.audio)
         sys.stdout.buffer.flush()
@@ -343,22 +361,24 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:  # noqa: AR
     import asyncio
     import signal
 
+    from bot.ops.engine import Engine
     from bot.service import Service
 
-    service = Service(settings)
-    try:
-        await service.build()
-    except ConfigError:
-        await service.pipeline.aclose()
-        raise
-    loop = asyncio.get_running_loop()
-    serving = asyncio.ensure_future(service.serve())
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, serving.cancel)
-    try:
-        await serving
-    except asyncio.CancelledError:
-        log.info("stopping")
+    async with await Engine.open(settings.engine) as engine:
+        service = Service(settings, engine=engine)
+        try:
+            await service.build()
+        except ConfigError:
+            await service.pipeline.aclose()
+            raise
+        loop = asyncio.get_running_loop()
+        serving = asyncio.ensure_future(service.serve())
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, serving.cancel)
+        try:
+            await serving
+        except asyncio.CancelledError:
+            log.info("stopping")
     return EXIT_OK
 
 
@@ -386,16 +406,12 @@ async def _cache(args: argparse.Namespace, settings: Settings) -> int:
 async def _credits(args: argparse.Namespace, settings: Settings) -> int:
     """Per provider: balance, today's spend against budgets, rate limits, credit circuit."""
     from bot.providers.report import credits_report
-    from bot.synthesis.pipeline import SpeechPipeline
 
-    pipeline = SpeechPipeline(settings)
-    try:
+    async with _speech(settings) as pipeline:
         names = [args.provider] if args.provider else None
         live = not args.offline
         lines = await credits_report(pipeline.registry, pipeline.dispatcher, names, live=live)
         print("\n".join(lines))
-    finally:
-        await pipeline.aclose()
     return EXIT_OK
 
 

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from bot.announce.announcer import Announcer
 from bot.ops.config import Settings
+from bot.ops.engine import Engine
 from bot.synthesis.pipeline import SpeechPipeline
 from bot.web.server import OyezServer
 
@@ -23,12 +24,14 @@ __all__ = ["FrontEnd", "FrontEndFactory", "Parts"]
 @dataclass(frozen=True, slots=True)
 class Parts:
     """The parts every front end shares: one pipeline, one announcer (a front end may add its
-    sink or listener) and one HTTP server (a front end may add routes before it starts)."""
+    sink or listener) and one HTTP server (a front end may add routes before it starts), and
+    the engine holding the state several processes share (None: embedded)."""
 
     settings: Settings
     pipeline: SpeechPipeline
     announcer: Announcer
     server: OyezServer
+    engine: Engine | None = None
 
 
 class FrontEnd(Protocol):

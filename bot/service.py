@@ -21,6 +21,8 @@ from bot.announce.announcer import Announcer
 from bot.errors import ConfigError
 from bot.frontend import FrontEnd, FrontEndFactory, Parts
 from bot.ops.config import Settings
+from bot.ops.engine import Engine
+from bot.providers.dispatch import Dispatcher
 from bot.synthesis.pipeline import SpeechPipeline
 from bot.web.health import add_health_routes
 from bot.web.server import OyezServer
@@ -43,18 +45,37 @@ def _factory(target: str) -> FrontEndFactory:
 class Service:
     """Builds the shared parts and the configured front ends, and serves them."""
 
-    def __init__(self, settings: Settings, pipeline: SpeechPipeline | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: SpeechPipeline | None = None,
+        engine: Engine | None = None,
+    ) -> None:
+        """``engine`` (opened by the caller, who closes it after :meth:`serve`): where the
+        shared state lives; None: embedded. Ignored for the parts a given ``pipeline`` has."""
         self.settings = settings
+        self.engine = engine
+        if pipeline is None and engine is not None:
+            books = engine.books(settings.data_dir)
+            dispatcher = Dispatcher(settings, books, engine.limiter_factory())
+            pipeline = SpeechPipeline(settings, dispatcher=dispatcher)
+            if not engine.embedded:
+                pipeline.flights = engine.flights()
         self.pipeline = pipeline or SpeechPipeline(settings)
         self.announcer = Announcer(settings, self.pipeline.prepare)
-        self.server = OyezServer(settings.http, settings.data_dir, self.announcer)
+        media = None
+        if engine is not None and not engine.embedded:  # else each part keeps its own
+            self.announcer.board = engine.status_board()
+            self.announcer.suppression.window = engine.duplicate_window()
+            media = engine.media_store(settings)
+        self.server = OyezServer(settings.http, settings.data_dir, self.announcer, media)
         self.front_ends: list[FrontEnd] = []
         add_health_routes(self.server, self.front_ends, self.pipeline, settings.default_provider)
 
     @property
     def parts(self) -> Parts:
         """What each front end's factory gets."""
-        return Parts(self.settings, self.pipeline, self.announcer, self.server)
+        return Parts(self.settings, self.pipeline, self.announcer, self.server, self.engine)
 
     async def build(self) -> None:
         """Create the configured front ends (their modules imported now, not before).

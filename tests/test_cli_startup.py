@@ -27,6 +27,7 @@ HEAVY = (
     "piper",
     "numpy",
     "croniter",
+    "redis",
     "prometheus_client",
     "ffmpeg",
     "importlib.metadata",
@@ -45,8 +46,8 @@ NOT_FOR_VOICES = (
     "prometheus_client",
     "bot.synthesis.pipeline",
 )
-#: What ``oyez say`` with Piper must not import.
-NOT_FOR_SAY = ("aiohttp", "croniter", "bot.schedules.model", "bot.web.server")
+#: What ``oyez say`` with Piper must not import (redis: only with engine.url set).
+NOT_FOR_SAY = ("aiohttp", "croniter", "redis", "bot.schedules.model", "bot.web.server")
 
 
 def loaded_after(code: str, cwd: Path) -> set[str]:

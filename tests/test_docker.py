@@ -242,9 +242,43 @@ def test_compose_example_runs_oyez_next_to_home_assistant(
     for name in ("OYEZ_HOMEASSISTANT__TOKEN", "OYEZ_DISCORD__TOKEN", "OYEZ_HTTP__PUBLIC_URL"):
         assert name in env
     # Every variable the example sets is a setting Oyez knows, with a valid value.
+    check_environment(env, monkeypatch, capsys)
+
+
+def check_environment(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``oyez check-config`` passes with ``env`` as Compose would set it: ``${X:?…}`` given a
+    value, ``${X:-default}`` its default."""
     for name, value in env.items():
-        monkeypatch.setenv(name, re.sub(r"\$\{\w+:\?[^}]*\}", "fake-secret-value", value))
+        value = re.sub(r"\$\{\w+:\?[^}]*\}", "fake-secret-value", value)
+        monkeypatch.setenv(name, re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value))
     assert checkconfig.check_config() == 0, capsys.readouterr().err
+
+
+def test_compose_example_runs_two_processes_on_one_redis_with_profile_several(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    compose = yaml.safe_load((ROOT / "config" / "docker-compose.example.yml").read_text())
+    services = compose["services"]
+    first, second, redis = services["oyez"], services["oyez-2"], services["redis"]
+    assert second["image"] == first["image"]
+    assert second["profiles"] == redis["profiles"] == ["several"]
+    assert "profiles" not in first  # one process unless asked
+    assert set(second["volumes"]) == set(first["volumes"]) == {"oyez-data:/data"}
+    assert "--appendonly" in redis["command"]
+    assert redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
+    assert any(volume.endswith(":/data") for volume in redis["volumes"])
+    assert first["depends_on"]["redis"] == {"condition": "service_healthy", "required": False}
+    assert second["environment"]["OYEZ_ENGINE__URL"] == "redis://redis:6379/0"
+    assert "OYEZ_DISCORD__TOKEN" not in second["environment"]  # one bot per token
+    assert second["ports"] != first["ports"]
+    check_environment(second["environment"], monkeypatch, capsys)
+    monkeypatch.setenv("OYEZ_ENGINE_URL", "redis://redis:6379/0")  # what .env then says
+    url = re.sub(
+        r"\$\{(\w+):-[^}]*\}", lambda m: os.environ[m[1]], first["environment"]["OYEZ_ENGINE__URL"]
+    )
+    assert url == "redis://redis:6379/0"
 
 
 # --- the install steps, for real --------------------------------------------------------------

@@ -30,6 +30,7 @@ from bot.announce.model import (
     request_id_of,
 )
 from bot.announce.policy import Suppression
+from bot.announce.shared import StatusBoard
 from bot.errors import InvalidRequest, OyezError, RequestExpired
 from bot.ops.config import Settings
 from bot.ops.logs import bind_request
@@ -49,7 +50,9 @@ Listener = Callable[[AnnouncementStatus], Awaitable[None]]
 class Announcer:
     """Runs announcements from every source. Create inside the running event loop.
 
-    ``clock`` (Unix seconds) is for tests of ttl, duplicates and quiet hours.
+    ``clock`` (Unix seconds) is for tests of ttl, duplicates and quiet hours. ``board``, when
+    set, gets each status as it changes, so that other processes can answer for it (see
+    :meth:`find`).
     """
 
     def __init__(
@@ -67,6 +70,7 @@ class Announcer:
         self._statuses: OrderedDict[str, AnnouncementStatus] = OrderedDict()
         self.suppression = Suppression(settings, clock)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.board: StatusBoard | None = None
 
     def add_sink(self, sink: Sink) -> None:
         self.sinks[sink.kind] = sink
@@ -77,6 +81,26 @@ class Announcer:
 
     def status(self, request_id: str) -> AnnouncementStatus | None:
         return self._statuses.get(request_id)
+
+    async def find(self, request_id: str) -> dict[str, Any] | None:
+        """The JSON status of ``request_id``: this process's, else the :attr:`board`'s (another
+        process's); None when neither has it."""
+        status = self.status(request_id)
+        if status is not None:
+            return status.as_json()
+        if self.board is None:
+            return None
+        return await self.board.find(request_id)
+
+    async def _publish(self, status: AnnouncementStatus) -> None:
+        """Show ``status`` on the board, if there is one and it is a kept status. A board that
+        cannot be reached costs the other processes' view, never the announcement."""
+        if self.board is None or self._statuses.get(status.id) is not status:
+            return
+        try:
+            await self.board.publish(status.id, status.as_json())
+        except Exception as exc:
+            log.warning("announcement %s: its status cannot be shared: %s", status.id, exc)
 
     # -- entry ---------------------------------------------------------------------------------
 
@@ -114,6 +138,7 @@ class Announcer:
         status = self._new_status(
             announcement.id or uuid.uuid4().hex, source, announcement.message, created
         )
+        await self._publish(status)
         task = asyncio.create_task(
             self._run(status, announcement, requester), name=f"oyez-announce-{status.id}"
         )
@@ -237,7 +262,7 @@ class Announcer:
             await self._finish(status, AnnouncementState.FAILED, "invalid", str(exc))
             return
         every = [t for items in targets.values() for t in items]
-        suppressed = self.suppression.reason(announcement, every, status.id)
+        suppressed = await self.suppression.reason(announcement, every, status.id)
         if suppressed is not None:
             await self._finish(status, AnnouncementState.SUPPRESSED, *suppressed)
             return
@@ -247,6 +272,7 @@ class Announcer:
         if not await self._checked(status, next(iter(requests.values()))):
             return
         status.state = AnnouncementState.SPEAKING
+        await self._publish(status)
         log.info(
             "announcement %s from %s: %d target(s)", status.id, status.source.value, len(every)
         )
@@ -284,11 +310,11 @@ class Announcer:
         try:
             await self.prepare(request)
         except RequestExpired as exc:  # its ttl ran out while it was checked
-            self.suppression.forget(status.id)
+            await self.suppression.forget(status.id)
             await self._finish(status, AnnouncementState.EXPIRED, "expired", str(exc))
             return False
         except OyezError as exc:
-            self.suppression.forget(status.id)
+            await self.suppression.forget(status.id)
             await self._finish(status, AnnouncementState.FAILED, "invalid", str(exc))
             return False
         return True
@@ -328,7 +354,7 @@ class Announcer:
     async def _conclude(self, status: AnnouncementStatus) -> None:
         """The final state from the targets' results: done, partial, expired or failed."""
         failed = [t for t in status.targets if not t.ok]
-        self.suppression.forget(status.id, {t.target for t in failed})
+        await self.suppression.forget(status.id, {t.target for t in failed})
         if not failed:
             await self._finish(status, AnnouncementState.DONE, None, None)
             return
@@ -354,6 +380,7 @@ class Announcer:
             log.info("announcement %s: spoken on %d target(s)", status.id, len(status.targets))
         else:
             log.warning("announcement %s: %s: %s", status.id, state.value, reason)
+        await self._publish(status)
         for listener in self.listeners:
             try:
                 await listener(status)

@@ -3,30 +3,43 @@ passes) and the same message to the same target within ``announce.duplicate_wind
 
 from __future__ import annotations
 
+import logging
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from bot.announce.model import Announcement, Target
+from bot.announce.shared import KEPT, DuplicateWindow, LocalDuplicateWindow
 from bot.ops.config import Settings
 from bot.speech import Priority
 
 __all__ = ["Suppression"]
 
+log = logging.getLogger(__name__)
+
 
 class Suppression:
-    """Quiet hours and duplicates. ``clock`` is Unix seconds.
+    """Quiet hours and duplicates. ``clock`` is Unix seconds; ``window`` keeps who sent what
+    (default: in this process; :class:`~bot.announce.shared.RedisDuplicateWindow` shares it
+    with other processes).
 
     Only what was spoken counts as a duplicate: an announcement that did not play to a target
     is :meth:`forget`-ten there, so the same message may go again.
     """
 
-    def __init__(self, settings: Settings, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Callable[[], float],
+        window: DuplicateWindow | None = None,
+    ) -> None:
         self.settings = settings
         self.clock = clock
-        #: (message folded, target) → (Unix seconds, the request id that sent it)
-        self._recent: dict[tuple[str, str], tuple[float, str]] = {}
+        self.window: DuplicateWindow = window or LocalDuplicateWindow(clock)
+        #: request id → {target: its window key}, to forget (the last KEPT requests)
+        self._sent: OrderedDict[str, dict[str, str]] = OrderedDict()
 
-    def reason(
+    async def reason(
         self, announcement: Announcement, targets: Iterable[Target], request_id: str
     ) -> tuple[str, str] | None:
         """(code, reason) when ``announcement`` is not to be spoken now, else None (and it is
@@ -41,20 +54,31 @@ class Suppression:
                     "is spoken"
                 )
         window = self.settings.announce.duplicate_window_s
-        self._recent = {k: v for k, v in self._recent.items() if now - v[0] < window}
+        if window <= 0:
+            return None
         text = " ".join(announcement.message.casefold().split())
-        keys = [(text, str(t)) for t in targets]
-        earlier = next((self._recent[k][1] for k in keys if k in self._recent), None)
-        if window > 0 and earlier is not None:
+        keys = {str(t): f"{text}\n{t}" for t in targets}
+        try:
+            earlier = await self.window.claim(list(keys.values()), request_id, window)
+        except Exception as exc:  # a shared window that cannot be reached: spoken, maybe twice
+            log.warning("request %s: the duplicate window cannot be read: %s", request_id, exc)
+            return None
+        if earlier is not None:
             return "duplicate", (
                 f"the same message went to the same target within {window:g} s (request {earlier})"
             )
-        for key in keys:
-            self._recent[key] = (now, request_id)
+        self._sent[request_id] = keys
+        while len(self._sent) > KEPT:
+            self._sent.popitem(last=False)
         return None
 
-    def forget(self, request_id: str, targets: set[str] | None = None) -> None:
+    async def forget(self, request_id: str, targets: set[str] | None = None) -> None:
         """Let the message of ``request_id`` go again to ``targets`` (all: None)."""
-        for key, (_, owner) in list(self._recent.items()):
-            if owner == request_id and (targets is None or key[1] in targets):
-                del self._recent[key]
+        keys = self._sent.get(request_id, {})
+        chosen = [key for target, key in keys.items() if targets is None or target in targets]
+        for target in [t for t in keys if targets is None or t in targets]:
+            del keys[target]
+        try:
+            await self.window.forget(chosen, request_id)
+        except Exception as exc:  # it stays a duplicate until the window passes
+            log.warning("request %s: the duplicate window cannot be written: %s", request_id, exc)

@@ -48,6 +48,7 @@ __all__ = [
     "CacheSettings",
     "CreditSettings",
     "DiscordChannel",
+    "EngineSettings",
     "HttpSettings",
     "LimitSettings",
     "NamedVoice",
@@ -157,6 +158,45 @@ class CacheSettings(BaseModel):
     enabled: bool = True
     max_mb: float = Field(500.0, gt=0, description="Size cap in MiB; least recently used go first")
     dir: Path | None = Field(None, description="Default: <data_dir>/cache")
+
+
+#: The URL schemes ``engine.url`` takes (redis-py's ``from_url``).
+ENGINE_SCHEMES = ("redis", "rediss", "unix")
+
+
+class EngineSettings(BaseModel):
+    """``engine``: where the state that several Oyez processes share lives.
+
+    No ``url``: embedded, in this process and its SQLite file (one process). A Redis or Valkey
+    URL: every process given the same one shares the credit circuit and the budgets' spend.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(
+        None,
+        description="redis://[:password@]host:6379/0, rediss://… (TLS) or "
+        "unix:///run/redis.sock; unset or empty: embedded (one process)",
+    )
+    key_prefix: str = Field(
+        "oyez:", min_length=1, max_length=64, description="Prefix of every key Oyez writes"
+    )
+
+    # A plain string, not a SecretStr: the secret-masking of logs would then hide every URL
+    # that starts like it; bot.ops.engine registers only its password as a secret and shows it
+    # masked (redis://:***@redis:6379/0).
+    @field_validator("url")
+    @classmethod
+    def _engine_url(cls, url: str | None) -> str | None:
+        if url is None or not url.strip():
+            return None
+        scheme = url.strip().partition("://")[0].lower()
+        if scheme not in ENGINE_SCHEMES:
+            raise ValueError(
+                "not a Redis URL: it starts with redis://, rediss:// or unix:// "
+                "(e.g. redis://redis:6379/0)"
+            )
+        return url.strip()
 
 
 class NamedVoice(BaseModel):
@@ -355,6 +395,7 @@ class Settings(BaseSettings):
     credits: CreditSettings = Field(default_factory=CreditSettings)
     budgets: BudgetSettings = Field(default_factory=BudgetSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
     discord: dict[str, Any] = Field(
         default_factory=dict, description="The Discord bot (integrations.discord.bot)"
     )

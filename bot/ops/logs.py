@@ -11,6 +11,7 @@ other text that leaves the process (API bodies, events, replies, CLI output).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, SecretStr
 from pythonjsonlogger.json import JsonFormatter
@@ -64,8 +66,9 @@ def register_secret(value: str | None) -> None:
 
 def register_settings_secrets(settings: BaseModel) -> None:
     """Register every ``SecretStr`` of ``settings``, every value under a secret-looking key
-    (``token``, ``api_key``, ``password``…) of its plain mappings, and the providers' key
-    variables from the environment (``*_API_KEY``, ``*_TOKEN``)."""
+    (``token``, ``api_key``, ``password``…) of its plain mappings, the password of every URL
+    that carries one (``redis://:password@host``), and the providers' key variables from the
+    environment (``*_API_KEY``, ``*_TOKEN``)."""
     _walk(settings)
     for name, value in os.environ.items():
         if name.endswith(("_API_KEY", "_TOKEN", "_SECRET", "_PASSWORD")):
@@ -86,6 +89,9 @@ def _walk(value: Any, key: str = "") -> None:
             _walk(item, key)
     elif isinstance(value, str) and SECRET_KEYS.search(key):
         register_secret(value)
+    elif isinstance(value, str) and "://" in value:
+        with contextlib.suppress(ValueError):  # not a URL after all
+            register_secret(urlsplit(value).password)
 
 
 def mask_secrets(text: str) -> str:

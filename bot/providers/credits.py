@@ -5,19 +5,25 @@ provider known to be out of credits and the day's spend. Each operation is one s
 run in a worker thread: another process holding the file's lock (up to the 5 s busy timeout)
 delays that one request, not the event loop.
 
+It keeps :class:`bot.providers.books.Books` for one process: holds (see :meth:`Ledger.reserve`)
+live in memory, behind a lock, so this process's concurrent calls never both spend a budget's
+last cent; processes that share the books use :class:`bot.providers.redis_ledger.RedisLedger`.
+
 Days are UTC days. Amounts are USD.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import asyncio
+import itertools
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from bot.ops.store import Database, open_state, state_path
+from bot.providers.books import Cap, CircuitState, Hold, Refused, micro_usd
 
 __all__ = ["CircuitState", "Ledger"]
 
@@ -50,16 +56,6 @@ CREATE INDEX IF NOT EXISTS spend_by_day ON spend (day, provider);
 """
 
 
-@dataclass(frozen=True, slots=True)
-class CircuitState:
-    """An open credit circuit: no paid call goes to ``provider`` until a check passes."""
-
-    provider: str
-    opened_at: datetime
-    reason: str
-    next_check_at: datetime
-
-
 class Ledger:
     """The SQLite-backed books. ``now`` is injectable so tests control the clock."""
 
@@ -67,6 +63,9 @@ class Ledger:
         self.path = state_path(data_dir)
         self.now = now or (lambda: datetime.now(UTC))
         self._db = Database(partial(open_state, data_dir, _SCHEMA))
+        self._holds: dict[str, Hold] = {}
+        self._holding = asyncio.Lock()
+        self._hold_ids = itertools.count(1)
 
     def close(self) -> None:
         self._db.close()
@@ -93,6 +92,16 @@ class Ledger:
             "UPDATE credit_circuits SET next_check_at = ? WHERE provider = ?",
             (later.isoformat(), provider),
         )
+
+    async def claim_check(self, provider: str, check_after_s: float) -> bool:
+        now = self.now()
+        later = now + timedelta(seconds=check_after_s)
+        rows = await self._execute(
+            "UPDATE credit_circuits SET next_check_at = ? WHERE provider = ? "
+            "AND next_check_at <= ? RETURNING provider",
+            (later.isoformat(), provider, now.isoformat()),
+        )
+        return bool(rows)
 
     async def close_circuit(self, provider: str) -> None:
         await self._execute("DELETE FROM credit_circuits WHERE provider = ?", (provider,))
@@ -131,6 +140,31 @@ class Ledger:
 
     # -- spend ---------------------------------------------------------------------------------
 
+    async def reserve(self, usd: float, caps: Sequence[Cap]) -> Hold | Refused:
+        """Hold ``usd`` against ``caps`` if it fits under each; else the cap it would pass.
+
+        The hold lives in this process's memory until :meth:`record_spend` or :meth:`release`.
+        """
+        async with self._holding:
+            for cap in caps:
+                if cap.usd is None:
+                    continue
+                held = sum(h.usd for h in self._holds.values() if cap.name in h.caps)
+                spent = await self.spent_today(**{cap.scope: cap.key}) + held
+                if micro_usd(spent) + micro_usd(usd) > micro_usd(cap.usd):
+                    return Refused(cap, spent)
+            hold = Hold(
+                f"hold-{next(self._hold_ids)}",
+                usd,
+                tuple(cap.name for cap in caps),
+                self.now().date().isoformat(),
+            )
+            self._holds[hold.id] = hold
+            return hold
+
+    async def release(self, hold: Hold) -> None:
+        self._holds.pop(hold.id, None)
+
     async def record_spend(  # noqa: PLR0913 - keyword-only, one per column of a spend row
         self,
         *,
@@ -141,6 +175,24 @@ class Ledger:
         estimated: bool,
         guild: str | None = None,
         requester: str | None = None,
+        hold: Hold | None = None,
+    ) -> None:
+        """Book ``usd`` spent now; ``hold`` (the call's, if any) is dropped once it is."""
+        try:
+            await self._insert_spend(provider, model, usd, request_id, estimated, guild, requester)
+        finally:
+            if hold is not None:
+                self._holds.pop(hold.id, None)
+
+    async def _insert_spend(  # noqa: PLR0913 - one per column of a spend row
+        self,
+        provider: str,
+        model: str,
+        usd: float,
+        request_id: str,
+        estimated: bool,
+        guild: str | None,
+        requester: str | None,
     ) -> None:
         now = self.now()
         await self._execute(

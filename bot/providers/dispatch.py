@@ -3,11 +3,14 @@
 1. money (paid providers): an open credit circuit, the known balance and the daily budgets per
    provider, guild and user may refuse the call before it starts;
 2. the rate limit: the request waits its turn in its bucket, at most until ``wait_until``; when
-   granted, the money is checked again (a 406 may have opened the circuit meanwhile);
+   granted, the money is checked again (a 406 may have opened the circuit meanwhile) and the
+   call's estimated cost is held against every budget (refused unless it fits under each, so
+   concurrent calls, in this process or in others sharing the books, never overspend one);
 3. the call (its further requests, such as a queued job's polls, count in the bucket too): a
    429 pauses the bucket (the request keeps its place); a 5xx, timeout or lost
    connection is retried with backoff unless marked not retryable; no credits open the circuit;
-4. the books: the cost (reported, else estimated) and the remaining credits are recorded.
+4. the books: the cost (reported, else estimated) settles the hold and the remaining credits are
+   recorded; a call that fails releases its hold.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -29,6 +33,7 @@ from bot.errors import (
 from bot.ops.config import LimitSettings, Settings
 from bot.ops.metrics import PROVIDER_CALLS, RATE_LIMITED, RETRIES, SPEND_USD
 from bot.providers.base import Provider, RequestGate, SynthesisJob, Usage
+from bot.providers.books import Books, Cap, Hold, Refused, micro_usd
 from bot.providers.credits import Ledger
 from bot.providers.ratelimit import RateLimiter, WaitExpired
 from bot.speech import AudioChunk, SpeechRequest, Voice
@@ -75,15 +80,24 @@ def _has_credit_check(provider: Provider) -> bool:
 
 class Dispatcher:
     """Holds one rate limiter per provider (or per provider/model when configured) and the
-    ledger. Shared by every source of requests."""
+    books (``ledger``: the embedded SQLite :class:`Ledger` unless given, e.g. shared ones from
+    :meth:`bot.ops.engine.Engine.books`). Shared by every source of requests."""
 
-    def __init__(self, settings: Settings, ledger: Ledger | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Books | None = None,
+        limiter_factory: Callable[..., RateLimiter] | None = None,
+    ) -> None:
+        """``limiter_factory`` makes each bucket (``RateLimiter``'s arguments; default: a
+        :class:`RateLimiter` of this process's own)."""
         self.settings = settings
         self._ledger = ledger
+        self._limiter_factory = limiter_factory or RateLimiter
         self._limiters: dict[str, RateLimiter] = {}
 
     @property
-    def ledger(self) -> Ledger:
+    def ledger(self) -> Books:
         """Opened on first use: a run that only uses the local voice writes no database."""
         if self._ledger is None:
             self._ledger = Ledger(self.settings.data_dir)
@@ -104,7 +118,7 @@ class Dispatcher:
         return limiter
 
     def _make_limiter(self, key: str, limits: LimitSettings) -> RateLimiter:
-        return RateLimiter(
+        return self._limiter_factory(
             key,
             requests_per_minute=limits.requests_per_minute,
             max_concurrent=limits.max_concurrent,
@@ -155,8 +169,15 @@ class Dispatcher:
         await self._check_budgets(provider, request, estimate)
 
     async def _recheck(self, provider: Provider, estimate: float) -> None:
-        """The circuit is due for a check: close it if the provider has credits again."""
+        """The circuit is due for a check: close it if the provider has credits again.
+
+        One caller among all sharing the books makes each due check; the others are refused
+        until it closes the circuit."""
         name = provider.name
+        if not await self.ledger.claim_check(name, self.settings.credits.check_interval_s):
+            raise InsufficientCredits(
+                name, "out of credits; another request is checking whether they are back"
+            )
         try:
             credits = await provider.check_credits()
         except ProviderError as exc:
@@ -185,33 +206,44 @@ class Dispatcher:
             "%s: credit circuit open: %s (next check in %.0f s)", provider.name, reason, wait
         )
 
+    def _caps(self, provider: Provider, request: SpeechRequest) -> list[Cap]:
+        """The daily budgets a call of ``provider`` for ``request`` counts against."""
+        budgets, name = self.settings.budgets, provider.name
+        caps = [Cap("provider", name, budgets.providers.get(name), f"{name}'s daily budget")]
+        if request.guild is not None:
+            cap = budgets.guilds.get(request.guild, budgets.per_guild_usd)
+            caps.append(Cap("guild", request.guild, cap, "this server's daily budget"))
+        if request.requester is not None:
+            cap = budgets.users.get(request.requester, budgets.per_user_usd)
+            caps.append(Cap("requester", request.requester, cap, "your daily budget"))
+        return caps
+
     async def _check_budgets(
         self, provider: Provider, request: SpeechRequest, estimate: float
     ) -> None:
-        budgets, ledger, name = self.settings.budgets, self.ledger, provider.name
-        checks: list[tuple[str, float | None, float]] = [
-            (
-                f"{name}'s daily budget",
-                budgets.providers.get(name),
-                await ledger.spent_today(provider=name),
-            )
-        ]
-        if request.guild is not None:
-            cap = budgets.guilds.get(request.guild, budgets.per_guild_usd)
-            checks.append(
-                ("this server's daily budget", cap, await ledger.spent_today(guild=request.guild))
-            )
-        if request.requester is not None:
-            cap = budgets.users.get(request.requester, budgets.per_user_usd)
-            spent = await ledger.spent_today(requester=request.requester)
-            checks.append(("your daily budget", cap, spent))
-        for what, cap, spent in checks:
-            if cap is not None and spent + estimate > cap:
-                raise BudgetExceeded(
-                    name,
-                    f"{what} is ${cap:.2f}; ${spent:.4f} spent today, this call costs "
-                    f"~${estimate:.4f}",
-                )
+        """Refuse early a call that a budget's spend alone (holds aside) already rules out."""
+        for cap in self._caps(provider, request):
+            if cap.usd is None:
+                continue
+            spent = await self.ledger.spent_today(**{cap.scope: cap.key})
+            if micro_usd(spent) + micro_usd(estimate) > micro_usd(cap.usd):
+                raise _over_budget(provider, Refused(cap, spent), estimate)
+
+    async def _hold(self, provider: Provider, voice: Voice, request: SpeechRequest) -> Hold | None:
+        """Hold a paid call's estimated cost against its budgets (None for a free provider).
+
+        Raises :class:`BudgetExceeded` when it does not fit under one of them."""
+        if not provider.paid:
+            return None
+        estimate = self.cost_estimate(provider, voice) or 0.0
+        held = await self.ledger.reserve(estimate, self._caps(provider, request))
+        if isinstance(held, Refused):
+            raise _over_budget(provider, held, estimate)
+        return held
+
+    async def _release(self, hold: Hold | None) -> None:
+        if hold is not None:
+            await self.ledger.release(hold)
 
     async def _account(
         self,
@@ -220,12 +252,14 @@ class Dispatcher:
         request: SpeechRequest,
         cost: float | None,
         remaining: float | None,
+        hold: Hold | None = None,
     ) -> tuple[float | None, bool]:
         if remaining is not None:
             await self.ledger.set_balance(provider.name, remaining)
         estimated = cost is None
         usd = cost if cost is not None else self.cost_estimate(provider, voice)
         if usd is None or not (provider.paid or cost is not None):
+            await self._release(hold)
             return None, estimated
         await self.ledger.record_spend(
             provider=provider.name,
@@ -235,6 +269,7 @@ class Dispatcher:
             estimated=estimated,
             guild=request.guild,
             requester=request.requester,
+            hold=hold,
         )
         SPEND_USD.labels(provider.name).inc(usd)
         return usd, estimated
@@ -260,8 +295,26 @@ class Dispatcher:
         (event-loop times). ``on_chunk`` gets each chunk as it arrives; once it has had one, a
         failed call is not retried (the audio would start again). Raises :class:`RateLimited`,
         :class:`RequestExpired`, :class:`InsufficientCredits`, :class:`BudgetExceeded` or the
-        provider's :class:`ProviderError`.
+        provider's :class:`ProviderError` (also when the shared engine holding the books or the
+        bucket cannot be reached: the fallback chain then speaks).
         """
+        try:
+            return await self._synthesize(provider, request, job, wait_until, expiry, on_chunk)
+        except _engine_errors() as exc:
+            log.warning("request %s: the shared engine cannot be reached: %s", request.id, exc)
+            raise ProviderError(
+                provider.name, f"the shared engine (engine.url) cannot be reached: {exc}"
+            ) from None
+
+    async def _synthesize(
+        self,
+        provider: Provider,
+        request: SpeechRequest,
+        job: SynthesisJob,
+        wait_until: float | None,
+        expiry: float | None,
+        on_chunk: Callable[[AudioChunk], Awaitable[None]] | None,
+    ) -> Dispatched:
         await self.check_money(provider, job.voice, request)
         limiter = self.limiter(provider, job.voice)
         job = dataclasses.replace(job, gate=_gate(limiter))  # its polls count in the bucket too
@@ -272,13 +325,14 @@ class Dispatcher:
             granted = await _turn(route, ticket)
             try:  # a 406 may have opened the circuit while this request waited its turn
                 await self.check_money(provider, job.voice, request)
+                hold = await self._hold(provider, job.voice, request)
             except BaseException:  # refused (or cancelled): hand the turn back
                 limiter.release()
                 raise
             call = _Call()
             delay = 0.0
             try:
-                await _stream(provider, job, call, on_chunk)
+                await self._held(hold, _stream(provider, job, call, on_chunk))
             except RateLimited as exc:
                 _pause(route, exc, granted)
             except InsufficientCredits as exc:
@@ -300,9 +354,17 @@ class Dispatcher:
         limiter.succeeded(usage.rate_limit_remaining, usage.rate_limit_reset_s, granted=granted)
         PROVIDER_CALLS.labels(provider.name, "ok").inc()
         usd, estimated = await self._account(
-            provider, job.voice, request, usage.cost_usd, usage.remaining_credits
+            provider, job.voice, request, usage.cost_usd, usage.remaining_credits, hold
         )
         return Dispatched(call.chunks, call.first_audio_s, usd, estimated)
+
+    async def _held(self, hold: Hold | None, call: Awaitable[None]) -> None:
+        """Run ``call``; when it fails (or is cancelled), its ``hold`` is released."""
+        try:
+            await call
+        except BaseException:
+            await self._release(hold)
+            raise
 
     def _retry_delay(
         self, route: _Route, exc: ProviderError, retries: int, heard: bool
@@ -327,6 +389,15 @@ class Dispatcher:
             delay,
         )
         return delay
+
+
+def _over_budget(provider: Provider, refused: Refused, estimate: float) -> BudgetExceeded:
+    cap = refused.cap
+    return BudgetExceeded(
+        provider.name,
+        f"{cap.what} is ${cap.usd or 0:.2f}; ${refused.spent_usd:.4f} spent today, this call "
+        f"costs ~${estimate:.4f}",
+    )
 
 
 def _gate(limiter: RateLimiter) -> RequestGate:
@@ -399,3 +470,10 @@ def _pause(route: _Route, exc: RateLimited, granted: float) -> None:
         name,
         paused,
     )
+
+
+def _engine_errors() -> tuple[type[Exception], ...]:
+    """redis-py's base error once the shared engine has imported it (engine.url set), else
+    none: an embedded process never imports redis (~0.15 s) just to name its exception."""
+    errors = sys.modules.get("redis.exceptions")
+    return (errors.RedisError,) if errors is not None else ()

@@ -6,6 +6,10 @@ API wakes it at once. ``lead_s`` before a fire time the alert is synthesized int
 cache the way each sink will ask for it (:class:`WarmSink`), so it starts on the second (with
 ``cache.enabled: false``, when synthesis is done). A fire time up to ``grace_s`` late is
 spoken; one missed by more is skipped, or with ``catch_up`` spoken once, late.
+
+Every process running a scheduler over the same schedules tries each firing; its fire claim
+(:mod:`bot.schedules.claims`, shared when ``engine.url`` is set) lets one speak it, and another
+takes it over when that one dies before it was delivered (within the firing's grace).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from bot.announce.model import Announcement, Sink, Target
 from bot.errors import ConfigError, InvalidRequest
 from bot.ops.config import Settings, format_validation_error
 from bot.ops.store import is_lock_timeout
+from bot.schedules.claims import Claim, FireClaims, LocalClaims, firing_id
 from bot.schedules.model import Schedule, check_targets, target_kinds
 from bot.schedules.store import Outcome, ScheduleBook, StoredSchedule
 from bot.speech import RequestSource, SpeechRequest
@@ -40,6 +45,9 @@ log = logging.getLogger(__name__)
 POLL_S = 1.0
 #: Seconds before a fire time that its audio is synthesized.
 LEAD_S = 30.0
+#: Seconds a fire claim lasts unless renewed: how soon another process takes over a firing
+#: whose claimer died.
+CLAIM_LEASE_S = 6.0
 
 
 @runtime_checkable
@@ -64,7 +72,8 @@ class Scheduler:
 
     ``synthesize`` (the pipeline's ``speak``) fills the audio cache ahead of each fire time;
     None turns pre-synthesis off (the benchmark's baseline). ``configured`` (the ``schedules:``
-    of the configuration) is synced into ``book`` by :meth:`start`. ``clock`` is Unix seconds;
+    of the configuration) is synced into ``book`` by :meth:`start`. ``claims`` decides which
+    process speaks a firing (None: this one, :class:`LocalClaims`). ``clock`` is Unix seconds;
     tests pass one tied to the event loop's (fast-forwarded) clock.
     """
 
@@ -81,6 +90,8 @@ class Scheduler:
         clock: Callable[[], float] = time.time,
         poll_s: float = POLL_S,
         lead_s: float = LEAD_S,
+        claims: FireClaims | None = None,
+        claim_lease_s: float = CLAIM_LEASE_S,
     ) -> None:
         self.settings = settings
         self.announcer = announcer
@@ -91,6 +102,8 @@ class Scheduler:
         self.clock = clock
         self.poll_s = poll_s
         self.lead_s = lead_s
+        self.claims: FireClaims = claims or LocalClaims()
+        self.claim_lease_s = claim_lease_s
         self._entries: dict[str, _Entry] = {}
         self._revision: int | None = None
         self._wake = asyncio.Event()
@@ -317,16 +330,64 @@ class Scheduler:
         if outcome is Outcome.MISSED:
             await self.book.record(stored, moment, outcome)
             return
-        if synthesis is not None and not synthesis.done():
-            await asyncio.wait([synthesis])  # its audio, rather than a second synthesis
         announcement = stored.schedule.announcement(moment, self.zone)
-        created = moment if outcome is Outcome.SPOKEN else now  # the ttl counts from it
-        status = await self.announcer.submit(
-            announcement, RequestSource.SCHEDULE, created_at=created
-        )
-        await self.book.record(stored, moment, outcome)
-        await status.done.wait()
+        firing = firing_id(stored.name, moment)
+        missing = target_kinds(stored.schedule) - set(self.announcer.sinks)
+        if missing and self.claims.shared:  # another process, with those sinks, speaks it
+            log.info("schedule %s: %s left to a process with a %s sink", stored.name, firing,
+                     " and ".join(sorted(missing)))  # fmt: skip
+            return
+        if not await self._won(firing, stored.schedule, moment):
+            log.info("schedule %s: %s is spoken by another process", stored.name, firing)
+            return
+        keeping = self._spawn(self._keep_claim(firing), f"oyez-claim-{stored.name}")
+        try:
+            if synthesis is not None and not synthesis.done():
+                await asyncio.wait([synthesis])  # its audio, rather than a second synthesis
+            created = moment if outcome is Outcome.SPOKEN else now  # the ttl counts from it
+            status = await self.announcer.submit(
+                announcement, RequestSource.SCHEDULE, created_at=created
+            )
+            await self.book.record(stored, moment, outcome)
+            await status.done.wait()
+        finally:
+            keeping.cancel()
+        await self._claims_call(self.claims.done(firing), firing)
         log.info("schedule %s: %s (%s)", stored.name, status.state.value, status.id)
+
+    async def _won(self, firing: str, schedule: Schedule, moment: datetime) -> bool:
+        """Whether this process speaks ``firing``: it claimed it, or took over the claim of
+        one that died before delivering it while the firing may still be spoken (within
+        ``grace_s``, or later with ``catch_up``). When the claims cannot be reached it speaks
+        (a doubled alert rather than a lost one)."""
+        while True:
+            try:
+                found = await self.claims.claim(firing, self.claim_lease_s)
+            except Exception as exc:
+                log.warning("%s: cannot claim it (%s): speaking it here", firing, exc)
+                return True
+            if found is not Claim.HELD:
+                return found is Claim.WON
+            late_s = (self.now() - moment).total_seconds()
+            if late_s > schedule.grace_s and not schedule.catch_up:
+                return False
+            await asyncio.sleep(self.claim_lease_s / 3)  # its holder may yet die
+
+    async def _keep_claim(self, firing: str) -> None:
+        """Renew this process's claim on ``firing`` until cancelled (once delivered)."""
+        while True:
+            await asyncio.sleep(self.claim_lease_s / 3)
+            if not await self._claims_call(self.claims.renew(firing, self.claim_lease_s), firing):
+                log.warning("%s: its claim was lost: another process may speak it too", firing)
+                return
+
+    async def _claims_call(self, call: Awaitable[bool | None], firing: str) -> bool:
+        """``call``'s answer; False (logged) when the claims cannot be reached."""
+        try:
+            return await call is not False
+        except Exception as exc:
+            log.warning("%s: the fire claims cannot be reached: %s", firing, exc)
+            return False
 
     # -- synthesis ahead -----------------------------------------------------------------------
 

@@ -18,8 +18,14 @@ def scheduler_front_end(parts: Parts) -> Scheduler:
     settings = parts.settings
     schedules = configured_schedules(settings)
     book = ScheduleBook(settings.data_dir)  # opened on first use, in a worker thread
+    claims = parts.engine.fire_claims() if parts.engine is not None else None
     scheduler = Scheduler(
-        settings, parts.announcer, book, synthesize=parts.pipeline.speak, configured=schedules
+        settings,
+        parts.announcer,
+        book,
+        synthesize=parts.pipeline.speak,
+        configured=schedules,
+        claims=claims,
     )
     parts.server.add_routes(schedule_routes(parts.server, scheduler, parts.pipeline.prepare))
     return scheduler

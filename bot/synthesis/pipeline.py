@@ -40,6 +40,7 @@ from bot.providers.base import ProviderRegistry
 from bot.providers.dispatch import Dispatched, Dispatcher
 from bot.speech import FallbackNote, OutputProfile, SpeechRequest, Timings, Utterance, Voice
 from bot.synthesis.cache import AudioCache, CacheEntry, cache_key
+from bot.synthesis.flights import Flights, flown
 from bot.synthesis.prepared import PreparedRequest, Segment
 from bot.synthesis.pronounce import Pronunciations
 from bot.synthesis.sentences import split_sentences
@@ -59,6 +60,8 @@ FIRST_SENTENCE_MAX_CHARS = 50
 LEAD_MARGIN = 1.25
 #: Seconds of audio below which a text with any word in it was not said (the audio is broken).
 MIN_SPEECH_S = 0.1
+#: Longest wait, seconds, for another process making the same audio (then it is made here).
+FLIGHT_WAIT_S = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,8 @@ class SpeechPipeline:
         self.dispatcher = dispatcher or Dispatcher(settings)
         self._cache: AudioCache | None = None
         self.pronunciations = Pronunciations(settings.pronunciations)
+        #: Shared with other processes when set (engine.url): one of them makes a missed key.
+        self.flights: Flights | None = None
         self.gains = VoiceGains(settings.audio.loudness_target_lufs)
         self.stream_encoders = StreamEncoders(self.transcoder, self.gains)
         # per voice label: its last synthesis time per character and transcoding time (s)
@@ -278,6 +283,8 @@ class SpeechPipeline:
             or request.output is not OutputProfile.OGG_OPUS
             or not prepared.provider.streams_live(prepared.job())
         ):
+            if caching and self.flights is not None:
+                return await self._flown(prepared, started)
             return await self._synthesize(request, prepared, started, None)
         stream = LiveUtterance(request.id, prepared.text, prepared.voice)
         stream.attach(
@@ -286,6 +293,27 @@ class SpeechPipeline:
             )
         )
         return stream
+
+    async def _flown(self, prepared: PreparedRequest, started: float) -> Utterance:
+        """Synthesize ``prepared``, unless another process is making the same audio: then its
+        utterance, from the cache, once it is there (see :mod:`bot.synthesis.flights`)."""
+        assert self.flights is not None
+        request = prepared.request
+
+        async def cached() -> Utterance | None:
+            hit = await self._from_cache(prepared, started)
+            if hit is not None:
+                _count(request, hit.voice.provider, "cached")
+            return hit
+
+        left = -request.overdue_s()
+        return await flown(
+            self.flights,
+            self.cache_key(prepared),
+            make=lambda: self._synthesize(request, prepared, started, None),
+            cached=cached,
+            wait_s=min(left, FLIGHT_WAIT_S),
+        )
 
     async def speak_sentences(
         self,

@@ -2,8 +2,9 @@
 (they carry no secrets and no request text).
 
 - ``GET /healthz``: 200 ``{"status": "ok"}`` while the process serves HTTP (a liveness probe).
-- ``GET /readyz``: 200 when every front end is connected and the default provider is usable,
-  else 503; the body names each check and shows each paid provider's credit circuit.
+- ``GET /readyz``: 200 when every front end is connected, the default provider is usable and
+  the books can be read (a shared engine answers), else 503; the body names each check and
+  shows each paid provider's credit circuit.
 - ``GET /metrics``: :data:`bot.ops.metrics.REGISTRY` in the Prometheus text format.
 """
 
@@ -41,6 +42,16 @@ async def readiness(
         problem = str(exc)
     checks["default_provider"] = {"ok": problem is None, "detail": problem or default}
     ready = ready and problem is None
+    try:
+        checks["circuits"] = await _circuits(pipeline)
+    except Exception as exc:  # the books cannot be read: a shared engine that is down
+        checks["circuits"] = {"ok": False, "detail": f"the books cannot be read: {exc}"}
+        ready = False
+    return ready, checks
+
+
+async def _circuits(pipeline: SpeechPipeline) -> dict[str, Any]:
+    """Each usable paid provider's credit circuit, from the books."""
     circuits: dict[str, Any] = {}
     for name in pipeline.registry.names():
         provider = pipeline.registry.get(name)
@@ -56,8 +67,7 @@ async def readiness(
                 "next_check_at": circuit.next_check_at.isoformat(),
             }
         )
-    checks["circuits"] = circuits
-    return ready, checks
+    return circuits
 
 
 def add_health_routes(

@@ -2,9 +2,15 @@
 
 :class:`MediaStore` serves each announcement at ``<public_url>/media/<token>.<ext>`` (128 random
 bits) until ``http.media_ttl_s`` (600 s) passes; aiohttp's ``FileResponse`` answers the Range
-requests (206, 416) players send. The API under ``/api/v1`` needs ``Authorization: Bearer
-<http.api_token>`` and is off (404) without one. Other parts add their routes with
-:meth:`OyezServer.add_routes` before :meth:`OyezServer.start`.
+requests (206, 416) players send. A file can also be published while it is still being made
+(:class:`GrowingMedia`): a plain GET is answered at once, chunked (no ``Content-Length``), each
+part sent as soon as it is made (``Range: bytes=0-``, which players send for the whole file, is
+answered the same way: a server may ignore a Range, RFC 9110 §14.2); HEAD and other Range
+requests wait for the whole file.
+
+The API under ``/api/v1`` needs ``Authorization: Bearer <http.api_token>`` and is off (404)
+without one. Other parts add their routes with :meth:`OyezServer.add_routes` before
+:meth:`OyezServer.start`.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,7 +36,14 @@ from bot.ops.logs import mask_secrets
 from bot.ops.store import BUSY_TIMEOUT_S, is_lock_timeout
 from bot.speech import OutputProfile, RequestSource
 
-__all__ = ["API_PREFIX", "MediaStore", "OyezServer", "is_loopback_url", "json_error"]
+__all__ = [
+    "API_PREFIX",
+    "GrowingMedia",
+    "MediaStore",
+    "OyezServer",
+    "is_loopback_url",
+    "json_error",
+]
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +107,59 @@ def is_loopback_url(url: str) -> bool:
         return False
 
 
+class GrowingMedia:
+    """A media file published while it is still being made: :meth:`append` its parts in
+    order, then :meth:`finish` (it is stored as a file like any other) or :meth:`fail`.
+    Create inside the event loop (:meth:`MediaStore.publish_growing`)."""
+
+    def __init__(self, on_finish: Callable[[bytes], None]) -> None:
+        self.data = bytearray()
+        self.complete = False
+        #: Why it stopped short (set by :meth:`fail`), else None.
+        self.error: str | None = None
+        self._on_finish = on_finish
+        self._changed = asyncio.Event()
+
+    def append(self, part: bytes) -> None:
+        if self.complete:
+            raise RuntimeError("the media is complete: nothing can be appended")
+        self.data += part
+        self._changed.set()
+
+    def finish(self) -> None:
+        """All of it is made: stored as a file, served with a ``Content-Length`` from now."""
+        if not self.complete:
+            self.complete = True
+            self._on_finish(bytes(self.data))
+            self._changed.set()
+
+    def fail(self, reason: str) -> None:
+        """No more is coming: what was made is all there is (a fetch under way ends)."""
+        if not self.complete:
+            self.error = reason
+            self.finish()
+
+    async def wait(self) -> None:
+        """Returns once the media is complete."""
+        while not self.complete:
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def parts(self) -> AsyncIterator[bytes]:
+        """What is made, from the start, as it is made, until the media is complete."""
+        sent = 0
+        while True:
+            if sent < len(self.data):
+                part = bytes(self.data[sent:])
+                sent += len(part)
+                yield part
+                continue
+            if self.complete:
+                return
+            self._changed.clear()
+            await self._changed.wait()
+
+
 class MediaStore:
     """Audio files served to speakers at unguessable, expiring URLs.
 
@@ -114,21 +180,45 @@ class MediaStore:
         self.ttl_s = ttl_s
         self.clock = clock
         self._expiry: dict[str, float] = {}
+        self._growing: dict[str, GrowingMedia] = {}
         directory.mkdir(parents=True, exist_ok=True)
         for stale in directory.glob("*.*"):  # left by an earlier run: their URLs are gone
             stale.unlink(missing_ok=True)
 
     def publish(self, audio: bytes, extension: str, ttl_s: float | None = None) -> str:
         """Store ``audio`` and return its public URL (valid ``ttl_s``, default the store's)."""
+        name = self._name(extension)
+        self._write(name, audio)
+        self._expiry[name] = self.clock() + (ttl_s if ttl_s is not None else self.ttl_s)
+        return f"{self.base_url}/media/{name}"
+
+    def publish_growing(
+        self, extension: str, ttl_s: float | None = None
+    ) -> tuple[str, GrowingMedia]:
+        """A public URL (valid ``ttl_s``, default the store's) for audio still being made, and
+        the :class:`GrowingMedia` to give it to. Raises ValueError for an unknown extension."""
+        name = self._name(extension)
+
+        def finished(audio: bytes) -> None:  # nothing made: nothing to serve (404)
+            if self._growing.pop(name, None) is not None and name in self._expiry and audio:
+                self._write(name, audio)
+
+        media = GrowingMedia(finished)
+        self._growing[name] = media
+        self._expiry[name] = self.clock() + (ttl_s if ttl_s is not None else self.ttl_s)
+        return f"{self.base_url}/media/{name}", media
+
+    @staticmethod
+    def _name(extension: str) -> str:
         if extension not in _CONTENT_TYPES:
             raise ValueError(f"unsupported media extension {extension!r}")
-        name = f"{secrets.token_urlsafe(_TOKEN_BYTES)}.{extension}"
+        return f"{secrets.token_urlsafe(_TOKEN_BYTES)}.{extension}"
+
+    def _write(self, name: str, audio: bytes) -> None:
         path = self.directory / name
         temporary = path.with_suffix(".part")
         temporary.write_bytes(audio)
         temporary.replace(path)
-        self._expiry[name] = self.clock() + (ttl_s if ttl_s is not None else self.ttl_s)
-        return f"{self.base_url}/media/{name}"
 
     def path(self, name: str) -> Path | None:
         """The file behind ``name`` while it is valid, else None."""
@@ -150,29 +240,66 @@ class MediaStore:
 
     def _remove(self, name: str) -> None:
         self._expiry.pop(name, None)
+        self._growing.pop(name, None)
         (self.directory / name).unlink(missing_ok=True)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         path = self.path(name)
+        growing = self._growing.get(name) if path is not None else None
+        if growing is not None:
+            whole = request.headers.get("Range", "bytes=0-").replace(" ", "") == "bytes=0-"
+            if request.method == "GET" and whole:
+                return await self._stream(request, name, growing)
+            await growing.wait()  # HEAD, Range: only a whole file has a length
+            path = self.path(name)
         if path is None or not path.is_file():
             return json_error(404, "no such media, or it expired")
-        extension = name.rsplit(".", 1)[-1]
-        return web.FileResponse(path, headers={"Content-Type": _CONTENT_TYPES[extension]})
+        return web.FileResponse(path, headers={"Content-Type": _content_type(name)})
+
+    @staticmethod
+    async def _stream(request: web.Request, name: str, growing: GrowingMedia) -> web.StreamResponse:
+        """``growing`` as it is made, chunked; a fetch that finds nothing made fails (503)."""
+        parts = growing.parts()
+        first = await anext(parts, None)
+        if first is None:
+            return json_error(503, f"the media could not be made: {growing.error or 'empty'}")
+        response = web.StreamResponse(headers={"Content-Type": _content_type(name)})
+        response.enable_chunked_encoding()
+        try:
+            await response.prepare(request)
+            await response.write(first)
+            async for part in parts:
+                await response.write(part)
+            await response.write_eof()
+        except ConnectionResetError:  # the player went away (or skipped): nothing to answer
+            log.debug("http: %s: the player closed the connection", request.path)
+        return response
+
+
+def _content_type(name: str) -> str:
+    return _CONTENT_TYPES[name.rsplit(".", 1)[-1]]
 
 
 class OyezServer:
     """The aiohttp application and its lifecycle.
 
     ``announcer`` enables ``POST /api/v1/announce`` and ``GET /api/v1/requests/{id}`` (when
-    ``settings.api_token`` is set).
+    ``settings.api_token`` is set). ``media`` replaces the default :class:`MediaStore` in
+    ``<data_dir>/media`` (several processes share :class:`bot.web.media.SharedMediaStore`).
     """
 
     def __init__(
-        self, settings: HttpSettings, data_dir: Path, announcer: Announcer | None = None
+        self,
+        settings: HttpSettings,
+        data_dir: Path,
+        announcer: Announcer | None = None,
+        media: MediaStore | None = None,
     ) -> None:
         self.settings = settings
-        self.media = MediaStore(data_dir / "media", settings.base_url(), settings.media_ttl_s)
+        self.media = media or MediaStore(
+            data_dir / "media", settings.base_url(), settings.media_ttl_s
+        )
         self.announcer = announcer
         self.app = web.Application(client_max_size=MAX_BODY, middlewares=[json_errors])
         self.app.router.add_get("/media/{name}", self.media.handle)  # HEAD too
@@ -246,10 +373,10 @@ class OyezServer:
 
     async def _request(self, request: web.Request) -> web.StreamResponse:
         assert self.announcer is not None
-        status = self.announcer.status(request.match_info["id"])
+        status = await self.announcer.find(request.match_info["id"])
         if status is None:
             return json_error(404, "no such request (requests are kept for a while, not forever)")
-        return web.json_response(status.as_json())
+        return web.json_response(status)
 
     async def start(self) -> None:
         """Listen on ``host:port`` (port 0: any free port, then in :attr:`port`)."""

@@ -56,16 +56,25 @@ def _intents(settings: DiscordSettings) -> discord.Intents:
 
 
 class OyezBot(discord.Client):
-    """Oyez on Discord. ``pipeline`` is shared with the other front ends."""
+    """Oyez on Discord. ``pipeline`` is shared with the other front ends; ``preferences`` and
+    ``guild_settings`` default to the SQLite stores in the data directory."""
 
-    def __init__(self, pipeline: SpeechPipeline, settings: DiscordSettings, **options: Any) -> None:
+    def __init__(
+        self,
+        pipeline: SpeechPipeline,
+        settings: DiscordSettings,
+        *,
+        preferences: Preferences | None = None,
+        guild_settings: GuildSettingsStore | None = None,
+        **options: Any,
+    ) -> None:
         super().__init__(intents=_intents(settings), **options)
         self.pipeline = pipeline
         self.settings = settings
         self.tree = OyezCommandTree(self)
         data_dir = pipeline.settings.data_dir
-        self.preferences = Preferences(data_dir)
-        self.guild_settings = GuildSettingsStore(data_dir)
+        self.preferences = preferences or Preferences(data_dir)
+        self.guild_settings = guild_settings or GuildSettingsStore(data_dir)
         self.schedules = ScheduleBook(data_dir)
         self.dictionary = PronunciationBook(data_dir)
         pipeline.pronunciations.guild_lookup = self.dictionary.of_guild

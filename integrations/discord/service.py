@@ -17,6 +17,7 @@ from bot.ops.config import DiscordChannel
 from bot.speech import OutputProfile, SpeechRequest, Utterance
 from integrations.discord.bot import OyezBot
 from integrations.discord.settings import DiscordSettings
+from integrations.discord.shared_stores import RedisGuildSettings, RedisPreferences
 
 __all__ = ["DiscordFrontEnd", "DiscordSink", "discord_front_end"]
 
@@ -129,6 +130,16 @@ def discord_front_end(parts: Parts) -> DiscordFrontEnd | None:
     settings = DiscordSettings.from_settings(parts.settings)
     if settings.token is None:
         return None
-    bot = OyezBot(parts.pipeline, settings)
+    engine = parts.engine
+    if engine is not None and engine.client is not None:  # shared with the other processes
+        prefix = engine.settings.key_prefix
+        bot = OyezBot(
+            parts.pipeline,
+            settings,
+            preferences=RedisPreferences(engine.client, prefix),
+            guild_settings=RedisGuildSettings(engine.client, prefix),
+        )
+    else:
+        bot = OyezBot(parts.pipeline, settings)
     parts.announcer.add_sink(DiscordSink(bot))
     return DiscordFrontEnd(bot, settings)

@@ -6,6 +6,10 @@ Every announcement that ends, whatever its source, is reported so automations ca
 expired, a duplicate, quiet hours, a speaker that refused), with the data of
 :meth:`bot.announce.model.AnnouncementStatus.as_json` (``request_id``, ``state``, ``targets``,
 ``code``, ``reason``, ...).
+
+Several Oyez processes connected to one Home Assistant (``engine.url`` set) each hear every
+event; the first to claim its ``context.id`` in the shared :attr:`HomeAssistantFrontEnd.events`
+speaks it, the others drop it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from urllib.parse import urlsplit
 
 from bot.announce.announcer import Announcer
 from bot.announce.model import AnnouncementState, AnnouncementStatus
+from bot.announce.shared import DuplicateWindow
 from bot.frontend import Parts
 from bot.ops.config import HttpSettings
 from bot.speech import RequestSource
@@ -46,6 +51,8 @@ FAILED_EVENT = "oyez_announce_failed"
 REPORT_GRACE_S = 5.0
 #: An event older than this on arrival, seconds, is logged as a sign of clock skew.
 SKEW_WARNING_S = 30.0
+#: Seconds an event's context id stays claimed (Home Assistant never replays an event).
+EVENT_CLAIM_S = 600.0
 
 
 class HomeAssistantFrontEnd:
@@ -70,6 +77,8 @@ class HomeAssistantFrontEnd:
         self.http = http
         self.sink = sink
         self._reports: set[asyncio.Task[None]] = set()
+        #: Shared with the other processes that hear the same events (None: this one only).
+        self.events: DuplicateWindow | None = None
         announcer.add_listener(self._report)
 
     async def start(self) -> None:
@@ -125,7 +134,25 @@ class HomeAssistantFrontEnd:
             return False, "not connected to Home Assistant"
         return False, f"reconnecting to Home Assistant (down for {down:.0f} s)"
 
+    async def _ours(self, event: HomeAssistantEvent) -> bool:
+        """Whether this process speaks ``event``: no other claimed its context id first (one
+        that cannot be told apart, or claims that cannot be reached: yes)."""
+        if self.events is None or not event.context_id:
+            return True
+        try:
+            earlier = await self.events.claim(
+                [f"ha-event:{event.context_id}"], event.context_id, EVENT_CLAIM_S
+            )
+        except Exception as exc:
+            log.warning("home assistant: cannot claim event %s: %s", event.context_id, exc)
+            return True
+        if earlier is not None:
+            log.debug("home assistant: event %s is another process's", event.context_id)
+        return earlier is None
+
     async def _on_event(self, event: HomeAssistantEvent) -> None:
+        if not await self._ours(event):
+            return
         if event.time_fired is not None:
             # Events are never replayed, so one fired long ago means the two clocks differ
             # (or Home Assistant was stalled): the ttl counts from time_fired all the same.
@@ -194,4 +221,7 @@ def homeassistant_front_end(parts: Parts) -> HomeAssistantFrontEnd | None:
     parts.announcer.add_sink(
         SatelliteSink(client, parts.pipeline, parts.server.media, parts.settings.announce)
     )
-    return HomeAssistantFrontEnd(client, parts.announcer, settings, parts.settings.http, sink)
+    front_end = HomeAssistantFrontEnd(client, parts.announcer, settings, parts.settings.http, sink)
+    if parts.engine is not None and not parts.engine.embedded:
+        front_end.events = parts.engine.duplicate_window()
+    return front_end

@@ -67,6 +67,12 @@ class SpeakerSettings(BaseModel):
         "volume always goes in play_media's extra.volume too (0-100), which Sonos uses for "
         "announcements; false for a Sonos, whose volume_set changes only its music",
     )
+    content_length: bool = Field(
+        False,
+        description="The speaker needs a Content-Length (it cannot play an MP3 that is served "
+        "while it is still being made, chunked): it is given the URL once the whole file is "
+        "made",
+    )
 
 
 class HomeAssistantSettings(BaseModel):
@@ -97,7 +103,7 @@ class HomeAssistantSettings(BaseModel):
     speakers: dict[str, SpeakerSettings] = Field(
         default_factory=dict,
         description="Per speaker (an entity id such as media_player.kitchen, or just kitchen): "
-        "mode, restore_delay_s, set_volume",
+        "mode, restore_delay_s, set_volume, content_length",
     )
 
     @field_validator("speakers", mode="before")

@@ -4,14 +4,24 @@ Made once for all speakers, published at an expiring URL (:class:`~bot.web.serve
 then given to each speaker's line (:class:`~integrations.homeassistant.speakers.SpeakerQueues`):
 one announcement at a time per speaker, all speakers at once. At each speaker a
 :class:`~integrations.homeassistant.visit.SpeakerVisit` reads its state (``play_media`` on a
-missing or ``unavailable`` entity "succeeds", so that is checked first), sets the volume, calls
+missing or ``unavailable`` entity "succeeds", so that is checked: first, or alongside
+``play_media`` when nothing else is needed from the state), sets the volume, calls
 ``play_media`` and puts the speaker back after. A chime is mixed into the same MP3
 (:mod:`bot.audio.mix`): a second ``play_media`` would cut the first one short.
+
+Without a chime the MP3 grows while it is made (:class:`~bot.web.server.GrowingMedia`): its
+URL goes to the speakers at once, as Home Assistant's own ``tts.speak`` does, and each
+sentence is served as soon as it is encoded (MP3 frames follow each other:
+:func:`~bot.audio.mp3.continued`), so a speaker starts on the first sentence while the later
+ones are made. A speaker with ``content_length: true`` is given the URL once the whole file
+is made.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -22,12 +32,14 @@ import aiohttp
 
 from bot.announce.model import Announcement, Target, TargetResult, chime_source
 from bot.audio.mix import decode_chime, mix_chime
+from bot.audio.mp3 import continued
 from bot.audio.transcode import PcmAudio
 from bot.errors import AudioError, InvalidRequest, OyezError, RequestExpired
 from bot.ops.config import AnnounceSettings
 from bot.speech import AudioChunk, AudioEncoding, OutputProfile, SpeechRequest, Utterance
 from bot.synthesis.pipeline import SpeechPipeline
-from bot.web.server import MediaStore
+from bot.synthesis.prepared import join_utterances
+from bot.web.server import GrowingMedia, MediaStore
 from integrations.homeassistant.settings import SpeakerSettings
 from integrations.homeassistant.speakers import SpeakerQueues
 from integrations.homeassistant.visit import Playback, SpeakerVisit, StateReader
@@ -119,8 +131,10 @@ class MediaPlayerSink:
             chime_url = self._chime_url(announcement)
         except InvalidRequest as exc:
             return everyone(str(exc)), None
-        if chime_url is not None:  # mixed below: PCM in, one MP3 out
-            request = request.model_copy(update={"output": OutputProfile.WAV})
+        if chime_url is None:
+            return await self._deliver_growing(entities, request, announcement)
+        # mixed below: PCM in, one MP3 out
+        request = request.model_copy(update={"output": OutputProfile.WAV})
         try:
             utterance = await self.pipeline.speak(request)
             audio, length_s = await self._audio(utterance, chime_url)
@@ -129,10 +143,8 @@ class MediaPlayerSink:
         except OyezError as exc:
             log.warning("announcement %s: not synthesized: %s", request.id, exc)
             return everyone(str(exc)), None
-        # valid for as long as it may wait in a speaker's line, and media_ttl_s after that
-        wait_s = max(-request.overdue_s(), 0.0) if request.expires_at is not None else 0.0
         playback = Playback(
-            url=self.media.publish(audio, "mp3", ttl_s=self.media.ttl_s + wait_s),
+            url=self.media.publish(audio, "mp3", ttl_s=self._ttl_s(request)),
             title=speaker_title(announcement.message),
             volume=announcement.volume,
             length_s=length_s,
@@ -140,6 +152,71 @@ class MediaPlayerSink:
         )
         results = await asyncio.gather(*(self.queues.play(e, playback) for e in entities))
         return list(results), utterance
+
+    def _ttl_s(self, request: SpeechRequest) -> float:
+        """How long the URL lives: as long as it may wait in a speaker's line, and
+        ``media_ttl_s`` after that."""
+        wait_s = max(-request.overdue_s(), 0.0) if request.expires_at is not None else 0.0
+        return self.media.ttl_s + wait_s
+
+    async def _deliver_growing(
+        self, entities: list[str], request: SpeechRequest, announcement: Announcement
+    ) -> tuple[list[TargetResult], Utterance | None]:
+        """The MP3 served while it is made; every speaker's result once all of it is."""
+        url, media = self.media.publish_growing("mp3", ttl_s=self._ttl_s(request))
+        playback = Playback(
+            url=url,
+            title=speaker_title(announcement.message),
+            volume=announcement.volume,
+            length_s=0.0,
+            request=request,
+            made=asyncio.get_running_loop().create_future(),
+            first_made=asyncio.Event(),
+        )
+        making = asyncio.create_task(self._make(playback, media), name="oyez-ha-mp3")
+        try:
+            results = await asyncio.gather(*(self.queues.play(e, playback) for e in entities))
+            utterance = await making
+        except RequestExpired as exc:
+            return [TargetResult(e, False, str(exc), expired=True) for e in entities], None
+        except OyezError as exc:
+            log.warning("announcement %s: not synthesized: %s", request.id, exc)
+            return [TargetResult(e, False, str(exc)) for e in entities], None
+        finally:
+            if not making.done():
+                making.cancel()
+                with contextlib.suppress(asyncio.CancelledError, OyezError):
+                    await making
+        length_s = round(utterance.duration_s, 3)
+        return [
+            dataclasses.replace(r, duration_s=length_s) if r.ok else r for r in results
+        ], utterance
+
+    async def _make(self, playback: Playback, media: GrowingMedia) -> Utterance:
+        """``playback``'s request sentence by sentence into ``media``; its ``first_made`` is
+        set after the first (or a failure), its ``made`` gets the seconds made (also when a
+        sentence fails: what was made before it). Raises what
+        :meth:`~bot.synthesis.pipeline.SpeechPipeline.speak_sentences` raises."""
+        assert playback.made is not None
+        assert playback.first_made is not None
+        parts: list[Utterance] = []
+        try:
+            async for segment in self.pipeline.speak_sentences(playback.request):
+                speech = segment.speech
+                assert isinstance(speech, Utterance)  # not live: always whole
+                media.append(continued(speech.audio) if parts else speech.audio)
+                parts.append(speech)
+                playback.first_made.set()
+        except BaseException as exc:
+            media.fail(str(exc) or type(exc).__name__)
+            raise
+        else:
+            media.finish()
+        finally:
+            playback.first_made.set()
+            if not playback.made.done():
+                playback.made.set_result(sum(p.duration_s for p in parts))
+        return join_utterances(playback.request, parts)
 
     async def _visit(self, entity_id: str) -> SpeakerVisit:
         return SpeakerVisit(

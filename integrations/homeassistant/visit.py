@@ -3,8 +3,9 @@
 A visit is a run of announcements played back to back on one ``media_player``
 (:class:`~integrations.homeassistant.speakers.SpeakerQueues` makes them). Before the first,
 its state is kept (:class:`Snapshot`); each announcement is a ``play_media`` (its volume set
-first); after the last, the volume is put back and, on a speaker without announce support, what
-was playing is played again from where it was.
+first; sent while the state is read when the speaker announces and no volume is to be set);
+after the last, the volume is put back and, on a speaker without announce support, what was
+playing is played again from where it was.
 
 Home Assistant 2025.4 facts used here (``homeassistant/components/media_player/const.py``,
 ``__init__.py``; ``components/sonos/media_player.py``): ``MediaPlayerEntityFeature`` bits
@@ -54,13 +55,27 @@ FINISH_GRACE_S = 30.0
 class Playback:
     """What every speaker of one announcement plays: the published MP3 at ``url``, its
     ``title``, at ``volume`` (0 to 1; None: as it is), ``length_s`` seconds long; ``request``
-    is the announcement's speech request (its id in the logs, its priority, its expiry)."""
+    is the announcement's speech request (its id in the logs, its priority, its expiry).
+
+    An MP3 still being made (served as it grows) has ``made``: its length in seconds once all
+    of it is made (what was made, should the rest fail); ``length_s`` is then unknown (0).
+    ``first_made`` is set once its first audio is there to fetch (or its making failed): the
+    time to first audio counts to then.
+    """
 
     url: str
     title: str
     volume: float | None
     length_s: float
     request: SpeechRequest
+    made: asyncio.Future[float] | None = None
+    first_made: asyncio.Event | None = None
+
+    async def length(self) -> float:
+        """Seconds long; for one still being made, once it is made."""
+        if self.made is None:
+            return self.length_s
+        return await asyncio.shield(self.made)
 
     @property
     def priority(self) -> Priority:
@@ -150,6 +165,8 @@ class StateReader:
 
     def __init__(self, client: HomeAssistantClient) -> None:
         self.client = client
+        #: Each speaker's ``supported_features`` as last read (they hardly ever change).
+        self.features: dict[str, int] = {}
         self._pending: asyncio.Task[list[dict[str, Any]]] | None = None
 
     async def state(self, entity_id: str) -> dict[str, Any] | None:
@@ -161,7 +178,10 @@ class StateReader:
             self._pending = pending
             pending.add_done_callback(self._done)
         states = await asyncio.shield(pending)
-        return next((s for s in states if s.get("entity_id") == entity_id), None)
+        found = next((s for s in states if s.get("entity_id") == entity_id), None)
+        if found is not None:
+            self.features[entity_id] = Snapshot.of(found).features
+        return found
 
     def _done(self, task: asyncio.Task[list[dict[str, Any]]]) -> None:
         if self._pending is task:
@@ -205,23 +225,62 @@ class SpeakerVisit:
     async def play(self, playback: Playback) -> TargetResult:
         """Start ``playback`` (its volume set first). Never raises: a failure is the result."""
         request = playback.request
+        # only a whole file has a length to tell such a speaker
+        if self.speaker.content_length and await playback.length() <= 0:
+            return self._result("no audio was made")
         late = request.overdue_s()
         if late > 0:
             return self._result(
                 f"its ttl ran out while the speaker was busy ({late:.0f} s late)", expired=True
             )
+        if self._blind(playback):
+            return await self._play_while_reading(playback)
         try:
             state = await self._state()
         except HomeAssistantError as exc:
             return self._result(f"Home Assistant: {exc}")
-        if state is None:
-            return self._result("Home Assistant has no such entity")
-        if state.get("state") == "unavailable":
-            return self._result("the speaker is unavailable in Home Assistant")
+        problem = _unplayable(state)
+        if problem is not None:
+            return self._result(problem)
+        assert state is not None
         if self.snapshot is None:
             self.snapshot = Snapshot.of(state)
-        announce = self.snapshot.announces(self.speaker)
         await self._set_volume(playback)
+        return await self._start(playback, announce=self.snapshot.announces(self.speaker))
+
+    def _blind(self, playback: Playback) -> bool:
+        """Whether ``play_media`` needs nothing from the speaker's state: it announces (said
+        so, or its features as last read say so) and no volume is to be set or put back."""
+        if self._level is not None or (playback.volume is not None and self.speaker.set_volume):
+            return False
+        if self.snapshot is not None:
+            return self.snapshot.announces(self.speaker)
+        if self.speaker.mode is SpeakerMode.AUTO:
+            return bool(self.states.features.get(self.entity_id, 0) & MEDIA_ANNOUNCE)
+        return self.speaker.mode is SpeakerMode.ANNOUNCE
+
+    async def _play_while_reading(self, playback: Playback) -> TargetResult:
+        """``play_media`` while the state is read (one round trip fewer before the speaker
+        has the URL); a missing or unavailable speaker still fails."""
+        reading = asyncio.ensure_future(self._state())
+        try:
+            result = await self._start(playback, announce=True)
+            state = await reading
+        except HomeAssistantError as exc:
+            return self._result(f"Home Assistant: {exc}")
+        finally:
+            reading.cancel()
+        problem = _unplayable(state)
+        if problem is not None:
+            return self._result(problem)
+        assert state is not None
+        if self.snapshot is None:
+            self.snapshot = Snapshot.of(state)
+        return result
+
+    async def _start(self, playback: Playback, *, announce: bool) -> TargetResult:
+        """``play_media``; its failure is the result."""
+        request = playback.request
         try:
             await self._call("play_media", play_media_data(playback, announce=announce))
         except HomeAssistantError as exc:
@@ -230,6 +289,8 @@ class SpeakerVisit:
             log.warning("announcement %s: %s: %s", request.id, self.entity_id, error)
             return self._result(error)
         self._played, self._started = playback.url, asyncio.get_running_loop().time()
+        if playback.first_made is not None:  # the speaker has the URL: is there audio yet?
+            await playback.first_made.wait()
         waited = (datetime.now(UTC) - request.created_at).total_seconds()
         TIME_TO_FIRST_AUDIO.labels(sink="media_player").observe(max(waited, 0.0))
         return self._result(None, duration_s=round(playback.length_s, 3))
@@ -271,14 +332,15 @@ class SpeakerVisit:
         ``media_duration`` of its length), when it stops doing so (at most
         :data:`FINISH_GRACE_S` later)."""
         loop = asyncio.get_running_loop()
-        end = self._started + playback.length_s + self.margin_s
+        length_s = await playback.length()
+        end = self._started + length_s + self.margin_s
         await asyncio.sleep(max(end - loop.time(), 0.0))
         while loop.time() < end + FINISH_GRACE_S:
             try:
                 state = await self._state()
             except HomeAssistantError:
                 return
-            if state is None or not _reports_playing(state, playback):
+            if state is None or not _reports_playing(state, playback.url, length_s):
                 return
             await asyncio.sleep(POLL_S)
 
@@ -339,14 +401,21 @@ class SpeakerVisit:
         return True
 
 
-def _reports_playing(state: dict[str, Any], playback: Playback) -> bool:
-    """Whether ``state`` says the player is still playing ``playback`` itself: its URL, and a
-    ``media_duration`` of its length (a player that keeps an old duration, as Home Assistant's
-    demo players do, is judged by the length alone)."""
+def _unplayable(state: dict[str, Any] | None) -> str | None:
+    """Why a speaker in ``state`` cannot play (None: it can)."""
+    if state is None:
+        return "Home Assistant has no such entity"
+    if state.get("state") == "unavailable":
+        return "the speaker is unavailable in Home Assistant"
+    return None
+
+
+def _reports_playing(state: dict[str, Any], url: str, length_s: float) -> bool:
+    """Whether ``state`` says the player is still playing the announcement at ``url`` itself:
+    its URL, and a ``media_duration`` of its length (a player that keeps an old duration, as
+    Home Assistant's demo players do, is judged by the length alone)."""
     attributes = state.get("attributes") or {}
-    if state.get("state") != "playing" or attributes.get("media_content_id") != playback.url:
+    if state.get("state") != "playing" or attributes.get("media_content_id") != url:
         return False
     duration = _number(attributes.get("media_duration"))
-    return duration is not None and abs(duration - playback.length_s) <= max(
-        1.0, 0.1 * playback.length_s
-    )
+    return duration is not None and abs(duration - length_s) <= max(1.0, 0.1 * length_s)

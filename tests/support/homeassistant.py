@@ -323,12 +323,17 @@ class Observer:
         return next(s for s in states if s["entity_id"] == entity_id)
 
     async def wait_event(
-        self, predicate: Callable[[dict[str, Any]], bool], *, timeout_s: float = 60.0
+        self,
+        predicate: Callable[[dict[str, Any]], bool],
+        *,
+        timeout_s: float = 60.0,
+        since: int = 0,
     ) -> dict[str, Any]:
-        """The first recorded event matching ``predicate``, waiting for it."""
+        """The first recorded event matching ``predicate`` (from event number ``since`` on: a
+        ``len(events)`` taken earlier), waiting for it."""
         async with asyncio.timeout(timeout_s):
             while True:
-                for event in self.events:
+                for event in self.events[since:]:
                     if predicate(event):
                         return event
                 self._changed.clear()

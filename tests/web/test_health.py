@@ -9,8 +9,10 @@ import aiohttp
 import pytest
 
 from bot.ops import config
+from bot.ops.engine import Engine
 from bot.ops.metrics import ANNOUNCEMENTS
 from bot.service import Service
+from tests.support.redis_server import RedisServer, redis_server  # noqa: F401
 
 
 class StubFrontEnd:
@@ -117,3 +119,36 @@ async def test_metrics_export_oyez_counters_in_prometheus_format(service: Servic
         "oyez_spend_usd_total",
     ):
         assert f"# TYPE {name.removesuffix('_total')}" in text, name
+
+
+async def test_readyz_says_when_the_shared_books_cannot_be_read(
+    tmp_path: Path,
+    redis_server: RedisServer,  # noqa: F811 - for its binary: the test stops a server of its own
+) -> None:
+    own = RedisServer(redis_server.binary, tmp_path / "redis")
+    (tmp_path / "redis").mkdir()
+    own.start()
+    settings = config.load(
+        data_dir=tmp_path / "data",
+        http={"host": "127.0.0.1", "port": 0},
+        providers={"segmind": {"api_key": "test-segmind-key", "base_url": "http://127.0.0.1:9"}},
+        engine={"url": own.url},
+    )
+    try:
+        async with await Engine.open(settings.engine) as engine:
+            running = Service(settings, engine=engine)
+            await running.server.start()
+            try:
+                async with aiohttp.ClientSession() as http:
+                    async with http.get(url(running, "/readyz")) as response:
+                        assert response.status == 200
+                    own.stop()  # the engine goes away
+                    async with http.get(url(running, "/readyz")) as response:
+                        assert response.status == 503
+                        body = await response.json()
+                assert "the books cannot be read" in body["checks"]["circuits"]["detail"]
+            finally:
+                await running.server.stop()
+                await running.pipeline.aclose()
+    finally:
+        own.stop()

@@ -105,6 +105,68 @@ async def test_media_urls_are_unguessable_and_expire(
     assert (await get(f"{base}/..%2Fsecret.mp3"))[0] == 404
 
 
+async def test_growing_media_is_sent_as_it_is_made_and_whole_once_made(
+    served: tuple[OyezServer, RecordingSink],
+) -> None:
+    server, _ = served
+    url, media = server.media.publish_growing("mp3")
+    media.append(AUDIO[:1000])
+    arrived: list[bytes] = []
+    # what players send for the whole file: answered as it is made too
+    whole = asyncio.create_task(get(url, headers={"Range": "bytes=0-"}))
+    async with aiohttp.ClientSession() as session, session.get(url) as reply:
+        assert reply.status == 200
+        assert reply.headers["Content-Type"] == "audio/mpeg"
+        assert "Content-Length" not in reply.headers  # chunked: its length is not known yet
+        assert reply.headers["Transfer-Encoding"] == "chunked"
+        arrived.append(await reply.content.read(1000))  # the first part, before the rest exists
+        ranged = asyncio.create_task(get(url, headers={"Range": "bytes=0-9"}))
+        await asyncio.sleep(0.1)
+        assert not ranged.done()  # a Range request waits for the whole file
+        media.append(AUDIO[1000:])
+        media.finish()
+        arrived.append(await reply.read())
+    assert b"".join(arrived) == AUDIO
+    status, headers, body = await whole
+    assert (status, "Content-Length" in headers, body) == (200, False, AUDIO)
+    status, headers, body = await ranged
+    assert (status, headers["Content-Range"], body) == (206, f"bytes 0-9/{len(AUDIO)}", AUDIO[:10])
+    status, headers, body = await get(url)  # made: a file like any other
+    assert (status, int(headers["Content-Length"]), body) == (200, len(AUDIO), AUDIO)
+
+
+async def test_a_player_that_leaves_a_growing_media_early_is_no_error(
+    served: tuple[OyezServer, RecordingSink], caplog: pytest.LogCaptureFixture
+) -> None:
+    server, _ = served
+    url, media = server.media.publish_growing("mp3")
+    media.append(AUDIO[:1000])
+    async with aiohttp.ClientSession() as session, session.get(url) as reply:
+        assert await reply.content.read(1000) == AUDIO[:1000]
+    for _ in range(5):  # the rest is made after the player has gone
+        media.append(AUDIO[1000:2000])
+        await asyncio.sleep(0.02)
+    media.finish()
+    await asyncio.sleep(0.1)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert (await get(url))[0] == 200
+
+
+async def test_growing_media_that_fails_before_any_audio_answers_503(
+    served: tuple[OyezServer, RecordingSink],
+) -> None:
+    server, _ = served
+    url, media = server.media.publish_growing("mp3")
+    fetching = asyncio.create_task(get(url))
+    await asyncio.sleep(0.1)
+    media.fail("every provider failed")
+    status, _, body = await fetching
+    assert status == 503
+    assert b"every provider failed" in body
+    with pytest.raises(ValueError, match="unsupported media extension"):
+        server.media.publish_growing("exe")
+
+
 def test_sweep_removes_expired_files_and_a_restart_forgets_old_ones(tmp_path: Path) -> None:
     clock = Monotonic()
     store = MediaStore(tmp_path / "media", "http://oyez.lan:8080/", 600, clock=clock)

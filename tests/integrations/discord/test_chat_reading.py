@@ -5,6 +5,7 @@ whom it reads; proven by what is heard (ASR) and stored (SQLite)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -122,7 +123,7 @@ async def test_the_server_chooses_whom_it_reads(
         await fake.send_message("!Dinner is at seven o'clock", user=ALICE)
         await fake.send_message("Bob is not in the voice channel", user=BOB)
         await fake.move_member(HELPER, VOICE_CHANNEL_ID)
-        await fake.send_message("The build has passed", user=HELPER)
+        await fake.send_message("The kettle is boiling in the kitchen", user=HELPER)
         said = await spoken(fake, 2, transcriber)
 
         await client.guild_settings.put(
@@ -140,7 +141,9 @@ async def test_the_server_chooses_whom_it_reads(
     assert heard_runs == 2, said
     # "!" is no longer the skip prefix (Piper says it: "exclamation")
     assert {"dinner", "seven"} <= set(said[0].casefold().replace(".", "").split()), said
-    assert word_error_rate("Helper said the build has passed", said[1]) <= 0.35
+    # the helper is read, and named ("Helper" is often heard as "help her": not compared)
+    heard = set(re.sub(r"[^a-z ]", " ", said[1].casefold()).split())
+    assert {"said", "kettle", "boiling", "kitchen"} <= heard, said
     with sqlite3.connect(state_path(tmp_path / "data")) as db:
         (row,) = db.execute("SELECT settings FROM discord_guild_settings").fetchall()
     stored = GuildSettings.model_validate_json(row[0])

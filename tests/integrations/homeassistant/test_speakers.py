@@ -6,6 +6,7 @@ Assistant is in ``test_speakers_ha.py``."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,16 +14,20 @@ from typing import Any, cast
 
 import pytest
 
-from bot.announce.model import TargetResult
-from bot.errors import ConfigError
+from bot.announce.model import Announcement, TargetResult
+from bot.errors import ConfigError, NoProviderSpoke
 from bot.ops import config
-from bot.speech import Priority, SpeechRequest
+from bot.ops.metrics import REGISTRY
+from bot.speech import OutputProfile, Priority, SpeechRequest, Timings, Utterance, Voice
+from bot.synthesis.prepared import Segment
+from bot.web.server import MediaStore
 from integrations.homeassistant import visit as visit_module
 from integrations.homeassistant.settings import (
     HomeAssistantSettings,
     SpeakerMode,
     SpeakerSettings,
 )
+from integrations.homeassistant.sink import MediaPlayerSink
 from integrations.homeassistant.speakers import SpeakerQueues
 from integrations.homeassistant.visit import (
     MEDIA_ANNOUNCE,
@@ -437,3 +442,138 @@ async def test_an_announcement_to_several_speakers_reads_the_states_once() -> No
     assert all(f is not None and f["entity_id"] == KITCHEN for f in found)
     await states.state(KITCHEN)
     assert ha.reads == 2  # a later question is a new read
+
+
+@dataclass
+class SlowStates(ScriptedHomeAssistant):
+    """``get_states`` answers only once :attr:`gate` is set."""
+
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def get_states(self) -> list[dict[str, Any]]:
+        await self.gate.wait()
+        return await super().get_states()
+
+
+async def test_an_announcing_speaker_without_a_volume_gets_the_url_while_its_state_is_read() -> (
+    None
+):
+    ha = SlowStates({"state": "idle", "attributes": {"supported_features": 512}})
+    visit = SpeakerVisit(
+        StateReader(cast(HomeAssistantClient, ha)),
+        KITCHEN,
+        SpeakerSettings(mode=SpeakerMode.ANNOUNCE),
+        margin_s=0.0,
+    )
+    playing = asyncio.create_task(visit.play(playback(None)))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert services(ha) == ["play_media"]  # before get_states has answered
+    assert ha.calls[0][1] is not None and ha.calls[0][1]["announce"] is True
+    assert not playing.done()  # the result waits for the state: is there such a speaker?
+    ha.gate.set()
+    assert (await playing).ok
+    # a speaker Home Assistant does not have still fails, though it was asked
+    ha.state = {"entity_id": "media_player.other", "state": "idle", "attributes": {}}
+    missing = SpeakerVisit(
+        StateReader(cast(HomeAssistantClient, ha)),
+        KITCHEN,
+        SpeakerSettings(mode=SpeakerMode.ANNOUNCE),
+        margin_s=0.0,
+    )
+    result = await missing.play(playback(None))
+    assert (result.ok, result.error) == (False, "Home Assistant has no such entity")
+
+
+async def test_a_speaker_seen_to_announce_gets_the_url_at_once_next_time_not_with_a_volume() -> (
+    None
+):
+    ha = kitchen("idle", MEDIA_ANNOUNCE | 512)
+    states = StateReader(cast(HomeAssistantClient, ha))
+    first = SpeakerVisit(states, KITCHEN, SpeakerSettings(), margin_s=0.0)
+    assert not first._blind(playback(None))  # its features are not known yet
+    assert (await first.play(playback(None))).ok
+    later = SpeakerVisit(states, KITCHEN, SpeakerSettings(), margin_s=0.0)
+    assert later._blind(playback(None))
+    assert not later._blind(playback(0.3))  # its volume is to be set, then put back
+    assert not SpeakerVisit(states, KITCHEN, SpeakerSettings(mode=SpeakerMode.RESUME))._blind(
+        playback(None)
+    )
+
+
+# -- the growing MP3 when synthesis fails ---------------------------------------------------------
+
+
+@dataclass
+class FailingPipeline:
+    """``speak_sentences`` gives ``made`` sentences (a few bytes of "MP3" each), then raises."""
+
+    made: int
+
+    async def speak_sentences(self, request: SpeechRequest) -> AsyncIterator[Segment]:
+        for i in range(self.made):
+            await asyncio.sleep(0)
+            audio = b"ID3\x04\x00\x00\x00\x00\x00\x00" + bytes([0xFF, 0xFB, i]) * 4
+            voice = Voice("piper", "m", "v", "V")
+            timings = Timings(0.1, 0.0, 0.1, 0.1)
+            speech = Utterance(
+                request.id, "Hi.", audio, OutputProfile.MP3, 44_100, 2, 1.0, voice, timings
+            )
+            yield Segment(i, 3, speech)
+        raise NoProviderSpoke([("piper", "the model is broken")])
+
+
+@pytest.mark.parametrize("made", [0, 1])
+async def test_a_failed_synthesis_fails_every_speaker_which_gets_only_what_was_made(
+    tmp_path: Path, made: int
+) -> None:
+    ha = kitchen("idle", MEDIA_ANNOUNCE)
+    ha.state["entity_id"] = KITCHEN
+    settings = config.load(data_dir=tmp_path)
+    store = MediaStore(tmp_path / "media", "http://oyez.lan")
+    sink = MediaPlayerSink(
+        cast(HomeAssistantClient, ha), cast(Any, FailingPipeline(made)), store, settings.announce
+    )
+    request = SpeechRequest(id="f1", text="Hi. Hello. Bye.", output=OutputProfile.MP3)
+    announcement = Announcement.parse({"message": "Hi. Hello. Bye.", "media_player": KITCHEN})
+    results, utterance = await sink.deliver([KITCHEN], request, announcement)
+    assert utterance is None
+    error = "no provider could speak (piper: the model is broken)"
+    assert [(r.ok, r.error) for r in results] == [(False, error)]
+    (url,) = [d["media_content_id"] for s, d in ha.calls if s == "play_media" and d]
+    path = store.path(url.rsplit("/", 1)[-1])
+    assert path is not None
+    # what was made before the failure is all the speaker gets; nothing made: nothing there
+    assert path.is_file() == (made > 0)
+    if made:
+        assert path.read_bytes()[:3] == b"ID3" and path.read_bytes().count(b"ID3") == 1
+    await sink.aclose()
+
+
+async def test_an_announcement_still_being_made_has_started_once_its_first_audio_is_there() -> None:
+    ha = kitchen("idle", MEDIA_ANNOUNCE | 512)
+    visit = visit_of(ha)
+    first_made = asyncio.Event()
+    item = Playback(
+        "http://oyez.lan/media/g.mp3",
+        "Hello.",
+        None,
+        0.0,
+        SpeechRequest(id="g1", text="Hello."),
+        first_made=first_made,
+    )
+
+    def waited_s() -> float:
+        labels = {"sink": "media_player"}
+        return REGISTRY.get_sample_value("oyez_time_to_first_audio_seconds_sum", labels) or 0.0
+
+    before = waited_s()
+    playing = asyncio.create_task(visit.play(item))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert services(ha) == ["play_media"]  # the speaker has the URL at once
+    assert not playing.done()  # but the time to first audio counts until there is audio
+    await asyncio.sleep(0.05)
+    first_made.set()
+    assert (await playing).ok
+    assert waited_s() - before >= 0.05

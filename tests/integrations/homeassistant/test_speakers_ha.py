@@ -1,6 +1,8 @@
 """Speakers against a real Home Assistant (2025.4.4, demo integration, on 127.0.0.1): two
-announcements to one speaker play one after the other, and a speaker without announce support
-(the demo players lack ``MEDIA_ANNOUNCE``) plays what it was playing again, at its volume.
+announcements to one speaker play one after the other, a speaker without announce support
+(the demo players lack ``MEDIA_ANNOUNCE``) plays what it was playing again, at its volume, and
+a speaker fetches an announcement while its later sentences are still being made (or, with
+``content_length: true``, gets the whole file).
 
 What Oyez asked of Home Assistant is read from Home Assistant's own ``call_service`` events
 (each with its ``service_data`` and ``time_fired``).
@@ -9,15 +11,19 @@ What Oyez asked of Home Assistant is read from Home Assistant's own ``call_servi
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from bot.ops import config
 from bot.ops.config import Settings
 from integrations.homeassistant.visit import MEDIA_ANNOUNCE
 from tests.integrations.homeassistant.test_service import is_oyez_media, running_oyez
+from tests.support.asr import Transcriber, word_error_rate
 from tests.support.homeassistant import (
     HomeAssistant,
     Observer,
@@ -251,3 +257,75 @@ async def test_an_announcement_whose_ttl_runs_out_in_line_is_not_spoken_late(
             if is_oyez_media(service, e["data"]["service_data"]["media_content_id"])
         ]
         assert len(oyez) == 1
+
+
+THREE_SENTENCES = (
+    "The washing machine has finished its long cycle. The dryer in the cellar needs emptying "
+    "now. Dinner will be served at seven o'clock tonight."
+)
+
+
+async def oyez_url_given(observer: Observer, service: Any, entity: str) -> str:
+    """The Oyez media URL ``entity`` is given in a ``play_media``, waiting for it."""
+
+    while True:
+        since = len(observer.events)
+        for event in calls(observer, entity, "play_media"):
+            media = event["data"]["service_data"].get("media_content_id")
+            if is_oyez_media(service, media):
+                return str(media)
+        await observer.wait_event(lambda _: True, since=since)
+
+
+async def test_a_speaker_fetches_the_announcement_while_its_later_sentences_are_made(
+    homeassistant: HomeAssistant,  # noqa: F811
+    tmp_path: Path,
+    transcriber: Transcriber,
+) -> None:
+    async with (
+        running_oyez(settings(homeassistant, tmp_path)) as service,
+        observing(homeassistant, DONE, FAILED, "call_service") as ha,
+    ):
+        await ha.fire(
+            "oyez_announce", {"message": THREE_SENTENCES, "media_player": LIVING_ROOM, "id": "g1"}
+        )
+        url = await oyez_url_given(ha, service, LIVING_ROOM)
+        async with aiohttp.ClientSession() as session, session.get(url) as reply:
+            assert reply.status == 200
+            assert reply.headers["Content-Type"] == "audio/mpeg"
+            # served while it is made: chunked, no length yet
+            assert "Content-Length" not in reply.headers
+            first = await reply.content.readany()
+            # the first sentence is here; the announcement is done once all three are made
+            assert not ha.request_events("g1")
+            first_at = time.time()
+            audio = first + await reply.read()
+        done = await ha.wait_event(answering("g1"))
+        assert done["event_type"] == DONE, done
+        assert fired_s(done) > first_at - 0.05
+    assert audio[:3] == b"ID3"
+    assert word_error_rate(THREE_SENTENCES, transcriber.transcribe(audio)) <= 0.2
+    assert 5.0 < done["data"]["duration_s"] < 15.0
+
+
+async def test_a_speaker_that_needs_a_content_length_gets_the_whole_file(
+    homeassistant: HomeAssistant,  # noqa: F811
+    tmp_path: Path,
+    transcriber: Transcriber,
+) -> None:
+    speakers = {LIVING_ROOM: {"content_length": True}}
+    async with (
+        running_oyez(settings(homeassistant, tmp_path, **speakers)) as service,
+        observing(homeassistant, DONE, FAILED, "call_service") as ha,
+    ):
+        await ha.fire(
+            "oyez_announce", {"message": THREE_SENTENCES, "media_player": LIVING_ROOM, "id": "c1"}
+        )
+        url = await oyez_url_given(ha, service, LIVING_ROOM)
+        async with aiohttp.ClientSession() as session, session.get(url) as reply:
+            assert reply.status == 200
+            length = int(reply.headers["Content-Length"])
+            audio = await reply.read()
+        assert (await ha.wait_event(answering("c1")))["event_type"] == DONE
+    assert length == len(audio)
+    assert word_error_rate(THREE_SENTENCES, transcriber.transcribe(audio)) <= 0.2

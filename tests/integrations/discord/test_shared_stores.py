@@ -1,0 +1,61 @@
+"""The Discord stores' conformance suite: the SQLite ones (embedded) and the Redis ones
+(several processes) keep and answer the same."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.ops.engine import Engine
+from integrations.discord.guilds import GuildSettings, GuildSettingsStore
+from integrations.discord.preferences import Preferences, VoiceChoice
+from integrations.discord.shared_stores import RedisGuildSettings, RedisPreferences
+from tests.support.redis_server import engine, redis_server, redis_url  # noqa: F401
+
+ALBA = VoiceChoice("piper", "en_GB-alba-medium", "en_GB-alba-medium")
+NAMED = VoiceChoice("grandma", None, "grandma")
+
+
+@pytest.fixture
+async def stores(
+    engine: Engine,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> AsyncIterator[tuple[GuildSettingsStore, Preferences]]:
+    if engine.client is None:
+        made: tuple[GuildSettingsStore, Preferences] = (
+            GuildSettingsStore(tmp_path),
+            Preferences(tmp_path),
+        )
+    else:
+        made = (RedisGuildSettings(engine.client), RedisPreferences(engine.client))
+    yield made
+    for store in made:
+        await store.close()
+
+
+async def test_guild_settings_are_kept_and_default_when_unset(
+    stores: tuple[GuildSettingsStore, Preferences],
+) -> None:
+    guilds, _ = stores
+    assert await guilds.get(7) == GuildSettings()
+    chosen = GuildSettings(voice="alba", paid_roles=[3, 4], read_channel=99, name_prefix=True)
+    await guilds.put(7, chosen)
+    assert await guilds.get(7) == chosen
+    await guilds.put(7, GuildSettings(voice="joe"))
+    assert (await guilds.get(7)).voice == "joe"
+    assert await guilds.get(8) == GuildSettings()
+
+
+async def test_voice_choices_are_kept_with_or_without_a_model(
+    stores: tuple[GuildSettingsStore, Preferences],
+) -> None:
+    _, voices = stores
+    assert await voices.voice_of(42) is None
+    await voices.set_voice(42, ALBA)
+    await voices.set_voice(43, NAMED)
+    assert await voices.voice_of(42) == ALBA
+    assert await voices.voice_of(43) == NAMED
+    await voices.set_voice(42, NAMED)
+    assert await voices.voice_of(42) == NAMED
