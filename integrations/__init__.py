@@ -7,7 +7,7 @@ provider or a front end is a module plus one line here (third-party providers re
 the ``oyez.providers`` entry-point group instead).
 """
 
-__all__ = ["FRONT_ENDS", "PROVIDERS"]
+__all__ = ["FRONT_ENDS", "PRELOADS", "PROVIDERS"]
 
 #: Provider name → its :class:`~bot.providers.base.Provider` class.
 PROVIDERS: dict[str, str] = {
@@ -16,6 +16,12 @@ PROVIDERS: dict[str, str] = {
     "together": "integrations.together:TogetherProvider",
     "openai": "integrations.openai:OpenAIProvider",
 }
+
+#: Provider name → a function that starts loading the model a one-shot ``oyez say`` will need,
+#: in a background thread, before the configuration is validated:
+#: ``(raw providers.<name> section, voice or None, model or None) -> Thread | None`` (None: it
+#: cannot tell). Its module imports the standard library only (:mod:`bot.providers.preload`).
+PRELOADS: dict[str, str] = {"piper": "integrations.piper.models:preload"}
 
 #: The front ends of ``oyez run``: name → a factory taking the shared :class:`bot.frontend.Parts`
 #: and returning the front end, or None when it is not configured. Built and started in this
