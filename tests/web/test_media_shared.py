@@ -95,3 +95,19 @@ def test_a_process_starting_keeps_the_others_media_and_sweeps_only_expired(
     clock.now = stale_part.stat().st_mtime + PART_KEPT_S + 1
     assert second.sweep() == 2  # the long one has expired by then too, and the .part is old
     assert not list(folder.iterdir())
+
+
+async def test_growing_media_is_streamed_by_its_process_then_served_by_any(
+    two: tuple[OyezServer, OyezServer, Wall],
+) -> None:
+    first, second, _ = two
+    url, growing = first.media.publish_growing("mp3", ttl_s=60)
+    growing.append(AUDIO[:100])
+    assert (await fetch(second, url))[0] == 404  # not whole yet: only its process has it
+    growing.append(AUDIO[100:])
+    growing.finish()
+    assert await fetch(first, url) == (200, AUDIO)
+    assert await fetch(second, url) == (200, AUDIO)
+    empty_url, empty = first.media.publish_growing("mp3")
+    empty.finish()
+    assert (await fetch(first, empty_url))[0] == 404  # nothing made: nothing to serve
