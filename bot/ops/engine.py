@@ -5,7 +5,8 @@
 (and ``engine.key_prefix``) shares the stores built here: the rate limiters' buckets
 (:class:`~bot.providers.shared_ratelimit.SharedRateLimiter`), the books
 (:class:`~bot.providers.books.Books`: the credit circuit, balances, budgets' spend and holds)
-the schedules' fire claims (:class:`~bot.schedules.claims.FireClaims`), synthesis flights
+the schedules' fire claims (:class:`~bot.schedules.claims.FireClaims`), leases
+(:mod:`bot.ops.leases`: who holds Home Assistant's event subscription), synthesis flights
 (:mod:`bot.synthesis.flights`), the announcements'
 duplicate window and statuses (:mod:`bot.announce.shared`), and media URLs that any process
 serves (:class:`~bot.web.media.SharedMediaStore`; its files on the data folder all of them
@@ -36,6 +37,7 @@ from bot.announce.shared import (
 )
 from bot.errors import ConfigError
 from bot.ops.config import EngineSettings, Settings
+from bot.ops.leases import Leases, LocalLeases
 from bot.ops.logs import register_secret
 from bot.providers.books import Books
 from bot.providers.credits import Ledger
@@ -165,6 +167,15 @@ class Engine:
         from bot.schedules.claims import RedisClaims
 
         return RedisClaims(self.client, self.settings.key_prefix)
+
+    def leases(self) -> Leases:
+        """One holder at a time of a named duty (Home Assistant's event subscription), with
+        a fencing token: shared when a server is configured. Each call is a new holder."""
+        if self.client is None:
+            return LocalLeases()
+        from bot.ops.leases import RedisLeases
+
+        return RedisLeases(self.client, self.settings.key_prefix)
 
     def flights(self) -> Flights:
         """Who synthesizes a cache key several callers missed at once: shared when a server
