@@ -238,6 +238,7 @@ async def _speech(settings: Settings) -> AsyncIterator[SpeechPipeline]:
         pipeline = SpeechPipeline(settings, dispatcher=dispatcher)
         if not engine.embedded:
             pipeline.flights = engine.flights()
+            pipeline.registry.jobs = engine.queued_jobs()
         try:
             yield pipeline
         finally:

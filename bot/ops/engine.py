@@ -4,7 +4,8 @@
 (SQLite in ``data_dir``, memory). Set to a Redis or Valkey URL: every process given the same URL
 (and ``engine.key_prefix``) shares the stores built here: the rate limiters' buckets
 (:class:`~bot.providers.shared_ratelimit.SharedRateLimiter`), the books
-(:class:`~bot.providers.books.Books`: the credit circuit, balances, budgets' spend and holds)
+(:class:`~bot.providers.books.Books`: the credit circuit, balances, budgets' spend and holds),
+paid jobs under way in a provider's queue (:mod:`bot.providers.jobs`),
 the schedules' fire claims (:class:`~bot.schedules.claims.FireClaims`), leases
 (:mod:`bot.ops.leases`: who holds Home Assistant's event subscription), synthesis flights
 (:mod:`bot.synthesis.flights`), the announcements'
@@ -41,6 +42,7 @@ from bot.ops.leases import Leases, LocalLeases
 from bot.ops.logs import register_secret
 from bot.providers.books import Books
 from bot.providers.credits import Ledger
+from bot.providers.jobs import LocalJobs, QueuedJobs
 from bot.schedules.claims import FireClaims, LocalClaims
 from bot.synthesis.flights import Flights, LocalFlights
 
@@ -159,6 +161,15 @@ class Engine:
         return functools.partial(
             SharedRateLimiter, client=self.client, prefix=self.settings.key_prefix
         )
+
+    def queued_jobs(self) -> QueuedJobs:
+        """Paid jobs submitted to a provider's queue (Segmind v2), by what was submitted:
+        shared when a server is configured, so another process resumes polling one."""
+        if self.client is None:
+            return LocalJobs()
+        from bot.providers.jobs import RedisJobs
+
+        return RedisJobs(self.client, self.settings.key_prefix)
 
     def fire_claims(self) -> FireClaims:
         """Which process speaks each schedule firing: shared when a server is configured."""

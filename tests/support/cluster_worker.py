@@ -31,6 +31,8 @@ async def run(job: dict[str, Any]) -> dict[str, Any]:
         books = engine.books(settings.data_dir)
         dispatcher = Dispatcher(settings, books, engine.limiter_factory())
         pipeline = SpeechPipeline(settings, dispatcher=dispatcher)
+        if not engine.embedded:  # as oyez run: queued jobs recorded for another to resume
+            pipeline.registry.jobs = engine.queued_jobs()
 
         async def one(i: int) -> None:
             request = SpeechRequest(
