@@ -239,6 +239,7 @@ async def _speech(settings: Settings) -> AsyncIterator[SpeechPipeline]:
         if not engine.embedded:
             pipeline.flights = engine.flights()
             pipeline.registry.jobs = engine.queued_jobs()
+            pipeline.cache_factory = engine.audio_cache
         try:
             yield pipeline
         finally:

@@ -8,10 +8,10 @@
 paid jobs under way in a provider's queue (:mod:`bot.providers.jobs`),
 the schedules' fire claims (:class:`~bot.schedules.claims.FireClaims`), leases
 (:mod:`bot.ops.leases`: who holds Home Assistant's event subscription), synthesis flights
-(:mod:`bot.synthesis.flights`), the announcements'
-duplicate window and statuses (:mod:`bot.announce.shared`), and media URLs that any process
-serves (:class:`~bot.web.media.SharedMediaStore`; its files on the data folder all of them
-mount).
+(:mod:`bot.synthesis.flights`), the audio cache's index (:mod:`bot.synthesis.shared_cache`),
+the announcements' duplicate window and statuses (:mod:`bot.announce.shared`), and media
+URLs that any process serves (:class:`~bot.web.media.SharedMediaStore`; its files on the data
+folder all of them mount).
 
 :meth:`Engine.open` connects and checks the server answers, so a wrong URL stops ``oyez run``
 at start-up with :class:`EngineUnavailable` naming the URL (its password masked) rather than
@@ -44,6 +44,7 @@ from bot.providers.books import Books
 from bot.providers.credits import Ledger
 from bot.providers.jobs import LocalJobs, QueuedJobs
 from bot.schedules.claims import FireClaims, LocalClaims
+from bot.synthesis.cache import AudioCache, Cache
 from bot.synthesis.flights import Flights, LocalFlights
 
 # redis-py (~0.15 s to import) and the shared stores are imported when engine.url is set: one
@@ -187,6 +188,15 @@ class Engine:
         from bot.ops.leases import RedisLeases
 
         return RedisLeases(self.client, self.settings.key_prefix)
+
+    def audio_cache(self, directory: Path, max_bytes: int) -> Cache:
+        """The audio cache in ``directory`` (capped at ``max_bytes``): its index in the server
+        when one is configured (the files on the volume every process mounts), else SQLite."""
+        if self.client is None:
+            return AudioCache(directory, max_bytes)
+        from bot.synthesis.shared_cache import RedisAudioCache
+
+        return RedisAudioCache(directory, max_bytes, self.client, self.settings.key_prefix)
 
     def flights(self) -> Flights:
         """Who synthesizes a cache key several callers missed at once: shared when a server
