@@ -292,7 +292,10 @@ class SharedRateLimiter(RateLimiter):
             self._spawn(self._drop(lease))
 
     async def _drop(self, lease: str) -> None:
-        await self.client.zrem(f"{self.key}:leases", lease)
+        try:
+            await self.client.zrem(f"{self.key}:leases", lease)
+        except Exception as exc:  # the slot expires with its lease
+            log.debug("%s: slot %s not given back: %s", self.name, lease, exc)
 
     def _keep_renewing(self) -> None:
         if self._renewer is None or self._renewer.done():
