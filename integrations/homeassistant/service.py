@@ -221,7 +221,8 @@ class HomeAssistantFrontEnd:
 
     def ready(self) -> tuple[bool, str]:
         if self.client.connected:
-            return True, f"connected to Home Assistant {self.client.ha_version}"
+            standby = "" if self.holds_events else "; another process holds the event subscription"
+            return True, f"connected to Home Assistant {self.client.ha_version}{standby}"
         down = self.client.down_for_s()
         if down is None:
             return False, "not connected to Home Assistant"

@@ -129,6 +129,10 @@ async def test_a_holder_that_stops_hands_the_events_over_at_once(
             assert front_end(holder).holds_events  # the first one up takes the lease
             async with serving(standby), observing(homeassistant, DONE_EVENT) as ha:
                 assert not front_end(standby).holds_events  # one subscription for both
+                assert (
+                    "another process holds the event subscription"
+                    in (front_end(standby).ready()[1])
+                )
                 await first.aclose()  # the holder stops (oyez run ends)
                 stopped = loop.time()
                 while not front_end(standby).holds_events:  # noqa: ASYNC110 - its lease task
