@@ -240,6 +240,8 @@ async def _speech(settings: Settings) -> AsyncIterator[SpeechPipeline]:
         pipeline = SpeechPipeline(settings, dispatcher=dispatcher)
         if not engine.embedded:
             pipeline.flights = engine.flights()
+            pipeline.registry.jobs = engine.queued_jobs()
+            pipeline.cache_factory = engine.audio_cache
         try:
             yield pipeline
         finally:

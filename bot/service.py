@@ -61,6 +61,8 @@ class Service:
             pipeline = SpeechPipeline(settings, dispatcher=dispatcher)
             if not engine.embedded:
                 pipeline.flights = engine.flights()
+                pipeline.registry.jobs = engine.queued_jobs()
+                pipeline.cache_factory = engine.audio_cache
         self.pipeline = pipeline or SpeechPipeline(settings)
         self.announcer = Announcer(settings, self.pipeline.prepare)
         media = None

@@ -50,6 +50,12 @@ class SharedMediaStore(MediaStore):
         self._growing = {}
         directory.mkdir(parents=True, exist_ok=True)
 
+    def _shared_name(self, extension: str, ttl_s: float | None) -> str:
+        if extension not in _EXTENSIONS:
+            raise ValueError(f"unsupported media extension {extension!r}")
+        expiry = int(self.clock() + (ttl_s if ttl_s is not None else self.ttl_s)) + 1
+        return f"{secrets.token_urlsafe(_TOKEN_BYTES)}-{expiry:x}.{extension}"
+
     def publish(self, audio: bytes, extension: str, ttl_s: float | None = None) -> str:
         name = self._shared_name(extension, ttl_s)
         self._write(name, audio)
@@ -58,25 +64,17 @@ class SharedMediaStore(MediaStore):
     def publish_growing(
         self, extension: str, ttl_s: float | None = None
     ) -> tuple[str, GrowingMedia]:
-        """As :meth:`MediaStore.publish_growing`: this process streams it while it is made
-        (its URL is this process's ``http.public_url``); any process serves the file once it
-        is whole."""
+        """As :meth:`MediaStore.publish_growing`; while it grows only this process streams it
+        (another answers 404 until it is whole, then serves the file)."""
         name = self._shared_name(extension, ttl_s)
 
         def finished(audio: bytes) -> None:  # nothing made: nothing to serve (404)
-            if self._growing.pop(name, None) is not None and audio and self.path(name):
+            if self._growing.pop(name, None) is not None and audio:
                 self._write(name, audio)
 
         media = GrowingMedia(finished)
         self._growing[name] = media
         return f"{self.base_url}/media/{name}", media
-
-    def _shared_name(self, extension: str, ttl_s: float | None) -> str:
-        """A new name that carries its expiry. Raises ValueError for an unknown extension."""
-        if extension not in _EXTENSIONS:
-            raise ValueError(f"unsupported media extension {extension!r}")
-        expiry = int(self.clock() + (ttl_s if ttl_s is not None else self.ttl_s)) + 1
-        return f"{secrets.token_urlsafe(_TOKEN_BYTES)}-{expiry:x}.{extension}"
 
     def path(self, name: str) -> Path | None:
         expiry = _expiry(name)

@@ -80,6 +80,9 @@ async def test_growing_media_streams_from_its_maker_and_is_served_by_any_once_wh
             media.finish()
             assert head + await reply.read() == AUDIO
     assert await fetch(second, url) == (200, AUDIO)
+    empty_url, empty = first.media.publish_growing("mp3")
+    empty.finish()
+    assert (await fetch(first, empty_url))[0] == 404  # nothing made: nothing to serve
 
 
 async def test_an_edited_expiry_or_token_names_no_media(
