@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import discord
 import yarl
@@ -17,6 +17,7 @@ from bot.ops.config import DiscordChannel
 from bot.speech import OutputProfile, SpeechRequest, Utterance
 from integrations.discord.bot import OyezBot
 from integrations.discord.settings import DiscordSettings
+from integrations.discord.shards import IdentifyGate, ShardedOyezBot
 from integrations.discord.shared_stores import RedisGuildSettings, RedisPreferences
 
 __all__ = ["DiscordFrontEnd", "DiscordSink", "discord_front_end"]
@@ -110,6 +111,9 @@ class DiscordFrontEnd:
                 str(self.settings.gateway_url)
             )
         log.info("discord: connecting (commands sync %s)", self.settings.sync_guilds or "globally")
+        if self.settings.sharded:
+            shards = self.settings.shard_ids or "all"
+            log.info("discord: shards %s of %s", shards, self.settings.shard_count)
         await self.bot.login(self.settings.token.get_secret_value())
 
     async def serve(self) -> None:
@@ -124,22 +128,28 @@ class DiscordFrontEnd:
         return False, "not connected to the gateway"
 
 
+def _bot(parts: Parts, settings: DiscordSettings) -> OyezBot:
+    """The bot: its stores shared when the engine is, as shards when ``shard_count`` is set
+    (their IDENTIFYs spaced through the engine with the other processes')."""
+    engine = parts.engine
+    options: dict[str, Any] = {}
+    gate = None
+    if engine is not None and engine.client is not None:  # shared with the other processes
+        prefix = engine.settings.key_prefix
+        options["preferences"] = RedisPreferences(engine.client, prefix)
+        options["guild_settings"] = RedisGuildSettings(engine.client, prefix)
+        gate = IdentifyGate(engine.client, prefix)
+    if settings.sharded:
+        return ShardedOyezBot(parts.pipeline, settings, gate=gate, **options)
+    return OyezBot(parts.pipeline, settings, **options)
+
+
 def discord_front_end(parts: Parts) -> DiscordFrontEnd | None:
     """The Discord front end when ``discord.token`` is set (and its sink added to the
     announcer). Raises :class:`~bot.errors.ConfigError` for a wrong ``discord`` section."""
     settings = DiscordSettings.from_settings(parts.settings)
     if settings.token is None:
         return None
-    engine = parts.engine
-    if engine is not None and engine.client is not None:  # shared with the other processes
-        prefix = engine.settings.key_prefix
-        bot = OyezBot(
-            parts.pipeline,
-            settings,
-            preferences=RedisPreferences(engine.client, prefix),
-            guild_settings=RedisGuildSettings(engine.client, prefix),
-        )
-    else:
-        bot = OyezBot(parts.pipeline, settings)
+    bot = _bot(parts, settings)
     parts.announcer.add_sink(DiscordSink(bot))
     return DiscordFrontEnd(bot, settings)

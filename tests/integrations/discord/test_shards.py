@@ -1,0 +1,173 @@
+"""Gateway shards over several processes: 1,000 guilds on 4 shards, run by two real discord.py
+``AutoShardedClient`` bots (two shards each, each with its own connection to one Redis),
+against the simulated Discord that shards (:mod:`tests.fakes.discord.shards`)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+
+from bot.errors import ConfigError
+from bot.ops import config
+from bot.ops.config import EngineSettings
+from bot.ops.engine import Engine
+from bot.service import Service
+from bot.synthesis.pipeline import SpeechPipeline
+from integrations.discord.service import DiscordFrontEnd
+from integrations.discord.settings import DiscordSettings
+from integrations.discord.shards import IdentifyGate, ShardedOyezBot, shard_of
+from tests.fakes.discord import client_options, patched_discord, running
+from tests.fakes.discord.listening import heard, runs
+from tests.fakes.discord.shards import IDENTIFY_WINDOW_S, ShardedDiscord
+from tests.support.asr import Transcriber, word_error_rate
+from tests.support.redis_server import redis_server, redis_url  # noqa: F401
+
+TEXT = "The washing machine has finished."
+GUILDS, SHARDS, MAX_CONCURRENCY = 1000, 4, 2
+
+
+@pytest.mark.parametrize(
+    ("section", "reason"),
+    [
+        ({"shard_ids": [0]}, "shard_ids needs shard_count"),
+        ({"shard_count": 4, "shard_ids": [1, 4]}, r"shard_ids \[4\] out of range: 0 to 3"),
+        ({"shard_count": 4, "shard_ids": "0;1"}, "separated by commas"),
+        ({"shard_count": 0}, "shard_count"),
+    ],
+)
+def test_wrong_shards_are_named(section: dict[str, object], reason: str) -> None:
+    with pytest.raises(ConfigError, match=reason):
+        DiscordSettings.from_settings(config.load(discord=section))
+
+
+def test_shard_ids_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OYEZ_DISCORD__SHARD_COUNT", "4")
+    monkeypatch.setenv("OYEZ_DISCORD__SHARD_IDS", "3,1")
+    settings = DiscordSettings.from_settings(config.load())
+    assert (settings.shard_count, settings.shard_ids) == (4, [1, 3])
+    monkeypatch.setenv("OYEZ_DISCORD__SHARD_IDS", "[2]")
+    assert DiscordSettings.from_settings(config.load()).shard_ids == [2]
+
+
+def test_the_shard_of_a_guild_is_discords_formula() -> None:
+    # discord-api-docs gateway.mdx §Sharding: (guild_id >> 22) % num_shards
+    assert shard_of(197038439483310086, 2) == (197038439483310086 >> 22) % 2
+    assert [shard_of(n << 22, 4) for n in range(6)] == [0, 1, 2, 3, 0, 1]
+
+
+@pytest.fixture
+async def engines(
+    redis_url: str,  # noqa: F811 - the fixture imported above
+) -> AsyncIterator[list[Engine]]:
+    opened = [await Engine.open(EngineSettings(url=redis_url)) for _ in range(2)]
+    yield opened
+    for engine in opened:
+        await engine.aclose()
+
+
+async def test_the_gate_lets_one_identify_per_bucket_per_window(engines: list[Engine]) -> None:
+    gates = [IdentifyGate(e.client, "oyez:", window_s=0.4) for e in engines]  # type: ignore[arg-type]
+    start = time.monotonic()
+
+    async def passed(gate: IdentifyGate, shard_id: int) -> float:
+        await gate.wait(shard_id, max_concurrency=2)
+        return time.monotonic() - start
+
+    # shards 0 and 2 share bucket 0; shard 1 is alone in bucket 1
+    times = await asyncio.gather(passed(gates[0], 0), passed(gates[1], 2), passed(gates[1], 1))
+    first, second = sorted(times[:2])
+    assert first < 0.2
+    assert second >= 0.4
+    assert times[2] < 0.2
+
+
+async def test_a_sharded_bot_is_built_with_the_gate(tmp_path: Path, engines: list[Engine]) -> None:
+    settings = config.load(
+        data_dir=tmp_path,
+        discord={"token": "MTAwMA.secret-bot-token", "shard_count": 4, "shard_ids": [2, 3]},
+        run={"roles": ["gateway"]},
+    )
+    service = Service(settings, engine=engines[0])
+    await service.build()
+    try:
+        (front_end,) = service.front_ends
+        assert isinstance(front_end, DiscordFrontEnd)
+        bot = front_end.bot
+        assert isinstance(bot, ShardedOyezBot)
+        assert (bot.shard_count, bot.shard_ids) == (4, [2, 3])
+        assert isinstance(bot.gate, IdentifyGate)
+    finally:
+        await front_end.stop()
+        await service.pipeline.aclose()
+
+
+@pytest.fixture
+async def sharded_discord() -> AsyncIterator[ShardedDiscord]:
+    fake = ShardedDiscord(guilds=GUILDS, shard_count=SHARDS, max_concurrency=MAX_CONCURRENCY)
+    async with fake:
+        with patched_discord(fake):
+            yield fake
+
+
+async def test_a_thousand_guilds_over_four_shards_in_two_processes(
+    sharded_discord: ShardedDiscord,
+    engines: list[Engine],
+    tmp_path: Path,
+    transcriber: Transcriber,
+) -> None:
+    fake = sharded_discord
+    halves = [[0, 1], [2, 3]]
+    async with AsyncExitStack() as stack:
+        bots: list[ShardedOyezBot] = []
+        for n, (engine, shard_ids) in enumerate(zip(engines, halves, strict=True)):
+            pipeline = SpeechPipeline(config.load(data_dir=tmp_path / f"process-{n}"))
+            stack.push_async_callback(pipeline.aclose)
+            assert engine.client is not None
+            bot = ShardedOyezBot(
+                pipeline,
+                DiscordSettings(idle_timeout_s=60, shard_count=SHARDS, shard_ids=shard_ids),
+                gate=IdentifyGate(engine.client, engine.settings.key_prefix),
+                **client_options(),
+            )
+            bots.append(bot)
+        # both start at once, as two processes of one deployment do
+        await asyncio.gather(
+            *(stack.enter_async_context(running(bot, timeout_s=60)) for bot in bots)
+        )
+
+        assert fake.invalid_sessions == []
+        assert sorted(i.shard_id for i in fake.identifies) == [0, 1, 2, 3]
+        for bucket in range(MAX_CONCURRENCY):
+            times = sorted(i.time for i in fake.identifies if i.shard_id % 2 == bucket)
+            assert times[1] - times[0] >= IDENTIFY_WINDOW_S
+        # each GUILD_CREATE reached exactly one process: the one running the guild's shard
+        assert sorted(fake.guild_creates) == fake.guild_ids
+        assert all(len(shards) == 1 for shards in fake.guild_creates.values())
+        seen = [{g.id for g in bot.guilds} for bot in bots]
+        assert not seen[0] & seen[1]
+        assert sorted(seen[0] | seen[1]) == fake.guild_ids
+        for bot, shard_ids in zip(bots, halves, strict=True):
+            assert {shard_of(g, SHARDS) for g in {g.id for g in bot.guilds}} == set(shard_ids)
+        assert [len(fake.sync_calls), fake.sync_calls[0].guild_id] == [1, None]  # shard 0's
+
+        chosen = random.Random(19).sample(fake.guild_ids, 3)
+        sent = await asyncio.gather(
+            *(fake.send_interaction_in(g, "say", {"text": TEXT}) for g in chosen)
+        )
+        for interaction in sent:
+            await fake.wait_for(
+                lambda i=interaction: [  # type: ignore[misc]
+                    f for f in fake.followups_to(i) if f.content and "Said:" in f.content
+                ],
+                timeout_s=60,
+                what="the /say reply",
+            )
+        for guild_id in chosen:
+            (run,) = runs(fake.packets_of(guild_id))
+            assert word_error_rate(TEXT, heard(run, transcriber)) <= 0.2, guild_id
