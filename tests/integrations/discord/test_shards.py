@@ -5,12 +5,16 @@ against the simulated Discord that shards (:mod:`tests.fakes.discord.shards`).""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+import discord
 import pytest
 
 from bot.errors import ConfigError
@@ -171,3 +175,127 @@ async def test_a_thousand_guilds_over_four_shards_in_two_processes(
         for guild_id in chosen:
             (run,) = runs(fake.packets_of(guild_id))
             assert word_error_rate(TEXT, heard(run, transcriber)) <= 0.2, guild_id
+
+
+@pytest.fixture
+async def small_sharded_discord() -> AsyncIterator[ShardedDiscord]:
+    fake = ShardedDiscord(guilds=8, shard_count=SHARDS, max_concurrency=MAX_CONCURRENCY)
+    async with fake:
+        with patched_discord(fake):
+            yield fake
+
+
+async def test_without_the_gate_two_processes_identify_in_one_bucket_at_once(
+    small_sharded_discord: ShardedDiscord,
+) -> None:
+    """The control: discord.py alone spaces identifies inside one process only, so two
+    processes starting together break the bucket, and the simulated Discord refuses it."""
+    fake = small_sharded_discord
+    clients = [
+        discord.AutoShardedClient(
+            intents=discord.Intents.none(), shard_count=SHARDS, shard_ids=ids, **client_options()
+        )
+        for ids in ([0, 1], [2, 3])
+    ]
+    tasks = [asyncio.create_task(c.start("fake.bot.token")) for c in clients]
+    try:
+        await fake.wait_for(lambda: fake.invalid_sessions, timeout_s=10, what="an op 9")
+    finally:
+        for client in clients:
+            await client.close()
+        for task in tasks:  # discord.py's close leaves a shard still launching retrying
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    assert fake.invalid_sessions[0] % MAX_CONCURRENCY == 0  # shards 0 and 2, both first
+
+
+async def test_two_oyez_run_gateway_processes_share_the_shards(
+    sharded_discord: ShardedDiscord,
+    redis_url: str,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+    transcriber: Transcriber,
+) -> None:
+    """``oyez run --role gateway`` twice, the shards of each from the environment."""
+    fake = sharded_discord
+    processes = [
+        await _gateway_process(fake, redis_url, tmp_path / f"process-{n}", ids)
+        for n, ids in enumerate(["0,1", "2,3"])
+    ]
+    try:
+        await fake.wait_for(
+            lambda: len(fake.guild_creates) == GUILDS and fake.connected_shards() == [0, 1, 2, 3],
+            timeout_s=120,
+            what="every shard connected",
+        )
+        await fake.wait_for(lambda: fake.sync_calls, timeout_s=30, what="the commands synced")
+        assert fake.invalid_sessions == []
+        assert sorted(i.shard_id for i in fake.identifies) == [0, 1, 2, 3]
+        assert all(len(shards) == 1 for shards in fake.guild_creates.values())
+        chosen = random.Random(1919).sample(fake.guild_ids, 3)
+        sent = [await fake.send_interaction_in(g, "say", {"text": TEXT}) for g in chosen]
+        for interaction in sent:
+            await fake.wait_for(
+                lambda i=interaction: [  # type: ignore[misc]
+                    f for f in fake.followups_to(i) if f.content and "Said:" in f.content
+                ],
+                timeout_s=40,
+                what="the /say reply",
+            )
+        for guild_id in chosen:
+            (run,) = runs(fake.packets_of(guild_id))
+            assert word_error_rate(TEXT, heard(run, transcriber)) <= 0.2, guild_id
+        assert len(fake.sync_calls) == 1  # only shard 0's process registers the commands
+    finally:
+        for process in processes:
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes:
+            await asyncio.wait_for(process.wait(), 30)
+    for n, process in enumerate(processes):
+        log = (tmp_path / f"process-{n}" / "oyez.log").read_text()
+        assert process.returncode == 0, log[-3000:]
+        assert "secret-bot-token" not in log
+
+
+REPOSITORY = Path(__file__).resolve().parents[3]
+
+
+def _gateway_environment(
+    fake: ShardedDiscord, engine_url: str, folder: Path, shard_ids: str
+) -> dict[str, str]:
+    folder.mkdir()
+    env = dict(os.environ)  # the test's: no developer's OYEZ_*, Piper without noise
+    env.update(
+        PYTHONPATH=str(REPOSITORY),
+        OYEZ_DATA_DIR=str(folder / "data"),
+        OYEZ_ENGINE__URL=engine_url,
+        OYEZ_RUN__ROLES="gateway",
+        OYEZ_DISCORD__TOKEN="MTAwMA.secret-bot-token",
+        OYEZ_DISCORD__API_BASE_URL=fake.api_base,
+        OYEZ_DISCORD__GATEWAY_URL=fake.gateway_url,
+        OYEZ_DISCORD__SHARD_COUNT=str(SHARDS),
+        OYEZ_DISCORD__SHARD_IDS=shard_ids,
+        OYEZ_DISCORD__IDLE_TIMEOUT_S="60",
+        OYEZ_HTTP__HOST="127.0.0.1",
+        OYEZ_HTTP__PORT="0",
+    )
+    return env
+
+
+async def _gateway_process(
+    fake: ShardedDiscord, engine_url: str, folder: Path, shard_ids: str
+) -> asyncio.subprocess.Process:
+    """``oyez run`` (roles and shards from the environment), its output in ``oyez.log``."""
+    env = _gateway_environment(fake, engine_url, folder, shard_ids)
+    with (folder / "oyez.log").open("wb") as log:  # a pipe left unread would stall it
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.support.discord_process",
+            "run",
+            cwd=folder,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
+        )
