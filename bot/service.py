@@ -92,7 +92,9 @@ class Service:
     @property
     def parts(self) -> Parts:
         """What each front end's factory gets."""
-        return Parts(self.settings, self.pipeline, self.announcer, self.server, self.engine)
+        return Parts(
+            self.settings, self.pipeline, self.announcer, self.server, self.engine, self.roles
+        )
 
     async def build(self) -> None:
         """Create the configured front ends (their modules imported now, not before).

@@ -31,7 +31,7 @@ FRONT_ENDS: dict[str, str] = {
 #: front ends of its roles only (README "Several processes"). Home Assistant in two: its
 #: speakers are the api's targets too, and the processes hearing one event claim it once.
 FRONT_END_ROLES: dict[str, tuple[str, ...]] = {
-    "discord": ("gateway",),
+    "discord": ("gateway", "api", "coordinator"),  # without gateway: its relaying sink only
     "homeassistant": ("api", "coordinator"),
     "wyoming": ("api",),
     "scheduler": ("coordinator",),

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+import aiohttp
 import discord
 import pytest
 
@@ -23,7 +24,8 @@ from bot.ops.config import EngineSettings
 from bot.ops.engine import Engine
 from bot.service import Service
 from bot.synthesis.pipeline import SpeechPipeline
-from integrations.discord.service import DiscordFrontEnd
+from integrations.discord.relay import DeliveryWorker
+from integrations.discord.service import DiscordFrontEnd, DiscordSink
 from integrations.discord.settings import DiscordSettings
 from integrations.discord.shards import IdentifyGate, ShardedOyezBot, shard_of
 from tests.fakes.discord import client_options, patched_discord, running
@@ -257,6 +259,11 @@ async def test_two_oyez_run_gateway_processes_share_the_shards(
         assert "secret-bot-token" not in log
 
 
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
 REPOSITORY = Path(__file__).resolve().parents[3]
 
 
@@ -299,3 +306,77 @@ async def _gateway_process(
             stdout=log,
             stderr=asyncio.subprocess.STDOUT,
         )
+
+
+@pytest.fixture
+async def quick_sharded_discord() -> AsyncIterator[ShardedDiscord]:
+    fake = ShardedDiscord(guilds=40, shard_count=SHARDS, max_concurrency=SHARDS)
+    async with fake:
+        with patched_discord(fake):
+            yield fake
+
+
+async def test_an_api_process_relays_discord_announcements_to_the_guilds_shard(
+    quick_sharded_discord: ShardedDiscord,
+    engines: list[Engine],
+    redis_url: str,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+    transcriber: Transcriber,
+) -> None:
+    """``--role api`` has no bot: its ``discord`` targets go to the process running the
+    guild's shard, which speaks them and answers how it went."""
+    fake = quick_sharded_discord
+    token = "api-token-for-tests-0123"
+    async with AsyncExitStack() as stack:
+        for n, (engine, shard_ids) in enumerate(zip(engines, [[0, 1], [2, 3]], strict=True)):
+            pipeline = SpeechPipeline(config.load(data_dir=tmp_path / f"gateway-{n}"))
+            stack.push_async_callback(pipeline.aclose)
+            assert engine.client is not None
+            discord_settings = DiscordSettings(shard_count=SHARDS, shard_ids=shard_ids)
+            bot = ShardedOyezBot(pipeline, discord_settings, **client_options())
+            await stack.enter_async_context(running(bot, timeout_s=60))
+            here = DiscordSink(bot).speak_here
+            worker = DeliveryWorker(engine.client, "oyez:", shard_ids, here, bot.wait_until_ready)
+            stack.push_async_callback(_cancelled, asyncio.create_task(worker.serve()))
+        settings = config.load(
+            data_dir=tmp_path / "api",
+            engine={"url": redis_url},
+            run={"roles": ["api"]},
+            discord={"token": "MTAwMA.secret-bot-token", "shard_count": SHARDS},
+            http={"host": "127.0.0.1", "port": 0, "api_token": token},
+        )
+        api_engine = await Engine.open(settings.engine)
+        stack.push_async_callback(api_engine.aclose)
+        service = Service(settings, engine=api_engine)
+        await service.build()
+        assert service.front_ends == []  # no bot in this process
+        serving = asyncio.create_task(service.serve())
+        stack.push_async_callback(_cancelled, serving)
+        while service.server.port is None:  # noqa: ASYNC110 - started by serve()
+            await asyncio.sleep(0.01)
+        # one guild of each gateway process
+        chosen = [next(g for g in fake.guild_ids if shard_of(g, SHARDS) == s) for s in (1, 2)]
+        body = {
+            "id": "relayed-1",
+            "message": TEXT,
+            "discord": [{"guild_id": g, "channel_id": g + 2} for g in chosen],
+        }
+        base = f"http://127.0.0.1:{service.server.port}/api/v1"
+        headers = {"Authorization": f"Bearer {token}"}
+        async with aiohttp.ClientSession(headers=headers) as session:
+            async with session.post(f"{base}/announce", json=body) as reply:
+                assert reply.status == 202, await reply.text()
+            found: dict[str, object] = {}
+            for _ in range(600):
+                async with session.get(f"{base}/requests/relayed-1") as reply:
+                    found = await reply.json()
+                if found.get("state") in ("done", "failed"):
+                    break
+                await asyncio.sleep(0.1)
+        assert found["state"] == "done", found
+        targets = found["targets"]
+        assert isinstance(targets, list)
+        assert all(t["ok"] for t in targets), targets
+        for guild_id in chosen:
+            (run,) = runs(fake.packets_of(guild_id))
+            assert word_error_rate(TEXT, heard(run, transcriber)) <= 0.2, guild_id
