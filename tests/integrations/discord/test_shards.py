@@ -18,11 +18,13 @@ import aiohttp
 import discord
 import pytest
 
+from bot.announce.model import TargetResult
 from bot.errors import ConfigError
 from bot.ops import config
-from bot.ops.config import EngineSettings
+from bot.ops.config import DiscordChannel, EngineSettings
 from bot.ops.engine import Engine
 from bot.service import Service
+from bot.speech import SpeechRequest
 from bot.synthesis.pipeline import SpeechPipeline
 from integrations.discord.relay import DeliveryWorker
 from integrations.discord.service import DiscordFrontEnd, DiscordSink
@@ -380,3 +382,35 @@ async def test_an_api_process_relays_discord_announcements_to_the_guilds_shard(
         for guild_id in chosen:
             (run,) = runs(fake.packets_of(guild_id))
             assert word_error_rate(TEXT, heard(run, transcriber)) <= 0.2, guild_id
+
+
+class _RecordingRelay:
+    def __init__(self) -> None:
+        self.relayed: list[tuple[DiscordChannel, str]] = []
+
+    async def relay(self, target: object, request: SpeechRequest) -> TargetResult:
+        assert isinstance(target, DiscordChannel)
+        self.relayed.append((target, request.text))
+        return TargetResult(str(target), True, duration_s=1.0)
+
+
+async def test_a_gateway_relays_the_targets_of_other_processes_shards(
+    pipeline: SpeechPipeline,
+) -> None:
+    settings = DiscordSettings(shard_count=SHARDS, shard_ids=[0, 1])
+    bot = ShardedOyezBot(pipeline, settings)
+    relay = _RecordingRelay()
+    sink = DiscordSink(bot, relay)  # type: ignore[arg-type]
+    theirs = DiscordChannel(guild_id=(2 << 22) | 5, channel_id=7)  # shard 2: not this one's
+    mine = DiscordChannel(guild_id=(1 << 22) | 5, channel_id=7)  # shard 1: this one's
+    try:
+        results, _ = await sink.deliver(
+            [theirs, mine],
+            SpeechRequest(text=TEXT),
+            None,  # type: ignore[arg-type]
+        )
+    finally:
+        await bot.close()
+    assert relay.relayed == [(theirs, TEXT)]
+    assert results[0].ok
+    assert (results[1].ok, results[1].error) == (False, "the bot is not in that server")
