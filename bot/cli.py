@@ -121,10 +121,17 @@ def _parser() -> argparse.ArgumentParser:
         help=f"output file, - for standard output (default: {DEFAULT_OUTPUT})",
     )
 
-    commands.add_parser(
+    run = commands.add_parser(
         "run",
         help="run every configured front end: Discord (discord.token), Home Assistant "
         "(homeassistant.url and token), the HTTP API (http.api_token)",
+    )
+    run.add_argument(
+        "--role",
+        action="append",
+        metavar="ROLE",
+        help="run only these parts: gateway, api, coordinator (or all, the default; repeat it "
+        "or separate by commas; overrides run.roles / OYEZ_RUN__ROLES); needs engine.url",
     )
 
     credits = commands.add_parser(
@@ -358,13 +365,32 @@ async def _voices(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-async def _run(args: argparse.Namespace, settings: Settings) -> int:  # noqa: ARG001 - main()'s command table: one signature
+def _with_roles(settings: Settings, roles: list[str] | None) -> Settings:
+    """``settings`` with ``oyez run --role``'s roles, when given. Raises :class:`ConfigError`
+    naming an unknown role."""
+    if not roles:
+        return settings
+    from pydantic import ValidationError
+
+    from bot.ops.config import RunSettings
+
+    try:
+        run = RunSettings(roles=[part for role in roles for part in role.split(",")])
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"--role: {reason}") from None
+    return settings.model_copy(update={"run": run})
+
+
+async def _run(args: argparse.Namespace, settings: Settings) -> int:
     """Serve until interrupted (Ctrl-C or SIGTERM)."""
     import asyncio
     import signal
 
     from bot.ops.engine import Engine
     from bot.service import Service
+
+    settings = _with_roles(settings, args.role)
 
     async with await Engine.open(settings.engine) as engine:
         service = Service(settings, engine=engine)

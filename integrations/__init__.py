@@ -7,7 +7,7 @@ provider or a front end is a module plus one line here (third-party providers re
 the ``oyez.providers`` entry-point group instead).
 """
 
-__all__ = ["FRONT_ENDS", "PRELOADS", "PROVIDERS"]
+__all__ = ["FRONT_ENDS", "FRONT_END_ROLES", "PRELOADS", "PROVIDERS"]
 
 #: Provider name → its :class:`~bot.providers.base.Provider` class.
 PROVIDERS: dict[str, str] = {
@@ -31,4 +31,14 @@ FRONT_ENDS: dict[str, str] = {
     "homeassistant": "integrations.homeassistant.service:homeassistant_front_end",
     "wyoming": "integrations.wyoming.service:wyoming_front_end",
     "scheduler": "bot.schedules.service:scheduler_front_end",
+}
+
+#: The roles of ``oyez run --role`` (``run.roles``) each front end runs in: a process runs the
+#: front ends of its roles only (README "Several processes"). Home Assistant in two: its
+#: speakers are the api's targets too, and the processes hearing one event claim it once.
+FRONT_END_ROLES: dict[str, tuple[str, ...]] = {
+    "discord": ("gateway", "api", "coordinator"),  # without gateway: its relaying sink only
+    "homeassistant": ("api", "coordinator"),
+    "wyoming": ("api",),
+    "scheduler": ("coordinator",),
 }
