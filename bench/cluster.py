@@ -20,8 +20,16 @@ monotonic clock, the same in every process.
 Goals (the issue): with ``shared``, at most N accepted per window and 4 at once, makespan ≤ 1.05
 × ideal, none lost, no 429 once the limit is known; ``own`` overshoots about P times.
 
-Run ``python bench/cluster.py``; ``--write-readme`` puts the table into README.md between the
-bench:cluster markers.
+The audio cache across processes (``--cache-sentences K`` new sentences a round, real Piper):
+one worker speaks them (misses: Piper synthesizes), then another process on the same engine
+and cache folder speaks them again (hits made in another process, the index in Redis); the
+baseline, interleaved with it, is one embedded process (SQLite index) speaking its own K new
+sentences twice (the second time: hits it made itself). Each request's time, from
+``SpeechPipeline.speak`` to its audio in hand, is that request's time to first audio. Goal (the
+issue): a hit made in another process within 50 ms (p50).
+
+Run ``python bench/cluster.py``; ``--write-readme`` puts the tables into README.md between the
+bench:cluster and bench:cluster-cache markers.
 """
 
 from __future__ import annotations
@@ -56,6 +64,34 @@ AT_ONCE = 4
 
 
 # -- one worker process ----------------------------------------------------------------------
+
+
+async def speak_all(job: dict[str, Any]) -> dict[str, Any]:
+    """Speak ``job["texts"]`` with Piper one after another, ``job["passes"]`` times; each
+    request's seconds to its audio and whether it was a cache hit, per pass."""
+    from bot.synthesis.pipeline import SpeechPipeline
+
+    settings = config.load(
+        data_dir=job["data_dir"],
+        cache={"enabled": True, "dir": job["cache_dir"]},
+        engine={"url": job["engine_url"]},
+    )
+    passes = []
+    async with await Engine.open(settings.engine) as engine:
+        pipeline = SpeechPipeline(settings, dispatcher=Dispatcher(settings))
+        if not engine.embedded:
+            pipeline.cache_factory = engine.audio_cache
+        try:
+            for _ in range(job["passes"]):
+                spoken = []
+                for text in job["texts"]:
+                    started = clock()
+                    utterance = await pipeline.speak(SpeechRequest(text=text, provider="piper"))
+                    spoken.append([clock() - started, utterance.cached])
+                passes.append(spoken)
+        finally:
+            await pipeline.aclose()
+    return {"passes": passes}
 
 
 async def work(job: dict[str, Any]) -> dict[str, Any]:
@@ -190,6 +226,72 @@ def table(runs: list[Run], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class CacheRun:
+    round: int
+    setup: str
+    seconds: list[float]
+    hits: int
+
+    def p(self, q: float) -> float:
+        ordered = sorted(self.seconds)
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def speak_in_worker(job: dict[str, Any]) -> list[list[tuple[float, bool]]]:
+    command = [sys.executable, __file__, "--speak", json.dumps(job)]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=600, check=True)
+    passes: list[list[tuple[float, bool]]] = json.loads(out.stdout.strip().splitlines()[-1])[
+        "passes"
+    ]
+    return passes
+
+
+def cache_runs(args: argparse.Namespace, redis_url: str, folder: Path) -> list[CacheRun]:
+    """Per round: hits made in another process (Redis index), then the embedded baseline."""
+    runs = []
+    for n in range(args.rounds):
+        for setup in ("another process", "same process"):
+            texts = [
+                f"Round {n}, {setup}, sentence {i}: the bins go out tonight."
+                for i in range(args.cache_sentences)
+            ]
+            base = {"texts": texts, "cache_dir": str(folder / f"cache-{n}-{setup}")}
+            if setup == "another process":
+                job = base | {"engine_url": redis_url, "passes": 1}
+                made = speak_in_worker(job | {"data_dir": str(folder / f"maker-{n}")})[0]
+                heard = speak_in_worker(job | {"data_dir": str(folder / f"player-{n}")})[0]
+            else:
+                job = base | {"engine_url": None, "passes": 2, "data_dir": str(folder / "e")}
+                made, heard = speak_in_worker(job)
+            runs.append(CacheRun(n, "miss (Piper synthesizes)", [t for t, _ in made], 0))
+            hits = sum(1 for _, cached in heard if cached)
+            maker = "another process" if setup == "another process" else "the same process"
+            runs.append(CacheRun(n, f"hit made by {maker}", [t for t, _ in heard], hits))
+    return runs
+
+
+def cache_table(runs: list[CacheRun], args: argparse.Namespace) -> str:
+    lines = [
+        f"{args.cache_sentences} new sentences a round spoken with Piper, then again: by another "
+        "process on the same engine (a real Redis) and cache folder, or (the baseline, "
+        "interleaved) by the same embedded process (SQLite index); each request's seconds from "
+        f"`speak` to its audio, on {_cores()} cores, one process at a time.",
+        "",
+        "| round | requests | hits | p50 | p95 | p50 / same-process hit p50 |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in runs:
+        same = next(
+            x.p(0.5) for x in runs if x.round == r.round and x.setup.endswith("same process")
+        )
+        lines.append(
+            f"| {r.round} | {r.setup} | {r.hits} / {len(r.seconds)} | {r.p(0.5) * 1000:.1f} ms "
+            f"| {r.p(0.95) * 1000:.1f} ms | {r.p(0.5) / same:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def _cores() -> int:
     return os.cpu_count() or 1
 
@@ -201,9 +303,15 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=20)
     parser.add_argument("--window", type=float, default=0.5)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--cache-sentences", type=int, default=10)
     parser.add_argument("--write-readme", action="store_true")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--speak", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.speak:
+        logging.basicConfig(level=logging.ERROR)
+        print(json.dumps(asyncio.run(speak_all(json.loads(args.speak)))))
+        return
     if args.worker:
         logging.basicConfig(level=logging.ERROR)  # the 429s are counted, not logged
         print(json.dumps(asyncio.run(work(json.loads(args.worker)))))
@@ -219,12 +327,15 @@ def main() -> None:
                     redis.flush()
                     runs.append(run("shared", redis.url, configured, args, folder))
                     runs.append(run("own", None, configured, args, folder))
+            redis.flush()
+            cached = cache_runs(args, redis.url, folder)
         finally:
             redis.stop()
-    text = table(runs, args)
-    print(text)
+    text, cache_text = table(runs, args), cache_table(cached, args)
+    print(text, cache_text, sep="\n\n")
     if args.write_readme:
         write_readme("cluster", text)
+        write_readme("cluster-cache", cache_text)
 
 
 if __name__ == "__main__":

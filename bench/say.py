@@ -8,7 +8,9 @@ Two pairs, each measured in the same run and interleaved (Oyez, baseline, Oyez, 
   command on its WAV (single-pass ``loudnorm``, the same Ogg Opus);
 - **cold**, a fresh process each time: ``oyez say TEXT -o x.ogg`` as typed (a new data
   directory each time, so the cache misses) against the ``piper`` command writing a WAV file,
-  then the ``ffmpeg`` command, on one sentence.
+  then the ``ffmpeg`` command, on one sentence. The optimized copy of the Piper model that Oyez
+  keeps in ``~/.cache/oyez/piper`` is made by the warm-up run (or was there already) and read
+  by the measured ones, as by a user's every ``oyez say`` after the first.
 
 Real-time factor = wall seconds / audio seconds (lower is faster). Run: ``make bench``;
 ``--write-readme`` puts the table into README.md between the bench:say markers.

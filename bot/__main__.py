@@ -1,5 +1,5 @@
 """``python -m bot``: the same as the ``oyez`` command."""
 
-from bot.cli import main
+from bot.cli import run
 
-raise SystemExit(main())
+run()

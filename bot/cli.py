@@ -10,12 +10,13 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import stat
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from bot.errors import ConfigError, InvalidRequest, OyezError
 from bot.schedules.cli import add_schedule_parser
@@ -25,6 +26,7 @@ from bot.schedules.cli import add_schedule_parser
 # its own parts only. tests/test_cli_startup.py holds that line.
 if TYPE_CHECKING:
     from bot.ops.config import Settings
+    from bot.providers.preload import HeadStart
     from bot.speech import OutputProfile, Utterance, Voice
     from bot.synthesis.pipeline import SpeechPipeline
 
@@ -119,10 +121,17 @@ def _parser() -> argparse.ArgumentParser:
         help=f"output file, - for standard output (default: {DEFAULT_OUTPUT})",
     )
 
-    commands.add_parser(
+    run = commands.add_parser(
         "run",
         help="run every configured front end: Discord (discord.token), Home Assistant "
         "(homeassistant.url and token), the HTTP API (http.api_token)",
+    )
+    run.add_argument(
+        "--role",
+        action="append",
+        metavar="ROLE",
+        help="run only these parts: gateway, api, coordinator (or all, the default; repeat it "
+        "or separate by commas; overrides run.roles / OYEZ_RUN__ROLES); needs engine.url",
     )
 
     credits = commands.add_parser(
@@ -238,6 +247,8 @@ async def _speech(settings: Settings) -> AsyncIterator[SpeechPipeline]:
         pipeline = SpeechPipeline(settings, dispatcher=dispatcher)
         if not engine.embedded:
             pipeline.flights = engine.flights()
+            pipeline.registry.jobs = engine.queued_jobs()
+            pipeline.cache_factory = engine.audio_cache
         try:
             yield pipeline
         finally:
@@ -354,13 +365,32 @@ async def _voices(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-async def _run(args: argparse.Namespace, settings: Settings) -> int:  # noqa: ARG001 - main()'s command table: one signature
+def _with_roles(settings: Settings, roles: list[str] | None) -> Settings:
+    """``settings`` with ``oyez run --role``'s roles, when given. Raises :class:`ConfigError`
+    naming an unknown role."""
+    if not roles:
+        return settings
+    from pydantic import ValidationError
+
+    from bot.ops.config import RunSettings
+
+    try:
+        run = RunSettings(roles=[part for role in roles for part in role.split(",")])
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"--role: {reason}") from None
+    return settings.model_copy(update={"run": run})
+
+
+async def _run(args: argparse.Namespace, settings: Settings) -> int:
     """Serve until interrupted (Ctrl-C or SIGTERM)."""
     import asyncio
     import signal
 
     from bot.ops.engine import Engine
     from bot.service import Service
+
+    settings = _with_roles(settings, args.role)
 
     async with await Engine.open(settings.engine) as engine:
         service = Service(settings, engine=engine)
@@ -419,9 +449,32 @@ async def _schedule(args: argparse.Namespace, settings: Settings) -> int:
     return await schedule_command(args, settings)
 
 
+def _head_start(args: argparse.Namespace) -> HeadStart | None:
+    """``oyez say``: the model most likely needed starts loading now, in a background thread,
+    while the configuration and the pipeline are imported (:mod:`bot.providers.preload`)."""
+    if args.command != "say":
+        return None
+    from bot.providers.preload import head_start
+
+    try:
+        return head_start(args.config, args.provider, args.voice, args.model)
+    except Exception:  # only a guess: the command goes on without it
+        log.debug("no head start", exc_info=True)
+        return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (the console script exits with it)."""
     args = _parser().parse_args(argv)
+    loading = _head_start(args)
+    try:
+        return _main(args)
+    finally:
+        if loading is not None:  # not left running into the interpreter's shutdown
+            loading.join()
+
+
+def _main(args: argparse.Namespace) -> int:
     import asyncio
 
     from bot.ops import config as config_module
@@ -460,5 +513,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
 
 
+def run() -> NoReturn:
+    """The ``oyez`` command (and ``python -m bot``): :func:`main`, then exit with its status.
+
+    A one-shot ``oyez say`` leaves at once (``os._exit``) instead of tearing the interpreter
+    down, which takes ~60 ms with onnxruntime, numpy and libav loaded. It is safe because by
+    then everything the command writes is done: the output file was written, closed and renamed
+    into place (:func:`write_output`), the pipeline closed its SQLite files and asyncio joined
+    its worker threads; the head start, when the model it loads was not needed (a cache hit, a
+    wrong guess), is cut off, but only once it writes no file (``HeadStart.settle``); what is
+    left are buffers (standard output and error, log handlers), flushed here first. Nothing of
+    Oyez registers ``atexit`` work. The other commands (``run`` above all) exit normally.
+    """
+    args = _parser().parse_args()
+    loading = _head_start(args)
+    try:
+        status = _main(args)
+    except BaseException:
+        if loading is not None:
+            loading.join()
+        raise
+    if args.command == "say":
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            logging.shutdown()
+        except (OSError, ValueError):  # a closed or broken pipe: exit as Python would
+            pass
+        else:
+            if loading is not None:
+                loading.settle()
+            os._exit(status)
+    if loading is not None:
+        loading.join()
+    raise SystemExit(status)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bot.announce.announcer import Announcer
-from bot.ops.config import Settings
+from bot.ops.config import ROLES, Settings
 from bot.ops.engine import Engine
 from bot.synthesis.pipeline import SpeechPipeline
 from bot.web.server import OyezServer
@@ -25,13 +25,15 @@ __all__ = ["FrontEnd", "FrontEndFactory", "Parts"]
 class Parts:
     """The parts every front end shares: one pipeline, one announcer (a front end may add its
     sink or listener) and one HTTP server (a front end may add routes before it starts), and
-    the engine holding the state several processes share (None: embedded)."""
+    the engine holding the state several processes share (None: embedded), and the roles of
+    this process (``run.roles``: a front end may build only part of itself)."""
 
     settings: Settings
     pipeline: SpeechPipeline
     announcer: Announcer
     server: OyezServer
     engine: Engine | None = None
+    roles: frozenset[str] = frozenset(ROLES)
 
 
 class FrontEnd(Protocol):

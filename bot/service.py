@@ -7,6 +7,15 @@ front ends of :data:`integrations.FRONT_ENDS` are built in its order: Discord wh
 Wyoming server when ``wyoming.uri`` is, the scheduler always (alone, it is enough when schedules
 exist). They start in that order and stop
 in reverse; one that ends with an error stops the service (logged, secrets never are).
+
+``run.roles`` (``oyez run --role``) chooses the parts a process runs, so several processes
+sharing one engine split the work: ``gateway`` the Discord bot, ``api`` the HTTP API
+(announcements, requests), ``/media`` and the Wyoming server, ``coordinator`` the scheduler
+(and ``/api/v1/schedules``); Home Assistant (its speakers, its events, claimed once across the
+processes) runs in both (:data:`integrations.FRONT_END_ROLES`). Every process serves
+``/healthz``, ``/readyz`` and ``/metrics`` on its HTTP port. Credit checks and cache eviction
+are made by whichever process needs them (under the engine's shared circuit and cache).
+``synth`` (synthesis workers) is not built yet: only "all" includes it.
 """
 
 from __future__ import annotations
@@ -20,13 +29,13 @@ from typing import cast
 from bot.announce.announcer import Announcer
 from bot.errors import ConfigError
 from bot.frontend import FrontEnd, FrontEndFactory, Parts
-from bot.ops.config import Settings
+from bot.ops.config import ROLES, Settings
 from bot.ops.engine import Engine
 from bot.providers.dispatch import Dispatcher
 from bot.synthesis.pipeline import SpeechPipeline
 from bot.web.health import add_health_routes
 from bot.web.server import OyezServer
-from integrations import FRONT_ENDS
+from integrations import FRONT_END_ROLES, FRONT_ENDS
 
 __all__ = ["STOP_GRACE_S", "Service"]
 
@@ -61,34 +70,52 @@ class Service:
             pipeline = SpeechPipeline(settings, dispatcher=dispatcher)
             if not engine.embedded:
                 pipeline.flights = engine.flights()
+                pipeline.registry.jobs = engine.queued_jobs()
+                pipeline.cache_factory = engine.audio_cache
         self.pipeline = pipeline or SpeechPipeline(settings)
         self.announcer = Announcer(settings, self.pipeline.prepare)
+        self.roles = frozenset(settings.run.roles)
+        api = "api" in self.roles
         media = None
         if engine is not None and not engine.embedded:  # else each part keeps its own
             self.announcer.board = engine.status_board()
             self.announcer.suppression.window = engine.duplicate_window()
             media = engine.media_store(settings)
-        self.server = OyezServer(settings.http, settings.data_dir, self.announcer, media)
+        self.server = OyezServer(
+            settings.http,
+            settings.data_dir,
+            self.announcer if api else None,
+            media,
+            serve_media=api,
+        )
         self.front_ends: list[FrontEnd] = []
         add_health_routes(self.server, self.front_ends, self.pipeline, settings.default_provider)
 
     @property
     def parts(self) -> Parts:
         """What each front end's factory gets."""
-        return Parts(self.settings, self.pipeline, self.announcer, self.server, self.engine)
+        return Parts(
+            self.settings, self.pipeline, self.announcer, self.server, self.engine, self.roles
+        )
 
     async def build(self) -> None:
         """Create the configured front ends (their modules imported now, not before).
 
         Raises :class:`ConfigError` when a front end's configuration is wrong, or when nothing
-        would run: no front end but idle ones, and the HTTP API off.
+        would run: no front end but idle ones, and the HTTP API off; or, with only some roles,
+        when ``engine.url`` is unset or a role has nothing to run.
         """
+        self._check_roles()
         parts = self.parts
-        for target in FRONT_ENDS.values():
+        for name, target in FRONT_ENDS.items():
+            if self.roles.isdisjoint(FRONT_END_ROLES[name]):
+                continue
             front_end = _factory(target)(parts)
             if front_end is not None:
                 self.front_ends.append(front_end)
-        if not self.server.api_enabled and await self._all_idle():
+        if self.roles != frozenset(ROLES):
+            await self._check_partial()
+        elif not self.server.api_enabled and await self._all_idle():
             for front_end in reversed(self.front_ends):
                 await front_end.stop()
             self.front_ends.clear()
@@ -97,6 +124,40 @@ class Service:
                 "OYEZ_HOMEASSISTANT__TOKEN (Home Assistant), or OYEZ_HTTP__API_TOKEN (the HTTP "
                 "API), or add a schedule (schedules: in the configuration, or oyez schedule add)"
             )
+
+    def _check_roles(self) -> None:
+        roles = ", ".join(r for r in ROLES if r in self.roles)
+        if self.roles == frozenset(ROLES):
+            return
+        if self.engine is None or self.engine.embedded:
+            raise ConfigError(
+                f"oyez run with the roles {roles} runs only part of Oyez, and the processes "
+                "running the other parts share their state through engine.url: set "
+                "OYEZ_ENGINE__URL (redis://host:6379/0), or run every role (the default)"
+            )
+        if "synth" in self.roles:
+            raise ConfigError(
+                "the synth role (synthesis workers) is not built yet: each process synthesizes "
+                "its own speech; leave synth out of the roles"
+            )
+
+    async def _check_partial(self) -> None:
+        """Each role asked for has something to run, else a :class:`ConfigError` naming it
+        (what was built is stopped first)."""
+        names = {f.name for f in self.front_ends}
+        problem = None
+        if "gateway" in self.roles and "discord" not in names:
+            problem = "the gateway role runs the Discord bot: set OYEZ_DISCORD__TOKEN"
+        elif "api" in self.roles and not self.server.api_enabled and "wyoming" not in names:
+            problem = (
+                "the api role serves the HTTP API or the Wyoming server: set "
+                "OYEZ_HTTP__API_TOKEN or OYEZ_WYOMING__URI"
+            )
+        if problem is not None:
+            for front_end in reversed(self.front_ends):
+                await front_end.stop()
+            self.front_ends.clear()
+            raise ConfigError(problem)
 
     async def _all_idle(self) -> bool:
         for front_end in self.front_ends:

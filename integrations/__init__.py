@@ -7,7 +7,7 @@ provider or a front end is a module plus one line here (third-party providers re
 the ``oyez.providers`` entry-point group instead).
 """
 
-__all__ = ["FRONT_ENDS", "PROVIDERS"]
+__all__ = ["FRONT_ENDS", "FRONT_END_ROLES", "PRELOADS", "PROVIDERS"]
 
 #: Provider name → its :class:`~bot.providers.base.Provider` class.
 PROVIDERS: dict[str, str] = {
@@ -17,6 +17,12 @@ PROVIDERS: dict[str, str] = {
     "openai": "integrations.openai:OpenAIProvider",
 }
 
+#: Provider name → a function that starts loading the model a one-shot ``oyez say`` will need,
+#: in a background thread, before the configuration is validated:
+#: ``(raw providers.<name> section, voice or None, model or None) -> Thread | None`` (None: it
+#: cannot tell). Its module imports the standard library only (:mod:`bot.providers.preload`).
+PRELOADS: dict[str, str] = {"piper": "integrations.piper.models:preload"}
+
 #: The front ends of ``oyez run``: name → a factory taking the shared :class:`bot.frontend.Parts`
 #: and returning the front end, or None when it is not configured. Built and started in this
 #: order: the scheduler last, as its alerts go through the sinks the others add.
@@ -25,4 +31,14 @@ FRONT_ENDS: dict[str, str] = {
     "homeassistant": "integrations.homeassistant.service:homeassistant_front_end",
     "wyoming": "integrations.wyoming.service:wyoming_front_end",
     "scheduler": "bot.schedules.service:scheduler_front_end",
+}
+
+#: The roles of ``oyez run --role`` (``run.roles``) each front end runs in: a process runs the
+#: front ends of its roles only (README "Several processes"). Home Assistant in two: its
+#: speakers are the api's targets too, and the processes hearing one event claim it once.
+FRONT_END_ROLES: dict[str, tuple[str, ...]] = {
+    "discord": ("gateway", "api", "coordinator"),  # without gateway: its relaying sink only
+    "homeassistant": ("api", "coordinator"),
+    "wyoming": ("api",),
+    "scheduler": ("coordinator",),
 }

@@ -119,6 +119,36 @@ def test_bad_input_exits_2_naming_the_problem(
     assert not (tmp_path / "announcement.ogg").exists()
 
 
+@pytest.mark.parametrize(
+    ("argv", "torn_down"), [(["say", "Hello.", "-o", "hello.ogg"], False), (["voices"], True)]
+)
+def test_say_skips_the_teardown_once_its_output_is_complete(
+    tmp_path: Path, argv: list[str], torn_down: bool
+) -> None:
+    """``oyez say`` leaves with ``os._exit`` (bot.cli.run): its report and file are complete;
+    the other commands exit normally (their ``atexit`` work runs)."""
+    code = (
+        "import atexit, sys\nfrom bot.cli import run\n"
+        "atexit.register(lambda: print('torn down', file=sys.stderr))\n"
+        f"sys.argv = ['oyez', *{argv!r}]\nrun()"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if not k.startswith("OYEZ_")},
+    )
+    assert result.returncode == 0, result.stderr
+    assert ("torn down" in result.stderr) is torn_down
+    if not torn_down:
+        assert result.stdout.startswith("Said: Hello.\n")
+        assert result.stdout.endswith(")\n")  # the last line, whole
+        assert "opus, 48000 Hz, stereo" in describe((tmp_path / "hello.ogg").read_bytes())
+        assert sorted(p.name for p in tmp_path.iterdir() if "hello" in p.name) == ["hello.ogg"]
+
+
 def test_unknown_config_key_exits_2(tmp_path: Path) -> None:
     (tmp_path / "oyez.yaml").write_text("max_text_lenght: 5\n")
     result = oyez("say", "hi", cwd=tmp_path)

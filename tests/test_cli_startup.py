@@ -104,6 +104,39 @@ def test_say_imports_only_its_own_parts(tmp_path: Path) -> None:
     assert sorted(m for m in NOT_FOR_SAY if m in loaded) == []
 
 
+#: What the cold ``oyez say`` has not imported yet when the model starts loading (each is tens of
+#: ms the load overlaps).
+BEFORE_THE_HEAD_START = ("pydantic", "bot.ops.config", "bot.synthesis.pipeline", "av")
+
+
+def test_say_starts_loading_the_model_before_the_configuration(tmp_path: Path) -> None:
+    code = (
+        "import contextlib, io, threading\nfrom bot.cli import main\nseen = []\n"
+        "start = threading.Thread.start\n"
+        "def spy(self):\n"
+        "    if self.name == 'piper-preload':\n"
+        f"        seen.append(sorted(m for m in {BEFORE_THE_HEAD_START!r} if m in sys.modules))\n"
+        "    start(self)\n"
+        "threading.Thread.start = spy\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert main(['say', 'Hello.', '--no-cache', '-o', 'hello.ogg']) == 0\n"
+        "print(json.dumps(seen), file=sys.stderr)"
+    )
+    script = f"import json, sys\n{code}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OYEZ_")}
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        timeout=120,
+        check=True,
+    )
+    assert json.loads(result.stderr.strip().splitlines()[-1]) == [[]]
+    assert (tmp_path / "hello.ogg").stat().st_size > 0
+
+
 def test_the_written_out_choices_are_the_enums_values() -> None:
     assert tuple(p.value for p in OutputProfile) == FORMATS
     assert tuple(p.value for p in Priority) == PRIORITIES

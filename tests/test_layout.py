@@ -20,7 +20,12 @@ ROOT = Path(__file__).resolve().parent.parent
 Edge = tuple[str, str]
 
 #: The modules of ``bot/`` that read the registries of the ``integrations`` package.
-REGISTRY_READERS = {"bot.providers.base", "bot.configschema", "bot.service"}
+REGISTRY_READERS = {
+    "bot.providers.base",
+    "bot.providers.preload",
+    "bot.configschema",
+    "bot.service",
+}
 #: What ``bot/providers/`` stands below: it never imports these.
 ABOVE_PROVIDERS = ("bot.announce", "bot.schedules", "bot.web", "bot.synthesis")
 

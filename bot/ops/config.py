@@ -33,6 +33,7 @@ from pydantic import (
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -42,6 +43,7 @@ from bot.errors import ConfigError, validation_problems
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",
+    "ROLES",
     "AnnounceSettings",
     "AudioSettings",
     "BudgetSettings",
@@ -54,12 +56,15 @@ __all__ = [
     "NamedVoice",
     "QuietHours",
     "RateLimitSettings",
+    "Role",
+    "RunSettings",
     "Settings",
     "format_validation_error",
     "from_sources",
     "known_zone",
     "load",
     "source_file",
+    "split_roles",
 ]
 
 DEFAULT_CONFIG_FILE = Path("oyez.yaml")
@@ -197,6 +202,56 @@ class EngineSettings(BaseModel):
                 "(e.g. redis://redis:6379/0)"
             )
         return url.strip()
+
+
+#: The roles of ``oyez run`` (README "Several processes"), all of them by default.
+ROLES: tuple[Role, ...] = ("gateway", "synth", "api", "coordinator")
+Role = Literal["gateway", "synth", "api", "coordinator"]
+
+
+class RunSettings(BaseModel):
+    """``run``: which parts of Oyez this process runs (``oyez run --role`` overrides it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    roles: Annotated[list[Role], NoDecode] = Field(
+        default_factory=lambda: list(ROLES),
+        description="gateway (Discord), synth, api (HTTP API, media, Wyoming), coordinator "
+        "(schedules, Home Assistant events); a list or a comma-separated string "
+        "(OYEZ_RUN__ROLES=gateway,api); all (the default): every one, as one process. "
+        "Anything but all needs engine.url",
+    )
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _split_roles(cls, roles: Any) -> Any:
+        return split_roles(roles)
+
+
+def split_roles(roles: Any) -> Any:
+    """``"gateway, api"`` → ``["gateway", "api"]``; ``all`` → :data:`ROLES`; duplicates kept
+    once. Raises ``ValueError`` naming an unknown role or an empty list; other values are
+    left to pydantic."""
+    if isinstance(roles, str):
+        roles = roles.split(",")
+    if not isinstance(roles, list | tuple):
+        return roles
+    names: list[Any] = []
+    for role in roles:
+        name = role.strip().lower() if isinstance(role, str) else role
+        if name == "":
+            continue
+        if name == "all":
+            names.extend(ROLES)
+        elif name not in ROLES:
+            raise ValueError(
+                f"unknown role {str(role)[:40]!r}: choose from {', '.join(ROLES)} or all"
+            )
+        else:
+            names.append(name)
+    if not names:
+        raise ValueError(f"no role given: choose from {', '.join(ROLES)} or all")
+    return list(dict.fromkeys(names))
 
 
 class NamedVoice(BaseModel):
@@ -396,6 +451,7 @@ class Settings(BaseSettings):
     budgets: BudgetSettings = Field(default_factory=BudgetSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
+    run: RunSettings = Field(default_factory=RunSettings)
     discord: dict[str, Any] = Field(
         default_factory=dict, description="The Discord bot (integrations.discord.bot)"
     )

@@ -4,12 +4,14 @@
 (SQLite in ``data_dir``, memory). Set to a Redis or Valkey URL: every process given the same URL
 (and ``engine.key_prefix``) shares the stores built here: the rate limiters' buckets
 (:class:`~bot.providers.shared_ratelimit.SharedRateLimiter`), the books
-(:class:`~bot.providers.books.Books`: the credit circuit, balances, budgets' spend and holds)
-the schedules' fire claims (:class:`~bot.schedules.claims.FireClaims`), synthesis flights
-(:mod:`bot.synthesis.flights`), the announcements'
-duplicate window and statuses (:mod:`bot.announce.shared`), and media URLs that any process
-serves (:class:`~bot.web.media.SharedMediaStore`; its files on the data folder all of them
-mount).
+(:class:`~bot.providers.books.Books`: the credit circuit, balances, budgets' spend and holds),
+paid jobs under way in a provider's queue (:mod:`bot.providers.jobs`),
+the schedules' fire claims (:class:`~bot.schedules.claims.FireClaims`), leases
+(:mod:`bot.ops.leases`: who holds Home Assistant's event subscription), synthesis flights
+(:mod:`bot.synthesis.flights`), the audio cache's index (:mod:`bot.synthesis.shared_cache`),
+the announcements' duplicate window and statuses (:mod:`bot.announce.shared`), and media
+URLs that any process serves (:class:`~bot.web.media.SharedMediaStore`; its files on the data
+folder all of them mount).
 
 :meth:`Engine.open` connects and checks the server answers, so a wrong URL stops ``oyez run``
 at start-up with :class:`EngineUnavailable` naming the URL (its password masked) rather than
@@ -36,10 +38,13 @@ from bot.announce.shared import (
 )
 from bot.errors import ConfigError
 from bot.ops.config import EngineSettings, Settings
+from bot.ops.leases import Leases, LocalLeases
 from bot.ops.logs import register_secret
 from bot.providers.books import Books
 from bot.providers.credits import Ledger
+from bot.providers.jobs import LocalJobs, QueuedJobs
 from bot.schedules.claims import FireClaims, LocalClaims
+from bot.synthesis.cache import AudioCache, Cache
 from bot.synthesis.flights import Flights, LocalFlights
 
 # redis-py (~0.15 s to import) and the shared stores are imported when engine.url is set: one
@@ -158,6 +163,15 @@ class Engine:
             SharedRateLimiter, client=self.client, prefix=self.settings.key_prefix
         )
 
+    def queued_jobs(self) -> QueuedJobs:
+        """Paid jobs submitted to a provider's queue (Segmind v2), by what was submitted:
+        shared when a server is configured, so another process resumes polling one."""
+        if self.client is None:
+            return LocalJobs()
+        from bot.providers.jobs import RedisJobs
+
+        return RedisJobs(self.client, self.settings.key_prefix)
+
     def fire_claims(self) -> FireClaims:
         """Which process speaks each schedule firing: shared when a server is configured."""
         if self.client is None:
@@ -165,6 +179,24 @@ class Engine:
         from bot.schedules.claims import RedisClaims
 
         return RedisClaims(self.client, self.settings.key_prefix)
+
+    def leases(self) -> Leases:
+        """One holder at a time of a named duty (Home Assistant's event subscription), with
+        a fencing token: shared when a server is configured. Each call is a new holder."""
+        if self.client is None:
+            return LocalLeases()
+        from bot.ops.leases import RedisLeases
+
+        return RedisLeases(self.client, self.settings.key_prefix)
+
+    def audio_cache(self, directory: Path, max_bytes: int) -> Cache:
+        """The audio cache in ``directory`` (capped at ``max_bytes``): its index in the server
+        when one is configured (the files on the volume every process mounts), else SQLite."""
+        if self.client is None:
+            return AudioCache(directory, max_bytes)
+        from bot.synthesis.shared_cache import RedisAudioCache
+
+        return RedisAudioCache(directory, max_bytes, self.client, self.settings.key_prefix)
 
     def flights(self) -> Flights:
         """Who synthesizes a cache key several callers missed at once: shared when a server

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -81,7 +82,7 @@ def connect(path: Path, schema: str) -> sqlite3.Connection:
         raise NotWritable(path, str(exc)) from exc
     try:
         db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
-        db.execute("PRAGMA journal_mode=WAL")
+        _use_wal(db)
         db.executescript(schema)
     except sqlite3.OperationalError as exc:
         db.close()
@@ -92,6 +93,21 @@ def connect(path: Path, schema: str) -> sqlite3.Connection:
         db.close()
         raise
     return db
+
+
+def _use_wal(db: sqlite3.Connection) -> None:
+    """Switch ``db`` to WAL, trying again for up to :data:`BUSY_TIMEOUT_S` while it is locked:
+    SQLite answers a journal-mode change that meets another connection's lock at once, without
+    its busy handler (seen when several processes open a new shared cache index together)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if not is_lock_timeout(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)  # a worker thread's: never the event loop's
 
 
 def _not_writable(exc: sqlite3.OperationalError) -> bool:

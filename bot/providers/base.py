@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
@@ -29,6 +29,9 @@ from bot.errors import (
 )
 from bot.ops.config import LimitSettings, Settings, format_validation_error
 from bot.speech import AudioChunk, Voice
+
+if TYPE_CHECKING:
+    from bot.providers.jobs import QueuedJobs
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -122,6 +125,9 @@ class Provider(ABC):
         self.name = name or self.kind
         self.settings = settings
         self.app_settings = app_settings
+        #: Where a provider with a queue (Segmind v2) records the jobs it submitted, so that
+        #: another process resumes one (set by the registry; None: not recorded).
+        self.jobs: QueuedJobs | None = None
 
     @classmethod
     def from_settings(cls, app_settings: Settings, name: str | None = None) -> Self:
@@ -246,6 +252,8 @@ class ProviderRegistry:
         self.settings = settings
         self._targets = dict(targets)
         self._instances: dict[str, Provider] = {}
+        #: Given to every provider built (:attr:`Provider.jobs`): the engine's, when shared.
+        self.jobs: QueuedJobs | None = None
 
     @classmethod
     def default(cls, settings: Settings) -> ProviderRegistry:
@@ -275,6 +283,7 @@ class ProviderRegistry:
         if instance is not None:
             return instance
         instance = self.implementation(name).from_settings(self.settings, key)
+        instance.jobs = self.jobs
         self._instances[key] = instance
         return instance
 

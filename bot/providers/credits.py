@@ -149,8 +149,8 @@ class Ledger:
             for cap in caps:
                 if cap.usd is None:
                     continue
-                held = sum(h.usd for h in self._holds.values() if cap.name in h.caps)
-                spent = await self.spent_today(**{cap.scope: cap.key}) + held
+                spent = await self.spent_today(**{cap.scope: cap.key})
+                spent += sum(h.usd for h in self._holds.values() if cap.name in h.caps)
                 if micro_usd(spent) + micro_usd(usd) > micro_usd(cap.usd):
                     return Refused(cap, spent)
             hold = Hold(
@@ -177,12 +177,18 @@ class Ledger:
         requester: str | None = None,
         hold: Hold | None = None,
     ) -> None:
-        """Book ``usd`` spent now; ``hold`` (the call's, if any) is dropped once it is."""
-        try:
-            await self._insert_spend(provider, model, usd, request_id, estimated, guild, requester)
-        finally:
-            if hold is not None:
-                self._holds.pop(hold.id, None)
+        """Book ``usd`` spent now; ``hold`` (the call's, if any) is dropped once it is.
+
+        Under the holds' lock, as :meth:`reserve` reads spend and holds: a reserve never sees a
+        call both spent and still held (which counted it twice and refused calls that fit)."""
+        async with self._holding:
+            try:
+                await self._insert_spend(
+                    provider, model, usd, request_id, estimated, guild, requester
+                )
+            finally:
+                if hold is not None:
+                    self._holds.pop(hold.id, None)
 
     async def _insert_spend(  # noqa: PLR0913 - one per column of a spend row
         self,

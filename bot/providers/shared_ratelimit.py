@@ -12,16 +12,21 @@ script, run atomically on the server's clock, holds what all the processes share
   expires :data:`LEASE_S` after its process died;
 - a 429 anywhere: every process pauses until the provider's reset, the refused call leaves the
   window's count, and the calls that went through in that window, cluster-wide, become the
-  learned limit when lower than the configured one. The learned limit holds
-  :data:`LEARNED_WINDOWS` windows without a 429, then the configured one applies again (a
-  coarser probe than :class:`RateLimiter`'s, which raises it step by step).
+  learned limit when lower than the configured one. Windows without a 429 then probe it back
+  up as :class:`RateLimiter` does: one more after a quiet window, then 2, 4, … while probes
+  pass (after a probe met a 429, twice as many quiet windows first), until it reaches the
+  configured limit;
+- the headroom a provider reports on a success (``x-ratelimit-remaining`` and its reset): no
+  more calls start anywhere before the reset than it said, less the calls in flight anywhere.
 
-Keys under the engine's prefix ``P``: ``P limit:<name>`` (hash: phase, pause, learned limit),
-``P limit:<name>:w:<phase>:<k>`` (calls started in window k of that phase), ``P
-limit:<name>:leases`` (sorted set).
+Keys under the engine's prefix ``P``: ``P limit:<name>`` (hash: phase, pause, learned limit and
+its probe, headroom), ``P limit:<name>:w:<phase>:<k>`` (calls started in window k of that
+phase), ``P limit:<name>:leases`` (sorted set).
 
-Not shared (kept per process): the headroom a provider reports on a success
-(``x-ratelimit-remaining``), and the consecutive 429s that grow the backoff without a hint.
+Not shared (kept per process): a learned limit's floor from the calls that went through in the
+last ten windows (:class:`RateLimiter` never learns less than that; the cluster learns the
+count of the window that filled up), and the consecutive 429s that grow the backoff without a
+hint.
 """
 
 from __future__ import annotations
@@ -37,89 +42,144 @@ from redis.asyncio import Redis
 
 from bot.providers.ratelimit import LimiterState, RateLimiter, WaitExpired
 
-__all__ = ["LEARNED_WINDOWS", "LEASE_S", "SharedRateLimiter"]
+__all__ = ["LEASE_S", "SharedRateLimiter"]
 
 log = logging.getLogger(__name__)
 
 #: Seconds a concurrency slot outlives its last renewal (its process died).
 LEASE_S = 15.0
-#: Windows without a 429 after which a learned limit is dropped.
-LEARNED_WINDOWS = 10
 #: Longest pause between two asks for a turn while the cluster has no room, seconds.
 MAX_POLL_S = 0.25
 
+# The learned limit probed back up (RateLimiter._probe): after every `probe_every` windows
+# with no 429 since the pause ended (or since the last probe), one `probe_step` more, the step
+# doubling while probes pass; dropped once it reaches the configured limit. In Lua, run by
+# _ACQUIRE before each turn. Sets `learned` (nil: none) from the state hash s and `now`.
+_PROBE = """
+local learned = tonumber(s[4])
+if learned then
+  local since = math.max(tonumber(s[5] or '0'), tonumber(s[6] or '0'))
+  local step, every = tonumber(s[7] or '1'), tonumber(s[8] or '1')
+  local span, probed = every * window, false
+  while learned and now - since >= span do
+    since, probed = since + span, true
+    learned, step = learned + step, step * 2
+    if learned >= (configured or 1000000) then learned = nil end
+  end
+  if probed and learned then
+    redis.call('HSET', KEYS[1], 'learned', learned, 'probed_at', since, 'probe_step', step,
+               'probed', 1)
+  elseif probed then
+    redis.call('HDEL', KEYS[1], 'learned')
+    redis.call('HSET', KEYS[1], 'probed_at', since, 'probe_step', 1, 'probe_every', 1,
+               'probed', 1)
+  end
+end
+"""
+
 # KEYS: state hash, leases zset. ARGV: limit ('' none), window ms, max concurrent ('' none),
-# lease id ('' no slot), lease ms, guard ms, learned windows. {1, now ms} when granted, else
-# {0, ms to wait}.
-_ACQUIRE = """
+# lease id ('' no slot), lease ms, guard ms. {1, now ms, learned} when granted, else {0, ms to
+# wait, learned} (learned: the learned limit, -1 none).
+_ACQUIRE = (
+    """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local window, guard = tonumber(ARGV[2]), tonumber(ARGV[6])
-local s = redis.call('HMGET', KEYS[1], 'paused_until', 'phase', 'last', 'learned', 'learned_until')
+local s = redis.call('HMGET', KEYS[1], 'paused_until', 'phase', 'last', 'learned',
+                     'quiet_since', 'probed_at', 'probe_step', 'probe_every', 'quota_until',
+                     'quota_calls')
 local paused_until = tonumber(s[1] or '0')
-if now < paused_until then return {0, paused_until - now} end
-local limit = tonumber(ARGV[1])
-local learned, learned_until = tonumber(s[4]), tonumber(s[5] or '0')
-if learned and now < learned_until and (not limit or learned < limit) then limit = learned end
+if now < paused_until then return {0, paused_until - now, tonumber(s[4] or '-1')} end
+local configured = tonumber(ARGV[1])
+"""
+    + _PROBE
+    + """
+local shown = learned or -1
+local limit = configured
+if learned and (not limit or learned < limit) then limit = learned end
+local quota = now < tonumber(s[9] or '0')
+if quota and tonumber(s[10] or '0') <= 0 then return {0, tonumber(s[9]) - now, shown} end
 local slot = ARGV[4] ~= ''
 if slot and ARGV[3] ~= '' then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-  if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then return {0, 20} end
+  if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then return {0, 20, shown} end
 end
 if limit then
   local phase, last = tonumber(s[2]), tonumber(s[3] or '0')
-  local fresh = false
   if not phase or now - math.max(last, paused_until) > 2 * window then
-    phase, fresh = now, true
+    phase = now
     redis.call('HSET', KEYS[1], 'phase', phase, 'hinted', 0)
   end
   local k = math.floor((now - phase) / window)
   local start = phase + k * window
   local opening = k == 0 and redis.call('HGET', KEYS[1], 'hinted') ~= '1'
-  if now < start + guard and not opening then return {0, start + guard - now} end
-  if now > start + window - guard then return {0, start + window + guard - now} end
+  if now < start + guard and not opening then return {0, start + guard - now, shown} end
+  if now > start + window - guard then return {0, start + window + guard - now, shown} end
   local count_key = KEYS[1] .. ':w:' .. phase .. ':' .. k
   if tonumber(redis.call('GET', count_key) or '0') >= limit then
-    return {0, start + window + guard - now}
+    return {0, start + window + guard - now, shown}
   end
   redis.call('INCR', count_key)
   redis.call('PEXPIRE', count_key, 3 * window)
 end
+if quota then redis.call('HINCRBY', KEYS[1], 'quota_calls', -1) end
 redis.call('HSET', KEYS[1], 'last', now)
 if slot then redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), ARGV[4]) end
-return {1, now}
+return {1, now, shown}
 """
+)
 
 # KEYS: state hash. ARGV: wait ms ('' no hint), refused grant ms ('' unknown), window ms,
-# configured limit ('' none), learned windows, fallback wait ms. The pause, ms.
+# configured limit ('' none), fallback wait ms. The pause, ms. As RateLimiter.pause: a hint
+# gives the windows their phase and may teach a lower limit (the calls accepted in the window
+# that filled up, cluster-wide); a probe that met this 429 waits twice as long next time.
 _PAUSE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local window = tonumber(ARGV[3])
-local s = redis.call('HMGET', KEYS[1], 'phase', 'paused_until')
+local s = redis.call('HMGET', KEYS[1], 'phase', 'paused_until', 'learned', 'probed',
+                     'probe_every', 'quiet_since')
 local phase = tonumber(s[1])
 if phase and ARGV[2] ~= '' then
   local k = math.floor((tonumber(ARGV[2]) - phase) / window)
   local count_key = KEYS[1] .. ':w:' .. phase .. ':' .. k
   if tonumber(redis.call('GET', count_key) or '0') > 0 then redis.call('DECR', count_key) end
 end
-local wait = tonumber(ARGV[6])
+local wait = tonumber(ARGV[5])
 if ARGV[1] ~= '' then
   wait = tonumber(ARGV[1])
   if phase then
     local k = math.floor((now - phase) / window)
     local accepted = tonumber(redis.call('GET', KEYS[1] .. ':w:' .. phase .. ':' .. k) or '0')
-    local limit = tonumber(ARGV[4])
-    if accepted >= 1 and (not limit or accepted < limit) then
-      redis.call('HSET', KEYS[1], 'learned', accepted,
-                 'learned_until', now + wait + tonumber(ARGV[5]) * window)
+    local limit, learned = tonumber(ARGV[4]), tonumber(s[3])
+    if accepted >= 1 and (not learned or accepted < learned) and (not limit or accepted < limit)
+    then
+      redis.call('HSET', KEYS[1], 'learned', accepted)
     end
   end
   redis.call('HSET', KEYS[1], 'phase', now + wait, 'hinted', 1)
 end
+if s[4] == '1' then
+  local every = math.min(2 * tonumber(s[5] or '1'), 32)
+  redis.call('HSET', KEYS[1], 'probe_every', every, 'probed', 0)
+end
 local until_ = math.max(tonumber(s[2] or '0'), now + wait)
-redis.call('HSET', KEYS[1], 'paused_until', until_)
+local quiet = math.max(tonumber(s[6] or '0'), until_)
+redis.call('HSET', KEYS[1], 'paused_until', until_, 'quiet_since', quiet, 'probe_step', 1)
 return until_ - now
+"""
+
+# KEYS: state hash, leases zset. ARGV: calls remaining, ms to the reset. As
+# RateLimiter.succeeded: no more than that (less the calls in flight anywhere) start before the
+# reset, and the windows take their phase from it.
+_HEADROOM = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local until_ = now + tonumber(ARGV[2])
+local in_flight = redis.call('ZCOUNT', KEYS[2], now, '+inf')
+redis.call('HSET', KEYS[1], 'quota_until', until_, 'quota_calls', tonumber(ARGV[1]) - in_flight,
+           'phase', until_, 'hinted', 1)
+return 1
 """
 
 
@@ -163,6 +223,9 @@ class SharedRateLimiter(RateLimiter):
         self._tasks: set[asyncio.Task[None]] = set()
         self._renewer: asyncio.Task[None] | None = None
         self._shared_pause_until = 0.0
+        self._headroom = client.register_script(_HEADROOM)
+        #: The cluster's learned limit, as the server last told it (None: none).
+        self.shared_learned: int | None = None
         # no call granted this close to a window's edge (RateLimiter's guard, for latency)
         self.guard_s = min(0.05 * window_s, 1.0)
 
@@ -208,9 +271,11 @@ class SharedRateLimiter(RateLimiter):
         limit = "" if self.shared_limit is None else str(math.floor(self.shared_limit))
         concurrent = "" if self.max_concurrent is None else str(self.max_concurrent)
         args = [limit, _ms(self.window_s), concurrent, lease, _ms(self.lease_s)]
-        args += [_ms(self.guard_s), str(LEARNED_WINDOWS)]
+        args.append(_ms(self.guard_s))
         while True:
-            granted, value = await self._acquire(keys=[self.key, f"{self.key}:leases"], args=args)
+            found = await self._acquire(keys=[self.key, f"{self.key}:leases"], args=args)
+            granted, value, learned = (int(v) for v in found)
+            self.shared_learned = None if learned < 0 else learned
             if granted:
                 return int(value)
             wait_s = min(int(value) / 1000, MAX_POLL_S)
@@ -227,7 +292,10 @@ class SharedRateLimiter(RateLimiter):
             self._spawn(self._drop(lease))
 
     async def _drop(self, lease: str) -> None:
-        await self.client.zrem(f"{self.key}:leases", lease)
+        try:
+            await self.client.zrem(f"{self.key}:leases", lease)
+        except Exception as exc:  # the slot expires with its lease
+            log.debug("%s: slot %s not given back: %s", self.name, lease, exc)
 
     def _keep_renewing(self) -> None:
         if self._renewer is None or self._renewer.done():
@@ -257,7 +325,7 @@ class SharedRateLimiter(RateLimiter):
         hint = "" if retry_after_s is None else _ms(retry_after_s)
         limit = "" if self.shared_limit is None else str(math.floor(self.shared_limit))
         args = [hint, "" if at is None else str(at), _ms(self.window_s), limit]
-        args += [str(LEARNED_WINDOWS), _ms(wait)]
+        args.append(_ms(wait))
         self._spawn(self._share_pause(args))
         return wait
 
@@ -277,13 +345,22 @@ class SharedRateLimiter(RateLimiter):
         if granted is not None:
             self.server_grants.pop(granted, None)
         super().succeeded(remaining, reset_s, granted=granted)
+        if self.shared and remaining is not None and reset_s is not None:
+            self._spawn(self._share_headroom(remaining, reset_s))
+
+    async def _share_headroom(self, remaining: int, reset_s: float) -> None:
+        keys = [self.key, f"{self.key}:leases"]
+        try:
+            await self._headroom(keys=keys, args=[str(remaining), _ms(reset_s)])
+        except Exception as exc:
+            log.warning("%s: its headroom could not be shared with the others: %s", self.name, exc)
 
     def state(self) -> LimiterState:
         local = super().state()
         return LimiterState(
             self.name,
             self.shared_limit,
-            local.learned_limit,
+            self.shared_learned if self.shared else local.learned_limit,
             self.max_concurrent,
             local.in_flight,
             local.waiting,

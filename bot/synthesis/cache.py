@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from bot.ops.metrics import CACHE_LOOKUPS
 from bot.ops.store import Database, connect
@@ -30,6 +30,7 @@ from bot.speech import OutputProfile, Voice
 
 __all__ = [
     "AudioCache",
+    "Cache",
     "CacheEntry",
     "CacheStats",
     "cache_key",
@@ -159,8 +160,68 @@ class CacheStats:
     misses: int
 
 
+class Cache(Protocol):
+    """The audio cache: files in ``directory`` (named by key, written to a temporary name and
+    renamed) and an index of them with their use, kept under ``max_bytes`` (least recently
+    used evicted first). :class:`AudioCache` (embedded: an SQLite index in ``directory``) and
+    :class:`bot.synthesis.shared_cache.RedisAudioCache` (the index in the engine's server, for
+    processes on several machines that mount one volume)."""
+
+    directory: Path
+    max_bytes: int
+
+    async def contains(self, key: str) -> bool:
+        """Whether ``key`` is cached (not counted as a lookup)."""
+
+    async def get(self, key: str) -> CacheEntry | None:
+        """The entry for ``key``, or None (a miss, counted). A file gone, or whose size or
+        checksum is not the index's, is a miss too (the entry dropped, logged)."""
+
+    async def put(self, entry: CacheEntry) -> None:
+        """Store ``entry`` and evict to the cap (an entry larger than the cap is not kept)."""
+
+    async def stats(self) -> CacheStats:
+        """Entries, bytes, the cap, and the hits and misses counted."""
+
+    async def clear(self) -> int:
+        """Delete every entry (and the counts); returns how many there were."""
+
+    def close(self) -> None:
+        """Let go of what the cache holds open (the index); the files stay."""
+
+
+def store_file(directory: Path, entry: CacheEntry) -> str:
+    """Write ``entry``'s audio as ``<key><extension>`` in ``directory`` (to a temporary name,
+    then renamed, so a reader in any process sees all of it or none); the file's name."""
+    name = f"{entry.key}{entry.profile.extension}"
+    temporary = directory / f".{name}.partial"
+    temporary.write_bytes(entry.audio)
+    temporary.replace(directory / name)
+    return name
+
+
+def read_checked(path: Path, size: int, digest: str | None) -> bytes | None:
+    """The bytes at ``path`` if they are ``size`` long with ``digest`` (:func:`checksum`; None:
+    not checked); None when the file is gone or damaged (logged)."""
+    try:
+        audio = path.read_bytes()
+    except OSError:
+        return None
+    if len(audio) == size and digest in (None, checksum(audio)):
+        return audio
+    log.warning(
+        "cache: %s is damaged (%d bytes, index says %d, or its checksum differs):"
+        " dropped, synthesizing again",
+        path,
+        len(audio),
+        size,
+    )
+    return None
+
+
 class AudioCache:
-    """Files plus an SQLite index; safe to share between the CLI and a running bot.
+    """Files plus an SQLite index; safe to share between the CLI and a running bot, and
+    between processes on one machine that share ``directory``.
 
     Every method touching the index or the files runs in a worker thread (see
     :class:`~bot.ops.store.Database`), so a busy index never stalls the event loop.
@@ -222,19 +283,8 @@ class AudioCache:
             self._count(db, "miss")
             return None
         path = self.directory / row[0]
-        try:
-            audio = path.read_bytes()
-        except OSError:
-            audio = None
-        if audio is None or len(audio) != row[11] or row[12] not in (None, checksum(audio)):
-            if audio is not None:
-                log.warning(
-                    "cache: %s is damaged (%d bytes, index says %d, or its checksum differs):"
-                    " dropped, synthesizing again",
-                    path,
-                    len(audio),
-                    row[11],
-                )
+        audio = read_checked(path, row[11], row[12])
+        if audio is None:
             db.execute("DELETE FROM entries WHERE key = ?", (key,))
             path.unlink(missing_ok=True)
             self._count(db, "miss")
@@ -261,10 +311,7 @@ class AudioCache:
         await self._call(lambda db: self._put(db, entry))
 
     def _put(self, db: sqlite3.Connection, entry: CacheEntry) -> None:
-        name = f"{entry.key}{entry.profile.extension}"
-        temporary = self.directory / f".{name}.partial"
-        temporary.write_bytes(entry.audio)
-        temporary.replace(self.directory / name)
+        name = store_file(self.directory, entry)
         now = time.time()
         v = entry.voice
         db.execute(

@@ -15,8 +15,9 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from bot.audio.live import LiveUtterance, OpusStreamEncoder, StreamEncoders
@@ -39,7 +40,7 @@ from bot.ops.metrics import FALLBACKS, REQUESTS, SYNTHESIS_SECONDS
 from bot.providers.base import ProviderRegistry
 from bot.providers.dispatch import Dispatched, Dispatcher
 from bot.speech import FallbackNote, OutputProfile, SpeechRequest, Timings, Utterance, Voice
-from bot.synthesis.cache import AudioCache, CacheEntry, cache_key
+from bot.synthesis.cache import AudioCache, Cache, CacheEntry, cache_key
 from bot.synthesis.flights import Flights, flown
 from bot.synthesis.prepared import PreparedRequest, Segment
 from bot.synthesis.pronounce import Pronunciations
@@ -91,7 +92,10 @@ class SpeechPipeline:
         self.registry = registry or ProviderRegistry.default(settings)
         self.transcoder = transcoder or Transcoder(settings.audio)
         self.dispatcher = dispatcher or Dispatcher(settings)
-        self._cache: AudioCache | None = None
+        self._cache: Cache | None = None
+        #: Makes the cache (its folder, its cap in bytes): the engine's when shared; None: an
+        #: :class:`AudioCache` (SQLite index).
+        self.cache_factory: Callable[[Path, int], Cache] | None = None
         self.pronunciations = Pronunciations(settings.pronunciations)
         #: Shared with other processes when set (engine.url): one of them makes a missed key.
         self.flights: Flights | None = None
@@ -101,11 +105,12 @@ class SpeechPipeline:
         self._rates: dict[str, tuple[float, float]] = {}
 
     @property
-    def cache(self) -> AudioCache:
+    def cache(self) -> Cache:
         """Opened on first use."""
         if self._cache is None:
             folder = self.settings.cache.dir or self.settings.data_dir / "cache"
-            self._cache = AudioCache(folder, int(self.settings.cache.max_mb * 1024 * 1024))
+            make = self.cache_factory or AudioCache
+            self._cache = make(folder, int(self.settings.cache.max_mb * 1024 * 1024))
         return self._cache
 
     def cache_key(self, prepared: PreparedRequest) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bot.speech import OutputProfile
-from bot.web.server import MediaStore
+from bot.web.server import GrowingMedia, MediaStore
 
 __all__ = ["SharedMediaStore"]
 
@@ -47,18 +47,34 @@ class SharedMediaStore(MediaStore):
         self.ttl_s = ttl_s
         self.clock = clock
         self._expiry = {}
+        self._growing = {}
         directory.mkdir(parents=True, exist_ok=True)
 
-    def publish(self, audio: bytes, extension: str, ttl_s: float | None = None) -> str:
+    def _shared_name(self, extension: str, ttl_s: float | None) -> str:
         if extension not in _EXTENSIONS:
             raise ValueError(f"unsupported media extension {extension!r}")
         expiry = int(self.clock() + (ttl_s if ttl_s is not None else self.ttl_s)) + 1
-        name = f"{secrets.token_urlsafe(_TOKEN_BYTES)}-{expiry:x}.{extension}"
-        path = self.directory / name
-        temporary = path.with_suffix(".part")
-        temporary.write_bytes(audio)
-        temporary.replace(path)
+        return f"{secrets.token_urlsafe(_TOKEN_BYTES)}-{expiry:x}.{extension}"
+
+    def publish(self, audio: bytes, extension: str, ttl_s: float | None = None) -> str:
+        name = self._shared_name(extension, ttl_s)
+        self._write(name, audio)
         return f"{self.base_url}/media/{name}"
+
+    def publish_growing(
+        self, extension: str, ttl_s: float | None = None
+    ) -> tuple[str, GrowingMedia]:
+        """As :meth:`MediaStore.publish_growing`; while it grows only this process streams it
+        (another answers 404 until it is whole, then serves the file)."""
+        name = self._shared_name(extension, ttl_s)
+
+        def finished(audio: bytes) -> None:  # nothing made: nothing to serve (404)
+            if self._growing.pop(name, None) is not None and audio:
+                self._write(name, audio)
+
+        media = GrowingMedia(finished)
+        self._growing[name] = media
+        return f"{self.base_url}/media/{name}", media
 
     def path(self, name: str) -> Path | None:
         expiry = _expiry(name)

@@ -286,7 +286,8 @@ class OyezServer:
 
     ``announcer`` enables ``POST /api/v1/announce`` and ``GET /api/v1/requests/{id}`` (when
     ``settings.api_token`` is set). ``media`` replaces the default :class:`MediaStore` in
-    ``<data_dir>/media`` (several processes share :class:`bot.web.media.SharedMediaStore`).
+    ``<data_dir>/media`` (several processes share :class:`bot.web.media.SharedMediaStore`);
+    ``serve_media`` False: no ``/media`` route (a process without the api role).
     """
 
     def __init__(
@@ -295,6 +296,8 @@ class OyezServer:
         data_dir: Path,
         announcer: Announcer | None = None,
         media: MediaStore | None = None,
+        *,
+        serve_media: bool = True,
     ) -> None:
         self.settings = settings
         self.media = media or MediaStore(
@@ -302,7 +305,8 @@ class OyezServer:
         )
         self.announcer = announcer
         self.app = web.Application(client_max_size=MAX_BODY, middlewares=[json_errors])
-        self.app.router.add_get("/media/{name}", self.media.handle)  # HEAD too
+        if serve_media:
+            self.app.router.add_get("/media/{name}", self.media.handle)  # HEAD too
         self._runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.port: int | None = None

@@ -4,8 +4,9 @@ a Discord voice channel (``discord: {guild_id, channel_id}``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import discord
 import yarl
@@ -16,7 +17,9 @@ from bot.frontend import Parts
 from bot.ops.config import DiscordChannel
 from bot.speech import OutputProfile, SpeechRequest, Utterance
 from integrations.discord.bot import OyezBot
+from integrations.discord.relay import DeliveryWorker, RelayedDiscordSink
 from integrations.discord.settings import DiscordSettings
+from integrations.discord.shards import IdentifyGate, ShardedOyezBot, shard_of
 from integrations.discord.shared_stores import RedisGuildSettings, RedisPreferences
 
 __all__ = ["DiscordFrontEnd", "DiscordSink", "discord_front_end"]
@@ -35,8 +38,10 @@ class DiscordSink:
     kind: ClassVar[str] = "discord"
     profile = OutputProfile.OGG_OPUS
 
-    def __init__(self, bot: OyezBot) -> None:
+    def __init__(self, bot: OyezBot, relay: RelayedDiscordSink | None = None) -> None:
+        """``relay``: where the targets of guilds on other processes' shards go."""
         self.bot = bot
+        self.relay = relay
 
     async def deliver(
         self,
@@ -66,6 +71,20 @@ class DiscordSink:
         self, target: Target, request: SpeechRequest
     ) -> tuple[TargetResult, Utterance | None]:
         assert isinstance(target, DiscordChannel)
+        if self.relay is not None and not self._runs_shard_of(target.guild_id):
+            return await self.relay.relay(target, request), None
+        return await self.speak_here(target, request)
+
+    def _runs_shard_of(self, guild_id: int) -> bool:
+        settings = self.bot.settings
+        if settings.shard_count is None or settings.shard_ids is None:
+            return True
+        return shard_of(guild_id, settings.shard_count) in settings.shard_ids
+
+    async def speak_here(
+        self, target: DiscordChannel, request: SpeechRequest
+    ) -> tuple[TargetResult, Utterance | None]:
+        """Speak ``request`` in ``target`` through this process's bot; its result."""
         name = str(target)
         guild = self.bot.get_guild(target.guild_id)
         if guild is None:
@@ -93,9 +112,13 @@ class DiscordFrontEnd:
     async def idle(self) -> bool:
         return False
 
-    def __init__(self, bot: OyezBot, settings: DiscordSettings) -> None:
+    def __init__(
+        self, bot: OyezBot, settings: DiscordSettings, worker: DeliveryWorker | None = None
+    ) -> None:
+        """``worker``: speaks the deliveries other processes relay to this one's shards."""
         self.bot = bot
         self.settings = settings
+        self.worker = worker
 
     async def start(self) -> None:
         """Point discord.py at the configured REST and gateway URLs, then log in.
@@ -110,10 +133,22 @@ class DiscordFrontEnd:
                 str(self.settings.gateway_url)
             )
         log.info("discord: connecting (commands sync %s)", self.settings.sync_guilds or "globally")
+        if self.settings.sharded:
+            shards = self.settings.shard_ids or "all"
+            log.info("discord: shards %s of %s", shards, self.settings.shard_count)
         await self.bot.login(self.settings.token.get_secret_value())
 
     async def serve(self) -> None:
-        await self.bot.connect(reconnect=True)
+        if self.worker is None:
+            await self.bot.connect(reconnect=True)
+            return
+        relayed = asyncio.create_task(self.worker.serve(), name="oyez-discord-relay")
+        try:
+            await self.bot.connect(reconnect=True)
+        finally:
+            relayed.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relayed
 
     async def stop(self) -> None:
         await self.bot.close()
@@ -124,22 +159,53 @@ class DiscordFrontEnd:
         return False, "not connected to the gateway"
 
 
+def _bot(parts: Parts, settings: DiscordSettings) -> OyezBot:
+    """The bot: its stores shared when the engine is, as shards when ``shard_count`` is set
+    (their IDENTIFYs spaced through the engine with the other processes')."""
+    engine = parts.engine
+    options: dict[str, Any] = {}
+    gate = None
+    if engine is not None and engine.client is not None:  # shared with the other processes
+        prefix = engine.settings.key_prefix
+        options["preferences"] = RedisPreferences(engine.client, prefix)
+        options["guild_settings"] = RedisGuildSettings(engine.client, prefix)
+        gate = IdentifyGate(engine.client, prefix)
+    if settings.sharded:
+        return ShardedOyezBot(parts.pipeline, settings, gate=gate, **options)
+    return OyezBot(parts.pipeline, settings, **options)
+
+
+def _relay(parts: Parts, settings: DiscordSettings) -> RelayedDiscordSink | None:
+    engine = parts.engine
+    if engine is None or engine.client is None:
+        return None
+    return RelayedDiscordSink(
+        engine.client,
+        engine.settings.key_prefix,
+        settings.shard_count or 1,
+        parts.pipeline,
+        split_sentences=settings.split_sentences,
+    )
+
+
 def discord_front_end(parts: Parts) -> DiscordFrontEnd | None:
     """The Discord front end when ``discord.token`` is set (and its sink added to the
-    announcer). Raises :class:`~bot.errors.ConfigError` for a wrong ``discord`` section."""
+    announcer). In a process without the gateway role, no bot: with a shared engine the
+    ``discord`` sink relays each target to the gateway process of its guild's shard. Raises
+    :class:`~bot.errors.ConfigError` for a wrong ``discord`` section."""
     settings = DiscordSettings.from_settings(parts.settings)
     if settings.token is None:
         return None
-    engine = parts.engine
-    if engine is not None and engine.client is not None:  # shared with the other processes
-        prefix = engine.settings.key_prefix
-        bot = OyezBot(
-            parts.pipeline,
-            settings,
-            preferences=RedisPreferences(engine.client, prefix),
-            guild_settings=RedisGuildSettings(engine.client, prefix),
-        )
-    else:
-        bot = OyezBot(parts.pipeline, settings)
-    parts.announcer.add_sink(DiscordSink(bot))
-    return DiscordFrontEnd(bot, settings)
+    relay = _relay(parts, settings)
+    if "gateway" not in parts.roles:
+        if relay is not None:
+            parts.announcer.add_sink(relay)
+        return None
+    bot = _bot(parts, settings)
+    parts.announcer.add_sink(DiscordSink(bot, relay))
+    worker = None
+    if relay is not None:
+        shards = settings.shard_ids or list(range(settings.shard_count or 1))
+        here = DiscordSink(bot).speak_here
+        worker = DeliveryWorker(relay.client, relay.prefix, shards, here, bot.wait_until_ready)
+    return DiscordFrontEnd(bot, settings, worker)

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from pydantic import AnyUrl, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from typing import Any, Self
+
+from pydantic import (
+    AnyUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bot.errors import ConfigError
 from bot.ops.config import Settings, format_validation_error
@@ -39,6 +50,52 @@ class DiscordSettings(BaseModel):
     stream_start_s: float = Field(
         0.2, ge=0, le=5, description="Seconds of a streaming voice encoded before it plays"
     )
+
+    shard_count: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="Gateway shards in all, over every process (Discord requires one per "
+        "2,500 servers); unset: one connection without sharding",
+    )
+    shard_ids: list[int] | None = Field(
+        None,
+        description="The shards this process runs (0 to shard_count - 1; a list or "
+        "OYEZ_DISCORD__SHARD_IDS=0,1); unset: all of them",
+    )
+
+    @field_validator("shard_ids", mode="before")
+    @classmethod
+    def _split_shard_ids(cls, ids: Any) -> Any:
+        if isinstance(ids, str):
+            try:
+                return [int(part) for part in ids.split(",") if part.strip()]
+            except ValueError:
+                raise ValueError(
+                    "not a list of shard numbers: give them separated by commas (0,1)"
+                ) from None
+        return ids
+
+    @model_validator(mode="after")
+    def _shards_in_range(self) -> Self:
+        if self.shard_ids is None:
+            return self
+        if self.shard_count is None:
+            raise ValueError("shard_ids needs shard_count (the number of shards in all)")
+        wrong = [i for i in self.shard_ids if not 0 <= i < self.shard_count]
+        if wrong:
+            raise ValueError(
+                f"shard_ids {wrong} out of range: 0 to {self.shard_count - 1} (shard_count - 1)"
+            )
+        if not self.shard_ids:
+            raise ValueError("shard_ids is empty: name at least one shard, or unset it")
+        self.shard_ids = sorted(set(self.shard_ids))
+        return self
+
+    @property
+    def sharded(self) -> bool:
+        """Whether the bot connects as shards (``shard_count`` set)."""
+        return self.shard_count is not None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DiscordSettings:

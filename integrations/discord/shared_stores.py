@@ -3,7 +3,8 @@
 :class:`RedisGuildSettings` and :class:`RedisPreferences` answer as
 :class:`~integrations.discord.guilds.GuildSettingsStore` and
 :class:`~integrations.discord.preferences.Preferences` do, from ``<prefix>discord:guild:<id>``
-(the settings' JSON) and ``<prefix>discord:voice:<user id>`` (a hash). They are kept as long
+(the settings' JSON), ``<prefix>discord:voice:<user id>`` (a hash: the voice and the speed) and
+``<prefix>discord:nick:<guild id>`` (a hash: user id → name). They are kept as long
 as the server keeps its data (run it with its append-only file on, as the compose example
 does). The client must decode responses; it belongs to the caller.
 """
@@ -58,6 +59,28 @@ class RedisPreferences(Preferences):
             "voice": choice.voice,
         }
         await self.client.hset(f"{self.prefix}discord:voice:{user_id}", mapping=mapping)
+
+    async def speed_of(self, user_id: int) -> float | None:
+        speed = await self.client.hget(f"{self.prefix}discord:voice:{user_id}", "speed")
+        return None if speed is None else float(speed)
+
+    async def set_speed(self, user_id: int, speed: float | None) -> None:
+        key = f"{self.prefix}discord:voice:{user_id}"
+        if speed is None:
+            await self.client.hdel(key, "speed")
+        else:
+            await self.client.hset(key, "speed", repr(float(speed)))
+
+    async def nick_of(self, guild_id: int, user_id: int) -> str | None:
+        nick = await self.client.hget(f"{self.prefix}discord:nick:{guild_id}", str(user_id))
+        return None if nick is None else str(nick)
+
+    async def set_nick(self, guild_id: int, user_id: int, nick: str | None) -> None:
+        key = f"{self.prefix}discord:nick:{guild_id}"
+        if nick is None:
+            await self.client.hdel(key, str(user_id))
+        else:
+            await self.client.hset(key, str(user_id), nick)
 
     async def close(self) -> None:
         """Nothing to close: the connection is the engine's."""

@@ -7,9 +7,16 @@ expired, a duplicate, quiet hours, a speaker that refused), with the data of
 :meth:`bot.announce.model.AnnouncementStatus.as_json` (``request_id``, ``state``, ``targets``,
 ``code``, ``reason``, ...).
 
-Several Oyez processes connected to one Home Assistant (``engine.url`` set) each hear every
-event; the first to claim its ``context.id`` in the shared :attr:`HomeAssistantFrontEnd.events`
-speaks it, the others drop it.
+Several Oyez processes connected to one Home Assistant (``engine.url`` set) all connect (each
+plays on speakers and reports back), but one of them holds the event subscription, under a lease
+(:mod:`bot.ops.leases`, :data:`EVENT_LEASE_S`) it renews every third of it; the others stand by
+unsubscribed, and one of them takes the lease over and subscribes within :data:`EVENT_LEASE_S`
+(and a renewal period) of the holder dying or losing Home Assistant. A holder whose renewal
+fails (its fencing token is stale: it was paused past its lease and another took over)
+unsubscribes and drops any event still queued. Around a takeover, both may hear an event: the
+first to claim its ``context.id`` in the shared :attr:`HomeAssistantFrontEnd.events` speaks it.
+An event fired while nobody holds the lease (the seconds between a holder's death and the
+takeover) is not heard: Home Assistant does not replay events.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from bot.announce.model import AnnouncementState, AnnouncementStatus
 from bot.announce.shared import DuplicateWindow
 from bot.frontend import Parts
 from bot.ops.config import HttpSettings
+from bot.ops.leases import Leases
 from bot.speech import RequestSource
 from bot.web.server import is_loopback_url
 from integrations.homeassistant.satellite import SatelliteSink
@@ -38,6 +46,8 @@ from integrations.homeassistant.websocket import (
 
 __all__ = [
     "DONE_EVENT",
+    "EVENT_LEASE",
+    "EVENT_LEASE_S",
     "FAILED_EVENT",
     "HomeAssistantFrontEnd",
     "homeassistant_front_end",
@@ -53,6 +63,10 @@ REPORT_GRACE_S = 5.0
 SKEW_WARNING_S = 30.0
 #: Seconds an event's context id stays claimed (Home Assistant never replays an event).
 EVENT_CLAIM_S = 600.0
+#: The lease on the event subscription (several processes, one engine).
+EVENT_LEASE = "homeassistant:events"
+#: Seconds the event subscription's lease lasts unrenewed; it is renewed every third of it.
+EVENT_LEASE_S = 3.0
 
 
 class HomeAssistantFrontEnd:
@@ -79,7 +93,18 @@ class HomeAssistantFrontEnd:
         self._reports: set[asyncio.Task[None]] = set()
         #: Shared with the other processes that hear the same events (None: this one only).
         self.events: DuplicateWindow | None = None
+        #: Who holds the event subscription (None: this process alone, always subscribed).
+        self.leases: Leases | None = None
+        self.lease_s = EVENT_LEASE_S
+        self._token: int | None = None  # our fencing token while we hold the lease
+        self._subscribed = False
+        self._holding: asyncio.Task[None] | None = None
         announcer.add_listener(self._report)
+
+    @property
+    def holds_events(self) -> bool:
+        """Whether this process speaks the events (holds the lease, or needs none)."""
+        return self.leases is None or self._token is not None
 
     async def start(self) -> None:
         """Connect and subscribe. Raises :class:`HomeAssistantError` (a wrong URL or token, a
@@ -97,11 +122,65 @@ class HomeAssistantFrontEnd:
             raise HomeAssistantError(
                 f"subscribing to {self.settings.event_type} events failed: {exc}{hint}"
             ) from None
+        self._subscribed = True
         log.info(
             "home assistant: connected (version %s), listening to %s events",
             self.client.ha_version,
             self.settings.event_type,
         )
+        if self.leases is not None:  # subscribed once above: the token may subscribe
+            await self._take_turn()
+            self._holding = asyncio.create_task(self._hold(), name="oyez-ha-lease")
+
+    async def _hold(self) -> None:
+        """Renew (or try to take) the event subscription's lease every third of it."""
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            try:
+                await self._take_turn()
+            except (HomeAssistantError, TimeoutError) as exc:
+                log.warning("home assistant: event subscription not changed: %s", exc)
+            except Exception as exc:  # the engine cannot be reached: keep what we have
+                log.warning("home assistant: the event subscription's lease: %s", exc)
+
+    async def _take_turn(self) -> None:
+        """Hold the lease and the subscription, or neither: renew ours; else take a free one
+        (while connected to Home Assistant: a disconnected holder lets another take over)."""
+        assert self.leases is not None
+        if self._token is not None:
+            if self.client.connected and await self.leases.renew(
+                EVENT_LEASE, self._token, self.lease_s
+            ):
+                return
+            log.warning(
+                "home assistant: gave up the event subscription (fencing token %d): %s",
+                self._token,
+                "lease lost" if self.client.connected else "not connected",
+            )
+            await self.leases.release(EVENT_LEASE, self._token)
+            self._token = None
+            await self._unsubscribe()
+            return
+        token = None
+        if self.client.connected:
+            token = await self.leases.acquire(EVENT_LEASE, self.lease_s)
+        if token is None:
+            await self._unsubscribe()
+            return
+        if not self._subscribed:
+            try:
+                await self.client.subscribe_events(self.settings.event_type, self._on_event)
+            except BaseException:
+                await self.leases.release(EVENT_LEASE, token)  # another may do better
+                raise
+            self._subscribed = True
+        self._token = token
+        log.info("home assistant: holding the event subscription (fencing token %d)", token)
+
+    async def _unsubscribe(self) -> None:
+        if self._subscribed:
+            self._subscribed = False
+            await self.client.unsubscribe_events(self.settings.event_type, self._on_event)
 
     def _warn_unreachable_media(self) -> None:
         media = self.http.base_url()
@@ -118,6 +197,7 @@ class HomeAssistantFrontEnd:
         await self.client.wait_closed()
 
     async def stop(self) -> None:
+        await self._let_go()
         if self._reports:  # the last reports, while still connected
             _, late = await asyncio.wait(set(self._reports), timeout=REPORT_GRACE_S)
             for task in late:
@@ -126,9 +206,23 @@ class HomeAssistantFrontEnd:
             await self.sink.aclose()
         await self.client.close()
 
+    async def _let_go(self) -> None:
+        """Stop renewing and give the lease up, so another process takes over at once."""
+        if self._holding is not None:
+            self._holding.cancel()
+            await asyncio.gather(self._holding, return_exceptions=True)
+            self._holding = None
+        if self.leases is not None and self._token is not None:
+            token, self._token = self._token, None
+            try:
+                await self.leases.release(EVENT_LEASE, token)
+            except Exception as exc:  # it runs out by itself
+                log.warning("home assistant: the event subscription's lease: %s", exc)
+
     def ready(self) -> tuple[bool, str]:
         if self.client.connected:
-            return True, f"connected to Home Assistant {self.client.ha_version}"
+            standby = "" if self.holds_events else "; another process holds the event subscription"
+            return True, f"connected to Home Assistant {self.client.ha_version}{standby}"
         down = self.client.down_for_s()
         if down is None:
             return False, "not connected to Home Assistant"
@@ -137,6 +231,8 @@ class HomeAssistantFrontEnd:
     async def _ours(self, event: HomeAssistantEvent) -> bool:
         """Whether this process speaks ``event``: no other claimed its context id first (one
         that cannot be told apart, or claims that cannot be reached: yes)."""
+        if not self.holds_events:  # queued before the lease was lost: the new holder's
+            return False
         if self.events is None or not event.context_id:
             return True
         try:
@@ -224,4 +320,5 @@ def homeassistant_front_end(parts: Parts) -> HomeAssistantFrontEnd | None:
     front_end = HomeAssistantFrontEnd(client, parts.announcer, settings, parts.settings.http, sink)
     if parts.engine is not None and not parts.engine.embedded:
         front_end.events = parts.engine.duplicate_window()
+        front_end.leases = parts.engine.leases()
     return front_end

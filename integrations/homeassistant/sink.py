@@ -10,11 +10,11 @@ missing or ``unavailable`` entity "succeeds", so that is checked: first, or alon
 (:mod:`bot.audio.mix`): a second ``play_media`` would cut the first one short.
 
 Without a chime the MP3 grows while it is made (:class:`~bot.web.server.GrowingMedia`): its
-URL goes to the speakers at once, as Home Assistant's own ``tts.speak`` does, and each
-sentence is served as soon as it is encoded (MP3 frames follow each other:
-:func:`~bot.audio.mp3.continued`), so a speaker starts on the first sentence while the later
-ones are made. A speaker with ``content_length: true`` is given the URL once the whole file
-is made.
+URL goes to the speakers once its first sentence is made (a speaker is never stopped for an
+announcement that then fails or expires), and each sentence is served as soon as it is
+encoded (MP3 frames follow each other: :func:`~bot.audio.mp3.continued`), so a speaker
+starts on the first sentence while the later ones are made. A speaker with
+``content_length: true`` is given the URL once the whole file is made.
 """
 
 from __future__ import annotations

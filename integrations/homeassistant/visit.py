@@ -228,6 +228,12 @@ class SpeakerVisit:
         # only a whole file has a length to tell such a speaker
         if self.speaker.content_length and await playback.length() <= 0:
             return self._result("no audio was made")
+        if playback.first_made is not None:
+            # the URL only once its first audio is there: a speaker is never stopped for an
+            # announcement that then fails, expires or waits out a provider's rate limit
+            await playback.first_made.wait()
+            if playback.made is not None and playback.made.done() and not playback.made.result():
+                return self._result("no audio was made")
         late = request.overdue_s()
         if late > 0:
             return self._result(
@@ -289,8 +295,6 @@ class SpeakerVisit:
             log.warning("announcement %s: %s: %s", request.id, self.entity_id, error)
             return self._result(error)
         self._played, self._started = playback.url, asyncio.get_running_loop().time()
-        if playback.first_made is not None:  # the speaker has the URL: is there audio yet?
-            await playback.first_made.wait()
         waited = (datetime.now(UTC) - request.created_at).total_seconds()
         TIME_TO_FIRST_AUDIO.labels(sink="media_player").observe(max(waited, 0.0))
         return self._result(None, duration_s=round(playback.length_s, 3))

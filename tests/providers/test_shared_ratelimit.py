@@ -108,7 +108,9 @@ async def test_the_limit_one_process_learns_from_a_429_holds_for_all(cluster: Cl
     assert await cluster.clients[0].hget(first.key, "learned") == "3"
     cluster.grants.clear()
     await asyncio.gather(*(cluster.call(cluster.limiters[n % 3]) for n in range(9)))
-    assert max(await cluster.per_window()) <= 3
+    counts = await cluster.per_window()
+    # the first window after the pause holds to it; then it is probed up (4, 6, ...)
+    assert counts[0] <= 3 and max(counts) <= 4
 
 
 async def test_a_slot_whose_process_died_frees_when_its_lease_runs_out(cluster: Cluster) -> None:

@@ -25,7 +25,7 @@ from tests.support.paths import ROOT
 from tests.support.redis_server import redis_server, redis_url  # noqa: F401
 from tests.support.sinks import RecordingSink
 
-PROCESSES, FIRINGS, SPACING_S, KILL_AT, GRACE_S, LEASE_S = 3, 50, 0.25, 20, 5.0, 1.0
+PROCESSES, FIRINGS, SPACING_S, KILL_AT, GRACE_S, LEASE_S = 3, 100, 0.25, 50, 5.0, 1.0
 #: The lease of the claimer that dies in the takeover test: it outlasts the fire time.
 DEAD_LEASE_S = 2.5
 

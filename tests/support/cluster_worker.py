@@ -1,10 +1,11 @@
 """One Oyez process of a cluster test: its own pipeline and data folder, the shared engine.
 
 ``python -m tests.support.cluster_worker '<json>'`` with ``{"settings": {...}, "requests": N,
-"guild": "g1", "start_at": <time.time() to start at>}``: loads the settings (as overrides of
-:func:`bot.ops.config.load`), opens the engine they name, waits for ``start_at`` so that every
-process starts at once, sends the N strict (no fallback) requests at once and prints one JSON
-line: ``{"spoken": n, "refused": [the BudgetExceeded / InsufficientCredits messages],
+"guild": "g1", "start_at": <time.time() to start at>}`` (and optionally ``"provider"``,
+default ``segmind``, and ``"text"``, default ``"Request {i}."``): loads the settings (as
+overrides of :func:`bot.ops.config.load`), opens the engine they name, waits for ``start_at`` so
+that every process starts at once, sends the N strict (no fallback) requests at once and prints
+one JSON line: ``{"spoken": n, "refused": [the BudgetExceeded / InsufficientCredits messages],
 "failed": [any other error]}``.
 """
 
@@ -31,10 +32,15 @@ async def run(job: dict[str, Any]) -> dict[str, Any]:
         books = engine.books(settings.data_dir)
         dispatcher = Dispatcher(settings, books, engine.limiter_factory())
         pipeline = SpeechPipeline(settings, dispatcher=dispatcher)
+        if not engine.embedded:  # as oyez run: queued jobs recorded for another to resume
+            pipeline.registry.jobs = engine.queued_jobs()
+            pipeline.cache_factory = engine.audio_cache
 
         async def one(i: int) -> None:
+            text = job.get("text", "Request {i}.").format(i=i)
+            provider = job.get("provider", "segmind")
             request = SpeechRequest(
-                text=f"Request {i}.", provider="segmind", guild=job["guild"], fallback=False
+                text=text, provider=provider, guild=job["guild"], fallback=False
             )
             try:
                 await pipeline.speak(request)

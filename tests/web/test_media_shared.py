@@ -64,6 +64,27 @@ async def test_a_url_one_process_published_is_served_by_another_until_it_expires
     assert not list(first.media.directory.glob("*.mp3"))  # removed on the way
 
 
+async def test_growing_media_streams_from_its_maker_and_is_served_by_any_once_whole(
+    two: tuple[OyezServer, OyezServer, Wall],
+) -> None:
+    first, second, _ = two
+    url, media = first.media.publish_growing("mp3", ttl_s=60)
+    media.append(AUDIO[:1000])
+    assert (await fetch(second, url))[0] == 404  # not whole yet: only its maker has it
+    async with aiohttp.ClientSession() as session:
+        local = f"http://127.0.0.1:{first.port}/media/{url.rsplit('/', 1)[-1]}"
+        async with session.get(local) as reply:
+            assert "Content-Length" not in reply.headers  # streamed as it is made
+            head = await reply.content.read(1000)
+            media.append(AUDIO[1000:])
+            media.finish()
+            assert head + await reply.read() == AUDIO
+    assert await fetch(second, url) == (200, AUDIO)
+    empty_url, empty = first.media.publish_growing("mp3")
+    empty.finish()
+    assert (await fetch(first, empty_url))[0] == 404  # nothing made: nothing to serve
+
+
 async def test_an_edited_expiry_or_token_names_no_media(
     two: tuple[OyezServer, OyezServer, Wall],
 ) -> None:

@@ -59,3 +59,23 @@ async def test_voice_choices_are_kept_with_or_without_a_model(
     assert await voices.voice_of(43) == NAMED
     await voices.set_voice(42, NAMED)
     assert await voices.voice_of(42) == NAMED
+
+
+async def test_speeds_and_nicknames_are_kept_and_forgotten(
+    stores: tuple[GuildSettingsStore, Preferences],
+) -> None:
+    _, people = stores
+    assert await people.speed_of(42) is None
+    await people.set_voice(42, ALBA)
+    await people.set_speed(42, 1.25)
+    assert await people.speed_of(42) == 1.25
+    assert await people.voice_of(42) == ALBA  # the speed beside the voice, neither lost
+    await people.set_speed(42, None)
+    assert await people.speed_of(42) is None
+    assert await people.voice_of(42) == ALBA
+    assert await people.nick_of(7, 42) is None
+    await people.set_nick(7, 42, "Captain")
+    await people.set_nick(8, 42, "Cap")
+    assert (await people.nick_of(7, 42), await people.nick_of(8, 42)) == ("Captain", "Cap")
+    await people.set_nick(7, 42, None)
+    assert (await people.nick_of(7, 42), await people.nick_of(8, 42)) == (None, "Cap")

@@ -110,3 +110,38 @@ async def test_two_processes_speak_each_event_once(
     finally:
         for engine in engines:
             await engine.aclose()
+
+
+async def test_a_holder_that_stops_hands_the_events_over_at_once(
+    homeassistant: HomeAssistant,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+    redis_url: str,  # noqa: F811 - the fixture imported above
+) -> None:
+    engines = [await Engine.open(EngineSettings(url=redis_url)) for _ in range(2)]
+    settings = shared_settings(homeassistant, tmp_path, redis_url)
+    holder, standby = (Service(settings, engine=engine) for engine in engines)
+    for service in (holder, standby):
+        await service.build()
+    loop = asyncio.get_running_loop()
+    try:
+        async with contextlib.AsyncExitStack() as first:
+            await first.enter_async_context(serving(holder))
+            assert front_end(holder).holds_events  # the first one up takes the lease
+            async with serving(standby), observing(homeassistant, DONE_EVENT) as ha:
+                assert not front_end(standby).holds_events  # one subscription for both
+                assert (
+                    "another process holds the event subscription"
+                    in (front_end(standby).ready()[1])
+                )
+                await first.aclose()  # the holder stops (oyez run ends)
+                stopped = loop.time()
+                while not front_end(standby).holds_events:  # noqa: ASYNC110 - its lease task
+                    await asyncio.sleep(0.02)
+                # released on stop: taken at the next renewal (a third of the lease)
+                assert loop.time() - stopped <= front_end(standby).lease_s / 3 + 1.0
+                event = {"id": "after", "message": "Hello.", "media_player": LIVING_ROOM}
+                await ha.fire("oyez_announce", event)
+                assert (await ha.wait_event(reporting("after")))["event_type"] == DONE_EVENT
+    finally:
+        for engine in engines:
+            await engine.aclose()

@@ -93,6 +93,14 @@ class ScriptedHomeAssistant:
                 await ws.send_json(
                     {"id": data["id"], "type": "result", "success": True, "result": None}
                 )
+            elif kind == "unsubscribe_events":  # as Home Assistant: by the subscribing id
+                subscribed = self.subscriptions[ws]
+                found = [t for t, i in subscribed.items() if i == data["subscription"]]
+                for event_type in found:
+                    del subscribed[event_type]
+                await ws.send_json(
+                    {"id": data["id"], "type": "result", "success": bool(found), "result": None}
+                )
             elif kind == "ping":
                 if self.answer_pings:
                     await ws.send_json({"id": data["id"], "type": "pong"})
@@ -231,6 +239,29 @@ async def test_a_handler_that_raises_does_not_stop_the_next_events(
             await scripted.push("oyez_announce", {"n": n})
         await wait_until(lambda: len(seen) == 3)
     assert seen == ["1", "2", "3"]
+
+
+async def test_an_unsubscribed_handler_hears_no_more_also_after_a_reconnection(
+    scripted: ScriptedHomeAssistant,
+) -> None:
+    seen: list[str] = []
+
+    async def handler(event: HomeAssistantEvent) -> None:
+        seen.append(event.data["n"])
+
+    async with client_for(scripted) as client:
+        await client.subscribe_events("oyez_announce", handler)
+        await scripted.push("oyez_announce", {"n": "1"})
+        await wait_until(lambda: seen == ["1"])
+        await client.unsubscribe_events("oyez_announce", handler)
+        assert await scripted.push("oyez_announce", {"n": "2"}) == 0
+        await client.unsubscribe_events("oyez_announce", handler)  # twice: no error
+        await scripted.drop()
+        await wait_until(lambda: client.reconnects == 1 and client.connected)
+        assert await scripted.push("oyez_announce", {"n": "3"}) == 0
+        await client.subscribe_events("oyez_announce", handler)  # and back
+        await scripted.push("oyez_announce", {"n": "4"})
+        await wait_until(lambda: seen == ["1", "4"])
 
 
 async def test_commands_time_out_while_disconnected(scripted: ScriptedHomeAssistant) -> None:
