@@ -229,9 +229,14 @@ class RunSettings(BaseModel):
 
 
 def split_roles(roles: Any) -> Any:
-    """``"gateway, api"`` → ``["gateway", "api"]``; ``all`` → :data:`ROLES`; duplicates kept
-    once. Raises ``ValueError`` naming an unknown role or an empty list; other values are
-    left to pydantic."""
+    """``"gateway, api"`` (or the JSON ``'["gateway", "api"]'``) → ``["gateway", "api"]``;
+    ``all`` → :data:`ROLES`; duplicates kept once. Raises ``ValueError`` naming an unknown
+    role or an empty list; other values are left to pydantic."""
+    if isinstance(roles, str) and roles.lstrip().startswith("["):
+        try:  # the JSON list the README documents for list variables: '["gateway", "api"]'
+            roles = json.loads(roles)
+        except ValueError:
+            raise ValueError(f"not a JSON list of roles: {roles[:60]!r}") from None
     if isinstance(roles, str):
         roles = roles.split(",")
     if not isinstance(roles, list | tuple):

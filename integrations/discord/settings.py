@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Self
 
 from pydantic import (
@@ -69,6 +70,8 @@ class DiscordSettings(BaseModel):
     def _split_shard_ids(cls, ids: Any) -> Any:
         if isinstance(ids, str):
             try:
+                if ids.lstrip().startswith("["):  # the JSON list form: '[0, 1]'
+                    return [int(part) for part in json.loads(ids)]
                 return [int(part) for part in ids.split(",") if part.strip()]
             except ValueError:
                 raise ValueError(
