@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
 
-__all__ = ["Books", "Cap", "CircuitState", "Hold", "Refused", "Scope", "micro_usd"]
+__all__ = ["Books", "Cap", "CircuitState", "Hold", "Refused", "Scope", "Spend", "micro_usd"]
 
 #: What a cap counts: the spend of one provider, one guild or one requester.
 Scope = Literal["provider", "guild", "requester"]
@@ -30,6 +30,21 @@ Scope = Literal["provider", "guild", "requester"]
 def micro_usd(usd: float) -> int:
     """``usd`` in whole micro-dollars (the unit the caps are compared in)."""
     return round(usd * 1_000_000)
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """One paid call's cost, as booked: ``usd`` spent on ``provider``'s ``model`` for the
+    request ``request_id`` (its guild and requester, when it has them); ``estimated`` when the
+    provider reported no cost and the configured estimate was booked."""
+
+    provider: str
+    model: str
+    usd: float
+    request_id: str
+    estimated: bool
+    guild: str | None = None
+    requester: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,19 +129,8 @@ class Books(Protocol):
     async def release(self, hold: Hold) -> None:
         """Drop a hold whose call spent nothing."""
 
-    async def record_spend(  # noqa: PLR0913 - keyword-only, one per column of a spend row
-        self,
-        *,
-        provider: str,
-        model: str,
-        usd: float,
-        request_id: str,
-        estimated: bool,
-        guild: str | None = None,
-        requester: str | None = None,
-        hold: Hold | None = None,
-    ) -> None:
-        """Book ``usd`` spent today; the ``hold`` made for the call is dropped with it."""
+    async def record_spend(self, spend: Spend, hold: Hold | None = None) -> None:
+        """Book ``spend`` today; the ``hold`` made for the call is dropped with it."""
 
     async def spent_today(
         self, *, provider: str | None = None, guild: str | None = None, requester: str | None = None

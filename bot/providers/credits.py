@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.ops.store import Database, open_state, state_path
-from bot.providers.books import Cap, CircuitState, Hold, Refused, micro_usd
+from bot.providers.books import Cap, CircuitState, Hold, Refused, Spend, micro_usd
 
 __all__ = ["CircuitState", "Ledger"]
 
@@ -165,41 +165,19 @@ class Ledger:
     async def release(self, hold: Hold) -> None:
         self._holds.pop(hold.id, None)
 
-    async def record_spend(  # noqa: PLR0913 - keyword-only, one per column of a spend row
-        self,
-        *,
-        provider: str,
-        model: str,
-        usd: float,
-        request_id: str,
-        estimated: bool,
-        guild: str | None = None,
-        requester: str | None = None,
-        hold: Hold | None = None,
-    ) -> None:
-        """Book ``usd`` spent now; ``hold`` (the call's, if any) is dropped once it is.
+    async def record_spend(self, spend: Spend, hold: Hold | None = None) -> None:
+        """Book ``spend`` now; ``hold`` (the call's, if any) is dropped once it is.
 
         Under the holds' lock, as :meth:`reserve` reads spend and holds: a reserve never sees a
         call both spent and still held (which counted it twice and refused calls that fit)."""
         async with self._holding:
             try:
-                await self._insert_spend(
-                    provider, model, usd, request_id, estimated, guild, requester
-                )
+                await self._insert_spend(spend)
             finally:
                 if hold is not None:
                     self._holds.pop(hold.id, None)
 
-    async def _insert_spend(  # noqa: PLR0913 - one per column of a spend row
-        self,
-        provider: str,
-        model: str,
-        usd: float,
-        request_id: str,
-        estimated: bool,
-        guild: str | None,
-        requester: str | None,
-    ) -> None:
+    async def _insert_spend(self, spend: Spend) -> None:
         now = self.now()
         await self._execute(
             "INSERT INTO spend (day, at, provider, model, guild, requester, request_id, usd, "
@@ -207,13 +185,13 @@ class Ledger:
             (
                 now.date().isoformat(),
                 now.isoformat(),
-                provider,
-                model,
-                guild,
-                requester,
-                request_id,
-                usd,
-                int(estimated),
+                spend.provider,
+                spend.model,
+                spend.guild,
+                spend.requester,
+                spend.request_id,
+                spend.usd,
+                int(spend.estimated),
             ),
         )
 

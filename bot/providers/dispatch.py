@@ -33,7 +33,7 @@ from bot.errors import (
 from bot.ops.config import LimitSettings, Settings
 from bot.ops.metrics import PROVIDER_CALLS, RATE_LIMITED, RETRIES, SPEND_USD
 from bot.providers.base import Provider, RequestGate, SynthesisJob, Usage
-from bot.providers.books import Books, Cap, Hold, Refused, micro_usd
+from bot.providers.books import Books, Cap, Hold, Refused, Spend, micro_usd
 from bot.providers.credits import Ledger
 from bot.providers.ratelimit import RateLimiter, WaitExpired
 from bot.speech import AudioChunk, SpeechRequest, Voice
@@ -261,16 +261,10 @@ class Dispatcher:
         if usd is None or not (provider.paid or cost is not None):
             await self._release(hold)
             return None, estimated
-        await self.ledger.record_spend(
-            provider=provider.name,
-            model=voice.model,
-            usd=usd,
-            request_id=request.id,
-            estimated=estimated,
-            guild=request.guild,
-            requester=request.requester,
-            hold=hold,
+        spend = Spend(
+            provider.name, voice.model, usd, request.id, estimated, request.guild, request.requester
         )
+        await self.ledger.record_spend(spend, hold)
         SPEND_USD.labels(provider.name).inc(usd)
         return usd, estimated
 

@@ -27,7 +27,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
 
-from bot.providers.books import Cap, CircuitState, Hold, Refused, micro_usd
+from bot.providers.books import Cap, CircuitState, Hold, Refused, Spend, micro_usd
 
 __all__ = ["HOLD_S", "RedisLedger"]
 
@@ -193,39 +193,28 @@ class RedisLedger:
     async def release(self, hold: Hold) -> None:
         await self.client.hdel(self._key("held", hold.day), hold.id)
 
-    async def record_spend(  # noqa: PLR0913 - keyword-only, one per column of a spend row
-        self,
-        *,
-        provider: str,
-        model: str,
-        usd: float,
-        request_id: str,
-        estimated: bool,
-        guild: str | None = None,
-        requester: str | None = None,
-        hold: Hold | None = None,
-    ) -> None:
-        """Book ``usd`` against today's provider, guild, requester and ``all`` totals, drop
+    async def record_spend(self, spend: Spend, hold: Hold | None = None) -> None:
+        """Book ``spend`` against today's provider, guild, requester and ``all`` totals, drop
         ``hold``, and append the row to the spend log: one transaction."""
         now = self.now()
-        spend = self._key("spend", now.date().isoformat())
-        names = ["all", f"provider:{provider}"]
-        names += [f"guild:{guild}"] if guild is not None else []
-        names += [f"requester:{requester}"] if requester is not None else []
+        totals = self._key("spend", now.date().isoformat())
+        names = ["all", f"provider:{spend.provider}"]
+        names += [f"guild:{spend.guild}"] if spend.guild is not None else []
+        names += [f"requester:{spend.requester}"] if spend.requester is not None else []
         row: dict[Any, Any] = {
             "at": now.isoformat(),
-            "provider": provider,
-            "model": model,
-            "usd": repr(usd),
-            "request_id": request_id,
-            "estimated": int(estimated),
-            "guild": guild or "",
-            "requester": requester or "",
+            "provider": spend.provider,
+            "model": spend.model,
+            "usd": repr(spend.usd),
+            "request_id": spend.request_id,
+            "estimated": int(spend.estimated),
+            "guild": spend.guild or "",
+            "requester": spend.requester or "",
         }
         async with self.client.pipeline(transaction=True) as pipe:
             for name in names:
-                pipe.hincrby(spend, name, micro_usd(usd))
-            pipe.expire(spend, SPEND_KEPT_S)
+                pipe.hincrby(totals, name, micro_usd(spend.usd))
+            pipe.expire(totals, SPEND_KEPT_S)
             if hold is not None:
                 pipe.hdel(self._key("held", hold.day), hold.id)
             pipe.xadd(self._key("spend-log"), row, maxlen=100_000, approximate=True)

@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from bot.ops.engine import Engine
-from bot.providers.books import Books, Cap, Hold, Refused
+from bot.providers.books import Books, Cap, Hold, Refused, Spend
 from bot.providers.redis_ledger import RedisLedger
 from tests.support.redis_server import engine, redis_server, redis_url  # noqa: F401
 
@@ -34,10 +34,7 @@ async def books(engine: Engine, tmp_path: Path, clock: list[datetime]) -> AsyncI
 
 
 async def spend(books: Books, usd: float, hold: Hold | None = None, **scopes: str) -> None:
-    await books.record_spend(
-        provider="segmind", model="chatterbox", usd=usd, request_id="r", estimated=False,
-        hold=hold, **scopes,
-    )  # fmt: skip
+    await books.record_spend(Spend("segmind", "chatterbox", usd, "r", False, **scopes), hold)
 
 
 async def test_the_circuit_opens_keeps_its_first_opening_and_closes(
@@ -88,9 +85,7 @@ async def test_spend_is_totalled_per_provider_guild_requester_and_day(
 ) -> None:
     await spend(books, 0.02, guild="g1", requester="discord:7")
     await spend(books, 0.03, guild="g2")
-    await books.record_spend(
-        provider="openai", model="tts-1", usd=0.015, request_id="r2", estimated=True
-    )
+    await books.record_spend(Spend("openai", "tts-1", 0.015, "r2", estimated=True))
     assert await books.spent_today() == pytest.approx(0.065)
     assert await books.spent_today(provider="segmind") == pytest.approx(0.05)
     assert await books.spent_today(guild="g1") == pytest.approx(0.02)
