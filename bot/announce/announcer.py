@@ -300,6 +300,7 @@ class Announcer:
             created_at=status.created_at,
             expires_at=expires,
             cache=announcement.cache,
+            speed=announcement.speed,
         )
 
     async def _checked(self, status: AnnouncementStatus, request: SpeechRequest) -> bool:

@@ -82,6 +82,8 @@ class Announcement(BaseModel):
     chime: bool | Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)] = False
     #: 0 to 1, set on each speaker before and restored after (where it reports its volume).
     volume: float | None = Field(None, ge=0, le=1)
+    #: Speaking rate, 0.5 to 2 (1 normal), for whichever provider speaks (as ``oyez say --speed``).
+    speed: float | None = Field(None, ge=0.5, le=2.0)
     #: The request id the caller chose (else a random one).
     id: str | None = None
     cache: bool = True

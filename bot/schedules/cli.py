@@ -69,6 +69,14 @@ def add_schedule_parser(commands: Any) -> None:
     add.add_argument("--voice")
     add.add_argument("--provider")
     add.add_argument("--priority", choices=PRIORITIES, default="normal")
+    add.add_argument("--speed", type=float, help="speaking rate, 0.5 to 2 (1 normal)")
+    add.add_argument("--volume", type=float, help="speakers' volume for the alert, 0 to 1")
+    add.add_argument(
+        "--chime",
+        metavar="NAME|URL",
+        help="played first on speakers: 'default' (announce.chime_url), a name of "
+        "announce.chimes, or a URL on announce.chime_hosts",
+    )
     add.add_argument(
         "--catch-up", action="store_true", help="speak a missed alert once, late, at start"
     )
@@ -121,6 +129,9 @@ async def _add(args: argparse.Namespace, settings: Settings, book: ScheduleBook)
         "voice": args.voice,
         "provider": args.provider,
         "priority": args.priority,
+        "speed": args.speed,
+        "volume": args.volume,
+        "chime": True if args.chime == "default" else (args.chime or False),
         "catch_up": args.catch_up,
         "grace_s": args.grace_s,
     }

@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from bot.announce.model import Announcement, as_list, parse_fields
+from bot.announce.model import Announcement, as_list, chime_source, parse_fields
 from bot.errors import ConfigError, InvalidRequest
 from bot.ops.config import DiscordChannel, Settings, known_zone
 from bot.schedules import PLACEHOLDERS
@@ -194,6 +194,15 @@ class Schedule(BaseModel):
         None, description="TTS provider; default: default_provider"
     )
     priority: Priority = Priority.NORMAL
+    speed: float | None = Field(
+        None, ge=0.5, le=2.0, description="Speaking rate, 0.5 to 2 (1 normal); default: the voice's"
+    )
+    volume: float | None = Field(
+        None, ge=0, le=1, description="Speakers' volume, 0 to 1, for the alert (restored after)"
+    )
+    chime: bool | Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)] = Field(
+        False, description="Played first on speakers: true, a name of announce.chimes, or a URL"
+    )
     enabled: bool = Field(True, description="false: paused")
     catch_up: bool = Field(
         False, description="Speak an alert missed while Oyez was down once, late, at start"
@@ -330,6 +339,9 @@ class Schedule(BaseModel):
             voice=self.voice,
             provider=self.provider,
             priority=self.priority,
+            speed=self.speed,
+            volume=self.volume,
+            chime=self.chime,
             id=f"schedule:{self.name}:{int(moment.timestamp())}",
         )
 
@@ -400,7 +412,12 @@ async def check_speakable(
                 voice=schedule.voice,
                 provider=schedule.provider,
                 source=RequestSource.SCHEDULE,
+                speed=schedule.speed,
             )
         )
     except (InvalidRequest, ConfigError) as exc:
         raise InvalidRequest(f"invalid schedule: {exc}") from None
+    try:
+        chime_source(schedule.chime, settings.announce)
+    except InvalidRequest as exc:  # its reason names the announcement's field: the same here
+        raise InvalidRequest(str(exc).replace("announcement", "schedule", 1)) from None

@@ -62,6 +62,7 @@ def at(clock: FakeClock) -> datetime:
         ({"message": "hi", "media_player": "kitchen"}, "'kitchen' is not a media player entity id"),
         ({"message": "hi", "volume": 1.5}, "volume: Input should be less than or equal to 1"),
         ({"message": "hi", "ttl": 0}, "ttl: Input should be greater than 0"),
+        ({"message": "hi", "speed": 3}, "speed: Input should be less than or equal to 2"),
         ({"message": "hi", "priority": "urgent"}, "priority: Input should be 'low', 'normal' or"),
         ({"message": "hi", "discord": {"guild_id": 1}}, "discord.DiscordChannel.channel_id"),
         ({"message": "hi", "id": "no spaces allowed"}, "id: must be 1 to 64 letters"),
@@ -105,6 +106,7 @@ async def test_delivered_once_per_kind_with_the_request_built_from_the_data(tmp_
             "voice": "alan",
             "priority": "high",
             "ttl": 60,
+            "speed": 1.25,
             "id": "r1",
         },
         RequestSource.HOMEASSISTANT,
@@ -121,6 +123,7 @@ async def test_delivered_once_per_kind_with_the_request_built_from_the_data(tmp_
     assert request.output is OutputProfile.MP3
     assert request.source is RequestSource.HOMEASSISTANT
     assert request.requester == "user-1"
+    assert request.speed == 1.25
     assert request.expires_at == datetime.fromtimestamp(clock(), UTC) + timedelta(seconds=60)
     assert (status.provider, status.voice, status.duration_s) == (
         "piper",

@@ -39,13 +39,14 @@ def test_add_list_pause_resume_remove(capsys: pytest.CaptureFixture[str]) -> Non
     code, out, _ = oyez(
         capsys, "add", "bins", "--cron", "0 19 * * 2", "--tz", "Europe/London",
         "--discord", "123/456", "--media-player", "media_player.kitchen", "--priority", "high",
-        "Bins out, it is {weekday}.",
+        "--speed", "0.9", "--volume", "0.35", "--chime", "default", "Bins out, it is {weekday}.",
     )  # fmt: skip
     assert code == 0
     assert out.startswith("added bins")
     code, out, _ = oyez(capsys, "list", "--json")
     (listed,) = [json.loads(line) for line in out.splitlines()]
     assert listed["state"] == "active"
+    assert (listed["speed"], listed["volume"], listed["chime"]) == (0.9, 0.35, True)
     assert listed["discord"] == [{"guild_id": 123, "channel_id": 456}]
     assert listed["media_player"] == ["media_player.kitchen"]
     upcoming = datetime.fromisoformat(listed["next_fire"])
@@ -73,6 +74,8 @@ def test_add_list_pause_resume_remove(capsys: pytest.CaptureFixture[str]) -> Non
         (["--cron", "0 19 * * 2", "--discord", "raid"], "unknown target 'raid'"),
         (["--cron", "0 19 * * 2", "--media-player", "kitchen"], "not a media player entity"),
         (["--cron", "0 19 * * 2", "--voice", "nobody"], "unknown voice 'nobody'"),
+        (["--cron", "0 19 * * 2", "--speed", "4"], "speed: Input should be less than or equal"),
+        (["--cron", "0 19 * * 2", "--chime", "gong"], "chime: 'gong' is neither a named chime"),
         (["--cron", "0 19 * * 2", "--message-is", "x"], "unrecognized arguments"),
     ],
 )

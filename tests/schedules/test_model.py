@@ -10,7 +10,8 @@ import pytest
 
 from bot.errors import InvalidRequest
 from bot.ops import config
-from bot.schedules.model import Schedule, check_new, render, target_kinds
+from bot.schedules.model import Schedule, check_new, check_speakable, render, target_kinds
+from bot.speech import SpeechRequest
 
 PARIS = ZoneInfo("Europe/Paris")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -147,6 +148,8 @@ def test_bad_placeholders_are_refused_by_name(message: str, problem: str) -> Non
         ({"cron": "* * * * *", "media_player": "kitchen"}, "not a media player entity id"),
         ({"cron": "* * * * *", "discord": [{"guild_id": 0, "channel_id": 1}]}, "discord"),
         ({"cron": "* * * * *", "colour": "red"}, "colour: unknown field"),
+        ({"cron": "* * * * *", "speed": 0.1}, "speed: Input should be greater than or equal"),
+        ({"cron": "* * * * *", "volume": 2}, "volume: Input should be less than or equal to 1"),
     ],
 )
 def test_invalid_schedules_name_what_is_wrong(fields: dict[str, object], problem: str) -> None:
@@ -197,3 +200,28 @@ def test_a_satellite_is_a_target_of_its_own() -> None:
     assert alert.satellite == ["assist_satellite.kitchen"]
     with pytest.raises(InvalidRequest, match="is not a voice satellite entity id"):
         cron("0 19 * * 2", satellite="media_player.kitchen")
+
+
+def test_an_alert_carries_the_schedules_speed_volume_and_chime() -> None:
+    now = datetime(2026, 3, 3, 12, 0, tzinfo=UTC)
+    schedule = cron("0 19 * * 2", speed=0.8, volume=0.4, chime="doorbell")
+    alert = schedule.announcement(now, UTC)
+    assert (alert.speed, alert.volume, alert.chime) == (0.8, 0.4, "doorbell")
+    plain = cron("0 19 * * 2").announcement(now, UTC)
+    assert (plain.speed, plain.volume, plain.chime) == (None, None, False)
+    stored = Schedule.model_validate_json(schedule.model_dump_json())
+    assert stored == schedule  # what the schedule table keeps
+
+
+async def test_an_unknown_chime_is_refused_when_the_schedule_is_made() -> None:
+    settings = config.load(announce={"chimes": {"doorbell": "/sounds/ding.mp3"}})
+    now = datetime(2026, 3, 3, 12, 0, tzinfo=UTC)
+    prepared: list[SpeechRequest] = []
+
+    async def prepare(request: SpeechRequest) -> None:
+        prepared.append(request)
+
+    await check_speakable(cron("0 19 * * 2", chime="doorbell", speed=1.5), settings, prepare, now)
+    assert prepared[-1].speed == 1.5  # checked at the speed it will be spoken at
+    with pytest.raises(InvalidRequest, match=r"invalid schedule: chime: .*'gong'.*doorbell"):
+        await check_speakable(cron("0 19 * * 2", chime="gong"), settings, prepare, now)

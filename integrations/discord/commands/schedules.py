@@ -105,6 +105,7 @@ class ScheduleCommands(
         provider="TTS provider",
         priority="high is spoken in quiet hours too",
         catch_up="Speak a missed alert once, late, when Oyez is back",
+        speed="How fast, 0.5 to 2 (1 is normal; default: the voice's own)",
     )
     async def add(  # noqa: PLR0913 - the slash command's options
         self,
@@ -119,6 +120,7 @@ class ScheduleCommands(
         provider: str | None = None,
         priority: Literal["low", "normal", "high"] = "normal",
         catch_up: bool = False,
+        speed: app_commands.Range[float, 0.5, 2.0] | None = None,
     ) -> None:
         assert interaction.guild is not None
         member = interaction.user
@@ -143,6 +145,7 @@ class ScheduleCommands(
             "provider": provider,
             "priority": priority,
             "catch_up": catch_up,
+            "speed": speed,
         }
         now = datetime.now(UTC)
         schedule = Schedule.parse({k: v for k, v in data.items() if v is not None})

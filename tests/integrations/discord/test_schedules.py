@@ -185,12 +185,15 @@ async def test_schedule_commands_manage_this_servers_alerts(
     sent = await schedule_command(
         fake_discord,
         "add",
-        {"name": "oven", "message": "Oven!", "at": "2099-01-01T12:00:00+00:00", "channel": lounge},
-    )
+        {"name": "oven", "message": "Oven!", "at": "2099-01-01T12:00:00+00:00", "channel": lounge,
+         "speed": 1.5},
+    )  # fmt: skip
     assert "⏰ Added: **oven**" in await reply(fake_discord, sent)
-    assert (await stored(oyez_bot))["oven"].discord == [
+    oven = (await stored(oyez_bot))["oven"]
+    assert oven.discord == [
         DiscordChannel(guild_id=int(GUILD_ID), channel_id=int(LOUNGE_CHANNEL_ID))
     ]
+    assert (oven.speed, raid.speed) == (1.5, None)
     # another server's schedule is not shown here, nor changeable from here
     book = ScheduleBook(oyez_bot.pipeline.settings.data_dir)
     await book.add(
