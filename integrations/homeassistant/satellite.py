@@ -37,6 +37,8 @@ __all__ = ["SatelliteSink"]
 
 log = logging.getLogger(__name__)
 
+#: Seconds allowed for a satellite's chime before the announcement (Voice PE's is under 2 s).
+PREANNOUNCE_S = 10.0
 #: Media extensions a local chime file may have (what :class:`MediaStore` serves).
 _CHIME_EXTENSIONS = {".mp3": "mp3", ".wav": "wav", ".ogg": "ogg"}
 
@@ -121,9 +123,17 @@ class SatelliteSink:
         if state.get("state") == "unavailable":
             return TargetResult(entity, False, "the satellite is unavailable in Home Assistant")
         waited = (datetime.now(UTC) - request.created_at).total_seconds()
+        # Home Assistant answers once the satellite has played it all (its async_announce
+        # "must block until the announcement has finished playing", developers.home-assistant
+        # docs/core/entity/assist-satellite.md): the usual timeout plus the audio's length.
+        timeout_s = self.client.request_timeout_s + utterance.duration_s + PREANNOUNCE_S
         try:
             await self.client.call_service(
-                "assist_satellite", "announce", data, target={"entity_id": entity}
+                "assist_satellite",
+                "announce",
+                data,
+                target={"entity_id": entity},
+                timeout_s=timeout_s,
             )
         except HomeAssistantError as exc:
             what = "Home Assistant refused announce" if isinstance(exc, CommandFailed) else ""

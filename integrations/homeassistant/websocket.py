@@ -272,8 +272,11 @@ class HomeAssistantClient:
         *,
         target: dict[str, Any] | None = None,
         return_response: bool = False,
+        timeout_s: float | None = None,
     ) -> Any:
-        """``call_service``; returns its result (``{"context": …, "response": …}``)."""
+        """``call_service``; returns its result (``{"context": …, "response": …}``). Raises
+        what :meth:`command` raises; ``timeout_s`` (default ``request_timeout_s``) is longer for
+        a service that answers once what it started is over (an announcement played)."""
         message: dict[str, Any] = {"type": "call_service", "domain": domain, "service": service}
         if service_data:
             message["service_data"] = service_data
@@ -281,7 +284,7 @@ class HomeAssistantClient:
             message["target"] = target
         if return_response:
             message["return_response"] = True
-        return await self.command(message)
+        return await self.command(message, timeout_s=timeout_s)
 
     async def fire_event(self, event_type: str, event_data: dict[str, Any] | None = None) -> None:
         """``fire_event`` (needs an administrator's token)."""

@@ -143,6 +143,8 @@ class _SatelliteHandler(AsyncEventHandler):
             self._current.audio += AudioChunk.from_event(event).audio
         elif AudioStop.is_type(event.type) and self._current is not None:
             self.satellite.recordings.append(self._current)
+            if self.satellite.real_time:  # as a speaker does: played once it has all been heard
+                await asyncio.sleep(self._current.duration_s)
             self._current = None
             await self.write_event(Played().event())
             self.satellite.played.set()
@@ -151,10 +153,12 @@ class _SatelliteHandler(AsyncEventHandler):
 
 class RecordingSatellite:
     """A Wyoming satellite on 127.0.0.1 (an async context manager); ``recordings`` holds what
-    it was sent, ``running`` is set once Home Assistant has told it to run."""
+    it was sent, ``running`` is set once Home Assistant has told it to run. ``real_time``:
+    ``played`` comes after the audio's duration (else as soon as the audio ends)."""
 
-    def __init__(self, name: str = "Oyez test satellite") -> None:
+    def __init__(self, name: str = "Oyez test satellite", *, real_time: bool = False) -> None:
         self.name = name
+        self.real_time = real_time
         self.port = free_port()
         self.recordings: list[Recording] = []
         self.running = asyncio.Event()

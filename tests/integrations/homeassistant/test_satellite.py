@@ -38,11 +38,11 @@ DONE, FAILED = "oyez_announce_done", "oyez_announce_failed"
 MESSAGE = "The front door has been left open."
 
 
-def oyez_settings(ha: HomeAssistant, tmp_path: Path) -> Settings:
+def oyez_settings(ha: HomeAssistant, tmp_path: Path, **client: float) -> Settings:
     return config.load(
         data_dir=tmp_path / "data",
         http={"host": "127.0.0.1", "port": 0},
-        homeassistant={"url": ha.url, "token": ha.token, "reconnect_min_s": 0.2},
+        homeassistant={"url": ha.url, "token": ha.token, "reconnect_min_s": 0.2, **client},
     )
 
 
@@ -67,10 +67,10 @@ async def running_oyez(settings: Settings) -> AsyncIterator[Service]:
 
 @contextlib.asynccontextmanager
 async def satellite_in(
-    ha: HomeAssistant, observer: Observer
+    ha: HomeAssistant, observer: Observer, *, real_time: bool = False
 ) -> AsyncIterator[tuple[RecordingSatellite, str]]:
     """A recording satellite added to Home Assistant; (it, its entity id) once it runs."""
-    async with RecordingSatellite() as satellite:
+    async with RecordingSatellite(real_time=real_time) as satellite:
         entry = await add_wyoming(ha, satellite.port)
         try:
             assert entry["title"] == satellite.name
@@ -107,6 +107,26 @@ async def test_an_announcement_reaches_a_voice_satellite(
     assert (
         word_error_rate(MESSAGE, heard(transcriber, recording.rate, bytes(recording.audio))) <= 0.2
     )
+
+
+async def test_an_announcement_longer_than_the_request_timeout_is_not_failed(
+    homeassistant: HomeAssistant,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    # Home Assistant answers announce once the satellite has played it: ~1.9 s of speech here,
+    # with a 1 s request timeout, must still end done, not "did not answer within 1 s"
+    TIMEOUT_S = 1.0  # noqa: N806 - a constant of this test
+    settings = oyez_settings(homeassistant, tmp_path, request_timeout_s=TIMEOUT_S)
+    async with (
+        observing(homeassistant, DONE, FAILED) as ha,
+        satellite_in(homeassistant, ha, real_time=True) as (satellite, entity),
+        running_oyez(settings),
+    ):
+        await ha.fire("oyez_announce", {"message": MESSAGE, "satellite": entity, "id": "sat3"})
+        done = await ha.wait_event(lambda e: e["data"].get("request_id") == "sat3")
+        assert done["event_type"] == DONE, done
+        (recording,) = satellite.recordings
+    assert recording.duration_s > 1.5 * TIMEOUT_S  # it took longer than the timeout to play
 
 
 async def test_a_missing_satellite_fails_its_target(
