@@ -36,6 +36,7 @@ from bot.service import Service
 from integrations.wyoming.service import WyomingFrontEnd
 from tests.support.asr import SAMPLE_RATE, Transcriber
 from tests.support.homeassistant import HomeAssistant, free_port
+from tests.support.serving import served
 
 __all__ = [
     "Recording",
@@ -59,19 +60,8 @@ async def running_wyoming(settings: Settings) -> AsyncIterator[Service]:
     """``oyez run`` in a task until its Wyoming server listens."""
     service = Service(settings)
     await service.build()
-    serving = asyncio.create_task(service.serve())
-    wyoming = next(f for f in service.front_ends if isinstance(f, WyomingFrontEnd))
-    try:
-        async with asyncio.timeout(30):
-            while not wyoming.ready()[0]:
-                if serving.done():
-                    serving.result()
-                await asyncio.sleep(0.05)
+    async with served(service, WyomingFrontEnd):
         yield service
-    finally:
-        serving.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await serving
 
 
 async def _rest(ha: HomeAssistant, method: str, path: str, body: Any = None) -> Any:

@@ -32,6 +32,7 @@ from tests.support.homeassistant import (
     homeassistant,  # noqa: F401
     observing,
 )
+from tests.support.serving import served
 from tests.support.wyoming_peers import RecordingSatellite, add_wyoming, heard, remove_entry
 
 DONE, FAILED = "oyez_announce_done", "oyez_announce_failed"
@@ -50,19 +51,8 @@ def oyez_settings(ha: HomeAssistant, tmp_path: Path, **client: float) -> Setting
 async def running_oyez(settings: Settings) -> AsyncIterator[Service]:
     service = Service(settings)
     await service.build()
-    serving = asyncio.create_task(service.serve())
-    front = next(f for f in service.front_ends if isinstance(f, HomeAssistantFrontEnd))
-    try:
-        async with asyncio.timeout(30):
-            while not front.ready()[0]:
-                if serving.done():
-                    serving.result()
-                await asyncio.sleep(0.05)
+    async with served(service, HomeAssistantFrontEnd):
         yield service
-    finally:
-        serving.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await serving
 
 
 @contextlib.asynccontextmanager

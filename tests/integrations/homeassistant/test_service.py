@@ -50,6 +50,7 @@ from tests.support.homeassistant import (
     homeassistant,  # noqa: F401
     observing,
 )
+from tests.support.serving import front_end_of, served
 
 LIVING_ROOM = "media_player.living_room"
 KITCHEN = "media_player.kitchen"
@@ -74,7 +75,7 @@ def oyez_settings(ha: HomeAssistant, tmp_path: Path, **announce: Any) -> Setting
 
 
 def front_end(service: Service) -> HomeAssistantFrontEnd:
-    return next(f for f in service.front_ends if isinstance(f, HomeAssistantFrontEnd))
+    return front_end_of(service, HomeAssistantFrontEnd)
 
 
 @contextlib.asynccontextmanager
@@ -85,18 +86,8 @@ async def running_oyez(
     if service is None:
         service = Service(settings)
         await service.build()
-    serving = asyncio.create_task(service.serve())
-    try:
-        async with asyncio.timeout(30):
-            while not front_end(service).ready()[0]:
-                if serving.done():
-                    serving.result()
-                await asyncio.sleep(0.05)
+    async with served(service, HomeAssistantFrontEnd):
         yield service
-    finally:
-        serving.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await serving
 
 
 def is_oyez_media(service: Service, url: Any) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from tests.support.homeassistant import (
     observing,
 )
 from tests.support.redis_server import redis_server, redis_url  # noqa: F401
+from tests.support.serving import front_end_of, served
 
 LIVING_ROOM = "media_player.living_room"
 EVENTS = 5
@@ -39,21 +40,12 @@ def shared_settings(ha: HomeAssistant, tmp_path: Path, engine_url: str) -> Setti
 
 
 def front_end(service: Service) -> HomeAssistantFrontEnd:
-    return next(f for f in service.front_ends if isinstance(f, HomeAssistantFrontEnd))
+    return front_end_of(service, HomeAssistantFrontEnd)
 
 
-@contextlib.asynccontextmanager
-async def serving(service: Service) -> AsyncIterator[Service]:
+def serving(service: Service) -> contextlib.AbstractAsyncContextManager[Service]:
     """``service`` served in a task, once connected to Home Assistant."""
-    task = asyncio.create_task(service.serve())
-    try:
-        async with asyncio.timeout(30):
-            while not front_end(service).ready()[0]:  # noqa: ASYNC110 - connected by serve()
-                await asyncio.sleep(0.05)
-        yield service
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    return served(service, HomeAssistantFrontEnd)
 
 
 def plays(observer: Observer, service: Service) -> int:
