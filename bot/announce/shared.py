@@ -22,6 +22,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from bot.ops.scripts import DELETE_IF_HELD
+
 if TYPE_CHECKING:  # redis is imported only when engine.url is set (bot.ops.engine)
     from redis.asyncio import Redis
 
@@ -111,14 +113,6 @@ for _, key in ipairs(KEYS) do redis.call('SET', key, ARGV[1], 'PX', ARGV[2]) end
 return false
 """
 
-# KEYS: the window's keys. ARGV: request id. Deletes those this request set.
-_FORGET = """
-for _, key in ipairs(KEYS) do
-  if redis.call('GET', key) == ARGV[1] then redis.call('DEL', key) end
-end
-return 0
-"""
-
 
 class RedisDuplicateWindow:
     """The window in Redis: ``<prefix>dup:<sha256 of key>`` holds the sender's request id and
@@ -128,7 +122,7 @@ class RedisDuplicateWindow:
         self.client = client
         self.prefix = prefix
         self._claim = client.register_script(_CLAIM)
-        self._forget = client.register_script(_FORGET)
+        self._forget = client.register_script(DELETE_IF_HELD)
 
     def _keys(self, keys: Sequence[str]) -> list[str]:
         return [f"{self.prefix}dup:{hashlib.sha256(k.encode()).hexdigest()}" for k in keys]

@@ -19,6 +19,8 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from bot.ops.scripts import DELETE_IF_HELD, RENEW_IF_HELD
+
 if TYPE_CHECKING:  # redis is imported only when engine.url is set (bot.ops.engine)
     from redis.asyncio import Redis
 
@@ -96,19 +98,6 @@ redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. token, 'PX', ARGV[2])
 return token
 """
 
-# KEYS: the lease. ARGV: 'holder token', ttl ms. 1 when renewed.
-_RENEW = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
-"""
-
-# KEYS: the lease. ARGV: 'holder token'.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 1
-"""
-
 
 class RedisLeases:
     """Leases shared through Redis: key ``<prefix>lease:<name>`` holds ``'<holder> <token>'``
@@ -120,8 +109,8 @@ class RedisLeases:
         self.prefix = prefix
         self.holder = uuid.uuid4().hex
         self._acquire = client.register_script(_ACQUIRE)
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
+        self._renew = client.register_script(RENEW_IF_HELD)
+        self._release = client.register_script(DELETE_IF_HELD)
 
     def _key(self, name: str) -> str:
         return f"{self.prefix}lease:{name}"

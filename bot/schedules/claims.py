@@ -23,6 +23,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
+from bot.ops.scripts import RENEW_IF_HELD
+
 if TYPE_CHECKING:  # redis is imported only when engine.url is set (bot.ops.engine)
     from redis.asyncio import Redis
 
@@ -108,13 +110,6 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 'won'
 """
 
-# KEYS: the firing's key. ARGV: holder, lease ms. 1 when the lease was this holder's.
-_RENEW = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
-"""
-
 
 class RedisClaims:
     """Claims shared through Redis: key ``<prefix>firing:<firing>`` holds the holder's id
@@ -128,7 +123,7 @@ class RedisClaims:
         self.prefix = prefix
         self.holder = uuid.uuid4().hex
         self._claim = client.register_script(_CLAIM)
-        self._renew = client.register_script(_RENEW)
+        self._renew = client.register_script(RENEW_IF_HELD)
 
     def _key(self, firing: str) -> str:
         return f"{self.prefix}firing:{firing}"

@@ -21,6 +21,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from bot.ops.scripts import DELETE_IF_HELD, RENEW_IF_HELD
+
 if TYPE_CHECKING:  # redis is imported only when engine.url is set (bot.ops.engine)
     from redis.asyncio import Redis
 
@@ -92,19 +94,6 @@ class LocalFlights:
         return True
 
 
-# KEYS: the flight. ARGV: holder, lease ms. 1 when the holder's.
-_RENEW = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
-"""
-
-_LAND = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-
 class RedisFlights:
     """Flights in Redis: ``<prefix>flight:<key>`` holds the leader's id and expires with its
     lease (the server's clock). The client must decode responses; it belongs to the caller."""
@@ -113,8 +102,8 @@ class RedisFlights:
         self.client = client
         self.prefix = prefix
         self.holder = uuid.uuid4().hex
-        self._renew = client.register_script(_RENEW)
-        self._land = client.register_script(_LAND)
+        self._renew = client.register_script(RENEW_IF_HELD)
+        self._land = client.register_script(DELETE_IF_HELD)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}flight:{key}"
