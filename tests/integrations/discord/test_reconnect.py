@@ -139,22 +139,33 @@ async def test_a_crashed_voice_server_is_resumed(
     assert word_error_rate(SECOND, heard(second, transcriber)) <= 0.2
 
 
-async def test_a_refused_resume_starts_a_new_session(
+@pytest.mark.parametrize(
+    ("code", "resumable", "resume_tried"),
+    [
+        (4015, False, True),  # a RESUME is tried (op 7), refused with 4006: a new session
+        (4006, None, False),  # the session is no longer valid: discord.py starts over at once
+    ],
+    ids=["refused-resume", "ended-session"],
+)
+async def test_a_session_that_cannot_resume_starts_anew_and_the_next_say_is_heard(
     fake_discord: FakeDiscord,  # noqa: F811
     oyez_bot: OyezBot,  # noqa: F811
     transcriber: Transcriber,
+    code: int,
+    resumable: bool | None,
+    resume_tried: bool,
 ) -> None:
     await say(fake_discord, FIRST)
     player = player_of(oyez_bot)
     joins = len(fake_discord.voice_state_updates())
 
-    await fake_discord.voice.drop_connections(4015, resumable=False)
+    await fake_discord.voice.drop_connections(code, resumable=resumable)
     new = await connected_again(fake_discord, oyez_bot, sessions=2)
     await say(fake_discord, SECOND)
 
     old = fake_discord.voice.sessions[0]
-    assert len(old.resumes) == 0  # tried (op 7), refused with 4006
-    assert fake_discord.voice.ops_named(7), "a RESUME was sent first"
+    assert len(old.resumes) == 0  # never resumed
+    assert bool(fake_discord.voice.ops_named(7)) is resume_tried
     after = fake_discord.voice_state_updates()[joins:]
     assert [str(d["channel_id"]) for d in after] == ["None", VOICE_CHANNEL_ID]  # left, joined
     assert player_of(oyez_bot) is player
@@ -162,30 +173,6 @@ async def test_a_refused_resume_starts_a_new_session(
     assert_encrypted(fake_discord, fake_discord.voice.voice_frames())
     assert_welcomed(new)
     assert {p.ssrc for p in second} == {new.ssrc} and new.ssrc != old.ssrc
-    assert word_error_rate(SECOND, heard(second, transcriber)) <= 0.2
-
-
-async def test_an_ended_session_reconnects_and_the_next_say_is_heard(
-    fake_discord: FakeDiscord,  # noqa: F811
-    oyez_bot: OyezBot,  # noqa: F811
-    transcriber: Transcriber,
-) -> None:
-    await say(fake_discord, FIRST)
-    player = player_of(oyez_bot)
-    joins = len(fake_discord.voice_state_updates())
-
-    await fake_discord.voice.drop_connections(4006)  # session no longer valid
-    new = await connected_again(fake_discord, oyez_bot, sessions=2)
-    await say(fake_discord, SECOND)
-
-    assert not fake_discord.voice.ops_named(7)  # not resumable: discord.py starts over
-    after = fake_discord.voice_state_updates()[joins:]
-    assert [str(d["channel_id"]) for d in after] == ["None", VOICE_CHANNEL_ID]
-    assert player_of(oyez_bot) is player
-    second = runs(fake_discord.voice.packets)[-1]
-    assert_encrypted(fake_discord, fake_discord.voice.voice_frames())
-    assert_welcomed(new)
-    assert {p.ssrc for p in second} == {new.ssrc}
     assert word_error_rate(SECOND, heard(second, transcriber)) <= 0.2
 
 
