@@ -6,6 +6,8 @@ Over 450 lines: each slash command end to end, sharing one bot fixture.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -41,6 +43,20 @@ async def said(fake: FakeDiscord, interaction: object, words: str) -> str:
         what=f"a reply containing {words!r}",
     )
     return str(found[-1])
+
+
+@contextlib.asynccontextmanager
+async def bot_of(
+    pipeline: SpeechPipeline, settings: DiscordSettings | None = None
+) -> AsyncIterator[OyezBot]:
+    """An :class:`OyezBot` over ``pipeline`` running against the fake until the block ends;
+    then the pipeline is closed too."""
+    client = OyezBot(pipeline, settings or DiscordSettings(), **client_options())
+    try:
+        async with running(client):
+            yield client
+    finally:
+        await pipeline.aclose()
 
 
 @pytest.mark.usefixtures("oyez_bot")
@@ -241,19 +257,15 @@ async def test_leaves_when_idle(
     tmp_path: Path,
 ) -> None:
     pipeline = SpeechPipeline(config.load(data_dir=tmp_path / "data"))
-    client = OyezBot(pipeline, DiscordSettings(idle_timeout_s=1.0), **client_options())
-    try:
-        async with running(client):
-            sent = await fake_discord.send_interaction("say", {"text": "Hello."}, user=ALICE)
-            await said(fake_discord, sent, "Said:")
-            await fake_discord.wait_for(
-                lambda: [d for d in fake_discord.voice_state_updates() if d["channel_id"] is None],
-                timeout_s=10,
-                what="leaving voice when idle",
-            )
-            assert client.voice.players == {}
-    finally:
-        await pipeline.aclose()
+    async with bot_of(pipeline, DiscordSettings(idle_timeout_s=1.0)) as client:
+        sent = await fake_discord.send_interaction("say", {"text": "Hello."}, user=ALICE)
+        await said(fake_discord, sent, "Said:")
+        await fake_discord.wait_for(
+            lambda: [d for d in fake_discord.voice_state_updates() if d["channel_id"] is None],
+            timeout_s=10,
+            what="leaving voice when idle",
+        )
+        assert client.voice.players == {}
 
 
 def _second_voice(data_dir: Path) -> None:
@@ -310,35 +322,31 @@ async def test_voice_set_with_autocomplete_then_say_uses_it(
 ) -> None:
     _second_voice(tmp_path / "data")
     pipeline = SpeechPipeline(config.load(data_dir=tmp_path / "data"))
-    client = OyezBot(pipeline, DiscordSettings(), **client_options())
-    try:
-        async with running(client):
-            typed = await _subcommand(fake_discord, "set", "en_gb", autocomplete=True)
-            offered = await fake_discord.wait_for_response(typed)  # type: ignore[arg-type]
-            assert offered.type == 8  # autocomplete result
-            choices = offered.data["choices"]
-            assert [c["value"] for c in choices] == ["piper|en_GB-test-medium|en_GB-test-medium"]
-            assert choices[0]["name"] == "testvoice (medium) — piper/en_GB-test-medium (en_GB)"
+    async with bot_of(pipeline):
+        typed = await _subcommand(fake_discord, "set", "en_gb", autocomplete=True)
+        offered = await fake_discord.wait_for_response(typed)  # type: ignore[arg-type]
+        assert offered.type == 8  # autocomplete result
+        choices = offered.data["choices"]
+        assert [c["value"] for c in choices] == ["piper|en_GB-test-medium|en_GB-test-medium"]
+        assert choices[0]["name"] == "testvoice (medium) — piper/en_GB-test-medium (en_GB)"
 
-            chosen = await _subcommand(fake_discord, "set", choices[0]["value"])
-            answer = await fake_discord.wait_for_response(chosen)  # type: ignore[arg-type]
-            assert answer.ephemeral
-            assert "piper/en_GB-test-medium" in answer.data["content"]
+        chosen = await _subcommand(fake_discord, "set", choices[0]["value"])
+        answer = await fake_discord.wait_for_response(chosen)  # type: ignore[arg-type]
+        assert answer.ephemeral
+        assert "piper/en_GB-test-medium" in answer.data["content"]
 
-            shown = await _subcommand(fake_discord, "show", None)
-            seen = await fake_discord.wait_for_response(shown)  # type: ignore[arg-type]
-            assert "en_GB-test-medium" in seen.data["content"]
+        shown = await _subcommand(fake_discord, "show", None)
+        seen = await fake_discord.wait_for_response(shown)  # type: ignore[arg-type]
+        assert "en_GB-test-medium" in seen.data["content"]
 
-            sent = await fake_discord.send_interaction("say", {"text": "Hello."}, user=ALICE)
-            reply = await said(fake_discord, sent, "Said:")
-            assert "piper/en_GB-test-medium" in reply  # the chosen voice spoke
+        sent = await fake_discord.send_interaction("say", {"text": "Hello."}, user=ALICE)
+        reply = await said(fake_discord, sent, "Said:")
+        assert "piper/en_GB-test-medium" in reply  # the chosen voice spoke
 
-            bad = await _subcommand(fake_discord, "set", "en_XX-nobody")
-            refused = await fake_discord.wait_for_response(bad)  # type: ignore[arg-type]
-            assert refused.ephemeral
-            assert "unknown voice 'en_XX-nobody'" in refused.data["content"]
-    finally:
-        await pipeline.aclose()
+        bad = await _subcommand(fake_discord, "set", "en_XX-nobody")
+        refused = await fake_discord.wait_for_response(bad)  # type: ignore[arg-type]
+        assert refused.ephemeral
+        assert "unknown voice 'en_XX-nobody'" in refused.data["content"]
     # the choice survives a restart: it is in the data directory
     from integrations.discord.preferences import Preferences
 
@@ -373,35 +381,31 @@ async def test_settings_shape_what_say_does(
 ) -> None:
     _second_voice(tmp_path / "data")
     pipeline = SpeechPipeline(config.load(data_dir=tmp_path / "data"))
-    client = OyezBot(pipeline, DiscordSettings(), **client_options())
-    try:
-        async with running(client):
-            show = await fake_discord.send_interaction("settings", {}, user=ALICE)
-            shown = (await fake_discord.wait_for_response(show)).data["content"]
-            assert "voice: Oyez default" in shown
-            assert '"<name> said": off' in shown
+    async with bot_of(pipeline):
+        show = await fake_discord.send_interaction("settings", {}, user=ALICE)
+        shown = (await fake_discord.wait_for_response(show)).data["content"]
+        assert "voice: Oyez default" in shown
+        assert '"<name> said": off' in shown
 
-            change = await fake_discord.send_interaction(
-                "settings",
-                {"voice": "en_GB-test-medium", "max_length": 40, "name_prefix": True},
-                user=ALICE,
-            )
-            saved = await fake_discord.wait_for_response(change)
-            assert saved.ephemeral
-            assert saved.data["content"].startswith("Saved.")
-            assert "max length: 40" in saved.data["content"]
+        change = await fake_discord.send_interaction(
+            "settings",
+            {"voice": "en_GB-test-medium", "max_length": 40, "name_prefix": True},
+            user=ALICE,
+        )
+        saved = await fake_discord.wait_for_response(change)
+        assert saved.ephemeral
+        assert saved.data["content"].startswith("Saved.")
+        assert "max length: 40" in saved.data["content"]
 
-            too_long = await fake_discord.send_interaction("say", {"text": "x" * 41}, user=ALICE)
-            refused = await fake_discord.wait_for_response(too_long)
-            assert refused.ephemeral
-            assert "this server allows 40" in refused.data["content"]
+        too_long = await fake_discord.send_interaction("say", {"text": "x" * 41}, user=ALICE)
+        refused = await fake_discord.wait_for_response(too_long)
+        assert refused.ephemeral
+        assert "this server allows 40" in refused.data["content"]
 
-            sent = await fake_discord.send_interaction("say", {"text": "Hello."}, user=ALICE)
-            reply = await said(fake_discord, sent, "Said:")
-            assert "Alice said: Hello." in reply  # the name prefix
-            assert "piper/en_GB-test-medium" in reply  # the server's default voice
-    finally:
-        await pipeline.aclose()
+        sent = await fake_discord.send_interaction("say", {"text": "Hello."}, user=ALICE)
+        reply = await said(fake_discord, sent, "Said:")
+        assert "Alice said: Hello." in reply  # the name prefix
+        assert "piper/en_GB-test-medium" in reply  # the server's default voice
 
 
 async def test_paid_providers_can_be_kept_to_roles(
@@ -416,20 +420,16 @@ async def test_paid_providers_can_be_kept_to_roles(
         providers={"segmind": {"api_key": "k", "base_url": "http://127.0.0.1:9"}},
     )
     pipeline = SpeechPipeline(settings)
-    client = OyezBot(pipeline, DiscordSettings(), **client_options())
-    try:
-        async with running(client):
-            await client.guild_settings.put(int(GUILD_ID), GuildSettings(paid_roles=[424242]))
-            sent = await fake_discord.send_interaction(
-                "say", {"text": "Hello.", "provider": "segmind"}, user=ALICE
-            )
-            refused = await fake_discord.wait_for_response(sent)
-            assert refused.ephemeral
-            assert "segmind is a paid provider" in refused.data["content"]
-            free = await fake_discord.send_interaction("say", {"text": "Hello."}, user=ALICE)
-            await said(fake_discord, free, "Said:")  # the free local voice is for everyone
-    finally:
-        await pipeline.aclose()
+    async with bot_of(pipeline) as client:
+        await client.guild_settings.put(int(GUILD_ID), GuildSettings(paid_roles=[424242]))
+        sent = await fake_discord.send_interaction(
+            "say", {"text": "Hello.", "provider": "segmind"}, user=ALICE
+        )
+        refused = await fake_discord.wait_for_response(sent)
+        assert refused.ephemeral
+        assert "segmind is a paid provider" in refused.data["content"]
+        free = await fake_discord.send_interaction("say", {"text": "Hello."}, user=ALICE)
+        await said(fake_discord, free, "Said:")  # the free local voice is for everyone
 
 
 async def test_a_text_channel_is_read_aloud(
@@ -442,23 +442,19 @@ async def test_a_text_channel_is_read_aloud(
     from tests.fakes.discord.payloads import BOT
 
     pipeline = SpeechPipeline(config.load(data_dir=tmp_path / "data"))
-    client = OyezBot(pipeline, DiscordSettings(read_messages=True), **client_options())
-    try:
-        async with running(client):
-            await client.guild_settings.put(
-                int(GUILD_ID), GuildSettings(read_channel=int(TEXT_CHANNEL_ID))
-            )
-            await fake_discord.send_message("!this is a command, not for reading", user=ALICE)
-            await fake_discord.send_message("I am a bot and am not read", user=BOT)
-            await fake_discord.send_message("The dinner is ready in the kitchen", user=ALICE)
-            await fake_discord.wait_for(
-                lambda: [p for p in fake_discord.voice.packets if p.is_silence],
-                timeout_s=30,
-                what="a message read aloud",
-            )
-            await asyncio.sleep(0.5)
-    finally:
-        await pipeline.aclose()
+    async with bot_of(pipeline, DiscordSettings(read_messages=True)) as client:
+        await client.guild_settings.put(
+            int(GUILD_ID), GuildSettings(read_channel=int(TEXT_CHANNEL_ID))
+        )
+        await fake_discord.send_message("!this is a command, not for reading", user=ALICE)
+        await fake_discord.send_message("I am a bot and am not read", user=BOT)
+        await fake_discord.send_message("The dinner is ready in the kitchen", user=ALICE)
+        await fake_discord.wait_for(
+            lambda: [p for p in fake_discord.voice.packets if p.is_silence],
+            timeout_s=30,
+            what="a message read aloud",
+        )
+        await asyncio.sleep(0.5)
     (run,) = runs(fake_discord.voice.packets)  # only the one message was read
     heard_text = heard(run, transcriber)
     assert word_error_rate("Alice said: The dinner is ready in the kitchen", heard_text) <= 0.2
@@ -474,24 +470,20 @@ async def test_a_slow_voice_list_does_not_miss_discords_3_seconds(
     settings = config.load(data_dir=tmp_path / "data")
     targets = {**PROVIDERS, "slowtone": "tests.support.tone_provider:SlowListingTone"}
     pipeline = SpeechPipeline(settings, ProviderRegistry(settings, targets))
-    client = OyezBot(pipeline, DiscordSettings(), **client_options())
-    try:
-        async with running(client):
-            sent = await fake_discord.send_interaction(
-                "say", {"text": "Beep.", "provider": "slowtone"}, user=ALICE
-            )
-            first = await fake_discord.wait_for_response(sent)
-            assert first.type == 5
-            assert first.time - sent.time < 2.5  # deferred before the list came back
-            assert "Said: Beep." in await said(fake_discord, sent, "Said:")
+    async with bot_of(pipeline):
+        sent = await fake_discord.send_interaction(
+            "say", {"text": "Beep.", "provider": "slowtone"}, user=ALICE
+        )
+        first = await fake_discord.wait_for_response(sent)
+        assert first.type == 5
+        assert first.time - sent.time < 2.5  # deferred before the list came back
+        assert "Said: Beep." in await said(fake_discord, sent, "Said:")
 
-            bad = await fake_discord.send_interaction(
-                "say", {"text": "Beep.", "provider": "slowtone", "voice": "b5"}, user=ALICE
-            )
-            assert (await fake_discord.wait_for_response(bad)).type == 5
-            assert "unknown voice 'b5'" in await said(fake_discord, bad, "unknown voice")
-    finally:
-        await pipeline.aclose()
+        bad = await fake_discord.send_interaction(
+            "say", {"text": "Beep.", "provider": "slowtone", "voice": "b5"}, user=ALICE
+        )
+        assert (await fake_discord.wait_for_response(bad)).type == 5
+        assert "unknown voice 'b5'" in await said(fake_discord, bad, "unknown voice")
 
 
 async def test_a_say_is_prepared_once_even_when_it_must_defer(
@@ -515,16 +507,12 @@ async def test_a_say_is_prepared_once_even_when_it_must_defer(
         return await prepare(request)
 
     monkeypatch.setattr(pipeline, "prepare", counted)
-    client = OyezBot(pipeline, DiscordSettings(), **client_options())
-    try:
-        async with running(client):
-            sent = await fake_discord.send_interaction(
-                "say", {"text": "Beep.", "provider": "slowtone"}, user=ALICE
-            )
-            assert (await fake_discord.wait_for_response(sent)).type == 5  # it had to defer
-            assert "Said: Beep." in await said(fake_discord, sent, "Said:")
-    finally:
-        await pipeline.aclose()
+    async with bot_of(pipeline):
+        sent = await fake_discord.send_interaction(
+            "say", {"text": "Beep.", "provider": "slowtone"}, user=ALICE
+        )
+        assert (await fake_discord.wait_for_response(sent)).type == 5  # it had to defer
+        assert "Said: Beep." in await said(fake_discord, sent, "Said:")
     # the asked request is validated once: not again after the defer, nor by the player, nor
     # per sentence; the only other preparation is the fallback chain's next voice, made ready
     asked = [p for p in prepared if p[0] == "slowtone"]
@@ -542,30 +530,26 @@ async def test_role_and_channel_options(
     from tests.fakes.discord.payloads import ChannelRef, RoleRef
 
     pipeline = SpeechPipeline(config.load(data_dir=tmp_path / "data"))
-    client = OyezBot(pipeline, DiscordSettings(read_messages=True), **client_options())
-    try:
-        async with running(client):
-            role = await fake_discord.send_interaction(
-                "settings", {"paid_role": RoleRef(GUILD_ID)}, user=ALICE
-            )
-            saved = (await fake_discord.wait_for_response(role)).data["content"]
-            assert f"paid providers: <@&{GUILD_ID}>" in saved
-            assert (await client.guild_settings.get(int(GUILD_ID))).paid_roles == [int(GUILD_ID)]
+    async with bot_of(pipeline, DiscordSettings(read_messages=True)) as client:
+        role = await fake_discord.send_interaction(
+            "settings", {"paid_role": RoleRef(GUILD_ID)}, user=ALICE
+        )
+        saved = (await fake_discord.wait_for_response(role)).data["content"]
+        assert f"paid providers: <@&{GUILD_ID}>" in saved
+        assert (await client.guild_settings.get(int(GUILD_ID))).paid_roles == [int(GUILD_ID)]
 
-            setup = await fake_discord.send_interaction(
-                "setup", {"channel": ChannelRef(TEXT_CHANNEL_ID)}, user=ALICE
-            )
-            answer = (await fake_discord.wait_for_response(setup)).data["content"]
-            assert f"<#{TEXT_CHANNEL_ID}>" in answer
-            reading = await client.guild_settings.get(int(GUILD_ID))
-            assert reading.read_channel == int(TEXT_CHANNEL_ID)
+        setup = await fake_discord.send_interaction(
+            "setup", {"channel": ChannelRef(TEXT_CHANNEL_ID)}, user=ALICE
+        )
+        answer = (await fake_discord.wait_for_response(setup)).data["content"]
+        assert f"<#{TEXT_CHANNEL_ID}>" in answer
+        reading = await client.guild_settings.get(int(GUILD_ID))
+        assert reading.read_channel == int(TEXT_CHANNEL_ID)
 
-            off = await fake_discord.send_interaction("setup", {}, user=ALICE)
-            stopped = (await fake_discord.wait_for_response(off)).data["content"]
-            assert stopped == "I no longer read a channel aloud."
-            assert (await client.guild_settings.get(int(GUILD_ID))).read_channel is None
-    finally:
-        await pipeline.aclose()
+        off = await fake_discord.send_interaction("setup", {}, user=ALICE)
+        stopped = (await fake_discord.wait_for_response(off)).data["content"]
+        assert stopped == "I no longer read a channel aloud."
+        assert (await client.guild_settings.get(int(GUILD_ID))).read_channel is None
 
 
 async def test_the_voice_channel_chat_is_read_aloud(
@@ -576,34 +560,30 @@ async def test_the_voice_channel_chat_is_read_aloud(
     from tests.fakes.discord import LOUNGE_CHANNEL_ID
 
     pipeline = SpeechPipeline(config.load(data_dir=tmp_path / "data"))
-    client = OyezBot(pipeline, DiscordSettings(read_messages=True), **client_options())
-    try:
-        async with running(client):
-            join = await fake_discord.send_interaction("join", {}, user=ALICE)
-            await said(fake_discord, join, "Joined")  # the bot is in Voice; no /setup channel
-            # the chat of another voice channel is not the bot's
-            await fake_discord.send_message(
-                "Lounge chatter is not for this bot", user=ALICE, channel=LOUNGE_CHANNEL_ID
-            )
-            await fake_discord.send_message(
-                "The dinner is ready in the kitchen", user=ALICE, channel=VOICE_CHANNEL_ID
-            )
-            await fake_discord.wait_for(
-                lambda: [p for p in fake_discord.voice.packets if p.is_silence],
-                timeout_s=30,
-                what="a voice chat message read aloud",
-            )
-            await asyncio.sleep(2)
+    async with bot_of(pipeline, DiscordSettings(read_messages=True)):
+        join = await fake_discord.send_interaction("join", {}, user=ALICE)
+        await said(fake_discord, join, "Joined")  # the bot is in Voice; no /setup channel
+        # the chat of another voice channel is not the bot's
+        await fake_discord.send_message(
+            "Lounge chatter is not for this bot", user=ALICE, channel=LOUNGE_CHANNEL_ID
+        )
+        await fake_discord.send_message(
+            "The dinner is ready in the kitchen", user=ALICE, channel=VOICE_CHANNEL_ID
+        )
+        await fake_discord.wait_for(
+            lambda: [p for p in fake_discord.voice.packets if p.is_silence],
+            timeout_s=30,
+            what="a voice chat message read aloud",
+        )
+        await asyncio.sleep(2)
 
-            off = await fake_discord.send_interaction("settings", {"voice_chat": False})
-            answer = (await fake_discord.wait_for_response(off)).data["content"]
-            assert "voice channel chat read: off" in answer
-            await fake_discord.send_message(
-                "Nobody reads this one", user=ALICE, channel=VOICE_CHANNEL_ID
-            )
-            await asyncio.sleep(3)
-    finally:
-        await pipeline.aclose()
+        off = await fake_discord.send_interaction("settings", {"voice_chat": False})
+        answer = (await fake_discord.wait_for_response(off)).data["content"]
+        assert "voice channel chat read: off" in answer
+        await fake_discord.send_message(
+            "Nobody reads this one", user=ALICE, channel=VOICE_CHANNEL_ID
+        )
+        await asyncio.sleep(3)
     (run,) = runs(fake_discord.voice.packets)  # only the one message was read
     heard_text = heard(run, transcriber)
     assert word_error_rate("Alice said: The dinner is ready in the kitchen", heard_text) <= 0.2
