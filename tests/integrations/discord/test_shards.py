@@ -9,6 +9,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -17,6 +18,7 @@ from pathlib import Path
 import aiohttp
 import discord
 import pytest
+from discord.gateway import KeepAliveHandler
 
 from bot.announce.model import TargetResult
 from bot.errors import ConfigError
@@ -29,7 +31,12 @@ from bot.synthesis.pipeline import SpeechPipeline
 from integrations.discord.relay import DeliveryWorker
 from integrations.discord.service import DiscordFrontEnd, DiscordSink
 from integrations.discord.settings import DiscordSettings
-from integrations.discord.shards import IdentifyGate, ShardedOyezBot, shard_of
+from integrations.discord.shards import (
+    IdentifyGate,
+    ShardedOyezBot,
+    close_stray_websockets,
+    shard_of,
+)
 from tests.fakes.discord import client_options, patched_discord, running
 from tests.fakes.discord.listening import heard, runs
 from tests.fakes.discord.shards import IDENTIFY_WINDOW_S, ShardedDiscord
@@ -210,7 +217,48 @@ async def test_without_the_gate_two_processes_identify_in_one_bucket_at_once(
         for task in tasks:  # discord.py's close leaves a shard still launching retrying
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # and the shard still launching keeps its heartbeat thread, which fails once the
+        # loop is closed (in a later test): close it
+        stray = [await close_stray_websockets(client) for client in clients]
     assert fake.invalid_sessions[0] % MAX_CONCURRENCY == 0  # shards 0 and 2, both first
+    assert sum(stray) >= 1
+    await _no_heartbeats_left()
+
+
+async def _no_heartbeats_left() -> None:
+    """Every discord.py gateway heartbeat thread has stopped (within a second)."""
+    for _ in range(100):
+        alive = [t.name for t in threading.enumerate() if isinstance(t, KeepAliveHandler)]
+        if not alive:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"heartbeat threads still running: {alive}")
+
+
+async def test_a_sharded_bot_closed_while_its_shards_connect_leaves_no_heartbeat(
+    small_sharded_discord: ShardedDiscord,
+) -> None:
+    """Closed while its second shard waits its turn to identify (after HELLO, its heartbeat
+    thread running), the bot closes that connection too, and launches no more shards."""
+    fake = small_sharded_discord
+    bot = ShardedOyezBot(
+        SpeechPipeline(config.load()),
+        DiscordSettings(shard_count=SHARDS, shard_ids=[0, 2]),  # one bucket: 5 s between
+        **client_options(),
+    )
+    task = asyncio.create_task(bot.start("fake.bot.token"))
+    try:
+        await fake.wait_for(lambda: fake.identifies, timeout_s=10, what="shard 0's identify")
+        await asyncio.sleep(0.5)  # shard 2 connected and waits in before_identify_hook
+        await bot.close()
+        await asyncio.wait_for(task, 10)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await bot.pipeline.aclose()
+    await _no_heartbeats_left()
+    await asyncio.sleep(0.5)
+    assert [i.shard_id for i in fake.identifies] == [0]  # shard 2 never identified
 
 
 async def test_two_oyez_run_gateway_processes_share_the_shards(
