@@ -56,6 +56,9 @@ ANSWER_GRACE_S = 2.0
 #: Seconds a job that started before its deadline may go on speaking (as the guild players
 #: wait for an announcement: its ttl plus ten minutes).
 SPEAKING_S = 600.0
+#: Seconds one blocking read waits at most: under redis-py's socket timeout (5 s by default
+#: since redis-py 8), past which a read blocked on the server fails as a timeout.
+BLOCK_S = 2.0
 #: Seconds an answer nobody collected is kept.
 REPLY_TTL_S = 600
 #: Jobs kept in each shard's stream at most (approximately; the oldest are trimmed).
@@ -157,16 +160,28 @@ class RelayedDiscordSink:
         (at most :data:`SPEAKING_S` more). None: nobody will speak it (any later holder
         answers it expired)."""
         reply = reply_of(self.prefix, job)
-        left_s = (deadline - datetime.now(UTC)).total_seconds()
-        answer = await self.client.blpop([reply], timeout=max(left_s, 0.01) + ANSWER_GRACE_S)
         loop = asyncio.get_running_loop()
+        left_s = (deadline - datetime.now(UTC)).total_seconds()
+        answer = await self._pop(reply, loop.time() + max(left_s, 0.0) + ANSWER_GRACE_S)
         give_up = loop.time() + SPEAKING_S
         while answer is None and loop.time() < give_up and await self._held(stream, message_id):
-            answer = await self.client.blpop([reply], timeout=max(self.takeover_s / 3, 0.1))
+            answer = await self._pop(reply, loop.time() + max(self.takeover_s / 3, 0.1))
         if answer is None:  # answered (and acknowledged) since the last wait?
             last = await self.client.lpop(reply)
             return None if last is None else str(last)
-        return str(answer[1])
+        return answer
+
+    async def _pop(self, reply: str, until: float) -> str | None:
+        """The answer on ``reply``, waited for until the loop's time ``until``, in blocking
+        reads of at most :data:`BLOCK_S`; None if none came."""
+        loop = asyncio.get_running_loop()
+        while True:
+            left_s = until - loop.time()
+            found: Any = await self.client.blpop([reply], timeout=min(max(left_s, 0.01), BLOCK_S))
+            if found is not None:
+                return str(found[1])
+            if left_s <= BLOCK_S:
+                return None
 
     async def _held(self, stream: str, message_id: Any) -> bool:
         """Whether a worker that still claims it has the job (read, not idle too long)."""
@@ -209,12 +224,14 @@ class DeliveryWorker:
         self._jobs: set[asyncio.Task[None]] = set()
 
     async def serve(self) -> None:
-        from redis.exceptions import ResponseError
+        from redis.exceptions import RedisError, ResponseError
 
         await self.ready()
         for stream in self._held:
             with contextlib.suppress(ResponseError):  # BUSYGROUP: another process made it
                 await self.client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+        with contextlib.suppress(RedisError, OSError):  # tried again by _keep_claims
+            await self._take_over()  # what a dead process left, before the new jobs
         claims = asyncio.create_task(self._keep_claims(), name="oyez-discord-relay-claims")
         try:
             await self._read()
@@ -231,7 +248,7 @@ class DeliveryWorker:
         while True:
             try:
                 entries: Any = await self.client.xreadgroup(
-                    GROUP, self.consumer, streams, count=16, block=5000
+                    GROUP, self.consumer, streams, count=16, block=round(BLOCK_S * 1000)
                 )
             except (RedisError, OSError) as exc:
                 log.warning("discord relay: reading the deliveries failed: %s", exc)
@@ -293,9 +310,11 @@ class DeliveryWorker:
             result = await self._spoken(fields)
             reply = reply_of(self.prefix, str(fields.get("id")))
             try:
-                await self.client.rpush(reply, json.dumps(asdict(result)))
-                await self.client.expire(reply, REPLY_TTL_S)
-                await self.client.xack(stream, GROUP, message_id)
+                async with self.client.pipeline(transaction=True) as answer:  # all or none
+                    answer.rpush(reply, json.dumps(asdict(result)))
+                    answer.expire(reply, REPLY_TTL_S)
+                    answer.xack(stream, GROUP, message_id)
+                    await answer.execute()
             except (RedisError, OSError) as exc:
                 log.warning("discord relay: answering job %s failed: %s", fields.get("id"), exc)
         finally:

@@ -5,10 +5,8 @@ against the simulated Discord that shards (:mod:`tests.fakes.discord.shards`).""
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -41,6 +39,7 @@ from tests.fakes.discord import client_options, patched_discord, running
 from tests.fakes.discord.listening import heard, runs
 from tests.fakes.discord.shards import IDENTIFY_WINDOW_S, ShardedDiscord
 from tests.support.asr import Transcriber, word_error_rate
+from tests.support.discord_process import gateway_process
 from tests.support.redis_server import redis_server, redis_url  # noqa: F401
 
 TEXT = "The washing machine has finished."
@@ -270,7 +269,7 @@ async def test_two_oyez_run_gateway_processes_share_the_shards(
     """``oyez run --role gateway`` twice, the shards of each from the environment."""
     fake = sharded_discord
     processes = [
-        await _gateway_process(fake, redis_url, tmp_path / f"process-{n}", ids)
+        await gateway_process(fake, redis_url, tmp_path / f"process-{n}", SHARDS, ids)
         for n, ids in enumerate(["0,1", "2,3"])
     ]
     try:
@@ -312,50 +311,6 @@ async def test_two_oyez_run_gateway_processes_share_the_shards(
 async def _cancelled(task: asyncio.Task[None]) -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-
-
-REPOSITORY = Path(__file__).resolve().parents[3]
-
-
-def _gateway_environment(
-    fake: ShardedDiscord, engine_url: str, folder: Path, shard_ids: str
-) -> dict[str, str]:
-    folder.mkdir()
-    env = dict(os.environ)  # the test's: no developer's OYEZ_*, Piper without noise
-    env.update(
-        PYTHONPATH=str(REPOSITORY),
-        OYEZ_DATA_DIR=str(folder / "data"),
-        OYEZ_ENGINE__URL=engine_url,
-        OYEZ_RUN__ROLES="gateway",
-        OYEZ_DISCORD__TOKEN="MTAwMA.secret-bot-token",
-        OYEZ_DISCORD__API_BASE_URL=fake.api_base,
-        OYEZ_DISCORD__GATEWAY_URL=fake.gateway_url,
-        OYEZ_DISCORD__SHARD_COUNT=str(SHARDS),
-        OYEZ_DISCORD__SHARD_IDS=shard_ids,
-        OYEZ_DISCORD__IDLE_TIMEOUT_S="60",
-        OYEZ_HTTP__HOST="127.0.0.1",
-        OYEZ_HTTP__PORT="0",
-    )
-    return env
-
-
-async def _gateway_process(
-    fake: ShardedDiscord, engine_url: str, folder: Path, shard_ids: str
-) -> asyncio.subprocess.Process:
-    """``oyez run`` (roles and shards from the environment), its output in ``oyez.log``."""
-    env = _gateway_environment(fake, engine_url, folder, shard_ids)
-    with (folder / "oyez.log").open("wb") as log:  # a pipe left unread would stall it
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tests.support.discord_process",
-            "run",
-            cwd=folder,
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=log,
-            stderr=asyncio.subprocess.STDOUT,
-        )
 
 
 @pytest.fixture
