@@ -59,6 +59,8 @@ SPEAKING_S = 600.0
 #: Seconds one blocking read waits at most: under redis-py's socket timeout (5 s by default
 #: since redis-py 8), past which a read blocked on the server fails as a timeout.
 BLOCK_S = 2.0
+#: Seconds one read of the answers blocks: how late an answer awaited since may be read.
+POLL_S = 0.25
 #: Seconds an answer nobody collected is kept.
 REPLY_TTL_S = 600
 #: Jobs kept in each shard's stream at most (approximately; the oldest are trimmed).
@@ -103,6 +105,7 @@ class RelayedDiscordSink:
         self.split_sentences = split_sentences
         self.timeout_s = timeout_s
         self.takeover_s = takeover_s
+        self._answers = _Answers(client)
 
     async def deliver(
         self,
@@ -148,6 +151,8 @@ class RelayedDiscordSink:
             answer = await self._answer(stream, message_id, job, deadline)
         except (RedisError, OSError) as exc:
             return TargetResult(name, False, f"the engine cannot be reached: {exc}")
+        finally:
+            self._answers.forget(reply_of(self.prefix, job))
         if answer is None:
             reason = f"no gateway process of shard {shard} spoke it within {self.timeout_s:g} s"
             return TargetResult(name, False, reason)
@@ -172,16 +177,9 @@ class RelayedDiscordSink:
         return answer
 
     async def _pop(self, reply: str, until: float) -> str | None:
-        """The answer on ``reply``, waited for until the loop's time ``until``, in blocking
-        reads of at most :data:`BLOCK_S`; None if none came."""
-        loop = asyncio.get_running_loop()
-        while True:
-            left_s = until - loop.time()
-            found: Any = await self.client.blpop([reply], timeout=min(max(left_s, 0.01), BLOCK_S))
-            if found is not None:
-                return str(found[1])
-            if left_s <= BLOCK_S:
-                return None
+        """The answer on ``reply``, waited for until the loop's time ``until``; None if none
+        came."""
+        return await self._answers.wait(reply, until - asyncio.get_running_loop().time())
 
     async def _held(self, stream: str, message_id: Any) -> bool:
         """Whether a worker that still claims it has the job (read, not idle too long)."""
@@ -189,6 +187,58 @@ class RelayedDiscordSink:
             stream, GROUP, min=message_id, max=message_id, count=1
         )
         return bool(pending) and pending[0]["time_since_delivered"] < self.takeover_s * 1000
+
+
+class _Answers:
+    """The answers this process waits for, read by one task on one connection: a ``BLPOP`` on
+    every awaited reply list at once, :data:`POLL_S` at a time (a blocked connection per
+    waiting target would use up the engine's pool with an announcement to many channels). A
+    list awaited since the last poll is read at the next, so an answer may come up to
+    :data:`POLL_S` late; none is lost (it waits in its list)."""
+
+    def __init__(self, client: Redis) -> None:
+        self.client = client
+        self._waiting: dict[str, asyncio.Future[str]] = {}
+        self._reader: asyncio.Task[None] | None = None
+
+    async def wait(self, reply: str, timeout_s: float) -> str | None:
+        """The answer on ``reply`` within ``timeout_s``, else None; raises the engine's error
+        when it cannot be read."""
+        future = self._waiting.get(reply)
+        if future is None:
+            future = self._waiting[reply] = asyncio.get_running_loop().create_future()
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read(), name="oyez-discord-relay-answers")
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), max(timeout_s, 0.0))
+        except TimeoutError:
+            return None
+
+    def forget(self, reply: str) -> None:
+        """No longer wait for ``reply``; the reader stops when nothing is awaited."""
+        future = self._waiting.pop(reply, None)
+        if future is not None and future.done() and not future.cancelled():
+            future.exception()  # retrieved: an error nobody awaited any more is not logged
+        elif future is not None:
+            future.cancel()
+        if not self._waiting and self._reader is not None:
+            self._reader.cancel()
+            self._reader = None
+
+    async def _read(self) -> None:
+        from redis.exceptions import RedisError
+
+        try:
+            while keys := [k for k, f in self._waiting.items() if not f.done()]:
+                found: Any = await self.client.blpop(keys, timeout=POLL_S)
+                if found is not None:
+                    future = self._waiting.get(str(found[0]))
+                    if future is not None and not future.done():
+                        future.set_result(str(found[1]))
+        except (RedisError, OSError) as exc:
+            for future in self._waiting.values():
+                if not future.done():
+                    future.set_exception(exc)
 
 
 #: Speaks a request in a channel through this process's bot: its result (and utterance).
@@ -302,6 +352,18 @@ class DeliveryWorker:
                     self._start(stream, str(message_id), fields)
                 if str(cursor) in ("0-0", "0"):
                     break
+            await self._forget_consumers(stream)
+
+    async def _forget_consumers(self, stream: str) -> None:
+        """Delete the group's consumers left with nothing pending and idle for two takeover
+        times (dead processes': each restart adds one). A live one deleted by mistake is
+        made again by its next read."""
+        consumers: Any = await self.client.xinfo_consumers(stream, GROUP)
+        for consumer in consumers:
+            name, idle_ms = str(consumer["name"]), int(consumer["idle"])
+            dead = not consumer["pending"] and idle_ms > 2000 * self.takeover_s
+            if dead and name != self.consumer:
+                await self.client.xgroup_delconsumer(stream, GROUP, name)
 
     async def _deliver(self, stream: str, message_id: str, fields: dict[str, str]) -> None:
         from redis.exceptions import RedisError

@@ -107,8 +107,11 @@ async def test_the_jobs_a_dead_gateway_had_read_are_taken_over(clients: list[Eng
     serving = await _served(worker)
     try:
         results = await asyncio.wait_for(asyncio.gather(*asking), 10)
+        await asyncio.sleep(TAKEOVER_S * 2 + TAKEOVER_S / 3 + 0.2)  # the dead one forgotten
+        consumers: Any = await alive.client.xinfo_consumers(stream, GROUP)  # type: ignore[union-attr]
     finally:
         await _stop(serving)
+    assert [c["name"] for c in consumers] == [worker.consumer]
     assert all(r.ok for r in results), results
     assert sorted(speaker.spoken) == [f"job {n}" for n in range(5)]  # each once
     assert worker.taken_over == 5
@@ -206,3 +209,24 @@ async def test_an_asker_waits_past_its_deadline_for_a_delivery_that_started_befo
         await _stop(serving)
     assert result.ok, result
     assert speaker.spoken == ["long"]
+
+
+async def test_a_hundred_targets_at_once_are_answered_over_one_reading_connection(
+    clients: list[Engine],
+) -> None:
+    """The asker reads every answer it waits for with one BLPOP over all their lists, so an
+    announcement to many channels does not take a pooled connection per channel."""
+    asker, gateway, _ = clients
+    speaker = Speaker(seconds=0.5)
+    serving = await _served(_worker(gateway, speaker))
+    sink = _sink(asker)
+    targets = [DiscordChannel(guild_id=GUILD + 2 * n, channel_id=n + 1) for n in range(100)]
+    try:
+        results = await asyncio.wait_for(
+            asyncio.gather(*(sink.relay(t, SpeechRequest(text=str(t))) for t in targets)), 20
+        )
+    finally:
+        await _stop(serving)
+    assert all(r.ok for r in results), [r for r in results if not r.ok][:3]
+    assert sorted(r.target for r in results) == sorted(str(t) for t in targets)
+    assert sink._answers._reader is None  # stopped: nothing is awaited any more
