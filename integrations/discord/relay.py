@@ -171,9 +171,8 @@ class RelayedDiscordSink:
         give_up = loop.time() + SPEAKING_S
         while answer is None and loop.time() < give_up and await self._held(stream, message_id):
             answer = await self._pop(reply, loop.time() + max(self.takeover_s / 3, 0.1))
-        if answer is None:  # answered (and acknowledged) since the last wait?
-            last = await self.client.lpop(reply)
-            return None if last is None else str(last)
+        if answer is None:  # answered (and acknowledged) since the last wait: the reader's
+            answer = await self._pop(reply, loop.time() + 2 * POLL_S)  # next poll has it
         return answer
 
     async def _pop(self, reply: str, until: float) -> str | None:
