@@ -61,6 +61,8 @@ SPEAKING_S = 600.0
 BLOCK_S = 2.0
 #: Seconds one read of the answers blocks: how late an answer awaited since may be read.
 POLL_S = 0.25
+#: Times a gateway tries to push a job's answer before leaving the job to a takeover.
+ANSWER_TRIES = 5
 #: Seconds an answer nobody collected is kept.
 REPLY_TTL_S = 600
 #: Jobs kept in each shard's stream at most (approximately; the oldest are trimmed).
@@ -365,21 +367,30 @@ class DeliveryWorker:
                 await self.client.xgroup_delconsumer(stream, GROUP, name)
 
     async def _deliver(self, stream: str, message_id: str, fields: dict[str, str]) -> None:
-        from redis.exceptions import RedisError
-
         try:
             result = await self._spoken(fields)
-            reply = reply_of(self.prefix, str(fields.get("id")))
+            await self._answer(stream, message_id, str(fields.get("id")), result)
+        finally:
+            self._held[stream].discard(message_id)
+
+    async def _answer(self, stream: str, message_id: str, job: str, result: TargetResult) -> None:
+        """Push ``result`` and acknowledge the job, in one transaction, tried
+        :data:`ANSWER_TRIES` times a second apart (the job, still claimed meanwhile, would be
+        spoken again once taken over)."""
+        from redis.exceptions import RedisError
+
+        reply = reply_of(self.prefix, job)
+        for attempt in range(1, ANSWER_TRIES + 1):
             try:
                 async with self.client.pipeline(transaction=True) as answer:  # all or none
                     answer.rpush(reply, json.dumps(asdict(result)))
                     answer.expire(reply, REPLY_TTL_S)
                     answer.xack(stream, GROUP, message_id)
                     await answer.execute()
+                return
             except (RedisError, OSError) as exc:
-                log.warning("discord relay: answering job %s failed: %s", fields.get("id"), exc)
-        finally:
-            self._held[stream].discard(message_id)
+                log.warning("discord relay: answering job %s failed (%s): %s", job, attempt, exc)
+                await asyncio.sleep(1)
 
     async def _spoken(self, fields: dict[str, str]) -> TargetResult:
         """The job spoken, or why not: expired (past the asker's deadline) or malformed."""
