@@ -230,3 +230,34 @@ async def test_a_hundred_targets_at_once_are_answered_over_one_reading_connectio
     assert all(r.ok for r in results), [r for r in results if not r.ok][:3]
     assert sorted(r.target for r in results) == sorted(str(t) for t in targets)
     assert sink._answers._reader is None  # stopped: nothing is awaited any more
+
+
+async def test_a_dead_gateways_job_taken_over_after_its_asker_gave_up_is_not_spoken(
+    clients: list[Engine],
+) -> None:
+    asker, dead, alive = clients
+    assert dead.client is not None
+    stream = stream_of(PREFIX, 1)
+    await dead.client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    asking = asyncio.create_task(
+        _sink(asker, timeout_s=0.5).relay(TARGET, SpeechRequest(text="said too late"))
+    )
+    await asyncio.sleep(0.1)
+    await dead.client.xreadgroup(GROUP, "dead-process", {stream: ">"}, count=1)  # then killed
+    result = await asyncio.wait_for(asking, 10)  # its holder idle past the takeover time
+    assert (result.ok, result.error) == (
+        False,
+        "no gateway process of shard 1 spoke it within 0.5 s",
+    )
+    speaker = Speaker()
+    worker = _worker(alive, speaker)
+    serving = await _served(worker)  # the restarted process
+    try:
+        for _ in range(100):
+            if worker.taken_over and not worker._held[stream]:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await _stop(serving)
+    assert worker.taken_over == 1
+    assert speaker.started == []  # answered expired, never spoken
