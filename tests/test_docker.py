@@ -281,6 +281,35 @@ def test_compose_example_runs_two_processes_on_one_redis_with_profile_several(
     assert url == "redis://redis:6379/0"
 
 
+def test_compose_roles_example_runs_each_role_restarted_on_one_redis(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two gateways on their own shards, an api and a coordinator, each restarted by Compose
+    (the gateway failover), every one with a configuration Oyez accepts."""
+    compose = yaml.safe_load((ROOT / "config" / "docker-compose.roles.example.yml").read_text())
+    services = compose["services"]
+    oyez = {n: s for n, s in services.items() if n != "redis"}
+    roles = {n: s["environment"]["OYEZ_RUN__ROLES"] for n, s in oyez.items()}
+    expected = {
+        "gateway-0": "gateway",
+        "gateway-1": "gateway",
+        "api": "api",
+        "coordinator": "coordinator",
+    }
+    assert roles.items() >= expected.items()  # and a synth service, with the synth role
+    assert all(s["restart"] == "unless-stopped" for s in services.values())
+    shards = [
+        services[g]["environment"]["OYEZ_DISCORD__SHARD_IDS"] for g in ("gateway-0", "gateway-1")
+    ]
+    assert shards == ["0,1", "2,3"]
+    counts = {s["environment"]["OYEZ_DISCORD__SHARD_COUNT"] for s in oyez.values()}
+    assert counts == {"4"}
+    for service in oyez.values():
+        assert service["environment"]["OYEZ_ENGINE__URL"] == "redis://redis:6379/0"
+        with monkeypatch.context() as scoped:
+            check_environment(service["environment"], scoped, capsys)
+
+
 # --- the install steps, for real --------------------------------------------------------------
 
 

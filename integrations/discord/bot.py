@@ -42,7 +42,10 @@ from integrations.discord.reading import ChannelReader
 from integrations.discord.settings import DiscordSettings
 from integrations.discord.voice import VoiceConnections
 
-__all__ = ["OyezBot"]
+__all__ = ["LEAVE_TIMEOUT_S", "OyezBot"]
+
+#: Seconds a closing bot waits for its voice connections to close (all at once).
+LEAVE_TIMEOUT_S = 5.0
 
 
 def _intents(settings: DiscordSettings) -> discord.Intents:
@@ -142,9 +145,21 @@ class OyezBot(discord.Client):
         self.announcements.played(item, utterance, error)
         await self.say.played(item, utterance, error)
 
+    async def _leave_voice(self) -> None:
+        """Leave every voice channel at once, for at most :data:`LEAVE_TIMEOUT_S`: discord.py's
+        ``close`` leaves them one after the other, a gateway with hundreds of voice
+        connections would take minutes to stop."""
+        leaving = [asyncio.create_task(v.disconnect(force=True)) for v in self.voice_clients]
+        if leaving:
+            _, late = await asyncio.wait(leaving, timeout=LEAVE_TIMEOUT_S)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*leaving, return_exceptions=True)
+
     async def close(self) -> None:
         self.alone.close()
         await self.voice.close()
+        await self._leave_voice()
         await super().close()
         await self.preferences.close()
         await self.guild_settings.close()

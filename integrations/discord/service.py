@@ -185,6 +185,7 @@ def _relay(parts: Parts, settings: DiscordSettings) -> RelayedDiscordSink | None
         settings.shard_count or 1,
         parts.pipeline,
         split_sentences=settings.split_sentences,
+        takeover_s=settings.relay_takeover_s,
     )
 
 
@@ -207,5 +208,12 @@ def discord_front_end(parts: Parts) -> DiscordFrontEnd | None:
     if relay is not None:
         shards = settings.shard_ids or list(range(settings.shard_count or 1))
         here = DiscordSink(bot).speak_here
-        worker = DeliveryWorker(relay.client, relay.prefix, shards, here, bot.wait_until_ready)
+        worker = DeliveryWorker(
+            relay.client,
+            relay.prefix,
+            shards,
+            here,
+            bot.wait_until_ready,
+            takeover_s=settings.relay_takeover_s,
+        )
     return DiscordFrontEnd(bot, settings, worker)

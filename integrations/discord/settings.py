@@ -65,6 +65,14 @@ class DiscordSettings(BaseModel):
         "OYEZ_DISCORD__SHARD_IDS=0,1); unset: all of them",
     )
 
+    relay_takeover_s: float = Field(
+        15.0,
+        ge=1,
+        le=600,
+        description="Seconds a relayed Discord delivery, read by a gateway process that "
+        "stopped claiming it (it died), waits before a process of its shard takes it over",
+    )
+
     @field_validator("shard_ids", mode="before")
     @classmethod
     def _split_shard_ids(cls, ids: Any) -> Any:

@@ -16,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import threading
 from typing import TYPE_CHECKING, Any
 
 import discord
+from discord.gateway import KeepAliveHandler
 
 from integrations.discord.bot import OyezBot
 from integrations.discord.settings import DiscordSettings
@@ -28,7 +30,13 @@ if TYPE_CHECKING:
 
     from bot.synthesis.pipeline import SpeechPipeline
 
-__all__ = ["IDENTIFY_WINDOW_S", "IdentifyGate", "ShardedOyezBot", "shard_of"]
+__all__ = [
+    "IDENTIFY_WINDOW_S",
+    "IdentifyGate",
+    "ShardedOyezBot",
+    "close_stray_websockets",
+    "shard_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +48,25 @@ IDENTIFY_WINDOW_S = 5.25
 def shard_of(guild_id: int, shard_count: int) -> int:
     """The shard that receives ``guild_id``'s events (Discord's formula)."""
     return (guild_id >> 22) % shard_count
+
+
+async def close_stray_websockets(client: discord.Client) -> int:
+    """Close the gateway websockets of ``client`` still open after its ``close()``; how many.
+
+    discord.py's ``AutoShardedClient.close`` closes the shards it has launched, not one still
+    connecting (its heartbeat thread starts at HELLO, before the IDENTIFY waits its turn):
+    that thread would go on and, once the event loop is closed, fail ("Event loop is closed").
+    Found by their heartbeat threads (discord.py's ``KeepAliveHandler``), which belong to the
+    client whose connection state they were made with."""
+    state = getattr(client, "_connection", None)
+    stray = [
+        t.ws
+        for t in threading.enumerate()
+        if isinstance(t, KeepAliveHandler) and getattr(t.ws, "_connection", None) is state
+    ]
+    for ws in stray:
+        await ws.close(code=1000)
+    return len(stray)
 
 
 class IdentifyGate:
@@ -96,6 +123,7 @@ class ShardedOyezBot(OyezBot, discord.AutoShardedClient):
         )
         self.gate = gate
         self.max_concurrency: int | None = None
+        self._launch: asyncio.Task[None] | None = None
 
     async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
         if self.gate is None:
@@ -105,13 +133,29 @@ class ShardedOyezBot(OyezBot, discord.AutoShardedClient):
             self.max_concurrency = (await self.fetch_session_start_limits()).max_concurrency
         await self.gate.wait(shard_id or 0, self.max_concurrency)
 
+    async def launch_shards(self) -> None:
+        """discord.py's, in a task that :meth:`close` cancels: it would go on launching shards
+        (each IDENTIFY waiting its turn) after the bot closed."""
+        self._launch = asyncio.create_task(super().launch_shards(), name="oyez-discord-shards")
+        try:
+            await self._launch
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not self.is_closed() or (task is not None and task.cancelling()):
+                raise
+
     async def setup_hook(self) -> None:
         if 0 in (self.shard_ids or [0]):
             await super().setup_hook()
 
     async def close(self) -> None:
+        """Close the shards, those still connecting included (see
+        :func:`close_stray_websockets`)."""
+        if self._launch is not None:
+            self._launch.cancel()
         # discord.py's AutoShardedClient.close puts on a queue it makes at login: a bot built
         # but never started (a start-up error elsewhere) would fail to close
         if not hasattr(self, "_AutoShardedClient__queue"):
             self._AutoShardedClient__queue: asyncio.PriorityQueue[Any] = asyncio.PriorityQueue()
         await super().close()
+        await close_stray_websockets(self)

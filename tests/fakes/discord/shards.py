@@ -107,8 +107,8 @@ class _Connection:
 class ShardedDiscord(FakeDiscord):
     """:class:`FakeDiscord` with ``guilds`` generated guilds over ``shard_count`` shards.
 
-    Logs: :attr:`identifies`, :attr:`invalid_sessions` (shard ids refused with op 9),
-    :attr:`guild_creates` (guild id → the shards it was sent on)."""
+    Logs: :attr:`hellos`, :attr:`identifies`, :attr:`invalid_sessions` (shard ids refused
+    with op 9), :attr:`guild_creates` (guild id → the shards it was sent on)."""
 
     def __init__(
         self,
@@ -123,6 +123,8 @@ class ShardedDiscord(FakeDiscord):
         self.max_concurrency = max_concurrency
         self.guild_ids = [(FIRST_GUILD + n) << 22 for n in range(guilds)]
         self.identifies: list[Identify] = []
+        #: When each gateway connection was greeted (HELLO sent), ``time.monotonic()``.
+        self.hellos: list[float] = []
         self.invalid_sessions: list[int] = []
         self.guild_creates: dict[int, list[int]] = defaultdict(list)
         self.guild_voice: dict[int, dict[str, str | None]] = {}
@@ -146,6 +148,7 @@ class ShardedDiscord(FakeDiscord):
         connection = _Connection(ws)
         try:
             await self._send_to(connection, {"op": HELLO, "d": {"heartbeat_interval": 41_250}})
+            self.hellos.append(time.monotonic())
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
                     await self._on_shard_message(connection, json.loads(msg.data))

@@ -5,10 +5,9 @@ against the simulated Discord that shards (:mod:`tests.fakes.discord.shards`).""
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
-import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -17,6 +16,7 @@ from pathlib import Path
 import aiohttp
 import discord
 import pytest
+from discord.gateway import KeepAliveHandler
 
 from bot.announce.model import TargetResult
 from bot.errors import ConfigError
@@ -29,15 +29,22 @@ from bot.synthesis.pipeline import SpeechPipeline
 from integrations.discord.relay import DeliveryWorker
 from integrations.discord.service import DiscordFrontEnd, DiscordSink
 from integrations.discord.settings import DiscordSettings
-from integrations.discord.shards import IdentifyGate, ShardedOyezBot, shard_of
+from integrations.discord.shards import (
+    IdentifyGate,
+    ShardedOyezBot,
+    close_stray_websockets,
+    shard_of,
+)
 from tests.fakes.discord import client_options, patched_discord, running
 from tests.fakes.discord.listening import heard, runs
 from tests.fakes.discord.shards import IDENTIFY_WINDOW_S, ShardedDiscord
 from tests.support.asr import Transcriber, word_error_rate
+from tests.support.discord_process import gateway_process
 from tests.support.redis_server import redis_server, redis_url  # noqa: F401
 
 TEXT = "The washing machine has finished."
 GUILDS, SHARDS, MAX_CONCURRENCY = 1000, 4, 2
+SAID_IN = 50  # guilds picked at random for /say in the two-process test
 
 
 @pytest.mark.parametrize(
@@ -210,7 +217,48 @@ async def test_without_the_gate_two_processes_identify_in_one_bucket_at_once(
         for task in tasks:  # discord.py's close leaves a shard still launching retrying
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # and the shard still launching keeps its heartbeat thread, which fails once the
+        # loop is closed (in a later test): close it
+        stray = [await close_stray_websockets(client) for client in clients]
     assert fake.invalid_sessions[0] % MAX_CONCURRENCY == 0  # shards 0 and 2, both first
+    assert sum(stray) >= 1
+    await _no_heartbeats_left()
+
+
+async def _no_heartbeats_left() -> None:
+    """Every discord.py gateway heartbeat thread has stopped (within a second)."""
+    for _ in range(100):
+        alive = [t.name for t in threading.enumerate() if isinstance(t, KeepAliveHandler)]
+        if not alive:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"heartbeat threads still running: {alive}")
+
+
+async def test_a_sharded_bot_closed_while_its_shards_connect_leaves_no_heartbeat(
+    small_sharded_discord: ShardedDiscord,
+) -> None:
+    """Closed while its second shard waits its turn to identify (after HELLO, its heartbeat
+    thread running), the bot closes that connection too, and launches no more shards."""
+    fake = small_sharded_discord
+    bot = ShardedOyezBot(
+        SpeechPipeline(config.load()),
+        DiscordSettings(shard_count=SHARDS, shard_ids=[0, 2]),  # one bucket: 5 s between
+        **client_options(),
+    )
+    task = asyncio.create_task(bot.start("fake.bot.token"))
+    try:
+        await fake.wait_for(lambda: fake.identifies, timeout_s=10, what="shard 0's identify")
+        await asyncio.sleep(0.5)  # shard 2 connected and waits in before_identify_hook
+        await bot.close()
+        await asyncio.wait_for(task, 10)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await bot.pipeline.aclose()
+    await _no_heartbeats_left()
+    await asyncio.sleep(0.5)
+    assert [i.shard_id for i in fake.identifies] == [0]  # shard 2 never identified
 
 
 async def test_two_oyez_run_gateway_processes_share_the_shards(
@@ -219,10 +267,11 @@ async def test_two_oyez_run_gateway_processes_share_the_shards(
     tmp_path: Path,
     transcriber: Transcriber,
 ) -> None:
-    """``oyez run --role gateway`` twice, the shards of each from the environment."""
+    """``oyez run --role gateway`` twice, the shards of each from the environment; /say in
+    50 of the 1,000 guilds, picked at random, is heard in all 50 (ASR on a sample)."""
     fake = sharded_discord
     processes = [
-        await _gateway_process(fake, redis_url, tmp_path / f"process-{n}", ids)
+        await gateway_process(fake, redis_url, tmp_path / f"process-{n}", SHARDS, ids)
         for n, ids in enumerate(["0,1", "2,3"])
     ]
     try:
@@ -235,19 +284,23 @@ async def test_two_oyez_run_gateway_processes_share_the_shards(
         assert fake.invalid_sessions == []
         assert sorted(i.shard_id for i in fake.identifies) == [0, 1, 2, 3]
         assert all(len(shards) == 1 for shards in fake.guild_creates.values())
-        chosen = random.Random(1919).sample(fake.guild_ids, 3)
+        chosen = random.Random(1919).sample(fake.guild_ids, SAID_IN)
+        started = time.monotonic()
         sent = [await fake.send_interaction_in(g, "say", {"text": TEXT}) for g in chosen]
-        for interaction in sent:
-            await fake.wait_for(
-                lambda i=interaction: [  # type: ignore[misc]
-                    f for f in fake.followups_to(i) if f.content and "Said:" in f.content
-                ],
-                timeout_s=40,
-                what="the /say reply",
-            )
-        for guild_id in chosen:
+        await fake.wait_for(
+            lambda: all(
+                any(f.content and "Said:" in f.content for f in fake.followups_to(i)) for i in sent
+            ),
+            timeout_s=90,
+            what=f"the {SAID_IN} /say replies",
+        )
+        took_s = time.monotonic() - started
+        # heard in each: the voice server received one utterance in every guild
+        assert [len(runs(fake.packets_of(g))) for g in chosen] == [1] * SAID_IN
+        for guild_id in random.Random(19).sample(chosen, 3):  # and recognised in a sample
             (run,) = runs(fake.packets_of(guild_id))
             assert word_error_rate(TEXT, heard(run, transcriber)) <= 0.2, guild_id
+        print(f"/say in {SAID_IN} guilds over two processes: all replied in {took_s:.1f} s")
         assert len(fake.sync_calls) == 1  # only shard 0's process registers the commands
     finally:
         for process in processes:
@@ -264,50 +317,6 @@ async def test_two_oyez_run_gateway_processes_share_the_shards(
 async def _cancelled(task: asyncio.Task[None]) -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-
-
-REPOSITORY = Path(__file__).resolve().parents[3]
-
-
-def _gateway_environment(
-    fake: ShardedDiscord, engine_url: str, folder: Path, shard_ids: str
-) -> dict[str, str]:
-    folder.mkdir()
-    env = dict(os.environ)  # the test's: no developer's OYEZ_*, Piper without noise
-    env.update(
-        PYTHONPATH=str(REPOSITORY),
-        OYEZ_DATA_DIR=str(folder / "data"),
-        OYEZ_ENGINE__URL=engine_url,
-        OYEZ_RUN__ROLES="gateway",
-        OYEZ_DISCORD__TOKEN="MTAwMA.secret-bot-token",
-        OYEZ_DISCORD__API_BASE_URL=fake.api_base,
-        OYEZ_DISCORD__GATEWAY_URL=fake.gateway_url,
-        OYEZ_DISCORD__SHARD_COUNT=str(SHARDS),
-        OYEZ_DISCORD__SHARD_IDS=shard_ids,
-        OYEZ_DISCORD__IDLE_TIMEOUT_S="60",
-        OYEZ_HTTP__HOST="127.0.0.1",
-        OYEZ_HTTP__PORT="0",
-    )
-    return env
-
-
-async def _gateway_process(
-    fake: ShardedDiscord, engine_url: str, folder: Path, shard_ids: str
-) -> asyncio.subprocess.Process:
-    """``oyez run`` (roles and shards from the environment), its output in ``oyez.log``."""
-    env = _gateway_environment(fake, engine_url, folder, shard_ids)
-    with (folder / "oyez.log").open("wb") as log:  # a pipe left unread would stall it
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tests.support.discord_process",
-            "run",
-            cwd=folder,
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=log,
-            stderr=asyncio.subprocess.STDOUT,
-        )
 
 
 @pytest.fixture
