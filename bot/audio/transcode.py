@@ -155,7 +155,10 @@ def profile_spec(profile: OutputProfile, settings: AudioSettings) -> ProfileSpec
 
 @dataclass(frozen=True, slots=True)
 class Loudness:
-    """An EBU R128 measurement: integrated loudness (LUFS) and true peak (dBTP)."""
+    """An EBU R128 measurement: integrated loudness (LUFS) and true peak (dBTP). Audio that
+    went through the normalisation rounds (:meth:`Transcoder.transcode`) carries its sample
+    peak (dBFS, the level the limiter holds) in ``true_peak_dbtp``: its true peak is not
+    measured there, as nothing reads it."""
 
     integrated_lufs: float
     true_peak_dbtp: float
@@ -522,7 +525,7 @@ class Transcoder:
             ceiling = s.true_peak_dbtp if limit else None
             result = self._pcm(
                 await self._in_process(
-                    libav.gained,
+                    _gained_sample_peak,
                     pcm.data,
                     pcm.sample_rate,
                     applied,
@@ -625,6 +628,15 @@ class Transcoder:
         if result.loudness.is_silent:
             return None  # measured as it is, as normalise leaves silence
         return result, applied
+
+
+def _gained_sample_peak(
+    data: bytes, sample_rate: int, gain_db: float, ceiling_dbtp: float | None
+) -> libav.Metered:
+    """:func:`libav.gained` metering the sample peak, not the true peak: a round's peak decides
+    nothing (the limiter holds the sample peaks under the ceiling) and the true peak's 4×
+    oversampling is ~60 % of a round's time (4.6 against 1.6 ms for 2.7 s of Piper's speech)."""
+    return libav.gained(data, sample_rate, gain_db, ceiling_dbtp, true_peak=False)
 
 
 def _slope(tried: Sequence[tuple[float, float]]) -> float:

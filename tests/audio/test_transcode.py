@@ -229,9 +229,9 @@ async def test_a_voices_learned_gain_skips_the_measuring_pass(
     def counted(name: str) -> Callable[..., libav.Metered]:
         work = getattr(libav, name)
 
-        def run(*args: Any) -> libav.Metered:
+        def run(*args: Any, **kwargs: Any) -> libav.Metered:
             passes.append(name)
-            return work(*args)  # type: ignore[no-any-return]
+            return work(*args, **kwargs)  # type: ignore[no-any-return]
 
         return run
 
