@@ -78,7 +78,8 @@ REPEATED = "The post has arrived and is waiting by the door."
 
 
 def fresh_sentences(count: int, offset: int = 0) -> Iterator[str]:
-    """``count`` sentences, all different (and different for each ``offset``)."""
+    """``count`` sentences, all different (and different for each ``offset``); sentence
+    ``i`` is sentence ``i + 300`` again."""
     for i in range(offset, offset + count):
         subject = SUBJECTS[i % len(SUBJECTS)]
         event = EVENTS[(i // len(SUBJECTS)) % len(EVENTS)]
@@ -86,9 +87,10 @@ def fresh_sentences(count: int, offset: int = 0) -> Iterator[str]:
 
 
 def long_announcement(i: int) -> str:
-    """A fresh three-sentence announcement."""
+    """A fresh three-sentence announcement (four sentences, none of them said by another
+    ``i`` below 100, nor by :func:`fresh_sentences` from 0 to 200)."""
     first, second, third = fresh_sentences(3, 500 + 3 * i)
-    return f"{first} {second} Please check it before {i % 9 + 1} o'clock tonight. {third}"
+    return f"{first} {second} Please check it before {i % 9 + 1} {10 + i % 50} tonight. {third}"
 
 
 @dataclass

@@ -112,8 +112,14 @@ async def measure(tmp: Path, runs: int) -> list[Server]:
                 Server("Oyez", oyez_port, f"piper/{VOICE}"),
             ]
             await rounds(servers, "warm-up", ["Warming up.", "Still warming up. Nearly there."])
-            await rounds(servers, "fresh", list(fresh_sentences(runs, 200)))
-            await rounds(servers, "long", [long_announcement(100 + i) for i in range(runs)])
+            fresh = list(fresh_sentences(runs, 100))
+            # sentences 800 + 3i on: 200 + 3i again, none of the fresh ones (a cached sentence
+            # would be Oyez's first chunk)
+            long = [long_announcement(100 + i) for i in range(runs)]
+            if any(sentence in text for sentence in fresh for text in long):
+                raise SystemExit(f"--runs {runs}: the long texts repeat a fresh sentence")
+            await rounds(servers, "fresh", fresh)
+            await rounds(servers, "long", long)
             return servers
 
 

@@ -92,9 +92,13 @@ def _run(
     frames: Sequence[AudioFrame],
     source: tuple[str, int, str],
     chain: Sequence[tuple[str, str]],
+    *,
+    true_peak: bool = True,
 ) -> Metered:
     """``frames`` (PyAV's sample format, rate in Hz, channel layout) through ``chain`` then out
-    as s16 mono at the rate the chain ends at, metered by ``ebur128``."""
+    as s16 mono at the rate the chain ends at, metered by ``ebur128`` (its peak the true peak,
+    or with ``true_peak`` False the sample peak: ~60 % of the meter's time is the true peak's
+    4× oversampling)."""
     import av
     import av.filter
 
@@ -110,13 +114,14 @@ def _run(
         *(graph.add(name, args) for name, args in chain),
         # s16 before the meter: it measures what is encoded; after it, as ebur128 gives doubles
         graph.add("aformat", "sample_fmts=s16:channel_layouts=mono"),
-        graph.add("ebur128", "metadata=1:peak=true"),
+        graph.add("ebur128", f"metadata=1:peak={'true' if true_peak else 'sample'}"),
         graph.add("aformat", "sample_fmts=s16:channel_layouts=mono"),
         graph.add("abuffersink"),
     ]
     graph.link_nodes(*nodes).configure()
     out: list[bytes] = []
     integrated, peak, rate = _NO_MEASUREMENT_LUFS, 0.0, sample_rate
+    peak_tag = "lavfi.r128.true_peak" if true_peak else "lavfi.r128.sample_peak"
 
     def drain() -> None:
         nonlocal integrated, peak, rate
@@ -131,7 +136,7 @@ def _run(
             tags = frame.metadata
             if "lavfi.r128.I" in tags:
                 integrated = float(tags["lavfi.r128.I"])
-                peak = max(peak, float(tags.get("lavfi.r128.true_peak", 0.0)))
+                peak = max(peak, float(tags.get(peak_tag, 0.0)))
 
     for frame in frames:
         graph.push(frame)
@@ -185,15 +190,23 @@ def decoded(
     return _run(frames, shape, _resampled(first.sample_rate, out_rate))
 
 
-def gained(data: bytes, sample_rate: int, gain_db: float, ceiling_dbtp: float | None) -> Metered:
+def gained(
+    data: bytes,
+    sample_rate: int,
+    gain_db: float,
+    ceiling_dbtp: float | None,
+    *,
+    true_peak: bool = True,
+) -> Metered:
     """PCM s16le mono with ``gain_db`` applied and, with a ``ceiling_dbtp``, its peaks held under
-    it by the limiter :func:`bot.audio.transcode.metered_graph` uses, then measured."""
+    it by the limiter :func:`bot.audio.transcode.metered_graph` uses, then measured (with
+    ``true_peak`` False, its peak is the sample peak: see :func:`_run`)."""
     chain = [("volume", f"{gain_db:.2f}dB")]
     if ceiling_dbtp is not None:
         ceiling = 10 ** (ceiling_dbtp / 20)
         chain.append(("alimiter", f"limit={ceiling:.4f}:attack=5:release=50:level=false"))
     frames = _frames(data, AudioEncoding.PCM_S16LE, sample_rate, 1)
-    return _run(frames, ("s16", sample_rate, "mono"), chain)
+    return _run(frames, ("s16", sample_rate, "mono"), chain, true_peak=true_peak)
 
 
 def encodable(codec: str, muxer: str) -> bool:

@@ -94,6 +94,7 @@ class AudioSettings(BaseModel):
     true_peak_dbtp: float = Field(-1.5, ge=-9.0, le=0.0)
     discord_bitrate_kbps: int = Field(64, ge=16, le=510)
     mp3_bitrate_kbps: int = Field(128, ge=128, le=320)
+    mp3_channels: int = Field(1, ge=1, le=2)
     ffmpeg_path: Path | None = None
     ffmpeg_timeout_s: float = Field(30.0, gt=0, le=600)
 

@@ -114,9 +114,10 @@ class SpeechPipeline:
         return self._cache
 
     def cache_key(self, prepared: PreparedRequest) -> str:
-        audio = self.settings.audio.model_dump(
-            mode="json", exclude={"ffmpeg_path", "ffmpeg_timeout_s"}
-        )
+        exclude = {"ffmpeg_path", "ffmpeg_timeout_s"}
+        if prepared.request.output is not OutputProfile.MP3:
+            exclude.add("mp3_channels")  # MP3's own: the other profiles' keys stay as they were
+        audio = self.settings.audio.model_dump(mode="json", exclude=exclude)
         return cache_key(
             voice=prepared.voice,
             options=prepared.options,

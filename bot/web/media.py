@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,6 +49,7 @@ class SharedMediaStore(MediaStore):
         self.clock = clock
         self._expiry = {}
         self._growing = {}
+        self._kept = OrderedDict()
         directory.mkdir(parents=True, exist_ok=True)
 
     def _shared_name(self, extension: str, ttl_s: float | None) -> str:

@@ -2,11 +2,12 @@
 
 :class:`MediaStore` serves each announcement at ``<public_url>/media/<token>.<ext>`` (128 random
 bits) until ``http.media_ttl_s`` (600 s) passes; aiohttp's ``FileResponse`` answers the Range
-requests (206, 416) players send. A file can also be published while it is still being made
-(:class:`GrowingMedia`): a plain GET is answered at once, chunked (no ``Content-Length``), each
-part sent as soon as it is made (``Range: bytes=0-``, which players send for the whole file, is
-answered the same way: a server may ignore a Range, RFC 9110 §14.2); HEAD and other Range
-requests wait for the whole file.
+requests (206, 416) players send, and a GET of the whole file is answered from memory while the
+file is among the last written (:data:`KEPT_IN_MEMORY_BYTES`). A file can also be published
+while it is still being made (:class:`GrowingMedia`): a plain GET is answered at once, chunked
+(no ``Content-Length``), each part sent as soon as it is made (``Range: bytes=0-``, which
+players send for the whole file, is answered the same way: a server may ignore a Range, RFC
+9110 §14.2); HEAD and other Range requests wait for the whole file.
 
 The API under ``/api/v1`` needs ``Authorization: Bearer <http.api_token>`` and is off (404)
 without one. Other parts add their routes with :meth:`OyezServer.add_routes` before
@@ -23,6 +24,7 @@ import json
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,9 @@ _TOKEN_BYTES = 16  # 128 bits
 _CONTENT_TYPES = {p.extension.removeprefix("."): p.mime_type for p in OutputProfile}
 #: Largest API request body, bytes.
 MAX_BODY = 64 * 1024
+#: Bytes of the media written last kept in memory too: a GET of a whole file (what a speaker
+#: sends first) is answered from them, without the worker-thread hops of a file response.
+KEPT_IN_MEMORY_BYTES = 16 * 1024 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -181,6 +186,7 @@ class MediaStore:
         self.clock = clock
         self._expiry: dict[str, float] = {}
         self._growing: dict[str, GrowingMedia] = {}
+        self._kept: OrderedDict[str, bytes] = OrderedDict()
         directory.mkdir(parents=True, exist_ok=True)
         for stale in directory.glob("*.*"):  # left by an earlier run: their URLs are gone
             stale.unlink(missing_ok=True)
@@ -219,6 +225,16 @@ class MediaStore:
         temporary = path.with_suffix(".part")
         temporary.write_bytes(audio)
         temporary.replace(path)
+        self._keep(name, audio)
+
+    def _keep(self, name: str, audio: bytes) -> None:
+        """``audio`` kept in memory as ``name``, the oldest let go past
+        :data:`KEPT_IN_MEMORY_BYTES`."""
+        kept = self._kept
+        kept[name] = audio
+        total = sum(len(data) for data in kept.values())
+        while total > KEPT_IN_MEMORY_BYTES and kept:
+            total -= len(kept.popitem(last=False)[1])
 
     def path(self, name: str) -> Path | None:
         """The file behind ``name`` while it is valid, else None."""
@@ -241,20 +257,27 @@ class MediaStore:
     def _remove(self, name: str) -> None:
         self._expiry.pop(name, None)
         self._growing.pop(name, None)
+        self._kept.pop(name, None)
         (self.directory / name).unlink(missing_ok=True)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         path = self.path(name)
         growing = self._growing.get(name) if path is not None else None
+        whole = request.method == "GET" and (
+            request.headers.get("Range", "bytes=0-").replace(" ", "") == "bytes=0-"
+        )
         if growing is not None:
-            whole = request.headers.get("Range", "bytes=0-").replace(" ", "") == "bytes=0-"
-            if request.method == "GET" and whole:
+            if whole:
                 return await self._stream(request, name, growing)
             await growing.wait()  # HEAD, Range: only a whole file has a length
             path = self.path(name)
         if path is None or not path.is_file():
             return json_error(404, "no such media, or it expired")
+        kept = self._kept.get(name) if whole else None
+        if kept is not None:  # the whole file (a server may ignore a Range: RFC 9110 §14.2)
+            headers = {"Content-Type": _content_type(name), "Accept-Ranges": "bytes"}
+            return web.Response(body=kept, headers=headers)
         return web.FileResponse(path, headers={"Content-Type": _content_type(name)})
 
     @staticmethod

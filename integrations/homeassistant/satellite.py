@@ -27,6 +27,7 @@ from bot.speech import OutputProfile, SpeechRequest, Utterance
 from bot.synthesis.pipeline import SpeechPipeline
 from bot.web.server import MediaStore
 from integrations.homeassistant.sink import is_url, read_chime_file
+from integrations.homeassistant.visit import StateReader
 from integrations.homeassistant.websocket import (
     CommandFailed,
     HomeAssistantClient,
@@ -55,8 +56,11 @@ class SatelliteSink:
         pipeline: SpeechPipeline,
         media: MediaStore,
         settings: AnnounceSettings,
+        states: StateReader | None = None,
     ) -> None:
         self.client = client
+        #: Satellites' states (shared with the speakers': kept warm, or one ``get_states``).
+        self.states = states or StateReader(client)
         self.pipeline = pipeline
         self.media = media
         self.settings = settings
@@ -78,7 +82,8 @@ class SatelliteSink:
             log.warning("announcement %s: not synthesized: %s", request.id, exc)
             return everyone(str(exc)), None
         try:
-            states = {s.get("entity_id"): s for s in await self.client.get_states()}
+            found = await asyncio.gather(*(self.states.state(e) for e in entities))
+            states = dict(zip(entities, found, strict=True))
         except HomeAssistantError as exc:
             return everyone(f"Home Assistant: {exc}"), utterance
         data: dict[str, Any] = {

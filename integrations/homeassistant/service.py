@@ -37,6 +37,8 @@ from bot.web.server import is_loopback_url
 from integrations.homeassistant.satellite import SatelliteSink
 from integrations.homeassistant.settings import HomeAssistantSettings
 from integrations.homeassistant.sink import MediaPlayerSink
+from integrations.homeassistant.states import EntityStates
+from integrations.homeassistant.visit import StateReader
 from integrations.homeassistant.websocket import (
     CommandFailed,
     HomeAssistantClient,
@@ -112,6 +114,8 @@ class HomeAssistantFrontEnd:
         once started, a dropped connection is re-established for as long as Oyez runs."""
         self._warn_unreachable_media()
         log.info("home assistant: connecting to %s", _safe_url(self.settings.base_url()))
+        if self.sink is not None:
+            await self.sink.start()  # subscribed with the connection: states warm from the start
         await self.client.connect()
         try:
             await self.client.subscribe_events(self.settings.event_type, self._on_event)
@@ -306,16 +310,18 @@ def homeassistant_front_end(parts: Parts) -> HomeAssistantFrontEnd | None:
         ping_interval_s=settings.ping_interval_s,
         request_timeout_s=settings.request_timeout_s,
     )
+    states = StateReader(client, EntityStates(client))
     sink = MediaPlayerSink(
         client,
         parts.pipeline,
         parts.server.media,
         parts.settings.announce,
         speakers=settings.speakers,
+        states=states,
     )
     parts.announcer.add_sink(sink)
     parts.announcer.add_sink(
-        SatelliteSink(client, parts.pipeline, parts.server.media, parts.settings.announce)
+        SatelliteSink(client, parts.pipeline, parts.server.media, parts.settings.announce, states)
     )
     front_end = HomeAssistantFrontEnd(client, parts.announcer, settings, parts.settings.http, sink)
     if parts.engine is not None and not parts.engine.embedded:

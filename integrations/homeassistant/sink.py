@@ -4,10 +4,12 @@ Made once for all speakers, published at an expiring URL (:class:`~bot.web.serve
 then given to each speaker's line (:class:`~integrations.homeassistant.speakers.SpeakerQueues`):
 one announcement at a time per speaker, all speakers at once. At each speaker a
 :class:`~integrations.homeassistant.visit.SpeakerVisit` reads its state (``play_media`` on a
-missing or ``unavailable`` entity "succeeds", so that is checked: first, or alongside
-``play_media`` when nothing else is needed from the state), sets the volume, calls
-``play_media`` and puts the speaker back after. A chime is mixed into the same MP3
-(:mod:`bot.audio.mix`): a second ``play_media`` would cut the first one short.
+missing or ``unavailable`` entity "succeeds", so that is checked), from the states Home
+Assistant keeps sending (:mod:`~integrations.homeassistant.states`: no round trip) or, while
+they are not current, with ``get_states`` (alongside ``play_media`` when nothing else is
+needed from the state), sets the volume, calls ``play_media`` and puts the speaker back after.
+A chime is mixed into the same MP3 (:mod:`bot.audio.mix`): a second ``play_media`` would cut
+the first one short.
 
 Without a chime the MP3 grows while it is made (:class:`~bot.web.server.GrowingMedia`): its
 URL goes to the speakers once its first sentence is made (a speaker is never stopped for an
@@ -43,7 +45,7 @@ from bot.web.server import GrowingMedia, MediaStore
 from integrations.homeassistant.settings import SpeakerSettings
 from integrations.homeassistant.speakers import SpeakerQueues
 from integrations.homeassistant.visit import Playback, SpeakerVisit, StateReader
-from integrations.homeassistant.websocket import HomeAssistantClient
+from integrations.homeassistant.websocket import CommandFailed, HomeAssistantClient
 
 __all__ = ["MediaPlayerSink", "speaker_title"]
 
@@ -100,6 +102,7 @@ class MediaPlayerSink:
         session: aiohttp.ClientSession | None = None,
         speakers: Mapping[str, SpeakerSettings] | None = None,
         restore_margin_s: float = 1.0,
+        states: StateReader | None = None,
     ) -> None:
         self.client = client
         self.pipeline = pipeline
@@ -111,11 +114,22 @@ class MediaPlayerSink:
         #: speaker's own delay in fetching and starting it).
         self.restore_margin_s = restore_margin_s
         self.queues: SpeakerQueues[Playback] = SpeakerQueues(self._visit)
-        self.states = StateReader(client)
+        #: Speakers' states (give one with :class:`EntityStates` to read them with no round
+        #: trip; :meth:`start` subscribes it).
+        self.states = states or StateReader(client)
         self._session = session
         self._owns_session = session is None
         self._chimes: OrderedDict[str, PcmAudio] = OrderedDict()
         self._chime_lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Keep the speakers' states warm (subscribed now, or with the next connection); a
+        Home Assistant that refuses it leaves every read to ``get_states``."""
+        if self.states.warm is not None:
+            try:
+                await self.states.warm.start()
+            except CommandFailed as exc:
+                log.warning("home assistant: speaker states not kept warm: %s", exc)
 
     # -- delivery ------------------------------------------------------------------------------
 

@@ -2,8 +2,10 @@
 
 A visit is a run of announcements played back to back on one ``media_player``
 (:class:`~integrations.homeassistant.speakers.SpeakerQueues` makes them). Before the first,
-its state is kept (:class:`Snapshot`); each announcement is a ``play_media`` (its volume set
-first; sent while the state is read when the speaker announces and no volume is to be set);
+its state is kept (:class:`Snapshot`, from the states Home Assistant keeps sending, else one
+``get_states``: :class:`StateReader`); each announcement is a ``play_media`` (its volume set
+first; without kept states, sent while the state is read when the speaker announces and no
+volume is to be set);
 after the last, the volume is put back and, on a speaker without announce support, what was
 playing is played again from where it was.
 
@@ -27,6 +29,7 @@ from bot.announce.model import TargetResult
 from bot.ops.metrics import TIME_TO_FIRST_AUDIO
 from bot.speech import Priority, SpeechRequest
 from integrations.homeassistant.settings import SpeakerMode, SpeakerSettings
+from integrations.homeassistant.states import EntityStates
 from integrations.homeassistant.websocket import (
     CommandFailed,
     HomeAssistantClient,
@@ -160,28 +163,44 @@ class Snapshot:
 
 
 class StateReader:
-    """Speakers' states from ``get_states``: callers that ask while one is under way share it
-    (an announcement to ten speakers reads every state once, not ten times)."""
+    """Speakers' states: from the warm :class:`~integrations.homeassistant.states.EntityStates`
+    when it is current (no round trip), else from ``get_states``, which callers that ask
+    while one is under way share (an announcement to ten speakers reads every state once)."""
 
-    def __init__(self, client: HomeAssistantClient) -> None:
+    def __init__(self, client: HomeAssistantClient, warm: EntityStates | None = None) -> None:
         self.client = client
+        #: The states kept current by Home Assistant's events (None: every read asks).
+        self.warm = warm
         #: Each speaker's ``supported_features`` as last read (they hardly ever change).
         self.features: dict[str, int] = {}
+        #: How many ``get_states`` were sent.
+        self.reads = 0
         self._pending: asyncio.Task[list[dict[str, Any]]] | None = None
+
+    def knows(self, entity_id: str) -> bool:
+        """Whether :meth:`state` answers ``entity_id`` at once, with no round trip."""
+        return self.warm is not None and self.warm.known(entity_id)
 
     async def state(self, entity_id: str) -> dict[str, Any] | None:
         """``entity_id``'s state, None when Home Assistant has no such entity. Raises
         :class:`HomeAssistantError`."""
+        if self.warm is not None and self.warm.known(entity_id):
+            found = self.warm.get(entity_id)
+        else:
+            found = await self._read(entity_id)
+        if found is not None:
+            self.features[entity_id] = Snapshot.of(found).features
+        return found
+
+    async def _read(self, entity_id: str) -> dict[str, Any] | None:
         pending = self._pending
         if pending is None:
+            self.reads += 1
             pending = asyncio.create_task(self.client.get_states(), name="oyez-ha-states")
             self._pending = pending
             pending.add_done_callback(self._done)
         states = await asyncio.shield(pending)
-        found = next((s for s in states if s.get("entity_id") == entity_id), None)
-        if found is not None:
-            self.features[entity_id] = Snapshot.of(found).features
-        return found
+        return next((s for s in states if s.get("entity_id") == entity_id), None)
 
     def _done(self, task: asyncio.Task[list[dict[str, Any]]]) -> None:
         if self._pending is task:
@@ -239,7 +258,7 @@ class SpeakerVisit:
             return self._result(
                 f"its ttl ran out while the speaker was busy ({late:.0f} s late)", expired=True
             )
-        if self._blind(playback):
+        if self._blind(playback) and not self.states.knows(self.entity_id):
             return await self._play_while_reading(playback)
         try:
             state = await self._state()

@@ -36,6 +36,7 @@ __all__ = [
     "HomeAssistantClient",
     "HomeAssistantError",
     "HomeAssistantEvent",
+    "StreamHandler",
 ]
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,8 @@ class HomeAssistantEvent:
 
 
 EventHandler = Callable[[HomeAssistantEvent], Awaitable[None]]
+#: Called with (the subscription's id, its event's ``event`` payload), in the reader task.
+StreamHandler = Callable[[int, dict[str, Any]], None]
 
 
 @dataclass(slots=True)
@@ -109,6 +112,7 @@ class _Connection:
 
     ws: aiohttp.ClientWebSocketResponse
     handlers: dict[int, EventHandler] = field(default_factory=dict)
+    streams: dict[int, StreamHandler] = field(default_factory=dict)
     reader: asyncio.Task[str] | None = None
     pinger: asyncio.Task[str] | None = None
 
@@ -150,6 +154,7 @@ class HomeAssistantClient:
         self._send_lock = asyncio.Lock()
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._subscriptions: list[tuple[str, EventHandler]] = []
+        self._streams: list[tuple[dict[str, Any], StreamHandler]] = []
         self._events: asyncio.Queue[tuple[EventHandler, HomeAssistantEvent]] = asyncio.Queue()
         self._supervisor: asyncio.Task[None] | None = None
         self._dispatcher: asyncio.Task[None] | None = None
@@ -339,6 +344,33 @@ class HomeAssistantClient:
                 async with asyncio.timeout(self.request_timeout_s):
                     await self._command_on(connection, message)
 
+    async def subscribe_stream(self, message: dict[str, Any], handler: StreamHandler) -> None:
+        """Send the subscription command ``message`` (without ``id``; e.g. ``subscribe_entities``)
+        on this connection and on every later one, and call ``handler(subscription_id,
+        event)`` with the ``event`` of each of its messages, in the reader task, in the order
+        they came: it must be quick and must not block. A new subscription id means a new
+        connection (what came before it may be stale). Raises :class:`CommandFailed` when Home
+        Assistant refuses it now; a refusal on a later connection is logged, and that
+        connection goes on without it."""
+        self._streams.append((message, handler))
+        connection = self._connection
+        if self.connected and connection is not None:
+            try:
+                await self._subscribe_stream(connection, message, handler)
+            except ConnectionLost:
+                pass  # made again on the next connection
+            except BaseException:
+                self._streams.remove((message, handler))
+                raise
+
+    def stream_id(self, handler: StreamHandler) -> int | None:
+        """The id of ``handler``'s subscription on the current connection; None while not
+        connected, or before Home Assistant accepted it."""
+        connection = self._connection
+        if connection is None or not self.connected:
+            return None
+        return next((i for i, h in connection.streams.items() if h == handler), None)
+
     # -- inside --------------------------------------------------------------------------------
 
     async def _command_on(
@@ -346,6 +378,7 @@ class HomeAssistantClient:
         connection: _Connection,
         message: dict[str, Any],
         handler: EventHandler | None = None,
+        stream: StreamHandler | None = None,
     ) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         async with self._send_lock:  # ids must reach Home Assistant in increasing order
@@ -354,16 +387,20 @@ class HomeAssistantClient:
             self._pending[message_id] = future
             if handler is not None:
                 connection.handlers[message_id] = handler
+            if stream is not None:
+                connection.streams[message_id] = stream
             try:
                 await connection.ws.send_str(json.dumps({"id": message_id, **message}))
             except (ConnectionError, aiohttp.ClientError, RuntimeError) as exc:
                 self._pending.pop(message_id, None)
                 connection.handlers.pop(message_id, None)
+                connection.streams.pop(message_id, None)
                 raise ConnectionLost(f"the connection to Home Assistant dropped: {exc}") from None
         try:
             return await future
         except HomeAssistantError:
             connection.handlers.pop(message_id, None)
+            connection.streams.pop(message_id, None)
             raise
         finally:
             self._pending.pop(message_id, None)
@@ -374,6 +411,23 @@ class HomeAssistantClient:
         message = {"type": "subscribe_events", "event_type": event_type}
         async with asyncio.timeout(self.request_timeout_s):
             await self._command_on(connection, message, handler)
+
+    async def _subscribe_stream(
+        self, connection: _Connection, message: dict[str, Any], handler: StreamHandler
+    ) -> None:
+        async with asyncio.timeout(self.request_timeout_s):
+            await self._command_on(connection, message, stream=handler)
+
+    async def _resubscribe_streams(self, connection: _Connection) -> None:
+        """The stream subscriptions on a new connection; a refusal is logged, not fatal."""
+        index = 0
+        while index < len(self._streams):
+            message, handler = self._streams[index]
+            index += 1
+            try:
+                await self._subscribe_stream(connection, message, handler)
+            except CommandFailed as exc:
+                log.warning("home assistant: %s refused: %s", message.get("type"), exc)
 
     async def _open(self) -> None:
         """Connect, authenticate, start the reader and keepalive, resubscribe."""
@@ -403,6 +457,7 @@ class HomeAssistantClient:
             while index < len(self._subscriptions):
                 await self._subscribe(connection, *self._subscriptions[index])
                 index += 1
+            await self._resubscribe_streams(connection)
             connection.pinger = asyncio.create_task(
                 self._keepalive(connection), name="oyez-ha-keepalive"
             )
@@ -471,10 +526,20 @@ class HomeAssistantClient:
         message_id = item.get("id")
         kind = item.get("type")
         if kind == "event":
-            handler = connection.handlers.get(message_id) if isinstance(message_id, int) else None
+            if not isinstance(message_id, int):
+                return
             event = item.get("event")
+            handler = connection.handlers.get(message_id)
             if handler is not None and isinstance(event, dict):
                 self._events.put_nowait((handler, HomeAssistantEvent.from_payload(event)))
+            stream = connection.streams.get(message_id)
+            if stream is not None and isinstance(event, dict):
+                try:
+                    stream(message_id, event)
+                except Exception:
+                    log.exception(
+                        "home assistant: the handler of subscription %d failed", message_id
+                    )
             return
         future = self._pending.pop(message_id, None) if isinstance(message_id, int) else None
         if future is None or future.done():

@@ -22,7 +22,7 @@ async def mp3(seconds: float, hertz: float) -> tuple[bytes, float]:
 
 
 def ffmpeg_mp3(seconds: float, hertz: float) -> bytes:
-    """An MP3 made by the ffmpeg command in the shape of Oyez's (44.1 kHz stereo), whose muxer
+    """An MP3 made by the ffmpeg command in the shape of Oyez's (44.1 kHz mono), whose muxer
     names itself in an ID3v2 tag."""
     command = [
         find_ffmpeg(),
@@ -35,7 +35,7 @@ def ffmpeg_mp3(seconds: float, hertz: float) -> bytes:
         "-ar",
         "44100",
         "-ac",
-        "2",
+        "1",
     ]
     command += ["-b:a", "128k", "-f", "mp3", "pipe:1"]
     return subprocess.run(command, input=wav(seconds, hertz), capture_output=True).stdout

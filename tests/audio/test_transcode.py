@@ -105,10 +105,12 @@ async def test_mp3_profile(speech: AudioChunk, transcriber: Transcriber) -> None
     assert word_error_rate(SENTENCE, transcriber.transcribe(encoded.data)) <= 0.2
     assert integrated_loudness(encoded.data) == pytest.approx(-16, abs=1.0)
     info = describe(encoded.data)
-    assert info.startswith("mp3") and "44100 Hz" in info
+    assert info.startswith("mp3") and "44100 Hz, mono" in info
     bitrate = int(info.rsplit(",", 1)[1].strip().split()[0])
     assert bitrate >= 128
-    assert encoded.spec.sample_rate == 44_100
+    assert (encoded.spec.sample_rate, encoded.spec.channels) == (44_100, 1)
+    stereo = await Transcoder(AudioSettings(mp3_channels=2)).transcode([speech], OutputProfile.MP3)
+    assert "44100 Hz, stereo" in describe(stereo.data)
 
 
 async def test_wav_profile_keeps_the_voices_rate_and_reaches_the_loudness(
@@ -229,9 +231,9 @@ async def test_a_voices_learned_gain_skips_the_measuring_pass(
     def counted(name: str) -> Callable[..., libav.Metered]:
         work = getattr(libav, name)
 
-        def run(*args: Any) -> libav.Metered:
+        def run(*args: Any, **kwargs: Any) -> libav.Metered:
             passes.append(name)
-            return work(*args)  # type: ignore[no-any-return]
+            return work(*args, **kwargs)  # type: ignore[no-any-return]
 
         return run
 

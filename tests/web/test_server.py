@@ -14,6 +14,7 @@ import pytest
 
 from bot.announce.announcer import Announcer
 from bot.ops import config
+from bot.web import server as server_module
 from bot.web.server import MAX_BODY, MediaStore, OyezServer, is_loopback_url
 from tests.support.clock import NOON, FakeClock
 from tests.support.sinks import RecordingSink
@@ -51,6 +52,24 @@ async def get(url: str, **kwargs: Any) -> tuple[int, dict[str, str], bytes]:
 
 
 # -- media ---------------------------------------------------------------------------------------
+
+
+async def test_a_whole_file_is_answered_from_memory_while_it_is_among_the_last_written(
+    served: tuple[OyezServer, RecordingSink], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, _ = served
+    monkeypatch.setattr(server_module, "KEPT_IN_MEMORY_BYTES", len(AUDIO) + 1)
+    older = server.media.publish(AUDIO, "mp3")
+    newer = server.media.publish(AUDIO[::-1], "mp3")  # the older one is let go from memory
+    for url in (older, newer):  # what is on disk changes behind the store's back
+        path = server.media.path(url.rsplit("/", 1)[1])
+        assert path is not None
+        path.write_bytes(b"\x00" * len(AUDIO))
+    status, headers, body = await get(newer, headers={"Range": "bytes=0-"})
+    assert (status, body) == (200, AUDIO[::-1])  # from memory
+    assert (headers["Accept-Ranges"], int(headers["Content-Length"])) == ("bytes", len(AUDIO))
+    assert (await get(newer, headers={"Range": "bytes=0-9"}))[2] == b"\x00" * 10  # the file
+    assert (await get(older))[2] == b"\x00" * len(AUDIO)  # the file
 
 
 async def test_media_is_served_whole_and_in_ranges(
