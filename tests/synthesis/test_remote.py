@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from bot.audio.live import LiveUtterance
+from bot.audio.ogg import opus_packets
 from bot.errors import BudgetExceeded, InvalidRequest, RequestExpired
 from bot.ops import config
 from bot.ops.config import EngineSettings, Settings, SynthSettings, onnx_threads
@@ -22,7 +25,6 @@ from bot.ops.engine import Engine
 from bot.speech import OutputProfile, SpeechRequest, Timings, Utterance, Voice
 from bot.synthesis import remote
 from bot.synthesis.pipeline import SpeechPipeline
-from bot.synthesis.prepared import PreparedRequest
 from bot.synthesis.remote import (
     GROUP,
     RemoteSynthesis,
@@ -37,6 +39,7 @@ from bot.synthesis.remote import (
 from bot.synthesis.workers import SynthWorkers
 from tests.support.asr import Transcriber, word_error_rate
 from tests.support.redis_server import redis_server, redis_url  # noqa: F401 - fixtures
+from tests.support.timing import TimedTogether
 
 TEXT = "The parcel is waiting at the front door."
 
@@ -57,10 +60,12 @@ def test_an_utterance_and_errors_cross_the_wire_unchanged() -> None:
 
 
 def settings_for(tmp_path: Path, url: str, name: str, **synth: Any) -> Settings:
+    providers = synth.pop("providers", {})
     return config.load(
         data_dir=tmp_path / name,
         engine={"url": url},
         synth={"claim_idle_s": 1.0, **synth},
+        providers=providers,
     )
 
 
@@ -73,7 +78,10 @@ class Cluster:
     url: str
     workers: list[tuple[SynthWorkers, asyncio.Task[None]]] = dataclasses.field(default_factory=list)
 
+    providers: dict[str, Any] = dataclasses.field(default_factory=dict)
+
     async def add_worker(self, **synth: Any) -> SynthWorkers:
+        synth.setdefault("providers", self.providers)
         settings = settings_for(self.tmp_path, self.url, f"worker{len(self.workers)}", **synth)
         workers = SynthWorkers(SpeechPipeline(settings), self.queue, settings.synth)
         await workers.start()
@@ -148,10 +156,6 @@ async def test_bad_input_is_answered_by_the_asker_without_a_job(cluster: Cluster
     with pytest.raises(InvalidRequest):
         await cluster.asker.speak(SpeechRequest(text="Hi.", voice="no-such-voice"))
     assert cluster.workers[0][0].made == 0
-
-
-async def prepared(pipeline: SpeechPipeline, text: str, **fields: Any) -> PreparedRequest:
-    return await pipeline.prepare(SpeechRequest(text=text, fallback=False, **fields))
 
 
 async def test_a_job_past_its_expiry_is_reported_never_left_waiting(cluster: Cluster) -> None:
@@ -258,3 +262,35 @@ def test_piper_gets_one_onnxruntime_thread_in_a_synth_process(tmp_path: Path) ->
     path = models.builtin_model_path()
     voice = open_voice(path, models.config_path_of(path), threads=1)
     assert voice.session.get_session_options().intra_op_num_threads == 1
+
+
+async def test_a_streaming_provider_stays_live_through_a_worker(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # 0.2 s of audio per event, one event every 0.2 s: as fast as it plays
+    async with TimedTogether(chunk_seconds=0.2, chunk_delay=0.2) as together:
+        cluster.providers = {
+            "together": {"base_url": together.base_url, "api_key": "test-together-key"}
+        }
+        await cluster.add_worker()
+        settings = settings_for(tmp_path, cluster.url, "live", mode="workers")
+        settings = config.load(
+            **settings.model_dump(mode="json", exclude={"providers"}),
+            providers=cluster.providers,
+        )
+        asker = SpeechPipeline(settings)
+        asker.remote = RemoteSynthesis(cluster.queue, settings.synth)
+        try:
+            live = await asker.speak_live(SpeechRequest(text=TEXT, provider="together"))
+            assert isinstance(live, LiveUtterance)
+            first, packets = 0.0, []
+            async for packet in live.packets():
+                first = first or time.monotonic()
+                packets.append(packet)
+            utterance = await live.result()
+        finally:
+            await asker.aclose()
+    assert len(together.sent) > 5
+    assert first < together.sent[-1]  # heard while the server was still sending
+    assert opus_packets(utterance.audio) == packets
+    assert utterance.voice.provider == "together"
