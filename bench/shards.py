@@ -196,8 +196,8 @@ def table(times: dict[str, list[float]], batches: list[Batch], args: argparse.Na
         "| measure | baseline | synth processes | ratio / difference | goal |",
         "| --- | --- | --- | --- | --- |",
         f"| one-sentence TTFA, p50 ({args.sentences} each, interleaved) | {local:.0f} ms "
-        f"(this process) | {remote:.0f} ms (one synth process) | +{remote - local:.0f} ms "
-        f"(p50 of the pairs: +{statistics.median(added) * 1000:.0f} ms) | ≤ +30 ms |",
+        f"(this process) | {remote:.0f} ms (one synth process) | {remote - local:+.0f} ms "
+        f"(p50 of the pairs: {statistics.median(added) * 1000:+.0f} ms) | ≤ +30 ms |",
         f"| speech s per wall s ({args.batch} sentences at once, {args.rounds} runs each) | "
         f"{statistics.median(ones):.1f} (one synth process) | {statistics.median(twos):.1f} "
         f"(two) | {statistics.median(twos) / statistics.median(ones):.2f}× | ≥ 1.3× |",

@@ -51,6 +51,7 @@ __all__ = [
     "decode_error",
     "decode_utterance",
     "encode_error",
+    "encode_job",
     "encode_utterance",
 ]
 
@@ -144,7 +145,7 @@ def decode_error(fields: Mapping[str, str]) -> OyezError:
 
 def encode_job(
     prepared: PreparedRequest, asker: str, deadline: float, live: bool
-) -> dict[str, Any]:
+) -> dict[Any, Any]:
     """A job's fields: the prepared request (its text said as prepared: the pronunciations
     are not applied twice), where to answer, and until when (Unix seconds)."""
     return {
@@ -158,6 +159,17 @@ def encode_job(
         "voice": json.dumps(dataclasses.asdict(prepared.voice)),
         "options": json.dumps(prepared.options),
     }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Job:
+    """A job sent: its id, its stream entry, where its answers arrive, and for what."""
+
+    id: str
+    entry: str
+    answers: asyncio.Queue[Mapping[str, str]]
+    prepared: PreparedRequest
+    deadline: float
 
 
 class RemoteSynthesis:
@@ -217,35 +229,28 @@ class RemoteSynthesis:
         :class:`WorkerTimeout`, :class:`WorkersUnavailable`."""
         deadline = self._deadline(prepared.request)
         fields = encode_job(prepared, self.asker, deadline, live)
-        answers = await self._send(fields)
+        job = await self._send(fields, prepared, deadline)
         if not live:
-            try:
-                return await self._finished(fields["id"], answers, prepared, deadline, None)
-            finally:
-                self._waiting.pop(fields["id"], None)
+            return await self._wait(job, None)
         stream = LiveUtterance(prepared.request.id, prepared.text, prepared.voice)
-        stream.attach(
-            asyncio.create_task(
-                self._live(fields["id"], answers, prepared, deadline, stream),
-                name="oyez-remote-live",
-            )
-        )
+        stream.attach(asyncio.create_task(self._wait(job, stream), name="oyez-remote-live"))
         return stream
 
-    async def _live(
-        self,
-        job: str,
-        answers: asyncio.Queue[Mapping[str, str]],
-        prepared: PreparedRequest,
-        deadline: float,
-        stream: LiveUtterance,
-    ) -> Utterance:
+    async def _wait(self, job: _Job, stream: LiveUtterance | None) -> Utterance:
+        """The job's utterance; a job given up (timed out, no worker, cancelled: the sentence
+        is not wanted any more) is taken off the stream, so no worker makes it in vain."""
         try:
-            return await self._finished(job, answers, prepared, deadline, stream)
+            return await self._finished(job, stream)
+        except (WorkerTimeout, WorkersUnavailable, RequestExpired, asyncio.CancelledError):
+            with contextlib.suppress(Exception):
+                await self.queue.client.xdel(self.queue.jobs, job.entry)
+            raise
         finally:
-            self._waiting.pop(job, None)
+            self._waiting.pop(job.id, None)
 
-    async def _send(self, fields: dict[Any, Any]) -> asyncio.Queue[Mapping[str, str]]:
+    async def _send(
+        self, fields: dict[Any, Any], prepared: PreparedRequest, deadline: float
+    ) -> _Job:
         from redis.exceptions import RedisError
 
         answers: asyncio.Queue[Mapping[str, str]] = asyncio.Queue()
@@ -253,20 +258,14 @@ class RemoteSynthesis:
         if self._reader is None or self._reader.done():
             self._reader = asyncio.create_task(self._read(), name="oyez-synth-replies")
         try:
-            await self.queue.client.xadd(self.queue.jobs, fields)
+            entry = await self.queue.client.xadd(self.queue.jobs, fields)
         except (RedisError, OSError) as exc:
             self._waiting.pop(fields["id"], None)
             raise WorkersUnavailable(f"the engine cannot be reached to queue it: {exc}") from exc
-        return answers
+        return _Job(fields["id"], str(entry), answers, prepared, deadline)
 
-    async def _finished(
-        self,
-        job: str,
-        answers: asyncio.Queue[Mapping[str, str]],
-        prepared: PreparedRequest,
-        deadline: float,
-        stream: LiveUtterance | None,
-    ) -> Utterance:
+    async def _finished(self, job: _Job, stream: LiveUtterance | None) -> Utterance:
+        prepared, deadline = job.prepared, job.deadline
         dead_looks = 0
         while True:
             left = deadline - time.time()
@@ -274,7 +273,7 @@ class RemoteSynthesis:
                 raise self._late(prepared)
             try:
                 async with asyncio.timeout(min(left, LIVENESS_S)):
-                    answer = await answers.get()
+                    answer = await job.answers.get()
             except TimeoutError:
                 dead_looks = 0 if await self.alive() else dead_looks + 1
                 if dead_looks >= 2:
@@ -291,7 +290,7 @@ class RemoteSynthesis:
                 return decode_utterance(answer)
             elif kind == "error":
                 raise decode_error(answer)
-            log.debug("job %s: %s message ignored", job, kind)
+            log.debug("job %s: %s message ignored", job.id, kind)
 
     def _late(self, prepared: PreparedRequest) -> OyezError:
         request = prepared.request

@@ -34,6 +34,7 @@ from bot.synthesis.remote import (
     decode_error,
     decode_utterance,
     encode_error,
+    encode_job,
     encode_utterance,
 )
 from bot.synthesis.workers import SynthWorkers
@@ -162,8 +163,19 @@ async def test_a_job_past_its_expiry_is_reported_never_left_waiting(cluster: Clu
     soon = datetime.now(UTC) + timedelta(seconds=0.5)
     with pytest.raises(RequestExpired, match="waiting for a synth worker"):  # no worker at all
         await cluster.asker.speak(SpeechRequest(text=TEXT, expires_at=soon))
-    workers = await cluster.add_worker()  # the job is still queued: answered, not made
+    assert await cluster.queue.client.xlen(cluster.queue.jobs) == 0  # withdrawn: nobody waits
+
+
+async def test_a_worker_answers_a_job_past_its_deadline_unmade(cluster: Cluster) -> None:
+    prepared = await cluster.asker.prepare(SpeechRequest(text=TEXT))
+    fields = encode_job(prepared, "gone", time.time() - 1, live=False)
+    await cluster.queue.client.xadd(cluster.queue.jobs, fields)
+    workers = await cluster.add_worker()
     await drained(cluster)
+    found: Any = await cluster.queue.client.xread({cluster.queue.replies("gone"): "0"})
+    answer = found[0][1][0][1]
+    assert (answer["kind"], answer["type"]) == ("error", "RequestExpired")
+    assert "waiting in the synthesis queue" in answer["message"]
     assert workers.made == 0
 
 
@@ -173,6 +185,7 @@ async def test_no_worker_alive_fails_after_two_looks(
     monkeypatch.setattr(remote, "LIVENESS_S", 0.2)
     with pytest.raises(WorkersUnavailable, match="no synth worker is alive"):
         await cluster.asker.speak(SpeechRequest(text=TEXT))
+    assert await cluster.queue.client.xlen(cluster.queue.jobs) == 0  # withdrawn
 
 
 async def test_auto_synthesizes_here_when_no_worker_is_alive(
