@@ -61,6 +61,10 @@ log = logging.getLogger(__name__)
 HEARTBEAT_TTL_S = 10.0
 #: Milliseconds one read of the stream blocks for new jobs.
 READ_BLOCK_MS = 1000
+#: Rounds of XAUTOCLAIM's cursor one take-over pass goes through at most.
+AUTOCLAIM_ROUNDS = 10
+#: Seconds a consumer holding no job stays in the group after its last read.
+CONSUMER_GONE_S = 3600.0
 
 
 class SynthWorkers:
@@ -173,15 +177,33 @@ class SynthWorkers:
         self.running.pop(message_id, None)
 
     async def _take_over(self, count: int) -> list[Any]:
-        """Jobs idle past ``claim_idle_s`` (their worker died), now this one's."""
+        """Up to ``count`` jobs idle past ``claim_idle_s`` (their worker died), now this
+        one's: the pending entries are scanned from the start (a few rounds of XAUTOCLAIM's
+        cursor at most); consumers long gone are dropped from the group."""
         idle_ms = round(self.settings.claim_idle_s * 1000)
-        answer: Any = await self.client.xautoclaim(
-            self.queue.jobs, GROUP, self.consumer, idle_ms, start_id="0-0", count=count
-        )
-        taken = [e for e in answer[1] if e[1]]
+        taken: list[Any] = []
+        cursor = "0-0"
+        for _ in range(AUTOCLAIM_ROUNDS):
+            answer: Any = await self.client.xautoclaim(
+                self.queue.jobs, GROUP, self.consumer, idle_ms, start_id=cursor, count=count
+            )
+            taken += [e for e in answer[1] if e[1]]  # an entry deleted since has no fields
+            cursor = str(answer[0])
+            if cursor == "0-0" or len(taken) >= count:
+                break
         if taken:
             log.warning("synth: took over %d jobs of a worker that went silent", len(taken))
+        await self._forget_gone()
         return taken
+
+    async def _forget_gone(self) -> None:
+        """Drop the group's consumers idle for :data:`CONSUMER_GONE_S` holding no job (workers
+        that ended: one per process ever started would pile up otherwise)."""
+        consumers: Any = await self.client.xinfo_consumers(self.queue.jobs, GROUP)
+        for consumer in consumers:
+            gone = consumer["idle"] > CONSUMER_GONE_S * 1000 and consumer["pending"] == 0
+            if gone and consumer["name"] != self.consumer:
+                await self.client.xgroup_delconsumer(self.queue.jobs, GROUP, consumer["name"])
 
     async def _claims(self) -> None:
         """Renew the claim on the jobs under way (their idle time starts again)."""

@@ -307,3 +307,23 @@ async def test_a_streaming_provider_stays_live_through_a_worker(
     assert first < together.sent[-1]  # heard while the server was still sending
     assert opus_packets(utterance.audio) == packets
     assert utterance.voice.provider == "together"
+
+
+async def test_consumers_long_gone_are_dropped_from_the_group(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.synthesis import workers as module
+
+    monkeypatch.setattr(module, "CONSUMER_GONE_S", 0.2)
+    client = cluster.queue.client
+    await client.xgroup_create(cluster.queue.jobs, GROUP, id="0", mkstream=True)
+    await client.xreadgroup(GROUP, "ended-long-ago", {cluster.queue.jobs: ">"}, count=1)
+    await asyncio.sleep(0.3)
+    workers = await cluster.add_worker()
+    async with asyncio.timeout(10):
+        while True:
+            names = [c["name"] for c in await client.xinfo_consumers(cluster.queue.jobs, GROUP)]
+            if "ended-long-ago" not in names:
+                break
+            await asyncio.sleep(0.05)
+    assert workers.consumer in names
