@@ -233,9 +233,9 @@ async def main_async(args: argparse.Namespace) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sentences", type=int, default=30)
+    parser.add_argument("--sentences", type=int, default=60)
     parser.add_argument("--batch", type=int, default=40)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--write-readme", action="store_true")
     args = parser.parse_args()
     text = asyncio.run(main_async(args))

@@ -33,6 +33,7 @@ import bot.errors
 from bot.audio.live import LiveUtterance
 from bot.errors import OyezError, RequestExpired
 from bot.ops.config import SynthSettings
+from bot.ops.metrics import SYNTH_JOBS
 from bot.speech import FallbackNote, OutputProfile, SpeechRequest, Timings, Utterance, Voice
 from bot.synthesis.prepared import PreparedRequest
 
@@ -240,13 +241,20 @@ class RemoteSynthesis:
         """The job's utterance; a job given up (timed out, no worker, cancelled: the sentence
         is not wanted any more) is taken off the stream, so no worker makes it in vain."""
         try:
-            return await self._finished(job, stream)
-        except (WorkerTimeout, WorkersUnavailable, RequestExpired, asyncio.CancelledError):
+            utterance = await self._finished(job, stream)
+        except (WorkerTimeout, WorkersUnavailable, RequestExpired, asyncio.CancelledError) as exc:
             with contextlib.suppress(Exception):
                 await self.queue.client.xdel(self.queue.jobs, job.entry)
+            outcome = "unavailable" if isinstance(exc, WorkersUnavailable) else "timeout"
+            SYNTH_JOBS.labels("asker", outcome).inc()
+            raise
+        except OyezError:
+            SYNTH_JOBS.labels("asker", "failed").inc()
             raise
         finally:
             self._waiting.pop(job.id, None)
+        SYNTH_JOBS.labels("asker", "ok").inc()
+        return utterance
 
     async def _send(
         self, fields: dict[Any, Any], prepared: PreparedRequest, deadline: float

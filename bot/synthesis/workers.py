@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from bot.audio.live import LiveUtterance
 from bot.errors import RequestExpired
 from bot.ops.config import SynthSettings
+from bot.ops.metrics import SYNTH_JOBS
 from bot.speech import SpeechRequest, Voice
 from bot.synthesis.pipeline import SpeechPipeline
 from bot.synthesis.prepared import PreparedRequest
@@ -193,6 +194,7 @@ class SynthWorkers:
                 break
         if taken:
             log.warning("synth: took over %d jobs of a worker that went silent", len(taken))
+            SYNTH_JOBS.labels("worker", "taken_over").inc(len(taken))
         await self._forget_gone()
         return taken
 
@@ -234,11 +236,16 @@ class SynthWorkers:
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 await self._finish(message_id, requeue=fields)
+                SYNTH_JOBS.labels("worker", "requeued").inc()
             raise
         except Exception as exc:
-            if not isinstance(exc, RequestExpired):
+            expired = isinstance(exc, RequestExpired)
+            if not expired:
                 log.warning("synth: job %s failed: %s: %s", job, type(exc).__name__, exc)
+            SYNTH_JOBS.labels("worker", "expired" if expired else "failed").inc()
             answer = {"kind": "error", **encode_error(exc)}
+        else:
+            SYNTH_JOBS.labels("worker", "made").inc()
         try:
             await self._answer(asker, job, answer)
             await self._finish(message_id)

@@ -22,6 +22,7 @@ from bot.errors import BudgetExceeded, InvalidRequest, RequestExpired
 from bot.ops import config
 from bot.ops.config import EngineSettings, Settings, SynthSettings, onnx_threads
 from bot.ops.engine import Engine
+from bot.ops.metrics import REGISTRY
 from bot.speech import OutputProfile, SpeechRequest, Timings, Utterance, Voice
 from bot.synthesis import remote
 from bot.synthesis.pipeline import SpeechPipeline
@@ -210,10 +211,17 @@ async def test_the_jobs_of_a_dead_worker_are_taken_over(cluster: Cluster) -> Non
         taken: Any = None
         while not taken:  # a worker that reads the job, then dies
             taken = await client.xreadgroup(GROUP, "dead", {cluster.queue.jobs: ">"}, count=1)
+    before = taken_over()
     workers = await cluster.add_worker()  # claim_idle_s 1: takes it over within ~1.3 s
     async with asyncio.timeout(30):
         spoken = await speaking
     assert spoken.voice.provider == "piper" and workers.made == 1
+    assert taken_over() == before + 1
+
+
+def taken_over() -> float:
+    labels = {"side": "worker", "outcome": "taken_over"}
+    return REGISTRY.get_sample_value("oyez_synth_jobs_total", labels) or 0.0
 
 
 async def test_a_live_worker_keeps_its_slow_job(
