@@ -82,6 +82,11 @@ class WorkersUnavailable(OyezError):
     """No synth worker is alive (``synth.mode: workers``, or the last one died)."""
 
 
+_OWN_ERRORS: dict[str, type[OyezError]] = {
+    c.__name__: c for c in (WorkerFailed, WorkerTimeout, WorkersUnavailable)
+}
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class SynthQueue:
     """The keys of the jobs' stream, the heartbeat and the reply streams under ``prefix``."""
@@ -133,7 +138,7 @@ def decode_error(fields: Mapping[str, str]) -> OyezError:
     """The worker's error again: the same :mod:`bot.errors` class (so callers catch what they
     mean), message and attributes; :class:`WorkerFailed` for any other."""
     name, message = fields.get("type", ""), fields.get("message", "")
-    cls = getattr(bot.errors, name, None)
+    cls = _OWN_ERRORS.get(name) or getattr(bot.errors, name, None)
     if not (isinstance(cls, type) and issubclass(cls, OyezError)):
         return WorkerFailed(f"the synth worker failed: {name}: {message}")
     exc = cls.__new__(cls)

@@ -15,7 +15,9 @@ again), answers on the asker's reply stream, then acknowledges and deletes the j
 - Heartbeat: ``<prefix>synth:alive`` is set with a TTL of :data:`HEARTBEAT_TTL_S` every third
   of it: askers in ``auto`` mode send jobs only while it is there.
 - A job past its deadline is answered with :class:`~bot.errors.RequestExpired` unmade. A job
-  under way when the worker is stopped is put back on the stream for another.
+  under way when the worker is stopped is put back on the stream for another. A job taken
+  over more than :data:`MAX_DELIVERIES` − 1 times (each of its workers died) is answered
+  failed rather than kill one more.
 
 XCLAIM/XAUTOCLAIM: https://redis.io/docs/latest/commands/xautoclaim/.
 """
@@ -47,6 +49,7 @@ from bot.synthesis.remote import (
     IN_WORKER,
     REPLY_TTL_S,
     SynthQueue,
+    WorkerFailed,
     encode_error,
     encode_utterance,
 )
@@ -54,7 +57,7 @@ from bot.synthesis.remote import (
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ["HEARTBEAT_TTL_S", "SynthWorkers"]
+__all__ = ["HEARTBEAT_TTL_S", "MAX_DELIVERIES", "SynthWorkers"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,8 @@ HEARTBEAT_TTL_S = 10.0
 READ_BLOCK_MS = 1000
 #: Rounds of XAUTOCLAIM's cursor one take-over pass goes through at most.
 AUTOCLAIM_ROUNDS = 10
+#: Deliveries of a job (its first read, then each take-over) before it is given up.
+MAX_DELIVERIES = 3
 #: Seconds a consumer holding no job stays in the group after its last read.
 CONSUMER_GONE_S = 3600.0
 
@@ -195,8 +200,32 @@ class SynthWorkers:
         if taken:
             log.warning("synth: took over %d jobs of a worker that went silent", len(taken))
             SYNTH_JOBS.labels("worker", "taken_over").inc(len(taken))
+            taken = await self._not_poisoned(taken)
         await self._forget_gone()
         return taken
+
+    async def _not_poisoned(self, entries: list[Any]) -> list[Any]:
+        """``entries`` but those delivered more than :data:`MAX_DELIVERIES` times (every worker
+        making them died: a text that crashes the engine would take the workers down one after
+        another until its deadline): those are answered failed and deleted."""
+        kept = []
+        for message_id, fields in entries:
+            pending: Any = await self.client.xpending_range(
+                self.queue.jobs, GROUP, min=message_id, max=message_id, count=1
+            )
+            times = int(pending[0]["times_delivered"]) if pending else 1
+            if times <= MAX_DELIVERIES:
+                kept.append((message_id, fields))
+                continue
+            log.error("synth: job %s given up: %d workers died making it", fields.get("id"), times)
+            given_up = WorkerFailed(
+                f"its synthesis was given up: {times - 1} synth workers died making it"
+            )
+            answer = {"kind": "error", **encode_error(given_up)}
+            await self._answer(fields.get("asker", ""), fields.get("id", "?"), answer)
+            await self._finish(message_id)
+            SYNTH_JOBS.labels("worker", "failed").inc()
+        return kept
 
     async def _forget_gone(self) -> None:
         """Drop the group's consumers idle for :data:`CONSUMER_GONE_S` holding no job (workers

@@ -335,3 +335,23 @@ async def test_consumers_long_gone_are_dropped_from_the_group(
                 break
             await asyncio.sleep(0.05)
     assert workers.consumer in names
+
+
+async def test_a_job_that_kills_its_workers_is_given_up(cluster: Cluster) -> None:
+    client = cluster.queue.client
+    await client.xgroup_create(cluster.queue.jobs, GROUP, id="0", mkstream=True)
+    await client.set(cluster.queue.alive, "dead", px=60_000)
+    speaking = asyncio.create_task(cluster.asker.speak(SpeechRequest(text=TEXT)))
+    async with asyncio.timeout(10):
+        taken: Any = None
+        while not taken:  # read by one worker, then taken over by two more: all died
+            taken = await client.xreadgroup(GROUP, "dead-1", {cluster.queue.jobs: ">"}, count=1)
+    entry = taken[0][1][0][0]
+    for consumer in ("dead-2", "dead-3"):
+        await client.xclaim(cluster.queue.jobs, GROUP, consumer, 0, [entry])
+    await asyncio.sleep(1.1)  # idle past claim_idle_s
+    workers = await cluster.add_worker()
+    with pytest.raises(WorkerFailed, match="3 synth workers died making it"):
+        async with asyncio.timeout(30):
+            await speaking
+    assert workers.made == 0
