@@ -24,7 +24,7 @@ from bot.ops.engine import Engine
 from bot.speech import SpeechRequest, Utterance
 from bot.synthesis.pipeline import SpeechPipeline
 from bot.synthesis.remote import GROUP, RemoteSynthesis, SynthQueue
-from tests.fakes.segmind import DEFAULT_API_KEY, FakeSegmind
+from tests.fakes.segmind import DEFAULT_API_KEY, MODELS, FakeSegmind
 from tests.support.asr import Transcriber, word_error_rate
 from tests.support.paths import ROOT
 from tests.support.redis_server import redis_server, redis_url  # noqa: F401 - fixtures
@@ -170,6 +170,9 @@ async def test_a_worker_killed_with_100_requests_queued_loses_none_and_pays_once
     assert 1 <= taken <= CONCURRENCY, survivor[-3000:]  # the only ones made twice
     assert len(fake.requests_to(f"/v2/{MODEL}")) == REQUESTS  # each submitted once
     assert fake.billed_calls == REQUESTS  # never a second paid call
+    async with await Engine.open(EngineSettings(url=redis_url)) as engine:
+        spent = await engine.books(tmp_path).spent_today(provider="segmind")
+    assert spent == pytest.approx(REQUESTS * MODELS[MODEL].cost)  # the shared ledger: once each
 
 
 async def busy_worker(
