@@ -195,8 +195,9 @@ class RemoteSynthesis:
 
     async def use(self) -> bool:
         """True when this miss is for the workers: always with ``workers``; with ``auto`` when
-        one is alive (else a warning, once until one is); never for a worker's own job."""
-        if IN_WORKER.get():
+        one is alive (else a warning, once until one is); never with ``local``, nor for a
+        worker's own job."""
+        if IN_WORKER.get() or self.settings.mode == "local":
             return False
         if self.settings.mode == "workers":
             return True
