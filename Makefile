@@ -52,6 +52,7 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/ratelimit.py --write-readme
 	$(BIN)/python bench/schedule.py --write-readme
 	$(BIN)/python bench/cluster.py --write-readme
+	$(BIN)/python bench/shards.py --write-readme
 	$(BIN)/python bench/ha.py --write-readme
 	$(BIN)/python bench/wyoming_server.py --write-readme
 

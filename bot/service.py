@@ -15,7 +15,8 @@ sharing one engine split the work: ``gateway`` the Discord bot, ``api`` the HTTP
 processes) runs in both (:data:`integrations.FRONT_END_ROLES`). Every process serves
 ``/healthz``, ``/readyz`` and ``/metrics`` on its HTTP port. Credit checks and cache eviction
 are made by whichever process needs them (under the engine's shared circuit and cache).
-``synth`` (synthesis workers) is not built yet: only "all" includes it.
+``synth`` runs the synthesis workers (:mod:`bot.synthesis.workers`) when the engine is shared;
+where a process's cache misses are made is ``synth.mode`` (:mod:`bot.synthesis.remote`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from bot.ops.config import ROLES, Settings
 from bot.ops.engine import Engine
 from bot.providers.dispatch import Dispatcher
 from bot.synthesis.pipeline import SpeechPipeline
+from bot.synthesis.remote import RemoteSynthesis
+from bot.synthesis.workers import SynthWorkers
 from bot.web.health import add_health_routes
 from bot.web.server import OyezServer
 from integrations import FRONT_END_ROLES, FRONT_ENDS
@@ -89,7 +92,21 @@ class Service:
             serve_media=api,
         )
         self.front_ends: list[FrontEnd] = []
+        self.workers = self._synthesis(engine)
         add_health_routes(self.server, self.front_ends, self.pipeline, settings.default_provider)
+
+    def _synthesis(self, engine: Engine | None) -> SynthWorkers | None:
+        """Send this process's cache misses to the synth workers when ``synth.mode`` says so,
+        and the synth workers of this process (the synth role, a shared engine)."""
+        queue = engine.synth_queue() if engine is not None else None
+        if queue is None:
+            return None
+        mode = self.settings.synth.mode
+        if mode == "workers" or (mode == "auto" and "synth" not in self.roles):
+            self.pipeline.remote = RemoteSynthesis(queue, self.settings.synth)
+        if "synth" not in self.roles:
+            return None
+        return SynthWorkers(self.pipeline, queue, self.settings.synth)
 
     @property
     def parts(self) -> Parts:
@@ -107,6 +124,8 @@ class Service:
         """
         self._check_roles()
         parts = self.parts
+        if self.workers is not None:
+            self.front_ends.append(self.workers)
         for name, target in FRONT_ENDS.items():
             if self.roles.isdisjoint(FRONT_END_ROLES[name]):
                 continue
@@ -127,18 +146,19 @@ class Service:
 
     def _check_roles(self) -> None:
         roles = ", ".join(r for r in ROLES if r in self.roles)
+        embedded = self.engine is None or self.engine.embedded
+        if embedded and self.settings.synth.mode == "workers":
+            raise ConfigError(
+                "synth.mode workers sends synthesis to the synth processes through engine.url: "
+                "set OYEZ_ENGINE__URL (redis://host:6379/0), or set OYEZ_SYNTH__MODE=auto"
+            )
         if self.roles == frozenset(ROLES):
             return
-        if self.engine is None or self.engine.embedded:
+        if embedded:
             raise ConfigError(
                 f"oyez run with the roles {roles} runs only part of Oyez, and the processes "
                 "running the other parts share their state through engine.url: set "
                 "OYEZ_ENGINE__URL (redis://host:6379/0), or run every role (the default)"
-            )
-        if "synth" in self.roles:
-            raise ConfigError(
-                "the synth role (synthesis workers) is not built yet: each process synthesizes "
-                "its own speech; leave synth out of the roles"
             )
 
     async def _check_partial(self) -> None:

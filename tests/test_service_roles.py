@@ -72,6 +72,40 @@ def test_some_roles_without_the_engine_are_refused_at_once(
     assert "OYEZ_ENGINE__URL" in error
 
 
+def test_synthesis_in_workers_without_the_engine_is_refused_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OYEZ_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("OYEZ_HTTP__API_TOKEN", TOKEN)
+    monkeypatch.setenv("OYEZ_SYNTH__MODE", "workers")
+    assert cli.main(["run"]) == cli.EXIT_BAD_INPUT
+    error = capsys.readouterr().err
+    assert "synth.mode workers sends synthesis to the synth processes" in error
+    assert "OYEZ_ENGINE__URL" in error
+
+
+async def test_where_each_role_synthesizes(
+    tmp_path: Path,
+    redis_url: str,  # noqa: F811 - the fixture imported above
+) -> None:
+    """auto: a process with the synth role synthesizes itself; one without sends its misses to
+    the workers (when one is alive); local never; workers always, its own worker included."""
+    cases = [
+        (["synth"], "auto", False),
+        (["gateway"], "auto", True),
+        (["gateway"], "local", False),
+        (["synth", "gateway"], "workers", True),
+    ]
+    for roles, mode, remote in cases:
+        sections: dict[str, Any] = {"discord": DISCORD, "synth": {"mode": mode}}
+        service = await _built(tmp_path, redis_url, roles, **sections)
+        try:
+            assert (service.pipeline.remote is not None) is remote, (roles, mode)
+            assert (service.workers is not None) is ("synth" in roles)
+        finally:
+            await _dispose(service)
+
+
 async def _built(tmp_path: Path, url: str, roles: list[str], **sections: Any) -> Service:
     settings = config.load(data_dir=tmp_path, engine={"url": url}, run={"roles": roles}, **sections)
     engine = await Engine.open(EngineSettings(url=url))
@@ -102,7 +136,9 @@ async def _dispose(service: Service) -> None:
         (["api"], {"homeassistant": HOME, "http": {"api_token": TOKEN}}, ["homeassistant"]),
         (["coordinator"], {"homeassistant": HOME}, ["homeassistant", "scheduler"]),
         (["gateway", "coordinator"], {"discord": DISCORD}, ["discord", "scheduler"]),
-        (list(ROLES), {"discord": DISCORD}, ["discord", "scheduler"]),
+        (list(ROLES), {"discord": DISCORD}, ["synth", "discord", "scheduler"]),
+        (["synth"], {}, ["synth"]),
+        (["gateway", "synth"], {"discord": DISCORD}, ["synth", "discord"]),
     ],
 )
 async def test_each_role_builds_only_its_front_ends(
@@ -124,8 +160,6 @@ async def test_each_role_builds_only_its_front_ends(
     [
         (["gateway"], {}, "the gateway role runs the Discord bot: set OYEZ_DISCORD__TOKEN"),
         (["api"], {"discord": DISCORD}, "the api role serves the HTTP API or the Wyoming"),
-        (["synth"], {}, "the synth role .* is not built yet"),
-        (["gateway", "synth"], {"discord": DISCORD}, "the synth role .* is not built yet"),
     ],
 )
 async def test_a_role_with_nothing_to_run_is_refused(

@@ -59,10 +59,12 @@ __all__ = [
     "Role",
     "RunSettings",
     "Settings",
+    "SynthSettings",
     "format_validation_error",
     "from_sources",
     "known_zone",
     "load",
+    "onnx_threads",
     "source_file",
     "split_roles",
 ]
@@ -258,6 +260,56 @@ def split_roles(roles: Any) -> Any:
     if not names:
         raise ValueError(f"no role given: choose from {', '.join(ROLES)} or all")
     return list(dict.fromkeys(names))
+
+
+class SynthSettings(BaseModel):
+    """``synth``: synthesis in worker processes (the ``synth`` role, README "Scaling out").
+
+    A process without the synth role sends its cache misses, one job a sentence, to the workers
+    of processes that run it (through ``engine.url``) and hears their audio back.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["auto", "local", "workers"] = Field(
+        "auto",
+        description="Where this process synthesizes: auto: here when it runs the synth role, "
+        "else in the synth workers when one is alive (else here, with a warning); local: "
+        "always here; workers: always in the workers (needs engine.url)",
+    )
+    concurrency: int = Field(
+        2, ge=1, le=64, description="Jobs a synth process makes at once (its workers)"
+    )
+    claim_idle_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Seconds a job's worker may go silent before another takes the job over "
+        "(a live worker renews its claim every third of it)",
+    )
+    timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="Longest wait, seconds, for a worker's audio when the request has no "
+        "expiry (then the request fails, naming why)",
+    )
+    onnx_threads: int | None = Field(
+        None,
+        ge=0,
+        le=256,
+        description="onnxruntime intra-op threads of each Piper voice; unset: 1 in a process "
+        "running the synth role without every other (one Piper per core: run one synth "
+        "process per core), else onnxruntime's default (one per core); 0: that default",
+    )
+
+
+def onnx_threads(settings: Settings) -> int:
+    """The intra-op threads a Piper voice's onnxruntime session gets in this process (0:
+    onnxruntime's default, one per core); see :attr:`SynthSettings.onnx_threads`."""
+    if settings.synth.onnx_threads is not None:
+        return settings.synth.onnx_threads
+    roles = set(settings.run.roles)
+    return 1 if "synth" in roles and roles != set(ROLES) else 0
 
 
 class NamedVoice(BaseModel):
@@ -458,6 +510,7 @@ class Settings(BaseSettings):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     run: RunSettings = Field(default_factory=RunSettings)
+    synth: SynthSettings = Field(default_factory=SynthSettings)
     discord: dict[str, Any] = Field(
         default_factory=dict, description="The Discord bot (integrations.discord.bot)"
     )

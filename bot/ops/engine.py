@@ -8,7 +8,8 @@
 paid jobs under way in a provider's queue (:mod:`bot.providers.jobs`),
 the schedules' fire claims (:class:`~bot.schedules.claims.FireClaims`), leases
 (:mod:`bot.ops.leases`: who holds Home Assistant's event subscription), synthesis flights
-(:mod:`bot.synthesis.flights`), the audio cache's index (:mod:`bot.synthesis.shared_cache`),
+(:mod:`bot.synthesis.flights`), the synth workers' jobs (:mod:`bot.synthesis.remote`),
+the audio cache's index (:mod:`bot.synthesis.shared_cache`),
 the announcements' duplicate window and statuses (:mod:`bot.announce.shared`), and media
 URLs that any process serves (:class:`~bot.web.media.SharedMediaStore`; its files on the data
 folder all of them mount).
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from bot.providers.ratelimit import RateLimiter
+    from bot.synthesis.remote import SynthQueue
     from bot.web.server import MediaStore
 
 __all__ = [
@@ -206,6 +208,15 @@ class Engine:
         from bot.synthesis.flights import RedisFlights
 
         return RedisFlights(self.client, self.settings.key_prefix)
+
+    def synth_queue(self) -> SynthQueue | None:
+        """The synthesis jobs' stream of the synth workers (:mod:`bot.synthesis.remote`);
+        None when embedded (no process but this one to make them)."""
+        if self.client is None:
+            return None
+        from bot.synthesis.remote import SynthQueue
+
+        return SynthQueue(self.client, self.settings.key_prefix)
 
     def duplicate_window(self) -> DuplicateWindow:
         """Which message went to which target lately: shared when a server is configured."""

@@ -18,6 +18,7 @@ __all__ = [
     "RETRIES",
     "SPEND_USD",
     "SYNTHESIS_SECONDS",
+    "SYNTH_JOBS",
     "TIME_TO_FIRST_AUDIO",
 ]
 
@@ -83,6 +84,13 @@ TIME_TO_FIRST_AUDIO = Histogram(
 QUEUE_DEPTH = Gauge(
     "oyez_queue_depth",
     "Utterances waiting in Discord voice queues (all guilds)",
+    registry=REGISTRY,
+)
+SYNTH_JOBS = Counter(
+    "oyez_synth_jobs",
+    "Synthesis jobs of the synth workers, by side (asker, worker) and outcome (asker: ok, "
+    "failed, timeout, unavailable; worker: made, failed, expired, taken_over, requeued)",
+    ["side", "outcome"],
     registry=REGISTRY,
 )
 HOMEASSISTANT_RECONNECTS = Counter(

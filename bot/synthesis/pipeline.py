@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bot.audio.live import LiveUtterance, OpusStreamEncoder, StreamEncoders
 from bot.audio.ogg import opus_packets
@@ -47,7 +47,7 @@ from bot.synthesis.pronounce import Pronunciations
 from bot.synthesis.sentences import split_sentences
 from bot.synthesis.text import normalize_text
 
-__all__ = ["SpeechPipeline"]
+__all__ = ["RemoteSynthesizer", "SpeechPipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,19 @@ LEAD_MARGIN = 1.25
 MIN_SPEECH_S = 0.1
 #: Longest wait, seconds, for another process making the same audio (then it is made here).
 FLIGHT_WAIT_S = 120.0
+
+
+class RemoteSynthesizer(Protocol):
+    """Where cache misses are made when not here (:class:`bot.synthesis.remote.RemoteSynthesis`:
+    the synth workers)."""
+
+    async def use(self) -> bool:
+        """Whether this miss goes there."""
+
+    async def speak(self, prepared: PreparedRequest, *, live: bool) -> Utterance | LiveUtterance:
+        """``prepared`` made there (a live utterance with ``live``)."""
+
+    async def aclose(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +112,8 @@ class SpeechPipeline:
         self.pronunciations = Pronunciations(settings.pronunciations)
         #: Shared with other processes when set (engine.url): one of them makes a missed key.
         self.flights: Flights | None = None
+        #: The synth workers, when this process sends them its cache misses (synth.mode).
+        self.remote: RemoteSynthesizer | None = None
         self.gains = VoiceGains(settings.audio.loudness_target_lufs)
         self.stream_encoders = StreamEncoders(self.transcoder, self.gains)
         # per voice label: its last synthesis time per character and transcoding time (s)
@@ -284,11 +299,19 @@ class SpeechPipeline:
                 time.perf_counter() - started
             )
             return hit
-        if (
-            not live
-            or request.output is not OutputProfile.OGG_OPUS
-            or not prepared.provider.streams_live(prepared.job())
-        ):
+        streams = (
+            live
+            and request.output is OutputProfile.OGG_OPUS
+            and prepared.provider.streams_live(prepared.job())
+        )
+        if self.remote is not None and await self.remote.use():
+            speech = await self.remote.speak(prepared, live=streams)
+            if isinstance(speech, Utterance) and not speech.cached and speech.text:
+                timings = speech.timings  # what the next sentence's lead is reckoned from
+                per_character = timings.synthesis_s / len(speech.text)
+                self._rates[speech.voice.label] = (per_character, timings.transcode_s)
+            return speech
+        if not streams:
             if caching and self.flights is not None:
                 return await self._flown(prepared, started)
             return await self._synthesize(request, prepared, started, None)
@@ -635,6 +658,8 @@ class SpeechPipeline:
         )
 
     async def aclose(self) -> None:
+        if self.remote is not None:
+            await self.remote.aclose()
         await self.stream_encoders.aclose()
         await self.registry.aclose()
         await self.dispatcher.aclose()

@@ -82,25 +82,30 @@ def optimized_name(model_path: Path) -> tuple[str, str]:
     return f"{prefix}{hashlib.sha256(what.encode()).hexdigest()[:16]}.onnx", prefix
 
 
-def _session(path: Path, level: Any, save_to: Path | None = None) -> _ShrinkingSession:
+def _session(
+    path: Path, level: Any, save_to: Path | None = None, threads: int = 0
+) -> _ShrinkingSession:
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = level
     # the thread pool stops spinning when a run ends (it still spins within one): the loudness
     # pass that follows each sentence then has the CPU (2.4 instead of 4.3 ms on 2 cores)
     options.add_session_config_entry(_FORCE_SPINNING_STOP, "1")
+    options.intra_op_num_threads = threads  # 0: onnxruntime's default, one per core
     if save_to is not None:
         options.optimized_model_filepath = str(save_to)
     return _ShrinkingSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
 def _cached_session(
-    model_path: Path, cache_dir: Path, copying: AbstractContextManager[Any]
+    model_path: Path, cache_dir: Path, copying: AbstractContextManager[Any], threads: int
 ) -> _ShrinkingSession:
     name, prefix = optimized_name(model_path)
     cached = cache_dir / name
     if cached.is_file():
         try:
-            return _session(cached, onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL)
+            return _session(
+                cached, onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL, threads=threads
+            )
         except Exception as exc:  # onnxruntime's own errors (InvalidProtobuf, Fail…)
             log.warning("optimized copy %s of a Piper voice is unusable (%s); rebuilt", cached, exc)
             cached.unlink(missing_ok=True)
@@ -108,16 +113,20 @@ def _cached_session(
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         log.debug("no optimized copy of %s: %s", model_path, exc)
-        return _session(model_path, onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL)
+        return _session(
+            model_path, onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL, threads=threads
+        )
     partial = cache_dir / f"{name}.{os.getpid()}.{threading.get_ident()}.partial"
     try:
         with copying:
-            session = _session(model_path, _CACHED_LEVEL, save_to=partial)
+            session = _session(model_path, _CACHED_LEVEL, save_to=partial, threads=threads)
             partial.replace(cached)  # atomic: a concurrent reader sees the whole copy or none
     except Exception as exc:  # no room for the copy, say: the model is still read as it is
         partial.unlink(missing_ok=True)
         log.debug("no optimized copy of %s: %s", model_path, exc)
-        return _session(model_path, onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL)
+        return _session(
+            model_path, onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL, threads=threads
+        )
     for stale in cache_dir.glob(f"{prefix}*.onnx"):  # copies of the model before it changed
         if stale != cached:
             stale.unlink(missing_ok=True)
@@ -129,6 +138,8 @@ def open_voice(
     config_path: Path,
     cache_dir: Path | None = None,
     copying: AbstractContextManager[Any] | None = None,
+    *,
+    threads: int = 0,
 ) -> PiperVoice:
     """What ``PiperVoice.load`` does on the CPU (piper-tts 1.8), with a shrinking session.
 
@@ -138,14 +149,19 @@ def open_voice(
     the graph optimizations off: ~0.1 s less per cold load, the same audio. The first load
     writes the copy (as big as the model); a copy that onnxruntime cannot read is removed and
     rebuilt; a folder that cannot be written means no copy. ``copying`` is held while a copy
-    is written (:data:`integrations.piper.models.COPYING`). Raises ``OSError`` and onnxruntime's
+    is written (:data:`integrations.piper.models.COPYING`). ``threads``: onnxruntime's intra-op
+    threads (``SessionOptions.intra_op_num_threads``; 0: its default, one per core; 1 in a
+    synth process: one Piper per core). Raises ``OSError`` and onnxruntime's
     errors for a model that cannot be read.
     """
     config = json.loads(config_path.read_text(encoding="utf-8"))
     if cache_dir is None:
-        session = _session(model_path, onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL)
+        session = _session(
+            model_path, onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL, threads=threads
+        )
     else:
-        session = _cached_session(model_path, cache_dir, copying or contextlib.nullcontext())
+        copy_lock = copying or contextlib.nullcontext()
+        session = _cached_session(model_path, cache_dir, copy_lock, threads)
     return PiperVoice(session=session, config=PiperConfig.from_dict(config))
 
 

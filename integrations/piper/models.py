@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 BUILTIN_VOICE = "en_US-joe-medium"
 
-_loaded: dict[tuple[Path, int], PiperVoice] = {}
+_loaded: dict[tuple[Path, int, int], PiperVoice] = {}
 _loading = threading.Lock()
 #: Held while an optimized copy of a model is written (engine.open_voice); a process about to
 #: end takes it for good (:meth:`_HeadStart.settle`), so no copy is left half-written.
@@ -68,18 +68,18 @@ def cache_dir(environ: Mapping[str, str] = os.environ) -> Path | None:
     return Path(base) / "oyez" / "piper"
 
 
-def load_model(model_path: Path, config_path: Path) -> PiperVoice:
-    """The voice in ``model_path``, loaded once per process (keyed by resolved path and
-    modification time); blocking. Raises what opening it raises (``OSError``, onnxruntime's
-    errors)."""
-    key = (model_path.resolve(), model_path.stat().st_mtime_ns)
+def load_model(model_path: Path, config_path: Path, threads: int = 0) -> PiperVoice:
+    """The voice in ``model_path``, loaded once per process (keyed by resolved path,
+    modification time and ``threads``: onnxruntime's intra-op threads, 0 its default of one per
+    core); blocking. Raises what opening it raises (``OSError``, onnxruntime's errors)."""
+    key = (model_path.resolve(), model_path.stat().st_mtime_ns, threads)
     with _loading:
         model = _loaded.get(key)
         if model is None:
             started = time.perf_counter()
             from .engine import open_voice
 
-            model = open_voice(model_path, config_path, cache_dir(), COPYING)
+            model = open_voice(model_path, config_path, cache_dir(), COPYING, threads=threads)
             elapsed = time.perf_counter() - started
             voice_id = model_path.name.removesuffix(".onnx")
             log.info("loaded Piper voice %s in %.2f s", voice_id, elapsed)

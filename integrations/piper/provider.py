@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.errors import ProviderError
-from bot.ops.config import Settings
+from bot.ops.config import Settings, onnx_threads
 from bot.providers.base import Provider, SynthesisJob, Synthesized
 from bot.speech import AudioChunk, AudioEncoding, Voice
 
@@ -117,9 +117,10 @@ def _read_voice(model_path: Path) -> _VoiceFiles:
     )
 
 
-def _load_model(files: _VoiceFiles) -> PiperVoice:
-    """Load a voice model once per process (keyed by path and modification time); blocking."""
-    return load_model(files.model_path, files.config_path)
+def _load_model(files: _VoiceFiles, threads: int) -> PiperVoice:
+    """Load a voice model once per process (keyed by path, modification time and onnxruntime
+    intra-op ``threads``, 0: its default); blocking."""
+    return load_model(files.model_path, files.config_path, threads)
 
 
 class PiperProvider(Provider):
@@ -244,7 +245,7 @@ class PiperProvider(Provider):
         if files is None:
             raise ProviderError(self.name, f"voice {voice.id} is no longer in {self.voices_dir}")
         try:
-            model = await asyncio.to_thread(_load_model, files)
+            model = await asyncio.to_thread(_load_model, files, onnx_threads(self.app_settings))
         except Exception as exc:
             raise ProviderError(self.name, f"cannot load voice {voice.id}: {exc}") from exc
         self._models[voice.id] = model

@@ -354,7 +354,10 @@ class SegmindProvider(Provider):
         await self._forget(key, request_id)
         metrics = result.get("metrics")
         usage = None
-        if isinstance(metrics, dict) and not resumed:  # its cost was counted by its submitter
+        # booked by whoever fetches the result, a resumed job too: its submitter died before it
+        # could book it (it books a call once it has the audio); only a submitter still alive
+        # that fetches it as well books it twice, on the safe side of a budget
+        if isinstance(metrics, dict):
             usage = self._usage(
                 _number(metrics.get("cost")), _number(metrics.get("remaining_credits"))
             )

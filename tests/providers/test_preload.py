@@ -83,7 +83,7 @@ def test_the_provider_gets_the_model_the_head_start_loaded() -> None:
     assert thread is not None
     thread.join()
     path = models.builtin_model_path()
-    ready = models._loaded[(path.resolve(), path.stat().st_mtime_ns)]
+    ready = models._loaded[(path.resolve(), path.stat().st_mtime_ns, 0)]  # default threads
     assert models.load_model(path, models.config_path_of(path)) is ready
 
 
