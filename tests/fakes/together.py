@@ -184,6 +184,7 @@ def parse_speech_request(body: Any) -> _Request | web.Response:
 class _StreamError:
     after_chunks: int
     message: str
+    text: str | None = None  # only a stream of a text containing it
 
 
 class FakeTogether(FakeServer):
@@ -251,9 +252,20 @@ class FakeTogether(FakeServer):
         """The next ``count`` speech calls get 503 (platform overloaded)."""
         self.inject_error(503, "The server is overloaded, please try again later", count=count)
 
-    def inject_stream_error(self, after_chunks: int = 1, message: str = "Inference failed") -> None:
-        """The next stream sends ``after_chunks`` audio events, then an error event, then stops."""
-        self._stream_errors.append(_StreamError(after_chunks, message))
+    def inject_stream_error(
+        self, after_chunks: int = 1, message: str = "Inference failed", *, text: str | None = None
+    ) -> None:
+        """The next stream (of a text containing ``text``, when given: sentences spoken at once
+        reach the server in no fixed order) sends ``after_chunks`` audio events, then an error
+        event, then stops."""
+        self._stream_errors.append(_StreamError(after_chunks, message, text))
+
+    def _take_stream_error(self, text: str) -> _StreamError | None:
+        for failure in self._stream_errors:
+            if failure.text is None or failure.text in text:
+                self._stream_errors.remove(failure)
+                return failure
+        return None
 
     def output_rate(self, model: str, requested: int) -> int:
         return NATIVE_RATE if MODELS[model].fixed_output else requested
@@ -359,7 +371,7 @@ class FakeTogether(FakeServer):
         encoding = "pcm_s16le" if MODELS[parsed.model].fixed_output else parsed.encoding
         step = max(2, int(rate * self.chunk_seconds) * 2)
         chunks = [encode_pcm(pcm[i : i + step], encoding) for i in range(0, len(pcm), step)]
-        failure = self._stream_errors.popleft() if self._stream_errors else None
+        failure = self._take_stream_error(parsed.text)
         response = web.StreamResponse(
             headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )

@@ -274,7 +274,7 @@ async def test_a_text_whose_stream_broke_off_stays_with_the_voice_that_took_over
     together: TimedTogether, tmp_path: Path
 ) -> None:
     text = "The parcel has arrived. It is at the front door. Please collect it soon."
-    together.inject_stream_error(after_chunks=2)  # the first sentence's stream
+    together.inject_stream_error(after_chunks=2, text="parcel")  # the first sentence's stream
     pipeline = SpeechPipeline(settings_for(together, tmp_path))
     asked = SpeechRequest(text=text, provider="together")
     said: list[Utterance] = []
