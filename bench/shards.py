@@ -183,15 +183,17 @@ def _p50_ms(values: list[float]) -> float:
     return statistics.median(values) * 1000
 
 
-def table(times: dict[str, list[float]], batches: list[Batch], args: argparse.Namespace) -> str:
+def table(
+    times: dict[str, list[float]], batches: list[Batch], args: argparse.Namespace, before: float
+) -> str:
     local, remote = _p50_ms(times["local"]), _p50_ms(times["remote"])
     added = [r - loc for r, loc in zip(times["remote"], times["local"], strict=True)]
     ones = [b.rate for b in batches if b.workers == 1]
     twos = [b.rate for b in batches if b.workers == 2]
-    load = os.getloadavg()
     lines = [
         f"Real Piper (en_US-joe-medium), one Redis on a Unix socket, {os.cpu_count()} cores, "
-        f"load average {load[0]:.2f} at the end (the machine was shared with other work).",
+        f"load average {before:.2f} before the run and {os.getloadavg()[0]:.2f} at its end "
+        "(its own processes included); every figure from this one run.",
         "",
         "| measure | baseline | synth processes | ratio / difference | goal |",
         "| --- | --- | --- | --- | --- |",
@@ -212,6 +214,7 @@ def table(times: dict[str, list[float]], batches: list[Batch], args: argparse.Na
 
 
 async def main_async(args: argparse.Namespace) -> str:
+    before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         server = RedisServer(server_binary(), folder)
@@ -228,7 +231,7 @@ async def main_async(args: argparse.Namespace) -> str:
                         print(f"{count} synth: {batches[-1].rate:.1f} speech s/s", flush=True)
         finally:
             server.stop()
-    return table(times, batches, args)
+    return table(times, batches, args, before)
 
 
 def main() -> None:

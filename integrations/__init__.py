@@ -34,7 +34,7 @@ FRONT_ENDS: dict[str, str] = {
 }
 
 #: The roles of ``oyez run --role`` (``run.roles``) each front end runs in: a process runs the
-#: front ends of its roles only (README "Several processes"). Home Assistant in two: its
+#: front ends of its roles only (README "Scaling out"). Home Assistant in two: its
 #: speakers are the api's targets too, and the processes hearing one event claim it once.
 FRONT_END_ROLES: dict[str, tuple[str, ...]] = {
     "discord": ("gateway", "api", "coordinator"),  # without gateway: its relaying sink only

@@ -284,8 +284,9 @@ def test_compose_example_runs_two_processes_on_one_redis_with_profile_several(
 def test_compose_roles_example_runs_each_role_restarted_on_one_redis(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Two gateways on their own shards, an api and a coordinator, each restarted by Compose
-    (the gateway failover), every one with a configuration Oyez accepts."""
+    """Two gateways on their own shards, an api, a coordinator and synth workers (a replica a
+    core), each restarted by Compose (the gateway failover), every one with a configuration
+    Oyez accepts."""
     compose = yaml.safe_load((ROOT / "config" / "docker-compose.roles.example.yml").read_text())
     services = compose["services"]
     oyez = {n: s for n, s in services.items() if n != "redis"}
@@ -295,8 +296,10 @@ def test_compose_roles_example_runs_each_role_restarted_on_one_redis(
         "gateway-1": "gateway",
         "api": "api",
         "coordinator": "coordinator",
+        "synth": "synth",
     }
-    assert roles.items() >= expected.items()  # and a synth service, with the synth role
+    assert roles == expected
+    assert services["synth"]["deploy"]["replicas"] >= 2
     assert all(s["restart"] == "unless-stopped" for s in services.values())
     shards = [
         services[g]["environment"]["OYEZ_DISCORD__SHARD_IDS"] for g in ("gateway-0", "gateway-1")

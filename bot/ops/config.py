@@ -207,7 +207,7 @@ class EngineSettings(BaseModel):
         return url.strip()
 
 
-#: The roles of ``oyez run`` (README "Several processes"), all of them by default.
+#: The roles of ``oyez run`` (README "Scaling out"), all of them by default.
 ROLES: tuple[Role, ...] = ("gateway", "synth", "api", "coordinator")
 Role = Literal["gateway", "synth", "api", "coordinator"]
 
