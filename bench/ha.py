@@ -228,6 +228,32 @@ def wyoming_piper(port: int) -> Iterator[subprocess.Popen[bytes]]:
         process.wait(timeout=30)
 
 
+@contextlib.contextmanager
+def oyez_wyoming(port: int, data_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``oyez run`` with its Wyoming server on ``port``, a process of its own as wyoming-piper
+    is (and as a user runs it): in the benchmark's process it would share the interpreter with
+    the client that measures both. Piper without sampling noise, like wyoming-piper here."""
+    env = {
+        **os.environ,
+        "OYEZ_DATA_DIR": str(data_dir),
+        "OYEZ_HTTP__HOST": "127.0.0.1",
+        "OYEZ_HTTP__PORT": str(free_port()),
+        "OYEZ_WYOMING__URI": f"tcp://127.0.0.1:{port}",
+        "OYEZ_PROVIDERS__PIPER__NOISE_SCALE": "0",
+        "OYEZ_PROVIDERS__PIPER__NOISE_W_SCALE": "0",
+    }
+    command = [sys.executable, "-m", "bot", "run"]
+    process = subprocess.Popen(
+        command, env=env, cwd=data_dir.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        listening(port)
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
 def oyez_settings(ha: HomeAssistant, data_dir: Path, wyoming_port: int) -> config.Settings:
     return config.load(
         data_dir=data_dir,

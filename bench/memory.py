@@ -7,7 +7,8 @@ sentence (RSS then is the reference), then ``--texts`` texts of up to ``max_text
 characters, half of them without any sentence or clause break; RSS after them, and the peak.
 
 - Oyez: Piper gets pieces of at most ``PIECE_MAX_CHARS`` characters, each run shrinks
-  onnxruntime's arena, and glibc's ``malloc_trim`` returns the freed pages.
+  onnxruntime's arena, and glibc's ``malloc_trim`` returns the freed pages once Piper has
+  been idle for ``TRIM_IDLE_S`` (RSS is read that long after the last text, on both paths).
 - Baseline (the code before issue #14): each sentence in one inference, however long, the arena
   keeping its peak.
 
@@ -86,7 +87,7 @@ def _unbounded() -> None:
     from integrations.piper import engine, provider
 
     provider.PIECE_MAX_CHARS = 10**9  # split_pieces then gives the sentences, as Piper splits
-    engine._TRIM = None
+    engine._IDLE_TRIM = None
     engine._SHRINK = onnxruntime.RunOptions()
 
 
@@ -97,13 +98,18 @@ async def measure(path: str, count: int) -> dict[str, Any]:
     data = Path(tempfile.mkdtemp()) / "data"
     settings = config.load(data_dir=data, cache={"enabled": False})
     pipeline = SpeechPipeline(settings)
+    from integrations.piper import engine
+
+    settle_s = engine.TRIM_IDLE_S + 0.5  # both paths idle as long, once each: like with like
     try:
         await pipeline.speak(SpeechRequest(text=SHORT))
+        await asyncio.sleep(settle_s)
         short = _status("VmRSS")
         started, audio_s = time.perf_counter(), 0.0
         for text in texts(count, settings.max_text_length):
             audio_s += (await pipeline.speak(SpeechRequest(text=text))).duration_s
         wall = time.perf_counter() - started
+        await asyncio.sleep(settle_s)  # a long-running Oyez, a moment after its last text
     finally:
         await pipeline.aclose()
     return {

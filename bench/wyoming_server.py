@@ -34,11 +34,16 @@ from wyoming.tts import Synthesize, SynthesizeVoice
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.ha import VOICE, fresh_sentences, long_announcement, p90, wyoming_piper  # noqa: E402
+from bench.ha import (  # noqa: E402
+    VOICE,
+    fresh_sentences,
+    long_announcement,
+    oyez_wyoming,
+    p90,
+    wyoming_piper,
+)
 from bench.readme import write_readme  # noqa: E402
-from bot.ops import config  # noqa: E402
 from tests.support.homeassistant import free_port  # noqa: E402
-from tests.support.wyoming_peers import running_wyoming  # noqa: E402
 
 
 @dataclass
@@ -99,28 +104,21 @@ async def rounds(servers: list[Server], kind: str, texts: list[str]) -> None:
 
 async def measure(tmp: Path, runs: int) -> list[Server]:
     oyez_port, piper_port = free_port(), free_port()
-    settings = config.load(
-        data_dir=tmp / "oyez",
-        http={"host": "127.0.0.1", "port": 0},
-        wyoming={"uri": f"tcp://127.0.0.1:{oyez_port}"},
-        providers={"piper": {"noise_scale": 0, "noise_w_scale": 0}},
-    )
-    with wyoming_piper(piper_port):
-        async with running_wyoming(settings):
-            servers = [
-                Server("wyoming-piper", piper_port, VOICE),
-                Server("Oyez", oyez_port, f"piper/{VOICE}"),
-            ]
-            await rounds(servers, "warm-up", ["Warming up.", "Still warming up. Nearly there."])
-            fresh = list(fresh_sentences(runs, 100))
-            # sentences 800 + 3i on: 200 + 3i again, none of the fresh ones (a cached sentence
-            # would be Oyez's first chunk)
-            long = [long_announcement(100 + i) for i in range(runs)]
-            if any(sentence in text for sentence in fresh for text in long):
-                raise SystemExit(f"--runs {runs}: the long texts repeat a fresh sentence")
-            await rounds(servers, "fresh", fresh)
-            await rounds(servers, "long", long)
-            return servers
+    with wyoming_piper(piper_port), oyez_wyoming(oyez_port, tmp / "oyez"):
+        servers = [
+            Server("wyoming-piper", piper_port, VOICE),
+            Server("Oyez", oyez_port, f"piper/{VOICE}"),
+        ]
+        await rounds(servers, "warm-up", ["Warming up.", "Still warming up. Nearly there."])
+        fresh = list(fresh_sentences(runs, 100))
+        # sentences 800 + 3i on: 200 + 3i again, none of the fresh ones (a cached sentence
+        # would be Oyez's first chunk)
+        long = [long_announcement(100 + i) for i in range(runs)]
+        if any(sentence in text for sentence in fresh for text in long):
+            raise SystemExit(f"--runs {runs}: the long texts repeat a fresh sentence")
+        await rounds(servers, "fresh", fresh)
+        await rounds(servers, "long", long)
+        return servers
 
 
 Pick = Callable[[Reply], float]

@@ -1,18 +1,21 @@
 """The optimized copy of a Piper model (integrations.piper.engine.open_voice): made once, read
 on later loads with the same audio, remade when the model changes, and never in the way: an
-unreadable copy is rebuilt, an unwritable folder means no copy."""
+unreadable copy is rebuilt, an unwritable folder means no copy. And the heap Piper freed goes
+back to the system after long pieces and when Piper is idle, not after every sentence."""
 
 from __future__ import annotations
 
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 from piper import PiperVoice, SynthesisConfig
 
-from integrations.piper.engine import open_voice, optimized_name
+from integrations.piper import engine
+from integrations.piper.engine import IdleTrim, open_voice, optimized_name
 from integrations.piper.models import builtin_model_path, config_path_of
 
 #: No variation between takes: the same model gives the same samples.
@@ -88,3 +91,42 @@ def test_a_folder_that_cannot_be_written_means_no_copy(
     blocked.write_text("not a folder", encoding="utf-8")
     assert say(open_voice(model, config_path_of(model), blocked / "cache")) == reference
     assert not (tmp_path / "voices" / "cache").exists()
+
+
+# -- giving the heap back --------------------------------------------------------------------
+
+
+def test_the_heap_is_trimmed_once_piper_is_idle_never_during_a_synthesis() -> None:
+    trims: list[float] = []
+    idle = IdleTrim(lambda: trims.append(time.monotonic()), idle_s=0.5)
+    with idle.running():
+        with idle.running():  # two syntheses at once
+            pass
+        time.sleep(0.8)  # the other still runs: no trim while it does
+        assert trims == []
+    ended = time.monotonic()
+    time.sleep(0.1)
+    with idle.running():  # a new one within the idle time puts the trim off again
+        pass
+    time.sleep(1.0)
+    assert len(trims) == 1  # once, for the whole burst
+    assert trims[0] - ended >= 0.55  # 0.5 s after the last one ended, not after the first
+    time.sleep(0.6)
+    assert len(trims) == 1
+
+
+def test_long_pieces_are_trimmed_at_once_short_sentences_only_when_idle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    trims: list[int] = []
+    idle = IdleTrim(lambda: trims.append(1), idle_s=60)
+    monkeypatch.setattr(engine, "_IDLE_TRIM", idle)
+    model = builtin_model_path()
+    voice = open_voice(model, config_path_of(model))
+    short = "The front door has been left open."
+    list(engine.synthesize_pieces(voice, short, SAME_TAKE))
+    assert trims == []  # a short sentence: its heap is reused by the next one
+    long = " ".join(["the bins go out tonight and the recycling tomorrow"] * 3)
+    assert len(long) > engine.TRIM_AFTER_CHARS
+    list(engine.synthesize_pieces(voice, long, SAME_TAKE))
+    assert trims == [1]
