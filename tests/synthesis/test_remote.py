@@ -202,15 +202,24 @@ async def test_auto_synthesizes_here_when_no_worker_is_alive(
     await cluster.stop_worker(workers)
 
 
-async def test_the_jobs_of_a_dead_worker_are_taken_over(cluster: Cluster) -> None:
+async def read_by_a_dead_worker(
+    cluster: Cluster, consumer: str
+) -> tuple[asyncio.Task[Utterance | LiveUtterance], str]:
+    """A request sent, its job read by ``consumer``, a worker that then dies (it seemed alive
+    when the job was sent): the asking task and the job's stream entry id."""
     client = cluster.queue.client
     await client.xgroup_create(cluster.queue.jobs, GROUP, id="0", mkstream=True)
-    await client.set(cluster.queue.alive, "dead", px=60_000)
+    await client.set(cluster.queue.alive, consumer, px=60_000)
     speaking = asyncio.create_task(cluster.asker.speak(SpeechRequest(text=TEXT)))
     async with asyncio.timeout(10):
         taken: Any = None
-        while not taken:  # a worker that reads the job, then dies
-            taken = await client.xreadgroup(GROUP, "dead", {cluster.queue.jobs: ">"}, count=1)
+        while not taken:
+            taken = await client.xreadgroup(GROUP, consumer, {cluster.queue.jobs: ">"}, count=1)
+    return speaking, str(taken[0][1][0][0])
+
+
+async def test_the_jobs_of_a_dead_worker_are_taken_over(cluster: Cluster) -> None:
+    speaking, _ = await read_by_a_dead_worker(cluster, "dead")
     before = taken_over()
     workers = await cluster.add_worker()  # claim_idle_s 1: takes it over within ~1.3 s
     async with asyncio.timeout(30):
@@ -338,17 +347,9 @@ async def test_consumers_long_gone_are_dropped_from_the_group(
 
 
 async def test_a_job_that_kills_its_workers_is_given_up(cluster: Cluster) -> None:
-    client = cluster.queue.client
-    await client.xgroup_create(cluster.queue.jobs, GROUP, id="0", mkstream=True)
-    await client.set(cluster.queue.alive, "dead", px=60_000)
-    speaking = asyncio.create_task(cluster.asker.speak(SpeechRequest(text=TEXT)))
-    async with asyncio.timeout(10):
-        taken: Any = None
-        while not taken:  # read by one worker, then taken over by two more: all died
-            taken = await client.xreadgroup(GROUP, "dead-1", {cluster.queue.jobs: ">"}, count=1)
-    entry = taken[0][1][0][0]
-    for consumer in ("dead-2", "dead-3"):
-        await client.xclaim(cluster.queue.jobs, GROUP, consumer, 0, [entry])
+    speaking, entry = await read_by_a_dead_worker(cluster, "dead-1")
+    for consumer in ("dead-2", "dead-3"):  # taken over by two more: all died
+        await cluster.queue.client.xclaim(cluster.queue.jobs, GROUP, consumer, 0, [entry])
     await asyncio.sleep(1.1)  # idle past claim_idle_s
     workers = await cluster.add_worker()
     with pytest.raises(WorkerFailed, match="3 synth workers died making it"):
