@@ -41,6 +41,7 @@ from bot.audio.live import LiveUtterance
 from bot.errors import RequestExpired
 from bot.ops.config import SynthSettings
 from bot.ops.metrics import SYNTH_JOBS
+from bot.ops.streams import forget_consumers, take_over
 from bot.speech import SpeechRequest, Voice
 from bot.synthesis.pipeline import SpeechPipeline
 from bot.synthesis.prepared import PreparedRequest
@@ -187,21 +188,25 @@ class SynthWorkers:
         one's: the pending entries are scanned from the start (a few rounds of XAUTOCLAIM's
         cursor at most); consumers long gone are dropped from the group."""
         idle_ms = round(self.settings.claim_idle_s * 1000)
-        taken: list[Any] = []
-        cursor = "0-0"
-        for _ in range(AUTOCLAIM_ROUNDS):
-            answer: Any = await self.client.xautoclaim(
-                self.queue.jobs, GROUP, self.consumer, idle_ms, start_id=cursor, count=count
-            )
-            taken += [e for e in answer[1] if e[1]]  # an entry deleted since has no fields
-            cursor = str(answer[0])
-            if cursor == "0-0" or len(taken) >= count:
-                break
+        claimed = await take_over(
+            self.client,
+            self.queue.jobs,
+            GROUP,
+            self.consumer,
+            idle_ms,
+            per_round=count,
+            limit=count,
+            rounds=AUTOCLAIM_ROUNDS,
+        )
+        taken: list[Any] = [e for e in claimed if e[1]]  # an entry deleted since has no fields
         if taken:
             log.warning("synth: took over %d jobs of a worker that went silent", len(taken))
             SYNTH_JOBS.labels("worker", "taken_over").inc(len(taken))
             taken = await self._not_poisoned(taken)
-        await self._forget_gone()
+        # the consumers of workers that ended (one per process ever started would pile up)
+        await forget_consumers(
+            self.client, self.queue.jobs, GROUP, self.consumer, CONSUMER_GONE_S * 1000
+        )
         return taken
 
     async def _not_poisoned(self, entries: list[Any]) -> list[Any]:
@@ -226,15 +231,6 @@ class SynthWorkers:
             await self._finish(message_id)
             SYNTH_JOBS.labels("worker", "failed").inc()
         return kept
-
-    async def _forget_gone(self) -> None:
-        """Drop the group's consumers idle for :data:`CONSUMER_GONE_S` holding no job (workers
-        that ended: one per process ever started would pile up otherwise)."""
-        consumers: Any = await self.client.xinfo_consumers(self.queue.jobs, GROUP)
-        for consumer in consumers:
-            gone = consumer["idle"] > CONSUMER_GONE_S * 1000 and consumer["pending"] == 0
-            if gone and consumer["name"] != self.consumer:
-                await self.client.xgroup_delconsumer(self.queue.jobs, GROUP, consumer["name"])
 
     async def _claims(self) -> None:
         """Renew the claim on the jobs under way (their idle time starts again)."""

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from bot.announce.model import Announcement, Target, TargetResult
 from bot.ops.config import DiscordChannel
+from bot.ops.streams import forget_consumers, take_over
 from bot.speech import OutputProfile, SpeechRequest, Utterance
 from bot.synthesis.pipeline import SpeechPipeline
 from integrations.discord.shards import shard_of
@@ -336,35 +337,20 @@ class DeliveryWorker:
                 await self.client.xclaim(stream, GROUP, self.consumer, 0, list(held), justid=True)
 
     async def _take_over(self) -> None:
+        """Take over the jobs of this worker's shards idle longer than ``takeover_s``, then
+        drop the consumers idle for two takeover times with nothing pending."""
         idle_ms = round(self.takeover_s * 1000)
         for stream in self._held:
-            cursor: Any = "0-0"
-            while True:
-                found: Any = await self.client.xautoclaim(
-                    stream, GROUP, self.consumer, idle_ms, start_id=cursor, count=100
-                )
-                cursor, messages = found[0], found[1]
-                for message_id, fields in messages:
-                    if fields is None:  # trimmed from the stream: nothing left to speak
-                        await self.client.xack(stream, GROUP, message_id)
-                        continue
-                    log.info("discord relay: taking over job %s", fields.get("id"))
-                    self.taken_over += 1
-                    self._start(stream, str(message_id), fields)
-                if str(cursor) in ("0-0", "0"):
-                    break
-            await self._forget_consumers(stream)
-
-    async def _forget_consumers(self, stream: str) -> None:
-        """Delete the group's consumers left with nothing pending and idle for two takeover
-        times (dead processes': each restart adds one). A live one deleted by mistake is
-        made again by its next read."""
-        consumers: Any = await self.client.xinfo_consumers(stream, GROUP)
-        for consumer in consumers:
-            name, idle_ms = str(consumer["name"]), int(consumer["idle"])
-            dead = not consumer["pending"] and idle_ms > 2000 * self.takeover_s
-            if dead and name != self.consumer:
-                await self.client.xgroup_delconsumer(stream, GROUP, name)
+            for message_id, fields in await take_over(
+                self.client, stream, GROUP, self.consumer, idle_ms
+            ):
+                if fields is None:  # trimmed from the stream: nothing left to speak
+                    await self.client.xack(stream, GROUP, message_id)
+                    continue
+                log.info("discord relay: taking over job %s", fields.get("id"))
+                self.taken_over += 1
+                self._start(stream, str(message_id), fields)
+            await forget_consumers(self.client, stream, GROUP, self.consumer, 2 * idle_ms)
 
     async def _deliver(self, stream: str, message_id: str, fields: dict[str, str]) -> None:
         try:
