@@ -166,6 +166,12 @@ class CacheSettings(BaseModel):
     enabled: bool = True
     max_mb: float = Field(500.0, gt=0, description="Size cap in MiB; least recently used go first")
     dir: Path | None = Field(None, description="Default: <data_dir>/cache")
+    memory_mb: float = Field(
+        32.0,
+        ge=0,
+        description="MiB of the most recently used audio also kept in memory (0: none): a hit "
+        "on it is answered without reading the index or the file",
+    )
 
 
 #: The URL schemes ``engine.url`` takes (redis-py's ``from_url``).

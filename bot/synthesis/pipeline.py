@@ -40,7 +40,7 @@ from bot.ops.metrics import FALLBACKS, REQUESTS, SYNTHESIS_SECONDS
 from bot.providers.base import ProviderRegistry
 from bot.providers.dispatch import Dispatched, Dispatcher
 from bot.speech import FallbackNote, OutputProfile, SpeechRequest, Timings, Utterance, Voice
-from bot.synthesis.cache import AudioCache, Cache, CacheEntry, cache_key
+from bot.synthesis.cache import AudioCache, Cache, CacheEntry, HotCache, cache_key
 from bot.synthesis.flights import Flights, flown
 from bot.synthesis.prepared import PreparedRequest, Segment
 from bot.synthesis.pronounce import Pronunciations
@@ -125,7 +125,9 @@ class SpeechPipeline:
         if self._cache is None:
             folder = self.settings.cache.dir or self.settings.data_dir / "cache"
             make = self.cache_factory or AudioCache
-            self._cache = make(folder, int(self.settings.cache.max_mb * 1024 * 1024))
+            cache = make(folder, int(self.settings.cache.max_mb * 1024 * 1024))
+            memory = int(self.settings.cache.memory_mb * 1024 * 1024)
+            self._cache = HotCache(cache, memory) if memory > 0 else cache
         return self._cache
 
     def cache_key(self, prepared: PreparedRequest) -> str:
@@ -664,6 +666,8 @@ class SpeechPipeline:
         await self.registry.aclose()
         await self.dispatcher.aclose()
         if self._cache is not None:
+            if isinstance(self._cache, HotCache):
+                await self._cache.settle()
             self._cache.close()
             self._cache = None
 

@@ -138,6 +138,12 @@ class RedisAudioCache:
         CACHE_LOOKUPS.labels("hit").inc()
         return _entry(key, audio, json.loads(meta))
 
+    async def touch(self, key: str) -> None:
+        keys = [self._entry(key), self._lru, self._counts]
+        if not await self._touch(keys=keys, args=[key, time.time()]):
+            await self.client.hincrby(self._counts, "hit", 1)  # evicted since: counted still
+        CACHE_LOOKUPS.labels("hit").inc()
+
     async def _miss(self) -> None:
         await self.client.hincrby(self._counts, "miss", 1)
         CACHE_LOOKUPS.labels("miss").inc()

@@ -16,7 +16,7 @@ from bot.ops import config
 from bot.ops.config import Settings
 from bot.providers.base import ProviderRegistry
 from bot.speech import OutputProfile, SpeechRequest, Voice
-from bot.synthesis.cache import _SCHEMA, AudioCache, CacheEntry, open_index
+from bot.synthesis.cache import _SCHEMA, AudioCache, CacheEntry, HotCache, open_index
 from bot.synthesis.pipeline import SpeechPipeline
 from integrations import PROVIDERS
 from tests.fakes.segmind import DEFAULT_API_KEY, FakeSegmind
@@ -214,21 +214,113 @@ def test_cli_cache_stats_and_clear(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("damage", ["empty", "noise"])
 async def test_a_damaged_cached_file_is_dropped_and_synthesized_again(
-    pipeline: SpeechPipeline,
-    tone: type[ToneProvider],
-    damage: str,
-    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path, tone: type[ToneProvider], damage: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Read from disk: by a process that has not the entry in memory (a restart; here a
+    second pipeline), or, for a file cut short, by this one too (its size is checked)."""
+    settings = cached_settings(tmp_path)
     ask = {"text": "Bin day tomorrow.", "provider": "tone"}
+    first_process = SpeechPipeline(settings, ProviderRegistry(settings, TARGETS))
+    later = SpeechPipeline(settings, ProviderRegistry(settings, TARGETS))
+    try:
+        first = await first_process.speak(SpeechRequest(**ask))
+        (file,) = [p for p in first_process.cache.directory.iterdir() if p.suffix == ".ogg"]
+        file.write_bytes(b"" if damage == "empty" else os.urandom(len(first.audio)))
+        reader = first_process if damage == "empty" else later
+        again = await reader.speak(SpeechRequest(**ask))
+        assert not again.cached
+        assert again.duration_s == pytest.approx(first.duration_s)
+        assert tone.calls == ["Bin day tomorrow."] * 2
+        assert f"cache: {file} is damaged" in caplog.text
+        assert (await later.speak(SpeechRequest(**ask))).cached  # stored again, whole
+        assert file.read_bytes() == again.audio
+    finally:
+        await first_process.aclose()
+        await later.aclose()
+
+
+async def test_a_hit_on_recent_audio_is_answered_from_memory(
+    pipeline: SpeechPipeline, tone: type[ToneProvider], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No worker thread, no read of the index or the file; the use still recorded in the
+    index (its hit counted, its age renewed), so eviction and ``oyez cache stats`` see it."""
+    ask = {"text": "The bins go out tonight.", "provider": "tone"}
     first = await pipeline.speak(SpeechRequest(**ask))
-    (file,) = [p for p in pipeline.cache.directory.iterdir() if p.suffix == ".ogg"]
-    file.write_bytes(b"" if damage == "empty" else os.urandom(len(first.audio)))
+    cache = pipeline.cache
+    assert isinstance(cache, HotCache)
+    assert cache.held_bytes == len(first.audio)
+
+    def no_disk(*_: Any, **__: Any) -> Any:
+        raise AssertionError("a hit on recent audio read the disk")
+
+    monkeypatch.setattr(AudioCache, "get", no_disk)
+    monkeypatch.setattr("bot.synthesis.cache.read_checked", no_disk)
     again = await pipeline.speak(SpeechRequest(**ask))
-    assert not again.cached
-    assert again.duration_s == pytest.approx(first.duration_s)
-    assert tone.calls == ["Bin day tomorrow."] * 2
-    assert f"cache: {file} is damaged" in caplog.text
-    assert (await pipeline.speak(SpeechRequest(**ask))).cached  # stored again, whole
+    assert again.cached and again.audio == first.audio
+    assert tone.calls == [ask["text"]]
+    stats = await cache.stats()
+    assert (stats.hits, stats.entries) == (1, 1)
+
+
+async def test_audio_cleared_or_evicted_elsewhere_is_not_answered_from_memory(
+    tmp_path: Path, tone: type[ToneProvider]
+) -> None:
+    """Another process (``oyez cache clear``, or its own eviction) removed the file: this
+    one's copy in memory is not answered, the text is synthesized again."""
+    settings = cached_settings(tmp_path)
+    speech = SpeechPipeline(settings, ProviderRegistry(settings, TARGETS))
+    ask = {"text": "The post is here.", "provider": "tone"}
+    try:
+        await speech.speak(SpeechRequest(**ask))
+        other = AudioCache(speech.cache.directory, speech.cache.max_bytes)
+        try:
+            assert await other.clear() == 1
+        finally:
+            other.close()
+        assert not await speech.will_hit(await speech.prepare(SpeechRequest(**ask)))
+        again = await speech.speak(SpeechRequest(**ask))
+        assert not again.cached
+        assert tone.calls == [ask["text"]] * 2
+    finally:
+        await speech.aclose()
+
+
+async def test_memory_holds_the_most_recently_used_up_to_its_size(tmp_path: Path) -> None:
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    voice = Voice("tone", "sine", "a4", "A4", "en")
+
+    def entry(n: int) -> CacheEntry:
+        return CacheEntry(
+            f"{n:064x}", bytes([n]) * 1000, OutputProfile.OGG_OPUS, 48000, 2, 1.0, -16.0, voice
+        )
+
+    cache = HotCache(AudioCache(folder, 1_000_000), memory_bytes=2500)
+    try:
+        for n in range(3):
+            await cache.put(entry(n))  # the third pushes the first out of memory
+        assert cache.held_bytes == 2000
+        read: list[str] = []
+        inner_get = cache.inner.get
+
+        async def counted(key: str) -> CacheEntry | None:
+            read.append(key)
+            return await inner_get(key)
+
+        cache.inner.get = counted  # type: ignore[method-assign]
+        for n in (1, 2, 0, 0):
+            got = await cache.get(entry(n).key)
+            assert got is not None and got.audio == entry(n).audio
+        assert read == [entry(0).key]  # only the one memory had let go; kept again since
+        assert cache.held_bytes == 2000
+        big = CacheEntry("f" * 64, b"x" * 3000, OutputProfile.OGG_OPUS, 48000, 2, 3.0, -16.0, voice)
+        await cache.put(big)  # larger than memory: on disk only, memory as it was
+        assert cache.held_bytes == 2000
+        assert (await cache.get(big.key)) == big
+        assert (await cache.stats()).hits == 5
+    finally:
+        await cache.settle()
+        cache.close()
 
 
 async def test_a_garbage_index_is_moved_aside_and_rebuilt(

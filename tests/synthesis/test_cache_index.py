@@ -10,7 +10,7 @@ from pathlib import Path
 from bot.ops.config import EngineSettings
 from bot.ops.engine import Engine
 from bot.speech import OutputProfile, Voice
-from bot.synthesis.cache import CacheEntry
+from bot.synthesis.cache import CacheEntry, HotCache
 from tests.support.redis_server import engine, redis_server, redis_url  # noqa: F401
 
 VOICE = Voice("tone", "tone-1", "a", "A", None)
@@ -57,6 +57,30 @@ async def test_the_least_recently_used_goes_first_and_too_big_is_not_kept(
         assert (await cache.stats()).bytes <= 12
         await cache.put(entry("d", b"far more than twelve bytes"))
         assert not await cache.contains("d" * 64)
+    finally:
+        cache.close()
+
+
+async def test_a_hit_from_memory_is_recorded_in_the_shared_index(
+    engine: Engine,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    """Answered from this process's memory (:class:`HotCache`), the hit still counts and
+    renews the entry's age in Redis: the least recently used is then the other one."""
+    cache = HotCache(engine.audio_cache(tmp_path / "cache", 16), memory_bytes=1_000)
+    try:
+        for letter in "ab":
+            await cache.put(entry(letter, b"four"))
+            await asyncio.sleep(0.01)
+        assert await cache.get("a" * 64) == entry("a", b"four")  # from memory
+        await cache.settle()
+        await asyncio.sleep(0.01)
+        await cache.put(entry("c", b"more than 4"))  # evicts the least recently used: b
+        assert not (tmp_path / "cache" / f"{'b' * 64}.ogg").exists()
+        assert await cache.get("b" * 64) is None  # its file gone: not answered from memory
+        assert await cache.get("a" * 64) is not None
+        stats = await cache.stats()
+        assert (stats.hits, stats.misses) == (2, 1)
     finally:
         cache.close()
 
