@@ -187,9 +187,12 @@ class MediaPlayerSink:
             made=asyncio.get_running_loop().create_future(),
             first_made=asyncio.Event(),
         )
+        # each speaker's turn first: its visit is open, waiting for the first audio, when a
+        # cache hit makes it at once
+        plays = [asyncio.ensure_future(self.queues.play(e, playback)) for e in entities]
         making = asyncio.create_task(self._make(playback, media), name="oyez-ha-mp3")
         try:
-            results = await asyncio.gather(*(self.queues.play(e, playback) for e in entities))
+            results = await asyncio.gather(*plays)
             utterance = await making
         except RequestExpired as exc:
             return [TargetResult(e, False, str(exc), expired=True) for e in entities], None
@@ -220,7 +223,9 @@ class MediaPlayerSink:
                 assert isinstance(speech, Utterance)  # not live: always whole
                 media.append(continued(speech.audio) if parts else speech.audio)
                 parts.append(speech)
-                playback.first_made.set()
+                if not playback.first_made.is_set():
+                    playback.first_made.set()
+                    await asyncio.sleep(0)  # the waiting speakers' play_media go out first
         except BaseException as exc:
             media.fail(str(exc) or type(exc).__name__)
             raise
