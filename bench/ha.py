@@ -50,6 +50,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.event_floor import EVENT as FLOOR_EVENT  # noqa: E402
 from bench.readme import write_readme  # noqa: E402
 from tests.support.homeassistant import HomeAssistant, Observer, free_port, install  # noqa: E402
 from tests.support.wyoming_peers import add_wyoming  # noqa: E402
@@ -203,6 +204,50 @@ def announce(observer: Observer, media_url: str) -> Callable[[str], Awaitable[Sa
     return run
 
 
+def floor_announce(observer: Observer, floor_url: str) -> Callable[[str], Awaitable[Sample]]:
+    """:data:`bench.event_floor.EVENT` fired into Home Assistant; the floor process's URL
+    fetched once the speaker has it (the message is not read: its audio is held already)."""
+
+    async def run(message: str) -> Sample:  # noqa: ARG001 - a Way's run; the audio is fixed
+        since = len(observer.events)
+        started = time.perf_counter()
+        await observer.fire(FLOOR_EVENT, {"media_player": SPEAKER})
+        return await fetch(await next_media(observer, since, floor_url), started)
+
+    return run
+
+
+@contextlib.contextmanager
+def event_floor(ha: HomeAssistant, mp3: Path) -> Iterator[str]:
+    """The floor process (:mod:`bench.event_floor`) serving ``mp3``, subscribed: its URL."""
+    port = free_port()
+    assert ha.token is not None  # onboarded
+    command = [sys.executable, "-m", "bench.event_floor", ha.url, str(port), str(mp3)]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        env={**os.environ, "BENCH_HA_TOKEN": ha.token},
+    )
+    try:
+        assert process.stdout is not None
+        if process.stdout.readline().strip() != b"ready":
+            raise RuntimeError("the event floor process did not subscribe")
+        yield f"http://127.0.0.1:{port}/floor.mp3"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def oyez_mp3(text: str, out: Path, data_dir: Path) -> Path:
+    """``text`` as Oyez's MP3 for speakers (``oyez say -o``), for the floor to serve."""
+    env = {**os.environ, "OYEZ_DATA_DIR": str(data_dir)}
+    command = [sys.executable, "-m", "bot", "say", text, "-o", str(out)]
+    subprocess.run(command, check=True, env=env, cwd=ROOT, capture_output=True)
+    return out
+
+
 def listening(port: int, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -325,30 +370,38 @@ async def rounds(ways: list[Way], kind: str, messages: list[str]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def setting_up(ha: HomeAssistant, tmp: Path) -> AsyncIterator[tuple[Observer, str, str]]:
-    """Oyez running and both engines in Home Assistant: (observer, Oyez's HTTP URL,
-    wyoming-piper's engine)."""
+async def setting_up(ha: HomeAssistant, tmp: Path) -> AsyncIterator[tuple[Observer, str, str, str]]:
+    """Oyez running, both engines in Home Assistant and the event floor subscribed:
+    (observer, Oyez's HTTP URL, wyoming-piper's engine, the floor's URL)."""
     oyez_port, piper_port = free_port(), free_port()
-    with wyoming_piper(piper_port), oyez_for(ha, tmp / "oyez", oyez_port) as oyez_url:
+    mp3 = oyez_mp3(REPEATED, tmp / "floor.mp3", tmp / "oyez-say")
+    with (
+        wyoming_piper(piper_port),
+        oyez_for(ha, tmp / "oyez", oyez_port) as oyez_url,
+        event_floor(ha, mp3) as floor_url,
+    ):
         async with Observer(
             ha, ("call_service", "oyez_announce_done", "oyez_announce_failed")
         ) as obs:
             assert await added_engine(ha, obs, oyez_port) == "tts.oyez"
-            yield obs, oyez_url, await added_engine(ha, obs, piper_port)
+            yield obs, oyez_url, await added_engine(ha, obs, piper_port), floor_url
 
 
 async def measure(ha: HomeAssistant, tmp: Path, runs: int) -> list[Way]:
-    async with setting_up(ha, tmp) as (observer, oyez_url, piper_engine):
+    async with setting_up(ha, tmp) as (observer, oyez_url, piper_engine, floor_url):
         ways = [
             Way("HA `tts.speak` + wyoming-piper", tts_speak(observer, piper_engine, VOICE)),
             Way("HA `tts.speak` + Oyez (Wyoming)", tts_speak(observer, "tts.oyez", OYEZ_VOICE)),
             Way("`oyez_announce` → Oyez's URL", announce(observer, oyez_url)),
         ]
-        await rounds(ways, "warm-up", ["Warming up.", REPEATED])
+        floor = Way(
+            "floor: an event answered by `play_media` at once", floor_announce(observer, floor_url)
+        )
+        await rounds([*ways, floor], "warm-up", ["Warming up.", REPEATED])
         await rounds(ways, "fresh", list(fresh_sentences(runs)))
-        await rounds(ways, "repeat", [REPEATED] * runs)
+        await rounds([*ways, floor], "repeat", [REPEATED] * runs)
         await rounds([ways[0], ways[2]], "long", [long_announcement(i) for i in range(runs)])
-        return ways
+        return [*ways, floor]
 
 
 def p90(values: list[float]) -> float:
@@ -366,7 +419,7 @@ def row(name: str, values: list[float], baseline: float, goal: str) -> str:
 
 
 def table(ways: list[Way], runs: int, load: tuple[float, float]) -> str:
-    piper, wyoming, event = ways
+    piper, wyoming, event, floor = ways
     lines = [
         f"One Home Assistant 2025.4.4 on 127.0.0.1, one run, interleaved (A B C, C B A…), "
         f"{runs} rounds per kind, {os.cpu_count()}-core machine, load average "
@@ -382,6 +435,9 @@ def table(ways: list[Way], runs: int, load: tuple[float, float]) -> str:
         for way, goal in ((piper, ""), (wyoming, wyoming_goal), (event, event_goal)):
             values = [s.full_s for s in way.samples[kind]]
             lines.append(row(f"{kind} | {way.name}", values, median, goal))
+    floor_values = [s.full_s for s in floor.samples["repeat"]]
+    baseline = statistics.median([s.full_s for s in piper.samples["repeat"]])
+    lines.append(row(f"repeat | {floor.name}", floor_values, baseline, ""))
     ha_first = [s.first_s for s in piper.samples["long"]]
     ha_full = [s.full_s for s in piper.samples["long"]]
     oyez_first = [s.first_s for s in event.samples["long"]]
