@@ -360,6 +360,78 @@ async def test_an_index_from_before_checksums_gains_the_column(tmp_path: Path) -
         cache.close()
 
 
+def _sizes(index: Path) -> tuple[int, int]:
+    """(the running total the index keeps, the sum of its entries' bytes)."""
+    db = sqlite3.connect(index)
+    try:
+        row = db.execute("SELECT value FROM counters WHERE name = 'bytes'").fetchone()
+        (summed,) = db.execute("SELECT COALESCE(SUM(bytes), 0) FROM entries").fetchone()
+    finally:
+        db.close()
+    return (row[0] if row else 0), summed
+
+
+async def test_the_running_total_of_bytes_follows_every_change(tmp_path: Path) -> None:
+    """Eviction reads a total the index keeps (no SUM over every entry per put): it stays the
+    sum through puts, a key stored again with other bytes, evictions, a damaged file dropped
+    and a clear."""
+    folder = tmp_path / "cache"
+    index = folder / "index.sqlite3"
+    voice = Voice("tone", "tone-1", "a", "A", None)
+
+    def entry(letter: str, size: int) -> CacheEntry:
+        return CacheEntry(letter * 64, b"x" * size, OutputProfile.WAV, 48_000, 1, 0.5, None, voice)
+
+    cache = AudioCache(folder, 1_000)
+    try:
+        for letter, size in (("a", 300), ("b", 300), ("c", 300)):
+            await cache.put(entry(letter, size))
+        assert _sizes(index) == (900, 900)
+        await cache.put(entry("a", 100))  # stored again, smaller
+        assert _sizes(index) == (700, 700)
+        await cache.put(entry("d", 500))  # over the cap: the least recently used go
+        total, summed = _sizes(index)
+        assert total == summed <= 1_000
+        assert await cache.get("b" * 64) is None  # b was the oldest
+        (folder / f"{'c' * 64}.wav").write_bytes(b"short")  # damaged: dropped when read
+        assert await cache.get("c" * 64) is None
+        assert _sizes(index) == (600, 600)
+        assert await cache.clear() == 2
+        assert _sizes(index) == (0, 0)
+        await cache.put(entry("e", 40))
+        assert _sizes(index) == (40, 40)
+    finally:
+        cache.close()
+
+
+async def test_an_index_from_before_the_running_total_counts_it_once(tmp_path: Path) -> None:
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    index = folder / "index.sqlite3"
+    old = sqlite3.connect(index)
+    old.executescript(_SCHEMA)
+    old.execute(
+        "INSERT INTO entries (key, file, bytes, profile, sample_rate, channels, duration_s, "
+        "provider, model, voice_id, voice_name, created_at, used_at) "
+        "VALUES (?, ?, 700, 'wav', 48000, 1, 0.5, 'tone', 'tone-1', 'a', 'A', 0, 0)",
+        ("a" * 64, f"{'a' * 64}.wav"),
+    )
+    old.commit()
+    old.close()
+    (folder / f"{'a' * 64}.wav").write_bytes(b"x" * 700)
+    cache = AudioCache(folder, 1_000)
+    try:
+        assert (await cache.stats()).bytes == 700
+        assert _sizes(index) == (700, 700)
+        voice = Voice("tone", "tone-1", "b", "B", None)
+        await cache.put(
+            CacheEntry("b" * 64, b"y" * 400, OutputProfile.WAV, 48_000, 1, 0.5, None, voice)
+        )
+        assert _sizes(index) == (400, 400)  # the old entry evicted by the total it was counted in
+    finally:
+        cache.close()
+
+
 async def test_an_index_overwritten_while_in_use_is_rebuilt(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
