@@ -8,7 +8,8 @@ client that measures every way) and the
 ``wyoming-piper`` 2.4.2 server (a subprocess, the same voice ``en_US-joe-medium`` from the
 same files, ``--noise-scale 0 --noise-w-scale 0`` like Oyez's Piper here). The speaker is the
 demo's ``media_player.living_room``. Three ways to get a sentence onto it, in rounds, each
-round every way once, the order reversed every other round (A B C, C B A…):
+round every way once, the order reversed every other round (A B C, C B A…), each measurement
+the same rest (:data:`IDLE_S`) after the one before:
 
 - **HA + wyoming-piper** (the baseline): ``tts.speak`` with the wyoming-piper engine; the
   ``media-source://tts/…`` id the speaker got is resolved and fetched from Home Assistant in
@@ -58,8 +59,13 @@ from tests.support.wyoming_peers import add_wyoming  # noqa: E402
 SPEAKER = "media_player.living_room"
 VOICE = "en_US-joe-medium"
 OYEZ_VOICE = f"piper/{VOICE}"
-#: Seconds between two measurements (Home Assistant's and Oyez's work after an answer settles).
-SETTLE_S = 0.3
+#: Seconds from the end of one measurement to the start of the next, whatever way came before:
+#: long enough for the speaker's line to be free after an announcement (its audio's length and
+#: 1.2 s), the same for every way. With a short pause after the others (0.3 s), the ways that
+#: followed an announcement started from a rest of ~4 s and the baseline never did: Oyez's
+#: engine, always second (A B C, C B A), then measured up to 1.14x Home Assistant's own memory.
+IDLE_S = {"long": 12.0}
+IDLE_DEFAULT_S = 4.5
 
 SUBJECTS = (
     "washing machine",
@@ -357,15 +363,19 @@ async def added_engine(ha: HomeAssistant, observer: Observer, port: int) -> str:
 
 
 async def rounds(ways: list[Way], kind: str, messages: list[str]) -> None:
-    """Every way says each message, in turn; every other round in reverse order."""
+    """Every way says each message, in turn; every other round in reverse order; each
+    measurement :data:`IDLE_S` after the one before ended."""
+    idle_s = IDLE_S.get(kind, IDLE_DEFAULT_S)
     for i, message in enumerate(messages):
         order = ways if i % 2 == 0 else ways[::-1]
         measured = []
         for way in order:
-            sample = await way.run(message)
+            started = time.perf_counter()
+            sample = await way.run(message)  # an announcement returns once its line is free
             way.samples.setdefault(kind, []).append(sample)
             measured.append(f"{way.name} {sample.first_s * 1000:.0f}/{sample.full_s * 1000:.0f}")
-            await asyncio.sleep(SETTLE_S)
+            ended = started + sample.full_s
+            await asyncio.sleep(max(0.0, idle_s - (time.perf_counter() - ended)))
         print(f"{kind} {i + 1}/{len(messages)}: {'; '.join(measured)} ms", file=sys.stderr)
 
 
@@ -421,7 +431,8 @@ def row(name: str, values: list[float], baseline: float, goal: str) -> str:
 def table(ways: list[Way], runs: int, load: tuple[float, float]) -> str:
     piper, wyoming, event, floor = ways
     lines = [
-        f"One Home Assistant 2025.4.4 on 127.0.0.1, one run, interleaved (A B C, C B A…), "
+        f"One Home Assistant 2025.4.4 on 127.0.0.1, one run, interleaved (A B C, C B A…, each "
+        f"{IDLE_DEFAULT_S:g} s after the one before), "
         f"{runs} rounds per kind, {os.cpu_count()}-core machine, load average "
         f"{load[0]:.2f} before and {load[1]:.2f} after; time = request → the speaker's URL "
         "fetched in full (ms); ratio = median against wyoming-piper's in the same run:",
