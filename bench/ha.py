@@ -17,6 +17,9 @@ the same rest (:data:`IDLE_S`) after the one before:
 - **HA + Oyez (Wyoming)**: the same with Oyez's Wyoming engine (its Piper voice).
 - **oyez_announce**: the event fired into Home Assistant; Oyez (subscribed over its
   websocket) makes the MP3 and calls ``play_media``; its URL is fetched from Oyez in full.
+- **floor** (repeat rounds only): an event answered at once with ``play_media`` of audio held
+  already, by :mod:`bench.event_floor` (a process of its own): the least any program reached
+  by an event can take, the same two hops as ``oyez_announce``.
 
 Time = the request sent (``call_service`` / ``fire_event``) → the speaker's URL fetched in
 full; "first audio" = → its first bytes received. Fresh rounds each say a sentence no one
