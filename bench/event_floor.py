@@ -7,8 +7,8 @@ queue), served from its own HTTP server. Oyez's ``oyez_announce`` makes the same
 ``play_media`` itself.
 
 ``python -m bench.event_floor HA_URL HTTP_PORT MP3_FILE``, the access token in the environment's
-``BENCH_HA_TOKEN`` (not on a command line, which any user of the machine can read); prints
-``ready`` once subscribed.
+``BENCH_HA_TOKEN`` (not on a command line, which any user of the machine can read); it listens
+on HTTP_PORT once subscribed.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ async def serve(ha_url: str, token: str, port: int, audio: bytes) -> None:
     app.router.add_get("/floor.mp3", media)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
     url = f"http://127.0.0.1:{port}/floor.mp3"
     ids = itertools.count(1)
     async with (
@@ -48,7 +47,9 @@ async def serve(ha_url: str, token: str, port: int, audio: bytes) -> None:
         if (await ws.receive_json())["type"] != "auth_ok":
             raise SystemExit("Home Assistant refused the token")
         await ws.send_json({"id": next(ids), "type": "subscribe_events", "event_type": EVENT})
-        print("ready", flush=True)
+        if not (await ws.receive_json()).get("success"):
+            raise SystemExit(f"Home Assistant refused the subscription to {EVENT}")
+        await web.TCPSite(runner, "127.0.0.1", port).start()  # listening: ready
         async for message in ws:
             if message.type is not aiohttp.WSMsgType.TEXT:
                 break

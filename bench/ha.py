@@ -232,21 +232,8 @@ def event_floor(ha: HomeAssistant, mp3: Path) -> Iterator[str]:
     port = free_port()
     assert ha.token is not None  # onboarded
     command = [sys.executable, "-m", "bench.event_floor", ha.url, str(port), str(mp3)]
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        cwd=ROOT,
-        env={**os.environ, "BENCH_HA_TOKEN": ha.token},
-    )
-    try:
-        assert process.stdout is not None
-        if process.stdout.readline().strip() != b"ready":
-            raise RuntimeError("the event floor process did not subscribe")
+    with _server(command, port, cwd=ROOT, env={**os.environ, "BENCH_HA_TOKEN": ha.token}):
         yield f"http://127.0.0.1:{port}/floor.mp3"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def oyez_mp3(text: str, out: Path, data_dir: Path) -> Path:
@@ -257,13 +244,24 @@ def oyez_mp3(text: str, out: Path, data_dir: Path) -> Path:
     return out
 
 
-def listening(port: int, timeout_s: float = 60.0) -> None:
+def _wait_until(check: Callable[[], bool], what: str, timeout_s: float) -> None:
+    """Poll ``check`` every 0.1 s (an ``OSError`` counts as not yet) until it is true; raises
+    ``RuntimeError`` saying ``what`` did not happen within ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-            return
+        with contextlib.suppress(OSError):
+            if check():
+                return
         time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout_s:g} s")
+    raise RuntimeError(f"{what} within {timeout_s:g} s")
+
+
+def listening(port: int, timeout_s: float = 60.0) -> None:
+    def connects() -> bool:
+        socket.create_connection(("127.0.0.1", port), 1).close()
+        return True
+
+    _wait_until(connects, f"nothing listens on 127.0.0.1:{port}", timeout_s)
 
 
 @contextlib.contextmanager
@@ -316,14 +314,13 @@ def oyez_run(port: int, data_dir: Path, settings: dict[str, Any]) -> Iterator[st
 
 def ready(url: str, timeout_s: float = 60.0) -> None:
     """Wait until ``url`` answers 200."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         # a loopback http URL made here: no file: or other scheme to audit
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as reply:  # noqa: S310
-            if reply.status == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer 200 within {timeout_s:g} s")
+        with urllib.request.urlopen(url, timeout=1) as reply:  # noqa: S310
+            return bool(reply.status == 200)
+
+    _wait_until(answers, f"{url} did not answer 200", timeout_s)
 
 
 def oyez_wyoming(port: int, data_dir: Path) -> contextlib.AbstractContextManager[str]:

@@ -100,7 +100,6 @@ _BYTES_TRIGGERS = (
 )
 #: Entries read at a time while evicting (the oldest first).
 _EVICT_BATCH = 32
-_USED = "UPDATE entries SET used_at = ?, hits = hits + 1 WHERE key = ?"
 #: A cached audio file's name: its key and the profile's extension.
 _AUDIO_FILE = re.compile(r"[0-9a-f]{64}\.[a-z0-9]+")
 
@@ -249,10 +248,15 @@ class Cache(Protocol):
         """Let go of what the cache holds open (the index); the files stay."""
 
 
+def file_name(entry: CacheEntry) -> str:
+    """The name of ``entry``'s audio file in the cache's folder: ``<key><extension>``."""
+    return f"{entry.key}{entry.profile.extension}"
+
+
 def store_file(directory: Path, entry: CacheEntry) -> str:
-    """Write ``entry``'s audio as ``<key><extension>`` in ``directory`` (to a temporary name,
-    then renamed, so a reader in any process sees all of it or none); the file's name."""
-    name = f"{entry.key}{entry.profile.extension}"
+    """Write ``entry``'s audio as :func:`file_name` in ``directory`` (to a temporary name, then
+    renamed, so a reader in any process sees all of it or none); the file's name."""
+    name = file_name(entry)
     temporary = directory / f".{name}.partial"
     temporary.write_bytes(entry.audio)
     temporary.replace(directory / name)
@@ -332,11 +336,14 @@ class AudioCache:
         return await self._call(lambda db: self._get(db, key))
 
     async def touch(self, key: str) -> None:
-        def touched(db: sqlite3.Connection) -> None:
-            db.execute(_USED, (time.time(), key))
-            self._count(db, "hit")
+        await self._call(lambda db: self._hit(db, key))
 
-        await self._call(touched)
+    def _hit(self, db: sqlite3.Connection, key: str) -> None:
+        """Count a hit on ``key`` and mark it used now."""
+        db.execute(
+            "UPDATE entries SET used_at = ?, hits = hits + 1 WHERE key = ?", (time.time(), key)
+        )
+        self._count(db, "hit")
 
     def _get(self, db: sqlite3.Connection, key: str) -> CacheEntry | None:
         row = db.execute(
@@ -355,8 +362,7 @@ class AudioCache:
             path.unlink(missing_ok=True)
             self._count(db, "miss")
             return None
-        db.execute(_USED, (time.time(), key))
-        self._count(db, "hit")
+        self._hit(db, key)
         return CacheEntry(
             key,
             audio,
@@ -475,7 +481,7 @@ class HotCache:
         if entry is None:
             return None
         try:
-            size = (self.directory / f"{key}{entry.profile.extension}").stat().st_size
+            size = (self.directory / file_name(entry)).stat().st_size
         except OSError:
             size = -1
         if size != len(entry.audio):  # gone (evicted, cleared) or cut short: read it again
