@@ -89,6 +89,14 @@ def test_values_are_never_echoed(tmp_path: Path) -> None:
     assert "sk-very-secret-value" not in str(caught.value)
 
 
+@pytest.mark.parametrize("value", ["-1", "lots"])
+def test_a_bad_cache_memory_size_names_the_field(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "oyez.yaml"
+    path.write_text(f"cache:\n  memory_mb: {value}\n")
+    with pytest.raises(ConfigError, match=r"cache\.memory_mb"):
+        config.load(path)
+
+
 def test_missing_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         config.load(tmp_path / "nope.yaml")
