@@ -32,7 +32,10 @@ _NAME = re.compile(r"^[A-Za-z0-9_-]{22}-(?P<expiry>[0-9a-f]{1,12})\.(?P<ext>[a-z
 
 class SharedMediaStore(MediaStore):
     """Audio files in ``directory`` (on a volume every process mounts), served until the
-    expiry in their name. ``clock`` is Unix seconds (every process's clock agrees, roughly)."""
+    expiry in their name. ``clock`` is Unix seconds (every process's clock agrees, roughly).
+    Files are written at once: any process may be asked for one as soon as its URL is out."""
+
+    write_behind = False
 
     def __init__(
         self,
@@ -50,6 +53,8 @@ class SharedMediaStore(MediaStore):
         self._expiry = {}
         self._growing = {}
         self._kept = OrderedDict()
+        self._unwritten = {}
+        self._writes = set()
         directory.mkdir(parents=True, exist_ok=True)
 
     def _shared_name(self, extension: str, ttl_s: float | None) -> str:

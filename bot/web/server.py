@@ -3,7 +3,10 @@
 :class:`MediaStore` serves each announcement at ``<public_url>/media/<token>.<ext>`` (128 random
 bits) until ``http.media_ttl_s`` (600 s) passes; aiohttp's ``FileResponse`` answers the Range
 requests (206, 416) players send, and a GET of the whole file is answered from memory while the
-file is among the last written (:data:`KEPT_IN_MEMORY_BYTES`). A file can also be published
+file is among the last written (:data:`KEPT_IN_MEMORY_BYTES`). Files are written after they are
+published, in a worker thread, never on the event loop (a slow disk must not hold up the
+speakers' fetches or Discord's voice packets); until a file is written it is served from memory.
+A file can also be published
 while it is still being made (:class:`GrowingMedia`): a plain GET is answered at once, chunked
 (no ``Content-Length``), each part sent as soon as it is made (``Range: bytes=0-``, which
 players send for the whole file, is answered the same way: a server may ignore a Range, RFC
@@ -27,7 +30,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -170,7 +173,13 @@ class MediaStore:
 
     ``clock`` is monotonic seconds (tests move it). Files live in ``directory``; expired ones
     are removed by :meth:`sweep` (run every minute by the server) and refused (404) at once.
+    Published inside an event loop, a file is written by a worker thread after the URL is
+    handed out (:attr:`write_behind`); :meth:`settle` waits for those writes.
     """
+
+    #: Whether files are written after publishing, off the event loop (served from memory
+    #: until then). A store whose files other processes serve writes them at once.
+    write_behind: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -187,6 +196,8 @@ class MediaStore:
         self._expiry: dict[str, float] = {}
         self._growing: dict[str, GrowingMedia] = {}
         self._kept: OrderedDict[str, bytes] = OrderedDict()
+        self._unwritten: dict[str, bytes] = {}
+        self._writes: set[asyncio.Task[None]] = set()
         directory.mkdir(parents=True, exist_ok=True)
         for stale in directory.glob("*.*"):  # left by an earlier run: their URLs are gone
             stale.unlink(missing_ok=True)
@@ -221,11 +232,36 @@ class MediaStore:
         return f"{secrets.token_urlsafe(_TOKEN_BYTES)}.{extension}"
 
     def _write(self, name: str, audio: bytes) -> None:
-        path = self.directory / name
-        temporary = path.with_suffix(".part")
-        temporary.write_bytes(audio)
-        temporary.replace(path)
+        """``audio`` kept in memory as ``name`` and written to its file: at once outside an
+        event loop (or without :attr:`write_behind`), else by a worker thread."""
         self._keep(name, audio)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None or not self.write_behind:
+            _write_file(self.directory / name, audio)
+            return
+        self._unwritten[name] = audio
+        task = loop.create_task(self._write_behind(name, audio), name="oyez-media-write")
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _write_behind(self, name: str, audio: bytes) -> None:
+        path = self.directory / name
+        try:
+            await asyncio.to_thread(_write_file, path, audio)
+        except OSError as exc:  # served from memory while it is kept, then 404
+            log.error("http: media %s could not be written to %s: %s", name, self.directory, exc)
+        finally:
+            self._unwritten.pop(name, None)
+        if name not in self._expiry and name not in self._growing:  # expired meanwhile
+            path.unlink(missing_ok=True)
+
+    async def settle(self) -> None:
+        """Returns once every file published so far is written (or failed to be)."""
+        while self._writes:
+            await asyncio.wait(set(self._writes))
 
     def _keep(self, name: str, audio: bytes) -> None:
         """``audio`` kept in memory as ``name``, the oldest let go past
@@ -258,6 +294,7 @@ class MediaStore:
         self._expiry.pop(name, None)
         self._growing.pop(name, None)
         self._kept.pop(name, None)
+        self._unwritten.pop(name, None)
         (self.directory / name).unlink(missing_ok=True)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -272,12 +309,16 @@ class MediaStore:
                 return await self._stream(request, name, growing)
             await growing.wait()  # HEAD, Range: only a whole file has a length
             path = self.path(name)
-        if path is None or not path.is_file():
+        if path is None:
             return json_error(404, "no such media, or it expired")
-        kept = self._kept.get(name) if whole else None
+        kept = (self._kept.get(name) or self._unwritten.get(name)) if whole else None
         if kept is not None:  # the whole file (a server may ignore a Range: RFC 9110 §14.2)
             headers = {"Content-Type": _content_type(name), "Accept-Ranges": "bytes"}
             return web.Response(body=kept, headers=headers)
+        if name in self._unwritten:  # a Range of a file still being written
+            await self.settle()
+        if not path.is_file():
+            return json_error(404, "no such media, or it expired")
         return web.FileResponse(path, headers={"Content-Type": _content_type(name)})
 
     @staticmethod
@@ -302,6 +343,13 @@ class MediaStore:
 
 def _content_type(name: str) -> str:
     return _CONTENT_TYPES[name.rsplit(".", 1)[-1]]
+
+
+def _write_file(path: Path, audio: bytes) -> None:
+    """``audio`` into ``path`` whole or not at all (written beside it, then renamed)."""
+    temporary = path.with_suffix(".part")
+    temporary.write_bytes(audio)
+    temporary.replace(path)
 
 
 class OyezServer:
@@ -437,3 +485,4 @@ class OyezServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        await self.media.settle()

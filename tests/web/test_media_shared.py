@@ -57,6 +57,8 @@ async def test_a_url_one_process_published_is_served_by_another_until_it_expires
 ) -> None:
     first, second, clock = two
     url = first.media.publish(AUDIO, "mp3", ttl_s=60)
+    # on disk before the URL is handed out: any process may be asked at once
+    assert (first.media.directory / url.rsplit("/", 1)[-1]).read_bytes() == AUDIO
     assert await fetch(second, url) == (200, AUDIO)
     assert await fetch(second, url, Range="bytes=0-9") == (206, AUDIO[:10])
     clock.now += 61

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,7 @@ async def test_a_whole_file_is_answered_from_memory_while_it_is_among_the_last_w
     monkeypatch.setattr(server_module, "KEPT_IN_MEMORY_BYTES", len(AUDIO) + 1)
     older = server.media.publish(AUDIO, "mp3")
     newer = server.media.publish(AUDIO[::-1], "mp3")  # the older one is let go from memory
+    await server.media.settle()
     for url in (older, newer):  # what is on disk changes behind the store's back
         path = server.media.path(url.rsplit("/", 1)[1])
         assert path is not None
@@ -70,6 +72,72 @@ async def test_a_whole_file_is_answered_from_memory_while_it_is_among_the_last_w
     assert (headers["Accept-Ranges"], int(headers["Content-Length"])) == ("bytes", len(AUDIO))
     assert (await get(newer, headers={"Range": "bytes=0-9"}))[2] == b"\x00" * 10  # the file
     assert (await get(older))[2] == b"\x00" * len(AUDIO)  # the file
+
+
+async def test_files_are_written_off_the_event_loop_and_served_from_memory_until_then(
+    served: tuple[OyezServer, RecordingSink], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, _ = served
+    writing, may_finish = threading.Event(), threading.Event()
+    writer_threads: list[str] = []
+    write_file = server_module._write_file
+
+    def slow_disk(path: Path, audio: bytes) -> None:
+        writer_threads.append(threading.current_thread().name)
+        writing.set()
+        may_finish.wait(10)
+        write_file(path, audio)
+
+    monkeypatch.setattr(server_module, "_write_file", slow_disk)
+    url = server.media.publish(AUDIO, "mp3")  # returns while the disk is still busy
+    path = server.media.path(url.rsplit("/", 1)[1])
+    assert path is not None
+    assert await asyncio.to_thread(writing.wait, 10)
+    assert not path.exists()
+    status, headers, body = await get(url)  # the loop answers meanwhile, from memory
+    assert (status, body, headers["Accept-Ranges"]) == (200, AUDIO, "bytes")
+    ranged = asyncio.ensure_future(get(url, headers={"Range": "bytes=10-19"}))
+    await asyncio.sleep(0.05)
+    assert not ranged.done()  # a Range is the file's to answer: it waits for it
+    may_finish.set()
+    assert (await ranged)[0::2] == (206, AUDIO[10:20])
+    await server.media.settle()
+    assert path.read_bytes() == AUDIO
+    assert writer_threads and threading.main_thread().name not in writer_threads
+
+
+async def test_a_file_that_expires_or_cannot_be_written_before_its_write_ends_is_gone(
+    served: tuple[OyezServer, RecordingSink],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server, _ = served
+    clock = Monotonic()
+    server.media.clock = clock
+    may_finish = threading.Event()
+    write_file = server_module._write_file
+
+    def slow_disk(path: Path, audio: bytes) -> None:
+        may_finish.wait(10)
+        write_file(path, audio)
+
+    monkeypatch.setattr(server_module, "_write_file", slow_disk)
+    url = server.media.publish(AUDIO, "mp3", ttl_s=5)
+    name = url.rsplit("/", 1)[1]
+    clock.now += 6
+    assert (await get(url))[0] == 404  # expired while it was being written
+    may_finish.set()
+    await server.media.settle()
+    assert not (server.media.directory / name).exists()  # not left behind by the late write
+
+    def full_disk(path: Path, audio: bytes) -> None:  # noqa: ARG001 - _write_file's shape
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(server_module, "_write_file", full_disk)
+    url = server.media.publish(AUDIO, "mp3")
+    await server.media.settle()
+    assert "could not be written" in caplog.text and "No space left" in caplog.text
+    assert (await get(url))[0::2] == (200, AUDIO)  # still in memory: the speaker gets it
 
 
 async def test_media_is_served_whole_and_in_ranges(
