@@ -16,6 +16,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,6 +37,7 @@ from bot.ops.config import Settings
 from bot.ops.logs import bind_request
 from bot.ops.metrics import ANNOUNCEMENTS
 from bot.speech import RequestSource, SpeechRequest
+from bot.synthesis.prepared import PreparedRequest
 
 __all__ = ["Announcer", "Listener"]
 
@@ -50,7 +52,10 @@ Listener = Callable[[AnnouncementStatus], Awaitable[None]]
 class Announcer:
     """Runs announcements from every source. Create inside the running event loop.
 
-    ``clock`` (Unix seconds) is for tests of ttl, duplicates and quiet hours. ``board``, when
+    ``prepare`` (the pipeline's :meth:`~bot.synthesis.pipeline.SpeechPipeline.prepare`) checks
+    each announcement's request before any sink gets it, and what it returns goes to the sinks
+    as ``prepared`` (None: nothing to hand on). ``clock`` (Unix seconds) is for tests of ttl,
+    duplicates and quiet hours. ``board``, when
     set, gets each status as it changes, so that other processes can answer for it (see
     :meth:`find`).
     """
@@ -58,7 +63,7 @@ class Announcer:
     def __init__(
         self,
         settings: Settings,
-        prepare: Callable[[SpeechRequest], Awaitable[object]] | None = None,
+        prepare: Callable[[SpeechRequest], Awaitable[PreparedRequest | None]] | None = None,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -269,14 +274,15 @@ class Announcer:
         requests = {
             kind: self._request(status, announcement, kind, requester, expires) for kind in targets
         }
-        if not await self._checked(status, next(iter(requests.values()))):
+        checked, prepared = await self._checked(status, next(iter(requests.values())))
+        if not checked:
             return
         status.state = AnnouncementState.SPEAKING
         await self._publish(status)
         log.info(
             "announcement %s from %s: %d target(s)", status.id, status.source.value, len(every)
         )
-        await self._deliver(status, announcement, targets, requests)
+        await self._deliver(status, announcement, targets, requests, prepared)
         await self._conclude(status)
 
     def _request(
@@ -303,22 +309,25 @@ class Announcer:
             speed=announcement.speed,
         )
 
-    async def _checked(self, status: AnnouncementStatus, request: SpeechRequest) -> bool:
+    async def _checked(
+        self, status: AnnouncementStatus, request: SpeechRequest
+    ) -> tuple[bool, PreparedRequest | None]:
         """Whether ``request`` passes ``prepare`` (an unknown voice fails now, with its
-        reason); when it does not, ``status`` is final."""
+        reason), and what it prepared (None without ``prepare``); when it does not pass,
+        ``status`` is final."""
         if self.prepare is None:
-            return True
+            return True, None
         try:
-            await self.prepare(request)
+            prepared = await self.prepare(request)
         except RequestExpired as exc:  # its ttl ran out while it was checked
             await self.suppression.forget(status.id)
             await self._finish(status, AnnouncementState.EXPIRED, "expired", str(exc))
-            return False
+            return False, None
         except OyezError as exc:
             await self.suppression.forget(status.id)
             await self._finish(status, AnnouncementState.FAILED, "invalid", str(exc))
-            return False
-        return True
+            return False, None
+        return True, prepared
 
     async def _deliver(
         self,
@@ -326,12 +335,20 @@ class Announcer:
         announcement: Announcement,
         targets: dict[str, list[Target]],
         requests: dict[str, SpeechRequest],
+        prepared: PreparedRequest | None,
     ) -> None:
         """Every sink at once; their results (a failed sink: each of its targets failed) and
-        the first utterance that played go into ``status``."""
+        the first utterance that played go into ``status``. Each sink gets its request as
+        ``prepared`` too: the requests differ only in their output profile, which preparing
+        does not read."""
         outcomes = await asyncio.gather(
             *(
-                self.sinks[kind].deliver(items, requests[kind], announcement)
+                self.sinks[kind].deliver(
+                    items,
+                    requests[kind],
+                    announcement,
+                    None if prepared is None else replace(prepared, request=requests[kind]),
+                )
                 for kind, items in targets.items()
             ),
             return_exceptions=True,

@@ -26,6 +26,7 @@ from bot.errors import InvalidRequest, validation_problems
 from bot.ops.config import AnnounceSettings, DiscordChannel
 from bot.ops.logs import mask_secrets
 from bot.speech import OutputProfile, Priority, RequestSource, SpeechRequest, Utterance
+from bot.synthesis.prepared import PreparedRequest
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -284,14 +285,20 @@ class Sink(Protocol):
     ``profile`` the audio it wants. :meth:`deliver` gets every target of that kind at once (a
     speaker sink synthesizes once for all of its speakers) and returns one result per target,
     in order, plus the utterance that played (None when none did). It must not raise for a
-    target that fails: that target's result carries the error.
+    target that fails: that target's result carries the error. ``prepared`` is ``request``
+    already checked by the pipeline (None when the announcer has no pipeline): a sink that
+    speaks it as it is need not prepare it again.
     """
 
     kind: ClassVar[str]
     profile: OutputProfile
 
     async def deliver(
-        self, targets: list[Target], request: SpeechRequest, announcement: Announcement
+        self,
+        targets: list[Target],
+        request: SpeechRequest,
+        announcement: Announcement,
+        prepared: PreparedRequest | None = None,
     ) -> tuple[list[TargetResult], Utterance | None]: ...
 
 

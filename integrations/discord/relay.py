@@ -38,6 +38,7 @@ from bot.ops.config import DiscordChannel
 from bot.ops.streams import forget_consumers, take_over
 from bot.speech import OutputProfile, SpeechRequest, Utterance
 from bot.synthesis.pipeline import SpeechPipeline
+from bot.synthesis.prepared import PreparedRequest
 from integrations.discord.shards import shard_of
 
 if TYPE_CHECKING:
@@ -115,6 +116,7 @@ class RelayedDiscordSink:
         targets: list[Target],
         request: SpeechRequest,
         announcement: Announcement,  # noqa: ARG002 - the Sink protocol
+        prepared: PreparedRequest | None = None,  # noqa: ARG002 - each guild prepares its own
     ) -> tuple[list[TargetResult], Utterance | None]:
         results = await asyncio.gather(*(self.relay(t, request) for t in targets))
         return list(results), None

@@ -16,6 +16,7 @@ from bot.errors import RequestExpired
 from bot.frontend import Parts
 from bot.ops.config import DiscordChannel
 from bot.speech import OutputProfile, SpeechRequest, Utterance
+from bot.synthesis.prepared import PreparedRequest
 from integrations.discord.bot import OyezBot
 from integrations.discord.relay import DeliveryWorker, RelayedDiscordSink
 from integrations.discord.settings import DiscordSettings
@@ -48,6 +49,7 @@ class DiscordSink:
         targets: list[Target],
         request: SpeechRequest,
         announcement: Announcement,  # noqa: ARG002 - the Sink protocol
+        prepared: PreparedRequest | None = None,  # noqa: ARG002 - each guild prepares its own
     ) -> tuple[list[TargetResult], Utterance | None]:
         outcomes = await asyncio.gather(*(self._one(t, request) for t in targets))
         results = [result for result, _ in outcomes]

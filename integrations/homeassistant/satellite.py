@@ -25,6 +25,7 @@ from bot.ops.config import AnnounceSettings
 from bot.ops.metrics import TIME_TO_FIRST_AUDIO
 from bot.speech import OutputProfile, SpeechRequest, Utterance
 from bot.synthesis.pipeline import SpeechPipeline
+from bot.synthesis.prepared import PreparedRequest
 from bot.web.server import MediaStore
 from integrations.homeassistant.sink import is_url, read_chime_file
 from integrations.homeassistant.visit import StateReader
@@ -66,7 +67,11 @@ class SatelliteSink:
         self.settings = settings
 
     async def deliver(
-        self, targets: list[Target], request: SpeechRequest, announcement: Announcement
+        self,
+        targets: list[Target],
+        request: SpeechRequest,
+        announcement: Announcement,
+        prepared: PreparedRequest | None = None,
     ) -> tuple[list[TargetResult], Utterance | None]:
         entities = [str(t) for t in targets]
 
@@ -75,7 +80,7 @@ class SatelliteSink:
 
         try:
             preannounce = await self._preannounce(announcement)
-            utterance = await self.pipeline.speak(request)
+            utterance = await self.pipeline.speak(prepared or request)
         except RequestExpired as exc:
             return everyone(str(exc), expired=True), None
         except OyezError as exc:

@@ -40,7 +40,7 @@ from bot.errors import AudioError, InvalidRequest, OyezError, RequestExpired
 from bot.ops.config import AnnounceSettings
 from bot.speech import AudioChunk, AudioEncoding, OutputProfile, SpeechRequest, Utterance
 from bot.synthesis.pipeline import SpeechPipeline
-from bot.synthesis.prepared import join_utterances
+from bot.synthesis.prepared import PreparedRequest, join_utterances
 from bot.web.server import GrowingMedia, MediaStore
 from integrations.homeassistant.settings import SpeakerSettings
 from integrations.homeassistant.speakers import SpeakerQueues
@@ -134,7 +134,11 @@ class MediaPlayerSink:
     # -- delivery ------------------------------------------------------------------------------
 
     async def deliver(
-        self, targets: list[Target], request: SpeechRequest, announcement: Announcement
+        self,
+        targets: list[Target],
+        request: SpeechRequest,
+        announcement: Announcement,
+        prepared: PreparedRequest | None = None,
     ) -> tuple[list[TargetResult], Utterance | None]:
         entities = [str(t) for t in targets]
 
@@ -146,11 +150,13 @@ class MediaPlayerSink:
         except InvalidRequest as exc:
             return everyone(str(exc)), None
         if chime_url is None:
-            return await self._deliver_growing(entities, request, announcement)
+            return await self._deliver_growing(entities, prepared or request, announcement)
         # mixed below: PCM in, one MP3 out
         request = request.model_copy(update={"output": OutputProfile.WAV})
         try:
-            utterance = await self.pipeline.speak(request)
+            utterance = await self.pipeline.speak(
+                request if prepared is None else dataclasses.replace(prepared, request=request)
+            )
             audio, length_s = await self._audio(utterance, chime_url)
         except RequestExpired as exc:
             return everyone(str(exc), expired=True), None
@@ -174,9 +180,13 @@ class MediaPlayerSink:
         return self.media.ttl_s + wait_s
 
     async def _deliver_growing(
-        self, entities: list[str], request: SpeechRequest, announcement: Announcement
+        self,
+        entities: list[str],
+        speech: SpeechRequest | PreparedRequest,
+        announcement: Announcement,
     ) -> tuple[list[TargetResult], Utterance | None]:
         """The MP3 served while it is made; every speaker's result once all of it is."""
+        request = speech.request if isinstance(speech, PreparedRequest) else speech
         url, media = self.media.publish_growing("mp3", ttl_s=self._ttl_s(request))
         playback = Playback(
             url=url,
@@ -190,7 +200,7 @@ class MediaPlayerSink:
         # each speaker's turn first: its visit is open, waiting for the first audio, when a
         # cache hit makes it at once
         plays = [asyncio.ensure_future(self.queues.play(e, playback)) for e in entities]
-        making = asyncio.create_task(self._make(playback, media), name="oyez-ha-mp3")
+        making = asyncio.create_task(self._make(playback, speech, media), name="oyez-ha-mp3")
         try:
             results = await asyncio.gather(*plays)
             utterance = await making
@@ -209,8 +219,11 @@ class MediaPlayerSink:
             dataclasses.replace(r, duration_s=length_s) if r.ok else r for r in results
         ], utterance
 
-    async def _make(self, playback: Playback, media: GrowingMedia) -> Utterance:
-        """``playback``'s request sentence by sentence into ``media``; its ``first_made`` is
+    async def _make(
+        self, playback: Playback, asked: SpeechRequest | PreparedRequest, media: GrowingMedia
+    ) -> Utterance:
+        """``asked`` (``playback``'s request) sentence by sentence into ``media``; its
+        ``first_made`` is
         set after the first (or a failure), its ``made`` gets the seconds made (also when a
         sentence fails: what was made before it). Raises what
         :meth:`~bot.synthesis.pipeline.SpeechPipeline.speak_sentences` raises."""
@@ -218,7 +231,7 @@ class MediaPlayerSink:
         assert playback.first_made is not None
         parts: list[Utterance] = []
         try:
-            async for segment in self.pipeline.speak_sentences(playback.request):
+            async for segment in self.pipeline.speak_sentences(asked):
                 speech = segment.speech
                 assert isinstance(speech, Utterance)  # not live: always whole
                 media.append(continued(speech.audio) if parts else speech.audio)

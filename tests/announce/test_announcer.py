@@ -21,6 +21,8 @@ from bot.speech import (
     RequestSource,
     SpeechRequest,
 )
+from bot.synthesis.pipeline import SpeechPipeline
+from bot.synthesis.prepared import PreparedRequest
 from tests.support.clock import NOON, FakeClock
 from tests.support.sinks import DiscordRecordingSink, RecordingSink
 
@@ -211,6 +213,39 @@ async def test_prepare_refusing_the_voice_fails_it_before_any_sink(tmp_path: Pat
     assert status.code == "invalid"
     assert "unknown voice 'nobody'" in (status.reason or "")
     assert sink.delivered == []
+
+
+async def test_each_sink_gets_its_request_as_the_pipeline_prepared_it_once(
+    tmp_path: Path,
+) -> None:
+    settings = config.load(data_dir=tmp_path / "data", pronunciations={"Oyez": "oh yay"})
+    pipeline = SpeechPipeline(settings)
+    checked: list[SpeechRequest] = []
+
+    async def prepare(request: SpeechRequest) -> PreparedRequest:
+        checked.append(request)
+        return await pipeline.prepare(request)
+
+    announcer = Announcer(settings, prepare)  # the real clock: the pipeline checks expiry by it
+    speakers, discord = RecordingSink(), DiscordRecordingSink()
+    announcer.add_sink(speakers)
+    announcer.add_sink(discord)
+    channel = {"guild_id": 1, "channel_id": 2}
+    status = await announcer.announce(
+        {"message": "Oyez calls.", "media_player": "media_player.a", "discord": channel}, HTTP
+    )
+    assert status.state is AnnouncementState.DONE
+    assert len(checked) == 1  # once for every sink
+    for sink, profile in ((speakers, OutputProfile.MP3), (discord, OutputProfile.OGG_OPUS)):
+        ((_, request),) = sink.delivered
+        (prepared,) = sink.prepared
+        assert prepared is not None
+        assert prepared.request is request  # the sink's own request: its own output profile
+        assert request.output is profile
+        assert prepared.text == "oh yay calls."
+        assert (prepared.voice.provider, prepared.voice.id) == ("piper", "en_US-joe-medium")
+    await pipeline.aclose()
+    await announcer.aclose()
 
 
 async def test_expiring_while_being_checked_is_expired_not_invalid(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from bot.ops.engine import Engine
 from bot.schedules.scheduler import Scheduler
 from bot.schedules.store import ScheduleBook
 from bot.speech import SpeechRequest, Utterance
+from bot.synthesis.prepared import PreparedRequest
 from tests.support.sinks import RecordingSink
 
 
@@ -33,7 +34,11 @@ class LoggingSink(RecordingSink):
         self.log = log
 
     async def deliver(
-        self, targets: list[Target], request: SpeechRequest, announcement: Announcement
+        self,
+        targets: list[Target],
+        request: SpeechRequest,
+        announcement: Announcement,
+        prepared: PreparedRequest | None = None,
     ) -> tuple[list[TargetResult], Utterance | None]:
         line = f"{announcement.id} {time.time():.3f} {os.getpid()}\n".encode()
         descriptor = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
@@ -41,7 +46,7 @@ class LoggingSink(RecordingSink):
             os.write(descriptor, line)
         finally:
             os.close(descriptor)
-        return await super().deliver(targets, request, announcement)
+        return await super().deliver(targets, request, announcement, prepared)
 
 
 async def serve(job: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ from typing import ClassVar
 from bot.announce.model import Announcement, Target, TargetResult
 from bot.errors import RequestExpired
 from bot.speech import OutputProfile, SpeechRequest, Timings, Utterance, Voice
+from bot.synthesis.prepared import PreparedRequest
 
 
 def utterance(request: SpeechRequest) -> Utterance:
@@ -44,6 +45,8 @@ class RecordingSink:
         self.clock = clock
         self.audio = audio
         self.delivered: list[tuple[list[str], SpeechRequest]] = []
+        #: What the announcer prepared for each delivery (None: it has no pipeline).
+        self.prepared: list[PreparedRequest | None] = []
         self.heard: list[tuple[datetime, str]] = []
         self.arrived = asyncio.Event()
         self.fail: dict[str, str] = {}
@@ -55,11 +58,13 @@ class RecordingSink:
         targets: list[Target],
         request: SpeechRequest,
         announcement: Announcement,  # noqa: ARG002 - the Sink protocol
+        prepared: PreparedRequest | None = None,
     ) -> tuple[list[TargetResult], Utterance | None]:
         if self.crash is not None:
             raise self.crash
         names = [str(t) for t in targets]
         self.delivered.append((names, request))
+        self.prepared.append(prepared)
         self.heard.append((datetime.fromtimestamp(self.clock(), UTC), request.text))
         self.arrived.set()
         if self.expire:

@@ -19,7 +19,7 @@ from bot.errors import ConfigError, NoProviderSpoke
 from bot.ops import config
 from bot.ops.metrics import REGISTRY
 from bot.speech import OutputProfile, Priority, SpeechRequest, Timings, Utterance, Voice
-from bot.synthesis.prepared import Segment
+from bot.synthesis.prepared import PreparedRequest, Segment
 from bot.web.server import MediaStore
 from integrations.homeassistant import visit as visit_module
 from integrations.homeassistant.settings import (
@@ -551,6 +551,39 @@ async def test_a_failed_synthesis_fails_every_speaker_which_gets_only_what_was_m
     await store.settle()
     # what was made before the failure is all the speaker gets
     assert path.read_bytes()[:3] == b"ID3" and path.read_bytes().count(b"ID3") == 1
+    await sink.aclose()
+
+
+@dataclass
+class AskedPipeline(FailingPipeline):
+    """Makes one sentence, and keeps what it was asked to say."""
+
+    asked: list[object] = field(default_factory=list)
+
+    async def speak_sentences(self, request: Any) -> AsyncIterator[Segment]:
+        self.asked.append(request)
+        async for segment in super().speak_sentences(request.request):
+            yield segment
+            return
+
+
+async def test_a_request_the_announcer_prepared_is_spoken_without_preparing_it_again(
+    tmp_path: Path,
+) -> None:
+    ha = kitchen("idle", MEDIA_ANNOUNCE)
+    ha.state["entity_id"] = KITCHEN
+    settings = config.load(data_dir=tmp_path)
+    pipeline = AskedPipeline(1)
+    store = MediaStore(tmp_path / "media", "http://oyez.lan")
+    sink = MediaPlayerSink(
+        cast(HomeAssistantClient, ha), cast(Any, pipeline), store, settings.announce
+    )
+    request = SpeechRequest(id="p1", text="Hi.", output=OutputProfile.MP3)
+    prepared = PreparedRequest(request, "Hi.", cast(Any, None), Voice("piper", "m", "v", "V"), {})
+    announcement = Announcement.parse({"message": "Hi.", "media_player": KITCHEN})
+    results, _ = await sink.deliver([KITCHEN], request, announcement, prepared)
+    assert [r.ok for r in results] == [True]
+    assert pipeline.asked == [prepared]  # as prepared, not the plain request again
     await sink.aclose()
 
 
