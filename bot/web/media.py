@@ -53,8 +53,9 @@ class SharedMediaStore(MediaStore):
         self._expiry = {}
         self._growing = {}
         self._kept = OrderedDict()
+        self._memory_only = set()
         self._unwritten = {}
-        self._writes = set()
+        self._writes = {}
         directory.mkdir(parents=True, exist_ok=True)
 
     def _shared_name(self, extension: str, ttl_s: float | None) -> str:

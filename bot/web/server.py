@@ -3,10 +3,11 @@
 :class:`MediaStore` serves each announcement at ``<public_url>/media/<token>.<ext>`` (128 random
 bits) until ``http.media_ttl_s`` (600 s) passes; aiohttp's ``FileResponse`` answers the Range
 requests (206, 416) players send, and a GET of the whole file is answered from memory while the
-file is among the last written (:data:`KEPT_IN_MEMORY_BYTES`). Files are written after they are
-published, in a worker thread, never on the event loop (a slow disk must not hold up the
-speakers' fetches or Discord's voice packets); until a file is written it is served from memory.
-A file can also be published
+file is among the last published (:data:`KEPT_IN_MEMORY_BYTES`). Such a file is in memory
+only: it is written to disk when it leaves memory, or when a Range or HEAD request needs it, by
+a worker thread, never on the event loop (a disk write there held up the speaker's own fetch
+right after ``play_media``; a slow SD card would hold up Discord's voice packets too). A file
+can also be published
 while it is still being made (:class:`GrowingMedia`): a plain GET is answered at once, chunked
 (no ``Content-Length``), each part sent as soon as it is made (``Range: bytes=0-``, which
 players send for the whole file, is answered the same way: a server may ignore a Range, RFC
@@ -173,12 +174,13 @@ class MediaStore:
 
     ``clock`` is monotonic seconds (tests move it). Files live in ``directory``; expired ones
     are removed by :meth:`sweep` (run every minute by the server) and refused (404) at once.
-    Published inside an event loop, a file is written by a worker thread after the URL is
-    handed out (:attr:`write_behind`); :meth:`settle` waits for those writes.
+    Published inside an event loop, a file is kept in memory only and written by a worker
+    thread once it leaves memory (:attr:`write_behind`); :meth:`settle` waits for the writes
+    under way.
     """
 
-    #: Whether files are written after publishing, off the event loop (served from memory
-    #: until then). A store whose files other processes serve writes them at once.
+    #: Whether a file is written only once it leaves memory (or a request needs the file),
+    #: off the event loop. A store whose files other processes serve writes them at once.
     write_behind: ClassVar[bool] = True
 
     def __init__(
@@ -196,8 +198,10 @@ class MediaStore:
         self._expiry: dict[str, float] = {}
         self._growing: dict[str, GrowingMedia] = {}
         self._kept: OrderedDict[str, bytes] = OrderedDict()
+        #: Names whose audio is in memory only, no file yet; those being written, with their audio.
+        self._memory_only: set[str] = set()
         self._unwritten: dict[str, bytes] = {}
-        self._writes: set[asyncio.Task[None]] = set()
+        self._writes: dict[str, asyncio.Task[None]] = {}
         directory.mkdir(parents=True, exist_ok=True)
         for stale in directory.glob("*.*"):  # left by an earlier run: their URLs are gone
             stale.unlink(missing_ok=True)
@@ -205,8 +209,8 @@ class MediaStore:
     def publish(self, audio: bytes, extension: str, ttl_s: float | None = None) -> str:
         """Store ``audio`` and return its public URL (valid ``ttl_s``, default the store's)."""
         name = self._name(extension)
-        self._write(name, audio)
         self._expiry[name] = self.clock() + (ttl_s if ttl_s is not None else self.ttl_s)
+        self._write(name, audio)
         return f"{self.base_url}/media/{name}"
 
     def publish_growing(
@@ -232,22 +236,33 @@ class MediaStore:
         return f"{secrets.token_urlsafe(_TOKEN_BYTES)}.{extension}"
 
     def _write(self, name: str, audio: bytes) -> None:
-        """``audio`` kept in memory as ``name`` and written to its file: at once outside an
-        event loop (or without :attr:`write_behind`), else by a worker thread."""
-        self._keep(name, audio)
+        """``audio`` kept in memory as ``name``; its file written at once outside an event loop
+        (or without :attr:`write_behind`), else once it leaves memory."""
         try:
-            loop = asyncio.get_running_loop()
+            asyncio.get_running_loop()
         except RuntimeError:
-            loop = None
-        if loop is None or not self.write_behind:
+            behind = False
+        else:
+            behind = self.write_behind
+        if behind:
+            self._memory_only.add(name)
+        else:
             _write_file(self.directory / name, audio)
-            return
-        self._unwritten[name] = audio
-        task = loop.create_task(self._write_behind(name, audio), name="oyez-media-write")
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
+        self._keep(name, audio)
 
-    async def _write_behind(self, name: str, audio: bytes) -> None:
+    def _spill(self, name: str, audio: bytes) -> asyncio.Task[None]:
+        """The task writing ``name``'s file (``audio``) in a worker thread, started now unless
+        it is under way; until it ends the audio is served from memory."""
+        task = self._writes.get(name)
+        if task is None:
+            self._unwritten[name] = audio
+            task = asyncio.get_running_loop().create_task(
+                self._write_out(name, audio), name="oyez-media-write"
+            )
+            self._writes[name] = task
+        return task
+
+    async def _write_out(self, name: str, audio: bytes) -> None:
         path = self.directory / name
         try:
             await asyncio.to_thread(_write_file, path, audio)
@@ -255,22 +270,27 @@ class MediaStore:
             log.error("http: media %s could not be written to %s: %s", name, self.directory, exc)
         finally:
             self._unwritten.pop(name, None)
-        if name not in self._expiry and name not in self._growing:  # expired meanwhile
+            self._memory_only.discard(name)
+            self._writes.pop(name, None)
+        if name not in self._expiry:  # expired while it was written
             path.unlink(missing_ok=True)
 
     async def settle(self) -> None:
-        """Returns once every file published so far is written (or failed to be)."""
+        """Returns once every file write under way has ended (written, or failed)."""
         while self._writes:
-            await asyncio.wait(set(self._writes))
+            await asyncio.wait(set(self._writes.values()))
 
     def _keep(self, name: str, audio: bytes) -> None:
-        """``audio`` kept in memory as ``name``, the oldest let go past
-        :data:`KEPT_IN_MEMORY_BYTES`."""
+        """``audio`` kept in memory as ``name``; the oldest let go past
+        :data:`KEPT_IN_MEMORY_BYTES`, written to their files first if they have none."""
         kept = self._kept
         kept[name] = audio
         total = sum(len(data) for data in kept.values())
         while total > KEPT_IN_MEMORY_BYTES and kept:
-            total -= len(kept.popitem(last=False)[1])
+            old, data = kept.popitem(last=False)
+            total -= len(data)
+            if old in self._memory_only and old in self._expiry:
+                self._spill(old, data)
 
     def path(self, name: str) -> Path | None:
         """The file behind ``name`` while it is valid, else None."""
@@ -281,6 +301,20 @@ class MediaStore:
             self._remove(name)
             return None
         return self.directory / name
+
+    def audio(self, name: str) -> bytes | None:
+        """What a GET of ``name`` answers now (from memory, else its file), or None when
+        ``name`` is no valid media (or not made yet)."""
+        path = self.path(name)
+        if path is None or name in self._growing:
+            return None
+        kept = self._kept.get(name) or self._unwritten.get(name)
+        if kept is not None:
+            return kept
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
 
     def sweep(self) -> int:
         """Remove expired files; returns how many."""
@@ -295,6 +329,7 @@ class MediaStore:
         self._growing.pop(name, None)
         self._kept.pop(name, None)
         self._unwritten.pop(name, None)
+        self._memory_only.discard(name)
         (self.directory / name).unlink(missing_ok=True)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -311,12 +346,12 @@ class MediaStore:
             path = self.path(name)
         if path is None:
             return json_error(404, "no such media, or it expired")
-        kept = (self._kept.get(name) or self._unwritten.get(name)) if whole else None
-        if kept is not None:  # the whole file (a server may ignore a Range: RFC 9110 §14.2)
+        kept = self._kept.get(name) or self._unwritten.get(name)
+        if kept is not None and whole:  # a server may ignore a Range: RFC 9110 §14.2
             headers = {"Content-Type": _content_type(name), "Accept-Ranges": "bytes"}
             return web.Response(body=kept, headers=headers)
-        if name in self._unwritten:  # a Range of a file still being written
-            await self.settle()
+        if kept is not None and name in self._memory_only:  # HEAD, Range: the file answers
+            await self._spill(name, kept)
         if not path.is_file():
             return json_error(404, "no such media, or it expired")
         return web.FileResponse(path, headers={"Content-Type": _content_type(name)})

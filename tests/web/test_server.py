@@ -55,29 +55,38 @@ async def get(url: str, **kwargs: Any) -> tuple[int, dict[str, str], bytes]:
 # -- media ---------------------------------------------------------------------------------------
 
 
-async def test_a_whole_file_is_answered_from_memory_while_it_is_among_the_last_written(
+async def test_a_whole_file_is_answered_from_memory_while_it_is_among_the_last_published(
     served: tuple[OyezServer, RecordingSink], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server, _ = served
     monkeypatch.setattr(server_module, "KEPT_IN_MEMORY_BYTES", len(AUDIO) + 1)
     older = server.media.publish(AUDIO, "mp3")
-    newer = server.media.publish(AUDIO[::-1], "mp3")  # the older one is let go from memory
+    newer = server.media.publish(AUDIO[::-1], "mp3")  # the older one leaves memory: to its file
     await server.media.settle()
-    for url in (older, newer):  # what is on disk changes behind the store's back
-        path = server.media.path(url.rsplit("/", 1)[1])
-        assert path is not None
-        path.write_bytes(b"\x00" * len(AUDIO))
+    older_path, newer_path = (server.media.path(u.rsplit("/", 1)[1]) for u in (older, newer))
+    assert older_path is not None and newer_path is not None
+    assert older_path.read_bytes() == AUDIO
+    assert not newer_path.exists()  # in memory only
+    older_path.write_bytes(b"\x00" * len(AUDIO))  # what is on disk changes behind its back
+    assert (await get(older))[2] == b"\x00" * len(AUDIO)  # the file
+    assert server.media.audio(older_path.name) == b"\x00" * len(AUDIO)
+    assert server.media.audio(newer_path.name) == AUDIO[::-1]
+    assert server.media.audio("AAAAAAAAAAAAAAAAAAAAAA.mp3") is None
     status, headers, body = await get(newer, headers={"Range": "bytes=0-"})
     assert (status, body) == (200, AUDIO[::-1])  # from memory
     assert (headers["Accept-Ranges"], int(headers["Content-Length"])) == ("bytes", len(AUDIO))
-    assert (await get(newer, headers={"Range": "bytes=0-9"}))[2] == b"\x00" * 10  # the file
-    assert (await get(older))[2] == b"\x00" * len(AUDIO)  # the file
+    status, headers, body = await get(newer, headers={"Range": "bytes=0-9"})
+    assert (status, body) == (206, AUDIO[::-1][:10])  # a Range is the file's: written for it
+    assert newer_path.read_bytes() == AUDIO[::-1]
+    async with aiohttp.ClientSession() as session, session.head(newer) as reply:
+        assert (reply.status, reply.headers["Content-Length"]) == (200, str(len(AUDIO)))
 
 
-async def test_files_are_written_off_the_event_loop_and_served_from_memory_until_then(
+async def test_a_file_leaving_memory_is_written_off_the_event_loop_and_served_meanwhile(
     served: tuple[OyezServer, RecordingSink], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server, _ = served
+    monkeypatch.setattr(server_module, "KEPT_IN_MEMORY_BYTES", len(AUDIO) + 1)
     writing, may_finish = threading.Event(), threading.Event()
     writer_threads: list[str] = []
     write_file = server_module._write_file
@@ -89,7 +98,8 @@ async def test_files_are_written_off_the_event_loop_and_served_from_memory_until
         write_file(path, audio)
 
     monkeypatch.setattr(server_module, "_write_file", slow_disk)
-    url = server.media.publish(AUDIO, "mp3")  # returns while the disk is still busy
+    url = server.media.publish(AUDIO, "mp3")
+    server.media.publish(AUDIO[::-1], "mp3")  # returns while the first is still being written
     path = server.media.path(url.rsplit("/", 1)[1])
     assert path is not None
     assert await asyncio.to_thread(writing.wait, 10)
@@ -106,12 +116,13 @@ async def test_files_are_written_off_the_event_loop_and_served_from_memory_until
     assert writer_threads and threading.main_thread().name not in writer_threads
 
 
-async def test_a_file_that_expires_or_cannot_be_written_before_its_write_ends_is_gone(
+async def test_a_file_that_expires_or_cannot_be_written_as_it_leaves_memory_is_gone(
     served: tuple[OyezServer, RecordingSink],
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     server, _ = served
+    monkeypatch.setattr(server_module, "KEPT_IN_MEMORY_BYTES", len(AUDIO) + 1)
     clock = Monotonic()
     server.media.clock = clock
     may_finish = threading.Event()
@@ -124,6 +135,7 @@ async def test_a_file_that_expires_or_cannot_be_written_before_its_write_ends_is
     monkeypatch.setattr(server_module, "_write_file", slow_disk)
     url = server.media.publish(AUDIO, "mp3", ttl_s=5)
     name = url.rsplit("/", 1)[1]
+    server.media.publish(AUDIO, "mp3")  # the first leaves memory: its write begins
     clock.now += 6
     assert (await get(url))[0] == 404  # expired while it was being written
     may_finish.set()
@@ -135,9 +147,11 @@ async def test_a_file_that_expires_or_cannot_be_written_before_its_write_ends_is
 
     monkeypatch.setattr(server_module, "_write_file", full_disk)
     url = server.media.publish(AUDIO, "mp3")
+    assert (await get(url))[0::2] == (200, AUDIO)  # from memory: no disk needed
+    server.media.publish(AUDIO, "mp3")  # it leaves memory: the disk refuses it
     await server.media.settle()
     assert "could not be written" in caplog.text and "No space left" in caplog.text
-    assert (await get(url))[0::2] == (200, AUDIO)  # still in memory: the speaker gets it
+    assert (await get(url))[0] == 404
 
 
 async def test_media_is_served_whole_and_in_ranges(
