@@ -24,7 +24,7 @@ import re
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -457,17 +457,25 @@ class HotCache:
     lookup and a ``stat`` of its file, so an entry evicted or cleared since (by any process
     sharing the folder), or whose file was cut short, is not answered but asked of ``inner``
     (a miss there, or the file checked as it is read). Its use is
-    recorded in the index (:meth:`Cache.touch`) right after, off the caller's path;
-    :meth:`settle` waits for those records (:meth:`stats` does). Everything else is
+    recorded in the index (:meth:`Cache.touch`) right after, off the caller's path.
+
+    With ``put_behind`` (a cache no other process reads), :meth:`put` returns once the entry
+    is in memory, and its file and index row are written right after, off the caller's path
+    (~0.8 ms of a fresh sentence's way to its first audio); until then it is answered from
+    memory, and a failed write costs the entry, never the request. :meth:`settle` waits for
+    those records and writes (:meth:`stats` and :meth:`clear` do). Everything else is
     ``inner``'s; an entry larger than ``memory_bytes`` stays on disk only."""
 
-    def __init__(self, inner: Cache, memory_bytes: int) -> None:
+    def __init__(self, inner: Cache, memory_bytes: int, *, put_behind: bool = False) -> None:
         self.inner = inner
         self.directory = inner.directory
         self.max_bytes = inner.max_bytes
         self.memory_bytes = memory_bytes
+        self.put_behind = put_behind
         self._hot: OrderedDict[str, CacheEntry] = OrderedDict()
         self._held = 0  # bytes of audio in _hot
+        self._pending: dict[str, CacheEntry] = {}  # put, not yet stored by inner
+        self._early_hits: dict[str, int] = {}  # hits on those, recorded once they are stored
         self._touches: set[asyncio.Task[None]] = set()
 
     @property
@@ -476,7 +484,11 @@ class HotCache:
         return self._held
 
     def _fresh(self, key: str) -> CacheEntry | None:
-        """``key``'s entry from memory while its file is still in the folder, else None."""
+        """``key``'s entry from memory while its file is still in the folder (or is still being
+        written), else None."""
+        pending = self._pending.get(key)
+        if pending is not None:
+            return pending
         entry = self._hot.get(key)
         if entry is None:
             return None
@@ -511,9 +523,10 @@ class HotCache:
     async def get(self, key: str) -> CacheEntry | None:
         entry = self._fresh(key)
         if entry is not None:
-            task = asyncio.create_task(self._touch(key), name="oyez-cache-touch")
-            self._touches.add(task)
-            task.add_done_callback(self._touches.discard)
+            if key in self._pending:  # recorded once it is stored
+                self._early_hits[key] = self._early_hits.get(key, 0) + 1
+            else:
+                self._behind(self._touch(key), "oyez-cache-touch")
             return entry
         entry = await self.inner.get(key)
         if entry is not None:
@@ -530,12 +543,37 @@ class HotCache:
         await self.inner.touch(key)
 
     async def put(self, entry: CacheEntry) -> None:
-        await self.inner.put(entry)
-        if len(entry.audio) <= self.max_bytes:  # what inner keeps
+        if len(entry.audio) > self.max_bytes:  # what inner does not keep
+            return
+        if not self.put_behind:
+            await self.inner.put(entry)
             self._keep(entry)
+            return
+        self._pending[entry.key] = entry
+        self._keep(entry)
+        self._behind(self._put(entry), "oyez-cache-put")
+
+    async def _put(self, entry: CacheEntry) -> None:
+        try:
+            await self.inner.put(entry)
+        except Exception as exc:  # the audio was handed on: only its cache entry is lost
+            log.warning("cache: %s was not stored: %s", entry.key, exc)
+            self._drop(entry.key)
+            return
+        finally:
+            if self._pending.get(entry.key) is entry:
+                del self._pending[entry.key]
+        for _ in range(self._early_hits.pop(entry.key, 0)):
+            await self._touch(entry.key)
+
+    def _behind(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._touches.add(task)
+        task.add_done_callback(self._touches.discard)
 
     async def settle(self) -> None:
-        """Wait until every hit answered from memory so far is recorded in the index."""
+        """Wait until every hit answered from memory so far is recorded in the index, and
+        every entry put is stored."""
         while self._touches:
             await asyncio.gather(*self._touches)
 

@@ -127,7 +127,10 @@ class SpeechPipeline:
             make = self.cache_factory or AudioCache
             cache = make(folder, int(self.settings.cache.max_mb * 1024 * 1024))
             memory = int(self.settings.cache.memory_mb * 1024 * 1024)
-            self._cache = HotCache(cache, memory) if memory > 0 else cache
+            # a cache only this process reads stores a fresh entry after it is handed on; one
+            # the engine shares (flights, synth workers) before: others wait for it there
+            behind = self.cache_factory is None
+            self._cache = HotCache(cache, memory, put_behind=behind) if memory > 0 else cache
         return self._cache
 
     def cache_key(self, prepared: PreparedRequest) -> str:
@@ -659,6 +662,12 @@ class SpeechPipeline:
             following.provider.name,
         )
 
+    async def settle(self) -> None:
+        """Returns once the audio made so far is stored in the cache (a cache only this
+        process reads stores it just after it is handed on) and every hit is recorded."""
+        if isinstance(self._cache, HotCache):
+            await self._cache.settle()
+
     async def aclose(self) -> None:
         if self.remote is not None:
             await self.remote.aclose()
@@ -666,8 +675,7 @@ class SpeechPipeline:
         await self.registry.aclose()
         await self.dispatcher.aclose()
         if self._cache is not None:
-            if isinstance(self._cache, HotCache):
-                await self._cache.settle()
+            await self.settle()
             self._cache.close()
             self._cache = None
 

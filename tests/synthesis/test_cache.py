@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import subprocess
@@ -16,7 +17,14 @@ from bot.ops import config
 from bot.ops.config import Settings
 from bot.providers.base import ProviderRegistry
 from bot.speech import OutputProfile, SpeechRequest, Voice
-from bot.synthesis.cache import _SCHEMA, AudioCache, CacheEntry, HotCache, open_index
+from bot.synthesis.cache import (
+    _SCHEMA,
+    AudioCache,
+    CacheEntry,
+    HotCache,
+    file_name,
+    open_index,
+)
 from bot.synthesis.pipeline import SpeechPipeline
 from integrations import PROVIDERS
 from tests.fakes.segmind import DEFAULT_API_KEY, FakeSegmind
@@ -224,6 +232,7 @@ async def test_a_damaged_cached_file_is_dropped_and_synthesized_again(
     later = SpeechPipeline(settings, ProviderRegistry(settings, TARGETS))
     try:
         first = await first_process.speak(SpeechRequest(**ask))
+        await first_process.settle()  # its file written
         (file,) = [p for p in first_process.cache.directory.iterdir() if p.suffix == ".ogg"]
         file.write_bytes(b"" if damage == "empty" else os.urandom(len(first.audio)))
         reader = first_process if damage == "empty" else later
@@ -232,6 +241,7 @@ async def test_a_damaged_cached_file_is_dropped_and_synthesized_again(
         assert again.duration_s == pytest.approx(first.duration_s)
         assert tone.calls == ["Bin day tomorrow."] * 2
         assert f"cache: {file} is damaged" in caplog.text
+        await reader.settle()
         assert (await later.speak(SpeechRequest(**ask))).cached  # stored again, whole
         assert file.read_bytes() == again.audio
     finally:
@@ -321,6 +331,73 @@ async def test_memory_holds_the_most_recently_used_up_to_its_size(tmp_path: Path
     finally:
         await cache.settle()
         cache.close()
+
+
+async def test_a_fresh_entry_is_answered_at_once_and_stored_right_after(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``put_behind``: ``put`` returns with the entry in memory; the file and the index row
+    follow off the caller's path (answered from memory meanwhile), and a failed write costs the
+    entry, never the caller."""
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    voice = Voice("tone", "sine", "a4", "A4", "en")
+    entry = CacheEntry("a" * 64, b"x" * 1000, OutputProfile.OGG_OPUS, 48000, 2, 1.0, -16.0, voice)
+    cache = HotCache(AudioCache(folder, 1_000_000), memory_bytes=10_000, put_behind=True)
+    gate = asyncio.Event()
+    inner_put = cache.inner.put
+
+    async def slow_disk(stored: CacheEntry) -> None:
+        await gate.wait()
+        await inner_put(stored)
+
+    cache.inner.put = slow_disk  # type: ignore[method-assign,assignment]
+    try:
+        await cache.put(entry)  # returns while the disk is still busy
+        assert not (folder / file_name(entry)).exists()
+        assert await cache.contains(entry.key)
+        assert await cache.get(entry.key) == entry  # from memory, before its file is there
+        gate.set()
+        stats = await cache.stats()  # settles first
+        assert (stats.entries, stats.hits) == (1, 1)  # the early hit counted once it is stored
+        assert (folder / file_name(entry)).read_bytes() == entry.audio
+        other = AudioCache(folder, 1_000_000)  # another process sees it now
+        try:
+            assert await other.get(entry.key) == entry
+        finally:
+            other.close()
+
+        async def full_disk(stored: CacheEntry) -> None:  # noqa: ARG001 - Cache.put's shape
+            raise OSError(28, "No space left on device")
+
+        cache.inner.put = full_disk  # type: ignore[method-assign,assignment]
+        lost = CacheEntry(
+            "b" * 64, b"y" * 1000, OutputProfile.OGG_OPUS, 48000, 2, 1.0, -16.0, voice
+        )
+        await cache.put(lost)  # no error for the caller: its audio is handed on all the same
+        await cache.settle()
+        assert "was not stored" in caplog.text and "No space left" in caplog.text
+        assert await cache.get(lost.key) is None  # not answered from memory either
+    finally:
+        await cache.settle()
+        cache.close()
+
+
+async def test_the_pipeline_stores_behind_only_a_cache_no_other_process_reads(
+    tmp_path: Path,
+) -> None:
+    settings = cached_settings(tmp_path)
+    alone = SpeechPipeline(settings, ProviderRegistry(settings, TARGETS))
+    shared = SpeechPipeline(settings, ProviderRegistry(settings, TARGETS))
+    shared.cache_factory = AudioCache  # as the engine's shared cache is made
+    try:
+        for pipeline, behind in ((alone, True), (shared, False)):
+            cache = pipeline.cache
+            assert isinstance(cache, HotCache)
+            assert cache.put_behind is behind
+    finally:
+        await alone.aclose()
+        await shared.aclose()
 
 
 async def test_a_garbage_index_is_moved_aside_and_rebuilt(
