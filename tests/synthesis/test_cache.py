@@ -282,6 +282,7 @@ async def test_audio_cleared_or_evicted_elsewhere_is_not_answered_from_memory(
     ask = {"text": "The post is here.", "provider": "tone"}
     try:
         await speech.speak(SpeechRequest(**ask))
+        await speech.settle()  # stored: another process sees it
         other = AudioCache(speech.cache.directory, speech.cache.max_bytes)
         try:
             assert await other.clear() == 1
