@@ -77,6 +77,11 @@ _MAX_ROUNDS = 3
 # rounds' own measurements are taken to say.
 _LIMITED_SLOPE = 0.5
 _MIN_SLOPE = 0.2
+# dB of gain over the expected one a limited first round starts at: a round too loud is done by
+# turning it down (no second limiter pass), one too quiet takes another round. With the voice's
+# last gain as the expected one, 40 of Piper's sentences took 1.32 limiter rounds each without
+# it, 1.10 with it (1.5 dB: 1.05, but the limiter then works harder for nothing).
+_OVERSHOOT_DB = 1.0
 # What the limiter may be expected to take (dB) at most, from the voice's last gain.
 _MAX_EXPECTED_LOSS_DB = 3.0
 # Never amplify by more than this (dB): near-silence is noise, not quiet speech.
@@ -524,8 +529,13 @@ class Transcoder:
         0.5 LU off the target is done again with the gain corrected, up to three rounds: (the
         result, the gain it got). Under the limiter a dB more gain is well under a LU more
         loudness (it takes the peaks back): the first correction assumes half, later ones the
-        slope the rounds so far measured (secant), so three rounds mostly land."""
+        slope the rounds so far measured (secant), so three rounds mostly land. A result too
+        loud is only turned down (:func:`_turned_down`): under the ceiling already, it needs no
+        limiter and no measuring, as a gain below one lowers loudness and peaks by exactly
+        itself (ITU-R BS.1770's gates are relative, or at -70 LUFS)."""
         s = self.settings
+        if limit:
+            gain += _OVERSHOOT_DB
         result, applied = pcm, gain
         tried: list[tuple[float, float]] = []  # (gain, loudness) of the rounds so far
         for _ in range(_MAX_ROUNDS if limit else 1):
@@ -545,6 +555,8 @@ class Transcoder:
             error = s.loudness_target_lufs - level
             if abs(error) <= _TOLERANCE_LU or result.loudness.is_silent:
                 break
+            if error < 0:  # too loud: down by the error, exactly
+                return _turned_down(result, error), applied + error
             tried.append((applied, level))
             gain = applied + error / _slope(tried)
         return result, applied
@@ -645,6 +657,19 @@ def _gained_sample_peak(
     nothing (the limiter holds the sample peaks under the ceiling) and the true peak's 4×
     oversampling is ~60 % of a round's time (4.6 against 1.6 ms for 2.7 s of Piper's speech)."""
     return libav.gained(data, sample_rate, gain_db, ceiling_dbtp, true_peak=False)
+
+
+def _turned_down(pcm: PcmAudio, gain_db: float) -> PcmAudio:
+    """``pcm`` (s16le) with ``gain_db`` (< 0) applied: its loudness and peak lowered by as
+    much, with no measuring pass (~0.1 ms for 3 s of Piper's speech, against ~2 ms a round)."""
+    import numpy as np
+
+    samples = np.frombuffer(pcm.data, dtype="<i2").astype(np.float32)
+    samples *= 10 ** (gain_db / 20)
+    data = np.rint(samples).astype("<i2").tobytes()
+    level = pcm.loudness
+    lowered = Loudness(level.integrated_lufs + gain_db, level.true_peak_dbtp + gain_db)
+    return replace(pcm, data=data, loudness=lowered)
 
 
 def _slope(tried: Sequence[tuple[float, float]]) -> float:
