@@ -476,7 +476,7 @@ class HotCache:
         self._held = 0  # bytes of audio in _hot
         self._pending: dict[str, CacheEntry] = {}  # put, not yet stored by inner
         self._early_hits: dict[str, int] = {}  # hits on those, recorded once they are stored
-        self._touches: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()  # touches and puts under way
 
     @property
     def held_bytes(self) -> int:
@@ -559,6 +559,7 @@ class HotCache:
         except Exception as exc:  # the audio was handed on: only its cache entry is lost
             log.warning("cache: %s was not stored: %s", entry.key, exc)
             self._drop(entry.key)
+            self._early_hits.pop(entry.key, None)
             return
         finally:
             if self._pending.get(entry.key) is entry:
@@ -568,14 +569,14 @@ class HotCache:
 
     def _behind(self, work: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(work, name=name)
-        self._touches.add(task)
-        task.add_done_callback(self._touches.discard)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def settle(self) -> None:
         """Wait until every hit answered from memory so far is recorded in the index, and
         every entry put is stored."""
-        while self._touches:
-            await asyncio.gather(*self._touches)
+        while self._background:
+            await asyncio.gather(*self._background)
 
     async def stats(self) -> CacheStats:
         await self.settle()

@@ -54,7 +54,6 @@ class SharedMediaStore(MediaStore):
         self._growing = {}
         self._kept = OrderedDict()
         self._memory_only = set()
-        self._unwritten = {}
         self._writes = {}
         directory.mkdir(parents=True, exist_ok=True)
 

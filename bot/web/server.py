@@ -198,10 +198,10 @@ class MediaStore:
         self._expiry: dict[str, float] = {}
         self._growing: dict[str, GrowingMedia] = {}
         self._kept: OrderedDict[str, bytes] = OrderedDict()
-        #: Names whose audio is in memory only, no file yet; those being written, with their audio.
+        #: Names whose audio is in memory only, no file yet; those being written: the task
+        #: writing each, and its audio (served from memory until the task ends).
         self._memory_only: set[str] = set()
-        self._unwritten: dict[str, bytes] = {}
-        self._writes: dict[str, asyncio.Task[None]] = {}
+        self._writes: dict[str, tuple[asyncio.Task[None], bytes]] = {}
         directory.mkdir(parents=True, exist_ok=True)
         for stale in directory.glob("*.*"):  # left by an earlier run: their URLs are gone
             stale.unlink(missing_ok=True)
@@ -253,13 +253,13 @@ class MediaStore:
     def _spill(self, name: str, audio: bytes) -> asyncio.Task[None]:
         """The task writing ``name``'s file (``audio``) in a worker thread, started now unless
         it is under way; until it ends the audio is served from memory."""
-        task = self._writes.get(name)
-        if task is None:
-            self._unwritten[name] = audio
-            task = asyncio.get_running_loop().create_task(
-                self._write_out(name, audio), name="oyez-media-write"
-            )
-            self._writes[name] = task
+        under_way = self._writes.get(name)
+        if under_way is not None:
+            return under_way[0]
+        task = asyncio.get_running_loop().create_task(
+            self._write_out(name, audio), name="oyez-media-write"
+        )
+        self._writes[name] = (task, audio)
         return task
 
     async def _write_out(self, name: str, audio: bytes) -> None:
@@ -269,7 +269,6 @@ class MediaStore:
         except OSError as exc:  # served from memory while it is kept, then 404
             log.error("http: media %s could not be written to %s: %s", name, self.directory, exc)
         finally:
-            self._unwritten.pop(name, None)
             self._memory_only.discard(name)
             self._writes.pop(name, None)
         if name not in self._expiry:  # expired while it was written
@@ -278,7 +277,7 @@ class MediaStore:
     async def settle(self) -> None:
         """Returns once every file write under way has ended (written, or failed)."""
         while self._writes:
-            await asyncio.wait(set(self._writes.values()))
+            await asyncio.wait({task for task, _ in self._writes.values()})
 
     def _keep(self, name: str, audio: bytes) -> None:
         """``audio`` kept in memory as ``name``; the oldest let go past
@@ -302,13 +301,21 @@ class MediaStore:
             return None
         return self.directory / name
 
+    def _in_memory(self, name: str) -> bytes | None:
+        """``name``'s audio while memory holds it (kept, or being written), else None."""
+        kept = self._kept.get(name)
+        if kept is not None:
+            return kept
+        writing = self._writes.get(name)
+        return writing[1] if writing is not None else None
+
     def audio(self, name: str) -> bytes | None:
         """What a GET of ``name`` answers now (from memory, else its file), or None when
         ``name`` is no valid media (or not made yet)."""
         path = self.path(name)
         if path is None or name in self._growing:
             return None
-        kept = self._kept.get(name) or self._unwritten.get(name)
+        kept = self._in_memory(name)
         if kept is not None:
             return kept
         try:
@@ -328,7 +335,7 @@ class MediaStore:
         self._expiry.pop(name, None)
         self._growing.pop(name, None)
         self._kept.pop(name, None)
-        self._unwritten.pop(name, None)
+        self._writes.pop(name, None)
         self._memory_only.discard(name)
         (self.directory / name).unlink(missing_ok=True)
 
@@ -346,7 +353,7 @@ class MediaStore:
             path = self.path(name)
         if path is None:
             return json_error(404, "no such media, or it expired")
-        kept = self._kept.get(name) or self._unwritten.get(name)
+        kept = self._in_memory(name)
         if kept is not None and whole:  # a server may ignore a Range: RFC 9110 §14.2
             headers = {"Content-Type": _content_type(name), "Accept-Ranges": "bytes"}
             return web.Response(body=kept, headers=headers)
