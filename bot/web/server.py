@@ -335,8 +335,7 @@ class MediaStore:
         self._expiry.pop(name, None)
         self._growing.pop(name, None)
         self._kept.pop(name, None)
-        self._writes.pop(name, None)
-        self._memory_only.discard(name)
+        self._memory_only.discard(name)  # a write under way removes its file when it ends
         (self.directory / name).unlink(missing_ok=True)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
