@@ -91,6 +91,45 @@ class _Spoken:
     streamed: bool
 
 
+class _Turn:
+    """A sentence's place in line when a text is spoken sentence by sentence: its provider is
+    asked once the sentence before has its audio from its provider (:meth:`wait`), and the one
+    after may go once this one has (:meth:`over`), while this one is still transcoded and
+    stored. Its cache lookup waits for nobody."""
+
+    def __init__(self, before: _Turn | None) -> None:
+        self.before = before
+        self.voice: Voice | None = None
+        self._over = asyncio.Event()
+
+    def over(self, voice: Voice | None) -> None:
+        """This sentence's provider call is over, ``voice`` having said it (None: none did);
+        or it needed none (a hit). Only the first call counts."""
+        if not self._over.is_set():
+            self.voice = voice
+            self._over.set()
+
+    def task_done(self, _task: asyncio.Task[Any]) -> None:
+        """Its task's done callback: a task cancelled before it ran is over too."""
+        self.over(None)
+
+    async def wait(self) -> Voice | None:
+        """Until the sentence before's provider call is over: the voice that said it."""
+        if self.before is None:
+            return None
+        await self.before._over.wait()
+        return self.before.voice
+
+
+class _TookOver(Exception):  # a signal, not an error: it never leaves the pipeline
+    """The sentence before was said by ``voice``, which took over from the asked one: this one
+    is to be said by it too."""
+
+    def __init__(self, voice: Voice) -> None:
+        super().__init__(voice.label)
+        self.voice = voice
+
+
 class SpeechPipeline:
     """Shared by every source; safe to use from many tasks at once."""
 
@@ -294,8 +333,10 @@ class SpeechPipeline:
         return await self.prepare(request)
 
     async def _speak(
-        self, prepared: PreparedRequest, started: float, *, live: bool
+        self, prepared: PreparedRequest, started: float, *, live: bool, turn: _Turn | None = None
     ) -> Utterance | LiveUtterance:
+        """:meth:`speak` (:meth:`speak_live` with ``live``) of a prepared request; with ``turn``,
+        its provider is asked in that turn (a cache hit is answered at once)."""
         request = prepared.request
         caching = self.settings.cache.enabled and request.cache
         if caching and (hit := await self._from_cache(prepared, started)) is not None:
@@ -304,6 +345,10 @@ class SpeechPipeline:
                 time.perf_counter() - started
             )
             return hit
+        if turn is not None:
+            before = await turn.wait()
+            if before is not None and before != prepared.voice:
+                raise _TookOver(before)
         streams = (
             live
             and request.output is OutputProfile.OGG_OPUS
@@ -318,8 +363,8 @@ class SpeechPipeline:
             return speech
         if not streams:
             if caching and self.flights is not None:
-                return await self._flown(prepared, started)
-            return await self._synthesize(request, prepared, started, None)
+                return await self._flown(prepared, started, turn)
+            return await self._synthesize(request, prepared, started, None, turn)
         stream = LiveUtterance(request.id, prepared.text, prepared.voice)
         stream.attach(
             asyncio.create_task(
@@ -328,7 +373,9 @@ class SpeechPipeline:
         )
         return stream
 
-    async def _flown(self, prepared: PreparedRequest, started: float) -> Utterance:
+    async def _flown(
+        self, prepared: PreparedRequest, started: float, turn: _Turn | None
+    ) -> Utterance:
         """Synthesize ``prepared``, unless another process is making the same audio: then its
         utterance, from the cache, once it is there (see :mod:`bot.synthesis.flights`)."""
         assert self.flights is not None
@@ -344,7 +391,7 @@ class SpeechPipeline:
         return await flown(
             self.flights,
             self.cache_key(prepared),
-            make=lambda: self._synthesize(request, prepared, started, None),
+            make=lambda: self._synthesize(request, prepared, started, None, turn),
             cached=cached,
             wait_s=min(left, FLIGHT_WAIT_S),
         )
@@ -359,12 +406,14 @@ class SpeechPipeline:
     ) -> AsyncGenerator[Segment, None]:
         """One :class:`Segment` per sentence of ``request``, in order, each sentence its own
         :meth:`speak` (:meth:`speak_live` with ``live``): cache, rate limits, credits and
-        fallbacks apply to each. The first is made alone; then ``lookahead`` more are under way,
-        made in order. One sentence (or ``split`` off) is one plain :meth:`speak`. Later
-        sentences do not expire. Once a sentence fell back (a live one too, its stream broken
-        off midway), the rest is said by the voice that took over. Raises what :meth:`prepare`
-        raises before the first segment, a sentence's error in its turn; closing the generator
-        cancels what is under way.
+        fallbacks apply to each. The first is made alone; then ``lookahead`` more are under
+        way: looked up in the cache at once, their providers asked in order, each once the
+        sentence before has its audio (while that one is transcoded).
+        One sentence (or ``split`` off) is one plain :meth:`speak`. Later sentences do not
+        expire. Once a sentence fell back (a live one too, its stream broken off midway), the
+        rest is said by the voice that took over, never first asked of the one that failed.
+        Raises what :meth:`prepare` raises before the first segment, a sentence's error in its
+        turn; closing the generator cancels what is under way.
         """
         started = time.perf_counter()
         prepared = await self._ensure_prepared(request)
@@ -378,30 +427,25 @@ class SpeechPipeline:
         if len(sentences) <= 1:
             yield Segment(0, 1, await self._speak(prepared, started, live=live))
             return
-        speak = self.speak_live if live else self.speak
         count = len(sentences)
         parts = _sentence_parts(prepared, sentences)
         tasks: dict[int, asyncio.Task[Utterance | LiveUtterance]] = {}
-        latest: asyncio.Task[Utterance | LiveUtterance] | None = None
+        turns: dict[int, _Turn] = {}
 
         took_over: list[Voice] = []  # the voice that took over from the asked one, once it did
-
-        async def in_turn(
-            previous: asyncio.Task[Utterance | LiveUtterance] | None, part: PreparedRequest
-        ) -> Utterance | LiveUtterance:
-            if previous is not None:  # one after the other: sentence order is synthesis order
-                await asyncio.wait([previous])
-            return await speak(await self._keep_voice(previous, part, prepared, took_over))
 
         scheduled = 0
 
         def start_until(end: int) -> None:
-            """Start the sentences before ``end``, each after the one before it."""
-            nonlocal scheduled, latest
+            """Start the sentences before ``end``, each in its turn after the one before."""
+            nonlocal scheduled
             while scheduled < min(end, count):
-                latest = tasks[scheduled] = asyncio.create_task(
-                    in_turn(latest, parts[scheduled]), name="oyez-sentence"
+                turn = turns[scheduled] = _Turn(turns.get(scheduled - 1))
+                task = tasks[scheduled] = asyncio.create_task(
+                    self._in_turn(turn, parts[scheduled], took_over, live=live),
+                    name="oyez-sentence",
                 )
+                task.add_done_callback(turn.task_done)
                 scheduled += 1
 
         speech: Utterance | LiveUtterance | None = None
@@ -412,10 +456,13 @@ class SpeechPipeline:
                     # is said by that voice, and what was under way in the old one is redone
                     took_over.append(voice)
                     await _cancel_all(tasks)
-                    scheduled, latest = i, None
+                    turns.clear()
+                    scheduled = i
                 start_until(i + 1)
                 speech = await tasks.pop(i)
-                start_until(i + 1 + lookahead)  # the first went alone: the fastest start
+                # the first went alone, its transcoding too: the fastest start; each later one's
+                # provider is asked while the one before is transcoded
+                start_until(i + 1 + lookahead)
                 if i == 0 and 1 in tasks:
                     made = asyncio.Event()
                     tasks[1].add_done_callback(lambda _, made=made: made.set())  # type: ignore[misc]
@@ -424,6 +471,37 @@ class SpeechPipeline:
                     yield Segment(i, count, speech)
         finally:
             await _cancel_all(tasks)
+
+    async def _in_turn(
+        self, turn: _Turn, part: PreparedRequest, took_over: list[Voice], *, live: bool
+    ) -> Utterance | LiveUtterance:
+        """``part`` (a sentence of a text) said in its turn (sentence order is the providers'
+        order), in the voice that took over from the asked one once one did (the sentence
+        before says which; ``took_over`` notes it for the rest of the text)."""
+
+        async def said(asking: PreparedRequest, turn: _Turn | None) -> Utterance | LiveUtterance:
+            return await self._speak(
+                await self._prepared(asking), time.perf_counter(), live=live, turn=turn
+            )
+
+        speech: Utterance | LiveUtterance | None = None
+        try:
+            asking = await self._keep_voice(part, took_over)
+            try:
+                speech = await said(asking, turn)
+            except _TookOver as took:
+                took_over[:] = took_over or [took.voice]
+                speech = await said(await self._keep_voice(part, took_over), None)
+            else:
+                if isinstance(speech, Utterance) and speech.cached and turn.before is not None:
+                    # a hit waits for nobody's turn: it stays if the voice before was its own
+                    before = await turn.wait()
+                    if before is not None and before != asking.voice:
+                        took_over[:] = took_over or [before]
+                        speech = await said(await self._keep_voice(part, took_over), None)
+            return speech
+        finally:
+            turn.over(speech.voice if speech is not None else None)
 
     def _lead_s(self, first: Utterance | LiveUtterance, following: str) -> float:
         """How long the first sentence should wait so that ``following`` (whose synthesis
@@ -441,12 +519,13 @@ class SpeechPipeline:
         candidate: PreparedRequest,
         started: float,
         live: LiveUtterance | None,
+        turn: _Turn | None = None,
     ) -> Utterance:
         """:meth:`_synthesize_once`, counted in the request metrics, its log lines carrying the
         request id."""
         with bind_request(request.id):
             try:
-                utterance = await self._synthesize_once(request, candidate, started, live)
+                utterance = await self._synthesize_once(request, candidate, started, live, turn)
             except RequestExpired:
                 _count(request, candidate.provider.name, "expired")
                 raise
@@ -465,11 +544,13 @@ class SpeechPipeline:
         candidate: PreparedRequest,
         started: float,
         live: LiveUtterance | None,
+        turn: _Turn | None,
     ) -> Utterance:
         """Dispatch (with the fallback chain), transcode and cache ``candidate``; with ``live``,
-        a provider that streams within a sentence is encoded as it arrives into ``live``."""
+        a provider that streams within a sentence is encoded as it arrives into ``live``; with
+        ``turn``, the next sentence's provider is asked while this one is transcoded."""
         notes: list[FallbackNote] = []
-        spoken = await self._dispatch(request, candidate, live, notes)
+        spoken = await self._dispatch(request, candidate, live, notes, turn)
         candidate, dispatched, encoded = spoken.prepared, spoken.dispatched, spoken.encoded
         streamed = spoken.streamed
         if live is not None and not streamed:
@@ -523,6 +604,7 @@ class SpeechPipeline:
         candidate: PreparedRequest,
         live: LiveUtterance | None,
         notes: list[FallbackNote],
+        turn: _Turn | None = None,
     ) -> _Spoken:
         """Ask ``candidate``'s provider, then each of the fallback chain until one speaks.
 
@@ -530,7 +612,9 @@ class SpeechPipeline:
         of its audio is out is said again, from the sentence's start, by the next of the chain
         (its packets follow in ``live``: half a sentence tells a listener little), or, with
         none left, raises at once. Raises the last provider's error (or
-        :class:`NoProviderSpoke`) when none spoke.
+        :class:`NoProviderSpoke`) when none spoke. ``turn`` is over once the asked provider's audio
+        is here (after a fallback, once the sentence is done: the next is said by the voice
+        that took over, never first asked of the one that failed).
         """
         loop = asyncio.get_running_loop()
         specs = list(self.settings.fallback) if request.fallback else []
@@ -573,6 +657,8 @@ class SpeechPipeline:
                         ),
                     )
                     synthesized = time.perf_counter()
+                    if turn is not None and not notes:  # the asked voice: the next may go on
+                        turn.over(candidate.voice)
                     if encoder is not None:
                         encoded = await encoder.finish()
                     else:
@@ -606,19 +692,9 @@ class SpeechPipeline:
                 candidate = following
                 tried.add(candidate.provider.name)
 
-    async def _keep_voice(
-        self,
-        previous: asyncio.Task[Utterance | LiveUtterance] | None,
-        part: PreparedRequest,
-        asked: PreparedRequest,
-        took_over: list[Voice],
-    ) -> PreparedRequest:
-        """``part`` (a sentence of ``asked``), in the voice that took over the text once one did
-        (``previous`` sentence fell back: noted in ``took_over``), with its default options."""
-        if previous is not None and not took_over:
-            voice = _fallen_back_to(previous, asked)
-            if voice is not None:
-                took_over.append(voice)
+    async def _keep_voice(self, part: PreparedRequest, took_over: list[Voice]) -> PreparedRequest:
+        """``part`` (a sentence of a text), in the voice that took over the text once one did
+        (noted in ``took_over``), with its default options."""
         if not took_over:
             return part
         voice = took_over[0]
@@ -678,18 +754,6 @@ class SpeechPipeline:
             await self.settle()
             self._cache.close()
             self._cache = None
-
-
-def _fallen_back_to(
-    done: asyncio.Task[Utterance | LiveUtterance], asked: PreparedRequest
-) -> Voice | None:
-    """The voice that spoke ``done``'s sentence instead of ``asked``'s, if another did."""
-    if done.cancelled() or done.exception() is not None:
-        return None
-    speech = done.result()
-    if isinstance(speech, Utterance) and speech.fallbacks and speech.voice != asked.voice:
-        return speech.voice
-    return None
 
 
 def _live_fell_back(

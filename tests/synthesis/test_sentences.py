@@ -222,6 +222,41 @@ async def test_synthesis_runs_at_most_lookahead_sentences_ahead(
     assert len(tone.calls) == 4
 
 
+async def test_the_next_sentence_is_asked_while_the_one_before_is_transcoded(
+    speech: SpeechPipeline, tone: type[CountingTone], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    transcode = speech.transcoder.transcode
+    asked_by_then: list[list[str]] = []  # the provider's calls when each transcode ended
+
+    async def slow_transcode(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.3)  # the tone itself takes 0.05 s a call
+        encoded = await transcode(*args, **kwargs)
+        asked_by_then.append(list(tone.calls))
+        return encoded
+
+    monkeypatch.setattr(speech.transcoder, "transcode", slow_transcode)
+    text = "First things first. Then the second. And a third."
+    found = await segments_of(speech, ask(text))
+    sentences = split_sentences(text)
+    assert [s.speech.text for s in found] == sentences
+    assert asked_by_then[0] == sentences[:1]  # the first goes alone, transcoding too
+    assert asked_by_then[1] == sentences  # the third was asked while the second transcoded
+    assert tone.most == 1  # and never beside another provider call: sentence order is kept
+
+
+async def test_a_hit_after_a_sentence_that_fell_back_is_said_by_the_voice_that_took_over(
+    speech: SpeechPipeline, tone: type[CountingTone]
+) -> None:
+    third = "This stays with the voice that took over."
+    await speech.speak(SpeechRequest(text=third, provider="tone"))  # cached in the tone's voice
+    text = f"This works. This is broken. {third}"
+    found = await segments_of(speech, SpeechRequest(text=text, provider="tone"))
+    utterances = [s.speech for s in found if isinstance(s.speech, Utterance)]
+    assert [u.voice.provider for u in utterances] == ["tone", "piper", "piper"]
+    assert not utterances[2].cached  # the tone's copy would switch voices back midway
+    assert tone.calls == [third, "This works."]
+
+
 async def test_every_sentence_is_cached_on_its_own(
     speech: SpeechPipeline, tone: type[CountingTone]
 ) -> None:
