@@ -529,6 +529,45 @@ async def test_an_index_overwritten_while_in_use_is_rebuilt(
         cache.close()
 
 
+async def test_a_miss_is_told_on_the_event_loop_never_for_an_entry_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "cache"
+    voice = Voice("tone", "tone-1", "a", "A", None)
+    entry = CacheEntry("e" * 64, b"audio", OutputProfile.WAV, 48_000, 1, 0.5, None, voice)
+    cache = HotCache(AudioCache(folder, 1_000_000), memory_bytes=10_000)
+    other = AudioCache(folder, 1_000_000)  # another process sharing the folder
+    inner = cache.inner
+    assert isinstance(inner, AudioCache)
+    threads: list[Any] = []
+    to_thread = asyncio.to_thread
+
+    async def counted(work: Any, *args: Any) -> Any:
+        threads.append(work)
+        return await to_thread(work, *args)
+
+    try:
+        await cache.stats()  # the index made
+        monkeypatch.setattr(asyncio, "to_thread", counted)
+        assert await cache.get("m" * 64) is None
+        assert threads == []  # no worker thread's round trip before the answer
+        await cache.settle()
+        assert (await cache.stats()).misses == 1  # counted right after
+        await other.put(entry)
+        assert not inner.surely_missing(entry.key)  # what another process wrote is there
+        assert await cache.get(entry.key) == entry
+        for file in folder.glob("index.sqlite3*"):  # an index that cannot be read at once...
+            file.write_bytes(os.urandom(max(file.stat().st_size, 4096)))
+        assert not inner.surely_missing(entry.key)
+        threads.clear()
+        assert await cache.get("n" * 64) is None  # ...is asked in a worker thread, and rebuilt
+        assert threads
+        assert inner.surely_missing("n" * 64)  # the new one is read on the loop again
+    finally:
+        other.close()
+        cache.close()
+
+
 def test_the_index_commits_without_an_fsync_each(tmp_path: Path) -> None:
     """A hit is two commits on the speaker path's repeat: WAL with synchronous=NORMAL syncs
     only at checkpoints (an fsync per commit cost up to ~10 ms here, issue #16)."""
