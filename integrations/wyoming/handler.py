@@ -23,12 +23,12 @@ import io
 import logging
 import time
 import wave
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.error import Error
-from wyoming.event import Event, async_read_event
+from wyoming.event import Event, async_read_event, async_write_event
 from wyoming.info import Describe
 from wyoming.server import AsyncEventHandler
 from wyoming.tts import (
@@ -49,7 +49,7 @@ from bot.synthesis.pipeline import SpeechPipeline
 from bot.synthesis.sentences import split_sentences
 from integrations.wyoming.voices import VoiceCatalogue
 
-__all__ = ["ERROR_LINGER_S", "OyezEventHandler", "WyomingSpeaker", "pcm_of"]
+__all__ = ["ERROR_LINGER_S", "OyezEventHandler", "WyomingSpeaker", "pcm_of", "write_events"]
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,35 @@ ERROR_LINGER_S = 2.0
 SAMPLES_PER_CHUNK = 2048
 _WIDTH, _CHANNELS = 2, 1
 
-Send = Callable[[Event], Awaitable[None]]
+Send = Callable[[Sequence[Event]], Awaitable[None]]
+
+
+class _Gathered:
+    """Stands in for a ``StreamWriter`` to ``async_write_event``, gathering what it writes so that
+    a sentence's events go out in one write (each event's own write is a system call: ~0.4 ms
+    for a sentence's ~25 chunks)."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.parts.append(data)
+
+    def writelines(self, data: Sequence[bytes]) -> None:
+        self.parts.extend(data)
+
+    async def drain(self) -> None:
+        pass
+
+
+async def write_events(events: Sequence[Event], writer: asyncio.StreamWriter) -> None:
+    """``events`` framed by the ``wyoming`` package (``async_write_event``), sent in one write;
+    raises ``ConnectionError`` when the peer is gone."""
+    gathered = _Gathered()
+    for event in events:
+        await async_write_event(event, gathered)  # type: ignore[arg-type]  # its write calls only
+    writer.write(b"".join(gathered.parts))
+    await writer.drain()
 
 
 def pcm_of(utterance: Utterance) -> tuple[int, bytes]:
@@ -118,25 +146,29 @@ class WyomingSpeaker:
 
     async def say(self, request: SpeechRequest, send: Send) -> None:
         """Speak ``request`` sentence by sentence: ``audio-start`` once the first is made, its
-        chunks, the next sentences' chunks as each is made, ``audio-stop``. Raises what the
-        pipeline raises (before ``audio-start`` or, for a later sentence, after some chunks)."""
+        chunks, the next sentences' chunks as each is made (each sentence's events one
+        ``send``), ``audio-stop``. Raises what the pipeline raises (before ``audio-start`` or,
+        for a later sentence, after some chunks)."""
         arrived = time.perf_counter()
         started = False
         async for segment in self.pipeline.speak_sentences(request):
             speech = segment.speech
             assert isinstance(speech, Utterance)  # not live: a whole sentence each
             rate, pcm = pcm_of(speech)
+            events = []
             if not started:
-                await send(AudioStart(rate=rate, width=_WIDTH, channels=_CHANNELS).event())
-                TIME_TO_FIRST_AUDIO.labels(sink="wyoming").observe(time.perf_counter() - arrived)
-                started = True
+                events.append(AudioStart(rate=rate, width=_WIDTH, channels=_CHANNELS).event())
             step = SAMPLES_PER_CHUNK * _WIDTH * _CHANNELS
             for at in range(0, len(pcm), step):
                 chunk = AudioChunk(
                     rate=rate, width=_WIDTH, channels=_CHANNELS, audio=pcm[at : at + step]
                 )
-                await send(chunk.event())
-        await send(AudioStop().event())
+                events.append(chunk.event())
+            await send(events)
+            if not started:
+                TIME_TO_FIRST_AUDIO.labels(sink="wyoming").observe(time.perf_counter() - arrived)
+                started = True
+        await send([AudioStop().event()])
 
 
 class _TextStream:
@@ -255,7 +287,7 @@ class OyezEventHandler(AsyncEventHandler):
                 len(text),
                 voice.name if voice is not None and voice.name else "default",
             )
-            await self.speaker.say(request, self.write_event)
+            await self.speaker.say(request, self._write_events)
         except OyezError as exc:
             log.warning("wyoming: %s's request was not spoken: %s", self.peer, exc)
             await self._fail(mask_secrets(str(exc)), type(exc).__name__)
@@ -268,6 +300,9 @@ class OyezEventHandler(AsyncEventHandler):
             await self._fail(f"internal error: {type(exc).__name__}", "InternalError")
             return False
         return True
+
+    async def _write_events(self, events: Sequence[Event]) -> None:
+        await write_events(events, self.writer)
 
     async def _fail(self, text: str, code: str) -> None:
         await self.write_event(Error(text=text, code=code).event())

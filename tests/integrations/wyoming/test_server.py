@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from wyoming.audio import AudioChunk, AudioStart
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
-from wyoming.event import Event
+from wyoming.event import Event, async_read_event
 from wyoming.info import Describe, Info
 from wyoming.tts import (
     Synthesize,
@@ -34,6 +34,7 @@ from bot.errors import ConfigError
 from bot.ops import config
 from bot.ops.config import Settings
 from bot.ops.metrics import REGISTRY
+from integrations.wyoming.handler import write_events
 from integrations.wyoming.service import SERVICE_TYPE
 from integrations.wyoming.settings import WyomingSettings
 from tests.fakes.segmind import DEFAULT_API_KEY, FakeSegmind
@@ -301,6 +302,51 @@ async def test_a_cloud_voice_is_spoken_by_its_provider_then_by_the_fallback(
         ({"uri": "tcp://0.0.0.0:10200", "zerconf": True}, "zerconf"),
     ],
 )
+async def test_a_sentences_events_go_out_in_one_write_framed_as_the_package_reads_them() -> None:
+    received: asyncio.Queue[Event | None] = asyncio.Queue()
+
+    async def read_all(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (event := await async_read_event(reader)) is not None:
+            received.put_nowait(event)
+        received.put_nowait(None)
+        writer.close()
+
+    server = await asyncio.start_server(read_all, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writes: list[int] = []
+    write = writer.write
+
+    def counted(data: Any) -> None:
+        writes.append(len(data))
+        write(data)
+
+    writer.write = counted  # type: ignore[method-assign]
+    sent = [
+        AudioStart(rate=22050, width=2, channels=1).event(),
+        *(
+            AudioChunk(rate=22050, width=2, channels=1, audio=bytes([n]) * 4096).event()
+            for n in range(3)
+        ),
+        AudioStop().event(),
+    ]
+    try:
+        await write_events(sent, writer)
+        assert len(writes) == 1  # one system call's worth, not one per event
+        writer.close()
+        got = [event async for event in _until_none(received)]
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert [(e.type, e.data, e.payload) for e in got] == [(e.type, e.data, e.payload) for e in sent]
+
+
+async def _until_none(queue: asyncio.Queue[Event | None]) -> Any:
+    async with asyncio.timeout(5):
+        while (event := await queue.get()) is not None:
+            yield event
+
+
 def test_a_wrong_wyoming_section_is_a_config_error(
     tmp_path: Path, section: dict[str, Any], problem: str
 ) -> None:
