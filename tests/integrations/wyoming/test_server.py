@@ -293,15 +293,6 @@ async def test_a_cloud_voice_is_spoken_by_its_provider_then_by_the_fallback(
         assert word_error_rate(message, heard(transcriber, *pcm(events))) <= 0.2
 
 
-@pytest.mark.parametrize(
-    ("section", "problem"),
-    [
-        ({"uri": "http://0.0.0.0:10200"}, "is not tcp://HOST:PORT or unix://PATH"),
-        ({"uri": "tcp://0.0.0.0"}, "needs a host and a port"),
-        ({"uri": "unix:///tmp/oyez.sock", "zeroconf": True}, "needs a tcp:// uri"),
-        ({"uri": "tcp://0.0.0.0:10200", "zerconf": True}, "zerconf"),
-    ],
-)
 async def test_a_sentences_events_go_out_in_one_write_framed_as_the_package_reads_them() -> None:
     received: asyncio.Queue[Event | None] = asyncio.Queue()
 
@@ -347,6 +338,15 @@ async def _until_none(queue: asyncio.Queue[Event | None]) -> Any:
             yield event
 
 
+@pytest.mark.parametrize(
+    ("section", "problem"),
+    [
+        ({"uri": "http://0.0.0.0:10200"}, "is not tcp://HOST:PORT or unix://PATH"),
+        ({"uri": "tcp://0.0.0.0"}, "needs a host and a port"),
+        ({"uri": "unix:///tmp/oyez.sock", "zeroconf": True}, "needs a tcp:// uri"),
+        ({"uri": "tcp://0.0.0.0:10200", "zerconf": True}, "zerconf"),
+    ],
+)
 def test_a_wrong_wyoming_section_is_a_config_error(
     tmp_path: Path, section: dict[str, Any], problem: str
 ) -> None:
