@@ -40,6 +40,11 @@ class WyomingSettings(BaseModel):
     default_language: str = Field(
         "en", min_length=2, description="Language of voices whose provider does not name one"
     )
+    stream_within_sentence: bool = Field(
+        True,
+        description="Send a Piper sentence in pieces as its vocoder makes them (its first "
+        "audio ~half as soon; the voice's model is split once and takes ~70 MiB more)",
+    )
 
     @field_validator("uri")
     @classmethod
