@@ -3,7 +3,9 @@
 :meth:`~SpeechPipeline.prepare` (every check, nothing spent) → the audio cache → the dispatcher
 (budgets, credits, rate limit, fallback chain) → transcoding → the cache is filled → expiry
 again. :meth:`~SpeechPipeline.speak_sentences` speaks sentence by sentence and
-:meth:`~SpeechPipeline.speak_live` encodes a stream as it arrives (:mod:`bot.audio.live`).
+:meth:`~SpeechPipeline.speak_live` encodes a stream as it arrives (:mod:`bot.audio.live`): a
+streaming provider's as Ogg Opus, and as PCM the pieces of a provider that streams PCM
+(:meth:`Provider.streams_pcm`: Piper split at its vocoder) for ``wav``.
 Over 450 lines because those entry points share one cache, dispatcher and encoder pool and the
 fallback loop between them; the shapes it hands on are in :mod:`bot.synthesis.prepared`.
 """
@@ -329,7 +331,9 @@ class SpeechPipeline:
 
         An Ogg Opus (``discord``) request that misses the cache, from a provider that streams in a
         sentence (:meth:`Provider.streams_live`), gives a :class:`LiveUtterance` at once (see
-        :mod:`bot.audio.live`); otherwise the complete :class:`Utterance`. Raises what
+        :mod:`bot.audio.live`); so does a ``wav`` one from a provider that streams PCM pieces
+        (:meth:`Provider.streams_pcm`) once the voice's pieces have a learned gain; otherwise
+        the complete :class:`Utterance`. Raises what
         :meth:`prepare` raises; a live utterance's synthesis errors come from its ``packets()``
         and ``result()``.
         """

@@ -5,9 +5,11 @@ Voices are ONNX models with a ``.onnx.json`` config beside them: the built-in ``
 (default ``<data_dir>/voices``). Each model is loaded once and kept; its synthesis runs in a
 thread of the voice's own, one utterance per model at a time (onnxruntime already uses every core
 for one), and :meth:`PiperProvider.stream` yields one PCM chunk (s16le, mono, 22050 Hz for medium
-voices) per sentence. One thread, always the same: run from asyncio's shared pool, by whichever
-worker thread was free, an inference took ~4 ms (6 %) longer at the median (the Wyoming
-benchmark, against wyoming-piper, which runs its voice on its event loop's thread).
+voices) per sentence; a voice split at its vocoder (:meth:`PiperProvider.prepare_streaming`, for
+Wyoming) yields pieces of each sentence as they are made (:mod:`integrations.piper.vocoder`).
+One thread, always the same: run from asyncio's shared pool, by whichever worker thread was
+free, an inference took ~4 ms (6 %) longer at the median (the Wyoming benchmark, against
+wyoming-piper, which runs its voice on its event loop's thread).
 
 Memory stays bounded whatever the text, on every path (CLI, HTTP, Home Assistant, schedules,
 Discord): an inference's memory grows with its text (one 988-character sentence took ~1.7 GiB,

@@ -100,6 +100,7 @@ class WyomingSpeaker:
         self.pipeline = pipeline
         self.catalogue = catalogue
         self.stream_pieces = stream_pieces
+        self.streaming_voice: str | None = None  # the label of the voice made ready to stream
 
     async def prepare_streaming(self) -> None:
         """Make the default voice ready to stream within a sentence
@@ -108,6 +109,7 @@ class WyomingSpeaker:
         try:
             prepared = await self.pipeline.prepare(self.request("ready", None, "wyoming:start"))
             if await prepared.provider.prepare_streaming(prepared.voice):
+                self.streaming_voice = prepared.voice.label
                 log.info("wyoming: %s streams within a sentence", prepared.voice.label)
         except OyezError as exc:
             log.warning("wyoming: sentences go whole, the voice cannot stream: %s", exc)

@@ -119,7 +119,9 @@ class WyomingFrontEnd:
     def ready(self) -> tuple[bool, str]:
         if self._server is None:
             return False, "the Wyoming server is not listening"
-        return True, f"serving Wyoming on {self.settings.uri}"
+        streaming = self.speaker.streaming_voice
+        within = f"; {streaming} streams within a sentence" if streaming else ""
+        return True, f"serving Wyoming on {self.settings.uri}{within}"
 
 
 def wyoming_front_end(parts: Parts) -> WyomingFrontEnd | None:
