@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 from bot.audio import libav
 from bot.audio.ogg import OggOpusReader
 from bot.audio.transcode import (
-    TOLERANCE_LU,
     EncodedAudio,
     Loudness,
     PcmAudio,
@@ -54,6 +53,10 @@ FRAME_S = 0.020
 SPARE_ENCODERS = 4
 #: A waiting encoder whose gain is this close (dB) to the learned one is used as it is.
 GAIN_TOLERANCE_DB = 0.5
+#: How far (LU) a PCM stream normalised from its voice's last gain may land from the target
+#: before the copy the cache keeps is normalised again (the goal: within 1 LU; whole
+#: utterances are brought within :data:`~bot.audio.transcode.TOLERANCE_LU`).
+STREAM_TOLERANCE_LU = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +257,7 @@ class LiveUtterance:
         self.put_count = 0
         self.sample_rate: int | None = None
         self._put_s = 0.0
+        self._ended = False
         self._packets: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._task: asyncio.Task[Utterance] | None = None
 
@@ -270,6 +274,13 @@ class LiveUtterance:
         self._put_s += FRAME_S if rate is None else len(packet) / (2 * rate)
         self._packets.put_nowait(packet)
 
+    def end(self) -> None:
+        """All the audio is out (called by the pipeline): :meth:`packets` ends now, while the
+        utterance is still being finished (:meth:`result`)."""
+        if not self._ended:
+            self._ended = True
+            self._packets.put_nowait(None)
+
     def attach(self, synthesis: asyncio.Task[Utterance]) -> None:
         """Attach the task that synthesizes and puts the packets (called by the pipeline)."""
         self._task = synthesis
@@ -277,10 +288,11 @@ class LiveUtterance:
 
     async def packets(self) -> AsyncIterator[bytes]:
         """Every packet (piece of PCM), in order, as it is encoded. Raises what synthesis
-        raised."""
+        raised before the audio was all out (:meth:`end`)."""
         while (packet := await self._packets.get()) is not None:
             yield packet
-        await self.result()  # raises the failure, if any
+        if not self._ended:
+            await self.result()  # raises the failure, if any
 
     async def result(self) -> Utterance:
         """The complete utterance, once synthesis and encoding are done."""
@@ -304,11 +316,12 @@ class PcmStreamEncoder:
     """A provider's stream of PCM s16le mono normalised as it arrives, for sinks that play PCM
     (Wyoming): the gain its voice needed last time (``gain_db``; None: normalisation is off),
     then the limiter, in one libav graph (:class:`~bot.audio.libav.GainStream`, in a worker
-    thread); each piece's samples go to ``live`` as they come out. :meth:`finish` gives the
-    whole as WAV; when its loudness missed the target by more than half a LU, the WAV (what
-    the cache keeps, and the gain the voice learns) is normalised again from what arrived, in
-    full. Raises :class:`AudioError` for a stream that is not PCM s16le mono or changes rate,
-    :class:`TranscodeError` when libav fails."""
+    thread); each piece's samples go to ``live`` as they come out. :meth:`finish` ends
+    ``live``'s audio, then gives the whole as WAV; when its loudness missed the target by more
+    than :data:`STREAM_TOLERANCE_LU`, the WAV (what the cache keeps, and the gain the voice
+    learns) is normalised again from what arrived, in full. Raises :class:`AudioError` for a
+    stream that is not PCM s16le mono or changes rate, :class:`TranscodeError` when libav
+    fails."""
 
     def __init__(self, transcoder: Transcoder, live: LiveUtterance, gain_db: float | None) -> None:
         self.transcoder = transcoder
@@ -379,10 +392,11 @@ class PcmStreamEncoder:
         if metered.data:
             self._out.append(metered.data)
             self.live.put(metered.data)
+        self.live.end()  # the sink is done with it: the rest is for the cache
         rate = stream.sample_rate
         settings = self.transcoder.settings
         level = Loudness(metered.integrated_lufs, metered.true_peak_dbtp)
-        missed = abs(settings.loudness_target_lufs - level.integrated_lufs) > TOLERANCE_LU
+        missed = abs(settings.loudness_target_lufs - level.integrated_lufs) > STREAM_TOLERANCE_LU
         if self.gain_db is not None and missed and not level.is_silent:
             raw = AudioChunk(b"".join(self._raw), AudioEncoding.PCM_S16LE, rate, 1)
             return await self.transcoder.transcode([raw], OutputProfile.WAV, gain_db=self.gain_db)

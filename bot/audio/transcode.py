@@ -212,7 +212,9 @@ class EncodedAudio:
 class VoiceGains:
     """The gain (dB) each voice needs to reach ``target_lufs``, learned from its last
     normalised utterance: the gain applied plus the error measured, at most ``cap_db`` either
-    way. Keyed by voice label."""
+    way; with a ``weight`` below 1, that much of it and the rest of the gain known before (an
+    average of the last utterances, for audio whose level varies from one to the next). Keyed
+    by voice label."""
 
     def __init__(self, target_lufs: float, cap_db: float = _MAX_GAIN_DB) -> None:
         self.target_lufs = target_lufs
@@ -222,10 +224,13 @@ class VoiceGains:
     def get(self, voice: str) -> float | None:
         return self._gains.get(voice)
 
-    def learn(self, voice: str, encoded: EncodedAudio) -> None:
+    def learn(self, voice: str, encoded: EncodedAudio, *, weight: float = 1.0) -> None:
         if encoded.gain_db is None or encoded.loudness.is_silent:
             return
         gain = encoded.gain_db + self.target_lufs - encoded.loudness.integrated_lufs
+        known = self._gains.get(voice)
+        if known is not None:
+            gain = weight * gain + (1 - weight) * known
         self._gains[voice] = max(-self.cap_db, min(self.cap_db, gain))
 
 

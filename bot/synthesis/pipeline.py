@@ -471,8 +471,13 @@ class SpeechPipeline:
             if split
             else []
         )
+        wav = prepared.request.output is OutputProfile.WAV
         if len(sentences) <= 1:
-            yield Segment(0, 1, await self._speak(prepared, started, live=live))
+            # a wav sentence alone is made whole: in pieces it would end ~15 ms later, and its
+            # end is what a client that waits for all of it (Home Assistant 2025.4) waits for;
+            # a longer text's first sentence goes in pieces, its end hidden behind the rest
+            one = await self._speak(prepared, started, live=live and not wav)
+            yield Segment(0, 1, one)
             return
         count = len(sentences)
         parts = _sentence_parts(prepared, sentences)
@@ -488,8 +493,11 @@ class SpeechPipeline:
             nonlocal scheduled
             while scheduled < min(end, count):
                 turn = turns[scheduled] = _Turn(turns.get(scheduled - 1))
+                # a wav text's later sentences are made while the first is heard: whole, they
+                # take less of Piper's time than in pieces (no vocoder context made twice)
+                live_here = live and (scheduled == 0 or not wav)
                 task = tasks[scheduled] = asyncio.create_task(
-                    self._in_turn(turn, parts[scheduled], took_over, live=live),
+                    self._in_turn(turn, parts[scheduled], took_over, live=live_here),
                     name="oyez-sentence",
                 )
                 task.add_done_callback(turn.task_done)  # a held turn's synthesis ends it
@@ -705,7 +713,9 @@ class SpeechPipeline:
                         encoded = await self._transcode(
                             candidate, dispatched, request.output, gains
                         )
-                    self.gains.learn(gains, encoded)
+                    # a Piper sentence's pieces are not peak-normalised: their level varies
+                    # more from one sentence to the next, so their gain is an average
+                    self.gains.learn(gains, encoded, weight=0.5 if job.pcm_pieces else 1.0)
                 return _Spoken(
                     candidate,
                     dispatched,

@@ -42,8 +42,9 @@ class WyomingSettings(BaseModel):
     )
     stream_within_sentence: bool = Field(
         True,
-        description="Send a Piper sentence in pieces as its vocoder makes them (its first "
-        "audio ~half as soon; the voice's model is split once and takes ~70 MiB more)",
+        description="Send the first sentence of a longer text in pieces as Piper's vocoder "
+        "makes them: its first audio in about half the time. Piper's model is split once (into "
+        "~/.cache/oyez/piper) and the halves take ~70 MiB more.",
     )
 
     @field_validator("uri")

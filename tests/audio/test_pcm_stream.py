@@ -10,7 +10,7 @@ import wave
 import pytest
 
 from bot.audio.libav import GainStream, gained
-from bot.audio.live import LiveUtterance, PcmStreamEncoder
+from bot.audio.live import STREAM_TOLERANCE_LU, LiveUtterance, PcmStreamEncoder
 from bot.audio.transcode import TOLERANCE_LU, Transcoder, wav_pcm
 from bot.errors import AudioError
 from bot.ops.config import AudioSettings
@@ -76,7 +76,7 @@ async def test_pieces_go_out_as_they_come_and_the_whole_lands_on_the_target(
     assert encoded.gain_db == whole.gain_db
     assert wav_pcm(encoded.data) == (rate, b"".join(stream.handed))  # kept is what went out
     level = integrated_loudness(encoded.data)
-    assert abs(level - settings.loudness_target_lufs) <= TOLERANCE_LU
+    assert abs(level - settings.loudness_target_lufs) <= STREAM_TOLERANCE_LU
     assert stream.put_s == pytest.approx(len(pcm) / 2 / rate, abs=0.01)
 
 
