@@ -690,7 +690,7 @@ class SpeechPipeline:
                 request.source.value,
             )
             synthesis_started = time.perf_counter()
-            job, gains = self._job(candidate, request.output)
+            job, gains = self._job(candidate, request.output, live)
             lease = self._live_encoder(candidate, job, live)
             encoder: OpusStreamEncoder | PcmStreamEncoder | None = None
             try:
@@ -744,13 +744,20 @@ class SpeechPipeline:
                 candidate = following
                 tried.add(candidate.provider.name)
 
-    def _job(self, candidate: PreparedRequest, output: OutputProfile) -> tuple[SynthesisJob, str]:
-        """``candidate``'s job, and the label its gain is learned under (:class:`VoiceGains`):
-        a ``wav`` job of a provider that streams PCM asks for pieces (a Piper sentence not
-        peak-normalised: its level differs, so its gain is its own)."""
+    def _job(
+        self, candidate: PreparedRequest, output: OutputProfile, live: LiveUtterance | None
+    ) -> tuple[SynthesisJob, str]:
+        """``candidate``'s job, and the label its gain is learned under (:class:`VoiceGains`).
+        A ``wav`` job of a provider that streams PCM asks for pieces when they are played as
+        they come (``live``), or to learn the gain they need while none is known (a Piper
+        sentence in pieces is not peak-normalised: its level differs, so its gain is its
+        own); otherwise the sentence is made whole, which costs Piper less."""
         job = candidate.job()
+        pieces = _pieces_label(candidate.voice)
         if output is OutputProfile.WAV and candidate.provider.streams_pcm(job):
-            return replace(job, pcm_pieces=True), _pieces_label(candidate.voice)
+            unknown = self.settings.audio.normalize_loudness and self.gains.get(pieces) is None
+            if live is not None or unknown:
+                return replace(job, pcm_pieces=True), pieces
         return job, candidate.voice.label
 
     def _live_encoder(

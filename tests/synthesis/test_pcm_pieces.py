@@ -90,14 +90,17 @@ async def test_pieces_play_as_they_come_once_the_first_sentence_taught_their_gai
     assert again.audio == spoken.audio
 
 
-async def test_a_plain_request_gets_the_pieces_whole_and_ogg_never_asks_for_them(
+async def test_a_plain_request_teaches_the_pieces_gain_then_is_made_whole(
     pipeline: SpeechPipeline,
 ) -> None:
     spoken = await pipeline.speak(wav("Ten eleven twelve."))
-    assert PiecesTone.asked[-1].pcm_pieces  # the same voice's level, normalised whole
+    assert PiecesTone.asked[-1].pcm_pieces  # no gain known for pieces: made from them
     target = pipeline.settings.audio.loudness_target_lufs
     assert abs(integrated_loudness(spoken.audio) - target) <= 1.0
-    opus = SpeechRequest(text="Thirteen.", provider="piecestone", output=OutputProfile.OGG_OPUS)
+    again = await pipeline.speak(wav("Thirteen fourteen."))
+    assert not PiecesTone.asked[-1].pcm_pieces  # known now: whole costs the provider less
+    assert abs(integrated_loudness(again.audio) - target) <= 1.0
+    opus = SpeechRequest(text="Fifteen.", provider="piecestone", output=OutputProfile.OGG_OPUS)
     assert isinstance(await pipeline.speak_live(opus), Utterance)
     assert not PiecesTone.asked[-1].pcm_pieces
 
