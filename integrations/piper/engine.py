@@ -30,7 +30,7 @@ from piper import AudioChunk, PiperConfig, PiperVoice, SynthesisConfig
 
 from bot.synthesis.sentences import split_pieces
 
-from .vocoder import VocoderStream, split_model
+from .vocoder import VocoderStream, split_model_apart
 
 __all__ = [
     "SHRINK_ABOVE_IDS",
@@ -191,11 +191,11 @@ def open_stream(
     copying: AbstractContextManager[Any],
     threads: int = 0,
 ) -> VocoderStream | None:
-    """``voice`` (loaded from ``model_path``) split at its vocoder (:func:`vocoder.split_model`,
-    the halves kept in ``cache_dir``) and opened as a :class:`VocoderStream`, each half from
-    an optimized copy as :func:`open_voice` does; None for a graph that does not split. Raises
-    ``OSError``, onnx's and onnxruntime's errors."""
-    halves = split_model(model_path, cache_dir, copying)
+    """``voice`` (loaded from ``model_path``) split at its vocoder (in a process of its own:
+    :func:`vocoder.split_model_apart`, the halves kept in ``cache_dir``) and opened as a
+    :class:`VocoderStream`, each half from an optimized copy as :func:`open_voice` does; None
+    for a graph that does not split. Raises ``OSError``, onnx's and onnxruntime's errors."""
+    halves = split_model_apart(model_path, cache_dir, copying)
     if halves is None:
         return None
     latent, vocoder = (_cached_session(half, cache_dir, copying, threads) for half in halves)

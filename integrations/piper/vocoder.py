@@ -18,13 +18,17 @@ peak is known only at the end. Blocking throughout: run it in the voice's thread
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,13 +73,12 @@ class _Halves:
 
 def _names(model_path: Path) -> tuple[str, str]:
     """(the halves' file name prefix, the stem shared by every version of them): a changed model
-    or a new onnx gets new names."""
-    import onnx
-
+    or a new onnx gets new names (its version read from its metadata: importing onnx holds the
+    interpreter for ~0.5 s)."""
     resolved = model_path.resolve()
     stat = resolved.stat()
     where = hashlib.sha256(str(resolved).encode()).hexdigest()[:8]
-    what = f"{stat.st_size}/{stat.st_mtime_ns}/{onnx.__version__}"
+    what = f"{stat.st_size}/{stat.st_mtime_ns}/{metadata.version('onnx')}"
     stem = f"{model_path.name.removesuffix('.onnx')}-{where}-split-"
     return f"{stem}{hashlib.sha256(what.encode()).hexdigest()[:16]}", stem
 
@@ -122,6 +125,31 @@ def split_model(
         if not stale.name.startswith(name):
             stale.unlink(missing_ok=True)
     return halves.latent, halves.vocoder
+
+
+#: The exit status of ``python -m integrations.piper.vocoder`` for a graph that does not split.
+_NO_SPLIT = 3
+
+
+def split_model_apart(
+    model_path: Path, cache_dir: Path, copying: AbstractContextManager[Any]
+) -> tuple[Path, Path] | None:
+    """:func:`split_model` in a process of its own when the halves are not made yet: onnx
+    holds the interpreter's lock while it reads and writes a model (the event loop stalled
+    ~0.6 s beside it in a thread). Blocking. Raises ``OSError`` naming what went wrong."""
+    name, _ = _names(model_path)
+    halves = (cache_dir / f"{name}.latent.onnx", cache_dir / f"{name}.vocoder.onnx")
+    if all(half.is_file() for half in halves):
+        return halves
+    command = [sys.executable, "-m", __name__, str(model_path), str(cache_dir)]
+    with copying:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    if done.returncode == _NO_SPLIT:
+        return None
+    if done.returncode != 0 or not all(half.is_file() for half in halves):
+        tail = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
+        raise OSError(f"splitting {model_path.name} at its vocoder failed: {tail[0]}")
+    return halves
 
 
 class VocoderStream:
@@ -183,3 +211,8 @@ class VocoderStream:
                 kept = audio[(start - low) * hop : (end - low) * hop]
                 yield np.clip(kept * _FULL_SCALE, -_FULL_SCALE, _FULL_SCALE).astype("<i2").tobytes()
                 start, size = end, FRAMES
+
+
+if __name__ == "__main__":  # split_model_apart's process: MODEL CACHE_DIR
+    made = split_model(Path(sys.argv[1]), Path(sys.argv[2]), contextlib.nullcontext())
+    sys.exit(_NO_SPLIT if made is None else 0)

@@ -4,9 +4,6 @@ result lands on the target, and a gain that missed is corrected in what the cach
 
 from __future__ import annotations
 
-import io
-import wave
-
 import pytest
 
 from bot.audio.libav import GainStream, gained
@@ -15,6 +12,7 @@ from bot.audio.transcode import TOLERANCE_LU, Transcoder, wav_pcm
 from bot.errors import AudioError
 from bot.ops.config import AudioSettings
 from bot.speech import AudioChunk, AudioEncoding, OutputProfile, Voice
+from tests.fakes.audio import wav_bytes
 from tests.support.probe import integrated_loudness
 from tests.support.speech import piper_pcm
 
@@ -92,7 +90,7 @@ async def test_a_gain_that_missed_is_corrected_in_what_is_kept(
         await encoder.feed(AudioChunk(piece, AudioEncoding.PCM_S16LE, rate, 1))
     encoded = await encoder.finish()
     handed = b"".join(stream.handed)
-    assert integrated_loudness(_wav(handed, rate)) < settings.loudness_target_lufs - 5
+    assert integrated_loudness(wav_bytes(handed, rate)) < settings.loudness_target_lufs - 5
     assert abs(integrated_loudness(encoded.data) - settings.loudness_target_lufs) <= TOLERANCE_LU
     assert encoded.gain_db is not None and encoded.gain_db > 0  # what the voice learns
 
@@ -110,13 +108,3 @@ async def test_audio_that_is_not_pcm_or_changes_rate_is_refused(
         await encoder.feed(AudioChunk(pcm[:4096], AudioEncoding.PCM_S16LE, 16_000, 1))
     with pytest.raises(AudioError, match="no audio"):
         await PcmStreamEncoder(transcoder, Recorded(), 0.0).finish()
-
-
-def _wav(pcm: bytes, rate: int) -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(rate)
-        wav.writeframes(pcm)
-    return out.getvalue()

@@ -18,7 +18,12 @@ from piper import SynthesisConfig
 from integrations.piper import vocoder
 from integrations.piper.engine import open_stream, open_voice, stream_pieces, synthesize_pieces
 from integrations.piper.models import builtin_model_path, config_path_of
-from integrations.piper.vocoder import FIRST_FRAMES, VocoderStream, split_model
+from integrations.piper.vocoder import (
+    FIRST_FRAMES,
+    VocoderStream,
+    split_model,
+    split_model_apart,
+)
 
 #: The same take every time, and Piper's whole sentence not peak-normalised, as the pieces are.
 SAME_TAKE = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0, normalize_audio=False)
@@ -34,6 +39,19 @@ def split(tmp_path_factory: pytest.TempPathFactory) -> tuple[VocoderStream, Path
     stream = open_stream(voice, model, cache, contextlib.nullcontext())
     assert stream is not None
     return stream, cache
+
+
+def plain_model(path: Path) -> Path:
+    """An ONNX graph that is not a Piper export (one Identity node), saved at ``path``."""
+    node = helper.make_node("Identity", ["input"], ["output"], name="/just/Identity")
+    graph = helper.make_graph(
+        [node],
+        "plain",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1])],
+    )
+    onnx.save(helper.make_model(graph), str(path))
+    return path
 
 
 def whole(stream: VocoderStream, text: str) -> np.ndarray:
@@ -118,3 +136,14 @@ def test_a_graph_that_is_not_a_piper_export_does_not_split(tmp_path: Path) -> No
     onnx.save(helper.make_model(graph), str(model))
     assert split_model(model, tmp_path / "cache", contextlib.nullcontext()) is None
     assert not (tmp_path / "cache").exists()
+
+
+def test_a_split_is_made_in_a_process_of_its_own_which_says_why_it_failed(
+    tmp_path: Path,
+) -> None:
+    plain = plain_model(tmp_path / "plain.onnx")
+    assert split_model_apart(plain, tmp_path / "cache", contextlib.nullcontext()) is None
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model at all")
+    with pytest.raises(OSError, match=r"splitting broken\.onnx at its vocoder failed: \w+"):
+        split_model_apart(broken, tmp_path / "cache", contextlib.nullcontext())
