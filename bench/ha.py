@@ -309,16 +309,19 @@ def oyez_run(port: int, data_dir: Path, settings: dict[str, Any]) -> Iterator[st
     with _server(command, port, cwd=data_dir.parent):
         url = f"http://127.0.0.1:{http_port}"
         ready(f"{url}/readyz")
+        # Piper split at its vocoder in the background (wyoming.stream_within_sentence): like
+        # the rest of the warm-up, measured once done
+        ready(f"{url}/readyz", says="streams within a sentence")
         yield url
 
 
-def ready(url: str, timeout_s: float = 60.0) -> None:
-    """Wait until ``url`` answers 200."""
+def ready(url: str, timeout_s: float = 60.0, says: str = "") -> None:
+    """Wait until ``url`` answers 200, with ``says`` in its body."""
 
     def answers() -> bool:
         # a loopback http URL made here: no file: or other scheme to audit
         with urllib.request.urlopen(url, timeout=1) as reply:  # noqa: S310
-            return bool(reply.status == 200)
+            return bool(reply.status == 200) and says in reply.read().decode()
 
     _wait_until(answers, f"{url} did not answer 200", timeout_s)
 

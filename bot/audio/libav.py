@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from av.audio.frame import AudioFrame
 
 __all__ = [
+    "GainStream",
     "Metered",
     "decoded",
     "encodable",
@@ -145,6 +146,84 @@ def _run(
     drain()
     peak_dbtp = 20 * math.log10(peak) if peak > 0 else -math.inf
     return Metered(b"".join(out), rate, integrated, peak_dbtp)
+
+
+class GainStream:
+    """PCM s16le mono at ``sample_rate`` Hz pushed in pieces through ``gain_db`` (dB) and, with
+    a ``ceiling_dbtp``, the limiter :func:`gained` uses, then metered; what comes out is taken
+    as it comes (the limiter holds back its 5 ms look-ahead until :meth:`close`). One graph for
+    the whole stream, so its loudness is the whole's. Use it from one thread at a time; errors
+    are ``av.FFmpegError``."""
+
+    def __init__(self, sample_rate: int, gain_db: float, ceiling_dbtp: float | None) -> None:
+        import av.filter
+
+        self.sample_rate = sample_rate
+        chain = [("volume", f"{gain_db:.2f}dB")]
+        if ceiling_dbtp is not None:
+            ceiling = 10 ** (ceiling_dbtp / 20)
+            chain.append(("alimiter", f"limit={ceiling:.4f}:attack=5:release=50:level=false"))
+        self._graph = av.filter.Graph()
+        nodes = [
+            self._graph.add_abuffer(
+                format="s16",
+                sample_rate=sample_rate,
+                layout="mono",
+                time_base=Fraction(1, sample_rate),
+            ),
+            *(self._graph.add(name, args) for name, args in chain),
+            self._graph.add("aformat", "sample_fmts=s16:channel_layouts=mono"),
+            self._graph.add("ebur128", "metadata=1:peak=sample"),
+            self._graph.add("aformat", "sample_fmts=s16:channel_layouts=mono"),
+            self._graph.add("abuffersink"),
+        ]
+        self._graph.link_nodes(*nodes).configure()
+        self._pushed = 0  # samples
+        self._torn = b""  # half a sample left over from the last piece
+        self._integrated = _NO_MEASUREMENT_LUFS
+        self._peak = 0.0
+
+    def push(self, data: bytes) -> bytes:
+        """Put ``data`` in; the processed samples that came out (maybe none yet)."""
+        from av.audio.frame import AudioFrame
+
+        data = self._torn + data
+        whole = len(data) // 2 * 2
+        self._torn = data[whole:]
+        for start in range(0, whole, _FRAME_SAMPLES * 2):
+            piece = data[start : min(start + _FRAME_SAMPLES * 2, whole)]
+            frame = AudioFrame(format="s16", layout="mono", samples=len(piece) // 2)
+            frame.planes[0].update(piece)
+            frame.sample_rate = self.sample_rate
+            frame.pts, frame.time_base = self._pushed, Fraction(1, self.sample_rate)
+            self._pushed += frame.samples
+            self._graph.push(frame)
+        return self._drain()
+
+    def close(self) -> Metered:
+        """The rest of the samples, with the whole stream's integrated loudness and sample
+        peak (the ``true_peak_dbtp`` of the result, as :func:`gained` with ``true_peak``
+        False)."""
+        self._graph.push(None)
+        rest = self._drain()
+        peak = 20 * math.log10(self._peak) if self._peak > 0 else -math.inf
+        return Metered(rest, self.sample_rate, self._integrated, peak)
+
+    def _drain(self) -> bytes:
+        import av
+
+        out: list[bytes] = []
+        while True:
+            try:
+                frame = self._graph.pull()
+            except (av.BlockingIOError, av.EOFError):
+                return b"".join(out)
+            assert isinstance(frame, av.AudioFrame)  # an audio graph gives audio
+            out.append(bytes(frame.planes[0])[: frame.samples * 2])
+            tags = frame.metadata
+            if "lavfi.r128.I" in tags:
+                self._integrated = float(tags["lavfi.r128.I"])
+                self._peak = max(self._peak, float(tags.get("lavfi.r128.sample_peak", 0.0)))
 
 
 def _resampled(in_rate: int, out_rate: int | None) -> list[tuple[str, str]]:

@@ -14,11 +14,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
+from bot.audio import libav
 from bot.audio.ogg import OggOpusReader
 from bot.audio.transcode import (
     EncodedAudio,
+    Loudness,
+    PcmAudio,
     Transcoder,
     VoiceGains,
     ffmpeg_input_args,
@@ -34,11 +38,14 @@ __all__ = [
     "FRAME_S",
     "LiveUtterance",
     "OpusStreamEncoder",
+    "PcmStreamEncoder",
     "StreamEncoders",
     "StreamFormat",
 ]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 #: Seconds of audio in one Opus packet of the ``discord`` profile.
 FRAME_S = 0.020
@@ -46,6 +53,10 @@ FRAME_S = 0.020
 SPARE_ENCODERS = 4
 #: A waiting encoder whose gain is this close (dB) to the learned one is used as it is.
 GAIN_TOLERANCE_DB = 0.5
+#: How far (LU) a PCM stream normalised from its voice's last gain may land from the target
+#: before the copy the cache keeps is normalised again (the goal: within 1 LU; whole
+#: utterances are brought within :data:`~bot.audio.transcode.TOLERANCE_LU`).
+STREAM_TOLERANCE_LU = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,8 +239,10 @@ class OpusStreamEncoder:
 
 
 class LiveUtterance:
-    """Speech still being synthesized: its Opus packets (20 ms each, the ``discord`` profile)
-    as they are encoded, then the complete :class:`Utterance` (Ogg Opus, also cached).
+    """Speech still being synthesized: its audio as it is encoded, then the complete
+    :class:`Utterance` (also cached): for the ``discord`` profile Opus packets of 20 ms (the
+    utterance Ogg Opus), for ``wav`` pieces of PCM s16le mono at :attr:`sample_rate` Hz (set
+    before the first piece; the utterance a WAV file).
 
     ``voice`` is the voice asked for (a fallback voice may speak instead when the asked one
     fails, before any audio or with its stream broken off; the result says which spoke).
@@ -242,18 +255,31 @@ class LiveUtterance:
         self.text = text
         self.voice = voice
         self.put_count = 0
+        self.sample_rate: int | None = None
+        self._put_s = 0.0
+        self._ended = False
         self._packets: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._task: asyncio.Task[Utterance] | None = None
 
     @property
     def put_s(self) -> float:
         """Seconds of audio handed on so far."""
-        return self.put_count * FRAME_S
+        return self._put_s
 
     def put(self, packet: bytes) -> None:
-        """Hand on one Opus packet (called by the pipeline)."""
+        """Hand on one Opus packet, or a piece of PCM once :attr:`sample_rate` is set (called by
+        the pipeline)."""
         self.put_count += 1
+        rate = self.sample_rate
+        self._put_s += FRAME_S if rate is None else len(packet) / (2 * rate)
         self._packets.put_nowait(packet)
+
+    def end(self) -> None:
+        """All the audio is out (called by the pipeline): :meth:`packets` ends now, while the
+        utterance is still being finished (:meth:`result`)."""
+        if not self._ended:
+            self._ended = True
+            self._packets.put_nowait(None)
 
     def attach(self, synthesis: asyncio.Task[Utterance]) -> None:
         """Attach the task that synthesizes and puts the packets (called by the pipeline)."""
@@ -261,10 +287,12 @@ class LiveUtterance:
         synthesis.add_done_callback(lambda _: self._packets.put_nowait(None))
 
     async def packets(self) -> AsyncIterator[bytes]:
-        """Every Opus packet, in order, as it is encoded. Raises what synthesis raised."""
+        """Every packet (piece of PCM), in order, as it is encoded. Raises what synthesis
+        raised before the audio was all out (:meth:`end`)."""
         while (packet := await self._packets.get()) is not None:
             yield packet
-        await self.result()  # raises the failure, if any
+        if not self._ended:
+            await self.result()  # raises the failure, if any
 
     async def result(self) -> Utterance:
         """The complete utterance, once synthesis and encoding are done."""
@@ -282,6 +310,103 @@ class LiveUtterance:
     def cancel(self) -> None:
         if self._task is not None:
             self._task.cancel()
+
+
+class PcmStreamEncoder:
+    """A provider's stream of PCM s16le mono normalised as it arrives, for sinks that play PCM
+    (Wyoming): the gain its voice needed last time (``gain_db``; None: normalisation is off),
+    then the limiter, in one libav graph (:class:`~bot.audio.libav.GainStream`, in a worker
+    thread); each piece's samples go to ``live`` as they come out. :meth:`finish` ends
+    ``live``'s audio, then gives the whole as WAV; when its loudness missed the target by more
+    than :data:`STREAM_TOLERANCE_LU`, the WAV (what the cache keeps, and the gain the voice
+    learns) is normalised again from what arrived, in full. Raises :class:`AudioError` for a
+    stream that is not PCM s16le mono or changes rate, :class:`TranscodeError` when libav
+    fails."""
+
+    def __init__(self, transcoder: Transcoder, live: LiveUtterance, gain_db: float | None) -> None:
+        self.transcoder = transcoder
+        self.live = live
+        self.gain_db = gain_db
+        self.fed_bytes = 0
+        self._raw: list[bytes] = []
+        self._out: list[bytes] = []
+        self._stream: libav.GainStream | None = None
+
+    @property
+    def fed(self) -> bool:
+        """Whether any audio went in (after that, the stream cannot change hands)."""
+        return self.fed_bytes > 0
+
+    async def _libav(self, work: Callable[..., _T], *args: Any) -> _T:
+        import av
+
+        try:
+            return await asyncio.to_thread(work, *args)
+        except av.FFmpegError as exc:
+            raise TranscodeError(
+                f"libav (PyAV) failed normalising the stream: {exc}",
+                returncode=None,
+                stderr_tail="",
+            ) from None
+
+    def _open(self, rate: int) -> libav.GainStream:
+        settings = self.transcoder.settings
+        if self.gain_db is None:
+            return libav.GainStream(rate, 0.0, None)
+        return libav.GainStream(rate, self.gain_db, settings.true_peak_dbtp)
+
+    async def feed(self, chunk: AudioChunk) -> None:
+        """Normalise ``chunk`` and hand on what came out."""
+        if not chunk.data:
+            return
+        if (chunk.encoding, chunk.channels) != (
+            AudioEncoding.PCM_S16LE,
+            1,
+        ) or chunk.sample_rate <= 0:
+            raise AudioError(
+                f"a PCM stream is s16le mono: not {chunk.encoding.value}, {chunk.channels} "
+                f"channel(s) at {chunk.sample_rate} Hz"
+            )
+        if self._stream is None:
+            self._stream = await self._libav(self._open, chunk.sample_rate)
+            self.live.sample_rate = chunk.sample_rate
+        elif chunk.sample_rate != self._stream.sample_rate:
+            raise AudioError(
+                f"the stream changed rate midway ({self._stream.sample_rate} then "
+                f"{chunk.sample_rate} Hz)"
+            )
+        self._raw.append(chunk.data)
+        self.fed_bytes += len(chunk.data)
+        out = await self._libav(self._stream.push, chunk.data)
+        if out:
+            self._out.append(out)
+            self.live.put(out)
+
+    async def finish(self) -> EncodedAudio:
+        """The rest handed on; the whole as WAV, with its loudness and the gain it got.
+        Raises :class:`AudioError` when no audio came."""
+        stream = self._stream
+        if stream is None:
+            raise AudioError("the provider returned no audio")
+        metered = await self._libav(stream.close)
+        if metered.data:
+            self._out.append(metered.data)
+            self.live.put(metered.data)
+        self.live.end()  # the sink is done with it: the rest is for the cache
+        rate = stream.sample_rate
+        settings = self.transcoder.settings
+        level = Loudness(metered.integrated_lufs, metered.true_peak_dbtp)
+        missed = abs(settings.loudness_target_lufs - level.integrated_lufs) > STREAM_TOLERANCE_LU
+        if self.gain_db is not None and missed and not level.is_silent:
+            raw = AudioChunk(b"".join(self._raw), AudioEncoding.PCM_S16LE, rate, 1)
+            return await self.transcoder.transcode([raw], OutputProfile.WAV, gain_db=self.gain_db)
+        pcm = PcmAudio(b"".join(self._out), rate, 1, level)
+        encoded = await self.transcoder.encode(pcm, OutputProfile.WAV)
+        return replace(encoded, gain_db=self.gain_db)
+
+    async def abort(self) -> None:
+        """Forget the stream (safe to call more than once)."""
+        self._stream = None
 
 
 def _ignore(packet: bytes) -> None:

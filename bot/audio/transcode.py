@@ -32,6 +32,7 @@ from bot.ops.config import AudioSettings
 from bot.speech import AudioChunk, AudioEncoding, OutputProfile
 
 __all__ = [
+    "TOLERANCE_LU",
     "EncodedAudio",
     "Loudness",
     "PcmAudio",
@@ -44,6 +45,7 @@ __all__ = [
     "parse_ebur128",
     "profile_spec",
     "stderr_tail",
+    "wav_pcm",
 ]
 
 log = logging.getLogger(__name__)
@@ -69,9 +71,9 @@ _INPUT_FORMAT: dict[AudioEncoding, str] = {
 
 # ebur128 reports integrated loudness of silence as -70 LUFS, its gate.
 _SILENCE_LUFS = -69.9
-# Loudness error (LU) accepted before another limiter round; at most _MAX_ROUNDS rounds. The
-# rounds run in this process (~10 ms per 5 s of speech), not as ffmpeg runs.
-_TOLERANCE_LU = 0.5
+#: Loudness error (LU) accepted before another limiter round; at most ``_MAX_ROUNDS`` rounds.
+#: The rounds run in this process (~10 ms per 5 s of speech), not as ffmpeg runs.
+TOLERANCE_LU = 0.5
 _MAX_ROUNDS = 3
 # LU per dB of gain when the limiter holds Piper's peaks (measured ~0.45), and the least the
 # rounds' own measurements are taken to say.
@@ -210,7 +212,9 @@ class EncodedAudio:
 class VoiceGains:
     """The gain (dB) each voice needs to reach ``target_lufs``, learned from its last
     normalised utterance: the gain applied plus the error measured, at most ``cap_db`` either
-    way. Keyed by voice label."""
+    way; with a ``weight`` below 1, that much of it and the rest of the gain known before (an
+    average of the last utterances, for audio whose level varies from one to the next). Keyed
+    by voice label."""
 
     def __init__(self, target_lufs: float, cap_db: float = _MAX_GAIN_DB) -> None:
         self.target_lufs = target_lufs
@@ -220,10 +224,13 @@ class VoiceGains:
     def get(self, voice: str) -> float | None:
         return self._gains.get(voice)
 
-    def learn(self, voice: str, encoded: EncodedAudio) -> None:
+    def learn(self, voice: str, encoded: EncodedAudio, *, weight: float = 1.0) -> None:
         if encoded.gain_db is None or encoded.loudness.is_silent:
             return
         gain = encoded.gain_db + self.target_lufs - encoded.loudness.integrated_lufs
+        known = self._gains.get(voice)
+        if known is not None:
+            gain = weight * gain + (1 - weight) * known
         self._gains[voice] = max(-self.cap_db, min(self.cap_db, gain))
 
 
@@ -553,7 +560,7 @@ class Transcoder:
             )
             level = result.loudness.integrated_lufs
             error = s.loudness_target_lufs - level
-            if abs(error) <= _TOLERANCE_LU or result.loudness.is_silent:
+            if abs(error) <= TOLERANCE_LU or result.loudness.is_silent:
                 break
             if error < 0:  # too loud: down by the error, exactly
                 return _turned_down(result, error), applied + error
@@ -679,6 +686,15 @@ def _slope(tried: Sequence[tuple[float, float]]) -> float:
         (g1, l1), (g2, l2) = tried[-2], tried[-1]
         return max(_MIN_SLOPE, min((l2 - l1) / (g2 - g1), 1.0))
     return _LIMITED_SLOPE
+
+
+def wav_pcm(data: bytes) -> tuple[int, bytes]:
+    """(sample rate in Hz, PCM s16le mono) of a WAV file :meth:`Transcoder.encode` made for
+    the ``wav`` profile. Raises ``wave.Error`` for another."""
+    with wave.open(io.BytesIO(data), "rb") as wav:
+        if (wav.getsampwidth(), wav.getnchannels()) != (2, 1):
+            raise wave.Error("not PCM s16le mono")
+        return wav.getframerate(), wav.readframes(wav.getnframes())
 
 
 def _wav(pcm: PcmAudio) -> bytes:

@@ -76,13 +76,16 @@ RequestGate = Callable[[float | None], Awaitable[None]]
 @dataclass(frozen=True, slots=True)
 class SynthesisJob:
     """What a provider synthesizes: ``text`` already normalised, ``options`` already validated.
-    ``gate``, set by the dispatcher, paces the call's further requests (None: unpaced)."""
+    ``gate``, set by the dispatcher, paces the call's further requests (None: unpaced).
+    ``pcm_pieces``: the caller plays PCM as it comes, so a provider that can
+    (:meth:`Provider.streams_pcm`) yields a sentence in pieces, as they are made."""
 
     request_id: str
     text: str
     voice: Voice
     options: Mapping[str, Any] = field(default_factory=dict)
     gate: RequestGate | None = field(default=None, compare=False)
+    pcm_pieces: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +230,17 @@ class Provider(ABC):
         being synthesized (a streaming API), so a sink can play it as it arrives. False by
         default, and for engines that yield whole sentences: their audio is better normalised
         in one piece."""
+        return False
+
+    def streams_pcm(self, job: SynthesisJob) -> bool:  # noqa: ARG002 - a Provider hook; overrides read it
+        """Whether :meth:`stream` yields ``job``'s audio (with ``pcm_pieces``) as PCM s16le mono
+        in pieces while a sentence is being made, for a sink that plays PCM (Wyoming). False by
+        default."""
+        return False
+
+    async def prepare_streaming(self, voice: Voice) -> bool:  # noqa: ARG002 - a Provider hook
+        """Make ready what :meth:`streams_pcm` needs for ``voice``; whether it streams now.
+        Raises :class:`bot.errors.ProviderError` when it cannot be made ready."""
         return False
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook

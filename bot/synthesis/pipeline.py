@@ -3,7 +3,9 @@
 :meth:`~SpeechPipeline.prepare` (every check, nothing spent) → the audio cache → the dispatcher
 (budgets, credits, rate limit, fallback chain) → transcoding → the cache is filled → expiry
 again. :meth:`~SpeechPipeline.speak_sentences` speaks sentence by sentence and
-:meth:`~SpeechPipeline.speak_live` encodes a stream as it arrives (:mod:`bot.audio.live`).
+:meth:`~SpeechPipeline.speak_live` encodes a stream as it arrives (:mod:`bot.audio.live`): a
+streaming provider's as Ogg Opus, and as PCM the pieces of a provider that streams PCM
+(:meth:`Provider.streams_pcm`: Piper split at its vocoder) for ``wav``.
 Over 450 lines because those entry points share one cache, dispatcher and encoder pool and the
 fallback loop between them; the shapes it hands on are in :mod:`bot.synthesis.prepared`.
 """
@@ -15,14 +17,14 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from bot.audio.live import LiveUtterance, OpusStreamEncoder, StreamEncoders
+from bot.audio.live import LiveUtterance, OpusStreamEncoder, PcmStreamEncoder, StreamEncoders
 from bot.audio.ogg import opus_packets
-from bot.audio.transcode import EncodedAudio, Transcoder, VoiceGains
+from bot.audio.transcode import EncodedAudio, Transcoder, VoiceGains, wav_pcm
 from bot.errors import (
     BadAudio,
     BudgetExceeded,
@@ -37,9 +39,17 @@ from bot.errors import (
 from bot.ops.config import Settings
 from bot.ops.logs import bind_request
 from bot.ops.metrics import FALLBACKS, REQUESTS, SYNTHESIS_SECONDS
-from bot.providers.base import ProviderRegistry
+from bot.providers.base import ProviderRegistry, SynthesisJob
 from bot.providers.dispatch import Dispatched, Dispatcher
-from bot.speech import FallbackNote, OutputProfile, SpeechRequest, Timings, Utterance, Voice
+from bot.speech import (
+    AudioChunk,
+    FallbackNote,
+    OutputProfile,
+    SpeechRequest,
+    Timings,
+    Utterance,
+    Voice,
+)
 from bot.synthesis.cache import AudioCache, Cache, CacheEntry, HotCache, cache_key
 from bot.synthesis.flights import Flights, flown
 from bot.synthesis.prepared import PreparedRequest, Segment
@@ -100,6 +110,7 @@ class _Turn:
     def __init__(self, before: _Turn | None) -> None:
         self.before = before
         self.voice: Voice | None = None
+        self.held = False
         self._over = asyncio.Event()
 
     def over(self, voice: Voice | None) -> None:
@@ -110,8 +121,22 @@ class _Turn:
             self._over.set()
 
     def task_done(self, _task: asyncio.Task[Any]) -> None:
-        """Its task's done callback: a task cancelled before it ran is over too."""
-        self.over(None)
+        """Its task's done callback: a task cancelled before it ran is over too (a held turn
+        is its synthesis's to end)."""
+        if not self.held:
+            self.over(None)
+
+    def hold(self) -> None:
+        """Keep the turn past the sentence's task (a live stream's synthesis goes on after it):
+        the synthesis says when it is over."""
+        self.held = True
+
+    def synthesis_done(self, synthesis: asyncio.Task[Utterance]) -> None:
+        """A held turn's synthesis ended: over, with the voice that spoke (None: it failed)."""
+        spoke = None
+        if not synthesis.cancelled() and synthesis.exception() is None:
+            spoke = synthesis.result().voice
+        self.over(spoke)
 
     async def wait(self) -> Voice | None:
         """Until the sentence before's provider call is over: the voice that said it."""
@@ -306,7 +331,9 @@ class SpeechPipeline:
 
         An Ogg Opus (``discord``) request that misses the cache, from a provider that streams in a
         sentence (:meth:`Provider.streams_live`), gives a :class:`LiveUtterance` at once (see
-        :mod:`bot.audio.live`); otherwise the complete :class:`Utterance`. Raises what
+        :mod:`bot.audio.live`); so does a ``wav`` one from a provider that streams PCM pieces
+        (:meth:`Provider.streams_pcm`) once the voice's pieces have a learned gain; otherwise
+        the complete :class:`Utterance`. Raises what
         :meth:`prepare` raises; a live utterance's synthesis errors come from its ``packets()``
         and ``result()``.
         """
@@ -349,11 +376,13 @@ class SpeechPipeline:
             before = await turn.wait()
             if before is not None and before != prepared.voice:
                 raise _TookOver(before)
+        job = prepared.job()
         streams = (
             live
             and request.output is OutputProfile.OGG_OPUS
-            and prepared.provider.streams_live(prepared.job())
+            and prepared.provider.streams_live(job)
         )
+        pcm = live and self._streams_pcm(prepared, job)
         if self.remote is not None and await self.remote.use():
             speech = await self.remote.speak(prepared, live=streams)
             if isinstance(speech, Utterance) and not speech.cached and speech.text:
@@ -361,17 +390,35 @@ class SpeechPipeline:
                 per_character = timings.synthesis_s / len(speech.text)
                 self._rates[speech.voice.label] = (per_character, timings.transcode_s)
             return speech
-        if not streams:
+        if not (streams or pcm):
             if caching and self.flights is not None:
                 return await self._flown(prepared, started, turn)
             return await self._synthesize(request, prepared, started, None, turn)
         stream = LiveUtterance(request.id, prepared.text, prepared.voice)
-        stream.attach(
-            asyncio.create_task(
-                self._synthesize(request, prepared, started, stream), name="oyez-live-synthesis"
-            )
+        # a PCM stream keeps its sentence's turn until its provider is done: the next sentence's
+        # synthesis (Piper's, on the same cores) would slow this one's pieces down
+        held = turn if pcm else None
+        task = asyncio.create_task(
+            self._synthesize(request, prepared, started, stream, held), name="oyez-live-synthesis"
         )
+        if held is not None:
+            held.hold()
+            task.add_done_callback(held.synthesis_done)
+        stream.attach(task)
         return stream
+
+    def _streams_pcm(self, prepared: PreparedRequest, job: SynthesisJob) -> bool:
+        """Whether ``prepared`` (a ``wav`` request) is said in pieces as they are made: its
+        provider streams PCM (:meth:`Provider.streams_pcm`) and the gain its pieces need is
+        known (the first is made whole, and teaches it)."""
+        if prepared.request.output is not OutputProfile.WAV or not prepared.provider.streams_pcm(
+            job
+        ):
+            return False
+        return (
+            not self.settings.audio.normalize_loudness
+            or self.gains.get(_pieces_label(prepared.voice)) is not None
+        )
 
     async def _flown(
         self, prepared: PreparedRequest, started: float, turn: _Turn | None
@@ -424,8 +471,13 @@ class SpeechPipeline:
             if split
             else []
         )
+        wav = prepared.request.output is OutputProfile.WAV
         if len(sentences) <= 1:
-            yield Segment(0, 1, await self._speak(prepared, started, live=live))
+            # a wav sentence alone is made whole: in pieces it would end ~15 ms later, and its
+            # end is what a client that waits for all of it (Home Assistant 2025.4) waits for;
+            # a longer text's first sentence goes in pieces, its end hidden behind the rest
+            one = await self._speak(prepared, started, live=live and not wav)
+            yield Segment(0, 1, one)
             return
         count = len(sentences)
         parts = _sentence_parts(prepared, sentences)
@@ -441,11 +493,14 @@ class SpeechPipeline:
             nonlocal scheduled
             while scheduled < min(end, count):
                 turn = turns[scheduled] = _Turn(turns.get(scheduled - 1))
+                # a wav text's later sentences are made while the first is heard: whole, they
+                # take less of Piper's time than in pieces (no vocoder context made twice)
+                live_here = live and (scheduled == 0 or not wav)
                 task = tasks[scheduled] = asyncio.create_task(
-                    self._in_turn(turn, parts[scheduled], took_over, live=live),
+                    self._in_turn(turn, parts[scheduled], took_over, live=live_here),
                     name="oyez-sentence",
                 )
-                task.add_done_callback(turn.task_done)
+                task.add_done_callback(turn.task_done)  # a held turn's synthesis ends it
                 scheduled += 1
 
         speech: Utterance | LiveUtterance | None = None
@@ -501,7 +556,8 @@ class SpeechPipeline:
                         speech = await said(await self._keep_voice(part, took_over), None)
             return speech
         finally:
-            turn.over(speech.voice if speech is not None else None)
+            if not turn.held:
+                turn.over(speech.voice if speech is not None else None)
 
     def _lead_s(self, first: Utterance | LiveUtterance, following: str) -> float:
         """How long the first sentence should wait so that ``following`` (whose synthesis
@@ -554,8 +610,7 @@ class SpeechPipeline:
         candidate, dispatched, encoded = spoken.prepared, spoken.dispatched, spoken.encoded
         streamed = spoken.streamed
         if live is not None and not streamed:
-            for packet in opus_packets(encoded.data):
-                live.put(packet)
+            _put_whole(live, encoded)
         finished = time.perf_counter()
         if live is None:  # live audio is already playing: too late to drop it
             self.check_expiry(request, "after synthesis")
@@ -635,26 +690,19 @@ class SpeechPipeline:
                 request.source.value,
             )
             synthesis_started = time.perf_counter()
-            job = candidate.job()
-            lease = (
-                self.stream_encoders.lease(candidate.voice, live.put)
-                if live is not None and candidate.provider.streams_live(job)
-                else contextlib.nullcontext(None)
-            )
-            encoder: OpusStreamEncoder | None = None
+            job, gains = self._job(candidate, request.output, live)
+            lease = self._live_encoder(candidate, job, live)
+            encoder: OpusStreamEncoder | PcmStreamEncoder | None = None
             try:
                 async with lease as encoder:
+                    on_chunk = self._feeder(candidate.voice, encoder)
                     dispatched = await self.dispatcher.synthesize(
                         candidate.provider,
                         request,
                         job,
                         wait_until=wait_until,
                         expiry=expiry,
-                        on_chunk=(
-                            functools.partial(self.stream_encoders.feed, candidate.voice, encoder)
-                            if encoder is not None
-                            else None
-                        ),
+                        on_chunk=on_chunk,
                     )
                     synthesized = time.perf_counter()
                     if turn is not None and not notes:  # the asked voice: the next may go on
@@ -662,8 +710,12 @@ class SpeechPipeline:
                     if encoder is not None:
                         encoded = await encoder.finish()
                     else:
-                        encoded = await self._transcode(candidate, dispatched, request.output)
-                    self.gains.learn(candidate.voice.label, encoded)
+                        encoded = await self._transcode(
+                            candidate, dispatched, request.output, gains
+                        )
+                    # a Piper sentence's pieces are not peak-normalised: their level varies
+                    # more from one sentence to the next, so their gain is an average
+                    self.gains.learn(gains, encoded, weight=0.5 if job.pcm_pieces else 1.0)
                 return _Spoken(
                     candidate,
                     dispatched,
@@ -692,6 +744,48 @@ class SpeechPipeline:
                 candidate = following
                 tried.add(candidate.provider.name)
 
+    def _job(
+        self, candidate: PreparedRequest, output: OutputProfile, live: LiveUtterance | None
+    ) -> tuple[SynthesisJob, str]:
+        """``candidate``'s job, and the label its gain is learned under (:class:`VoiceGains`).
+        A ``wav`` job of a provider that streams PCM asks for pieces when they are played as
+        they come (``live``), or to learn the gain they need while none is known (a Piper
+        sentence in pieces is not peak-normalised: its level differs, so its gain is its
+        own); otherwise the sentence is made whole, which costs Piper less."""
+        job = candidate.job()
+        pieces = _pieces_label(candidate.voice)
+        if output is OutputProfile.WAV and candidate.provider.streams_pcm(job):
+            unknown = self.settings.audio.normalize_loudness and self.gains.get(pieces) is None
+            if live is not None or unknown:
+                return replace(job, pcm_pieces=True), pieces
+        return job, candidate.voice.label
+
+    def _live_encoder(
+        self, candidate: PreparedRequest, job: SynthesisJob, live: LiveUtterance | None
+    ) -> contextlib.AbstractAsyncContextManager[OpusStreamEncoder | PcmStreamEncoder | None]:
+        """What encodes ``live``'s stream as it arrives: an Opus encoder for a provider that
+        streams live, a :class:`PcmStreamEncoder` for one that streams PCM pieces
+        (``job.pcm_pieces``), none otherwise (the audio is then put into ``live`` whole, once
+        made). Aborted when the block fails."""
+        if live is not None and job.pcm_pieces:
+            gain = self.gains.get(_pieces_label(candidate.voice))
+            if not self.settings.audio.normalize_loudness:
+                gain = None
+            return _aborted_on_failure(PcmStreamEncoder(self.transcoder, live, gain))
+        if live is not None and candidate.provider.streams_live(job):
+            return self.stream_encoders.lease(candidate.voice, live.put)
+        return contextlib.nullcontext(None)
+
+    def _feeder(
+        self, voice: Voice, encoder: OpusStreamEncoder | PcmStreamEncoder | None
+    ) -> Callable[[AudioChunk], Awaitable[None]] | None:
+        """What gives ``encoder`` each chunk as it arrives (None: no encoder)."""
+        if isinstance(encoder, PcmStreamEncoder):
+            return encoder.feed
+        if encoder is not None:
+            return functools.partial(self.stream_encoders.feed, voice, encoder)
+        return None
+
     async def _keep_voice(self, part: PreparedRequest, took_over: list[Voice]) -> PreparedRequest:
         """``part`` (a sentence of a text), in the voice that took over the text once one did
         (noted in ``took_over``), with its default options."""
@@ -703,14 +797,18 @@ class SpeechPipeline:
         return replace(await self.prepare(request), text=part.text)
 
     async def _transcode(
-        self, candidate: PreparedRequest, dispatched: Dispatched, output: OutputProfile
+        self,
+        candidate: PreparedRequest,
+        dispatched: Dispatched,
+        output: OutputProfile,
+        gains: str,
     ) -> EncodedAudio:
         """``dispatched``'s audio in ``output``. Audio that ffmpeg cannot decode, or that is too
         short for any word, is the provider's failure (:class:`BadAudio`): the chain goes on."""
         name = candidate.provider.name
         try:
             encoded = await self.transcoder.transcode(
-                dispatched.chunks, output, gain_db=self.gains.get(candidate.voice.label)
+                dispatched.chunks, output, gain_db=self.gains.get(gains)
             )
         except TranscodeError as exc:
             raise BadAudio(name, f"{_described(dispatched)} that could not be decoded") from exc
@@ -754,6 +852,31 @@ class SpeechPipeline:
             await self.settle()
             self._cache.close()
             self._cache = None
+
+
+def _pieces_label(voice: Voice) -> str:
+    """What a voice's PCM pieces learn their gain under (:meth:`SpeechPipeline._job`)."""
+    return f"{voice.label} (pieces)"
+
+
+@contextlib.asynccontextmanager
+async def _aborted_on_failure(encoder: PcmStreamEncoder) -> AsyncIterator[PcmStreamEncoder]:
+    try:
+        yield encoder
+    except BaseException:
+        await encoder.abort()
+        raise
+
+
+def _put_whole(live: LiveUtterance, encoded: EncodedAudio) -> None:
+    """Audio made whole (a provider that does not stream, a fallback) into ``live``: its Opus
+    packets, or its PCM in one piece."""
+    if encoded.spec.muxer == "wav":
+        live.sample_rate, pcm = wav_pcm(encoded.data)
+        live.put(pcm)
+        return
+    for packet in opus_packets(encoded.data):
+        live.put(packet)
 
 
 def _live_fell_back(

@@ -20,19 +20,29 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import onnxruntime
 from piper import AudioChunk, PiperConfig, PiperVoice, SynthesisConfig
 
 from bot.synthesis.sentences import split_pieces
 
-__all__ = ["SHRINK_ABOVE_IDS", "open_voice", "optimized_name", "synthesize_pieces"]
+from .vocoder import VocoderStream, split_model_apart
+
+__all__ = [
+    "SHRINK_ABOVE_IDS",
+    "open_stream",
+    "open_voice",
+    "optimized_name",
+    "stream_pieces",
+    "synthesize_pieces",
+]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 def _malloc_trim() -> Callable[[], object] | None:
@@ -174,6 +184,24 @@ def open_voice(
     return PiperVoice(session=session, config=PiperConfig.from_dict(config))
 
 
+def open_stream(
+    voice: PiperVoice,
+    model_path: Path,
+    cache_dir: Path,
+    copying: AbstractContextManager[Any],
+    threads: int = 0,
+) -> VocoderStream | None:
+    """``voice`` (loaded from ``model_path``) split at its vocoder (in a process of its own:
+    :func:`vocoder.split_model_apart`, the halves kept in ``cache_dir``) and opened as a
+    :class:`VocoderStream`, each half from an optimized copy as :func:`open_voice` does; None
+    for a graph that does not split. Raises ``OSError``, onnx's and onnxruntime's errors."""
+    halves = split_model_apart(model_path, cache_dir, copying)
+    if halves is None:
+        return None
+    latent, vocoder = (_cached_session(half, cache_dir, copying, threads) for half in halves)
+    return VocoderStream(voice, latent, vocoder)
+
+
 class IdleTrim:
     """Calls ``trim`` once no synthesis has run for ``idle_s`` seconds (from a timer thread);
     never while one runs. Thread-safe: syntheses run in worker threads."""
@@ -220,14 +248,28 @@ def synthesize_pieces(
     model: PiperVoice, text: str, config: SynthesisConfig, max_chars: int = 200
 ) -> Iterator[AudioChunk]:
     """Piper's chunks (one per sentence) of ``text`` synthesized piece by piece; blocking."""
+    return _by_pieces(functools.partial(model.synthesize, syn_config=config), text, max_chars)
+
+
+def stream_pieces(
+    stream: VocoderStream, text: str, config: SynthesisConfig, max_chars: int = 200
+) -> Iterator[bytes]:
+    """:meth:`VocoderStream.pieces` of ``text``, piece by piece as :func:`synthesize_pieces`
+    makes them; blocking."""
+    return _by_pieces(functools.partial(stream.pieces, config=config), text, max_chars)
+
+
+def _by_pieces(make: Callable[[str], Iterable[_T]], text: str, max_chars: int) -> Iterator[_T]:
+    """What ``make`` yields for each piece of ``text`` (its sentences, a long one cut at clause
+    breaks: :func:`split_pieces`), the heap trimmed after each long piece."""
     if _IDLE_TRIM is None:
         for piece in split_pieces(text, max_chars):
-            yield from model.synthesize(piece, config)
+            yield from make(piece)
         return
     with _IDLE_TRIM.running():
         for piece in split_pieces(text, max_chars):
             try:
-                yield from model.synthesize(piece, config)
+                yield from make(piece)
             finally:
                 if len(piece) > TRIM_AFTER_CHARS:
                     _IDLE_TRIM.trim()

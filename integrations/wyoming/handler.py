@@ -19,10 +19,8 @@ Home Assistant expects):
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import time
-import wave
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -41,15 +39,17 @@ from wyoming.tts import (
 )
 
 from bot import __version__
+from bot.audio.live import LiveUtterance
+from bot.audio.transcode import wav_pcm
 from bot.errors import InvalidRequest, OyezError, UnknownVoice
 from bot.ops.logs import mask_secrets
 from bot.ops.metrics import TIME_TO_FIRST_AUDIO
-from bot.speech import OutputProfile, RequestSource, SpeechRequest, Utterance
+from bot.speech import OutputProfile, RequestSource, SpeechRequest
 from bot.synthesis.pipeline import SpeechPipeline
 from bot.synthesis.sentences import split_sentences
 from integrations.wyoming.voices import VoiceCatalogue
 
-__all__ = ["ERROR_LINGER_S", "OyezEventHandler", "WyomingSpeaker", "pcm_of", "write_events"]
+__all__ = ["ERROR_LINGER_S", "OyezEventHandler", "WyomingSpeaker", "write_events"]
 
 log = logging.getLogger(__name__)
 
@@ -90,20 +90,29 @@ async def write_events(events: Sequence[Event], writer: asyncio.StreamWriter) ->
     await writer.drain()
 
 
-def pcm_of(utterance: Utterance) -> tuple[int, bytes]:
-    """(sample rate in Hz, PCM s16le mono) of a ``wav`` utterance."""
-    with wave.open(io.BytesIO(utterance.audio), "rb") as wav:
-        assert (wav.getsampwidth(), wav.getnchannels()) == (_WIDTH, _CHANNELS)
-        return wav.getframerate(), wav.readframes(wav.getnframes())
-
-
 class WyomingSpeaker:
     """Turns Wyoming requests into pipeline requests and their audio into events; shared by
     every connection."""
 
-    def __init__(self, pipeline: SpeechPipeline, catalogue: VoiceCatalogue) -> None:
+    def __init__(
+        self, pipeline: SpeechPipeline, catalogue: VoiceCatalogue, *, stream_pieces: bool = False
+    ) -> None:
         self.pipeline = pipeline
         self.catalogue = catalogue
+        self.stream_pieces = stream_pieces
+        self.streaming_voice: str | None = None  # the label of the voice made ready to stream
+
+    async def prepare_streaming(self) -> None:
+        """Make the default voice ready to stream within a sentence
+        (:meth:`Provider.prepare_streaming`), in the background: until then, and for a voice
+        that cannot, sentences go whole. A failure is logged, never raised."""
+        try:
+            prepared = await self.pipeline.prepare(self.request("ready", None, "wyoming:start"))
+            if await prepared.provider.prepare_streaming(prepared.voice):
+                self.streaming_voice = prepared.voice.label
+                log.info("wyoming: %s streams within a sentence", prepared.voice.label)
+        except OyezError as exc:
+            log.warning("wyoming: sentences go whole, the voice cannot stream: %s", exc)
 
     def info(self) -> Event:
         return self.catalogue.info(__version__).event()
@@ -147,17 +156,21 @@ class WyomingSpeaker:
     async def say(self, request: SpeechRequest, send: Send) -> None:
         """Speak ``request`` sentence by sentence: ``audio-start`` once the first is made, its
         chunks, the next sentences' chunks as each is made (each sentence's events one
-        ``send``), ``audio-stop``. Raises what the pipeline raises (before ``audio-start`` or,
-        for a later sentence, after some chunks)."""
+        ``send``; a sentence streamed within itself, each piece's), ``audio-stop``. Raises what
+        the pipeline raises (before ``audio-start`` or, for a later sentence, after some
+        chunks)."""
         arrived = time.perf_counter()
-        started = False
-        async for segment in self.pipeline.speak_sentences(request):
-            speech = segment.speech
-            assert isinstance(speech, Utterance)  # not live: a whole sentence each
-            rate, pcm = pcm_of(speech)
+        rate: int | None = None  # once audio-start went out
+
+        async def out(pcm: bytes, pcm_rate: int) -> None:
+            nonlocal rate
             events = []
-            if not started:
+            first = rate is None
+            if rate is None:
+                rate = pcm_rate
                 events.append(AudioStart(rate=rate, width=_WIDTH, channels=_CHANNELS).event())
+            elif pcm_rate != rate:  # one voice speaks a text: never seen
+                raise InvalidRequest(f"the audio changed rate midway ({rate}, {pcm_rate} Hz)")
             step = SAMPLES_PER_CHUNK * _WIDTH * _CHANNELS
             for at in range(0, len(pcm), step):
                 chunk = AudioChunk(
@@ -165,9 +178,19 @@ class WyomingSpeaker:
                 )
                 events.append(chunk.event())
             await send(events)
-            if not started:
+            if first:
                 TIME_TO_FIRST_AUDIO.labels(sink="wyoming").observe(time.perf_counter() - arrived)
-                started = True
+
+        segments = self.pipeline.speak_sentences(request, live=self.stream_pieces)
+        async for segment in segments:
+            speech = segment.speech
+            if isinstance(speech, LiveUtterance):
+                async for piece in speech.packets():
+                    assert speech.sample_rate is not None  # set before its first piece
+                    await out(piece, speech.sample_rate)
+            else:
+                whole_rate, pcm = wav_pcm(speech.audio)
+                await out(pcm, whole_rate)
         await send([AudioStop().event()])
 
 

@@ -47,7 +47,10 @@ class WyomingFrontEnd:
     def __init__(self, settings: WyomingSettings, pipeline: SpeechPipeline) -> None:
         self.settings = settings
         self.catalogue = VoiceCatalogue(pipeline, settings.default_language)
-        self.speaker = WyomingSpeaker(pipeline, self.catalogue)
+        self.speaker = WyomingSpeaker(
+            pipeline, self.catalogue, stream_pieces=settings.stream_within_sentence
+        )
+        self._preparing: asyncio.Task[None] | None = None
         self._server: AsyncServer | None = None
         self._zeroconf: AsyncZeroconf | None = None
         self._service: AsyncServiceInfo | None = None
@@ -63,6 +66,10 @@ class WyomingFrontEnd:
         await server.start(lambda reader, writer: OyezEventHandler(reader, writer, self.speaker))
         self._server = server
         log.info("wyoming: serving on %s", self.settings.uri)
+        if self.settings.stream_within_sentence:
+            self._preparing = asyncio.create_task(
+                self.speaker.prepare_streaming(), name="oyez-wyoming-streaming"
+            )
         if self.settings.zeroconf:
             await self._announce()
 
@@ -94,6 +101,11 @@ class WyomingFrontEnd:
                 log.exception("wyoming: renewing the voice list failed; the last one stays")
 
     async def stop(self) -> None:
+        if self._preparing is not None:
+            self._preparing.cancel()
+            with contextlib.suppress(BaseException):
+                await self._preparing
+            self._preparing = None
         if self._zeroconf is not None:
             if self._service is not None:
                 with contextlib.suppress(Exception):
@@ -107,7 +119,9 @@ class WyomingFrontEnd:
     def ready(self) -> tuple[bool, str]:
         if self._server is None:
             return False, "the Wyoming server is not listening"
-        return True, f"serving Wyoming on {self.settings.uri}"
+        streaming = self.speaker.streaming_voice
+        within = f"; {streaming} streams within a sentence" if streaming else ""
+        return True, f"serving Wyoming on {self.settings.uri}{within}"
 
 
 def wyoming_front_end(parts: Parts) -> WyomingFrontEnd | None:

@@ -40,6 +40,12 @@ class WyomingSettings(BaseModel):
     default_language: str = Field(
         "en", min_length=2, description="Language of voices whose provider does not name one"
     )
+    stream_within_sentence: bool = Field(
+        True,
+        description="Send the first sentence of a longer text in pieces as Piper's vocoder "
+        "makes them: its first audio in about half the time. Piper's model is split once (into "
+        "~/.cache/oyez/piper) and the halves take ~70 MiB more.",
+    )
 
     @field_validator("uri")
     @classmethod

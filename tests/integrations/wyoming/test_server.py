@@ -34,6 +34,7 @@ from bot.errors import ConfigError
 from bot.ops import config
 from bot.ops.config import Settings
 from bot.ops.metrics import REGISTRY
+from bot.speech import SpeechRequest
 from integrations.wyoming.handler import write_events
 from integrations.wyoming.service import SERVICE_TYPE
 from integrations.wyoming.settings import WyomingSettings
@@ -193,6 +194,55 @@ async def test_a_long_text_starts_with_its_first_sentence(
     assert sum(e.type == "audio-start" for _, e in arrivals) == 1
     rate, audio = pcm([e for _, e in arrivals])
     assert word_error_rate(LONG, heard(transcriber, rate, audio)) <= 0.2
+
+
+async def arrivals_of(connection: AsyncTcpClient, text: str) -> tuple[float, float, list[Event]]:
+    """Seconds from ``synthesize`` to the first ``audio-chunk`` and to ``audio-stop``, and the
+    events."""
+    events: list[Event] = []
+    first: float | None = None
+    started = time.perf_counter()
+    await connection.write_event(Synthesize(text, voice=SynthesizeVoice(name=PIPER)).event())
+    async with asyncio.timeout(60):
+        while not events or not ends_audio(events[-1]):
+            event = await connection.read_event()
+            assert event is not None
+            if first is None and AudioChunk.is_type(event.type):
+                first = time.perf_counter() - started
+            events.append(event)
+    assert events[-1].type == "audio-stop" and first is not None
+    return first, time.perf_counter() - started, events
+
+
+@pytest.mark.parametrize("streams", [True, False])
+async def test_a_texts_first_sentence_goes_out_as_piper_makes_it_once_its_voice_is_split(
+    tmp_path: Path, transcriber: Transcriber, streams: bool
+) -> None:
+    settings = config.load(
+        data_dir=tmp_path / "data",
+        http={"host": "127.0.0.1", "port": 0},
+        wyoming={"uri": f"tcp://127.0.0.1:{free_port()}", "stream_within_sentence": streams},
+    )
+    async with running_wyoming(settings) as service, client(settings) as connection:
+        piper = service.pipeline.registry.get("piper")
+        prepared = await service.pipeline.prepare(SpeechRequest(text="x", provider="piper"))
+        if streams:  # the server splits the default voice in the background: wait for it
+            assert await piper.prepare_streaming(prepared.voice)
+        await arrivals_of(connection, "Warm up. And learn the gain.")
+        # a sentence alone is made whole (its end is what a client waiting for all of it
+        # waits for): as long as a text's first sentence
+        _, alone, _ = await arrivals_of(connection, "The parcel is at the front door.")
+        text = "The courier is at the garden gate. He will wait outside for two minutes."
+        first, _, events = await arrivals_of(connection, text)
+    assert piper.streams_pcm(prepared.job()) is streams
+    if streams:  # the first 0.37 s after the latent and one short vocoder run
+        assert first < 0.75 * alone, (first, alone)
+    else:  # the first sentence whole
+        assert first > 0.8 * alone, (first, alone)
+    rate, audio = pcm(events)
+    assert rate == 22_050
+    assert loudness_of(rate, audio) == pytest.approx(-16, abs=1.0)
+    assert word_error_rate(text, heard(transcriber, rate, audio)) <= 0.2
 
 
 async def test_errors_come_back_as_events_and_the_connection_goes_on(
