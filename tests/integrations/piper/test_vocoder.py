@@ -125,15 +125,7 @@ def test_the_halves_are_made_once_and_remade_for_a_changed_model(tmp_path: Path)
 
 
 def test_a_graph_that_is_not_a_piper_export_does_not_split(tmp_path: Path) -> None:
-    node = helper.make_node("Identity", ["input"], ["output"], name="/just/Identity")
-    graph = helper.make_graph(
-        [node],
-        "plain",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1])],
-    )
-    model = tmp_path / "plain.onnx"
-    onnx.save(helper.make_model(graph), str(model))
+    model = plain_model(tmp_path / "plain.onnx")
     assert split_model(model, tmp_path / "cache", contextlib.nullcontext()) is None
     assert not (tmp_path / "cache").exists()
 
