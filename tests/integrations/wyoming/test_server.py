@@ -196,22 +196,30 @@ async def test_a_long_text_starts_with_its_first_sentence(
     assert word_error_rate(LONG, heard(transcriber, rate, audio)) <= 0.2
 
 
-async def arrivals_of(connection: AsyncTcpClient, text: str) -> tuple[float, float, list[Event]]:
-    """Seconds from ``synthesize`` to the first ``audio-chunk`` and to ``audio-stop``, and the
-    events."""
-    events: list[Event] = []
-    first: float | None = None
+async def arrivals_of(connection: AsyncTcpClient, text: str) -> list[tuple[float, Event]]:
+    """Each event of ``text``'s answer, with the seconds from ``synthesize`` to its arrival, up
+    to ``audio-stop``."""
+    arrivals: list[tuple[float, Event]] = []
     started = time.perf_counter()
     await connection.write_event(Synthesize(text, voice=SynthesizeVoice(name=PIPER)).event())
     async with asyncio.timeout(60):
-        while not events or not ends_audio(events[-1]):
+        while not arrivals or not ends_audio(arrivals[-1][1]):
             event = await connection.read_event()
             assert event is not None
-            if first is None and AudioChunk.is_type(event.type):
-                first = time.perf_counter() - started
-            events.append(event)
-    assert events[-1].type == "audio-stop" and first is not None
-    return first, time.perf_counter() - started, events
+            arrivals.append((time.perf_counter() - started, event))
+    assert arrivals[-1][1].type == "audio-stop"
+    return arrivals
+
+
+def arrival_of_sample(arrivals: list[tuple[float, Event]], sample: int) -> float:
+    """When the chunk holding the ``sample``-th sample (from 0) arrived."""
+    seen = 0
+    for at, event in arrivals:
+        if AudioChunk.is_type(event.type):
+            seen += len(AudioChunk.from_event(event).audio) // 2
+            if seen > sample:
+                return at
+    raise AssertionError(f"only {seen} samples came")
 
 
 @pytest.mark.parametrize("streams", [True, False])
@@ -222,24 +230,30 @@ async def test_a_texts_first_sentence_goes_out_as_piper_makes_it_once_its_voice_
         data_dir=tmp_path / "data",
         http={"host": "127.0.0.1", "port": 0},
         wyoming={"uri": f"tcp://127.0.0.1:{free_port()}", "stream_within_sentence": streams},
+        cache={"enabled": False},  # the text's first sentence is said again, not a hit
+        providers={"piper": {"noise_scale": 0, "noise_w_scale": 0}},  # the same take each time
     )
+    first_sentence = "The courier is at the garden gate."
+    text = f"{first_sentence} He will wait outside for two minutes."
     async with running_wyoming(settings) as service, client(settings) as connection:
         piper = service.pipeline.registry.get("piper")
         prepared = await service.pipeline.prepare(SpeechRequest(text="x", provider="piper"))
         if streams:  # the server splits the default voice in the background: wait for it
             assert await piper.prepare_streaming(prepared.voice)
         await arrivals_of(connection, "Warm up. And learn the gain.")
-        # a sentence alone is made whole (its end is what a client waiting for all of it
-        # waits for): as long as a text's first sentence
-        _, alone, _ = await arrivals_of(connection, "The parcel is at the front door.")
-        text = "The courier is at the garden gate. He will wait outside for two minutes."
-        first, _, events = await arrivals_of(connection, text)
+        # a sentence alone is made whole: how many samples the text's first sentence has
+        _, alone = pcm([e for _, e in await arrivals_of(connection, first_sentence)])
+        arrivals = await arrivals_of(connection, text)
     assert piper.streams_pcm(prepared.job()) is streams
-    if streams:  # the first 0.37 s after the latent and one short vocoder run
-        assert first < 0.75 * alone, (first, alone)
-    else:  # the first sentence whole
-        assert first > 0.8 * alone, (first, alone)
-    rate, audio = pcm(events)
+    first = next(at for at, e in arrivals if AudioChunk.is_type(e.type))
+    # nine tenths of the first sentence are out: timed within one answer, as the machine
+    # may be slower for one request than for the next
+    most = arrival_of_sample(arrivals, int(0.9 * len(alone) / 2))
+    if streams:  # its first 0.37 s after the latent and one short vocoder run
+        assert first < 0.75 * most, (first, most)
+    else:  # the first sentence whole, in one write
+        assert first > 0.95 * most, (first, most)
+    rate, audio = pcm([e for _, e in arrivals])
     assert rate == 22_050
     assert loudness_of(rate, audio) == pytest.approx(-16, abs=1.0)
     assert word_error_rate(text, heard(transcriber, rate, audio)) <= 0.2
