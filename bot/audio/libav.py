@@ -69,8 +69,9 @@ def in_process(encoding: AudioEncoding, sample_rate: int, channels: int) -> bool
 
 
 def _frames(
-    data: bytes, encoding: AudioEncoding, sample_rate: int, channels: int
+    data: bytes, encoding: AudioEncoding, sample_rate: int, channels: int, first: int = 0
 ) -> list[AudioFrame]:
+    """``data`` in frames of :data:`_FRAME_SAMPLES`, their pts counted from sample ``first``."""
     from av.audio.frame import AudioFrame
 
     fmt, width = _SAMPLE_FORMATS[encoding]
@@ -83,10 +84,69 @@ def _frames(
         frame = AudioFrame(format=fmt, layout=_LAYOUTS[channels], samples=len(piece) // frame_bytes)
         frame.planes[0].update(piece)
         frame.sample_rate = sample_rate
-        frame.pts = start // frame_bytes
+        frame.pts = first + start // frame_bytes
         frame.time_base = Fraction(1, sample_rate)
         frames.append(frame)
     return frames
+
+
+class _Metering:
+    """One graph: audio in PyAV's ``source`` shape (sample format, rate in Hz, channel layout)
+    through ``chain``, then out as s16 mono at the rate the chain ends at, metered by
+    ``ebur128`` (its peak the true peak, or with ``true_peak`` False the sample peak: ~60 % of
+    the meter's time is the true peak's 4× oversampling)."""
+
+    def __init__(
+        self, source: tuple[str, int, str], chain: Sequence[tuple[str, str]], *, true_peak: bool
+    ) -> None:
+        import av.filter
+
+        fmt, sample_rate, layout = source
+        self._graph = graph = av.filter.Graph()
+        nodes = [
+            graph.add_abuffer(
+                format=fmt,
+                sample_rate=sample_rate,
+                layout=layout,
+                time_base=Fraction(1, sample_rate),
+            ),
+            *(graph.add(name, args) for name, args in chain),
+            # s16 before the meter: it measures what is encoded; after it, as ebur128 gives doubles
+            graph.add("aformat", "sample_fmts=s16:channel_layouts=mono"),
+            graph.add("ebur128", f"metadata=1:peak={'true' if true_peak else 'sample'}"),
+            graph.add("aformat", "sample_fmts=s16:channel_layouts=mono"),
+            graph.add("abuffersink"),
+        ]
+        graph.link_nodes(*nodes).configure()
+        self.rate = sample_rate
+        self._integrated, self._peak = _NO_MEASUREMENT_LUFS, 0.0
+        self._peak_tag = "lavfi.r128.true_peak" if true_peak else "lavfi.r128.sample_peak"
+
+    def push(self, frames: Sequence[AudioFrame | None]) -> bytes:
+        """Put ``frames`` in (None: the end); the samples that came out (maybe none yet)."""
+        import av
+
+        out: list[bytes] = []
+        for frame in frames:
+            self._graph.push(frame)
+            while True:
+                try:
+                    done = self._graph.pull()
+                except (av.BlockingIOError, av.EOFError):
+                    break
+                assert isinstance(done, av.AudioFrame)  # an audio graph gives audio
+                out.append(bytes(done.planes[0])[: done.samples * 2])
+                self.rate = done.sample_rate
+                tags = done.metadata
+                if "lavfi.r128.I" in tags:
+                    self._integrated = float(tags["lavfi.r128.I"])
+                    self._peak = max(self._peak, float(tags.get(self._peak_tag, 0.0)))
+        return b"".join(out)
+
+    def metered(self, data: bytes) -> Metered:
+        """``data`` with what the meter measured of everything pushed."""
+        peak_dbtp = 20 * math.log10(self._peak) if self._peak > 0 else -math.inf
+        return Metered(data, self.rate, self._integrated, peak_dbtp)
 
 
 def _run(
@@ -96,56 +156,19 @@ def _run(
     *,
     true_peak: bool = True,
 ) -> Metered:
-    """``frames`` (PyAV's sample format, rate in Hz, channel layout) through ``chain`` then out
-    as s16 mono at the rate the chain ends at, metered by ``ebur128`` (its peak the true peak,
-    or with ``true_peak`` False the sample peak: ~60 % of the meter's time is the true peak's
-    4× oversampling)."""
-    import av
-    import av.filter
+    """``frames`` through a :class:`_Metering` graph of ``source`` and ``chain``, whole."""
+    metering = _Metering(source, chain, true_peak=true_peak)
+    return metering.metered(metering.push([*frames, None]))
 
-    fmt, sample_rate, layout = source
-    graph = av.filter.Graph()
-    nodes = [
-        graph.add_abuffer(
-            format=fmt,
-            sample_rate=sample_rate,
-            layout=layout,
-            time_base=Fraction(1, sample_rate),
-        ),
-        *(graph.add(name, args) for name, args in chain),
-        # s16 before the meter: it measures what is encoded; after it, as ebur128 gives doubles
-        graph.add("aformat", "sample_fmts=s16:channel_layouts=mono"),
-        graph.add("ebur128", f"metadata=1:peak={'true' if true_peak else 'sample'}"),
-        graph.add("aformat", "sample_fmts=s16:channel_layouts=mono"),
-        graph.add("abuffersink"),
-    ]
-    graph.link_nodes(*nodes).configure()
-    out: list[bytes] = []
-    integrated, peak, rate = _NO_MEASUREMENT_LUFS, 0.0, sample_rate
-    peak_tag = "lavfi.r128.true_peak" if true_peak else "lavfi.r128.sample_peak"
 
-    def drain() -> None:
-        nonlocal integrated, peak, rate
-        while True:
-            try:
-                frame = graph.pull()
-            except (av.BlockingIOError, av.EOFError):
-                return
-            assert isinstance(frame, av.AudioFrame)  # an audio graph gives audio
-            out.append(bytes(frame.planes[0])[: frame.samples * 2])
-            rate = frame.sample_rate
-            tags = frame.metadata
-            if "lavfi.r128.I" in tags:
-                integrated = float(tags["lavfi.r128.I"])
-                peak = max(peak, float(tags.get(peak_tag, 0.0)))
-
-    for frame in frames:
-        graph.push(frame)
-        drain()
-    graph.push(None)
-    drain()
-    peak_dbtp = 20 * math.log10(peak) if peak > 0 else -math.inf
-    return Metered(b"".join(out), rate, integrated, peak_dbtp)
+def _gain_chain(gain_db: float, ceiling_dbtp: float | None) -> list[tuple[str, str]]:
+    """``gain_db`` and, with a ``ceiling_dbtp``, the limiter
+    :func:`bot.audio.transcode.metered_graph` uses."""
+    chain = [("volume", f"{gain_db:.2f}dB")]
+    if ceiling_dbtp is not None:
+        ceiling = 10 ** (ceiling_dbtp / 20)
+        chain.append(("alimiter", f"limit={ceiling:.4f}:attack=5:release=50:level=false"))
+    return chain
 
 
 class GainStream:
@@ -156,74 +179,26 @@ class GainStream:
     are ``av.FFmpegError``."""
 
     def __init__(self, sample_rate: int, gain_db: float, ceiling_dbtp: float | None) -> None:
-        import av.filter
-
         self.sample_rate = sample_rate
-        chain = [("volume", f"{gain_db:.2f}dB")]
-        if ceiling_dbtp is not None:
-            ceiling = 10 ** (ceiling_dbtp / 20)
-            chain.append(("alimiter", f"limit={ceiling:.4f}:attack=5:release=50:level=false"))
-        self._graph = av.filter.Graph()
-        nodes = [
-            self._graph.add_abuffer(
-                format="s16",
-                sample_rate=sample_rate,
-                layout="mono",
-                time_base=Fraction(1, sample_rate),
-            ),
-            *(self._graph.add(name, args) for name, args in chain),
-            self._graph.add("aformat", "sample_fmts=s16:channel_layouts=mono"),
-            self._graph.add("ebur128", "metadata=1:peak=sample"),
-            self._graph.add("aformat", "sample_fmts=s16:channel_layouts=mono"),
-            self._graph.add("abuffersink"),
-        ]
-        self._graph.link_nodes(*nodes).configure()
+        source = ("s16", sample_rate, "mono")
+        self._metering = _Metering(source, _gain_chain(gain_db, ceiling_dbtp), true_peak=False)
         self._pushed = 0  # samples
         self._torn = b""  # half a sample left over from the last piece
-        self._integrated = _NO_MEASUREMENT_LUFS
-        self._peak = 0.0
 
     def push(self, data: bytes) -> bytes:
         """Put ``data`` in; the processed samples that came out (maybe none yet)."""
-        from av.audio.frame import AudioFrame
-
         data = self._torn + data
         whole = len(data) // 2 * 2
         self._torn = data[whole:]
-        for start in range(0, whole, _FRAME_SAMPLES * 2):
-            piece = data[start : min(start + _FRAME_SAMPLES * 2, whole)]
-            frame = AudioFrame(format="s16", layout="mono", samples=len(piece) // 2)
-            frame.planes[0].update(piece)
-            frame.sample_rate = self.sample_rate
-            frame.pts, frame.time_base = self._pushed, Fraction(1, self.sample_rate)
-            self._pushed += frame.samples
-            self._graph.push(frame)
-        return self._drain()
+        frames = _frames(data[:whole], AudioEncoding.PCM_S16LE, self.sample_rate, 1, self._pushed)
+        self._pushed += whole // 2
+        return self._metering.push(frames)
 
     def close(self) -> Metered:
         """The rest of the samples, with the whole stream's integrated loudness and sample
         peak (the ``true_peak_dbtp`` of the result, as :func:`gained` with ``true_peak``
         False)."""
-        self._graph.push(None)
-        rest = self._drain()
-        peak = 20 * math.log10(self._peak) if self._peak > 0 else -math.inf
-        return Metered(rest, self.sample_rate, self._integrated, peak)
-
-    def _drain(self) -> bytes:
-        import av
-
-        out: list[bytes] = []
-        while True:
-            try:
-                frame = self._graph.pull()
-            except (av.BlockingIOError, av.EOFError):
-                return b"".join(out)
-            assert isinstance(frame, av.AudioFrame)  # an audio graph gives audio
-            out.append(bytes(frame.planes[0])[: frame.samples * 2])
-            tags = frame.metadata
-            if "lavfi.r128.I" in tags:
-                self._integrated = float(tags["lavfi.r128.I"])
-                self._peak = max(self._peak, float(tags.get("lavfi.r128.sample_peak", 0.0)))
+        return self._metering.metered(self._metering.push([None]))
 
 
 def _resampled(in_rate: int, out_rate: int | None) -> list[tuple[str, str]]:
@@ -279,12 +254,9 @@ def gained(
 ) -> Metered:
     """PCM s16le mono with ``gain_db`` applied and, with a ``ceiling_dbtp``, its peaks held under
     it by the limiter :func:`bot.audio.transcode.metered_graph` uses, then measured (with
-    ``true_peak`` False, its peak is the sample peak: see :func:`_run`)."""
-    chain = [("volume", f"{gain_db:.2f}dB")]
-    if ceiling_dbtp is not None:
-        ceiling = 10 ** (ceiling_dbtp / 20)
-        chain.append(("alimiter", f"limit={ceiling:.4f}:attack=5:release=50:level=false"))
+    ``true_peak`` False, its peak is the sample peak: see :class:`_Metering`)."""
     frames = _frames(data, AudioEncoding.PCM_S16LE, sample_rate, 1)
+    chain = _gain_chain(gain_db, ceiling_dbtp)
     return _run(frames, ("s16", sample_rate, "mono"), chain, true_peak=true_peak)
 
 
