@@ -15,7 +15,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
 
 from bot.audio import libav
 from bot.audio.ogg import OggOpusReader
@@ -45,7 +44,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_T = TypeVar("_T")
+#: What a PCM stream's libav errors say it failed doing.
+_NORMALISING = "normalising the stream"
 
 #: Seconds of audio in one Opus packet of the ``discord`` profile.
 FRAME_S = 0.020
@@ -337,18 +337,6 @@ class PcmStreamEncoder:
         """Whether any audio went in (after that, the stream cannot change hands)."""
         return self.fed_bytes > 0
 
-    async def _libav(self, work: Callable[..., _T], *args: Any) -> _T:
-        import av
-
-        try:
-            return await asyncio.to_thread(work, *args)
-        except av.FFmpegError as exc:
-            raise TranscodeError(
-                f"libav (PyAV) failed normalising the stream: {exc}",
-                returncode=None,
-                stderr_tail="",
-            ) from None
-
     def _open(self, rate: int) -> libav.GainStream:
         settings = self.transcoder.settings
         if self.gain_db is None:
@@ -368,7 +356,9 @@ class PcmStreamEncoder:
                 f"channel(s) at {chunk.sample_rate} Hz"
             )
         if self._stream is None:
-            self._stream = await self._libav(self._open, chunk.sample_rate)
+            self._stream = await self.transcoder.in_process(
+                self._open, chunk.sample_rate, what=_NORMALISING
+            )
             self.live.sample_rate = chunk.sample_rate
         elif chunk.sample_rate != self._stream.sample_rate:
             raise AudioError(
@@ -377,7 +367,7 @@ class PcmStreamEncoder:
             )
         self._raw.append(chunk.data)
         self.fed_bytes += len(chunk.data)
-        out = await self._libav(self._stream.push, chunk.data)
+        out = await self.transcoder.in_process(self._stream.push, chunk.data, what=_NORMALISING)
         if out:
             self._out.append(out)
             self.live.put(out)
@@ -388,7 +378,7 @@ class PcmStreamEncoder:
         stream = self._stream
         if stream is None:
             raise AudioError("the provider returned no audio")
-        metered = await self._libav(stream.close)
+        metered = await self.transcoder.in_process(stream.close, what=_NORMALISING)
         if metered.data:
             self._out.append(metered.data)
             self.live.put(metered.data)
@@ -403,10 +393,6 @@ class PcmStreamEncoder:
         pcm = PcmAudio(b"".join(self._out), rate, 1, level)
         encoded = await self.transcoder.encode(pcm, OutputProfile.WAV)
         return replace(encoded, gain_db=self.gain_db)
-
-    async def abort(self) -> None:
-        """Forget the stream (safe to call more than once)."""
-        self._stream = None
 
 
 def _ignore(packet: bytes) -> None:

@@ -412,7 +412,7 @@ class Transcoder:
         leaves the interpreter free meanwhile), rather than with the first utterance."""
         await asyncio.to_thread(libav.warm_up)
 
-    async def _in_process(self, work: Callable[..., _T], *args: Any, what: str) -> _T:
+    async def in_process(self, work: Callable[..., _T], *args: Any, what: str) -> _T:
         """``work(*args)`` from :mod:`bot.audio.libav` (or :mod:`bot.audio.mp3`, whose LAME
         raises ``RuntimeError``) in a worker thread."""
         import av
@@ -459,7 +459,7 @@ class Transcoder:
             out_rate = None if own_rate else CANONICAL_RATE
             if libav.in_process(first.encoding, first.sample_rate, first.channels):
                 pcm = self._pcm(
-                    await self._in_process(
+                    await self.in_process(
                         libav.metered,
                         data,
                         first.encoding,
@@ -549,7 +549,7 @@ class Transcoder:
             applied = max(-_MAX_GAIN_DB, min(gain, _MAX_GAIN_DB))
             ceiling = s.true_peak_dbtp if limit else None
             result = self._pcm(
-                await self._in_process(
+                await self.in_process(
                     _gained_sample_peak,
                     pcm.data,
                     pcm.sample_rate,
@@ -579,14 +579,14 @@ class Transcoder:
         if spec.in_process and pcm.channels == 1 and spec.codec == "libmp3lame":
             assert spec.bitrate_kbps is not None  # the mp3 profile has one
             target_mp3 = (spec.sample_rate, spec.channels)
-            data = await self._in_process(
+            data = await self.in_process(
                 mp3.encode, pcm.data, pcm.sample_rate, target_mp3, spec.bitrate_kbps, what=what
             )
             return EncodedAudio(data, spec, pcm.duration_s, pcm.loudness)
         if spec.in_process and pcm.channels == 1 and libav.encodable(spec.codec, spec.muxer):
             target = (spec.muxer, spec.codec, spec.sample_rate, spec.channels)
             options = {key: str(value) for key, value in spec.codec_args}
-            data = await self._in_process(
+            data = await self.in_process(
                 libav.encode,
                 pcm.data,
                 pcm.sample_rate,

@@ -17,7 +17,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -411,14 +411,17 @@ class SpeechPipeline:
         """Whether ``prepared`` (a ``wav`` request) is said in pieces as they are made: its
         provider streams PCM (:meth:`Provider.streams_pcm`) and the gain its pieces need is
         known (the first is made whole, and teaches it)."""
-        if prepared.request.output is not OutputProfile.WAV or not prepared.provider.streams_pcm(
-            job
-        ):
-            return False
         return (
-            not self.settings.audio.normalize_loudness
-            or self.gains.get(_pieces_label(prepared.voice)) is not None
+            prepared.request.output is OutputProfile.WAV
+            and prepared.provider.streams_pcm(job)
+            and self._pieces_gain_known(prepared.voice)
         )
+
+    def _pieces_gain_known(self, voice: Voice) -> bool:
+        """Whether ``voice``'s PCM pieces have the gain they need (or need none: normalisation
+        is off)."""
+        normalise = self.settings.audio.normalize_loudness
+        return not normalise or self.gains.get(_pieces_label(voice)) is not None
 
     async def _flown(
         self, prepared: PreparedRequest, started: float, turn: _Turn | None
@@ -753,11 +756,9 @@ class SpeechPipeline:
         sentence in pieces is not peak-normalised: its level differs, so its gain is its
         own); otherwise the sentence is made whole, which costs Piper less."""
         job = candidate.job()
-        pieces = _pieces_label(candidate.voice)
-        if output is OutputProfile.WAV and candidate.provider.streams_pcm(job):
-            unknown = self.settings.audio.normalize_loudness and self.gains.get(pieces) is None
-            if live is not None or unknown:
-                return replace(job, pcm_pieces=True), pieces
+        wanted = live is not None or not self._pieces_gain_known(candidate.voice)
+        if output is OutputProfile.WAV and candidate.provider.streams_pcm(job) and wanted:
+            return replace(job, pcm_pieces=True), _pieces_label(candidate.voice)
         return job, candidate.voice.label
 
     def _live_encoder(
@@ -766,12 +767,12 @@ class SpeechPipeline:
         """What encodes ``live``'s stream as it arrives: an Opus encoder for a provider that
         streams live, a :class:`PcmStreamEncoder` for one that streams PCM pieces
         (``job.pcm_pieces``), none otherwise (the audio is then put into ``live`` whole, once
-        made). Aborted when the block fails."""
+        made). The Opus encoder is aborted when the block fails."""
         if live is not None and job.pcm_pieces:
             gain = self.gains.get(_pieces_label(candidate.voice))
             if not self.settings.audio.normalize_loudness:
                 gain = None
-            return _aborted_on_failure(PcmStreamEncoder(self.transcoder, live, gain))
+            return contextlib.nullcontext(PcmStreamEncoder(self.transcoder, live, gain))
         if live is not None and candidate.provider.streams_live(job):
             return self.stream_encoders.lease(candidate.voice, live.put)
         return contextlib.nullcontext(None)
@@ -857,15 +858,6 @@ class SpeechPipeline:
 def _pieces_label(voice: Voice) -> str:
     """What a voice's PCM pieces learn their gain under (:meth:`SpeechPipeline._job`)."""
     return f"{voice.label} (pieces)"
-
-
-@contextlib.asynccontextmanager
-async def _aborted_on_failure(encoder: PcmStreamEncoder) -> AsyncIterator[PcmStreamEncoder]:
-    try:
-        yield encoder
-    except BaseException:
-        await encoder.abort()
-        raise
 
 
 def _put_whole(live: LiveUtterance, encoded: EncodedAudio) -> None:

@@ -44,9 +44,9 @@ class CountingTranscoder(Transcoder):
     runs = 0
     passes = 0
 
-    async def _in_process(self, work: Any, *args: Any, what: str) -> Any:
+    async def in_process(self, work: Any, *args: Any, what: str) -> Any:
         self.passes += 1
-        return await super()._in_process(work, *args, what=what)
+        return await super().in_process(work, *args, what=what)
 
     async def pipe_args(
         self, graph: list[str], data: bytes, what: str, *, loglevel: str = "error"
@@ -128,7 +128,7 @@ def test_the_meter_in_process_agrees_with_ffmpeg() -> None:
     assert held.true_peak_dbtp <= -1.0
 
 
-def test_stereo_float_pcm_is_read_in_process() -> None:
+def test_stereo_float_pcm_is_readin_process() -> None:
     mono = struct.unpack(f"<{3 * RATE}h", tone(3.0, 440.0, -12.0))
     stereo = struct.pack(f"<{6 * RATE}f", *(s / 32768 for s in mono for _ in range(2)))
     here = metered(stereo, AudioEncoding.PCM_F32LE, RATE, 2, 48_000)
@@ -153,7 +153,7 @@ def _wav(data: bytes, rate: int = 48_000) -> bytes:
 @pytest.mark.parametrize(
     "encoding", [AudioEncoding.MP3, AudioEncoding.WAV, AudioEncoding.PCM_MULAW]
 )
-async def test_encoded_provider_audio_is_decoded_in_process(encoding: AudioEncoding) -> None:
+async def test_encoded_provider_audio_is_decodedin_process(encoding: AudioEncoding) -> None:
     transcoder = CountingTranscoder(AudioSettings())
     speechlike = tone(3.0, 300.0, -20.0)
     source = AudioChunk(speechlike, AudioEncoding.PCM_S16LE, RATE, 1)
