@@ -15,7 +15,6 @@ import contextlib
 import ctypes
 import ctypes.util
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from piper import AudioChunk, PiperConfig, PiperVoice, SynthesisConfig
 
 from bot.synthesis.sentences import split_pieces
 
+from .files import versioned_name
 from .vocoder import VocoderStream, split_model_apart
 
 __all__ = [
@@ -93,12 +93,8 @@ def optimized_name(model_path: Path) -> tuple[str, str]:
     """(file name of ``model_path``'s optimized copy, the prefix every copy of it shares): the
     copy's name changes with the model's size and modification time and onnxruntime's version,
     so a changed model or a new onnxruntime never reads a stale copy."""
-    resolved = model_path.resolve()
-    stat = resolved.stat()
-    where = hashlib.sha256(str(resolved).encode()).hexdigest()[:8]
-    what = f"{stat.st_size}/{stat.st_mtime_ns}/{onnxruntime.__version__}/{_CACHED_LEVEL}"
-    prefix = f"{model_path.name.removesuffix('.onnx')}-{where}-"
-    return f"{prefix}{hashlib.sha256(what.encode()).hexdigest()[:16]}.onnx", prefix
+    name, prefix = versioned_name(model_path, "", f"{onnxruntime.__version__}/{_CACHED_LEVEL}")
+    return f"{name}.onnx", prefix
 
 
 def _session(

@@ -19,7 +19,6 @@ peak is known only at the end. Blocking throughout: run it in the voice's thread
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import subprocess
@@ -33,6 +32,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from .files import versioned_name
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -67,20 +68,27 @@ _FULL_SCALE = 32767.0
 
 @dataclass(frozen=True, slots=True)
 class _Halves:
+    """Where a model's two halves are kept: named after its path, size and modification time
+    and onnx's version (read from its metadata: importing onnx holds the interpreter for
+    ~0.5 s); ``name`` starts both, ``prefix`` every version of them."""
+
     latent: Path
     vocoder: Path
+    name: str
+    prefix: str
 
+    @classmethod
+    def of(cls, model_path: Path, cache_dir: Path) -> _Halves:
+        name, prefix = versioned_name(model_path, "split-", metadata.version("onnx"))
+        latent, vocoder = (cache_dir / f"{name}.{half}.onnx" for half in ("latent", "vocoder"))
+        return cls(latent, vocoder, name, prefix)
 
-def _names(model_path: Path) -> tuple[str, str]:
-    """(the halves' file name prefix, the stem shared by every version of them): a changed model
-    or a new onnx gets new names (its version read from its metadata: importing onnx holds the
-    interpreter for ~0.5 s)."""
-    resolved = model_path.resolve()
-    stat = resolved.stat()
-    where = hashlib.sha256(str(resolved).encode()).hexdigest()[:8]
-    what = f"{stat.st_size}/{stat.st_mtime_ns}/{metadata.version('onnx')}"
-    stem = f"{model_path.name.removesuffix('.onnx')}-{where}-split-"
-    return f"{stem}{hashlib.sha256(what.encode()).hexdigest()[:16]}", stem
+    @property
+    def paths(self) -> tuple[Path, Path]:
+        return self.latent, self.vocoder
+
+    def made(self) -> bool:
+        return self.latent.is_file() and self.vocoder.is_file()
 
 
 def split_model(
@@ -92,10 +100,9 @@ def split_model(
     :data:`VOCODER_NODE` (not a Piper VITS export). ``copying`` is held while files are written
     (:data:`integrations.piper.models.COPYING`). Blocking. Raises ``OSError`` and onnx's
     errors."""
-    name, stem = _names(model_path)
-    halves = _Halves(cache_dir / f"{name}.latent.onnx", cache_dir / f"{name}.vocoder.onnx")
-    if halves.latent.is_file() and halves.vocoder.is_file():
-        return halves.latent, halves.vocoder
+    halves = _Halves.of(model_path, cache_dir)
+    if halves.made():
+        return halves.paths
     import onnx
     from onnx.utils import Extractor
 
@@ -121,10 +128,10 @@ def split_model(
                 partial.replace(path)  # atomic: a concurrent reader sees the whole file or none
             finally:
                 partial.unlink(missing_ok=True)
-    for stale in cache_dir.glob(f"{stem}*.onnx"):
-        if not stale.name.startswith(name):
+    for stale in cache_dir.glob(f"{halves.prefix}*.onnx"):
+        if not stale.name.startswith(halves.name):
             stale.unlink(missing_ok=True)
-    return halves.latent, halves.vocoder
+    return halves.paths
 
 
 #: The exit status of ``python -m integrations.piper.vocoder`` for a graph that does not split.
@@ -137,19 +144,18 @@ def split_model_apart(
     """:func:`split_model` in a process of its own when the halves are not made yet: onnx
     holds the interpreter's lock while it reads and writes a model (the event loop stalled
     ~0.6 s beside it in a thread). Blocking. Raises ``OSError`` naming what went wrong."""
-    name, _ = _names(model_path)
-    halves = (cache_dir / f"{name}.latent.onnx", cache_dir / f"{name}.vocoder.onnx")
-    if all(half.is_file() for half in halves):
-        return halves
+    halves = _Halves.of(model_path, cache_dir)
+    if halves.made():
+        return halves.paths
     command = [sys.executable, "-m", __name__, str(model_path), str(cache_dir)]
     with copying:
         done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     if done.returncode == _NO_SPLIT:
         return None
-    if done.returncode != 0 or not all(half.is_file() for half in halves):
+    if done.returncode != 0 or not halves.made():
         tail = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
         raise OSError(f"splitting {model_path.name} at its vocoder failed: {tail[0]}")
-    return halves
+    return halves.paths
 
 
 class VocoderStream:
