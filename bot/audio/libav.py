@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
@@ -28,6 +28,7 @@ __all__ = [
     "decoded",
     "encodable",
     "encode",
+    "gain_key",
     "gained",
     "in_process",
     "metered",
@@ -171,6 +172,12 @@ def _gain_chain(gain_db: float, ceiling_dbtp: float | None) -> list[tuple[str, s
     return chain
 
 
+def gain_key(gain_db: float, ceiling_dbtp: float | None) -> str:
+    """What tells one gain graph from another (:class:`GainStream`, :func:`gained`): its
+    filters' arguments, as libav gets them."""
+    return ";".join(f"{name}={args}" for name, args in _gain_chain(gain_db, ceiling_dbtp))
+
+
 class GainStream:
     """PCM s16le mono at ``sample_rate`` Hz pushed in pieces through ``gain_db`` (dB) and, with
     a ``ceiling_dbtp``, the limiter :func:`gained` uses, then metered; what comes out is taken
@@ -199,6 +206,14 @@ class GainStream:
         peak (the ``true_peak_dbtp`` of the result, as :func:`gained` with ``true_peak``
         False)."""
         return self._metering.metered(self._metering.push([None]))
+
+    def through(self, data: bytes) -> Metered:
+        """All of ``data`` pushed and the stream closed: what :func:`gained` with ``true_peak``
+        False gives for it, from a graph built before (building one is ~0.7 ms of a ~2.5 ms
+        pass over 3 s of Piper's speech)."""
+        pushed = self.push(data)
+        rest = self.close()
+        return replace(rest, data=pushed + rest.data)
 
 
 def _resampled(in_rate: int, out_rate: int | None) -> list[tuple[str, str]]:

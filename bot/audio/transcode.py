@@ -15,6 +15,7 @@ gain are one job that only makes sense together.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import math
@@ -88,6 +89,12 @@ _OVERSHOOT_DB = 1.0
 _MAX_EXPECTED_LOSS_DB = 3.0
 # Never amplify by more than this (dB): near-silence is noise, not quiet speech.
 _MAX_GAIN_DB = 24.0
+
+#: Seconds after a voice's sentence before the graph of its next predicted pass is built
+#: (:meth:`Transcoder.build_ahead`): the sentence is handed on first, not slowed by the build.
+BUILD_AHEAD_DELAY_S = 0.02
+#: Graphs built ahead and kept for their pass (one per voice and gain), at most.
+_GRAPHS_AHEAD = 16
 
 # Encodings whose streams may be cut into chunks and glued back byte by byte.
 _CONCATENABLE = {AudioEncoding.MP3, AudioEncoding.AAC}
@@ -322,12 +329,70 @@ def parse_ebur128(stderr: bytes) -> Loudness:
 
 
 class Transcoder:
-    """Runs libav (in this process) and ffmpeg for the pipeline. One instance is shared; it holds
-    no per-call state."""
+    """Runs libav (in this process) and ffmpeg for the pipeline. One instance is shared; what
+    it holds across calls is the graphs built ahead (:meth:`build_ahead`)."""
 
     def __init__(self, settings: AudioSettings) -> None:
         self.settings = settings
         self._ffmpeg: str | None = None
+        # predicted first rounds' graphs, built ahead, each taken by one pass: by
+        # (rate, gain chain); a task while it is built
+        self._ahead: dict[tuple[int, str], asyncio.Task[libav.GainStream]] = {}
+        self._pending: dict[tuple[int, str], asyncio.TimerHandle] = {}  # to be built
+
+    def build_ahead(self, chunks: Sequence[AudioChunk], gain_db: float | None) -> None:
+        """Build, in a worker thread :data:`BUILD_AHEAD_DELAY_S` from now, the libav graph that
+        :meth:`transcode` with ``gain_db`` would first run on audio shaped like ``chunks`` (a
+        voice's last sentence), so that its pass does not wait for it. Nothing for audio whose
+        pass is not predicted (see :meth:`transcode`), nor with normalisation off."""
+        chunk = self._predictable(chunks, gain_db)
+        if chunk is None or gain_db is None:
+            return
+        applied, ceiling = self._first_round(gain_db)
+        key = (chunk.sample_rate, libav.gain_key(applied, ceiling))
+        if key in self._ahead or key in self._pending:
+            return
+        self._pending[key] = asyncio.get_running_loop().call_later(
+            BUILD_AHEAD_DELAY_S, self._build, key, (chunk.sample_rate, applied, ceiling)
+        )
+
+    def _build(self, key: tuple[int, str], shape: tuple[int, float, float | None]) -> None:
+        del self._pending[key]
+        while len(self._ahead) >= _GRAPHS_AHEAD:  # the oldest first
+            oldest = next(iter(self._ahead))
+            self._ahead.pop(oldest).cancel()
+        task = asyncio.ensure_future(asyncio.to_thread(libav.GainStream, *shape))
+        task.add_done_callback(_retrieved)
+        self._ahead[key] = task
+
+    async def _built(self, key: tuple[int, str]) -> libav.GainStream | None:
+        """The graph built ahead for ``key`` (taken: it serves one pass), None when there is
+        none or it could not be built."""
+        task = self._ahead.pop(key, None)
+        if task is None:
+            if (timer := self._pending.pop(key, None)) is not None:
+                timer.cancel()  # too late for this pass: it builds its own
+            return None
+        try:
+            return await asyncio.shield(task)
+        except Exception:  # av.FFmpegError: the pass builds its own and says what is wrong
+            return None
+
+    async def aclose(self) -> None:
+        """Drop what was built ahead (and what was about to be)."""
+        for timer in self._pending.values():
+            timer.cancel()
+        self._pending.clear()
+        tasks, self._ahead = list(self._ahead.values()), {}
+        for task in tasks:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await task
+
+    def _first_round(self, gain_db: float) -> tuple[float, float]:
+        """(gain applied, ceiling) of a predicted pass's first round from ``gain_db``
+        (:meth:`_rounds` with the limiter)."""
+        gain = gain_db + _OVERSHOOT_DB
+        return max(-_MAX_GAIN_DB, min(gain, _MAX_GAIN_DB)), self.settings.true_peak_dbtp
 
     @property
     def ffmpeg(self) -> str:
@@ -548,16 +613,15 @@ class Transcoder:
         for _ in range(_MAX_ROUNDS if limit else 1):
             applied = max(-_MAX_GAIN_DB, min(gain, _MAX_GAIN_DB))
             ceiling = s.true_peak_dbtp if limit else None
-            result = self._pcm(
-                await self.in_process(
-                    _gained_sample_peak,
-                    pcm.data,
-                    pcm.sample_rate,
-                    applied,
-                    ceiling,
-                    what="normalising loudness",
+            built = await self._built((pcm.sample_rate, libav.gain_key(applied, ceiling)))
+            what = "normalising loudness"
+            if built is not None:
+                metered = await self.in_process(built.through, pcm.data, what=what)
+            else:
+                metered = await self.in_process(
+                    _gained_sample_peak, pcm.data, pcm.sample_rate, applied, ceiling, what=what
                 )
-            )
+            result = self._pcm(metered)
             level = result.loudness.integrated_lufs
             error = s.loudness_target_lufs - level
             if abs(error) <= TOLERANCE_LU or result.loudness.is_silent:
@@ -638,14 +702,8 @@ class Transcoder:
     ) -> tuple[PcmAudio, float | None] | None:
         """One PCM s16le mono chunk normalised from ``gain_db`` on, with no measuring pass
         before (see :meth:`transcode`); None when it is not that, or there is no gain yet."""
-        chunks = [c for c in chunks if c.data]
-        if gain_db is None or not self.settings.normalize_loudness or len(chunks) != 1:
-            return None
-        (chunk,) = chunks
-        if (chunk.encoding, chunk.channels) != (
-            AudioEncoding.PCM_S16LE,
-            1,
-        ) or chunk.sample_rate <= 0:
+        chunk = self._predictable(chunks, gain_db)
+        if chunk is None or gain_db is None:
             return None
         whole = len(chunk.data) // 2 * 2
         pcm = PcmAudio(chunk.data[:whole], chunk.sample_rate, 1, Loudness(-math.inf, -math.inf))
@@ -655,6 +713,26 @@ class Transcoder:
         if result.loudness.is_silent:
             return None  # measured as it is, as normalise leaves silence
         return result, applied
+
+    def _predictable(
+        self, chunks: Sequence[AudioChunk], gain_db: float | None
+    ) -> AudioChunk | None:
+        """The one PCM s16le mono chunk of ``chunks`` when :meth:`_predicted` normalises it
+        from ``gain_db`` on; else None."""
+        chunks = [c for c in chunks if c.data]
+        if gain_db is None or not self.settings.normalize_loudness or len(chunks) != 1:
+            return None
+        (chunk,) = chunks
+        shape = (chunk.encoding, chunk.channels)
+        if shape != (AudioEncoding.PCM_S16LE, 1) or chunk.sample_rate <= 0:
+            return None
+        return chunk
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    """Marks a graph built ahead whose build failed as seen (its pass builds one itself)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("a graph built ahead failed: %s", task.exception())
 
 
 def _gained_sample_peak(

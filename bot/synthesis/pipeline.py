@@ -719,6 +719,8 @@ class SpeechPipeline:
                     # a Piper sentence's pieces are not peak-normalised: their level varies
                     # more from one sentence to the next, so their gain is an average
                     self.gains.learn(gains, encoded, weight=0.5 if job.pcm_pieces else 1.0)
+                    if encoder is None:  # the voice's next sentence is likely the same shape
+                        self.transcoder.build_ahead(dispatched.chunks, self.gains.get(gains))
                 return _Spoken(
                     candidate,
                     dispatched,
@@ -847,6 +849,7 @@ class SpeechPipeline:
         if self.remote is not None:
             await self.remote.aclose()
         await self.stream_encoders.aclose()
+        await self.transcoder.aclose()
         await self.registry.aclose()
         await self.dispatcher.aclose()
         if self._cache is not None:

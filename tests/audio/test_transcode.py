@@ -10,13 +10,13 @@ import time
 import wave
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 from bot.audio import libav
 from bot.audio.mix import decode_chime
-from bot.audio.transcode import Transcoder, VoiceGains, find_ffmpeg
+from bot.audio.transcode import BUILD_AHEAD_DELAY_S, Transcoder, VoiceGains, find_ffmpeg
 from bot.errors import AudioError, FFmpegNotFound, TranscodeError
 from bot.ops import config
 from bot.ops.config import AudioSettings, Settings
@@ -243,3 +243,77 @@ async def test_a_voices_learned_gain_skips_the_measuring_pass(
     assert "metered" not in passes and 1 <= len(passes) <= 3, passes  # at most the rounds
     assert integrated_loudness(encoded.data) == pytest.approx(-16, abs=1.0)
     assert encoded.gain_db is not None
+
+
+class _CountedGainStream(libav.GainStream):
+    """libav's gain stream, counting the graphs built."""
+
+    built: ClassVar[int] = 0
+
+    def __init__(self, sample_rate: int, gain_db: float, ceiling_dbtp: float | None) -> None:
+        super().__init__(sample_rate, gain_db, ceiling_dbtp)
+        type(self).built += 1
+
+
+async def _until_built(count: int) -> None:
+    async with asyncio.timeout(5):
+        while _CountedGainStream.built < count:  # noqa: ASYNC110 - built in a worker thread
+            await asyncio.sleep(0.005)
+
+
+async def test_the_next_sentences_graph_is_built_ahead_and_gives_the_same_audio(
+    settings: Settings, speech: AudioChunk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a voice's sentence, the graph its next predicted pass first runs is built ahead:
+    that pass builds one graph less and gives exactly the audio it would have given."""
+    monkeypatch.setattr(libav, "GainStream", _CountedGainStream)
+    _CountedGainStream.built = 0
+    gains = VoiceGains(-16.0)
+    gains.learn("joe", await Transcoder(AudioSettings()).transcode([speech], OutputProfile.WAV))
+    provider = PiperProvider.from_settings(settings)
+    voice = await provider.resolve_voice(None, None)
+    job = SynthesisJob("t2", "Dinner is ready, please come down to the kitchen now.", voice)
+    other = (await provider.synthesize(job)).chunk
+    passes: list[float] = []
+    gained = libav.gained
+
+    def counted(data: bytes, rate: int, gain_db: float, *args: Any, **kwargs: Any) -> Any:
+        passes.append(gain_db)
+        return gained(data, rate, gain_db, *args, **kwargs)
+
+    monkeypatch.setattr(libav, "gained", counted)
+    alone = await Transcoder(AudioSettings()).transcode(
+        [other], OutputProfile.WAV, gain_db=gains.get("joe")
+    )
+    rounds_alone, passes[:] = list(passes), []
+
+    ahead = Transcoder(AudioSettings())
+    ahead.build_ahead([speech], gains.get("joe"))  # the sentence before: its rate and shape
+    await _until_built(1)
+    encoded = await ahead.transcode([other], OutputProfile.WAV, gain_db=gains.get("joe"))
+    assert passes == rounds_alone[1:]  # the first round ran on the graph built ahead
+    assert (encoded.data, encoded.gain_db) == (alone.data, alone.gain_db)
+
+    # taken by its pass: the next one with that gain builds its own again
+    await ahead.transcode([other], OutputProfile.WAV, gain_db=gains.get("joe"))
+    assert passes[len(rounds_alone) - 1 :] == rounds_alone
+    await ahead.aclose()
+
+
+async def test_nothing_is_built_ahead_for_a_pass_that_is_not_predicted_or_once_closed(
+    speech: AudioChunk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Audio that is not one PCM chunk, normalisation off or no gain yet: nothing to build;
+    a transcoder closed before its build starts builds nothing."""
+    monkeypatch.setattr(libav, "GainStream", _CountedGainStream)
+    _CountedGainStream.built = 0
+    transcoder = Transcoder(AudioSettings())
+    transcoder.build_ahead([speech], None)
+    transcoder.build_ahead([speech, speech], -3.0)
+    mp3 = AudioChunk(b"\xff\xfb" * 100, AudioEncoding.MP3, 22_050, 1)
+    transcoder.build_ahead([mp3], -3.0)
+    Transcoder(AudioSettings(normalize_loudness=False)).build_ahead([speech], -3.0)
+    transcoder.build_ahead([speech], -3.0)
+    await transcoder.aclose()
+    await asyncio.sleep(BUILD_AHEAD_DELAY_S * 3)
+    assert _CountedGainStream.built == 0

@@ -25,7 +25,7 @@ from bot.errors import (
 from bot.ops import config
 from bot.ops.config import Settings
 from bot.providers.base import ProviderRegistry
-from bot.speech import OutputProfile, SpeechRequest, Voice
+from bot.speech import AudioChunk, AudioEncoding, OutputProfile, SpeechRequest, Voice
 from bot.synthesis.pipeline import SpeechPipeline
 from integrations import PROVIDERS
 from tests.support.asr import Transcriber, word_error_rate
@@ -301,3 +301,20 @@ async def test_requests_are_counted_by_source_provider_and_outcome(
     assert count("ok") == ok + 1
     assert count("invalid") == invalid + 1
     assert timed() == seconds + 1
+
+
+async def test_a_voices_next_pass_has_its_graph_built_ahead_once_it_learned_its_gain(
+    tone_pipeline: SpeechPipeline, tone: type[ToneProvider], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a whole sentence taught its voice's gain, the transcoder is asked to build the
+    graph of that voice's next pass (the audio shaped like this one's, at the gain learned)."""
+    asked: list[tuple[list[AudioChunk], float | None]] = []
+    transcoder = tone_pipeline.transcoder
+    monkeypatch.setattr(transcoder, "build_ahead", lambda c, g: asked.append((list(c), g)))
+    text = "beep boop, beep boop"  # 1 s: long enough to be measured
+    request = SpeechRequest(text=text, provider="tone", output=OutputProfile.WAV, cache=False)
+    spoken = await tone_pipeline.speak(request)
+    ((chunks, gain),) = asked
+    assert gain is not None and gain == tone_pipeline.gains.get(spoken.voice.label)
+    assert [(c.encoding, c.sample_rate) for c in chunks] == [(AudioEncoding.PCM_S16LE, 16_000)]
+    assert tone.calls == [text]
