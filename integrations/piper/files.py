@@ -1,21 +1,123 @@
-"""Names of the files Oyez makes from a Piper model (its optimized copy, its halves): standard
-library only, shared by :mod:`.engine` and :mod:`.vocoder`."""
+"""Names of the files Oyez makes from a Piper model (its optimized copy, its halves), and their
+pruning: standard library only, shared by :mod:`.engine` and :mod:`.vocoder`.
+
+Everything made from one model starts with ``<model>-<hash of its path>-``; beside it, a record
+``<model>-<hash of its path>.source`` holds the model's path. A model moved or deleted (a voice
+package upgraded, a virtual environment made again: each is a new path) leaves its files behind,
+~70 MB a voice; :func:`prune` removes them once their model is gone.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
+import time
 from pathlib import Path
 
-__all__ = ["versioned_name"]
+__all__ = ["PARTIAL_UNUSED_S", "UNUSED_S", "made_from", "prune", "used", "versioned_name"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds a file made from a model may go unused before :func:`prune` removes it, when no
+#: record says which model it was made from (files made before the records were kept).
+UNUSED_S = 30 * 24 * 3600.0
+#: Seconds after which a half-written file (its writer died) is removed.
+PARTIAL_UNUSED_S = 24 * 3600.0
+_RECORD = ".source"
+
+
+def _base(model_path: Path) -> str:
+    """``<model>-<hash of its resolved path>``: what everything made from it starts with."""
+    resolved = model_path.resolve()
+    where = hashlib.sha256(str(resolved).encode()).hexdigest()[:8]
+    return f"{model_path.name.removesuffix('.onnx')}-{where}"
 
 
 def versioned_name(model_path: Path, tag: str, version: str) -> tuple[str, str]:
     """(a name for what is made from ``model_path``, the prefix every version of it shares):
     ``<model>-<hash of its path>-<tag><hash of its size, modification time and version>``, so
     a changed model or a new ``version`` of what makes it never reads a stale file."""
-    resolved = model_path.resolve()
-    stat = resolved.stat()
-    where = hashlib.sha256(str(resolved).encode()).hexdigest()[:8]
+    stat = model_path.resolve().stat()
     what = f"{stat.st_size}/{stat.st_mtime_ns}/{version}"
-    prefix = f"{model_path.name.removesuffix('.onnx')}-{where}-{tag}"
+    prefix = f"{_base(model_path)}-{tag}"
     return f"{prefix}{hashlib.sha256(what.encode()).hexdigest()[:16]}", prefix
+
+
+def made_from(cache_dir: Path, model_path: Path) -> None:
+    """Record in ``cache_dir`` that the files named after ``model_path`` are made from it (so
+    :func:`prune` can tell once it is gone). A record that cannot be written is logged: the
+    files are then pruned as unrecorded ones, once unused for :data:`UNUSED_S`."""
+    record = cache_dir / f"{_base(model_path)}{_RECORD}"
+    source = str(model_path.resolve())
+    try:
+        if not record.is_file() or record.read_text(encoding="utf-8") != source:
+            record.write_text(source, encoding="utf-8")
+    except OSError as exc:
+        log.debug("no record of %s's source in %s: %s", model_path, cache_dir, exc)
+
+
+def used(path: Path) -> None:
+    """Mark ``path`` (a file made from a model) as used now: its modification time, what
+    :func:`prune` reads for files with no record."""
+    try:
+        os.utime(path)
+    except OSError as exc:
+        log.debug("cannot mark %s as used: %s", path, exc)
+
+
+def prune(cache_dir: Path, *, now: float | None = None) -> list[Path]:
+    """Remove from ``cache_dir`` what was made from models that are gone: every file named after
+    a model whose record's path no longer exists, and the record; files with no record that
+    went unused (modification time) for :data:`UNUSED_S`; half-written ones (``.partial``)
+    older than :data:`PARTIAL_UNUSED_S`. Files of a model that exists stay, however old.
+    Returns what was removed; what cannot be read or removed is left, and logged."""
+    now = time.time() if now is None else now
+    try:
+        names = [entry.name for entry in os.scandir(cache_dir) if entry.is_file()]
+    except OSError as exc:
+        log.debug("cannot prune %s: %s", cache_dir, exc)
+        return []
+    kept: list[str] = []  # bases whose model exists
+    gone: list[str] = []
+    for name in names:
+        if not name.endswith(_RECORD):
+            continue
+        base = name.removesuffix(_RECORD)
+        try:
+            source = (cache_dir / name).read_text(encoding="utf-8")
+        except OSError:
+            continue
+        (kept if Path(source).exists() else gone).append(base)
+    removed: list[Path] = []
+    freed = 0  # bytes
+    for name in names:
+        path = cache_dir / name
+        # made from a model that is gone (a half's own copies too: they start with its name)
+        orphan = name.removesuffix(_RECORD) in gone or any(name.startswith(f"{b}-") for b in gone)
+        owned = name.endswith(_RECORD) or any(name.startswith(f"{b}-") for b in kept)
+        if orphan or (owned and not name.endswith(".partial")):
+            drop = orphan
+        else:
+            limit = PARTIAL_UNUSED_S if name.endswith(".partial") else UNUSED_S
+            try:
+                drop = now - path.stat().st_mtime > limit
+            except OSError:
+                continue
+        if drop:
+            try:
+                size = path.stat().st_size
+                path.unlink()
+            except OSError as exc:
+                log.debug("cannot remove %s: %s", path, exc)
+                continue
+            removed.append(path)
+            freed += size
+    if removed:
+        log.info(
+            "removed %d file(s), %.0f MB, made from Piper voices no longer there or unused from %s",
+            len(removed),
+            freed / 1e6,
+            cache_dir,
+        )
+    return removed
