@@ -409,6 +409,10 @@ async def _until_none(queue: asyncio.Queue[Event | None]) -> Any:
         ({"uri": "tcp://0.0.0.0"}, "needs a host and a port"),
         ({"uri": "unix:///tmp/oyez.sock", "zeroconf": True}, "needs a tcp:// uri"),
         ({"uri": "tcp://0.0.0.0:10200", "zerconf": True}, "zerconf"),
+        (
+            {"uri": "tcp://0.0.0.0:10200", "stream_within_sentence": "often"},
+            "stream_within_sentence: .*boolean",
+        ),
     ],
 )
 def test_a_wrong_wyoming_section_is_a_config_error(
