@@ -345,8 +345,7 @@ class Transcoder:
         :meth:`transcode` with ``gain_db`` would first run on audio shaped like ``chunks`` (a
         voice's last sentence), so that its pass does not wait for it. Nothing for audio whose
         pass is not predicted (see :meth:`transcode`), nor with normalisation off."""
-        chunk = self._predictable(chunks, gain_db)
-        if chunk is None or gain_db is None:
+        if gain_db is None or (chunk := self._predictable(chunks)) is None:
             return
         applied, ceiling = self._first_round(gain_db)
         key = (chunk.sample_rate, libav.gain_key(applied, ceiling))
@@ -702,8 +701,7 @@ class Transcoder:
     ) -> tuple[PcmAudio, float | None] | None:
         """One PCM s16le mono chunk normalised from ``gain_db`` on, with no measuring pass
         before (see :meth:`transcode`); None when it is not that, or there is no gain yet."""
-        chunk = self._predictable(chunks, gain_db)
-        if chunk is None or gain_db is None:
+        if gain_db is None or (chunk := self._predictable(chunks)) is None:
             return None
         whole = len(chunk.data) // 2 * 2
         pcm = PcmAudio(chunk.data[:whole], chunk.sample_rate, 1, Loudness(-math.inf, -math.inf))
@@ -714,13 +712,11 @@ class Transcoder:
             return None  # measured as it is, as normalise leaves silence
         return result, applied
 
-    def _predictable(
-        self, chunks: Sequence[AudioChunk], gain_db: float | None
-    ) -> AudioChunk | None:
+    def _predictable(self, chunks: Sequence[AudioChunk]) -> AudioChunk | None:
         """The one PCM s16le mono chunk of ``chunks`` when :meth:`_predicted` normalises it
-        from ``gain_db`` on; else None."""
+        from a known gain on; else None."""
         chunks = [c for c in chunks if c.data]
-        if gain_db is None or not self.settings.normalize_loudness or len(chunks) != 1:
+        if not self.settings.normalize_loudness or len(chunks) != 1:
             return None
         (chunk,) = chunks
         shape = (chunk.encoding, chunk.channels)

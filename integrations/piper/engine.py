@@ -29,7 +29,7 @@ from piper import AudioChunk, PiperConfig, PiperVoice, SynthesisConfig
 
 from bot.synthesis.sentences import split_pieces
 
-from .files import made_from, prune, used, versioned_name
+from .files import read_again, versioned_name, written
 from .vocoder import VocoderStream, split_model_apart
 
 __all__ = [
@@ -121,12 +121,12 @@ def _cached_session(
             session = _session(
                 cached, onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL, threads=threads
             )
-            made_from(cache_dir, model_path)
-            used(cached)
-            return session
         except Exception as exc:  # onnxruntime's own errors (InvalidProtobuf, Fail…)
             log.warning("optimized copy %s of a Piper voice is unusable (%s); rebuilt", cached, exc)
             cached.unlink(missing_ok=True)
+        else:
+            read_again(cache_dir, model_path, cached)
+            return session
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -148,8 +148,7 @@ def _cached_session(
     for stale in cache_dir.glob(f"{prefix}*.onnx"):  # copies of the model before it changed
         if stale != cached:
             stale.unlink(missing_ok=True)
-    made_from(cache_dir, model_path)
-    prune(cache_dir)  # a new copy: maybe a new path for a model, its old one gone
+    written(cache_dir, model_path)
     return session
 
 

@@ -15,7 +15,16 @@ import os
 import time
 from pathlib import Path
 
-__all__ = ["PARTIAL_UNUSED_S", "UNUSED_S", "made_from", "prune", "used", "versioned_name"]
+__all__ = [
+    "PARTIAL_UNUSED_S",
+    "UNUSED_S",
+    "made_from",
+    "prune",
+    "read_again",
+    "used",
+    "versioned_name",
+    "written",
+]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +75,21 @@ def used(path: Path) -> None:
         log.debug("cannot mark %s as used: %s", path, exc)
 
 
+def read_again(cache_dir: Path, model_path: Path, *made: Path) -> None:
+    """``made`` (files made from ``model_path`` before) are read again: the model recorded,
+    and each marked as used."""
+    made_from(cache_dir, model_path)
+    for path in made:
+        used(path)
+
+
+def written(cache_dir: Path, model_path: Path) -> None:
+    """Files were just made from ``model_path``: the model recorded, and what was made from
+    models that are gone removed (a new file may mean a new path for a model)."""
+    made_from(cache_dir, model_path)
+    prune(cache_dir)
+
+
 def prune(cache_dir: Path, *, now: float | None = None) -> list[Path]:
     """Remove from ``cache_dir`` what was made from models that are gone: every file named after
     a model whose record's path no longer exists, and the record; files with no record that
@@ -74,45 +98,44 @@ def prune(cache_dir: Path, *, now: float | None = None) -> list[Path]:
     Returns what was removed; what cannot be read or removed is left, and logged."""
     now = time.time() if now is None else now
     try:
-        names = [entry.name for entry in os.scandir(cache_dir) if entry.is_file()]
+        entries = {entry.name: entry for entry in os.scandir(cache_dir) if entry.is_file()}
     except OSError as exc:
         log.debug("cannot prune %s: %s", cache_dir, exc)
         return []
     kept: list[str] = []  # bases whose model exists
     gone: list[str] = []
-    for name in names:
+    for name in entries:
         if not name.endswith(_RECORD):
             continue
-        base = name.removesuffix(_RECORD)
         try:
             source = (cache_dir / name).read_text(encoding="utf-8")
         except OSError:
             continue
-        (kept if Path(source).exists() else gone).append(base)
+        (kept if Path(source).exists() else gone).append(name.removesuffix(_RECORD))
     removed: list[Path] = []
     freed = 0  # bytes
-    for name in names:
-        path = cache_dir / name
+    for name, entry in entries.items():
+        partial = name.endswith(".partial")
+        try:
+            stat = entry.stat()
+        except OSError:
+            continue
         # made from a model that is gone (a half's own copies too: they start with its name)
         orphan = name.removesuffix(_RECORD) in gone or any(name.startswith(f"{b}-") for b in gone)
-        owned = name.endswith(_RECORD) or any(name.startswith(f"{b}-") for b in kept)
-        if orphan or (owned and not name.endswith(".partial")):
-            drop = orphan
-        else:
-            limit = PARTIAL_UNUSED_S if name.endswith(".partial") else UNUSED_S
-            try:
-                drop = now - path.stat().st_mtime > limit
-            except OSError:
+        if not orphan:
+            owned = name.endswith(_RECORD) or any(name.startswith(f"{b}-") for b in kept)
+            if owned and not partial:
+                continue  # its model is there
+            if now - stat.st_mtime <= (PARTIAL_UNUSED_S if partial else UNUSED_S):
                 continue
-        if drop:
-            try:
-                size = path.stat().st_size
-                path.unlink()
-            except OSError as exc:
-                log.debug("cannot remove %s: %s", path, exc)
-                continue
-            removed.append(path)
-            freed += size
+        path = cache_dir / name
+        try:
+            path.unlink()
+        except OSError as exc:
+            log.debug("cannot remove %s: %s", path, exc)
+            continue
+        removed.append(path)
+        freed += stat.st_size
     if removed:
         log.info(
             "removed %d file(s), %.0f MB, made from Piper voices no longer there or unused from %s",

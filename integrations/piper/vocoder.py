@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .files import made_from, prune, used, versioned_name
+from .files import read_again, versioned_name, written
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -102,9 +102,7 @@ def split_model(
     errors."""
     halves = _Halves.of(model_path, cache_dir)
     if halves.made():
-        made_from(cache_dir, model_path)
-        for path in halves.paths:
-            used(path)
+        read_again(cache_dir, model_path, *halves.paths)
         return halves.paths
     import onnx
     from onnx.utils import Extractor
@@ -134,8 +132,7 @@ def split_model(
     for stale in cache_dir.glob(f"{halves.prefix}*.onnx"):
         if not stale.name.startswith(halves.name):
             stale.unlink(missing_ok=True)
-    made_from(cache_dir, model_path)
-    prune(cache_dir)
+    written(cache_dir, model_path)
     return halves.paths
 
 
@@ -151,9 +148,7 @@ def split_model_apart(
     ~0.6 s beside it in a thread). Blocking. Raises ``OSError`` naming what went wrong."""
     halves = _Halves.of(model_path, cache_dir)
     if halves.made():
-        made_from(cache_dir, model_path)
-        for path in halves.paths:
-            used(path)
+        read_again(cache_dir, model_path, *halves.paths)
         return halves.paths
     command = [sys.executable, "-m", __name__, str(model_path), str(cache_dir)]
     with copying:
