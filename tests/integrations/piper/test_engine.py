@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -113,6 +114,24 @@ def test_the_heap_is_trimmed_once_piper_is_idle_never_during_a_synthesis() -> No
     assert trims[0] - ended >= 0.55  # 0.5 s after the last one ended, not after the first
     time.sleep(0.6)
     assert len(trims) == 1
+
+
+def test_one_thread_waits_for_the_idle_time_none_is_started_per_synthesis() -> None:
+    trims: list[int] = []
+    idle = IdleTrim(lambda: trims.append(1), idle_s=0.3)
+    before = set(threading.enumerate())
+    for _ in range(5):
+        with idle.running():
+            pass
+    started = set(threading.enumerate()) - before
+    assert [t.name for t in started] == ["oyez-piper-trim"]  # one, for every synthesis
+    time.sleep(0.6)
+    assert trims == [1]
+    with idle.running():  # the thread slept without a time out: a new synthesis wakes it
+        pass
+    time.sleep(0.6)
+    assert trims == [1, 1]
+    assert set(threading.enumerate()) - before == started
 
 
 def test_long_pieces_are_trimmed_at_once_short_sentences_only_when_idle(
