@@ -44,7 +44,8 @@ class OutputProfile(StrEnum):
     """What a sink needs, by value; codec, rate and bitrate live in :mod:`bot.audio.transcode`.
 
     - ``discord`` (``OGG_OPUS``): Ogg Opus, 48 kHz, stereo, 20 ms frames, as Discord voice plays.
-    - ``mp3``: MP3 for smart speakers, 44.1 kHz, mono (``audio.mp3_channels``), >= 128 kbit/s.
+    - ``mp3``: MP3 for smart speakers at the voice's own rate where MP3 has it, else 44.1 kHz
+      (``audio.mp3_sample_rate``), mono (``audio.mp3_channels``), >= 128 kbit/s.
     - ``wav``: PCM s16le in a WAV container, mono, at the voice's own rate (Piper's 22.05 kHz…;
       48 kHz for audio only ffmpeg decodes).
     """

@@ -242,6 +242,16 @@ PROBLEMS = [
         id="wrong-type-in-discord",
     ),
     pytest.param(
+        "audio: {mp3_sample_rate: 22050, mp3_bitrate_kbps: 192}\n",
+        "audio.mp3_sample_rate 22050 carries at most 160 kbit/s",
+        id="mp3-bitrate-over-mpeg2",
+    ),
+    pytest.param(
+        "audio: {mp3_sample_rate: 22000}\n",
+        "audio.mp3_sample_rate: Input should be 8000, 11025",
+        id="mp3-rate-mp3-has-not",
+    ),
+    pytest.param(
         "audio: {mp3_bitrate_kbps: 100}\n",
         "audio.mp3_bitrate_kbps: Input should be greater than or equal to 128",
         id="out-of-range",

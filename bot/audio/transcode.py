@@ -25,14 +25,16 @@ import wave
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 from bot.audio import libav, mp3
 from bot.errors import AudioError, FFmpegNotFound, TranscodeError
-from bot.ops.config import AudioSettings
+from bot.ops.config import MPEG1_MIN_RATE, MPEG2_MAX_KBPS, AudioSettings, Mp3Rate
 from bot.speech import AudioChunk, AudioEncoding, OutputProfile
 
 __all__ = [
+    "MP3_FALLBACK_RATE",
+    "MP3_RATES",
     "TOLERANCE_LU",
     "EncodedAudio",
     "Loudness",
@@ -43,6 +45,7 @@ __all__ = [
     "ffmpeg_input_args",
     "find_ffmpeg",
     "metered_graph",
+    "mp3_rate",
     "parse_ebur128",
     "profile_spec",
     "stderr_tail",
@@ -54,6 +57,10 @@ _T = TypeVar("_T")
 
 #: Sample rate (Hz) of the canonical PCM that non-PCM input is decoded to.
 CANONICAL_RATE = 48_000
+#: The rates (Hz) an MP3 frame can have (:data:`bot.ops.config.Mp3Rate`).
+MP3_RATES = frozenset(get_args(Mp3Rate))
+#: The MP3 rate of audio at a rate MP3 has not (or whose bitrate it cannot carry).
+MP3_FALLBACK_RATE = 44_100
 
 _STDERR_TAIL_LINES = 12
 
@@ -147,7 +154,8 @@ def profile_spec(profile: OutputProfile, settings: AudioSettings) -> ProfileSpec
     ``lameenc`` (:func:`bot.audio.mp3.encode`), faster than the ffmpeg run and than PyAV's
     LAME (bench/transcode.py); mono unless ``audio.mp3_channels`` is 2 (speech is mono, and
     LAME takes 9 ms instead of 13.6 for 2.7 s of it; Home Assistant's own ``tts.speak`` gives
-    speakers mono MP3 too).
+    speakers mono MP3 too). Its rate here is ``audio.mp3_sample_rate`` or 44.1 kHz; what
+    :meth:`Transcoder.encode` uses is :func:`mp3_rate` of the audio.
     """
     if profile is OutputProfile.OGG_OPUS:
         return ProfileSpec(
@@ -165,7 +173,7 @@ def profile_spec(profile: OutputProfile, settings: AudioSettings) -> ProfileSpec
             profile,
             "mp3",
             "libmp3lame",
-            44_100,
+            settings.mp3_sample_rate or MP3_FALLBACK_RATE,
             settings.mp3_channels,
             settings.mp3_bitrate_kbps,
             in_process=True,
@@ -173,6 +181,18 @@ def profile_spec(profile: OutputProfile, settings: AudioSettings) -> ProfileSpec
     # wav keeps the voice's own rate where libav reads its audio (Transcoder.transcode): no
     # resampling, and a Wyoming client gets what wyoming-piper would send; 48 kHz otherwise
     return ProfileSpec(profile, "wav", "pcm_s16le", CANONICAL_RATE, 1, None)
+
+
+def mp3_rate(source_rate: int, settings: AudioSettings) -> int:
+    """The rate (Hz) audio at ``source_rate`` is encoded at as MP3: ``audio.mp3_sample_rate``
+    when set; else its own rate when MP3 has it (:data:`MP3_RATES`) at the configured bitrate,
+    as Home Assistant's ``tts.speak`` keeps an engine's rate (its ffmpeg conversion passes no
+    ``-ar``): Piper's 22.05 kHz is encoded as it is, in ~7.5 ms for 3 s instead of ~12.7 ms
+    resampled to 44.1 kHz, and it carries nothing above 11 kHz anyway; else 44.1 kHz."""
+    if settings.mp3_sample_rate is not None:
+        return settings.mp3_sample_rate
+    fits = source_rate >= MPEG1_MIN_RATE or settings.mp3_bitrate_kbps <= MPEG2_MAX_KBPS
+    return source_rate if source_rate in MP3_RATES and fits else MP3_FALLBACK_RATE
 
 
 @dataclass(frozen=True, slots=True)
@@ -633,8 +653,11 @@ class Transcoder:
 
     async def encode(self, pcm: PcmAudio, profile: OutputProfile) -> EncodedAudio:
         """Encode PCM s16le for ``profile``: Ogg Opus and MP3 in this process (an ffmpeg run for
-        a shape they do not take); ``wav`` at ``pcm``'s own rate, by writing its header."""
+        a shape they do not take), MP3 at :func:`mp3_rate` of ``pcm``'s; ``wav`` at ``pcm``'s
+        own rate, by writing its header."""
         spec = profile_spec(profile, self.settings)
+        if profile is OutputProfile.MP3:
+            spec = replace(spec, sample_rate=mp3_rate(pcm.sample_rate, self.settings))
         if (spec.codec, spec.channels) == ("pcm_s16le", pcm.channels):
             spec = replace(spec, sample_rate=pcm.sample_rate)
             return EncodedAudio(_wav(pcm), spec, pcm.duration_s, pcm.loudness)
@@ -669,6 +692,32 @@ class Transcoder:
         if spec.muxer == "wav":
             stdout = _fix_wav_sizes(stdout)
         return EncodedAudio(stdout, spec, pcm.duration_s, pcm.loudness)
+
+    async def at_rate(self, data: bytes, profile: OutputProfile, rate: int) -> bytes:
+        """``data``, audio this transcoder encoded for the ``mp3`` or ``wav`` profile, at
+        ``rate`` Hz, the same otherwise (its loudness kept): the sentences of one text stay at
+        the first one's rate when a voice at another rate took over midway, as an MP3 stream
+        and a Wyoming ``audio-start`` have one rate. Raises :class:`TranscodeError` (audio
+        libav cannot read) and ``ValueError`` for another profile (Ogg Opus is 48 kHz)."""
+        what = f"resampling {profile.value} audio to {rate} Hz"
+        if profile is OutputProfile.WAV:
+            try:
+                source_rate, samples = wav_pcm(data)
+            except (wave.Error, EOFError) as exc:
+                raise TranscodeError(
+                    f"unreadable WAV {what}: {exc}", returncode=None, stderr_tail=""
+                ) from None
+            pcm = await self.in_process(libav.resampled, samples, source_rate, rate, 1, what=what)
+            return _wav(PcmAudio(pcm, rate, 1, Loudness(-math.inf, -math.inf)))
+        if profile is OutputProfile.MP3:
+            spec = profile_spec(profile, self.settings)
+            assert spec.bitrate_kbps is not None  # the mp3 profile has one
+            decoded = await self.in_process(libav.decoded, data, "mp3", None, rate, what=what)
+            target = (rate, spec.channels)
+            return await self.in_process(
+                mp3.encode, decoded.data, rate, target, spec.bitrate_kbps, what=what
+            )
+        raise ValueError(f"the {profile.value} profile has one rate: nothing to resample")
 
     async def transcode(
         self,

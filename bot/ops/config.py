@@ -16,7 +16,7 @@ import os
 from contextvars import ContextVar
 from datetime import datetime, time, tzinfo
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -29,6 +29,7 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -53,6 +54,7 @@ __all__ = [
     "EngineSettings",
     "HttpSettings",
     "LimitSettings",
+    "Mp3Rate",
     "NamedVoice",
     "QuietHours",
     "RateLimitSettings",
@@ -86,6 +88,14 @@ def known_zone(name: str) -> ZoneInfo:
 _yaml_file: ContextVar[Path | None] = ContextVar("oyez_yaml_file", default=None)
 
 
+#: The rates (Hz) an MP3 frame can have: MPEG-1 (ISO/IEC 11172-3), MPEG-2 (ISO/IEC 13818-3) and
+#: MPEG-2.5 (LAME's extension) Layer III.
+Mp3Rate = Literal[8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000]
+#: MP3's lowest MPEG-1 rate (Hz); below it MPEG-2 and 2.5 carry at most :data:`MPEG2_MAX_KBPS`.
+MPEG1_MIN_RATE = 32_000
+MPEG2_MAX_KBPS = 160
+
+
 class AudioSettings(BaseModel):
     """How speech is encoded for sinks (see :mod:`bot.audio`)."""
 
@@ -97,8 +107,22 @@ class AudioSettings(BaseModel):
     discord_bitrate_kbps: int = Field(64, ge=16, le=510)
     mp3_bitrate_kbps: int = Field(128, ge=128, le=320)
     mp3_channels: int = Field(1, ge=1, le=2)
+    mp3_sample_rate: Mp3Rate | None = None
     ffmpeg_path: Path | None = None
     ffmpeg_timeout_s: float = Field(30.0, gt=0, le=600)
+
+    @model_validator(mode="after")
+    def _mp3_bitrate_fits_the_rate(self) -> Self:
+        """Below 32 kHz, MP3 is MPEG-2 (or 2.5) Layer III, whose bitrates end at 160 kbit/s
+        (ISO/IEC 13818-3, Table 2.4.2.3; LAME caps a higher one there without a word)."""
+        rate = self.mp3_sample_rate
+        if rate is not None and rate < MPEG1_MIN_RATE and self.mp3_bitrate_kbps > MPEG2_MAX_KBPS:
+            raise ValueError(
+                f"audio.mp3_sample_rate {rate} carries at most {MPEG2_MAX_KBPS} kbit/s (MPEG-2 "
+                f"Layer III), not mp3_bitrate_kbps {self.mp3_bitrate_kbps}: choose a rate of "
+                f"{MPEG1_MIN_RATE} Hz or more, or leave mp3_sample_rate out"
+            )
+        return self
 
 
 class LimitSettings(BaseModel):

@@ -200,7 +200,8 @@ class SpeechPipeline:
     def cache_key(self, prepared: PreparedRequest) -> str:
         exclude = {"ffmpeg_path", "ffmpeg_timeout_s"}
         if prepared.request.output is not OutputProfile.MP3:
-            exclude.add("mp3_channels")  # MP3's own: the other profiles' keys stay as they were
+            # MP3's own: the other profiles' keys stay as they were
+            exclude |= {"mp3_channels", "mp3_sample_rate"}
         audio = self.settings.audio.model_dump(mode="json", exclude=exclude)
         return cache_key(
             voice=prepared.voice,
@@ -507,6 +508,7 @@ class SpeechPipeline:
                 scheduled += 1
 
         speech: Utterance | LiveUtterance | None = None
+        first: Utterance | LiveUtterance | None = None
         try:
             for i in range(count):
                 if not took_over and (voice := _live_fell_back(speech, prepared)) is not None:
@@ -518,6 +520,10 @@ class SpeechPipeline:
                     scheduled = i
                 start_until(i + 1)
                 speech = await tasks.pop(i)
+                if i == 0:
+                    first = speech
+                elif isinstance(speech, Utterance):
+                    speech = await self._at_rate_of(first, speech)
                 # the first went alone, its transcoding too: the fastest start; each later one's
                 # provider is asked while the one before is transcoded
                 start_until(i + 1 + lookahead)
@@ -529,6 +535,26 @@ class SpeechPipeline:
                     yield Segment(i, count, speech)
         finally:
             await _cancel_all(tasks)
+
+    async def _at_rate_of(
+        self, first: Utterance | LiveUtterance | None, later: Utterance
+    ) -> Utterance:
+        """``later`` (a later sentence of the text ``first`` began) at ``first``'s rate: an MP3
+        stream or a Wyoming ``audio-start`` has one rate, and a voice that took over midway may
+        speak at another (Ogg Opus is always 48 kHz). The same utterance when the rates match
+        or ``first``'s is not known yet."""
+        rate = first.sample_rate if first is not None else None
+        if rate is None or later.sample_rate == rate or later.profile is OutputProfile.OGG_OPUS:
+            return later
+        log.info(
+            "request %s: a sentence at %d Hz resampled to the text's %d Hz (%s took over)",
+            later.request_id,
+            later.sample_rate,
+            rate,
+            later.voice.label,
+        )
+        audio = await self.transcoder.at_rate(later.audio, later.profile, rate)
+        return replace(later, audio=audio, sample_rate=rate)
 
     async def _in_turn(
         self, turn: _Turn, part: PreparedRequest, took_over: list[Voice], *, live: bool

@@ -16,7 +16,13 @@ import pytest
 
 from bot.audio import libav
 from bot.audio.mix import decode_chime
-from bot.audio.transcode import BUILD_AHEAD_DELAY_S, Transcoder, VoiceGains, find_ffmpeg
+from bot.audio.transcode import (
+    BUILD_AHEAD_DELAY_S,
+    Transcoder,
+    VoiceGains,
+    find_ffmpeg,
+    mp3_rate,
+)
 from bot.errors import AudioError, FFmpegNotFound, TranscodeError
 from bot.ops import config
 from bot.ops.config import AudioSettings, Settings
@@ -100,17 +106,79 @@ async def test_normalisation_can_be_turned_off(speech: AudioChunk) -> None:
 
 
 async def test_mp3_profile(speech: AudioChunk, transcriber: Transcriber) -> None:
-    """LAME in this process (lameenc): the words are heard, at the loudness, 128 kbit/s."""
+    """LAME in this process (lameenc): the words are heard, at the loudness, 128 kbit/s, at
+    the voice's own 22.05 kHz (MPEG-2 Layer III, as Home Assistant's tts.speak serves Piper)."""
     encoded = await Transcoder(AudioSettings()).transcode([speech], OutputProfile.MP3)
     assert word_error_rate(SENTENCE, transcriber.transcribe(encoded.data)) <= 0.2
     assert integrated_loudness(encoded.data) == pytest.approx(-16, abs=1.0)
     info = describe(encoded.data)
-    assert info.startswith("mp3") and "44100 Hz, mono" in info
+    assert speech.sample_rate == 22_050
+    assert info.startswith("mp3") and "22050 Hz, mono" in info
     bitrate = int(info.rsplit(",", 1)[1].strip().split()[0])
     assert bitrate >= 128
-    assert (encoded.spec.sample_rate, encoded.spec.channels) == (44_100, 1)
+    assert (encoded.spec.sample_rate, encoded.spec.channels) == (22_050, 1)
     stereo = await Transcoder(AudioSettings(mp3_channels=2)).transcode([speech], OutputProfile.MP3)
-    assert "44100 Hz, stereo" in describe(stereo.data)
+    assert "22050 Hz, stereo" in describe(stereo.data)
+
+
+@pytest.mark.parametrize(
+    ("audio", "heard"),
+    [
+        (AudioSettings(mp3_sample_rate=44_100), 44_100),  # asked for: resampled
+        (AudioSettings(mp3_sample_rate=16_000), 16_000),
+        (AudioSettings(mp3_bitrate_kbps=192), 44_100),  # more than MPEG-2 carries: MPEG-1
+    ],
+    ids=["asked 44.1 kHz", "asked 16 kHz", "192 kbit/s"],
+)
+async def test_mp3_rate_is_the_one_asked_or_one_that_carries_the_bitrate(
+    speech: AudioChunk, transcriber: Transcriber, audio: AudioSettings, heard: int
+) -> None:
+    encoded = await Transcoder(audio).transcode([speech], OutputProfile.MP3)
+    info = describe(encoded.data)
+    assert f"{heard} Hz, mono" in info
+    assert encoded.spec.sample_rate == heard
+    bitrate = int(info.rsplit(",", 1)[1].strip().split()[0])
+    assert bitrate >= (audio.mp3_bitrate_kbps if heard >= 32_000 else 128)
+    assert word_error_rate(SENTENCE, transcriber.transcribe(encoded.data)) <= 0.2
+    assert encoded.duration_s == pytest.approx(speech.duration_s, rel=0.05)
+
+
+@pytest.mark.parametrize(
+    ("source", "bitrate", "rate"),
+    [
+        (22_050, 128, 22_050),
+        (16_000, 160, 16_000),
+        (24_000, 192, 44_100),  # MPEG-2 ends at 160 kbit/s
+        (48_000, 320, 48_000),
+        (44_100, 128, 44_100),
+        (8_000, 128, 8_000),
+        (96_000, 128, 44_100),  # no MP3 rate
+        (20_000, 128, 44_100),
+    ],
+)
+def test_mp3_rate_keeps_the_audios_rate_where_mp3_has_it(
+    source: int, bitrate: int, rate: int
+) -> None:
+    assert mp3_rate(source, AudioSettings(mp3_bitrate_kbps=bitrate)) == rate
+    assert mp3_rate(source, AudioSettings(mp3_sample_rate=32_000)) == 32_000
+
+
+@pytest.mark.parametrize("profile", [OutputProfile.MP3, OutputProfile.WAV])
+async def test_audio_made_at_one_rate_is_resampled_to_another_the_same_otherwise(
+    speech: AudioChunk, transcriber: Transcriber, profile: OutputProfile
+) -> None:
+    transcoder = Transcoder(AudioSettings())
+    encoded = await transcoder.transcode([speech], profile)
+    assert encoded.spec.sample_rate == 22_050
+    moved = await transcoder.at_rate(encoded.data, profile, 16_000)
+    assert "16000 Hz, mono" in describe(moved)
+    assert _decoded_duration(moved) == pytest.approx(_decoded_duration(encoded.data), rel=0.05)
+    assert integrated_loudness(moved) == pytest.approx(integrated_loudness(encoded.data), abs=0.5)
+    assert word_error_rate(SENTENCE, transcriber.transcribe(moved)) <= 0.2
+    with pytest.raises(ValueError, match="one rate"):
+        await transcoder.at_rate(encoded.data, OutputProfile.OGG_OPUS, 16_000)
+    with pytest.raises(TranscodeError, match="resampling"):
+        await transcoder.at_rate(b"not audio at all" * 20, profile, 16_000)
 
 
 async def test_wav_profile_keeps_the_voices_rate_and_reaches_the_loudness(
@@ -131,7 +199,9 @@ async def test_wav_profile_keeps_the_voices_rate_and_reaches_the_loudness(
 
 
 async def test_wav_from_mp3_keeps_the_decoded_rate(speech: AudioChunk) -> None:
-    mp3 = await Transcoder(AudioSettings()).transcode([speech], OutputProfile.MP3)
+    mp3 = await Transcoder(AudioSettings(mp3_sample_rate=44_100)).transcode(
+        [speech], OutputProfile.MP3
+    )
     encoded = await Transcoder(AudioSettings()).transcode(
         [AudioChunk(mp3.data, AudioEncoding.MP3, 0, 0)], OutputProfile.WAV
     )

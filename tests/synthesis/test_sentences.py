@@ -15,11 +15,13 @@ from bot.audio.ogg import opus_packets
 from bot.errors import ProviderError
 from bot.ops import config
 from bot.providers.base import ProviderRegistry, SynthesisJob, Synthesized
-from bot.speech import SpeechRequest, Utterance
+from bot.speech import OutputProfile, SpeechRequest, Utterance
 from bot.synthesis.pipeline import SpeechPipeline
 from bot.synthesis.prepared import Segment, join_utterances
 from bot.synthesis.sentences import split_pieces, split_sentences
 from integrations import PROVIDERS
+from tests.support.asr import Transcriber, decode, word_error_rate
+from tests.support.probe import describe
 from tests.support.tone_provider import ToneProvider
 
 # -- splitting ---------------------------------------------------------------------------------
@@ -292,6 +294,31 @@ async def test_a_text_that_fell_back_stays_with_the_voice_that_took_over(
     assert tone.calls == split_sentences(text)[:1]
     (note,) = join_utterances(asked, utterances).fallbacks  # the reply says so once
     assert note.provider == "tone" and "broken" in note.reason
+
+
+@pytest.mark.parametrize("output", [OutputProfile.MP3, OutputProfile.WAV])
+async def test_a_voice_at_another_rate_that_took_over_is_heard_at_the_texts_rate(
+    speech: SpeechPipeline,
+    tone: type[CountingTone],
+    transcriber: Transcriber,
+    output: OutputProfile,
+) -> None:
+    """An MP3 stream and a Wyoming ``audio-start`` have one rate: the tone speaks at 16 kHz,
+    Piper, which takes over, at 22.05 kHz, so its sentences are resampled to 16 kHz."""
+    text = "This works. This is broken. The front door has been left open."
+    found = await segments_of(speech, SpeechRequest(text=text, provider="tone", output=output))
+    utterances = [s.speech for s in found if isinstance(s.speech, Utterance)]
+    assert [u.voice.provider for u in utterances] == ["tone", "piper", "piper"]
+    assert tone.calls == ["This works."]
+    for utterance in utterances:
+        assert utterance.sample_rate == 16_000
+        assert "16000 Hz, mono" in describe(utterance.audio)
+        heard = len(decode(utterance.audio, 16_000)) / 16_000
+        assert heard == pytest.approx(utterance.duration_s, abs=0.16)  # + an MP3's padding
+    said = transcriber.transcribe(utterances[2].audio)
+    assert word_error_rate("The front door has been left open.", said) <= 0.2
+    alone = await speech.speak(SpeechRequest(text=text.split(". ")[2], output=output))
+    assert alone.cached and alone.sample_rate == 22_050  # cached at its own rate
 
 
 async def test_a_short_first_sentence_is_held_until_the_next_is_likely_made(
