@@ -712,10 +712,11 @@ class Transcoder:
         if profile is OutputProfile.MP3:
             spec = profile_spec(profile, self.settings)
             assert spec.bitrate_kbps is not None  # the mp3 profile has one
-            decoded = await self.in_process(libav.decoded, data, "mp3", None, rate, what=what)
+            # decoded at its own rate: the encoder resamples, once
+            decoded = await self.in_process(libav.decoded, data, "mp3", None, None, what=what)
             target = (rate, spec.channels)
             return await self.in_process(
-                mp3.encode, decoded.data, rate, target, spec.bitrate_kbps, what=what
+                mp3.encode, decoded.data, decoded.sample_rate, target, spec.bitrate_kbps, what=what
             )
         raise ValueError(f"the {profile.value} profile has one rate: nothing to resample")
 

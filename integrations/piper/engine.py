@@ -250,9 +250,10 @@ class IdleTrim:
                     self._cond.wait()
                     self._asleep = False
                     continue
-                if self._running or self._ended is None:
+                if self._running:
                     self._cond.wait(self.idle_s)  # one runs: look again once it could be over
                     continue
+                assert self._ended is not None  # none runs, and one ended since the last trim
                 idle_s = time.monotonic() - self._ended
                 if idle_s < self.idle_s:
                     self._cond.wait(self.idle_s - idle_s)
