@@ -360,7 +360,10 @@ class AudioCache:
         CACHE_LOOKUPS.labels(name).inc()
 
     async def contains(self, key: str) -> bool:
-        """Whether ``key`` is cached (not counted as a lookup)."""
+        """Whether ``key`` is cached (not counted as a lookup); one surely missing is told
+        at once, on the calling thread."""
+        if self.surely_missing(key):
+            return False
         row = await self._call(
             lambda db: db.execute("SELECT 1 FROM entries WHERE key = ?", (key,)).fetchone()
         )

@@ -6,9 +6,10 @@ every process reads, on the shared data folder); the others :meth:`~Flights.wait
 is a lease of ``lease_s`` seconds, renewed while the synthesis runs; one whose process died
 lapses and the next asker leads.
 
-:class:`LocalFlights` keeps flights in this process (the conformance suite's embedded side;
-an embedded pipeline uses none, as before), :class:`RedisFlights` in Redis (chosen by
-:mod:`bot.ops.engine` when ``engine.url`` is set).
+:class:`LocalFlights` keeps flights among the tasks of this process (an embedded pipeline's:
+two Discord members or a schedule and an event asking one new sentence at once pay for one
+call), :class:`RedisFlights` in Redis (chosen by :mod:`bot.ops.engine` when ``engine.url`` is
+set). A request whose audio is streamed as it is made (live) is not flown.
 """
 
 from __future__ import annotations
@@ -159,7 +160,7 @@ async def flown(
             log.warning("synthesis flights cannot be reached (%s): synthesizing here", exc)
             return await make()
         if not landed:
-            log.warning("%s: another process is still synthesizing it: synthesizing here", key)
+            log.warning("%s: another request is still synthesizing it: synthesizing here", key)
             return await make()
         found = await cached()
         if found is not None:

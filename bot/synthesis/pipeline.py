@@ -51,7 +51,7 @@ from bot.speech import (
     Voice,
 )
 from bot.synthesis.cache import AudioCache, Cache, CacheEntry, HotCache, cache_key
-from bot.synthesis.flights import Flights, flown
+from bot.synthesis.flights import Flights, LocalFlights, flown
 from bot.synthesis.prepared import PreparedRequest, Segment
 from bot.synthesis.pronounce import Pronunciations
 from bot.synthesis.sentences import split_sentences
@@ -174,8 +174,10 @@ class SpeechPipeline:
         #: :class:`AudioCache` (SQLite index).
         self.cache_factory: Callable[[Path, int], Cache] | None = None
         self.pronunciations = Pronunciations(settings.pronunciations)
-        #: Shared with other processes when set (engine.url): one of them makes a missed key.
-        self.flights: Flights | None = None
+        #: Who makes a cache key several requests missed at once, so that one call is made
+        #: (and billed) for them all: this process's tasks by default, every process's when
+        #: the engine shares them (engine.url). None: each makes its own.
+        self.flights: Flights | None = LocalFlights()
         #: The synth workers, when this process sends them its cache misses (synth.mode).
         self.remote: RemoteSynthesizer | None = None
         self.gains = VoiceGains(settings.audio.loudness_target_lufs)
@@ -427,12 +429,18 @@ class SpeechPipeline:
     async def _flown(
         self, prepared: PreparedRequest, started: float, turn: _Turn | None
     ) -> Utterance:
-        """Synthesize ``prepared``, unless another process is making the same audio: then its
+        """Synthesize ``prepared``, unless another request (of this process or, with a shared
+        engine, another) is making the same audio: then its
         utterance, from the cache, once it is there (see :mod:`bot.synthesis.flights`)."""
         assert self.flights is not None
         request = prepared.request
 
+        key = self.cache_key(prepared)
+
         async def cached() -> Utterance | None:
+            # the request's own lookup was counted (a miss): these looks again are not
+            if not await self.cache.contains(key):
+                return None
             hit = await self._from_cache(prepared, started)
             if hit is not None:
                 _count(request, hit.voice.provider, "cached")
@@ -441,7 +449,7 @@ class SpeechPipeline:
         left = -request.overdue_s()
         return await flown(
             self.flights,
-            self.cache_key(prepared),
+            key,
             make=lambda: self._synthesize(request, prepared, started, None, turn),
             cached=cached,
             wait_s=min(left, FLIGHT_WAIT_S),

@@ -98,3 +98,34 @@ async def test_three_processes_missing_one_sentence_at_once_pay_once(
             await pipeline.aclose()
         for opened in engines:
             await opened.aclose()
+
+
+async def test_one_process_missing_one_sentence_at_once_pays_once(
+    tmp_path: Path, fake: FakeSegmind
+) -> None:
+    """Embedded (no engine.url): ten requests of one new sentence at once, as two Discord
+    members and a schedule might, make one paid call; without flights, each pays its own."""
+    settings = config.load(
+        data_dir=tmp_path,
+        cache={"enabled": True},
+        providers={"segmind": {"api_key": DEFAULT_API_KEY, "base_url": fake.base_url}},
+        rate_limits={"providers": {"segmind": {"requests_per_minute": 100, "max_concurrent": 8}}},
+    )
+    pipeline = SpeechPipeline(settings)
+    try:
+        ask = "The dryer has finished."
+        spoken = await asyncio.gather(
+            *(pipeline.speak(SpeechRequest(text=ask, provider="segmind")) for _ in range(10))
+        )
+        assert fake.billed_calls == 1
+        assert sum(u.cached for u in spoken) == 9
+        assert len({u.audio for u in spoken}) == 1
+
+        pipeline.flights = None  # what an embedded pipeline did before
+        other = "The oven is hot."
+        await asyncio.gather(
+            *(pipeline.speak(SpeechRequest(text=other, provider="segmind")) for _ in range(4))
+        )
+        assert fake.billed_calls > 2  # the same sentence paid for more than once
+    finally:
+        await pipeline.aclose()
