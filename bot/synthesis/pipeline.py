@@ -71,7 +71,7 @@ FIRST_SENTENCE_MAX_CHARS = 50
 LEAD_MARGIN = 1.25
 #: Seconds of audio below which a text with any word in it was not said (the audio is broken).
 MIN_SPEECH_S = 0.1
-#: Longest wait, seconds, for another process making the same audio (then it is made here).
+#: Longest wait, seconds, for another request making the same audio (then it is made here).
 FLIGHT_WAIT_S = 120.0
 
 
