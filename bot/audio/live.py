@@ -238,6 +238,38 @@ class OpusStreamEncoder:
                 await task
 
 
+class _Synthesis:
+    """One live synthesis as every reader of it sees it (:meth:`LiveUtterance.follow`): what
+    was handed on (kept for a reader who joins late, until no one can join: the synthesis
+    ended), each reader's queue, and how many readers still want it."""
+
+    __slots__ = (
+        "ended",
+        "history",
+        "put_count",
+        "put_s",
+        "queues",
+        "readers",
+        "sample_rate",
+        "task",
+    )
+
+    def __init__(self) -> None:
+        self.ended = False
+        self.history: list[bytes] | None = []
+        self.put_count = 0
+        self.put_s = 0.0
+        self.queues: list[asyncio.Queue[bytes | None]] = []
+        self.readers = 0
+        self.sample_rate: int | None = None
+        self.task: asyncio.Task[Utterance] | None = None
+
+    def done(self, _task: asyncio.Task[Utterance]) -> None:
+        self.history = None  # no reader joins a synthesis that is over
+        for queue in self.queues:
+            queue.put_nowait(None)
+
+
 class LiveUtterance:
     """Speech still being synthesized: its audio as it is encoded, then the complete
     :class:`Utterance` (also cached): for the ``discord`` profile Opus packets of 20 ms (the
@@ -247,69 +279,129 @@ class LiveUtterance:
     ``voice`` is the voice asked for (a fallback voice may speak instead when the asked one
     fails, before any audio or with its stream broken off; the result says which spoke).
     :meth:`packets` is for one consumer and yields every packet from the first; when synthesis
-    fails it raises the error after the packets that did come. :meth:`cancel` stops synthesis.
+    fails it raises the error after the packets that did come. More requests of the same audio
+    read the same synthesis (:meth:`follow`). :meth:`cancel` stops synthesis once every reader
+    of it has cancelled.
     """
 
-    def __init__(self, request_id: str, text: str, voice: Voice) -> None:
+    def __init__(
+        self, request_id: str, text: str, voice: Voice, *, _of: LiveUtterance | None = None
+    ) -> None:
         self.request_id = request_id
         self.text = text
         self.voice = voice
-        self.put_count = 0
-        self.sample_rate: int | None = None
-        self._put_s = 0.0
-        self._ended = False
+        #: The request whose synthesis this reader follows (None: its own).
+        self.follows: str | None = None
+        synthesis = _Synthesis()
+        if _of is not None:
+            self.follows, synthesis = _of.follows or _of.request_id, _of._synthesis
+        self._synthesis: _Synthesis = synthesis
+        self._cancelled = False
         self._packets: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self._task: asyncio.Task[Utterance] | None = None
+        for packet in synthesis.history or ():
+            self._packets.put_nowait(packet)
+        if synthesis.ended:
+            self._packets.put_nowait(None)
+        synthesis.queues.append(self._packets)
+        synthesis.readers += 1
+
+    @property
+    def sample_rate(self) -> int | None:
+        """Hz of the PCM pieces (``wav``); None for Opus packets, or before the first piece."""
+        return self._synthesis.sample_rate
+
+    @sample_rate.setter
+    def sample_rate(self, rate: int | None) -> None:
+        self._synthesis.sample_rate = rate
+
+    @property
+    def put_count(self) -> int:
+        """Packets (pieces) handed on so far."""
+        return self._synthesis.put_count
 
     @property
     def put_s(self) -> float:
         """Seconds of audio handed on so far."""
-        return self._put_s
+        return self._synthesis.put_s
 
     def put(self, packet: bytes) -> None:
         """Hand on one Opus packet, or a piece of PCM once :attr:`sample_rate` is set (called by
-        the pipeline)."""
-        self.put_count += 1
-        rate = self.sample_rate
-        self._put_s += FRAME_S if rate is None else len(packet) / (2 * rate)
-        self._packets.put_nowait(packet)
+        the pipeline), to every reader."""
+        synthesis = self._synthesis
+        synthesis.put_count += 1
+        rate = synthesis.sample_rate
+        synthesis.put_s += FRAME_S if rate is None else len(packet) / (2 * rate)
+        if synthesis.history is not None:
+            synthesis.history.append(packet)
+        for queue in synthesis.queues:
+            queue.put_nowait(packet)
 
     def end(self) -> None:
         """All the audio is out (called by the pipeline): :meth:`packets` ends now, while the
         utterance is still being finished (:meth:`result`)."""
-        if not self._ended:
-            self._ended = True
-            self._packets.put_nowait(None)
+        synthesis = self._synthesis
+        if not synthesis.ended:
+            synthesis.ended = True
+            for queue in synthesis.queues:
+                queue.put_nowait(None)
 
     def attach(self, synthesis: asyncio.Task[Utterance]) -> None:
         """Attach the task that synthesizes and puts the packets (called by the pipeline)."""
-        self._task = synthesis
-        synthesis.add_done_callback(lambda _: self._packets.put_nowait(None))
+        self._synthesis.task = synthesis
+        synthesis.add_done_callback(self._synthesis.done)
+
+    def follow(self, request_id: str) -> LiveUtterance | None:
+        """Another reader of this synthesis, for request ``request_id`` (the same audio asked
+        again while it is made): its :meth:`packets` start from the first, its :meth:`result`
+        is this one's under its own request id, from no provider call of its own (``cached``,
+        no cost). None once the synthesis is over or every reader cancelled it."""
+        synthesis = self._synthesis
+        if synthesis.task is None or synthesis.history is None or synthesis.readers <= 0:
+            return None
+        return LiveUtterance(request_id, self.text, self.voice, _of=self)
+
+    def add_done_callback(self, callback: Callable[[asyncio.Task[Utterance]], object]) -> None:
+        """``callback(task)`` once the synthesis task ends (at once if it has)."""
+        assert self._synthesis.task is not None, "LiveUtterance.attach was never called"
+        self._synthesis.task.add_done_callback(callback)
 
     async def packets(self) -> AsyncIterator[bytes]:
         """Every packet (piece of PCM), in order, as it is encoded. Raises what synthesis
         raised before the audio was all out (:meth:`end`)."""
         while (packet := await self._packets.get()) is not None:
             yield packet
-        if not self._ended:
+        if not self._synthesis.ended:
             await self.result()  # raises the failure, if any
+
+    def _own(self, utterance: Utterance) -> Utterance:
+        """``utterance`` as this reader's: a follower's has its request id, no call, no cost."""
+        if self.follows is None:
+            return utterance
+        return replace(utterance, request_id=self.request_id, cached=True, cost_usd=None)
 
     async def result(self) -> Utterance:
         """The complete utterance, once synthesis and encoding are done."""
-        assert self._task is not None, "LiveUtterance.attach was never called"
-        return await asyncio.shield(self._task)
+        task = self._synthesis.task
+        assert task is not None, "LiveUtterance.attach was never called"
+        return self._own(await asyncio.shield(task))
 
     def outcome(self) -> Utterance | None:
         """The complete utterance if synthesis has ended well, else None (still running,
         failed or cancelled)."""
-        task = self._task
+        task = self._synthesis.task
         if task is None or not task.done() or task.cancelled() or task.exception() is not None:
             return None
-        return task.result()
+        return self._own(task.result())
 
     def cancel(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        """This reader wants no more of it; the synthesis stops when no reader does."""
+        synthesis = self._synthesis
+        if self._cancelled:
+            return
+        self._cancelled = True
+        synthesis.readers -= 1
+        if synthesis.readers <= 0 and synthesis.task is not None:
+            synthesis.task.cancel()
 
 
 class PcmStreamEncoder:

@@ -9,7 +9,9 @@ lapses and the next asker leads.
 :class:`LocalFlights` keeps flights among the tasks of this process (an embedded pipeline's:
 two Discord members or a schedule and an event asking one new sentence at once pay for one
 call), :class:`RedisFlights` in Redis (chosen by :mod:`bot.ops.engine` when ``engine.url`` is
-set). A request whose audio is streamed as it is made (live) is not flown.
+set). A request whose audio is streamed as it is made (live) is not flown: in one process,
+a request of the same audio meanwhile reads its stream instead
+(:meth:`bot.audio.live.LiveUtterance.follow`).
 """
 
 from __future__ import annotations

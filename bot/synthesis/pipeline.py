@@ -5,7 +5,9 @@
 again. :meth:`~SpeechPipeline.speak_sentences` speaks sentence by sentence and
 :meth:`~SpeechPipeline.speak_live` encodes a stream as it arrives (:mod:`bot.audio.live`): a
 streaming provider's as Ogg Opus, and as PCM the pieces of a provider that streams PCM
-(:meth:`Provider.streams_pcm`: Piper split at its vocoder) for ``wav``.
+(:meth:`Provider.streams_pcm`: Piper split at its vocoder) for ``wav``. Requests of one cache
+key at once make one synthesis: a flight (:mod:`bot.synthesis.flights`), or a live one read
+by each of them.
 Over 450 lines because those entry points share one cache, dispatcher and encoder pool and the
 fallback loop between them; the shapes it hands on are in :mod:`bot.synthesis.prepared`.
 """
@@ -178,6 +180,8 @@ class SpeechPipeline:
         #: (and billed) for them all: this process's tasks by default, every process's when
         #: the engine shares them (engine.url). None: each makes its own.
         self.flights: Flights | None = LocalFlights()
+        #: The live syntheses under way, by cache key: a request of the same audio reads one.
+        self._live: dict[str, LiveUtterance] = {}
         #: The synth workers, when this process sends them its cache misses (synth.mode).
         self.remote: RemoteSynthesizer | None = None
         self.gains = VoiceGains(settings.audio.loudness_target_lufs)
@@ -219,8 +223,11 @@ class SpeechPipeline:
         caching = self.settings.cache.enabled and prepared.request.cache
         return caching and await self.cache.contains(self.cache_key(prepared))
 
-    async def _from_cache(self, prepared: PreparedRequest, started: float) -> Utterance | None:
-        entry = await self.cache.get(self.cache_key(prepared))
+    async def _from_cache(
+        self, prepared: PreparedRequest, started: float, key: str
+    ) -> Utterance | None:
+        """``prepared``'s utterance from the cache under ``key`` (its :meth:`cache_key`)."""
+        entry = await self.cache.get(key)
         if entry is None:
             return None
         elapsed = time.perf_counter() - started
@@ -369,7 +376,8 @@ class SpeechPipeline:
         its provider is asked in that turn (a cache hit is answered at once)."""
         request = prepared.request
         caching = self.settings.cache.enabled and request.cache
-        if caching and (hit := await self._from_cache(prepared, started)) is not None:
+        key = self.cache_key(prepared) if caching else None
+        if key is not None and (hit := await self._from_cache(prepared, started, key)) is not None:
             _count(request, hit.voice.provider, "cached")
             SYNTHESIS_SECONDS.labels(provider=hit.voice.provider).observe(
                 time.perf_counter() - started
@@ -386,16 +394,15 @@ class SpeechPipeline:
             and prepared.provider.streams_live(job)
         )
         pcm = live and self._streams_pcm(prepared, job)
+        if key is not None and key in self._live:
+            shared = await self._shared(key, prepared, live=live, turn=turn if pcm else None)
+            if shared is not None:
+                return shared
         if self.remote is not None and await self.remote.use():
-            speech = await self.remote.speak(prepared, live=streams)
-            if isinstance(speech, Utterance) and not speech.cached and speech.text:
-                timings = speech.timings  # what the next sentence's lead is reckoned from
-                per_character = timings.synthesis_s / len(speech.text)
-                self._rates[speech.voice.label] = (per_character, timings.transcode_s)
-            return speech
+            return await self._remotely(self.remote, prepared, key, live=streams)
         if not (streams or pcm):
-            if caching and self.flights is not None:
-                return await self._flown(prepared, started, turn)
+            if key is not None and self.flights is not None:
+                return await self._flown(prepared, started, turn, key)
             return await self._synthesize(request, prepared, started, None, turn)
         stream = LiveUtterance(request.id, prepared.text, prepared.voice)
         # a PCM stream keeps its sentence's turn until its provider is done: the next sentence's
@@ -408,7 +415,68 @@ class SpeechPipeline:
             held.hold()
             task.add_done_callback(held.synthesis_done)
         stream.attach(task)
+        if key is not None:
+            self._made_live(key, stream)
         return stream
+
+    async def _remotely(
+        self, remote: RemoteSynthesizer, prepared: PreparedRequest, key: str | None, *, live: bool
+    ) -> Utterance | LiveUtterance:
+        """``prepared`` made by the synth workers (a live utterance with ``live``)."""
+        speech = await remote.speak(prepared, live=live)
+        if isinstance(speech, LiveUtterance) and key is not None:
+            self._made_live(key, speech)
+        if isinstance(speech, Utterance) and not speech.cached and speech.text:
+            timings = speech.timings  # what the next sentence's lead is reckoned from
+            per_character = timings.synthesis_s / len(speech.text)
+            self._rates[speech.voice.label] = (per_character, timings.transcode_s)
+        return speech
+
+    def _made_live(self, key: str, stream: LiveUtterance) -> None:
+        """``stream`` makes ``key``'s audio: requests of it meanwhile read it (:meth:`_shared`)
+        until its synthesis is over (and its audio in the cache)."""
+        self._live[key] = stream
+        stream.add_done_callback(functools.partial(self._live_over, key, stream))
+
+    def _live_over(self, key: str, stream: LiveUtterance, _task: asyncio.Task[Utterance]) -> None:
+        if self._live.get(key) is stream:
+            del self._live[key]
+
+    async def _shared(
+        self, key: str, prepared: PreparedRequest, *, live: bool, turn: _Turn | None
+    ) -> Utterance | LiveUtterance | None:
+        """``key``'s audio from the live synthesis making it now (another request asked the same
+        sentence of the same voice a moment before): one paid call for both. With ``live``, a
+        reader of its stream (from its first packet; ``turn`` held as the leader's, until the
+        synthesis ends), which shares its outcome; else its utterance once made, or None when
+        there is no such synthesis, or it failed (this request is then made on its own)."""
+        leader = self._live.get(key)
+        request = prepared.request
+        reader = leader.follow(request.id) if leader is not None else None
+        if reader is None:
+            return None
+        log.info(
+            "request %s: reads request %s's synthesis (the same audio)", request.id, reader.follows
+        )
+        if live:
+            if turn is not None:  # as the leader's: its pieces are made on the same cores
+                turn.hold()
+                reader.add_done_callback(turn.synthesis_done)
+            counted = functools.partial(_count_shared, request, prepared.provider.name)
+            reader.add_done_callback(counted)
+            return reader
+        try:
+            utterance = await reader.result()
+        except OyezError:
+            return None
+        except asyncio.CancelledError:
+            reader.cancel()
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            return None  # the synthesis was stopped, not this request
+        _count(request, utterance.voice.provider, "cached")
+        return utterance
 
     def _streams_pcm(self, prepared: PreparedRequest, job: SynthesisJob) -> bool:
         """Whether ``prepared`` (a ``wav`` request) is said in pieces as they are made: its
@@ -427,7 +495,7 @@ class SpeechPipeline:
         return not normalise or self.gains.get(_pieces_label(voice)) is not None
 
     async def _flown(
-        self, prepared: PreparedRequest, started: float, turn: _Turn | None
+        self, prepared: PreparedRequest, started: float, turn: _Turn | None, key: str
     ) -> Utterance:
         """Synthesize ``prepared``, unless another request (of this process or, with a shared
         engine, another) is making the same audio: then its
@@ -435,13 +503,11 @@ class SpeechPipeline:
         assert self.flights is not None
         request = prepared.request
 
-        key = self.cache_key(prepared)
-
         async def cached() -> Utterance | None:
             # the request's own lookup was counted (a miss): these looks again are not
             if not await self.cache.contains(key):
                 return None
-            hit = await self._from_cache(prepared, started)
+            hit = await self._from_cache(prepared, started, key)
             if hit is not None:
                 _count(request, hit.voice.provider, "cached")
             return hit
@@ -939,6 +1005,21 @@ def _described(dispatched: Dispatched) -> str:
 
 def _count(request: SpeechRequest, provider: str, outcome: str) -> None:
     REQUESTS.labels(source=request.source.value, provider=provider, outcome=outcome).inc()
+
+
+def _count_shared(
+    request: SpeechRequest, provider: str, synthesis: asyncio.Task[Utterance]
+) -> None:
+    """Count ``request`` (asked of ``provider``), which read another's live ``synthesis``, once
+    it ended: ``cached`` (no call of its own) when it spoke, else as it failed."""
+    if synthesis.cancelled():
+        return
+    error = synthesis.exception()
+    if error is None:
+        _count(request, synthesis.result().voice.provider, "cached")
+    elif isinstance(error, OyezError):
+        outcome = "expired" if isinstance(error, RequestExpired) else "failed"
+        _count(request, provider, outcome)
 
 
 def _cache_entry(

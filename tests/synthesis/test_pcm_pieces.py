@@ -116,3 +116,33 @@ async def test_only_the_first_sentence_streams_and_the_next_waits_for_its_provid
     assert isinstance(found[0].speech, LiveUtterance)
     await found[0].speech.result()
     assert PiecesTone.most == 1  # never two calls at once: sentence order is provider order
+
+
+async def test_two_callers_of_one_new_text_make_it_once_in_sentence_order(
+    pipeline: SpeechPipeline,
+) -> None:
+    """Two Wyoming clients (two satellites announcing one alert) ask the same new text at once:
+    the second reads the first's stream and waits for its later sentences; each sentence is
+    made once, one provider call at a time."""
+    await pipeline.speak(wav("Teach the gain."))
+    PiecesTone.asked.clear()
+    text = "The alarm is on. The back door is open. The lights are off."
+
+    async def hear() -> list[bytes]:
+        heard = []
+        async for segment in pipeline.speak_sentences(wav(text), live=True):
+            speech = segment.speech
+            if isinstance(speech, LiveUtterance):
+                heard.append(b"".join([piece async for piece in speech.packets()]))
+            else:
+                heard.append(wav_pcm(speech.audio)[1])
+        return heard
+
+    first, second = await asyncio.gather(hear(), hear())
+    assert [job.text for job in PiecesTone.asked] == [
+        "The alarm is on.",
+        "The back door is open.",
+        "The lights are off.",
+    ]
+    assert PiecesTone.most == 1
+    assert first == second  # the same audio, piece for piece

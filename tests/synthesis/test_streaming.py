@@ -186,6 +186,107 @@ async def test_a_finished_stream_is_cached(speech: SpeechPipeline, together: Tim
     assert len(together.requests_to(SPEECH)) == 1
 
 
+SHORT = "The parcel is at the door."
+
+
+async def test_a_stream_asked_again_while_it_plays_is_read_not_bought_again(
+    speech: SpeechPipeline, together: TimedTogether
+) -> None:
+    """Two members (or guilds) ask one new sentence a moment apart: one streamed call, and the
+    second hears every packet from the first, under its own request."""
+    first = await speech.speak_live(SpeechRequest(text=SHORT, provider="together"))
+    assert isinstance(first, LiveUtterance)
+    leading = asyncio.create_task(listen(first))
+    async with asyncio.timeout(5):
+        while first.put_count < 3:  # noqa: ASYNC110 - until the stream is under way
+            await asyncio.sleep(0.01)
+    asked = SpeechRequest(text=SHORT, provider="together")
+    second = await speech.speak_live(asked)
+    assert isinstance(second, LiveUtterance)
+    assert second.follows == first.request_id
+    _, heard_first = await leading
+    _, heard_second = await listen(second)
+    made, read = await first.result(), await second.result()
+    assert together.billed_calls == 1
+    assert heard_second == heard_first  # from its first packet, not from where it joined
+    assert opus_packets(read.audio) == heard_second
+    assert (read.request_id, read.cached, read.cost_usd) == (asked.id, True, None)
+    assert (made.request_id, made.cached) == (first.request_id, False)
+    again = await speech.speak_live(SpeechRequest(text=SHORT, provider="together"))
+    assert isinstance(again, Utterance) and again.cached  # over: from the cache
+    assert together.billed_calls == 1
+
+
+async def test_a_stream_goes_on_while_anyone_still_listens(
+    speech: SpeechPipeline, together: TimedTogether
+) -> None:
+    """The first listener skips (its playback cut): the synthesis goes on for the second, and
+    stops once the second skips too."""
+    first = await speech.speak_live(SpeechRequest(text=TEXT, provider="together"))
+    second = await speech.speak_live(SpeechRequest(text=TEXT, provider="together"))
+    assert isinstance(first, LiveUtterance) and isinstance(second, LiveUtterance)
+    first.cancel()
+    _, heard = await listen(second)
+    spoken = await second.result()
+    assert opus_packets(spoken.audio) == heard
+    assert spoken.duration_s == pytest.approx(len(TEXT) * 0.06, abs=0.05)  # all of it
+    assert together.billed_calls == 1
+
+    third = await speech.speak_live(SpeechRequest(text=SHORT + " Again.", provider="together"))
+    fourth = await speech.speak_live(SpeechRequest(text=SHORT + " Again.", provider="together"))
+    assert isinstance(third, LiveUtterance) and isinstance(fourth, LiveUtterance)
+    third.cancel()
+    fourth.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await fourth.result()
+    assert third.outcome() is None
+    prepared = await speech.prepare(SpeechRequest(text=SHORT + " Again.", provider="together"))
+    assert not await speech.will_hit(prepared)  # stopped: nothing half-made is cached
+    before = together.billed_calls  # 1 or 2: the stopped one may not have reached the server
+    late = await speech.speak_live(SpeechRequest(text=SHORT + " Again.", provider="together"))
+    assert isinstance(late, LiveUtterance) and late.follows is None  # a stopped one is not read
+    await late.result()
+    assert together.billed_calls == before + 1
+
+
+async def test_a_whole_utterance_asked_while_its_stream_plays_waits_for_it(
+    speech: SpeechPipeline, together: TimedTogether
+) -> None:
+    live = await speech.speak_live(SpeechRequest(text=SHORT, provider="together"))
+    assert isinstance(live, LiveUtterance)
+    asked = SpeechRequest(text=SHORT, provider="together")
+    whole = await speech.speak(asked)
+    streamed = await live.result()
+    assert (whole.request_id, whole.cached) == (asked.id, True)
+    assert whole.audio == streamed.audio
+    assert together.billed_calls == 1
+
+
+async def test_a_stream_that_breaks_off_fails_every_reader_and_each_may_ask_again(
+    together: TimedTogether, tmp_path: Path
+) -> None:
+    together.chunk_delay = 1.0  # the second event comes after the client stopped waiting
+    pipeline = SpeechPipeline(settings_for(together, tmp_path, stream_read_timeout_s=0.3))
+    try:
+        readers = [
+            await pipeline.speak_live(
+                SpeechRequest(text=SHORT, provider="together", fallback=False)
+            )
+            for _ in range(2)
+        ]
+        for reader in readers:
+            assert isinstance(reader, LiveUtterance)
+            with pytest.raises(ProviderUnavailable):
+                await listen(reader)
+        assert together.billed_calls == 1  # one call, one failure, told to both
+        together.chunk_delay = 0.05
+        again = await pipeline.speak_live(SpeechRequest(text=SHORT, provider="together"))
+        assert isinstance(again, LiveUtterance) and again.follows is None
+        assert (await again.result()).duration_s > 1
+    finally:
+        await pipeline.aclose()
+
+
 async def test_a_voice_gets_the_gain_learned_from_its_last_stream(
     speech: SpeechPipeline,
 ) -> None:
