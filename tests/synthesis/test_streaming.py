@@ -146,6 +146,16 @@ async def speech(together: TimedTogether, tmp_path: Path) -> AsyncIterator[Speec
     await pipeline.aclose()
 
 
+@pytest.fixture
+async def breaking(together: TimedTogether, tmp_path: Path) -> AsyncIterator[SpeechPipeline]:
+    """A pipeline whose Together streams break off after their first event: the second comes
+    after the client stopped waiting (0.3 s)."""
+    together.chunk_delay = 1.0
+    pipeline = SpeechPipeline(settings_for(together, tmp_path, stream_read_timeout_s=0.3))
+    yield pipeline
+    await pipeline.aclose()
+
+
 async def listen(live: LiveUtterance) -> tuple[float, list[bytes]]:
     """When the first packet came (monotonic) and every packet."""
     first, packets = 0.0, []
@@ -263,28 +273,21 @@ async def test_a_whole_utterance_asked_while_its_stream_plays_waits_for_it(
 
 
 async def test_a_stream_that_breaks_off_fails_every_reader_and_each_may_ask_again(
-    together: TimedTogether, tmp_path: Path
+    breaking: SpeechPipeline, together: TimedTogether
 ) -> None:
-    together.chunk_delay = 1.0  # the second event comes after the client stopped waiting
-    pipeline = SpeechPipeline(settings_for(together, tmp_path, stream_read_timeout_s=0.3))
-    try:
-        readers = [
-            await pipeline.speak_live(
-                SpeechRequest(text=SHORT, provider="together", fallback=False)
-            )
-            for _ in range(2)
-        ]
-        for reader in readers:
-            assert isinstance(reader, LiveUtterance)
-            with pytest.raises(ProviderUnavailable):
-                await listen(reader)
-        assert together.billed_calls == 1  # one call, one failure, told to both
-        together.chunk_delay = 0.05
-        again = await pipeline.speak_live(SpeechRequest(text=SHORT, provider="together"))
-        assert isinstance(again, LiveUtterance) and again.follows is None
-        assert (await again.result()).duration_s > 1
-    finally:
-        await pipeline.aclose()
+    readers = [
+        await breaking.speak_live(SpeechRequest(text=SHORT, provider="together", fallback=False))
+        for _ in range(2)
+    ]
+    for reader in readers:
+        assert isinstance(reader, LiveUtterance)
+        with pytest.raises(ProviderUnavailable):
+            await listen(reader)
+    assert together.billed_calls == 1  # one call, one failure, told to both
+    together.chunk_delay = 0.05
+    again = await breaking.speak_live(SpeechRequest(text=SHORT, provider="together"))
+    assert isinstance(again, LiveUtterance) and again.follows is None
+    assert (await again.result()).duration_s > 1
 
 
 async def test_a_voice_gets_the_gain_learned_from_its_last_stream(
@@ -320,30 +323,25 @@ async def test_a_voice_that_streamed_has_an_encoder_waiting_for_its_next_stream(
 
 
 async def test_a_stream_that_breaks_off_is_not_retried_or_cached(
-    together: TimedTogether, tmp_path: Path
+    breaking: SpeechPipeline, together: TimedTogether
 ) -> None:
-    together.chunk_delay = 1.0  # the second event comes after the client stopped waiting
-    pipeline = SpeechPipeline(settings_for(together, tmp_path, stream_read_timeout_s=0.3))
-    try:
-        asked = SpeechRequest(text=TEXT, provider="together", fallback=False)
-        live = await pipeline.speak_live(asked)
-        assert isinstance(live, LiveUtterance)
-        packets: list[bytes] = []
+    asked = SpeechRequest(text=TEXT, provider="together", fallback=False)
+    live = await breaking.speak_live(asked)
+    assert isinstance(live, LiveUtterance)
+    packets: list[bytes] = []
 
-        async def play() -> None:
-            async for packet in live.packets():
-                packets.append(packet)
+    async def play() -> None:
+        async for packet in live.packets():
+            packets.append(packet)
 
-        with pytest.raises(ProviderUnavailable):
-            await play()
-        assert packets  # the audio that came was played
-        # a retry (a timeout is retryable) would start the sentence again: none was made;
-        # with no fallback it ends there
-        assert len(together.requests_to(SPEECH)) == 1
-        prepared = await pipeline.prepare(SpeechRequest(text=TEXT, provider="together"))
-        assert not await pipeline.will_hit(prepared)
-    finally:
-        await pipeline.aclose()
+    with pytest.raises(ProviderUnavailable):
+        await play()
+    assert packets  # the audio that came was played
+    # a retry (a timeout is retryable) would start the sentence again: none was made;
+    # with no fallback it ends there
+    assert len(together.requests_to(SPEECH)) == 1
+    prepared = await breaking.prepare(SpeechRequest(text=TEXT, provider="together"))
+    assert not await breaking.will_hit(prepared)
 
 
 async def test_a_stream_that_breaks_off_is_said_again_by_the_fallback(
