@@ -259,6 +259,29 @@ async def test_a_texts_first_sentence_goes_out_as_piper_makes_it_once_its_voice_
     assert word_error_rate(text, heard(transcriber, rate, audio)) <= 0.2
 
 
+async def test_two_satellites_announcing_one_new_text_make_each_sentence_once(
+    tmp_path: Path, transcriber: Transcriber
+) -> None:
+    """Two clients ask one new three-sentence text at once: the second reads the first's
+    stream of the first sentence and waits for the rest, so Piper says each sentence once."""
+    settings = wyoming_settings(tmp_path, free_port(), cache={"enabled": True})
+    async with running_wyoming(settings) as service:
+        piper = service.pipeline.registry.get("piper")
+        prepared = await service.pipeline.prepare(SpeechRequest(text="x", provider="piper"))
+        assert await piper.prepare_streaming(prepared.voice)
+        async with client(settings) as connection:
+            await arrivals_of(connection, "Warm up. And learn the gain.")
+        made, read = requests_counted("piper", "ok"), requests_counted("piper", "cached")
+        async with client(settings) as one, client(settings) as other:
+            answers = await asyncio.gather(arrivals_of(one, LONG), arrivals_of(other, LONG))
+    first, second = (pcm([e for _, e in arrivals]) for arrivals in answers)
+    assert requests_counted("piper", "ok") - made == 3  # one synthesis per sentence
+    assert requests_counted("piper", "cached") - read == 3  # the other client's three
+    assert first == second
+    rate, audio = first
+    assert word_error_rate(LONG, heard(transcriber, rate, audio)) <= 0.2
+
+
 async def test_errors_come_back_as_events_and_the_connection_goes_on(
     tmp_path: Path, transcriber: Transcriber
 ) -> None:
