@@ -497,9 +497,9 @@ class SpeechPipeline:
     async def _flown(
         self, prepared: PreparedRequest, started: float, turn: _Turn | None, key: str
     ) -> Utterance:
-        """Synthesize ``prepared``, unless another request (of this process or, with a shared
-        engine, another) is making the same audio: then its
-        utterance, from the cache, once it is there (see :mod:`bot.synthesis.flights`)."""
+        """Synthesize ``prepared`` (its cache key ``key``), unless another request is making the
+        same audio (in this process, or in any with a shared engine): then that audio, from
+        the cache once it is there (see :mod:`bot.synthesis.flights`)."""
         assert self.flights is not None
         request = prepared.request
 
