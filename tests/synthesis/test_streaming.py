@@ -78,8 +78,10 @@ async def test_the_encoder_hands_out_packets_before_the_stream_ends() -> None:
         lambda packet: received.append((time.monotonic(), packet)),
         gain_db=0.0,
     )
+    first = pcm(1.0)
+    await encoder.start(StreamFormat.of(first))  # ffmpeg's start is not what is timed
     fed_at = time.monotonic()
-    await encoder.feed(pcm(1.0))
+    await encoder.feed(first)
     async with asyncio.timeout(2):
         while len(received) < 40:  # noqa: ASYNC110 - polling the encoder's output
             await asyncio.sleep(0.01)
