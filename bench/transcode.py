@@ -13,8 +13,15 @@
 
 Each of 10 Piper sentences (PCM s16le 22.05 kHz) is made Ogg Opus (``discord``) and MP3; the
 ways are run interleaved (A, B, C, D, then B, C, D, A…), and the loudness of every output is
-measured afterwards by the ``ffmpeg`` command's ebur128. Run: ``python bench/transcode.py
-[--write-readme]``, which puts the table between the README's bench:transcode markers.
+measured afterwards by the ``ffmpeg`` command's ebur128.
+
+Then LAME's quality settings (:data:`LAME_QUALITIES`; 3 is LAME's default, what the ffmpeg
+command and Home Assistant's conversion use) encode the same sentences as Oyez's MP3 (22.05 kHz
+mono, 128 kbit/s), interleaved: the time per second of audio, and how far each decoded MP3 is
+from its source (log-spectral distance, ``tests.support.probe.log_spectral_distance``).
+
+Run: ``python bench/transcode.py [--write-readme]``, which puts the tables between the README's
+bench:transcode and bench:lame markers.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.readme import write_readme  # noqa: E402
-from bot.audio import libav  # noqa: E402
+from bot.audio import libav, mp3  # noqa: E402
 from bot.audio.transcode import (  # noqa: E402
     Transcoder,
     ffmpeg_input_args,
@@ -49,6 +56,7 @@ from bot.ops.config import AudioSettings  # noqa: E402
 from bot.providers.base import SynthesisJob  # noqa: E402
 from bot.speech import AudioChunk, AudioEncoding, OutputProfile  # noqa: E402
 from integrations.piper import PiperProvider  # noqa: E402
+from tests.support.probe import log_spectral_distance  # noqa: E402
 
 SENTENCES = [
     "The washing machine has finished its cycle.",
@@ -63,6 +71,8 @@ SENTENCES = [
     "Meeting in five minutes.",
 ]
 PROFILES = (OutputProfile.OGG_OPUS, OutputProfile.MP3)
+#: LAME's quality settings compared (0 best, 9 fastest).
+LAME_QUALITIES = (2, 3, 5, 7)
 WAYS = ("two", "one", "none", "now")
 
 
@@ -205,7 +215,65 @@ def table(results: Results, load: str) -> str:
         [
             f"{len(SENTENCES)} Piper sentences, {n} runs of each way per profile, interleaved; "
             f"ratios against the profile's first row, all from one run of the benchmark. "
-            f"Load average {load} on the 2-core machine (other work was running).",
+            f"Load average {load} on the 2-core machine.",
+            "",
+            *rows,
+        ]
+    )
+
+
+LameResults = dict[int, tuple[list[float], list[float]]]
+
+
+def measure_lame(chunks: list[AudioChunk], rounds: int) -> LameResults:
+    """Per LAME quality: milliseconds per second of audio, and log-spectral distances (dB)."""
+    results: LameResults = {q: ([], []) for q in LAME_QUALITIES}
+    bitrate = AudioSettings().mp3_bitrate_kbps
+    for chunk in chunks[:1]:  # warm
+        for quality in LAME_QUALITIES:
+            target = (chunk.sample_rate, 1)
+            mp3.encode(chunk.data, chunk.sample_rate, target, bitrate, quality=quality)
+    for r in range(rounds):
+        for i, chunk in enumerate(chunks):
+            turn = (r * len(chunks) + i) % len(LAME_QUALITIES)
+            seconds = len(chunk.data) / 2 / chunk.sample_rate
+            for quality in LAME_QUALITIES[turn:] + LAME_QUALITIES[:turn]:
+                started = time.perf_counter()
+                data = mp3.encode(
+                    chunk.data, chunk.sample_rate, (chunk.sample_rate, 1), bitrate, quality=quality
+                )
+                results[quality][0].append((time.perf_counter() - started) * 1000 / seconds)
+                if r == 0:  # the same output every round
+                    decoded = libav.decoded(data, "mp3", None, None).data
+                    distance = log_spectral_distance(chunk.data, decoded, chunk.sample_rate)
+                    results[quality][1].append(distance)
+    return results
+
+
+def lame_table(results: LameResults, load: str) -> str:
+    base = statistics.median(results[3][0])
+    rows = [
+        "| LAME quality | ms per s of audio (median) | p90 | time ratio | distance from the source "
+        "(dB, mean) | worst sentence (dB) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for quality in LAME_QUALITIES:
+        times, distances = results[quality]
+        median = statistics.median(times)
+        name = {3: "3 (LAME's default, the ffmpeg command's)", mp3.LAME_QUALITY: "**5: Oyez**"}
+        rows.append(
+            f"| {name.get(quality, str(quality))} | {median:.2f} | "
+            f"{statistics.quantiles(times, n=10)[-1]:.2f} | {median / base:.2f}× | "
+            f"{statistics.mean(distances):.2f} | {max(distances):.2f} |"
+        )
+    n = len(results[3][0])
+    return "\n".join(
+        [
+            f"{len(SENTENCES)} Piper sentences as Oyez's MP3 (22.05 kHz mono, "
+            f"{AudioSettings().mp3_bitrate_kbps} kbit/s), {n} encodings per setting, interleaved; "
+            "distance = log-spectral distance of the decoded MP3 from its source, 0–10 kHz, "
+            f"speech frames; ratios against quality 3, from one run. Load average {load} on the "
+            "2-core machine.",
             "",
             *rows,
         ]
@@ -222,8 +290,13 @@ def main() -> None:
     load = f"{before:.1f}–{os.getloadavg()[0]:.1f}"
     text = table(results, load)
     print(text)
+    before = os.getloadavg()[0]
+    lame = measure_lame(asyncio.run(speech()), args.rounds * 10)
+    lame_text = lame_table(lame, f"{before:.1f}–{os.getloadavg()[0]:.1f}")
+    print(lame_text)
     if args.write_readme:
         write_readme("transcode", text)
+        write_readme("lame", lame_text)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 """MP3: encoding in this process (:func:`encode`), and MP3 files one after another as one
 stream (:func:`continued`).
 
-:func:`encode` is LAME through the ``lameenc`` binding, at LAME's default quality (3), which
-is what ``ffmpeg -c:a libmp3lame`` uses when no ``-q``/``-compression_level`` is given
-(ffmpeg's libavcodec/libmp3lame.c sets the quality only then; LAME's lame_init_params takes 3
-for an unset one). It writes bare frames: no ID3v2 tag, no Xing/Info frame. ``bench/transcode.py``
-measures it against the ffmpeg run and PyAV's own libmp3lame (slower than both there).
+:func:`encode` is LAME through the ``lameenc`` binding, at quality 5 (:data:`LAME_QUALITY`).
+``ffmpeg -c:a libmp3lame``, and so Home Assistant's conversion, uses LAME's default, 3, when no
+``-q``/``-compression_level`` is given (ffmpeg's libavcodec/libmp3lame.c sets the quality only
+then; LAME's lame_init_params takes 3 for an unset one); on Piper's speech at 128 kbit/s, 5 is
+as close to the source (log-spectral distance) and ~20 % faster, and 7 is faster still but
+measurably further from it (``bench/transcode.py`` measures them, README "Audio"). It writes
+bare frames: no ID3v2 tag, no Xing/Info frame. ``bench/transcode.py`` also measures it against
+the ffmpeg run and PyAV's own libmp3lame (slower than both there).
 
 An MP3 stream is a run of self-contained frames, so MP3 files are played as one when their
 frames follow each other; only a tag at the start of a later file would stand in the stream.
@@ -19,8 +22,9 @@ from __future__ import annotations
 
 __all__ = ["LAME_QUALITY", "continued", "encode", "id3_size"]
 
-#: LAME's quality (0 best, 9 fastest): its default, as the ffmpeg command encodes.
-LAME_QUALITY = 3
+#: LAME's quality (0 best, 9 fastest): the fastest that keeps speech as close to its source as
+#: LAME's default (3) does (bench/transcode.py).
+LAME_QUALITY = 5
 
 _HEADER = 10
 _FOOTER_FLAG = 0x10
@@ -44,11 +48,18 @@ def continued(data: bytes) -> bytes:
     return data[id3_size(data) :]
 
 
-def encode(data: bytes, sample_rate: int, target: tuple[int, int], bitrate_kbps: int) -> bytes:
+def encode(
+    data: bytes,
+    sample_rate: int,
+    target: tuple[int, int],
+    bitrate_kbps: int,
+    *,
+    quality: int = LAME_QUALITY,
+) -> bytes:
     """PCM s16le mono at ``sample_rate`` Hz as a CBR MP3 at ``target`` (rate in Hz, channels)
-    and ``bitrate_kbps``: resampled by libswresample (:func:`bot.audio.libav.resampled`), then
-    LAME. Blocks (a few ms per second of audio): call it in a worker thread. Raises
-    ``RuntimeError`` (lameenc's) for settings LAME refuses."""
+    and ``bitrate_kbps``, at LAME's ``quality`` (0-9): resampled by libswresample
+    (:func:`bot.audio.libav.resampled`), then LAME. Blocks (a few ms per second of audio): call
+    it in a worker thread. Raises ``RuntimeError`` (lameenc's) for settings LAME refuses."""
     import lameenc
 
     from bot.audio import libav
@@ -59,5 +70,5 @@ def encode(data: bytes, sample_rate: int, target: tuple[int, int], bitrate_kbps:
     encoder.set_bit_rate(bitrate_kbps)
     encoder.set_in_sample_rate(rate)
     encoder.set_channels(channels)
-    encoder.set_quality(LAME_QUALITY)
+    encoder.set_quality(quality)
     return bytes(encoder.encode(pcm) + encoder.flush())

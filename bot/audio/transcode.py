@@ -187,8 +187,9 @@ def mp3_rate(source_rate: int, settings: AudioSettings) -> int:
     """The rate (Hz) audio at ``source_rate`` is encoded at as MP3: ``audio.mp3_sample_rate``
     when set; else its own rate when MP3 has it (:data:`MP3_RATES`) at the configured bitrate,
     as Home Assistant's ``tts.speak`` keeps an engine's rate (its ffmpeg conversion passes no
-    ``-ar``): Piper's 22.05 kHz is encoded as it is, in ~7.5 ms for 3 s instead of ~12.7 ms
-    resampled to 44.1 kHz, and it carries nothing above 11 kHz anyway; else 44.1 kHz."""
+    ``-ar``): Piper's 22.05 kHz is encoded as it is (~7.5 ms for 3 s at LAME's quality 3,
+    instead of ~12.7 ms resampled to 44.1 kHz), and it carries nothing above 11 kHz anyway;
+    else 44.1 kHz."""
     if settings.mp3_sample_rate is not None:
         return settings.mp3_sample_rate
     fits = source_rate >= MPEG1_MIN_RATE or settings.mp3_bitrate_kbps <= MPEG2_MAX_KBPS

@@ -1,4 +1,5 @@
-"""MP3 files joined into one stream (real ffmpeg: Oyez's MP3 profile, tones)."""
+"""MP3 files joined into one stream (real ffmpeg: Oyez's MP3 profile, tones); LAME's quality on
+Piper's speech."""
 
 from __future__ import annotations
 
@@ -6,12 +7,17 @@ import subprocess
 
 import pytest
 
-from bot.audio.mp3 import continued, id3_size
+from bot.audio import libav
+from bot.audio.mp3 import LAME_QUALITY, continued, encode, id3_size
 from bot.audio.transcode import Transcoder, find_ffmpeg
 from bot.ops.config import AudioSettings
 from bot.speech import AudioChunk, AudioEncoding, OutputProfile
 from tests.audio.test_mix import RATE, pitch, wav
 from tests.support.asr import decode
+from tests.support.probe import log_spectral_distance
+from tests.support.speech import piper_pcm
+
+SENTENCE = "The washing machine has finished its cycle, and dinner is nearly ready."
 
 
 async def mp3(seconds: float, hertz: float) -> tuple[bytes, float]:
@@ -74,3 +80,20 @@ def test_data_without_a_whole_tag_is_left_as_it_is() -> None:
     assert id3_size(tag + frames) == 22
     assert continued(tag + frames) == frames
     assert continued(tag) == b""
+
+
+def test_oyez_mp3_keeps_speech_as_close_to_its_source_as_lames_default() -> None:
+    """LAME at Oyez's quality is no further from Piper's speech than at LAME's default (3, the
+    ffmpeg command's); LAME's fast settings (7 and up) are."""
+    bitrate = AudioSettings().mp3_bitrate_kbps
+
+    def distance(pcm: bytes, rate: int, quality: int) -> float:
+        encoded = encode(pcm, rate, (rate, 1), bitrate, quality=quality)
+        return log_spectral_distance(pcm, libav.decoded(encoded, "mp3", None, None).data, rate)
+
+    takes = [piper_pcm(text) for text in ("Someone is at the front door.", SENTENCE)]
+    oyez = [distance(pcm, rate, LAME_QUALITY) for pcm, rate in takes]
+    default = [distance(pcm, rate, 3) for pcm, rate in takes]
+    fast = [distance(pcm, rate, 7) for pcm, rate in takes]
+    assert sum(oyez) / len(oyez) <= sum(default) / len(default) + 0.15
+    assert sum(fast) / len(fast) > sum(default) / len(default) + 0.5  # the measure can tell
