@@ -216,7 +216,9 @@ async def test_a_streamed_voice_plays_before_the_server_has_finished_sending(
     (ended,) = api.ended
     assert len(api.sent) > 10
     assert first[0].time < api.sent[-1]  # playing while the server was still sending
-    assert first[0].time - api.sent[0] < 0.5  # after its first pieces, not after the file
+    # after its first pieces (~0.2 s here), not after the file (~4 s); the margin is for a
+    # loaded machine: a full run once took 0.9 s (bench/ttfa.py measures the latency)
+    assert first[0].time - api.sent[0] < 1.5
     assert_continuous(first)  # and the stream kept up with playback
     assert word_error_rate(STREAMED, " ".join(heard(first, transcriber))) <= 0.25
     assert "together/hexgrad/Kokoro-82M/af_heart" in reply
