@@ -89,7 +89,9 @@ async def test_an_alert_is_spoken_in_the_voice_channel_on_time(
         await announcer.aclose()
     assert status.state.value == "done", status.reason
     assert status.cached is True  # synthesized ahead: the alert played from the cache
-    assert 0 <= start_error < 1.0, start_error  # joining the channel included
+    # joining the channel included; -0.05: the alert's instant and this test's monotonic
+    # reckoning of it are read from the wall clock a moment apart (a run measured -2 ms)
+    assert -0.05 <= start_error < 1.0, start_error
     weekday = at.astimezone(settings.zone()).strftime("%A")
     frames = fake_discord.voice.voice_frames()
     pcm = decode_opus([p.opus for p in frames])
