@@ -73,6 +73,8 @@ SENTENCES = [
 PROFILES = (OutputProfile.OGG_OPUS, OutputProfile.MP3)
 #: LAME's quality settings compared (0 best, 9 fastest).
 LAME_QUALITIES = (2, 3, 5, 7)
+#: LAME's default quality (the ffmpeg command's): the LAME table's baseline.
+LAME_DEFAULT = 3
 WAYS = ("two", "one", "none", "now")
 
 
@@ -229,19 +231,20 @@ def measure_lame(chunks: list[AudioChunk], rounds: int) -> LameResults:
     """Per LAME quality: milliseconds per second of audio, and log-spectral distances (dB)."""
     results: LameResults = {q: ([], []) for q in LAME_QUALITIES}
     bitrate = AudioSettings().mp3_bitrate_kbps
-    for chunk in chunks[:1]:  # warm
-        for quality in LAME_QUALITIES:
-            target = (chunk.sample_rate, 1)
-            mp3.encode(chunk.data, chunk.sample_rate, target, bitrate, quality=quality)
+
+    def encoded(chunk: AudioChunk, quality: int) -> bytes:
+        target = (chunk.sample_rate, 1)  # Oyez's: the voice's rate, mono
+        return mp3.encode(chunk.data, chunk.sample_rate, target, bitrate, quality=quality)
+
+    for quality in LAME_QUALITIES:  # warm
+        encoded(chunks[0], quality)
     for r in range(rounds):
         for i, chunk in enumerate(chunks):
             turn = (r * len(chunks) + i) % len(LAME_QUALITIES)
             seconds = len(chunk.data) / 2 / chunk.sample_rate
             for quality in LAME_QUALITIES[turn:] + LAME_QUALITIES[:turn]:
                 started = time.perf_counter()
-                data = mp3.encode(
-                    chunk.data, chunk.sample_rate, (chunk.sample_rate, 1), bitrate, quality=quality
-                )
+                data = encoded(chunk, quality)
                 results[quality][0].append((time.perf_counter() - started) * 1000 / seconds)
                 if r == 0:  # the same output every round
                     decoded = libav.decoded(data, "mp3", None, None).data
@@ -251,7 +254,11 @@ def measure_lame(chunks: list[AudioChunk], rounds: int) -> LameResults:
 
 
 def lame_table(results: LameResults, load: str) -> str:
-    base = statistics.median(results[3][0])
+    base = statistics.median(results[LAME_DEFAULT][0])
+    names = {
+        LAME_DEFAULT: f"{LAME_DEFAULT} (LAME's default, the ffmpeg command's)",
+        mp3.LAME_QUALITY: f"**{mp3.LAME_QUALITY}: Oyez**",
+    }
     rows = [
         "| LAME quality | ms per s of audio (median) | p90 | time ratio | distance from the source "
         "(dB, mean) | worst sentence (dB) |",
@@ -260,20 +267,19 @@ def lame_table(results: LameResults, load: str) -> str:
     for quality in LAME_QUALITIES:
         times, distances = results[quality]
         median = statistics.median(times)
-        name = {3: "3 (LAME's default, the ffmpeg command's)", mp3.LAME_QUALITY: "**5: Oyez**"}
         rows.append(
-            f"| {name.get(quality, str(quality))} | {median:.2f} | "
+            f"| {names.get(quality, str(quality))} | {median:.2f} | "
             f"{statistics.quantiles(times, n=10)[-1]:.2f} | {median / base:.2f}× | "
             f"{statistics.mean(distances):.2f} | {max(distances):.2f} |"
         )
-    n = len(results[3][0])
+    n = len(results[LAME_DEFAULT][0])
     return "\n".join(
         [
             f"{len(SENTENCES)} Piper sentences as Oyez's MP3 (22.05 kHz mono, "
             f"{AudioSettings().mp3_bitrate_kbps} kbit/s), {n} encodings per setting, interleaved; "
             "distance = log-spectral distance of the decoded MP3 from its source, 0–10 kHz, "
-            f"speech frames; ratios against quality 3, from one run. Load average {load} on the "
-            "2-core machine.",
+            f"speech frames; ratios against quality {LAME_DEFAULT}, from one run. Load average "
+            f"{load} on the 2-core machine.",
             "",
             *rows,
         ]

@@ -394,8 +394,9 @@ class SpeechPipeline:
             and prepared.provider.streams_live(job)
         )
         pcm = live and self._streams_pcm(prepared, job)
-        if key is not None and key in self._live:
-            shared = await self._shared(key, prepared, live=live, turn=turn if pcm else None)
+        leader = self._live.get(key) if key is not None else None
+        if leader is not None:
+            shared = await self._shared(leader, prepared, live=live, turn=turn if pcm else None)
             if shared is not None:
                 return shared
         if self.remote is not None and await self.remote.use():
@@ -443,16 +444,16 @@ class SpeechPipeline:
             del self._live[key]
 
     async def _shared(
-        self, key: str, prepared: PreparedRequest, *, live: bool, turn: _Turn | None
+        self, leader: LiveUtterance, prepared: PreparedRequest, *, live: bool, turn: _Turn | None
     ) -> Utterance | LiveUtterance | None:
-        """``key``'s audio from the live synthesis making it now (another request asked the same
-        sentence of the same voice a moment before): one paid call for both. With ``live``, a
-        reader of its stream (from its first packet; ``turn`` held as the leader's, until the
-        synthesis ends), which shares its outcome; else its utterance once made, or None when
-        there is no such synthesis, or it failed (this request is then made on its own)."""
-        leader = self._live.get(key)
+        """``prepared``'s audio from ``leader``, the live synthesis making it now (another
+        request asked the same sentence of the same voice a moment before): one paid call for
+        both. With ``live``, a reader of its stream (from its first packet; ``turn`` held as the
+        leader's, until the synthesis ends), which shares its outcome; else its utterance once
+        made, or None when it can no longer be read, or it failed (this request is then made on
+        its own)."""
         request = prepared.request
-        reader = leader.follow(request.id) if leader is not None else None
+        reader = leader.follow(request.id)
         if reader is None:
             return None
         log.info(
