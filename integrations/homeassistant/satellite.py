@@ -28,7 +28,7 @@ from bot.synthesis.pipeline import SpeechPipeline
 from bot.synthesis.prepared import PreparedRequest
 from bot.web.server import MediaStore
 from integrations.homeassistant.sink import is_url, read_chime_file
-from integrations.homeassistant.visit import StateReader
+from integrations.homeassistant.visit import StateReader, starting_wait_s
 from integrations.homeassistant.websocket import (
     CommandFailed,
     HomeAssistantClient,
@@ -87,7 +87,11 @@ class SatelliteSink:
             log.warning("announcement %s: not synthesized: %s", request.id, exc)
             return everyone(str(exc)), None
         try:
-            found = await asyncio.gather(*(self.states.state(e) for e in entities))
+            # a satellite missing while Home Assistant starts is waited for, up to the ttl
+            starting_s = starting_wait_s(request)
+            found = await asyncio.gather(
+                *(self.states.state(e, starting_s=starting_s) for e in entities)
+            )
             states = dict(zip(entities, found, strict=True))
         except HomeAssistantError as exc:
             return everyone(f"Home Assistant: {exc}"), utterance

@@ -43,6 +43,7 @@ __all__ = [
     "SpeakerVisit",
     "StateReader",
     "play_media_data",
+    "starting_wait_s",
 ]
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,9 @@ PAUSE, SEEK, STOP, MEDIA_ANNOUNCE = 1, 2, 4096, 1048576
 POLL_S = 0.5
 #: Longest wait past an announcement's length for such a player, seconds.
 FINISH_GRACE_S = 30.0
+#: Longest wait for a speaker missing while Home Assistant starts, for an announcement without
+#: a ttl (one with a ttl waits at most until it runs out), seconds.
+STARTING_WAIT_S = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +166,14 @@ class Snapshot:
         return speaker.mode is SpeakerMode.ANNOUNCE
 
 
+def starting_wait_s(request: SpeechRequest) -> float:
+    """How long ``request`` may wait for a target that is missing while Home Assistant
+    starts, seconds: until its ttl runs out (:data:`STARTING_WAIT_S` without one)."""
+    if request.expires_at is None:
+        return STARTING_WAIT_S
+    return max(-request.overdue_s(), 0.0)
+
+
 class StateReader:
     """Speakers' states: from the warm :class:`~integrations.homeassistant.states.EntityStates`
     when it is current (no round trip), else from ``get_states``, which callers that ask
@@ -181,16 +193,22 @@ class StateReader:
         """Whether :meth:`state` answers ``entity_id`` at once, with no round trip."""
         return self.warm is not None and self.warm.known(entity_id)
 
-    async def state(self, entity_id: str) -> dict[str, Any] | None:
-        """``entity_id``'s state, None when Home Assistant has no such entity. Raises
-        :class:`HomeAssistantError`."""
-        if self.warm is not None and self.warm.known(entity_id):
-            found = self.warm.get(entity_id)
-        else:
-            found = await self._read(entity_id)
+    async def state(self, entity_id: str, *, starting_s: float = 0.0) -> dict[str, Any] | None:
+        """``entity_id``'s state, None when Home Assistant has no such entity. One that is
+        missing while Home Assistant is still starting (its integrations not all set up: after
+        a restart, Oyez is back on its websocket before its entities are) is waited for, up to
+        ``starting_s`` seconds, then looked for again. Raises :class:`HomeAssistantError`."""
+        found = await self._look(entity_id)
+        if found is None and starting_s > 0 and await self.client.wait_started(starting_s):
+            found = await self._look(entity_id)
         if found is not None:
             self.features[entity_id] = Snapshot.of(found).features
         return found
+
+    async def _look(self, entity_id: str) -> dict[str, Any] | None:
+        if self.warm is not None and self.warm.known(entity_id):
+            return self.warm.get(entity_id)
+        return await self._read(entity_id)
 
     async def _read(self, entity_id: str) -> dict[str, Any] | None:
         pending = self._pending
@@ -260,10 +278,22 @@ class SpeakerVisit:
             )
         if self._blind(playback) and not self.states.knows(self.entity_id):
             return await self._play_while_reading(playback)
+        return await self._play_read(playback)
+
+    async def _play_read(self, playback: Playback) -> TargetResult:
+        """``play_media`` once the state is read (waited for while Home Assistant starts, up
+        to the announcement's ttl), the volume set first."""
+        request = playback.request
         try:
-            state = await self._state()
+            state = await self.states.state(self.entity_id, starting_s=starting_wait_s(request))
         except HomeAssistantError as exc:
             return self._result(f"Home Assistant: {exc}")
+        late = request.overdue_s()
+        if late > 0:
+            return self._result(
+                f"its ttl ran out while Home Assistant was starting ({late:.0f} s late)",
+                expired=True,
+            )
         problem = _unplayable(state)
         if problem is not None:
             return self._result(problem)
@@ -295,6 +325,8 @@ class SpeakerVisit:
             return self._result(f"Home Assistant: {exc}")
         finally:
             reading.cancel()
+        if state is None:  # the play_media went nowhere: missing, or Home Assistant starting
+            return await self._play_read(playback)
         problem = _unplayable(state)
         if problem is not None:
             return self._result(problem)

@@ -43,6 +43,12 @@ log = logging.getLogger(__name__)
 
 #: Largest message accepted, bytes (``get_states`` of a big installation runs to megabytes).
 MAX_MESSAGE = 64 * 1024 * 1024
+#: Home Assistant's core states while it is starting (``CoreState``, ``homeassistant/core.py``).
+STARTING = frozenset({"NOT_RUNNING", "STARTING"})
+#: The event Home Assistant fires when its core state or configuration changes.
+CORE_CONFIG_UPDATED = "core_config_updated"
+#: Seconds between looks at the core state of a Home Assistant that is starting.
+STARTED_POLL_S = 1.0
 
 
 class HomeAssistantError(OyezError):
@@ -306,6 +312,51 @@ class HomeAssistantClient:
     async def ping(self) -> None:
         """One ``ping``/``pong`` round trip."""
         await self.command({"type": "ping"})
+
+    async def core_state(self) -> str | None:
+        """Home Assistant's core state, ``get_config``'s ``state``: ``NOT_RUNNING`` (loading
+        its integrations), ``STARTING``, ``RUNNING``, ``STOPPING``… (``CoreState`` in
+        ``homeassistant/core.py``, 2025.4); None when it does not say. Raises what
+        :meth:`command` raises."""
+        config = await self.command({"type": "get_config"})
+        state = config.get("state") if isinstance(config, dict) else None
+        return state if isinstance(state, str) else None
+
+    async def wait_started(self, timeout_s: float) -> bool:
+        """Wait, up to ``timeout_s`` seconds, while Home Assistant is starting (its core state
+        ``NOT_RUNNING`` or ``STARTING``): its websocket answers early in its start-up, before
+        its integrations have made their entities. Returns whether it was starting (so what
+        was missing is worth looking for again); False at once for one that is running, or
+        that does not answer ``get_config``. Raises :class:`ConnectionLost` and
+        :class:`HomeAssistantError` as :meth:`command`.
+
+        Home Assistant fires ``core_config_updated`` (which any user may subscribe to) right
+        after it becomes ``RUNNING`` (``HomeAssistant.async_start``, ``homeassistant/core.py``);
+        the state is read again then, and every second in case that event is missed.
+        """
+        try:
+            if await self.core_state() not in STARTING:
+                return False
+        except CommandFailed:
+            return False
+        changed = asyncio.Event()
+
+        async def on_config(_event: HomeAssistantEvent) -> None:
+            changed.set()
+
+        await self.subscribe_events(CORE_CONFIG_UPDATED, on_config)
+        try:
+            async with asyncio.timeout(timeout_s):
+                while await self.core_state() in STARTING:
+                    changed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(STARTED_POLL_S):
+                            await changed.wait()
+        except TimeoutError:
+            log.warning("home assistant: still starting after %.0f s", timeout_s)
+        finally:
+            await self.unsubscribe_events(CORE_CONFIG_UPDATED, on_config)
+        return True
 
     async def subscribe_events(self, event_type: str, handler: EventHandler) -> None:
         """Call ``handler(event)`` for every ``event_type`` event, on this connection and on

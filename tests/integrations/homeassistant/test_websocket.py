@@ -5,157 +5,21 @@ silent pongs, dropped connections, a server that is gone for a while, handlers t
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp import WSMsgType, web
-from pydantic import SecretStr
 
 from bot.providers.ratelimit import jittered_backoff_s
-from integrations.homeassistant.websocket import (
-    ConnectionLost,
-    HomeAssistantClient,
-    HomeAssistantEvent,
-)
-
-TOKEN = "scripted-token-abcdef"
-
-
-class ScriptedHomeAssistant:
-    """Speaks enough of the websocket API: auth, subscribe_events, ping, get_states; ``hang``
-    is never answered. Refuses (``id_reuse``) an id that does not increase."""
-
-    def __init__(self) -> None:
-        self.answer_pings = True
-        self.connections: list[web.WebSocketResponse] = []
-        self.subscriptions: dict[web.WebSocketResponse, dict[str, int]] = {}
-        self.id_errors = 0
-        self.port = 0
-        self._runner: web.AppRunner | None = None
-
-    async def start(self, port: int = 0) -> None:
-        app = web.Application()
-        app.router.add_get("/api/websocket", self._socket)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
-
-    async def stop(self) -> None:
-        await self.drop()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/api/websocket"
-
-    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        await ws.send_json({"type": "auth_required", "ha_version": "scripted"})
-        auth = await ws.receive_json()
-        if auth.get("access_token") != TOKEN:
-            await ws.send_json({"type": "auth_invalid", "message": "Invalid access token"})
-            await ws.close()
-            return ws
-        await ws.send_json({"type": "auth_ok", "ha_version": "scripted"})
-        self.connections.append(ws)
-        self.subscriptions[ws] = {}
-        last_id = 0
-        async for message in ws:
-            if message.type is not WSMsgType.TEXT:
-                continue
-            data = json.loads(message.data)
-            if data["id"] <= last_id:
-                self.id_errors += 1
-                await ws.send_json(
-                    {
-                        "id": data["id"],
-                        "type": "result",
-                        "success": False,
-                        "error": {
-                            "code": "id_reuse",
-                            "message": "Identifier values have to increase.",
-                        },
-                    }
-                )
-                continue
-            last_id = data["id"]
-            kind = data["type"]
-            if kind == "subscribe_events":
-                self.subscriptions[ws][data["event_type"]] = data["id"]
-                await ws.send_json(
-                    {"id": data["id"], "type": "result", "success": True, "result": None}
-                )
-            elif kind == "unsubscribe_events":  # as Home Assistant: by the subscribing id
-                subscribed = self.subscriptions[ws]
-                found = [t for t, i in subscribed.items() if i == data["subscription"]]
-                for event_type in found:
-                    del subscribed[event_type]
-                await ws.send_json(
-                    {"id": data["id"], "type": "result", "success": bool(found), "result": None}
-                )
-            elif kind == "ping":
-                if self.answer_pings:
-                    await ws.send_json({"id": data["id"], "type": "pong"})
-            elif kind == "get_states":
-                await ws.send_json(
-                    {"id": data["id"], "type": "result", "success": True, "result": []}
-                )
-            elif kind != "hang":
-                await ws.send_json(
-                    {
-                        "id": data["id"],
-                        "type": "result",
-                        "success": False,
-                        "error": {"code": "unknown_command", "message": "Unknown command."},
-                    }
-                )
-        return ws
-
-    async def push(self, event_type: str, data: dict[str, Any]) -> int:
-        """Send an event to every live subscription; returns how many got it."""
-        sent = 0
-        for ws, subscribed in self.subscriptions.items():
-            if event_type in subscribed and not ws.closed:
-                await ws.send_json(
-                    {
-                        "id": subscribed[event_type],
-                        "type": "event",
-                        "event": {
-                            "event_type": event_type,
-                            "data": data,
-                            "origin": "LOCAL",
-                            "time_fired": "2025-04-01T12:00:00.000000+00:00",
-                            "context": {"id": "c", "user_id": "u1"},
-                        },
-                    }
-                )
-                sent += 1
-        return sent
-
-    async def drop(self) -> None:
-        for ws in self.connections:
-            await ws.close()
+from integrations.homeassistant.websocket import ConnectionLost, HomeAssistantEvent
+from tests.support.scripted_homeassistant import TOKEN, ScriptedHomeAssistant, client_for
 
 
 @pytest.fixture
 async def scripted() -> AsyncIterator[ScriptedHomeAssistant]:
-    server = ScriptedHomeAssistant()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-def client_for(server: ScriptedHomeAssistant, **options: Any) -> HomeAssistantClient:
-    options = {"reconnect_min_s": 0.05, "reconnect_max_s": 0.2, **options}
-    return HomeAssistantClient(server.url, SecretStr(TOKEN), **options)
+    async with ScriptedHomeAssistant() as server:
+        yield server
 
 
 async def wait_until(predicate: Any, timeout_s: float = 10.0) -> None:
