@@ -7,7 +7,7 @@ in a gateway process) that records each call; the real bot is in test_shards.py.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -83,6 +83,14 @@ async def _served(worker: DeliveryWorker) -> asyncio.Task[None]:
     return task
 
 
+async def until(count: Callable[[], Awaitable[int]], wanted: int, timeout_s: float = 10) -> None:
+    """Return once ``count()`` is ``wanted`` (what a fixed sleep guessed wrong on a loaded
+    machine: 1 of 5 jobs asked after 0.1 s)."""
+    async with asyncio.timeout(timeout_s):
+        while await count() != wanted:  # noqa: ASYNC110 (polling Redis)
+            await asyncio.sleep(0.01)
+
+
 async def _stop(*tasks: asyncio.Task[None]) -> None:
     for task in tasks:
         task.cancel()
@@ -98,7 +106,8 @@ async def test_the_jobs_a_dead_gateway_had_read_are_taken_over(clients: list[Eng
         asyncio.create_task(_sink(asker).relay(TARGET, SpeechRequest(text=f"job {n}")))
         for n in range(5)
     ]
-    await asyncio.sleep(0.1)
+    redis = dead.client
+    await until(lambda: redis.xlen(stream), 5)  # all asked (slow under a full run)
     # the dead process read them all and never answered (killed)
     read: Any = await dead.client.xreadgroup(GROUP, "dead-process", {stream: ">"}, count=10)
     assert len(read[0][1]) == 5
@@ -128,7 +137,9 @@ async def test_a_live_gateway_keeps_its_long_delivery(clients: list[Engine]) -> 
     slow, other = Speaker(seconds=TAKEOVER_S * 4), Speaker()
     serving = [await _served(_worker(first, slow))]
     asking = asyncio.create_task(_sink(asker).relay(TARGET, SpeechRequest(text="a long one")))
-    await asyncio.sleep(0.2)
+    async with asyncio.timeout(10):
+        while not slow.started:  # noqa: ASYNC110 (a plain list)
+            await asyncio.sleep(0.01)
     assert slow.started == ["a long one"]
     second_worker = _worker(second, other)  # claims every TAKEOVER_S / 3
     serving.append(await _served(second_worker))
