@@ -116,6 +116,9 @@ class OpusStreamEncoder:
         return [
             self.transcoder.ffmpeg,
             *("-hide_banner", "-nostdin", "-nostats", "-loglevel", "info"),
+            # probe no more than the first frame: by default ffmpeg reads ~0.8 s of an MP3 or
+            # AAC stream before it decodes any (tests/synthesis/test_streaming.py)
+            *("-probesize", "32", "-analyzeduration", "0"),
             *ffmpeg_input_args(stream.encoding, stream.sample_rate, stream.channels),
             "-i",
             "pipe:0",

@@ -26,6 +26,9 @@ from bot.synthesis.pipeline import SpeechPipeline
 from bot.synthesis.prepared import join_utterances
 from bot.synthesis.sentences import split_sentences
 from tests.fakes import FakeOpenAISpeech
+from tests.fakes.audio import encode_with_ffmpeg, wav_bytes
+from tests.support.asr import Transcriber, word_error_rate
+from tests.support.speech import piper_pcm
 from tests.support.timing import TimedTogether
 
 SPEECH = "/v1/audio/speech"
@@ -92,6 +95,54 @@ async def test_the_encoder_hands_out_packets_before_the_stream_ends() -> None:
     assert reference_packets(encoded.data) == [p for _, p in received]
     assert encoded.duration_s == pytest.approx(1.5, abs=0.03)
     assert not encoded.loudness.is_silent
+
+
+SPOKEN = "The parcel has arrived at the front door."
+#: How each compressed stream a provider may send is made here (tests/fakes/audio.py), and
+#: after how many of its 12 pieces (~0.25 s each) the first packet must be out: an MP3 or AAC
+#: stream from its first frames (ffmpeg's probe of the input is cut to them: by default it
+#: read ~0.8 s of a stream first); None: whole and right, not when (ffmpeg's WAV demuxer reads
+#: 64 KiB ahead to look for S/PDIF, and these Ogg pages last 1 s).
+COMPRESSED = {
+    AudioEncoding.MP3: ("mp3", 3),
+    AudioEncoding.AAC: ("aac", 3),
+    AudioEncoding.OGG_OPUS: ("opus", None),
+    AudioEncoding.FLAC: ("flac", None),
+    AudioEncoding.WAV: ("wav", None),
+}
+
+
+@pytest.mark.parametrize("encoding", list(COMPRESSED))
+async def test_a_compressed_stream_is_encoded_as_it_comes(
+    encoding: AudioEncoding, transcriber: Transcriber
+) -> None:
+    speech, rate = piper_pcm(SPOKEN)
+    container, early_by = COMPRESSED[encoding]
+    if container == "wav":
+        data = wav_bytes(speech, rate)
+    else:
+        data = await encode_with_ffmpeg(speech, rate, container)
+    size = len(data) // 12
+    pieces = [data[i : i + size] for i in range(0, len(data), size)]
+    received: list[tuple[float, bytes]] = []
+    encoder = OpusStreamEncoder(
+        Transcoder(AudioSettings()),
+        lambda packet: received.append((time.monotonic(), packet)),
+        gain_db=0.0,
+    )
+    fed: list[float] = []
+    for piece in pieces:
+        await encoder.feed(AudioChunk(piece, encoding, 0, 0))
+        fed.append(time.monotonic())
+        await asyncio.sleep(0.1)
+    encoded = await encoder.finish()
+    assert received, "no packet came"
+    if early_by is not None:
+        early = sum(1 for at in fed if at < received[0][0])
+        assert early <= early_by, f"the first packet came after {early} of {len(pieces)} pieces"
+    assert [p for _, p in received] == opus_packets(encoded.data)
+    assert encoded.duration_s == pytest.approx(len(speech) / 2 / rate, abs=0.1)
+    assert word_error_rate(SPOKEN, transcriber.transcribe(encoded.data)) <= 0.2
 
 
 @pytest.mark.parametrize("gain_db", [0.0, 10.0])
