@@ -49,6 +49,7 @@ import asyncio
 import json
 import logging
 import os
+import socket
 import struct
 import time
 from collections.abc import Callable, Iterable
@@ -81,6 +82,8 @@ AEAD_MODE = "aead_xchacha20_poly1305_rtpsize"
 OPUS_SILENCE = b"\xf8\xff\xfe"
 FIRST_SSRC = 4242
 HEARTBEAT_INTERVAL_MS = 41_250
+#: The UDP socket's receive buffer asked for, bytes.
+UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 
 # voice gateway opcodes (v8)
 IDENTIFY, SELECT_PROTOCOL, READY, HEARTBEAT, SESSION_DESCRIPTION, SPEAKING = 0, 1, 2, 3, 4, 5
@@ -214,6 +217,11 @@ class FakeVoiceServer:
         )
         self._udp = transport
         self.udp_port = transport.get_extra_info("sockname")[1]
+        # room for seconds of 50 voices at once (2,500 packets a second) while the test's loop
+        # is busy: the default ~208 KiB holds ~0.1 s, and what overflows is lost unheard
+        # (one of 50 guilds once lost a sentence's end). Linux caps it at net.core.rmem_max.
+        sock = transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
         return self
 
     async def stop(self) -> None:
