@@ -30,6 +30,7 @@ from bot.audio.transcode import (
     profile_spec,
     stderr_tail,
 )
+from bot.audio.wav import WavStreamReader
 from bot.errors import AudioError, TranscodeError
 from bot.speech import AudioChunk, AudioEncoding, OutputProfile, Utterance, Voice
 
@@ -98,6 +99,7 @@ class OpusStreamEncoder:
         self._stderr: asyncio.Task[bytes] | None = None
         self._ogg = bytearray()
         self._ogg_reader = OggOpusReader()
+        self._wav: WavStreamReader | None = None
 
     @property
     def fed(self) -> bool:
@@ -156,7 +158,16 @@ class OpusStreamEncoder:
                 self.on_packet(packet)
 
     async def feed(self, chunk: AudioChunk) -> None:
-        """Encode ``chunk``; returns once ffmpeg has taken it."""
+        """Encode ``chunk``; returns once ffmpeg has taken it. A WAV stream goes in as the raw
+        PCM its header describes (:class:`~bot.audio.wav.WavStreamReader`: ffmpeg's WAV
+        demuxer would read 64 KiB of it before the first packet)."""
+        if chunk.encoding is AudioEncoding.WAV:
+            if self._wav is None:
+                self._wav = WavStreamReader()
+            unwrapped = self._wav.feed(chunk.data)
+            if unwrapped is None:
+                return  # the header is still coming
+            chunk = unwrapped
         if not chunk.data:
             return
         wanted = StreamFormat.of(chunk)

@@ -101,14 +101,15 @@ SPOKEN = "The parcel has arrived at the front door."
 #: How each compressed stream a provider may send is made here (tests/fakes/audio.py), and
 #: after how many of its 12 pieces (~0.25 s each) the first packet must be out: an MP3 or AAC
 #: stream from its first frames (ffmpeg's probe of the input is cut to them: by default it
-#: read ~0.8 s of a stream first); None: whole and right, not when (ffmpeg's WAV demuxer reads
-#: 64 KiB ahead to look for S/PDIF, and these Ogg pages last 1 s).
+#: read ~0.8 s of a stream first), a WAV from its header (its samples go in as raw PCM:
+#: ffmpeg's WAV demuxer reads 64 KiB ahead, after 9 pieces here); None: whole and right, not
+#: when (these Ogg pages last 1 s; FLAC's demuxer reads ahead too).
 COMPRESSED = {
     AudioEncoding.MP3: ("mp3", 3),
     AudioEncoding.AAC: ("aac", 3),
+    AudioEncoding.WAV: ("wav", 3),
     AudioEncoding.OGG_OPUS: ("opus", None),
     AudioEncoding.FLAC: ("flac", None),
-    AudioEncoding.WAV: ("wav", None),
 }
 
 
