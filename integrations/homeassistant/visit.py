@@ -195,11 +195,18 @@ class StateReader:
 
     async def state(self, entity_id: str, *, starting_s: float = 0.0) -> dict[str, Any] | None:
         """``entity_id``'s state, None when Home Assistant has no such entity. One that is
-        missing while Home Assistant is still starting (its integrations not all set up: after
-        a restart, Oyez is back on its websocket before its entities are) is waited for, up to
-        ``starting_s`` seconds, then looked for again. Raises :class:`HomeAssistantError`."""
+        missing or ``unavailable`` while Home Assistant is still starting is waited for, up to
+        ``starting_s`` seconds, then looked at again: after a restart Oyez is back on the
+        websocket before the integrations have set their entities up, and until they have, a
+        registered entity is missing, then (from ``homeassistant_start``) ``unavailable`` with
+        ``restored: true`` (``async_setup_entity_restore``, homeassistant/helpers/
+        entity_registry.py, 2025.4). Raises :class:`HomeAssistantError`."""
         found = await self._look(entity_id)
-        if found is None and starting_s > 0 and await self.client.wait_started(starting_s):
+        if (
+            (found is None or found.get("state") == "unavailable")
+            and starting_s > 0
+            and await self.client.wait_started(starting_s)
+        ):
             found = await self._look(entity_id)
         if found is not None:
             self.features[entity_id] = Snapshot.of(found).features
@@ -325,7 +332,8 @@ class SpeakerVisit:
             return self._result(f"Home Assistant: {exc}")
         finally:
             reading.cancel()
-        if state is None:  # the play_media went nowhere: missing, or Home Assistant starting
+        if state is None or state.get("state") == "unavailable":
+            # the play_media went nowhere: missing, or Home Assistant still starting
             return await self._play_read(playback)
         problem = _unplayable(state)
         if problem is not None:

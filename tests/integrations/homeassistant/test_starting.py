@@ -1,10 +1,11 @@
 """A Home Assistant that is still starting: its websocket answers early in its start-up
 (``http`` is set up in bootstrap's stage 0), before its integrations have made their entities,
-so after a restart Oyez is back before the speakers are. A target missing then is waited for
-until Home Assistant runs (or the announcement's ttl runs out), not failed; one missing from a
-running Home Assistant still fails at once. Against the scripted websocket server
-(tests/support/scripted_homeassistant.py): the real one cannot be held in its start-up on
-demand; test_service.py restarts the real one."""
+so after a restart Oyez is back before the speakers are. A target missing then (or
+``unavailable``, as Home Assistant restores a registered entity's state until its integration
+has set it up) is waited for until Home Assistant runs (or the announcement's ttl runs out),
+not failed; one missing or unavailable in a running Home Assistant still fails at once.
+Against the scripted websocket server (tests/support/scripted_homeassistant.py): the real one
+cannot be held in its start-up on demand; test_service.py restarts the real one."""
 
 from __future__ import annotations
 
@@ -138,6 +139,34 @@ async def test_a_speaker_missing_while_home_assistant_starts_plays_once_it_runs(
     assert played(scripted, KITCHEN)[-1] == "play_media"
     sent_after_start = [c for c in scripted.calls if c[1] == "play_media"]
     assert len(sent_after_start) == (2 if mode is SpeakerMode.ANNOUNCE else 1)
+
+
+async def test_a_speaker_restored_unavailable_while_home_assistant_starts_plays_once_it_runs(
+    scripted: ScriptedHomeAssistant, client: HomeAssistantClient
+) -> None:
+    # from homeassistant_start, a registered entity its integration has not set up yet is
+    # "unavailable" with restored: true
+    scripted.core_state = "STARTING"
+    scripted.states = [entity(KITCHEN, "unavailable", restored=True, supported_features=512)]
+    visit = SpeakerVisit(StateReader(client), KITCHEN, SpeakerSettings(), margin_s=0)
+    playing = asyncio.create_task(visit.play(playback(ttl_s=60)))
+    await asyncio.sleep(0.3)
+    assert not playing.done()
+    assert played(scripted, KITCHEN) == []
+    await starts_after(scripted, 0.0, KITCHEN)
+    result = await asyncio.wait_for(playing, 10)
+    assert (result.ok, result.error) == (True, None)
+    assert played(scripted, KITCHEN) == ["play_media"]
+
+
+async def test_a_speaker_unavailable_in_a_running_home_assistant_fails_at_once(
+    scripted: ScriptedHomeAssistant, client: HomeAssistantClient
+) -> None:
+    scripted.states = [entity(KITCHEN, "unavailable", supported_features=512)]
+    visit = SpeakerVisit(StateReader(client), KITCHEN, SpeakerSettings(), margin_s=0)
+    result = await asyncio.wait_for(visit.play(playback(ttl_s=60)), 5)
+    assert (result.ok, result.error) == (False, "the speaker is unavailable in Home Assistant")
+    assert played(scripted, KITCHEN) == []
 
 
 async def test_a_speaker_missing_from_a_running_home_assistant_fails_at_once(
