@@ -24,6 +24,7 @@ from integrations.discord.chat import chars_for, speakable
 from integrations.discord.guilds import GuildSettings, GuildSettingsStore
 from integrations.discord.names import SpeakerTurns, spoken_name
 from integrations.discord.preferences import Preferences
+from integrations.discord.saved_voice import choices, prepare_first
 from integrations.discord.voice import VocalChannel, VoiceConnections
 
 __all__ = ["ChannelReader", "speakable"]
@@ -97,23 +98,23 @@ class ChannelReader:
     ) -> None:
         author = message.author
         assert message.guild is not None
-        chosen = await self.preferences.voice_of(author.id)
+        base = SpeechRequest.build(
+            text=words,
+            source=RequestSource.DISCORD,
+            requester=f"discord:{author.id}",
+            guild=str(message.guild.id),
+            speed=speed,
+        )
+        saved = await self.preferences.voice_of(author.id)
+        named = list(self.pipeline.settings.voices)
         try:
-            request = SpeechRequest.build(
-                text=words,
-                voice=chosen.voice if chosen else server.voice,
-                provider=chosen.provider if chosen else server.provider,
-                source=RequestSource.DISCORD,
-                requester=f"discord:{author.id}",
-                guild=str(message.guild.id),
-                speed=speed,
-            )
-            await self.pipeline.prepare(request)
+            # a saved voice that is gone passes the words on (logged), never drops them
+            prepared, _ = await prepare_first(self.pipeline, choices(base, saved, server, named))
         except (InvalidRequest, ConfigError) as exc:
             log.info("message %s not read: %s", message.id, exc)
             return
         player = await self.voice.player(message.guild, channel)
-        player.enqueue(request, label=author.display_name)
+        player.enqueue(prepared, label=author.display_name)
 
     async def _mention_names(self, message: discord.Message) -> dict[str, str]:
         """Mention id → the name to say: a member's ``/nick`` or cleaned display name, a role's

@@ -29,6 +29,7 @@ from integrations.discord.guilds import GuildSettings, GuildSettingsStore
 from integrations.discord.names import SpeakerTurns, spoken_name
 from integrations.discord.player import QueuedItem
 from integrations.discord.preferences import Preferences
+from integrations.discord.saved_voice import Choice, choices, prepare_first
 from integrations.discord.voice import VoiceConnections
 
 __all__ = ["PREPARE_BUDGET_S", "Say", "check_paid_roles", "say_command"]
@@ -37,14 +38,17 @@ __all__ = ["PREPARE_BUDGET_S", "Say", "check_paid_roles", "say_command"]
 PREPARE_BUDGET_S = 1.5
 
 
-def _reply(utterance: Utterance) -> str:
-    """The edited reply once ``utterance`` has played."""
+def _reply(utterance: Utterance, passed: list[str] | None = None) -> str:
+    """The edited reply once ``utterance`` has played; ``passed``: the saved voices that were
+    gone (:func:`~integrations.discord.saved_voice.prepare_first`)."""
     lines = [
         f"🔊 Said: {utterance.text}",
         f"-# {utterance.voice.label} · {utterance.duration_s:.1f} s",
     ]
     if utterance.cached:
         lines[-1] += " · from the cache"
+    for gone in passed or ():
+        lines.append(f"-# not in {gone} (/voice set chooses another)")
     for note in utterance.fallbacks:
         lines.append(f"-# instead of {note.provider}: {note.reason}")
     return fit(mask_secrets("\n".join(lines)))
@@ -79,6 +83,7 @@ class Say:
         self.turns = turns
         self.arrival = ArrivalOrder()
         self._interactions: dict[str, discord.Interaction] = {}  # by request id
+        self._passed: dict[str, list[str]] = {}  # by request id: voices that were gone
 
     async def __call__(
         self, interaction: discord.Interaction, text: str, voice: str | None, provider: str | None
@@ -92,10 +97,11 @@ class Say:
         self, item: QueuedItem, utterance: Utterance | None, error: BaseException | None
     ) -> None:
         interaction = self._interactions.pop(item.request.id, None)
+        passed = self._passed.pop(item.request.id, [])
         if interaction is None:
             return
         if utterance is not None and error is None:
-            await interaction.edit_original_response(content=_reply(utterance))
+            await interaction.edit_original_response(content=_reply(utterance, passed))
         else:
             await interaction.edit_original_response(
                 content=fit(mask_secrets(f"⚠️ Not said: {error}"))
@@ -117,7 +123,7 @@ class Say:
             raise InvalidRequest(
                 f"That is {len(text)} characters; this server allows {server.max_length}."
             )
-        prepared = await self._prepare(
+        prepared, passed = await self._prepare(
             interaction, await self._request(interaction, server, text, voice, provider)
         )
         check_paid_roles(prepared, interaction.user, server)
@@ -133,6 +139,8 @@ class Say:
             )
             return
         self._interactions[request.id] = interaction
+        if passed:
+            self._passed[request.id] = passed
         position = player.enqueue(prepared, label=interaction.user.display_name, arrived=arrived)
         if position:
             await interaction.edit_original_response(
@@ -146,37 +154,40 @@ class Say:
         text: str,
         voice: str | None,
         provider: str | None,
-    ) -> SpeechRequest:
-        """The request of ``text`` in the voice asked, else the caller's, else the server's."""
+    ) -> list[Choice]:
+        """The request of ``text`` in the voice asked, else in the caller's, else in the
+        server's, else in the default voice: the voices to try, in order (one that is gone
+        passes it on, :mod:`integrations.discord.saved_voice`; one asked is not replaced)."""
         user = interaction.user
         guild_id = interaction.guild_id or 0
         if server.name_prefix and self.turns.name_due(guild_id, user.id, server.xsaid_gap_s):
             text = f"{await spoken_name(user, guild_id, self.preferences)} said: {text}"
-        model = None
-        chosen = await self.preferences.voice_of(user.id) if voice is None else None
-        if chosen is not None and provider in (None, chosen.provider):
-            provider, model, voice = chosen.provider, chosen.model, chosen.voice
-            if voice.casefold() in self.pipeline.settings.voices:
-                provider = None  # a named voice brings its own provider
-        elif voice is None and provider in (None, server.provider):
-            provider, model, voice = parse_voice(server.voice, provider or server.provider)
-        return SpeechRequest.build(
+        base = SpeechRequest.build(
             text=text,
-            voice=voice,
-            provider=provider,
-            model=model,
             source=RequestSource.DISCORD,
             requester=f"discord:{user.id}",
             guild=str(interaction.guild_id),
             speed=await self.preferences.speed_of(user.id) or server.speed,
         )
+        named = list(self.pipeline.settings.voices)
+        if voice is None and provider is None:
+            return choices(base, await self.preferences.voice_of(user.id), server, named)
+        chosen = await self.preferences.voice_of(user.id) if voice is None else None
+        model = None
+        if chosen is not None and provider == chosen.provider:
+            return choices(base, chosen, server, named)[:1]
+        if voice is None and provider == server.provider:
+            provider, model, voice = parse_voice(server.voice, provider)
+        asked = {"provider": provider, "model": model, "voice": voice}
+        return [Choice("the voice asked", base.model_copy(update=asked))]
 
     async def _prepare(
-        self, interaction: discord.Interaction, request: SpeechRequest
-    ) -> PreparedRequest:
-        """``request`` prepared, once; the reply is deferred first when that takes over
+        self, interaction: discord.Interaction, candidates: list[Choice]
+    ) -> tuple[PreparedRequest, list[str]]:
+        """The first of ``candidates`` whose voice is there, prepared, once, and the voices
+        passed over (for the reply); the reply is deferred first when that takes over
         :data:`PREPARE_BUDGET_S` (a cloud provider's voice list may take a while to fetch)."""
-        preparing = asyncio.ensure_future(self.pipeline.prepare(request))
+        preparing = asyncio.ensure_future(prepare_first(self.pipeline, candidates))
         try:
             done, _ = await asyncio.wait({preparing}, timeout=PREPARE_BUDGET_S)
             if not done:
