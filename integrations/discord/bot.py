@@ -102,7 +102,11 @@ class OyezBot(discord.Client):
             credits_command(self.pipeline),
             settings_command(self.pipeline, self.guild_settings, catalogue),
             setup_command(self.settings, self.guild_settings),
-            *playback_commands(self.voice),
+            *playback_commands(
+                self.voice,
+                join_cooldown_s=self.settings.join_cooldown_s,
+                skip_cooldown_s=self.settings.skip_cooldown_s,
+            ),
             ScheduleCommands(self.pipeline, self.schedules),
         ]
         for command in commands:

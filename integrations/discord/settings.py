@@ -51,6 +51,19 @@ class DiscordSettings(BaseModel):
     stream_start_s: float = Field(
         0.2, ge=0, le=5, description="Seconds of a streaming voice encoded before it plays"
     )
+    join_cooldown_s: float = Field(
+        10.0,
+        ge=0,
+        le=3600,
+        description="/join at most once in this many seconds per server (0: no limit)",
+    )
+    skip_cooldown_s: float = Field(
+        10.0,
+        ge=0,
+        le=3600,
+        description="/skip at most once in this many seconds per member (0: no limit): one "
+        "member cannot skip everyone's words",
+    )
 
     shard_count: int | None = Field(
         None,

@@ -7,6 +7,8 @@ deferred reply. Other errors are logged as discord.py logs them. Every reply goe
 
 from __future__ import annotations
 
+import math
+
 import discord
 from discord import app_commands
 
@@ -59,6 +61,11 @@ class OyezCommandTree(app_commands.CommandTree[discord.Client]):
         self, interaction: discord.Interaction, error: app_commands.AppCommandError, /
     ) -> None:
         cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+        if isinstance(cause, app_commands.CommandOnCooldown):
+            name = interaction.command.name if interaction.command else "That command"
+            wait = max(math.ceil(cause.retry_after), 1)
+            await answer(interaction, f"⏳ /{name} was used a moment ago; try again in {wait} s.")
+            return
         if isinstance(cause, OyezError | PaidProviderRefused):
             await answer(interaction, f"⚠️ {cause}")
             return

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Coroutine, Hashable
+from typing import Any, TypeVar
 
 import discord
 from discord import app_commands
@@ -10,6 +11,8 @@ from discord import app_commands
 from integrations.discord.voice import VocalChannel, VoiceConnections
 
 __all__ = ["caller_channel", "playback_commands"]
+
+_Command = TypeVar("_Command", bound=Callable[..., Coroutine[Any, Any, None]])
 
 #: Characters of each text ``/queue`` shows.
 QUEUE_TEXT_CHARS = 80
@@ -37,11 +40,33 @@ async def caller_channel(
     return channel
 
 
-def playback_commands(voice: VoiceConnections) -> list[app_commands.Command[Any, ..., None]]:
-    """The commands that drive ``voice``: join, leave, skip, stop, queue."""
+def _per_server(interaction: discord.Interaction) -> int:
+    return interaction.guild_id or 0
+
+
+def _per_member(interaction: discord.Interaction) -> tuple[int, int]:
+    return interaction.guild_id or 0, interaction.user.id
+
+
+def _cooldown(
+    per_s: float, key: Callable[[discord.Interaction], Hashable]
+) -> Callable[[_Command], _Command]:
+    """Once per ``per_s`` seconds for each ``key`` (discord.py's cooldown check: a use too
+    soon raises ``CommandOnCooldown``, answered by the command tree); none for 0."""
+    if per_s <= 0:
+        return lambda command: command
+    return app_commands.checks.cooldown(1, per_s, key=key)
+
+
+def playback_commands(
+    voice: VoiceConnections, *, join_cooldown_s: float = 0.0, skip_cooldown_s: float = 0.0
+) -> list[app_commands.Command[Any, ..., None]]:
+    """The commands that drive ``voice``: join (at most once per ``join_cooldown_s`` per
+    server), leave, skip (once per ``skip_cooldown_s`` per member), stop, queue."""
 
     @app_commands.command(name="join", description="Join your voice channel")
     @app_commands.guild_only()
+    @_cooldown(join_cooldown_s, _per_server)
     async def join(interaction: discord.Interaction) -> None:
         channel = await caller_channel(interaction, voice)
         if channel is None or interaction.guild is None:
@@ -60,6 +85,7 @@ def playback_commands(voice: VoiceConnections) -> list[app_commands.Command[Any,
 
     @app_commands.command(name="skip", description="Skip what is being said now")
     @app_commands.guild_only()
+    @_cooldown(skip_cooldown_s, _per_member)
     async def skip(interaction: discord.Interaction) -> None:
         player = voice.players.get(interaction.guild_id or 0)
         skipped = player is not None and player.skip()
