@@ -14,11 +14,13 @@ import logging
 
 import discord
 
+from bot.speech import Utterance
 from bot.synthesis.pipeline import SpeechPipeline
 from integrations.discord.audio import VoiceClientOutput
 from integrations.discord.connection import ResumingVoiceClient
 from integrations.discord.guilds import GuildSettingsStore
-from integrations.discord.player import GuildPlayer, Report
+from integrations.discord.history import SpokenHistory
+from integrations.discord.player import GuildPlayer, QueuedItem, Report
 from integrations.discord.settings import DiscordSettings
 
 __all__ = ["JOIN_TIMEOUT_S", "RECONNECT_WAIT_S", "VocalChannel", "VoiceConnections"]
@@ -36,7 +38,8 @@ log = logging.getLogger(__name__)
 
 
 class VoiceConnections:
-    """The guilds' players (``players``, by guild id), each playing through a voice client."""
+    """The guilds' players (``players``, by guild id), each playing through a voice client;
+    what each finished goes to ``history`` (``/history``), then to ``on_done``."""
 
     def __init__(
         self,
@@ -49,9 +52,20 @@ class VoiceConnections:
         self.settings = settings
         self.guild_settings = guild_settings
         self.on_done = on_done
+        self.history = SpokenHistory()
         self.players: dict[int, GuildPlayer] = {}
         self._joining: dict[int, asyncio.Lock] = {}
         self._closing: set[asyncio.Task[None]] = set()  # players of voice clients gone
+
+    async def _done(
+        self,
+        guild_id: int,
+        item: QueuedItem,
+        utterance: Utterance | None,
+        error: BaseException | None,
+    ) -> None:
+        self.history.record(guild_id, item, utterance, error)
+        await self.on_done(item, utterance, error)
 
     async def player(self, guild: discord.Guild, channel: VocalChannel) -> GuildPlayer:
         """The guild's player, connected to ``channel`` (joining or moving as needed; on a
@@ -117,7 +131,7 @@ class VoiceConnections:
                 prefetch=self.settings.prefetch,
                 idle_timeout_s=server.idle_timeout_s or self.settings.idle_timeout_s,
                 on_idle=leave,
-                on_done=self.on_done,
+                on_done=functools.partial(self._done, guild.id),
                 start_s=self.settings.stream_start_s,
             )
             self.players[guild.id] = player

@@ -1,4 +1,5 @@
-"""``/join``, ``/leave``, ``/skip``, ``/stop`` and ``/queue``: the guild's voice and queue."""
+"""``/join``, ``/leave``, ``/skip``, ``/stop``, ``/queue`` and ``/history``: the guild's voice,
+its queue and what it said."""
 
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ def playback_commands(
     voice: VoiceConnections, *, join_cooldown_s: float = 0.0, skip_cooldown_s: float = 0.0
 ) -> list[app_commands.Command[Any, ..., None]]:
     """The commands that drive ``voice``: join (at most once per ``join_cooldown_s`` per
-    server), leave, skip (once per ``skip_cooldown_s`` per member), stop, queue."""
+    server), leave, skip (once per ``skip_cooldown_s`` per member), stop, queue, history."""
 
     @app_commands.command(name="join", description="Join your voice channel")
     @app_commands.guild_only()
@@ -115,4 +116,10 @@ def playback_commands(
         ]
         await interaction.response.send_message("\n".join(lines), ephemeral=True)
 
-    return [join, leave, skip, stop, queue]
+    @app_commands.command(name="history", description="What was said here lately")
+    @app_commands.guild_only()
+    async def history(interaction: discord.Interaction) -> None:
+        listing = voice.history.listing(interaction.guild_id or 0)
+        await interaction.response.send_message(listing, ephemeral=True)
+
+    return [join, leave, skip, stop, queue, history]
