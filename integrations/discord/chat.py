@@ -29,7 +29,7 @@ _SPOILER = re.compile(r"\|\|.+?\|\|", re.DOTALL)
 _URL = re.compile(r"<?https?://(?:www\.)?([^/\s>:?#]+)[^\s>]*>?", re.IGNORECASE)
 _CUSTOM_EMOJI = re.compile(r"<a?:(\w+):\d+>")
 _MENTION = re.compile(r"<(@!?|@&|#)(\d+)>")
-_REPEATED_LETTER = re.compile(r"([^\W\d_])\1{2,}")
+_REPEATED_LETTER = re.compile(r"([^\W\d_])\1{2,}")  # a double letter is spelling
 _REPEATED_SYMBOL = re.compile(r"([^\w\s])\1{3,}")
 _SKIN_TONE = re.compile(r"_(?:medium-light|medium-dark|light|medium|dark)_skin_tone")
 _UNSAID = {"@!": "someone", "@": "someone", "@&": "a role", "#": "a channel"}
@@ -61,10 +61,12 @@ def speakable(
     *,
     emoji: EmojiMode = "name",
     names: Mapping[str, str] | None = None,
+    repeats: int = 2,
 ) -> str:
     """The words to say for a message (raw ``content``, mentions as Discord sends them);
     empty when there is nothing to say. ``names``: mention id → the name to say; a mention
-    not in it is "someone", "a role" or "a channel". ``limit``: characters, at most."""
+    not in it is "someone", "a role" or "a channel". ``limit``: characters, at most. A letter
+    repeated more than ``repeats`` times in a row is said ``repeats`` times."""
     known = names or {}
     text = _CODE_BLOCK.sub(" a code block ", content)
     text = _SPOILER.sub(" spoiler ", text)
@@ -72,7 +74,7 @@ def speakable(
     text = _CUSTOM_EMOJI.sub(lambda m: m.group(1).replace("_", " "), text)
     text = _MENTION.sub(lambda m: known.get(m.group(2)) or _UNSAID[m.group(1)], text)
     text = emoji_names.replace_emoji(text, replace=_emoji_name if emoji == "name" else " ")
-    text = _REPEATED_LETTER.sub(r"\1\1", text)
+    text = _REPEATED_LETTER.sub(lambda m: m.group(0)[:repeats], text)
     text = _REPEATED_SYMBOL.sub(r"\1\1\1", text)
     text = " ".join(text.split())
     text = re.sub(r" ([,.!?;:])", r"\1", text)  # "spoiler ." from "||x||."

@@ -56,6 +56,12 @@ class GuildSettings(BaseModel):
     read_bots: bool = Field(False, description="Read messages of bots and webhooks too")
     read_role: int | None = Field(None, description="Read only members with this role")
     emoji: Literal["name", "drop"] = Field("name", description="Unicode emoji: said or dropped")
+    repeat_limit: int = Field(
+        2,
+        ge=2,
+        le=20,
+        description='A letter repeated more often is said this many times ("soooo" as "soo" at 2)',
+    )
     # settings stored before this field existed read as on
     read_voice_chat: bool = Field(
         True, description="Read the text chat of the voice channel the bot is in"

@@ -81,6 +81,7 @@ class ChannelReader:
             limit,
             emoji=server.emoji,
             names=await self._mention_names(message),
+            repeats=server.repeat_limit,
         )
         if not words:
             return

@@ -46,6 +46,7 @@ def _describe_settings(settings: GuildSettings) -> str:
             + (", only members in my voice channel" if settings.require_voice else ""),
             f"longest message read: {settings.read_max_s:g} s",
             f"emoji: {settings.emoji}",
+            f"repeated letters: at most {settings.repeat_limit} (repeat_limit)",
         ]
     )
 
@@ -132,6 +133,7 @@ def settings_command(
         read_role="Read only members with this role (@everyone: anyone)",
         read_max_s="Longest message read, in seconds of speech",
         emoji="Unicode emoji: say their name, or drop them",
+        repeat_limit='A letter repeated more often is said this many times ("soooo": "soo" at 2)',
     )
     async def settings(  # noqa: PLR0913 - the slash command's options
         interaction: discord.Interaction,
@@ -151,6 +153,7 @@ def settings_command(
         read_role: discord.Role | None = None,
         read_max_s: app_commands.Range[int, 5, 120] | None = None,
         emoji: Literal["name", "drop"] | None = None,
+        repeat_limit: app_commands.Range[int, 2, 20] | None = None,
     ) -> None:
         assert interaction.guild is not None
         current = await guild_settings.get(interaction.guild.id)
@@ -167,6 +170,7 @@ def settings_command(
                 "read_bots": read_bots,
                 "read_max_s": read_max_s,
                 "emoji": emoji,
+                "repeat_limit": repeat_limit,
             }
         )
         changes |= _role_changes(current, paid_role, clear_paid_roles, read_role)

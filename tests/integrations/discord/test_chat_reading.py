@@ -150,6 +150,27 @@ async def test_the_server_chooses_whom_it_reads(
     assert (stored.skip_prefix, stored.read_bots, stored.require_voice) == ("?", True, True)
 
 
+async def test_the_repeat_limit_is_a_server_setting(fake: FakeDiscord, tmp_path: Path) -> None:
+    async with reading(tmp_path) as client:
+        change = await fake.send_interaction("settings", {"repeat_limit": 4})
+        shown = (await fake.wait_for_response(change)).data["content"]
+        assert "repeated letters: at most 4 (repeat_limit)" in shown
+        refused = await fake.send_interaction("settings", {"repeat_limit": 1})
+        answer = await fake.wait_for_response(refused)
+        assert answer.data["content"] == (
+            "⚠️ Not saved: repeat_limit: Input should be greater than or equal to 2"
+        )
+        await fake.send_message("Nooooooooo way", user=ALICE)
+        await fake.wait_for(
+            lambda: client.voice.history.recent(int(GUILD_ID)), timeout_s=60, what="it read"
+        )
+        (read,) = client.voice.history.recent(int(GUILD_ID))
+        assert read.text == "Alice said: Noooo way"
+    with sqlite3.connect(state_path(tmp_path / "data")) as db:
+        (row,) = db.execute("SELECT settings FROM discord_guild_settings").fetchall()
+    assert GuildSettings.model_validate_json(row[0]).repeat_limit == 4  # not the refused 1
+
+
 async def test_emoji_dropped_and_long_messages_cut_in_seconds(
     fake: FakeDiscord, tmp_path: Path, transcriber: Transcriber
 ) -> None:

@@ -48,6 +48,19 @@ def test_chat_is_cleaned_for_speech(content: str, said: str) -> None:
     assert speakable(content, [], 300, names=names) == said
 
 
+@pytest.mark.parametrize(
+    ("repeats", "said"),
+    [
+        (2, "Yess, soo good, coffee"),
+        (3, "Yesss, sooo good, coffee"),
+        (5, "Yesssss, sooo good, coffee"),
+    ],
+)
+def test_the_servers_repeat_limit_cuts_repeated_letters(repeats: int, said: str) -> None:
+    # a double letter is spelling ("coffee"), never cut
+    assert speakable("Yesssssss, sooo good, coffee", [], 300, repeats=repeats) == said
+
+
 def test_emoji_can_be_dropped() -> None:
     assert speakable("I love 🍕 and 👍🏽!", [], 300, emoji="drop") == "I love and!"
 
