@@ -36,6 +36,7 @@ from bot.speech import AudioChunk, AudioEncoding, OutputProfile, Utterance, Voic
 
 __all__ = [
     "FRAME_S",
+    "STREAM_PROBE",
     "LiveUtterance",
     "OpusStreamEncoder",
     "PcmStreamEncoder",
@@ -58,6 +59,11 @@ GAIN_TOLERANCE_DB = 0.5
 #: before the copy the cache keeps is normalised again (the goal: within 1 LU; whole
 #: utterances are brought within :data:`~bot.audio.transcode.TOLERANCE_LU`).
 STREAM_TOLERANCE_LU = 1.0
+
+
+#: ffmpeg's input options for a stream: probe no more than its first frame (by default ffmpeg
+#: reads ~0.8 s of an MP3 or AAC stream before it decodes any; bench/stream_start.py).
+STREAM_PROBE: tuple[str, ...] = ("-probesize", "32", "-analyzeduration", "0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,9 +124,7 @@ class OpusStreamEncoder:
         return [
             self.transcoder.ffmpeg,
             *("-hide_banner", "-nostdin", "-nostats", "-loglevel", "info"),
-            # probe no more than the first frame: by default ffmpeg reads ~0.8 s of an MP3 or
-            # AAC stream before it decodes any (tests/synthesis/test_streaming.py)
-            *("-probesize", "32", "-analyzeduration", "0"),
+            *STREAM_PROBE,
             *ffmpeg_input_args(stream.encoding, stream.sample_rate, stream.channels),
             "-i",
             "pipe:0",
@@ -168,6 +172,10 @@ class OpusStreamEncoder:
             if unwrapped is None:
                 return  # the header is still coming
             chunk = unwrapped
+        await self._encode(chunk)
+
+    async def _encode(self, chunk: AudioChunk) -> None:
+        """``chunk`` to ffmpeg (started, or started again, for its format)."""
         if not chunk.data:
             return
         wanted = StreamFormat.of(chunk)

@@ -76,6 +76,7 @@ async def test_commands_are_synced(
         "skip",
         "stop",
         "queue",
+        "history",
         "schedule",
         "nick",
         "dictionary",
