@@ -62,7 +62,8 @@ STREAM_TOLERANCE_LU = 1.0
 
 
 #: ffmpeg's input options for a stream: probe no more than its first frame (by default ffmpeg
-#: reads ~0.8 s of an MP3 or AAC stream before it decodes any; bench/stream_start.py).
+#: reads over a second of an MP3 or AAC stream sent at the pace of playback before it decodes
+#: any: bench/stream_start.py).
 STREAM_PROBE: tuple[str, ...] = ("-probesize", "32", "-analyzeduration", "0")
 
 
