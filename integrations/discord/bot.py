@@ -148,6 +148,7 @@ class OyezBot(discord.Client):
     ) -> None:
         self.announcements.played(item, utterance, error)
         await self.say.played(item, utterance, error)
+        await self.reader.played(item, utterance, error)
 
     async def _leave_voice(self) -> None:
         """Leave every voice channel at once, for at most :data:`LEAVE_TIMEOUT_S`: discord.py's

@@ -18,11 +18,14 @@ import re
 import discord
 
 from bot.errors import ConfigError, InvalidRequest
-from bot.speech import RequestSource, SpeechRequest
+from bot.ops.logs import mask_secrets
+from bot.speech import RequestSource, SpeechRequest, Utterance
 from bot.synthesis.pipeline import SpeechPipeline
 from integrations.discord.chat import chars_for, speakable
+from integrations.discord.commands.errors import fit
 from integrations.discord.guilds import GuildSettings, GuildSettingsStore
 from integrations.discord.names import SpeakerTurns, spoken_name
+from integrations.discord.player import QueuedItem
 from integrations.discord.preferences import Preferences
 from integrations.discord.saved_voice import choices, prepare_first
 from integrations.discord.voice import VocalChannel, VoiceConnections
@@ -32,6 +35,8 @@ __all__ = ["ChannelReader", "speakable"]
 log = logging.getLogger(__name__)
 
 _MENTION = re.compile(r"<(@!?|@&|#)(\d+)>")
+#: Seconds before a guild is told again of the same reading problem.
+NOTICE_GAP_S = 3600.0
 
 
 class ChannelReader:
@@ -52,6 +57,11 @@ class ChannelReader:
         self.voice = voice
         self.turns = turns
         self._in_order: dict[int, asyncio.Lock] = {}
+        #: The channel each queued message came from, by request id (for :meth:`played`).
+        self._from: dict[str, discord.abc.Messageable] = {}
+        #: When each guild was last told that its messages are read in another voice or not
+        #: at all (loop time), by (guild id, what it was told).
+        self._told: dict[tuple[int, str], float] = {}
 
     async def read(self, message: discord.Message) -> None:
         """Queue ``message`` in the guild's player if it is to be read aloud, after the guild's
@@ -115,7 +125,39 @@ class ChannelReader:
             log.info("message %s not read: %s", message.id, exc)
             return
         player = await self.voice.player(message.guild, channel)
+        self._from[prepared.request.id] = message.channel
         player.enqueue(prepared, label=author.display_name)
+
+    async def played(
+        self, item: QueuedItem, utterance: Utterance | None, error: BaseException | None
+    ) -> None:
+        """After a message read aloud: when another provider had to read it (the member's
+        is down, out of credits…) or none could, say so in its channel, once per guild and
+        problem in :data:`NOTICE_GAP_S` (a reader of the channel otherwise hears the voice
+        change, or nothing, and never knows why). Never raises."""
+        channel = self._from.pop(item.request.id, None)
+        guild = item.request.guild
+        if channel is None or guild is None:
+            return
+        if utterance is not None and error is None:
+            if not utterance.fallbacks:
+                return
+            note = utterance.fallbacks[0]
+            key = f"fallback:{note.provider}"
+            text = f"🔁 Reading in {utterance.voice.label} for now: {note.provider}: {note.reason}"
+        elif error is not None and not isinstance(error, asyncio.CancelledError):
+            key, text = "failed", f"⚠️ Messages are not being read aloud: {error}"
+        else:
+            return
+        now = asyncio.get_running_loop().time()
+        told = self._told.get((int(guild), key))
+        if told is not None and now - told < NOTICE_GAP_S:
+            return
+        self._told[(int(guild), key)] = now
+        try:
+            await channel.send(fit(mask_secrets(text)))
+        except discord.DiscordException as exc:
+            log.warning("guild %s: could not post a reading notice: %s", guild, exc)
 
     async def _mention_names(self, message: discord.Message) -> dict[str, str]:
         """Mention id → the name to say: a member's ``/nick`` or cleaned display name, a role's
