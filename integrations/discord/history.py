@@ -81,8 +81,11 @@ class SpokenHistory:
         if not items:
             return "Nothing has been said in this server since Oyez started."
         lines: list[str] = []
+        used = 0
         for item in items:
-            if sum(len(line) + 1 for line in lines) + len(item.line()) > LISTING_CHARS:
+            line = item.line()
+            if used + len(line) > LISTING_CHARS:
                 break
-            lines.append(item.line())
+            lines.append(line)
+            used += len(line) + 1
         return fit("\n".join([f"The last {len(lines)} said here, newest first:", *lines]))

@@ -76,6 +76,13 @@ async def read_one(fake: FakeDiscord, client: OyezBot, text: str) -> None:
     )
 
 
+async def read_in_together(fake: FakeDiscord, client: OyezBot, text: str) -> None:
+    """The server reads #general in Together's af_heart; ``text`` is read."""
+    server = GuildSettings(read_channel=int(TEXT_CHANNEL_ID), provider="together", voice="af_heart")
+    await client.guild_settings.put(int(GUILD_ID), server)
+    await read_one(fake, client, text)
+
+
 async def test_a_fallback_voice_is_announced_once_per_outage(
     fake: FakeDiscord, together: FakeTogether, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -83,11 +90,7 @@ async def test_a_fallback_voice_is_announced_once_per_outage(
     client, pipeline = await reading_bot(tmp_path, together)
     try:
         async with running(client):
-            server = GuildSettings(
-                read_channel=int(TEXT_CHANNEL_ID), provider="together", voice="af_heart"
-            )
-            await client.guild_settings.put(int(GUILD_ID), server)
-            await read_one(fake, client, "The dinner is ready.")
+            await read_in_together(fake, client, "The dinner is ready.")
             await fake.wait_for(lambda: notices(fake), timeout_s=10, what="the notice")
             (notice,) = notices(fake)
             assert notice.startswith("🔁 Reading in piper/en_US-joe-medium for now: together: ")
@@ -111,11 +114,7 @@ async def test_messages_no_voice_can_read_are_announced(
     client, pipeline = await reading_bot(tmp_path, together, fallback=[])
     try:
         async with running(client):
-            server = GuildSettings(
-                read_channel=int(TEXT_CHANNEL_ID), provider="together", voice="af_heart"
-            )
-            await client.guild_settings.put(int(GUILD_ID), server)
-            await read_one(fake, client, "The dinner is ready.")
+            await read_in_together(fake, client, "The dinner is ready.")
             await fake.wait_for(lambda: notices(fake), timeout_s=10, what="the notice")
             (notice,) = notices(fake)
             assert notice.startswith("⚠️ Messages are not being read aloud: ")
