@@ -19,17 +19,19 @@ import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
+from bot.audio.live import LiveUtterance
 from bot.errors import OyezError, RequestExpired
 from bot.ops.metrics import QUEUE_DEPTH, TIME_TO_FIRST_AUDIO
 from bot.speech import SpeechRequest, Utterance
 from bot.synthesis.prepared import PreparedRequest, Segment, join_utterances
 from integrations.discord.feed import OpusFeed, Production, Segments, fill
 
-__all__ = ["GuildPlayer", "QueuedItem", "Report", "VoiceOutput"]
+__all__ = ["GuildPlayer", "QueuedItem", "Report", "Skipped", "VoiceOutput"]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 #: Extra seconds a play may take beyond the utterance's duration before it is cut (a stuck
 #: voice connection must not block the queue).
@@ -37,6 +39,17 @@ PLAY_MARGIN_S = 5.0
 #: Seconds an item waits for a dropped voice connection to come back (discord.py reconnects it
 #: on its own) before it is given up, reported as not played.
 RECONNECT_WAIT_S = 20.0
+
+
+class Skipped(Exception):
+    """An item cut (``/skip``, ``/stop``, the player closing) before any of it was said: its
+    report's error. Not a failure: nothing is wrong with the voice or the provider."""
+
+
+#: why each way of cutting an item cut it, as its report says
+SKIPPED = "skipped before it was said"
+STOPPED = "dropped by /stop"
+CLOSED = "dropped: Oyez left the voice channel"
 
 
 class VoiceOutput(Protocol):
@@ -66,6 +79,7 @@ class QueuedItem:
     #: the request as the front end already prepared it, so it is not prepared again
     prepared: PreparedRequest | None = field(compare=False, default=None, repr=False)
     production: Production | None = field(compare=False, default=None, repr=False)
+    reported: bool = field(compare=False, default=False, repr=False)  # on_done has it
 
 
 Report = Callable[[QueuedItem, Utterance | None, BaseException | None], Awaitable[None]]
@@ -100,7 +114,10 @@ class GuildPlayer:
         self._seq = itertools.count()
         self._wakeup = asyncio.Event()
         self._current: QueuedItem | None = None
+        #: set when the current item has ended or is cut; ``_cut`` says why it was cut
         self._finished: asyncio.Event | None = None
+        self._cut = SKIPPED
+        self._reports: set[asyncio.Task[None]] = set()  # of items dropped from the queue
         self._task = asyncio.create_task(self._run(), name="oyez-guild-player")
         _players.add(self)
 
@@ -133,33 +150,44 @@ class GuildPlayer:
         """What is playing (first) and what waits, in play order."""
         return ([self._current] if self._current else []) + list(self._queue)
 
-    def skip(self) -> bool:
-        """Cut the current item. Returns False when nothing was playing."""
+    def skip(self, why: str = SKIPPED) -> bool:
+        """Cut the current item: what plays stops; one still being made is not played
+        (reported :class:`Skipped` with ``why``). Returns False when nothing was playing."""
         if self._current is None:
             return False
-        self.output.stop()
-        if self._finished is not None:
+        if self._finished is not None and not self._finished.is_set():
+            self._cut = why
             self._finished.set()
+        self.output.stop()
         return True
 
-    def stop(self) -> int:
-        """Empty the queue and cut the current item; returns how many items were dropped."""
-        dropped = len(self._queue)
-        for item in self._queue:
+    def stop(self, why: str = STOPPED) -> int:
+        """Empty the queue and cut the current item; returns how many items were dropped.
+        Each is reported :class:`Skipped` with ``why`` (its ``/say`` reply says so)."""
+        dropped = list(self._queue)
+        self._queue.clear()
+        for item in dropped:
             if item.production is not None:
                 item.production.cancel()
-        self._queue.clear()
-        self.skip()
-        return dropped
+            self._report_soon(item, Skipped(why))
+        self.skip(why)
+        return len(dropped)
+
+    def _report_soon(self, item: QueuedItem, error: BaseException) -> None:
+        report = asyncio.create_task(self._report(item, None, error))
+        self._reports.add(report)
+        report.add_done_callback(self._reports.discard)
 
     async def close(self) -> None:
         """Stop and end the player. Safe from its own callbacks (``on_idle`` may close it)."""
-        self.stop()
+        self.stop(CLOSED)
         self._task.cancel()
         if asyncio.current_task() is self._task:
             return  # called from on_idle/on_done: the cancellation ends the task after this
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+        if self._reports:
+            await asyncio.wait(self._reports)
 
     # -- inside --------------------------------------------------------------------------------
 
@@ -194,22 +222,43 @@ class GuildPlayer:
                     await self.on_idle()
                 await self._wait_for_work()
                 continue
-            self._current = item
+            self._current, self._finished = item, asyncio.Event()
             self._prefetch()
             try:
-                await self._play(item)
+                await self._play(item, self._finished)
+            except asyncio.CancelledError:  # the player is closing: the item is not said
+                if not item.reported:
+                    self._report_soon(item, Skipped(self._cut))
+                raise
             finally:
-                self._current = None
+                self._current = self._finished = None
                 self._prefetch()
 
     async def _wait_for_work(self) -> None:
         self._wakeup.clear()
         await self._wakeup.wait()
 
-    async def _play(self, item: QueuedItem) -> None:
-        production = self._start(item)
+    async def _unless_cut(self, step: Awaitable[_T], finished: asyncio.Event) -> _T:
+        """``step``'s result, or :class:`Skipped` as soon as the current item is cut before
+        ``step`` is done (a synthesis waiting out a rate limit must not hold up ``/skip``)."""
+        task = asyncio.ensure_future(step)
+        cut = asyncio.create_task(finished.wait())
         try:
-            first = await production.next()
+            await asyncio.wait([task, cut], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            cut.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.wait([task])
+        if task.cancelled() and finished.is_set():
+            raise Skipped(self._cut)
+        return task.result()
+
+    async def _play(self, item: QueuedItem, finished: asyncio.Event) -> None:
+        production = self._start(item)
+        first: Segment | None = None
+        try:
+            first = await self._unless_cut(production.next(), finished)
             assert first is not None  # a text has at least one sentence
             speech: Utterance | Segment = first
             if first.count == 1 and isinstance(first.speech, Utterance):
@@ -217,27 +266,35 @@ class GuildPlayer:
             overdue = item.request.overdue_s()
             if overdue > 0:
                 raise RequestExpired(item.request.id, overdue, "while it waited in the queue")
+            if finished.is_set():
+                raise Skipped(self._cut)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise  # the player itself is closing
-            return  # /stop cancelled this item's synthesis
-        except (OyezError, Exception) as exc:  # reported, and the queue goes on
-            log.warning("request %s: not played: %s", item.request.id, exc)
-            await self._report(item, None, exc)
             await production.aclose()
+            await self._report(item, None, Skipped("its synthesis was cancelled"))
+            return
+        except (OyezError, Exception) as exc:  # reported, and the queue goes on
+            if not isinstance(exc, Skipped):
+                log.warning("request %s: not played: %s", item.request.id, exc)
+            if first is not None and isinstance(first.speech, LiveUtterance):
+                first.speech.cancel()  # a stream it began is not read
+            await production.aclose()
+            await self._report(item, None, exc)
             return
         try:
             if isinstance(speech, Segment):
-                await self._play_feed(item, speech, production)
+                await self._play_feed(item, speech, production, finished)
             else:
-                await self._play_utterance(item, speech)
+                await self._play_utterance(item, speech, finished)
         finally:
             await production.aclose()
 
-    async def _play_utterance(self, item: QueuedItem, utterance: Utterance) -> None:
+    async def _play_utterance(
+        self, item: QueuedItem, utterance: Utterance, finished: asyncio.Event
+    ) -> None:
         loop = asyncio.get_running_loop()
-        finished = self._finished = asyncio.Event()
         failure: list[Exception] = []
 
         def done(error: Exception | None) -> None:  # called from discord.py's player thread
@@ -246,11 +303,12 @@ class GuildPlayer:
             loop.call_soon_threadsafe(finished.set)
 
         try:
-            await self._reconnected()
+            await self._unless_cut(self._reconnected(), finished)
             self.output.play_opus(utterance.audio, done)
             _first_audio(item)
         except Exception as exc:  # e.g. "Not connected to voice": reported, the queue goes on
-            log.warning("request %s: not played: %s", item.request.id, exc)
+            if not isinstance(exc, Skipped):
+                log.warning("request %s: not played: %s", item.request.id, exc)
             await self._report(item, None, exc)
             return
         try:
@@ -259,11 +317,11 @@ class GuildPlayer:
         except TimeoutError:
             log.warning("request %s: playback stuck; cut", item.request.id)
             self.output.stop()
-        finally:
-            self._finished = None
         await self._report(item, utterance, failure[0] if failure else None)
 
-    async def _play_feed(self, item: QueuedItem, first: Segment, production: Production) -> None:
+    async def _play_feed(
+        self, item: QueuedItem, first: Segment, production: Production, finished: asyncio.Event
+    ) -> None:
         """Play ``item`` segment by segment as one Opus stream, starting once ``start_s``
         seconds of it are encoded; report it once, as one utterance, when it has played."""
         loop = asyncio.get_running_loop()
@@ -273,7 +331,6 @@ class GuildPlayer:
             fill(feed, first, production, parts, start_s=self.start_s, ready=ready),
             name="oyez-feed",
         )
-        finished = self._finished = asyncio.Event()
         failure: list[BaseException] = []
 
         def done(error: Exception | None) -> None:  # called from discord.py's player thread
@@ -282,7 +339,7 @@ class GuildPlayer:
             loop.call_soon_threadsafe(finished.set)
 
         try:
-            await ready.wait()
+            await self._unless_cut(ready.wait(), finished)
             if first.lead_s and first.next_made is not None and not filling.done():
                 # so that the next sentence is made before this one has been said
                 with contextlib.suppress(TimeoutError):
@@ -293,8 +350,8 @@ class GuildPlayer:
                 error = filling.exception() if not filling.cancelled() else None
                 raise error or RuntimeError("no audio")
             if finished.is_set():
-                raise RuntimeError("skipped before it was said")
-            await self._reconnected()
+                raise Skipped(self._cut)
+            await self._unless_cut(self._reconnected(), finished)
             self.output.play_feed(feed, done)
             _first_audio(item)
             await self._watch(item, feed, finished)
@@ -303,11 +360,11 @@ class GuildPlayer:
                     "request %s: %d late frames sent as silence", item.request.id, feed.underruns
                 )
         except Exception as exc:  # not played: reported, and the queue goes on
-            log.warning("request %s: not played: %s", item.request.id, exc)
+            if not isinstance(exc, Skipped):
+                log.warning("request %s: not played: %s", item.request.id, exc)
             failure.append(exc)
             parts.clear()
         finally:
-            self._finished = None
             filling.cancel()
             await asyncio.wait([filling])
             await production.aclose()  # before the report: nothing of it is left running
@@ -343,6 +400,7 @@ class GuildPlayer:
     async def _report(
         self, item: QueuedItem, utterance: Utterance | None, error: BaseException | None
     ) -> None:
+        item.reported = True
         if self.on_done is not None:
             try:
                 await self.on_done(item, utterance, error)

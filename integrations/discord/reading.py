@@ -25,7 +25,7 @@ from integrations.discord.chat import chars_for, speakable
 from integrations.discord.commands.errors import fit
 from integrations.discord.guilds import GuildSettings, GuildSettingsStore
 from integrations.discord.names import SpeakerTurns, spoken_name
-from integrations.discord.player import QueuedItem
+from integrations.discord.player import QueuedItem, Skipped
 from integrations.discord.preferences import Preferences
 from integrations.discord.saved_voice import choices, prepare_first
 from integrations.discord.voice import VocalChannel, VoiceConnections
@@ -145,7 +145,7 @@ class ChannelReader:
             note = utterance.fallbacks[0]
             key = f"fallback:{note.provider}"
             text = f"🔁 Reading in {utterance.voice.label} for now: {note.provider}: {note.reason}"
-        elif error is not None and not isinstance(error, asyncio.CancelledError):
+        elif error is not None and not isinstance(error, asyncio.CancelledError | Skipped):
             key, text = "failed", f"⚠️ Messages are not being read aloud: {error}"
         else:
             return

@@ -27,7 +27,7 @@ from integrations.discord.commands.errors import PaidProviderRefused, fit
 from integrations.discord.commands.playback import caller_channel
 from integrations.discord.guilds import GuildSettings, GuildSettingsStore
 from integrations.discord.names import SpeakerTurns, spoken_name
-from integrations.discord.player import QueuedItem
+from integrations.discord.player import QueuedItem, Skipped
 from integrations.discord.preferences import Preferences
 from integrations.discord.saved_voice import Choice, choices, prepare_first
 from integrations.discord.voice import VoiceConnections
@@ -103,8 +103,9 @@ class Say:
         if utterance is not None and error is None:
             await interaction.edit_original_response(content=_reply(utterance, passed))
         else:
+            mark = "⏭️" if isinstance(error, Skipped) else "⚠️"  # a member's choice, not a fault
             await interaction.edit_original_response(
-                content=fit(mask_secrets(f"⚠️ Not said: {error}"))
+                content=fit(mask_secrets(f"{mark} Not said: {error}"))
             )
 
     async def _say(
@@ -197,8 +198,10 @@ class Say:
             preparing.cancel()  # a no-op once finished; else the defer failed or we were cancelled
 
 
-def say_command(say: Say) -> app_commands.Command[Any, ..., None]:
-    @app_commands.command(name="say", description="Speak in your voice channel")
+def say_command(say: Say, name: str = "say") -> app_commands.Command[Any, ..., None]:
+    """``/say`` (or the same command under ``name``: ``/tts``, as other TTS bots call it)."""
+
+    @app_commands.command(name=name, description="Speak in your voice channel")
     @app_commands.describe(
         text="What to say", voice="A voice (see /voices)", provider="A TTS provider"
     )

@@ -64,8 +64,9 @@ async def test_skip_is_once_per_member_in_its_cooldown(fake: FakeDiscord, tmp_pa
             await asyncio.sleep(0.3)
             assert len(player.pending()) == waiting  # it skipped nothing
             assert await reply(fake, "skip", user=BOB) == "Skipped."  # another member may
-            await asyncio.sleep(0.3)
-            assert len(player.pending()) == waiting - 1
+            await fake.wait_for(
+                lambda: len(player.pending()) == waiting - 1, what="Bob's skip to skip"
+            )
     finally:
         await pipeline.aclose()
 

@@ -11,7 +11,15 @@ import pytest
 
 from bot.errors import RequestExpired
 from bot.speech import Priority, SpeechRequest, Utterance
-from integrations.discord.player import PLAY_MARGIN_S, GuildPlayer, QueuedItem
+from integrations.discord.player import (
+    CLOSED,
+    PLAY_MARGIN_S,
+    SKIPPED,
+    STOPPED,
+    GuildPlayer,
+    QueuedItem,
+    Skipped,
+)
 from tests.support.player import RecordingOutput, Speaker, now
 
 
@@ -77,6 +85,64 @@ async def test_skip_cuts_the_current_one() -> None:
     assert end is not None
     assert end - start == pytest.approx(1.5, abs=0.1)  # cut, not the full 7 s
     assert following[0] == "next"
+
+
+class Reports:
+    """The player's ``on_done``: each item's text, whether it was said, its error, and when."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[str, bool, BaseException | None, float]] = []
+
+    async def __call__(
+        self, item: QueuedItem, utterance: Utterance | None, error: BaseException | None
+    ) -> None:
+        self.got.append((item.request.text, utterance is not None, error, now()))
+
+
+@pytest.mark.looptime
+async def test_skip_while_the_current_one_is_still_being_made() -> None:
+    """A skip before the current item's audio is ready: it is never played, its report says
+    so at once (a synthesis waiting out a rate limit does not hold the queue up), the next
+    one plays."""
+    output, reports = RecordingOutput(), Reports()
+    player = GuildPlayer(output, Speaker(synthesis_s=30).segments, on_done=reports, prefetch=0)
+    player.enqueue(SpeechRequest(text="slow to make"))
+    player.enqueue(SpeechRequest(text="next"))
+    await asyncio.sleep(1)
+    assert output.played == []
+    assert player.skip()
+    await asyncio.sleep(0.01)
+    (text, said, error, at), *_ = reports.got
+    assert (text, said) == ("slow to make", False)
+    assert isinstance(error, Skipped)
+    assert str(error) == SKIPPED
+    assert at == pytest.approx(1.0, abs=0.01)
+    await settle(output, 1)
+    await player.close()
+    assert [p[0] for p in output.played] == ["next"]
+
+
+@pytest.mark.looptime
+async def test_stop_reports_what_it_dropped() -> None:
+    output, reports = RecordingOutput(), Reports()
+    player = GuildPlayer(output, Speaker(synthesis_s=30).segments, on_done=reports)
+    for text in ("one", "two", "three"):
+        player.enqueue(SpeechRequest(text=text))
+    await asyncio.sleep(1)  # all three are being made
+    assert player.stop() == 2
+    await asyncio.sleep(0.1)
+    assert sorted((t, said, str(e)) for t, said, e, _ in reports.got) == [
+        ("one", False, STOPPED),
+        ("three", False, STOPPED),
+        ("two", False, STOPPED),
+    ]
+    assert all(isinstance(e, Skipped) for *_, e, _ in reports.got)
+    player.enqueue(SpeechRequest(text="four"))
+    await asyncio.sleep(0.1)
+    await player.close()
+    assert reports.got[-1][:2] == ("four", False)
+    assert str(reports.got[-1][2]) == CLOSED
+    assert output.played == []
 
 
 @pytest.mark.looptime

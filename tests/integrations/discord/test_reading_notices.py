@@ -52,8 +52,7 @@ async def reading_bot(
     settings = config.load(
         data_dir=tmp_path / "data",
         providers={"together": {"base_url": together.base_url, "api_key": KEY}},
-        rate_limits={"retries": 0},
-        **more,
+        **({"rate_limits": {"retries": 0}} | more),
     )
     pipeline = SpeechPipeline(settings)
     client = OyezBot(pipeline, DiscordSettings(read_messages=True), **client_options())
@@ -120,5 +119,34 @@ async def test_messages_no_voice_can_read_are_announced(
             assert notice.startswith("⚠️ Messages are not being read aloud: ")
             (failed,) = client.voice.history.recent(int(GUILD_ID))
             assert failed.error is not None
+    finally:
+        await pipeline.aclose()
+
+
+async def test_a_message_skipped_before_it_is_read_is_no_failure(
+    fake: FakeDiscord, together: FakeTogether, tmp_path: Path
+) -> None:
+    """/skip while the message waits out Together's rate limit: it is not read, at once, and
+    the channel is not told that reading is broken (a member chose it)."""
+    together.inject_rate_limit(retry_after=30)
+    client, pipeline = await reading_bot(tmp_path, together, rate_limits={"retries": 2})
+    try:
+        async with running(client):
+            server = GuildSettings(
+                read_channel=int(TEXT_CHANNEL_ID), provider="together", voice="af_heart"
+            )
+            await client.guild_settings.put(int(GUILD_ID), server)
+            await fake.send_message("The dinner is ready.", user=ALICE)
+            await fake.wait_for(
+                lambda: together.requests_to("/v1/audio/speech"), timeout_s=30, what="the call"
+            )
+            skip = await fake.send_interaction("skip", {}, user=ALICE)
+            assert (await fake.wait_for_response(skip)).data["content"] == "Skipped."
+            (skipped,) = await fake.wait_for(
+                lambda: client.voice.history.recent(int(GUILD_ID)), timeout_s=5, what="history"
+            )
+            assert skipped.error == "skipped before it was said"
+            assert fake.voice.voice_frames() == []
+            assert notices(fake) == []
     finally:
         await pipeline.aclose()
