@@ -434,6 +434,12 @@ def test_reference_lists_every_key_with_its_variable_and_default() -> None:
     assert rows["audio.ffmpeg_path"].meaning.startswith("ffmpeg binary.")
 
 
+def test_every_key_of_the_reference_says_what_it_means() -> None:
+    """From the example file's comment, else the field's description: no blank row."""
+    blank = [row.key for row in configschema.reference_rows() if not row.meaning.strip()]
+    assert blank == []
+
+
 def test_example_comments_skip_commented_out_examples() -> None:
     text = (
         "# Top.\n"

@@ -133,7 +133,9 @@ class LimitSettings(BaseModel):
     requests_per_minute: float | None = Field(
         None, gt=0, description="Calls started per window_s (despite the name, per window)"
     )
-    max_concurrent: int | None = Field(None, ge=1)
+    max_concurrent: int | None = Field(
+        None, ge=1, description="Calls running at once (none: no limit but the provider's)"
+    )
     window_s: float = Field(60.0, gt=0, le=86400, description="The provider's window, seconds")
 
 
@@ -149,7 +151,9 @@ class RateLimitSettings(BaseModel):
         default_factory=dict, description='Per "provider/model": a bucket of its own'
     )
     backoff_base_s: float = Field(1.0, gt=0, le=60)
-    backoff_cap_s: float = Field(60.0, gt=0, le=3600)
+    backoff_cap_s: float = Field(
+        60.0, gt=0, le=3600, description="Longest wait after a 429 that gave no hint, seconds"
+    )
     retries: int = Field(2, ge=0, le=10, description="Retries of a 5xx, timeout or lost connection")
 
 
@@ -351,11 +355,16 @@ class NamedVoice(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    provider: str
-    model: str | None = None
-    voice: str | None = None
-    options: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
-    description: str | None = None
+    provider: str = Field(description="The provider (section name under providers) to speak")
+    model: str | None = Field(None, description="Its model; none: the provider's default")
+    voice: str | None = Field(None, description="Its voice id; none: the provider's default")
+    options: dict[str, str | int | float | bool | None] = Field(
+        default_factory=dict,
+        description="Provider options sent with each request (e.g. exaggeration: 0.7)",
+    )
+    description: str | None = Field(
+        None, description="Shown by oyez voices, /voices and Home Assistant's voice list"
+    )
 
 
 class HttpSettings(BaseModel):
@@ -389,8 +398,8 @@ class DiscordChannel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    guild_id: int = Field(gt=0)
-    channel_id: int = Field(gt=0)
+    guild_id: int = Field(gt=0, description="The Discord server's id")
+    channel_id: int = Field(gt=0, description="Its voice (or stage) channel's id")
 
     def __str__(self) -> str:
         return f"discord:{self.guild_id}/{self.channel_id}"
@@ -404,8 +413,8 @@ class QuietHours(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    start: time
-    end: time
+    start: time = Field(description='When quiet hours begin, "HH:MM" in time_zone')
+    end: time = Field(description='When they end, "HH:MM"; before start: the next day')
 
     def contains(self, moment: time) -> bool:
         if self.start <= self.end:

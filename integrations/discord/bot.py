@@ -95,6 +95,7 @@ class OyezBot(discord.Client):
         catalogue = VoiceCatalogue(self.pipeline)
         commands: list[app_commands.Command[Any, ..., None] | app_commands.Group] = [
             say_command(self.say),
+            say_command(self.say, "tts"),
             VoiceCommands(self.pipeline, self.preferences, catalogue, self.guild_settings),
             nick_command(self.preferences),
             DictionaryCommands(self.dictionary),

@@ -85,7 +85,7 @@ class OpenAISettings(BaseModel):
         None, description=f"Sent as a bearer token; else ${API_KEY_ENV} for the 'openai' instance"
     )
     model: str = "tts-1"
-    default_voice: str = "alloy"
+    default_voice: str = Field("alloy", description="Voice used when a request names none")
     response_format: ResponseFormat = "mp3"
     stream: bool = Field(True, description="Ask for a chunked body and play it as it arrives")
     voices: list[str] | None = Field(

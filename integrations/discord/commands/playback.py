@@ -63,7 +63,8 @@ def playback_commands(
     voice: VoiceConnections, *, join_cooldown_s: float = 0.0, skip_cooldown_s: float = 0.0
 ) -> list[app_commands.Command[Any, ..., None]]:
     """The commands that drive ``voice``: join (at most once per ``join_cooldown_s`` per
-    server), leave, skip (once per ``skip_cooldown_s`` per member), stop, queue, history."""
+    server), leave, skip (once per ``skip_cooldown_s`` per member), stop (also as clear), queue,
+    history."""
 
     @app_commands.command(name="join", description="Join your voice channel")
     @app_commands.guild_only()
@@ -93,14 +94,19 @@ def playback_commands(
         message = "Skipped." if skipped else "Nothing is being said."
         await interaction.response.send_message(message, ephemeral=True)
 
-    @app_commands.command(name="stop", description="Stop speaking and empty the queue")
-    @app_commands.guild_only()
-    async def stop(interaction: discord.Interaction) -> None:
-        player = voice.players.get(interaction.guild_id or 0)
-        dropped = player.stop() if player is not None else 0
-        await interaction.response.send_message(
-            f"Stopped; {dropped} waiting message(s) dropped.", ephemeral=True
-        )
+    def stop_command(name: str) -> app_commands.Command[Any, ..., None]:
+        @app_commands.command(name=name, description="Stop speaking and empty the queue")
+        @app_commands.guild_only()
+        async def stop(interaction: discord.Interaction) -> None:
+            player = voice.players.get(interaction.guild_id or 0)
+            dropped = player.stop(f"dropped by /{name}") if player is not None else 0
+            await interaction.response.send_message(
+                f"Stopped; {dropped} waiting message(s) dropped.", ephemeral=True
+            )
+
+        return stop
+
+    stop, clear = stop_command("stop"), stop_command("clear")  # /clear: as other TTS bots say
 
     @app_commands.command(name="queue", description="What is being said and what waits")
     @app_commands.guild_only()
@@ -122,4 +128,4 @@ def playback_commands(
         listing = voice.history.listing(interaction.guild_id or 0)
         await interaction.response.send_message(listing, ephemeral=True)
 
-    return [join, leave, skip, stop, queue, history]
+    return [join, leave, skip, stop, clear, queue, history]

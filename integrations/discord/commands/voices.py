@@ -151,7 +151,10 @@ def voices_command(catalogue: VoiceCatalogue) -> app_commands.Command[Any, ..., 
         await interaction.response.defer(ephemeral=True, thinking=True)
         found = await catalogue.voices(provider)
         lines = [f"`{v.id}` — {v.name} ({v.provider}/{v.model})" for v in found]
-        named = [f"`{n}` — named voice ({nv.provider})" for n, nv in catalogue.named_voices()]
+        named = [
+            f"`{n}` — {nv.description or 'named voice'} ({nv.provider})"
+            for n, nv in catalogue.named_voices()
+        ]
         text = "\n".join(named + lines) or "No voices found."
         await interaction.edit_original_response(content=text[:REPLY_CHARS])
 

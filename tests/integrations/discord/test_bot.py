@@ -66,6 +66,7 @@ async def test_commands_are_synced(
     commands = {c["name"]: c for c in fake_discord.commands[None]}  # global commands
     assert set(commands) == {
         "say",
+        "tts",
         "voice",
         "voices",
         "credits",
@@ -75,6 +76,7 @@ async def test_commands_are_synced(
         "leave",
         "skip",
         "stop",
+        "clear",
         "queue",
         "history",
         "schedule",
@@ -93,6 +95,9 @@ async def test_commands_are_synced(
     assert options["text"]["required"] is True
     assert set(options) == {"text", "voice", "provider"}
     assert not options["voice"].get("required", False)
+    # /tts and /clear: the names other TTS bots use, the same commands as /say and /stop
+    assert commands["tts"]["options"] == commands["say"]["options"]
+    assert commands["clear"]["description"] == commands["stop"]["description"]
 
 
 @pytest.mark.usefixtures("oyez_bot")
@@ -152,6 +157,8 @@ async def test_skip_stop_queue_and_leave(
     stop = await fake_discord.send_interaction("stop", {}, user=ALICE)
     stopped = await fake_discord.wait_for_response(stop)
     assert stopped.ephemeral
+    # the one still queued at /stop: its /say reply says it was dropped (not left "Queued")
+    assert await said(fake_discord, sent[2], "Not said") == "⏭️ Not said: dropped by /stop"
     await asyncio.sleep(3)
     spoken = runs(fake_discord.voice.packets)
     assert len(spoken) <= 2  # the long one (cut) and at most the one playing at /stop
@@ -165,6 +172,25 @@ async def test_skip_stop_queue_and_leave(
         lambda: [d for d in fake_discord.voice_state_updates() if d["channel_id"] is None],
         what="op 4 leaving voice",
     )
+
+
+@pytest.mark.usefixtures("oyez_bot")
+async def test_tts_speaks_and_clear_empties_the_queue(
+    fake_discord: FakeDiscord,  # noqa: F811
+) -> None:
+    long_text = "This is a long announcement about the garden, the bins and the weather today."
+    first = await fake_discord.send_interaction("tts", {"text": long_text}, user=ALICE)
+    second = await fake_discord.send_interaction("tts", {"text": FIRST}, user=ALICE)
+    await fake_discord.wait_for(lambda: fake_discord.voice.voice_frames(), what="speech")
+    await said(fake_discord, second, "Queued")
+    clear = await fake_discord.send_interaction("clear", {}, user=ALICE)
+    cleared = (await fake_discord.wait_for_response(clear)).data["content"]
+    assert cleared == "Stopped; 1 waiting message(s) dropped."
+    assert await said(fake_discord, second, "Not said") == "⏭️ Not said: dropped by /clear"
+    reply = await said(fake_discord, first, "Said:")  # cut while it was said
+    assert long_text[:20] in reply
+    (run,) = runs(fake_discord.voice.packets)
+    assert len(run) * 0.020 < 4  # cut well before its end
 
 
 @pytest.mark.usefixtures("oyez_bot")
