@@ -392,6 +392,22 @@ async def test_voices_lists_every_usable_provider(
     assert "(segmind/" not in content  # not configured: no key
 
 
+async def test_voices_lists_named_voices_by_their_description(
+    fake_discord: FakeDiscord,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    voices = {
+        "grandma": {"provider": "piper", "voice": "en_US-joe-medium", "description": "Grandma"},
+        "butler": {"provider": "piper"},
+    }
+    pipeline = SpeechPipeline(config.load(data_dir=tmp_path / "data", voices=voices))
+    async with bot_of(pipeline):
+        sent = await fake_discord.send_interaction("voices", {}, user=ALICE)
+        content = await said(fake_discord, sent, "grandma")
+    assert "`grandma` — Grandma (piper)" in content
+    assert "`butler` — named voice (piper)" in content
+
+
 @pytest.mark.usefixtures("oyez_bot")
 async def test_credits_report(
     fake_discord: FakeDiscord,  # noqa: F811
