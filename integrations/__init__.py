@@ -1,6 +1,6 @@
-"""Outside systems, one sub-package each: the TTS providers (Piper, Segmind, Together, OpenAI),
-Discord, Home Assistant and the Wyoming server; ``bot/`` reaches them only through the two
-registries below.
+"""Outside systems, one sub-package each: the TTS providers (Piper, Segmind, Together, OpenAI,
+Google Cloud), Discord, Home Assistant and the Wyoming server; ``bot/`` reaches them only
+through the two registries below.
 
 Each entry is ``"module:attribute"``, its module imported only when first used. Adding a
 provider or a front end is a module plus one line here (third-party providers register under
@@ -15,6 +15,7 @@ PROVIDERS: dict[str, str] = {
     "segmind": "integrations.segmind:SegmindProvider",
     "together": "integrations.together:TogetherProvider",
     "openai": "integrations.openai:OpenAIProvider",
+    "google": "integrations.google:GoogleProvider",
 }
 
 #: Provider name → a function that starts loading the model a one-shot ``oyez say`` will need,

@@ -1,4 +1,5 @@
-"""Simulated provider servers (Segmind, Together AI, OpenAI-compatible) for offline tests.
+"""Simulated provider servers (Segmind, Together AI, Google Cloud, OpenAI-compatible) for
+offline tests.
 
 Fixtures live in :mod:`tests.fakes.fixtures`; import them into a conftest or test module::
 
@@ -7,6 +8,7 @@ Fixtures live in :mod:`tests.fakes.fixtures`; import them into a conftest or tes
 
 from tests.fakes.audio import Synthesizer, tone_synthesizer
 from tests.fakes.base import BilledCall, FakeClock, FakeServer, LoggedRequest, ScriptedResponse
+from tests.fakes.google import FakeGoogleTTS
 from tests.fakes.openai_speech import FakeOpenAISpeech
 from tests.fakes.segmind import FakeSegmind
 from tests.fakes.together import FakeTogether
@@ -14,6 +16,7 @@ from tests.fakes.together import FakeTogether
 __all__ = [
     "BilledCall",
     "FakeClock",
+    "FakeGoogleTTS",
     "FakeOpenAISpeech",
     "FakeSegmind",
     "FakeServer",

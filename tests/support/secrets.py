@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from tests.fakes.discord.client import FAKE_TOKEN
+from tests.fakes.google import DEFAULT_API_KEY as GOOGLE_KEY
 from tests.fakes.segmind import DEFAULT_API_KEY as SEGMIND_KEY
 from tests.fakes.together import DEFAULT_API_KEY as TOGETHER_KEY
 
@@ -19,6 +20,7 @@ __all__ = ["FAKE_SECRETS", "SecretScanner", "register"]
 FAKE_SECRETS: set[str] = {
     SEGMIND_KEY,
     TOGETHER_KEY,
+    GOOGLE_KEY,
     FAKE_TOKEN,
     "sk-env-key",
     "local-key",
