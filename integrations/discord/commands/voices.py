@@ -11,7 +11,7 @@ from discord import app_commands
 from bot.errors import ConfigError, InvalidRequest
 from bot.speech import SpeechRequest
 from bot.synthesis.pipeline import SpeechPipeline
-from integrations.discord.catalogue import VoiceCatalogue, parse_voice
+from integrations.discord.catalogue import VoiceCatalogue, matches, parse_voice
 from integrations.discord.guilds import GuildSettingsStore
 from integrations.discord.preferences import Preferences, VoiceChoice
 
@@ -34,6 +34,8 @@ def check_speed(speed: float) -> float:
 
 #: Characters of a reply Discord takes (2000), with room to spare.
 REPLY_CHARS = 1990
+#: The last line of a ``/voices`` listing cut to fit.
+MORE = "… and {} more: narrow it with search:"
 
 
 class VoiceCommands(app_commands.Group, name="voice", description="Your voice", guild_only=True):
@@ -146,16 +148,40 @@ class VoiceCommands(app_commands.Group, name="voice", description="Your voice", 
 
 def voices_command(catalogue: VoiceCatalogue) -> app_commands.Command[Any, ..., None]:
     @app_commands.command(name="voices", description="The voices you can use")
-    @app_commands.describe(provider="Only this provider's voices")
-    async def voices(interaction: discord.Interaction, provider: str | None = None) -> None:
+    @app_commands.describe(
+        provider="Only this provider's voices",
+        search="Only voices whose name, model or language has this (en-GB, Neural2, bella…)",
+    )
+    async def voices(
+        interaction: discord.Interaction, provider: str | None = None, search: str | None = None
+    ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        found = await catalogue.voices(provider)
+        wanted = (search or "").casefold().strip()
+        found = [v for v in await catalogue.voices(provider) if matches(v, wanted)]
         lines = [f"`{v.id}` — {v.name} ({v.provider}/{v.model})" for v in found]
         named = [
             f"`{n}` — {nv.description or 'named voice'} ({nv.provider})"
             for n, nv in catalogue.named_voices()
+            if provider is None and wanted in n
         ]
-        text = "\n".join(named + lines) or "No voices found."
-        await interaction.edit_original_response(content=text[:REPLY_CHARS])
+        await interaction.edit_original_response(content=listing(named + lines, search))
 
     return voices
+
+
+def listing(lines: list[str], search: str | None) -> str:
+    """As many whole ``lines`` as fit in one reply, then how many were left out and how to
+    narrow the list (a provider such as Google has hundreds of voices)."""
+    if not lines:
+        return f"No voices match {search!r}." if search else "No voices found."
+    whole = "\n".join(lines)
+    if len(whole) <= REPLY_CHARS:
+        return whole
+    room = REPLY_CHARS - len(MORE.format(len(lines))) - 1
+    shown: list[str] = []
+    for line in lines:
+        room -= len(line) + 1
+        if room < 0:
+            break
+        shown.append(line)
+    return "\n".join([*shown, MORE.format(len(lines) - len(shown))])

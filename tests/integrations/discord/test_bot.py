@@ -15,6 +15,7 @@ import pytest
 from bot.ops import config
 from bot.synthesis.pipeline import SpeechPipeline
 from integrations.discord.bot import OyezBot
+from integrations.discord.commands.voices import REPLY_CHARS, listing
 from integrations.discord.settings import DiscordSettings
 from tests.fakes.discord import (
     ALICE,
@@ -25,6 +26,8 @@ from tests.fakes.discord import (
 )
 from tests.fakes.discord.fixtures import fake_discord, oyez_bot  # noqa: F401
 from tests.fakes.discord.listening import heard, runs
+from tests.fakes.google import DEFAULT_API_KEY as GOOGLE_KEY
+from tests.fakes.google import FakeGoogleTTS
 from tests.support.asr import Transcriber, word_error_rate
 
 FIRST = "The washing machine has finished."
@@ -406,6 +409,37 @@ async def test_voices_lists_named_voices_by_their_description(
         content = await said(fake_discord, sent, "grandma")
     assert "`grandma` — Grandma (piper)" in content
     assert "`butler` — named voice (piper)" in content
+
+
+async def test_voices_search_narrows_a_long_list(
+    fake_discord: FakeDiscord,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    async with FakeGoogleTTS() as google:
+        section = {"api_key": GOOGLE_KEY, "base_url": google.base_url}
+        settings = config.load(data_dir=tmp_path / "data", providers={"google": section})
+        async with bot_of(SpeechPipeline(settings)):
+            sent = await fake_discord.send_interaction("voices", {"search": "neural2"}, user=ALICE)
+            content = await said(fake_discord, sent, "Neural2")
+            missing = await fake_discord.send_interaction(
+                "voices", {"search": "klingon"}, user=ALICE
+            )
+            nothing = await said(fake_discord, missing, "No voices")
+    assert content.splitlines() == [
+        "`en-US-Neural2-J` — en-US-Neural2-J (google/Neural2)",
+        "`en-GB-Neural2-B` — en-GB-Neural2-B (google/Neural2)",
+    ]
+    assert nothing == "No voices match 'klingon'."
+
+
+def test_a_voice_list_too_long_for_one_reply_says_how_many_are_left_out() -> None:
+    lines = [f"`voice-{n:03}` — a voice of a provider with hundreds" for n in range(300)]
+    text = listing(lines, None)
+    assert len(text) <= REPLY_CHARS
+    *shown, last = text.splitlines()
+    assert shown == lines[: len(shown)]  # whole lines, in order
+    assert last == f"… and {300 - len(shown)} more: narrow it with search:"
+    assert listing(lines[:3], None) == "\n".join(lines[:3])  # all of it when it fits
 
 
 @pytest.mark.usefixtures("oyez_bot")
