@@ -147,6 +147,9 @@ def _parser() -> argparse.ArgumentParser:
 
     voices = commands.add_parser("voices", help="list the voices you can use")
     voices.add_argument("--provider", help="only this provider's voices")
+    voices.add_argument(
+        "--search", help="only voices whose id, name, model or language has this (en-GB, Neural2)"
+    )
     voices.add_argument("--json", action="store_true", help="print JSON, one object per voice")
     add_schedule_parser(commands)
 
@@ -336,6 +339,7 @@ async def _voices(args: argparse.Namespace, settings: Settings) -> int:
     from bot.providers.base import ProviderRegistry
 
     registry = ProviderRegistry.default(settings)  # no pipeline: listing needs no transcoder
+    listed = 0
     try:
         names = [args.provider] if args.provider else registry.names()
         for name in names:
@@ -351,10 +355,15 @@ async def _voices(args: argparse.Namespace, settings: Settings) -> int:
                 continue
             default = provider.default_voice_id()
             for v in voices:
-                print(_voice_line(v, v.id == default and v.model == voices[0].model, args.json))
+                if v.matches(args.search or ""):
+                    print(_voice_line(v, v.id == default and v.model == voices[0].model, args.json))
+                    listed += 1
         for alias, named in sorted(settings.voices.items()):
             if args.provider and named.provider != args.provider:
                 continue
+            if args.search and args.search.casefold().strip() not in alias:
+                continue
+            listed += 1
             target = "/".join(p for p in (named.provider, named.model, named.voice) if p)
             if args.json:
                 print(json.dumps({"named": alias, "target": target, "options": named.options}))
@@ -362,6 +371,9 @@ async def _voices(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"  {alias:<35} → {target} {named.description or ''}".rstrip())
     finally:
         await registry.aclose()
+    if args.search and not listed:
+        print(f"oyez: no voice matches {args.search!r}", file=sys.stderr)
+        return EXIT_FAILURE
     return EXIT_OK
 
 

@@ -195,6 +195,13 @@ class Voice:
             return f"{self.provider}/{self.id}"
         return f"{self.provider}/{self.model}/{self.id}"
 
+    def matches(self, wanted: str) -> bool:
+        """Whether ``wanted`` (any case; empty: anything) is in the voice's id, name, provider,
+        model or language: how ``oyez voices --search``, ``/voices search:`` and Discord's
+        autocomplete find voices."""
+        text = f"{self.id} {self.name} {self.provider} {self.model} {self.language or ''}"
+        return wanted.casefold().strip() in text.casefold()
+
 
 class AudioEncoding(StrEnum):
     """How audio bytes are encoded. PCM kinds are headerless and need sample rate and channels."""

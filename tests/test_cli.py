@@ -189,6 +189,16 @@ def test_voices_lists_the_local_voice(tmp_path: Path) -> None:
     ]
 
 
+def test_voices_search_lists_the_matching_voices_only(tmp_path: Path) -> None:
+    found = oyez("voices", "--search", "JOE", cwd=tmp_path)
+    assert found.returncode == 0, found.stderr
+    assert [line.split()[2] for line in found.stdout.splitlines()] == ["en_US-joe-medium"]
+    none = oyez("voices", "--search", "klingon", cwd=tmp_path)
+    assert none.returncode == 1
+    assert none.stdout == ""
+    assert "no voice matches 'klingon'" in none.stderr
+
+
 def test_say_in_a_read_only_data_folder_names_it_and_what_to_do(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -72,7 +72,7 @@ class VoiceCatalogue:
             if wanted in name
         ]
         for v in await self.voices():
-            if matches(v, wanted):
+            if v.matches(wanted):
                 label = f"{v.name} — {v.provider}/{v.model}" + (
                     f" ({v.language})" if v.language else ""
                 )
@@ -82,13 +82,6 @@ class VoiceCatalogue:
             if len(choices) >= MAX_CHOICES:
                 break
         return choices[:MAX_CHOICES]
-
-
-def matches(voice: Voice, wanted: str) -> bool:
-    """Whether ``wanted`` (casefolded; empty: anything) is in the voice's id, name, provider,
-    model or language, as autocomplete and ``/voices search:`` match."""
-    text = f"{voice.id} {voice.name} {voice.provider} {voice.model} {voice.language or ''}"
-    return wanted in text.casefold()
 
 
 async def _listed(provider: Provider) -> list[Voice]:

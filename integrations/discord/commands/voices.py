@@ -11,7 +11,7 @@ from discord import app_commands
 from bot.errors import ConfigError, InvalidRequest
 from bot.speech import SpeechRequest
 from bot.synthesis.pipeline import SpeechPipeline
-from integrations.discord.catalogue import VoiceCatalogue, matches, parse_voice
+from integrations.discord.catalogue import VoiceCatalogue, parse_voice
 from integrations.discord.guilds import GuildSettingsStore
 from integrations.discord.preferences import Preferences, VoiceChoice
 
@@ -157,7 +157,7 @@ def voices_command(catalogue: VoiceCatalogue) -> app_commands.Command[Any, ..., 
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         wanted = (search or "").casefold().strip()
-        found = [v for v in await catalogue.voices(provider) if matches(v, wanted)]
+        found = [v for v in await catalogue.voices(provider) if v.matches(wanted)]
         lines = [f"`{v.id}` — {v.name} ({v.provider}/{v.model})" for v in found]
         named = [
             f"`{n}` — {nv.description or 'named voice'} ({nv.provider})"
