@@ -34,7 +34,15 @@ import time
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+)
 
 from bot.errors import (
     InsufficientCredits,
@@ -86,6 +94,8 @@ PRICES: dict[str, float] = {
 }
 
 AudioEncodingName = Literal["LINEAR16", "MP3", "OGG_OPUS"]
+#: The sample rates Opus encodes (RFC 6716), so the only ones Google's OGG_OPUS can be asked for.
+OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 _ENCODINGS: dict[str, AudioEncoding] = {
     "LINEAR16": AudioEncoding.WAV,  # "For LINEAR16 audio, we include the WAV header"
     "MP3": AudioEncoding.MP3,
@@ -120,6 +130,13 @@ class GoogleSettings(BaseModel):
         3600, ge=0, description="How long the voice list is kept (seconds; 0: never)"
     )
     timeout_s: float = Field(60, gt=0, le=600, description="Limit for one call")
+
+    @field_validator("sample_rate_hertz")
+    @classmethod
+    def _opus_rate(cls, rate: int | None, info: ValidationInfo) -> int | None:
+        if info.data.get("audio_encoding") == "OGG_OPUS" and rate not in (None, *OPUS_RATES):
+            raise ValueError(f"OGG_OPUS takes {', '.join(map(str, OPUS_RATES))} Hz, not {rate}")
+        return rate
 
 
 class GoogleOptions(BaseModel):

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from bot.errors import (
+    ConfigError,
     InsufficientCredits,
     InvalidOptions,
     InvalidRequest,
@@ -144,6 +145,18 @@ async def test_speed_is_the_speaking_rate_and_prices_may_be_set(
         assert provider.estimated_cost(voice) == pytest.approx(100 * 2.5 / 1e6)
     finally:
         await provider.aclose()
+
+
+def test_an_opus_rate_opus_cannot_encode_is_a_configuration_error(tmp_path: Path) -> None:
+    section = {"audio_encoding": "OGG_OPUS", "sample_rate_hertz": 22050}
+    settings = config.load(data_dir=tmp_path / "data", providers={"google": section})
+    with pytest.raises(ConfigError) as caught:
+        GoogleProvider.from_settings(settings)
+    assert "providers.google" in str(caught.value)
+    assert (
+        "sample_rate_hertz: Value error, OGG_OPUS takes 8000, 12000, 16000, 24000, 48000 Hz, "
+        in str(caught.value)
+    )
 
 
 @pytest.mark.parametrize(
