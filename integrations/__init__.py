@@ -1,6 +1,6 @@
 """Outside systems, one sub-package each: the TTS providers (Piper, Segmind, Together, OpenAI,
-Google Cloud), Discord, Home Assistant and the Wyoming server; ``bot/`` reaches them only
-through the two registries below.
+Google Cloud, Amazon Polly), Discord, Home Assistant and the Wyoming server; ``bot/`` reaches
+them only through the two registries below.
 
 Each entry is ``"module:attribute"``, its module imported only when first used. Adding a
 provider or a front end is a module plus one line here (third-party providers register under
@@ -16,6 +16,7 @@ PROVIDERS: dict[str, str] = {
     "together": "integrations.together:TogetherProvider",
     "openai": "integrations.openai:OpenAIProvider",
     "google": "integrations.google:GoogleProvider",
+    "polly": "integrations.polly:PollyProvider",
 }
 
 #: Provider name → a function that starts loading the model a one-shot ``oyez say`` will need,

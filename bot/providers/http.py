@@ -225,11 +225,16 @@ class HttpClient:
         *,
         model: str | None = None,
         json_body: Any = None,
+        data: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
         streaming: bool = False,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """Send a request to ``base_url + path``; yield the response when its status is < 400.
+
+        ``data`` is sent as it is (a signed body: :mod:`integrations.polly`), with ``headers``
+        on top of the client's own.
 
         A status >= 400 raises what :meth:`error` maps it to; connection failures and timeouts
         raise :class:`ProviderUnavailable` (:class:`NotSent` when no connection was made). With
@@ -243,16 +248,18 @@ class HttpClient:
             if streaming
             else aiohttp.ClientTimeout(total=limit, sock_connect=15)
         )
-        headers = dict(self._headers)
+        sent = dict(self._headers)
         if json_body is not None:
-            headers["Content-Type"] = "application/json"
+            sent["Content-Type"] = "application/json"
+        sent.update(headers or {})
         session = await self.session()
         try:
             async with session.request(
                 method,
                 self.base_url + path,
-                headers=headers,
+                headers=sent,
                 json=json_body,
+                data=data,
                 params=params,
                 timeout=timeout,
             ) as response:

@@ -1,5 +1,5 @@
-"""Simulated provider servers (Segmind, Together AI, Google Cloud, OpenAI-compatible) for
-offline tests.
+"""Simulated provider servers (Segmind, Together AI, Google Cloud, Amazon Polly,
+OpenAI-compatible) for offline tests.
 
 Fixtures live in :mod:`tests.fakes.fixtures`; import them into a conftest or test module::
 
@@ -10,6 +10,7 @@ from tests.fakes.audio import Synthesizer, tone_synthesizer
 from tests.fakes.base import BilledCall, FakeClock, FakeServer, LoggedRequest, ScriptedResponse
 from tests.fakes.google import FakeGoogleTTS
 from tests.fakes.openai_speech import FakeOpenAISpeech
+from tests.fakes.polly import FakePolly
 from tests.fakes.segmind import FakeSegmind
 from tests.fakes.together import FakeTogether
 
@@ -18,6 +19,7 @@ __all__ = [
     "FakeClock",
     "FakeGoogleTTS",
     "FakeOpenAISpeech",
+    "FakePolly",
     "FakeSegmind",
     "FakeServer",
     "FakeTogether",

@@ -136,6 +136,7 @@ JSON_SAMPLES: dict[str, Any] = {
     "providers.segmind.v2_models": ["openvoice"],
     "providers.segmind.timeout_s": {"chatterbox-turbo-tts": 6},
     "providers.google.prices": {"Neural2": 12.8},
+    "providers.polly.prices": {"neural": 12.0},
     "voices.<name>.options": {"speed": 1.2},
     "credits.costs": {"segmind/orpheus-3b-0.1": 0.1},
     "budgets.providers": {"segmind": 1.5},

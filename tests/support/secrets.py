@@ -12,6 +12,7 @@ import logging
 
 from tests.fakes.discord.client import FAKE_TOKEN
 from tests.fakes.google import DEFAULT_API_KEY as GOOGLE_KEY
+from tests.fakes.polly import DEFAULT_SECRET_ACCESS_KEY as POLLY_SECRET
 from tests.fakes.segmind import DEFAULT_API_KEY as SEGMIND_KEY
 from tests.fakes.together import DEFAULT_API_KEY as TOGETHER_KEY
 
@@ -21,6 +22,7 @@ FAKE_SECRETS: set[str] = {
     SEGMIND_KEY,
     TOGETHER_KEY,
     GOOGLE_KEY,
+    POLLY_SECRET,
     FAKE_TOKEN,
     "sk-env-key",
     "local-key",
