@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, urlencode
+from xml.sax.saxutils import escape
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -71,6 +72,10 @@ SERVICE = "polly"
 DEFAULT_REGION = "us-east-1"
 #: SynthesizeSpeech's limit: "no more than 3000 can be billed characters" (TextLengthExceeded).
 MAX_BILLED_CHARACTERS = 3000
+#: ... and of those "a maximum of 6000 characters total", SSML tags included.
+MAX_CHARACTERS = 6000
+#: The engines whose SSML takes ``<prosody rate>`` (Polly's "Supported SSML tags" table).
+_PROSODY_ENGINES = frozenset({"standard", "neural"})
 #: Characters a call is assumed to carry when its cost is checked before it is made.
 TYPICAL_CHARACTERS = 100
 #: List prices in USD per million characters by engine, from Amazon's Polly pricing page
@@ -153,10 +158,13 @@ class PollySettings(BaseModel):
 
 class PollyOptions(BaseModel):
     """Per-request options: ``output_format`` and ``sample_rate`` (as the settings'),
-    ``language_code`` (a bilingual voice's other language, such as Aditi's ``hi-IN``)."""
+    ``language_code`` (a bilingual voice's other language, such as Aditi's ``hi-IN``),
+    ``speaking_rate`` (0.2 to 2, 1 normal: SSML's ``<prosody rate>``, in percent; Polly's SSML
+    page gives 20% as the least)."""
 
     model_config = ConfigDict(extra="forbid")
 
+    speaking_rate: float | None = Field(None, ge=0.2, le=2.0)
     output_format: OutputFormat | None = None
     sample_rate: int | None = None
     language_code: str | None = None
@@ -377,6 +385,11 @@ class PollyProvider(Provider):
     def options_model(self, voice: Voice) -> type[BaseModel]:  # noqa: ARG002 - Provider.options_model: one model for all
         return PollyOptions
 
+    def rate_options(self, voice: Voice, speed: float) -> dict[str, Any] | None:
+        """``speaking_rate`` for the engines whose SSML takes ``<prosody rate>`` (standard and
+        neural, per Polly's table of supported SSML tags); None for the others."""
+        return {"speaking_rate": speed} if voice.model in _PROSODY_ENGINES else None
+
     def price(self, voice: Voice) -> float | None:
         """USD per million characters of ``voice``'s engine, or None when unknown."""
         return self.settings.prices.get(voice.model, PRICES.get(voice.model))
@@ -394,11 +407,21 @@ class PollyProvider(Provider):
                 f"at most {MAX_BILLED_CHARACTERS} per call"
             )
         options = PollyOptions.model_validate(dict(job.options))
+        text, kind = job.text, "text"
+        if options.speaking_rate is not None and options.speaking_rate != 1:
+            percent = round(options.speaking_rate * 100)
+            text = f'<speak><prosody rate="{percent}%">{escape(job.text)}</prosody></speak>'
+            kind = "ssml"  # its tags are not billed
+            if len(text) > MAX_CHARACTERS:
+                raise InvalidRequest(
+                    f"text is too long for {self.name} at this speed: {len(text)} characters "
+                    f"with its SSML, Polly takes at most {MAX_CHARACTERS} per call"
+                )
         payload: dict[str, Any] = {
             "Engine": job.voice.model,
             "OutputFormat": options.output_format or self.settings.output_format,
-            "Text": job.text,
-            "TextType": "text",
+            "Text": text,
+            "TextType": kind,
             "VoiceId": job.voice.id,
         }
         rate = options.sample_rate or self.settings.sample_rate

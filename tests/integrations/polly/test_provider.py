@@ -195,7 +195,29 @@ async def test_invalid_options_and_long_texts_never_reach_the_api(
     with pytest.raises(InvalidRequest, match=f"at most {MAX_BILLED_CHARACTERS}"):
         await polly.synthesize(await make_job(polly, text="a" * (MAX_BILLED_CHARACTERS + 1)))
     assert fake.requests_to(SPEECH) == []
-    assert polly.rate_options(voice, 1.5) is None  # Polly has no rate option: its own speed
+
+
+async def test_speed_is_ssml_prosody_and_its_tags_are_not_billed(
+    polly: PollyProvider, fake: FakePolly
+) -> None:
+    voice = await polly.resolve_voice("Joanna", "neural")
+    options = polly.validate_options(voice, polly.rate_options(voice, 1.5) or {})
+    text = "Fish & chips <at> eight."
+    result = await polly.synthesize(SynthesisJob("r", text, voice, options))
+    body = sent(fake)[-1]
+    assert body["TextType"] == "ssml"
+    assert body["Text"] == (
+        '<speak><prosody rate="150%">Fish &amp; chips &lt;at&gt; eight.</prosody></speak>'
+    )
+    assert fake.characters_billed == len(text)  # Polly bills the words, not the tags
+    assert result.usage is not None
+    assert result.usage.cost_usd == pytest.approx(len(text) * 16.0 / 1e6)
+    generative = await polly.resolve_voice("Joanna", "generative")
+    assert polly.rate_options(generative, 1.5) is None  # no <prosody rate>: its own speed
+    with pytest.raises(InvalidOptions, match="speaking_rate"):
+        polly.validate_options(voice, {"speaking_rate": 0.1})
+    await polly.synthesize(SynthesisJob("r", "Plain.", voice, {"speaking_rate": 1.0}))
+    assert sent(fake)[-1]["TextType"] == "text"  # normal speed: no SSML
 
 
 @pytest.mark.parametrize(
