@@ -1,17 +1,33 @@
 """Consumer-group chores shared by every Redis stream of jobs (Discord deliveries relayed to
-their shard, synthesis jobs): taking over the jobs of a consumer that went silent, and dropping
-the consumers that ended. Redis streams: https://redis.io/docs/latest/develop/data-types/
-streams/; XAUTOCLAIM: https://redis.io/docs/latest/commands/xautoclaim/.
+their shard, synthesis jobs): taking over the jobs of a consumer that went silent, dropping
+the consumers that ended, and ending a reading loop whose cancellation redis-py swallowed.
+Redis streams: https://redis.io/docs/latest/develop/data-types/streams/; XAUTOCLAIM:
+https://redis.io/docs/latest/commands/xautoclaim/.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # redis is imported only when engine.url is set (bot.ops.engine)
     from redis.asyncio import Redis
 
-__all__ = ["forget_consumers", "take_over"]
+__all__ = ["forget_consumers", "raise_if_cancelled", "take_over"]
+
+
+def raise_if_cancelled() -> None:
+    """Raise ``CancelledError`` when the current task was asked to stop but is still running.
+
+    A cancellation that lands on a blocking command (XREADGROUP/XREAD with BLOCK, BLPOP) can be
+    swallowed by redis-py's asyncio client (redis/redis-py#2028): the command returns as if
+    nothing happened and a ``while True`` loop around it reads on forever, so whoever awaits the
+    cancelled task waits forever (a test's teardown once hung on it; a shutdown would too).
+    ``Task.cancelling()`` still counts the request, so a loop calls this after each command.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def take_over(  # noqa: PLR0913 - the stream, its group, the taker, then limits

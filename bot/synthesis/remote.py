@@ -34,6 +34,7 @@ from bot.audio.live import LiveUtterance
 from bot.errors import OyezError, RequestExpired
 from bot.ops.config import SynthSettings
 from bot.ops.metrics import SYNTH_JOBS
+from bot.ops.streams import raise_if_cancelled
 from bot.speech import FallbackNote, OutputProfile, SpeechRequest, Timings, Utterance, Voice
 from bot.synthesis.prepared import PreparedRequest
 
@@ -323,6 +324,7 @@ class RemoteSynthesis:
         while self._waiting:
             try:
                 found: Any = await client.xread({name: self._last}, count=256, block=1000)
+                raise_if_cancelled()
                 for _, messages in found or []:
                     for message_id, fields in messages:
                         self._last = message_id

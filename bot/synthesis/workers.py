@@ -41,7 +41,7 @@ from bot.audio.live import LiveUtterance
 from bot.errors import RequestExpired
 from bot.ops.config import SynthSettings
 from bot.ops.metrics import SYNTH_JOBS
-from bot.ops.streams import forget_consumers, take_over
+from bot.ops.streams import forget_consumers, raise_if_cancelled, take_over
 from bot.speech import SpeechRequest, Voice
 from bot.synthesis.pipeline import SpeechPipeline
 from bot.synthesis.prepared import PreparedRequest
@@ -174,6 +174,7 @@ class SynthWorkers:
                 log.warning("synth: reading the jobs failed: %s", exc)
                 await asyncio.sleep(1)
                 continue
+            raise_if_cancelled()
             for message_id, fields in entries:
                 if message_id not in self.running and fields:
                     task = asyncio.create_task(self._run(message_id, fields), name="oyez-synth-job")

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from bot.announce.model import Announcement, Target, TargetResult
 from bot.ops.config import DiscordChannel
-from bot.ops.streams import forget_consumers, take_over
+from bot.ops.streams import forget_consumers, raise_if_cancelled, take_over
 from bot.speech import OutputProfile, SpeechRequest, Utterance
 from bot.synthesis.pipeline import SpeechPipeline
 from bot.synthesis.prepared import PreparedRequest
@@ -235,6 +235,7 @@ class _Answers:
         try:
             while keys := [k for k, f in self._waiting.items() if not f.done()]:
                 found: Any = await self.client.blpop(keys, timeout=POLL_S)
+                raise_if_cancelled()
                 if found is not None:
                     future = self._waiting.get(str(found[0]))
                     if future is not None and not future.done():
@@ -308,6 +309,7 @@ class DeliveryWorker:
                 log.warning("discord relay: reading the deliveries failed: %s", exc)
                 await asyncio.sleep(1)
                 continue
+            raise_if_cancelled()
             for stream, messages in entries or []:
                 for message_id, fields in messages:
                     self._start(str(stream), str(message_id), fields)

@@ -132,6 +132,33 @@ async def test_the_jobs_a_dead_gateway_had_read_are_taken_over(clients: list[Eng
     }
 
 
+async def test_a_worker_stops_even_when_redis_swallows_its_cancellation(
+    clients: list[Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis-py may lose a cancellation that lands on a blocking XREADGROUP
+    (redis/redis-py#2028); the worker must stop all the same, or a shutdown waits forever."""
+    _, gateway, _ = clients
+    assert gateway.client is not None
+    real = gateway.client.xreadgroup
+    swallowed: list[bool] = []
+
+    async def swallowing(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await real(*args, **kwargs)
+        except asyncio.CancelledError:
+            swallowed.append(True)
+            return []
+
+    monkeypatch.setattr(gateway.client, "xreadgroup", swallowing)
+    serving = await _served(_worker(gateway, Speaker()))
+    await asyncio.sleep(0.2)  # reading, blocked for BLOCK_S
+    serving.cancel()
+    done, _ = await asyncio.wait([serving], timeout=5)  # not awaited: it would wait for ever
+    assert done, "the worker went on reading after it was cancelled"
+    assert serving.cancelled()
+    assert swallowed == [True]
+
+
 async def test_a_live_gateway_keeps_its_long_delivery(clients: list[Engine]) -> None:
     asker, first, second = clients
     slow, other = Speaker(seconds=TAKEOVER_S * 4), Speaker()
