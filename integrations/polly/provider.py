@@ -459,8 +459,14 @@ class PollyProvider(Provider):
 
 def _configured_region(profile: str | None) -> str | None:
     """The region botocore would take: ``AWS_REGION``/``AWS_DEFAULT_REGION``, else the
-    profile's in ``~/.aws/config``."""
+    profile's in ``~/.aws/config`` (botocore's session, ~0.1 s to import, is loaded only when
+    that file exists: a process that never uses Polly does not pay for it)."""
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        return region
+    if not Path(os.environ.get("AWS_CONFIG_FILE", "~/.aws/config")).expanduser().is_file():
+        return None
     import botocore.session
 
-    region = botocore.session.Session(profile=profile).get_config_variable("region")
-    return str(region) if region else None
+    found = botocore.session.Session(profile=profile).get_config_variable("region")
+    return str(found) if found else None
