@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from bot.web.server import MediaStore
 
 __all__ = [
+    "COMMAND_TIMEOUT_S",
     "CONNECT_TIMEOUT_S",
     "MAX_CONNECTIONS",
     "POOL_WAIT_S",
@@ -70,6 +71,10 @@ log = logging.getLogger(__name__)
 
 #: Seconds to connect to the server (start-up, and every reconnection).
 CONNECT_TIMEOUT_S = 5.0
+#: Seconds a command waits for the server's answer before it fails (a server that accepts the
+#: connection but never answers must not hang Oyez). Above every blocking read Oyez makes (BLOCK
+#: of at most 2 s), since redis-py applies it to those too.
+COMMAND_TIMEOUT_S = 15.0
 #: Connections one process opens to the server at most.
 MAX_CONNECTIONS = 32
 #: Seconds a command waits for one of them when all are busy.
@@ -122,6 +127,7 @@ class Engine:
             settings.url,
             decode_responses=True,
             socket_connect_timeout=CONNECT_TIMEOUT_S,
+            socket_timeout=COMMAND_TIMEOUT_S,
             health_check_interval=30,
             max_connections=MAX_CONNECTIONS,
             timeout=POOL_WAIT_S,

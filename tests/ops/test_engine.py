@@ -13,6 +13,7 @@ import pytest
 
 from bot.errors import ConfigError
 from bot.ops import config
+from bot.ops import engine as engine_module
 from bot.ops.config import EngineSettings
 from bot.ops.engine import Engine, EngineUnavailable, masked_url
 from bot.ops.logs import mask_secrets
@@ -79,6 +80,33 @@ async def test_a_server_that_does_not_answer_stops_the_start_naming_it_masked() 
     assert "s3cret-engine-pass" not in message
     assert "unset it to run as one process" in message
     assert "s3cret-engine-pass" not in mask_secrets(f"{url} again")  # and logs hide it
+
+
+async def test_a_command_the_server_does_not_answer_fails_instead_of_hanging(
+    redis_url: str,  # noqa: F811 - the fixture imported above
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stalled server (here: CLIENT PAUSE, which holds every client's commands) makes a
+    command fail after COMMAND_TIMEOUT_S; without the timeout it waited for ever."""
+    from redis.exceptions import TimeoutError as RedisTimeout
+
+    monkeypatch.setattr(engine_module, "COMMAND_TIMEOUT_S", 0.5)
+    engine = await Engine.open(EngineSettings(url=redis_url))
+    pauser = await Engine.open(EngineSettings(url=redis_url))
+    assert engine.client is not None and pauser.client is not None
+    started = asyncio.get_running_loop().time()
+    loop = asyncio.get_running_loop()
+    try:
+        await pauser.client.client_pause(1500, all=True)
+        started = loop.time()
+        with pytest.raises(RedisTimeout):
+            await engine.client.get("anything")
+        waited = loop.time() - started
+        assert 0.4 < waited < 1.4  # the timeout, not the end of the pause
+    finally:
+        await asyncio.sleep(max(0.0, 1.6 - (loop.time() - started)))  # the pause is over
+        await engine.aclose()
+        await pauser.aclose()
 
 
 async def test_a_server_shares_the_books(tmp_path: Path, redis_url: str) -> None:  # noqa: F811 - the fixture imported above
