@@ -47,7 +47,7 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/memory.py --write-readme
 	$(BIN)/python bench/transcode.py --write-readme
 	$(BIN)/python bench/poll.py --write-readme
-	$(BIN)/python bench/polly_sdk.py --write-readme
+	$(BIN)/python bench/provider_sdk.py --write-readme
 	$(BIN)/python bench/ttfa.py --write-readme
 	$(BIN)/python bench/dave.py --write-readme
 	$(BIN)/python bench/ratelimit.py --write-readme
