@@ -103,6 +103,20 @@ _ENCODINGS: dict[str, AudioEncoding] = {
 }
 
 
+#: Google's audio profiles (``effectsProfileId``, its "Audio profiles" page): speech tuned for
+#: the device that plays it.
+EffectsProfile = Literal[
+    "wearable-class-device",
+    "handset-class-device",
+    "headphone-class-device",
+    "small-bluetooth-speaker-class-device",
+    "medium-bluetooth-speaker-class-device",
+    "large-home-entertainment-class-device",
+    "large-automotive-class-device",
+    "telephony-class-application",
+]
+
+
 class GoogleSettings(BaseModel):
     """``providers.google`` in the configuration."""
 
@@ -117,6 +131,9 @@ class GoogleSettings(BaseModel):
     )
     audio_encoding: AudioEncodingName = Field(
         "LINEAR16", description="What Google sends: LINEAR16 (a WAV, lossless), MP3 or OGG_OPUS"
+    )
+    effects_profile: EffectsProfile | None = Field(
+        None, description="Audio profile for every call (the effects_profile option wins)"
     )
     sample_rate_hertz: int | None = Field(
         None, ge=8000, le=48000, description="Asked sample rate; none: the voice's own"
@@ -141,9 +158,12 @@ class GoogleSettings(BaseModel):
 
 class GoogleOptions(BaseModel):
     """Per-request options, in Google's ranges (``audioConfig``): ``speaking_rate`` 0.25 to 2
-    (1 normal), ``pitch`` -20 to 20 semitones, ``volume_gain_db`` -96 to 16."""
+    (1 normal), ``pitch`` -20 to 20 semitones, ``volume_gain_db`` -96 to 16, ``effects_profile``
+    (an audio profile, e.g. ``small-bluetooth-speaker-class-device`` for a smart speaker)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    effects_profile: EffectsProfile | None = None
 
     speaking_rate: float | None = Field(None, ge=0.25, le=2.0)
     pitch: float | None = Field(None, ge=-20, le=20)
@@ -323,6 +343,9 @@ class GoogleProvider(Provider):
             )
         options = GoogleOptions.model_validate(dict(job.options))
         config: dict[str, Any] = {"audioEncoding": encoding}
+        profile = options.effects_profile or self.settings.effects_profile
+        if profile is not None:
+            config["effectsProfileId"] = [profile]
         for field, value in (
             ("speakingRate", options.speaking_rate),
             ("pitch", options.pitch),

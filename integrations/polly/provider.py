@@ -160,9 +160,12 @@ class PollyOptions(BaseModel):
     """Per-request options: ``output_format`` and ``sample_rate`` (as the settings'),
     ``language_code`` (a bilingual voice's other language, such as Aditi's ``hi-IN``),
     ``speaking_rate`` (0.2 to 2, 1 normal: SSML's ``<prosody rate>``, in percent; Polly's SSML
-    page gives 20% as the least)."""
+    page gives 20% as the least), ``lexicons`` (the names of pronunciation lexicons stored in
+    the account's region, at most 5: ``LexiconNames``)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    lexicons: list[str] | None = Field(None, max_length=5)
 
     speaking_rate: float | None = Field(None, ge=0.2, le=2.0)
     output_format: OutputFormat | None = None
@@ -429,6 +432,8 @@ class PollyProvider(Provider):
             payload["SampleRate"] = str(rate)  # a string in Polly's API
         if options.language_code:
             payload["LanguageCode"] = options.language_code
+        if options.lexicons:
+            payload["LexiconNames"] = options.lexicons
         return payload
 
     async def synthesize(self, job: SynthesisJob) -> Synthesized:

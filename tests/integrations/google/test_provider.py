@@ -121,6 +121,27 @@ async def test_options_are_sent_under_googles_names(
     assert result.usage.cost_usd == pytest.approx(len("Hello.") * 16.0 / 1e6)  # Neural2
 
 
+async def test_an_audio_profile_is_sent_from_the_settings_or_the_request(
+    fake: FakeGoogleTTS, tmp_path: Path
+) -> None:
+    speaker = "small-bluetooth-speaker-class-device"
+    provider = GoogleProvider.from_settings(
+        google_settings(fake, tmp_path, effects_profile=speaker)
+    )
+    try:
+        await provider.synthesize(await make_job(provider))
+        await provider.synthesize(
+            await make_job(provider, effects_profile="headphone-class-device")
+        )
+        with pytest.raises(InvalidOptions, match="effects_profile"):
+            await make_job(provider, effects_profile="a-toaster")
+    finally:
+        await provider.aclose()
+    first, second = sent(fake)
+    assert first["audioConfig"]["effectsProfileId"] == [speaker]
+    assert second["audioConfig"]["effectsProfileId"] == ["headphone-class-device"]
+
+
 async def test_speed_is_the_speaking_rate_and_prices_may_be_set(
     fake: FakeGoogleTTS, tmp_path: Path
 ) -> None:

@@ -154,6 +154,16 @@ async def test_engines_formats_and_options(polly: PollyProvider, fake: FakePolly
     assert sent(fake)[-1]["LanguageCode"] == "hi-IN"
 
 
+async def test_lexicons_are_named_in_the_request(polly: PollyProvider, fake: FakePolly) -> None:
+    fake.lexicons.add("homenames")
+    await polly.synthesize(await make_job(polly, lexicons=["homenames"]))
+    assert sent(fake)[-1]["LexiconNames"] == ["homenames"]
+    with pytest.raises(ProviderError, match="LexiconNotFoundException"):  # Polly's 404
+        await polly.synthesize(await make_job(polly, lexicons=["missing"]))
+    with pytest.raises(InvalidOptions, match="lexicons"):
+        await make_job(polly, lexicons=[f"l{n}" for n in range(6)])  # at most 5
+
+
 async def test_voices_come_once_per_engine_from_every_page(
     polly: PollyProvider, fake: FakePolly
 ) -> None:
