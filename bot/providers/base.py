@@ -8,9 +8,11 @@ its engine or API produces, returned as :class:`Synthesized` with the call's :cl
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import os
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "TYPICAL_CHARACTERS",
+    "KeptVoices",
     "NoOptions",
     "Provider",
     "ProviderRegistry",
@@ -43,6 +47,7 @@ __all__ = [
     "Synthesized",
     "Usage",
     "api_key",
+    "character_cost",
 ]
 
 log = logging.getLogger(__name__)
@@ -95,6 +100,37 @@ class Synthesized:
 
     chunk: AudioChunk
     usage: Usage | None = None
+
+
+#: Characters a call of a provider billed by the character is assumed to carry when its cost is
+#: checked against a budget or the balance before it is made (the cost recorded after is exact).
+TYPICAL_CHARACTERS = 100
+
+
+def character_cost(usd_per_million: float | None, characters: int) -> float | None:
+    """USD for ``characters`` at ``usd_per_million`` per million characters (None: unknown)."""
+    return None if usd_per_million is None else characters * usd_per_million / 1e6
+
+
+class KeptVoices:
+    """A provider's voice list, fetched once and then kept ``ttl_s`` seconds (0: asked every
+    time); one fetch at a time, so callers arriving meanwhile take its answer."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._kept: tuple[float, list[Voice]] | None = None  # (monotonic expiry, voices)
+        self._lock = asyncio.Lock()
+
+    async def get(self, fetch: Callable[[], Awaitable[list[Voice]]]) -> list[Voice]:
+        """The kept list, else ``fetch()``'s (kept when ``ttl_s`` > 0). Raises what ``fetch``
+        raises; a failed fetch is not kept."""
+        async with self._lock:
+            if self._kept is not None and self._kept[0] > time.monotonic():
+                return self._kept[1]
+            voices = await fetch()
+            if self.ttl_s > 0:
+                self._kept = (time.monotonic() + self.ttl_s, voices)
+            return voices
 
 
 def api_key(configured: SecretStr | None, env_var: str | None) -> str | None:

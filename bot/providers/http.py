@@ -55,7 +55,8 @@ def error_text(body: bytes, limit: int = _MAX_ERROR_TEXT) -> str:
 
     Understands ``{"error": "..."}`` (Segmind), ``{"error": {"message": ...}}`` (Together,
     OpenAI), ``{"detail": {"message": ...}}`` and ``{"detail": "..."}`` (FastAPI servers such as
-    Kokoro-FastAPI) and ``{"message": ...}``; HTML pages are reduced to their text.
+    Kokoro-FastAPI), ``{"message": ...}`` and AWS's ``{"Message": ...}``; HTML pages are
+    reduced to their text.
     """
     text = body.decode("utf-8", "replace").strip()
     try:
@@ -64,7 +65,7 @@ def error_text(body: bytes, limit: int = _MAX_ERROR_TEXT) -> str:
         data = None
     message: Any = None
     if isinstance(data, dict):
-        for key in ("error", "detail", "message"):
+        for key in ("error", "detail", "message", "Message"):
             value = data.get(key)
             if isinstance(value, dict):
                 value = value.get("message") or value.get("error") or value.get("detail")

@@ -25,12 +25,10 @@ Google bills by the character; a call's cost is its characters at :attr:`GoogleS
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
 import logging
-import time
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -55,7 +53,16 @@ from bot.errors import (
     UnknownVoice,
 )
 from bot.ops.config import LimitSettings, Settings
-from bot.providers.base import Provider, SynthesisJob, Synthesized, Usage, api_key
+from bot.providers.base import (
+    TYPICAL_CHARACTERS,
+    KeptVoices,
+    Provider,
+    SynthesisJob,
+    Synthesized,
+    Usage,
+    api_key,
+    character_cost,
+)
 from bot.providers.http import ErrorResponse, HttpClient, StatusRule, status_error
 from bot.providers.ratelimit import retry_after_s
 from bot.speech import AudioChunk, AudioEncoding, Voice
@@ -76,9 +83,6 @@ SYNTHESIZE_PATH = "/v1/text:synthesize"
 VOICES_PATH = "/v1/voices"
 #: Google's limit on one request's input, in UTF-8 bytes (quotas page: "Total bytes per request").
 MAX_INPUT_BYTES = 5000
-#: Characters of the sentence a call is assumed to carry when its cost is checked against a
-#: budget or the balance before it is made (the cost recorded after it is exact).
-TYPICAL_CHARACTERS = 100
 #: List prices in USD per million characters, by voice type, as Google's pricing page gave them
 #: (2025); the monthly free characters are not counted. ``prices`` overrides them.
 PRICES: dict[str, float] = {
@@ -265,8 +269,7 @@ class GoogleProvider(Provider):
             timeout_s=settings.timeout_s,
             statuses=GOOGLE_STATUSES,
         )
-        self._voices: tuple[float, list[Voice]] | None = None  # (monotonic expiry, voices)
-        self._voices_lock = asyncio.Lock()
+        self._voices = KeptVoices(settings.voices_ttl_s)
 
     def configuration_problem(self) -> str | None:
         if not self._api_key:
@@ -283,13 +286,7 @@ class GoogleProvider(Provider):
         """Every voice of ``GET /v1/voices``, kept ``voices_ttl_s``; the model is the voice's
         type (``Neural2``), the language its first code (``en_US``)."""
         self._require_key(None)
-        async with self._voices_lock:
-            if self._voices is not None and self._voices[0] > time.monotonic():
-                return self._voices[1]
-            voices = await self._fetch_voices()
-            if self.settings.voices_ttl_s > 0:
-                self._voices = (time.monotonic() + self.settings.voices_ttl_s, voices)
-            return voices
+        return await self._voices.get(self._fetch_voices)
 
     async def _fetch_voices(self) -> list[Voice]:
         async with self.http.request("GET", VOICES_PATH, model=None) as response:
@@ -329,8 +326,7 @@ class GoogleProvider(Provider):
         return self.settings.prices.get(voice.model, PRICES.get(voice.model))
 
     def estimated_cost(self, voice: Voice) -> float | None:
-        price = self.price(voice)
-        return None if price is None else price * TYPICAL_CHARACTERS / 1e6
+        return character_cost(self.price(voice), TYPICAL_CHARACTERS)
 
     # -- synthesis ---------------------------------------------------------------------------
     def _payload(self, job: SynthesisJob, encoding: str) -> dict[str, Any]:
@@ -379,8 +375,7 @@ class GoogleProvider(Provider):
             ) from None
         if not audio:
             raise SynthesisFailed(self.name, "the response holds no audio", model=job.voice.model)
-        price = self.price(job.voice)
-        cost = None if price is None else len(job.text) * price / 1e6
+        cost = character_cost(self.price(job.voice), len(job.text))
         return Synthesized(AudioChunk(audio, _ENCODINGS[encoding], 0, 0), Usage(cost_usd=cost))
 
     async def aclose(self) -> None:

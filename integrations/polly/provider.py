@@ -29,7 +29,6 @@ import asyncio
 import json
 import logging
 import os
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -51,8 +50,16 @@ from bot.errors import (
     UnknownVoice,
 )
 from bot.ops.config import LimitSettings, Settings
-from bot.providers.base import Provider, SynthesisJob, Synthesized, Usage
-from bot.providers.http import ErrorResponse, HttpClient, StatusRule, error_text, status_error
+from bot.providers.base import (
+    TYPICAL_CHARACTERS,
+    KeptVoices,
+    Provider,
+    SynthesisJob,
+    Synthesized,
+    Usage,
+    character_cost,
+)
+from bot.providers.http import ErrorResponse, HttpClient, StatusRule, status_error
 from bot.providers.ratelimit import retry_after_s
 from bot.speech import AudioChunk, AudioEncoding, Voice
 
@@ -76,8 +83,6 @@ MAX_BILLED_CHARACTERS = 3000
 MAX_CHARACTERS = 6000
 #: The engines whose SSML takes ``<prosody rate>`` (Polly's "Supported SSML tags" table).
 _PROSODY_ENGINES = frozenset({"standard", "neural"})
-#: Characters a call is assumed to carry when its cost is checked before it is made.
-TYPICAL_CHARACTERS = 100
 #: List prices in USD per million characters by engine, from Amazon's Polly pricing page
 #: (2026); the free tier is not counted. ``prices`` overrides them.
 PRICES: dict[str, float] = {
@@ -188,13 +193,7 @@ def _error_type(response: ErrorResponse) -> str:
 def _message(response: ErrorResponse) -> str:
     """``<type>: <message>``: AWS's messages ("Rate exceeded") need their type to be read."""
     kind = _error_type(response)
-    try:
-        body = json.loads(response.body)
-        text = body.get("message") or body.get("Message") if isinstance(body, dict) else None
-    except ValueError:
-        text = None
-    said = error_text(json.dumps({"message": text}).encode()) if text else response.message
-    return f"{kind}: {said}" if kind else said
+    return f"{kind}: {response.message}" if kind else response.message
 
 
 def _polly_error(response: ErrorResponse) -> ProviderError:
@@ -272,8 +271,7 @@ class PollyProvider(Provider):
                 settings.access_key_id, settings.secret_access_key.get_secret_value(), token
             )
         self._chain: Credentials | None = None
-        self._voices: tuple[float, list[Voice]] | None = None  # (monotonic expiry, voices)
-        self._voices_lock = asyncio.Lock()
+        self._voices = KeptVoices(settings.voices_ttl_s)
 
     def configuration_problem(self) -> str | None:
         settings = self.settings
@@ -329,13 +327,7 @@ class PollyProvider(Provider):
     async def list_voices(self) -> list[Voice]:
         """Every voice of ``DescribeVoices`` (all pages), once per engine it speaks, kept
         ``voices_ttl_s``."""
-        async with self._voices_lock:
-            if self._voices is not None and self._voices[0] > time.monotonic():
-                return self._voices[1]
-            voices = await self._fetch_voices()
-            if self.settings.voices_ttl_s > 0:
-                self._voices = (time.monotonic() + self.settings.voices_ttl_s, voices)
-            return voices
+        return await self._voices.get(self._fetch_voices)
 
     async def _fetch_voices(self) -> list[Voice]:
         voices: list[Voice] = []
@@ -398,8 +390,7 @@ class PollyProvider(Provider):
         return self.settings.prices.get(voice.model, PRICES.get(voice.model))
 
     def estimated_cost(self, voice: Voice) -> float | None:
-        price = self.price(voice)
-        return None if price is None else price * TYPICAL_CHARACTERS / 1e6
+        return character_cost(self.price(voice), TYPICAL_CHARACTERS)
 
     # -- synthesis ---------------------------------------------------------------------------
     def _payload(self, job: SynthesisJob) -> dict[str, Any]:
@@ -450,8 +441,7 @@ class PollyProvider(Provider):
         if not audio:
             raise SynthesisFailed(self.name, "the response holds no audio", model=job.voice.model)
         characters = int(billed) if billed and billed.isdigit() else len(job.text)
-        price = self.price(job.voice)
-        cost = None if price is None else characters * price / 1e6
+        cost = character_cost(self.price(job.voice), characters)
         chosen = str(payload["OutputFormat"])
         encoding = _ENCODINGS[chosen]
         rate = int(payload.get("SampleRate", 16000)) if encoding.is_raw_pcm else 0

@@ -143,13 +143,15 @@ _FFMPEG_OUTPUT: dict[str, list[str]] = {
     "opus": ["-c:a", "libopus", "-f", "ogg"],
     "aac": ["-c:a", "aac", "-f", "adts"],
     "flac": ["-c:a", "flac", "-f", "flac"],
+    "vorbis": ["-c:a", "libvorbis", "-f", "ogg"],
 }
 
 
 async def encode_with_ffmpeg(
     pcm: bytes, rate: int, container: str, *, bit_rate: int | None = None
 ) -> bytes:
-    """Encode s16le mono to mp3 / opus (Ogg) / aac (ADTS) / flac through ffmpeg pipes."""
+    """Encode s16le mono to mp3 / opus (Ogg) / aac (ADTS) / flac / vorbis (Ogg) through ffmpeg
+    pipes."""
     arguments = [find_ffmpeg(), "-hide_banner", "-loglevel", "error", "-nostdin"]
     arguments += ["-f", "s16le", "-ar", str(rate), "-ac", "1", "-i", "pipe:0"]
     if bit_rate is not None:

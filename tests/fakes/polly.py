@@ -634,23 +634,6 @@ async def ffmpeg_has_encoder(name: str) -> bool:
     return _ENCODERS[name]
 
 
-async def _encode_vorbis(pcm: bytes, rate: int) -> bytes:
-    """Ogg Vorbis through ffmpeg's libvorbis (:func:`encode_with_ffmpeg` knows no Vorbis)."""
-    arguments = [find_ffmpeg(), "-hide_banner", "-loglevel", "error", "-nostdin"]
-    arguments += ["-f", "s16le", "-ar", str(rate), "-ac", "1", "-i", "pipe:0"]
-    arguments += ["-c:a", "libvorbis", "-f", "ogg", "pipe:1"]
-    process = await asyncio.create_subprocess_exec(
-        *arguments,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    output, errors = await asyncio.wait_for(process.communicate(pcm), timeout=60)
-    if process.returncode != 0:
-        raise RuntimeError(f"ffmpeg failed (ogg_vorbis): {errors.decode(errors='replace')}")
-    return output
-
-
 async def encode_polly(pcm: bytes, rate: int, output_format: str) -> bytes:
     """s16le mono at ``rate`` as Polly sends it for ``output_format`` (any but json)."""
     if output_format == "pcm":
@@ -662,7 +645,7 @@ async def encode_polly(pcm: bytes, rate: int, output_format: str) -> bytes:
     if output_format == "ogg_opus":
         return await encode_with_ffmpeg(pcm, rate, "opus")
     if output_format == "ogg_vorbis":
-        return await _encode_vorbis(pcm, rate)
+        return await encode_with_ffmpeg(pcm, rate, "vorbis")
     return await encode_with_ffmpeg(pcm, rate, "mp3")
 
 

@@ -31,10 +31,10 @@ from bot.speech import AudioEncoding, SpeechRequest
 from bot.synthesis.pipeline import SpeechPipeline
 from integrations.google import GoogleProvider
 from integrations.google.provider import MAX_INPUT_BYTES, voice_type
-from integrations.piper import PiperProvider
 from tests.fakes.base import ScriptedResponse
 from tests.fakes.google import DEFAULT_API_KEY, FakeGoogleTTS
 from tests.support.asr import Transcriber, word_error_rate
+from tests.support.speech import piper_pcm
 
 KEY = DEFAULT_API_KEY
 SYNTHESIZE = "/v1/text:synthesize"
@@ -384,15 +384,8 @@ async def test_billing_off_opens_the_credit_circuit_and_the_fallback_speaks(
 async def test_real_speech_through_the_fake_and_the_pipeline(
     tmp_path: Path, transcriber: Transcriber
 ) -> None:
-    piper = PiperProvider.from_settings(config.load(data_dir=tmp_path / "data"))
-    piper_voice = await piper.resolve_voice(None, None)
-
-    async def speak_with_piper(text: str) -> tuple[bytes, int]:
-        chunk = (await piper.synthesize(SynthesisJob("fake", text, piper_voice))).chunk
-        return chunk.data, chunk.sample_rate
-
     sentence = "The washing machine has finished and the laundry is ready to hang."
-    async with FakeGoogleTTS(synthesizer=speak_with_piper) as fake:
+    async with FakeGoogleTTS(synthesizer=piper_pcm) as fake:
         speech = SpeechPipeline(google_settings(fake, tmp_path))
         try:
             utterance = await speech.speak(

@@ -28,7 +28,6 @@ from bot.ops import config
 from bot.providers.base import ProviderRegistry, SynthesisJob
 from bot.speech import AudioEncoding, SpeechRequest
 from bot.synthesis.pipeline import SpeechPipeline
-from integrations.piper import PiperProvider
 from integrations.polly import PollyProvider
 from integrations.polly.provider import MAX_BILLED_CHARACTERS
 from tests.fakes.polly import (
@@ -39,6 +38,7 @@ from tests.fakes.polly import (
     FakePolly,
 )
 from tests.support.asr import Transcriber, word_error_rate
+from tests.support.speech import piper_pcm
 
 SPEECH = "/v1/speech"
 VOICES = "/v1/voices"
@@ -366,15 +366,8 @@ async def test_throttling_is_waited_out_and_billed_once(fake: FakePolly, tmp_pat
 async def test_real_speech_through_the_fake_and_the_pipeline(
     tmp_path: Path, transcriber: Transcriber
 ) -> None:
-    piper = PiperProvider.from_settings(config.load(data_dir=tmp_path / "data"))
-    piper_voice = await piper.resolve_voice(None, None)
-
-    async def speak_with_piper(text: str) -> tuple[bytes, int]:
-        chunk = (await piper.synthesize(SynthesisJob("fake", text, piper_voice))).chunk
-        return chunk.data, chunk.sample_rate
-
     sentence = "The washing machine has finished and the laundry is ready to hang."
-    async with FakePolly(synthesizer=speak_with_piper) as fake:
+    async with FakePolly(synthesizer=piper_pcm) as fake:
         speech = SpeechPipeline(polly_settings(fake, tmp_path))
         try:
             utterance = await speech.speak(
